@@ -1,0 +1,182 @@
+//! Protocol 1 over HTTP: one call, one classified answer.
+
+use bytes::Bytes;
+use idb_wire::{
+    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, classify, datafile_path,
+};
+use reqwest::header::{self, HeaderValue};
+use url::Url;
+
+use crate::body::SegmentedBody;
+use crate::{Error, UploadConfig};
+
+/// The most bytes of a response body kept (enough for any JSON answer).
+const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+
+/// The server's answer to one call.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) outcome: Outcome,
+    pub(crate) body: Bytes,
+    /// `Location`, for redirects (which are never followed: a POST must not turn
+    /// into a GET, and the token must not go to another host).
+    pub(crate) location: Option<String>,
+}
+
+/// A client for one dataset's datafile endpoint.
+pub(crate) struct DatafileClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    /// `Token token=...`, marked sensitive so it never shows in debug output.
+    authorization: HeaderValue,
+}
+
+impl DatafileClient {
+    pub(crate) fn new(config: &UploadConfig) -> Result<Self, Error> {
+        // reqwest is built without a default crypto provider (so no C toolchain
+        // for aws-lc is needed); install ring's unless the process chose one.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("idb/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .build()
+            .map_err(Error::Client)?;
+        let endpoint = endpoint(&config.server, &config.dataset)?;
+        Ok(Self {
+            http,
+            endpoint,
+            authorization: authorization(&config.token)?,
+        })
+    }
+
+    /// Sends one call and classifies the answer.
+    pub(crate) async fn call(
+        &self,
+        phase: Phase,
+        body: MultipartBody,
+    ) -> Result<Answer, reqwest::Error> {
+        let content_type = body.content_type().to_owned();
+        let response = self
+            .http
+            .post(self.endpoint.clone())
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(reqwest::Body::wrap(SegmentedBody::new(
+                body.into_segments(),
+            )))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let retry_after = header_text(&response, header::RETRY_AFTER);
+        let location = header_text(&response, header::LOCATION);
+        let body = read_limited(response).await?;
+        let outcome = classify(phase, status, &body, retry_after.as_deref());
+        Ok(Answer {
+            status,
+            outcome,
+            body,
+            location,
+        })
+    }
+
+    pub(crate) fn boundary() -> Boundary {
+        Boundary::from_random(rand::random())
+    }
+}
+
+fn header_text(response: &reqwest::Response, name: header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(piece) = response.chunk().await? {
+        let room = RESPONSE_BODY_LIMIT.saturating_sub(body.len());
+        body.extend_from_slice(&piece[..piece.len().min(room)]);
+    }
+    Ok(body.into())
+}
+
+fn authorization(token: &Token) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::from_str(&token.authorization())
+        .map_err(|_| Error::Config("the token cannot be sent in an HTTP header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// `<server>/api/dataset/<key>/datafile`, keeping any path prefix of the server URL.
+fn endpoint(server: &Url, dataset: &DatasetKey) -> Result<Url, Error> {
+    if !matches!(server.scheme(), "http" | "https") {
+        return Err(Error::Config(format!(
+            "the server URL must start with https:// (got {})",
+            server.scheme()
+        )));
+    }
+    if server.query().is_some() || !server.username().is_empty() || server.password().is_some() {
+        return Err(Error::Config(
+            "the server URL must have no query, user or password".into(),
+        ));
+    }
+    let mut url = server.clone();
+    let prefix = server.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{}", datafile_path(dataset)));
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> DatasetKey {
+        DatasetKey::new("IDB-9").unwrap()
+    }
+
+    #[test]
+    fn endpoint_keeps_prefix() {
+        let cases = [
+            (
+                "https://databank.illinois.edu",
+                "https://databank.illinois.edu/api/dataset/IDB-9/datafile",
+            ),
+            ("https://h/", "https://h/api/dataset/IDB-9/datafile"),
+            (
+                "http://127.0.0.1:8080/prefix/",
+                "http://127.0.0.1:8080/prefix/api/dataset/IDB-9/datafile",
+            ),
+        ];
+        for (server, expected) in cases {
+            assert_eq!(
+                endpoint(&server.parse().unwrap(), &key()).unwrap().as_str(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_refuses_odd_urls() {
+        for bad in ["ftp://h/", "https://h/?x=1", "https://user:pw@h/"] {
+            assert!(
+                matches!(
+                    endpoint(&bad.parse().unwrap(), &key()),
+                    Err(Error::Config(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorization_header_is_sensitive() {
+        let value = authorization(&Token::new("abc").unwrap()).unwrap();
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("abc"));
+    }
+}

@@ -1,0 +1,190 @@
+use std::path::PathBuf;
+
+use idb_read::ReadError;
+use idb_wire::{DatasetKey, Phase, WireError};
+use thiserror::Error;
+use url::Url;
+
+/// Why a file's name cannot be used (found before anything is sent).
+#[derive(Debug, Error)]
+pub enum NameProblem {
+    /// Its name cannot be a Data Bank file name.
+    #[error("{0}; rename the file")]
+    Invalid(#[source] WireError),
+    /// Its name is not valid UTF-8.
+    #[error("its name is not valid UTF-8; rename the file")]
+    NotUtf8,
+    /// Another file of the same run has the same base name.
+    #[error(
+        "another file in this upload, {other}, has the same name; a dataset holds one file per name"
+    )]
+    Duplicate {
+        /// The other file.
+        other: PathBuf,
+    },
+}
+
+/// Everything that can go wrong in an upload.
+///
+/// Each variant carries the facts (file, phase, offset, status) and its message says
+/// what to do next. None of them carries the token.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A file cannot be opened, read, or changed while it was read (from
+    /// `idb-read`: not found, not a regular file, over 2 TiB, changed, I/O).
+    #[error(transparent)]
+    File(#[from] ReadError),
+    /// A file's name cannot be used; found before anything was sent.
+    #[error("{path}: {problem}")]
+    BadName {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its name.
+        problem: NameProblem,
+    },
+    /// The server refused the token (401). Fatal for the run.
+    #[error(
+        "the server refused the token for dataset {dataset} (HTTP 401): it is missing, wrong, \
+         expired, or belongs to another dataset; get a new token from the dataset's edit page"
+    )]
+    Unauthorized {
+        /// The dataset.
+        dataset: DatasetKey,
+    },
+    /// The dataset is unknown or not a draft (404). Fatal for the run.
+    #[error(
+        "dataset {dataset} was not found on {server}, or it is no longer a draft (HTTP 404); \
+         check the dataset key and the server"
+    )]
+    DatasetNotFound {
+        /// The dataset.
+        dataset: DatasetKey,
+        /// The server asked.
+        server: Url,
+    },
+    /// A file of that name is already in the dataset (409 on setup).
+    #[error(
+        "{path}: dataset {dataset} already has a file named {filename:?}; rename the local file \
+         or delete the one in the dataset first"
+    )]
+    AlreadyExists {
+        /// The local file.
+        path: PathBuf,
+        /// The name in the dataset.
+        filename: String,
+        /// The dataset.
+        dataset: DatasetKey,
+    },
+    /// A chunk was over the server's request limit (413).
+    #[error(
+        "{path}: the server refused a {len}-byte chunk as too large (HTTP 413); \
+         try again with a smaller --chunk-size"
+    )]
+    ChunkTooLarge {
+        /// The local file.
+        path: PathBuf,
+        /// The chunk's length.
+        len: u64,
+    },
+    /// The server holds a different number of bytes than this upload sent (409).
+    #[error(
+        "{path}: the server expected the chunk at byte {expected}, but this upload was at byte \
+         {sent}; another upload of the same file may be running"
+    )]
+    OffsetConflict {
+        /// The local file.
+        path: PathBuf,
+        /// The offset sent.
+        sent: u64,
+        /// The offset the server wanted.
+        expected: u64,
+    },
+    /// The server has no open upload for this file any more.
+    #[error(
+        "{path}: the server has no open upload for this file any more (it may have restarted); run the upload again"
+    )]
+    SessionLost {
+        /// The local file.
+        path: PathBuf,
+    },
+    /// The server refused verify: not all bytes arrived.
+    #[error(
+        "{path}: the server refused verify: it holds {received} of {expected} bytes; run the upload again"
+    )]
+    Incomplete {
+        /// The local file.
+        path: PathBuf,
+        /// Bytes the server holds.
+        received: u64,
+        /// Bytes it expected.
+        expected: u64,
+    },
+    /// The server's copy is not what was sent.
+    #[error(
+        "{path}: the server's copy differs from what was sent ({what}); the file is in the \
+         dataset but corrupt: delete it there and upload again"
+    )]
+    IntegrityMismatch {
+        /// The local file.
+        path: PathBuf,
+        /// Which property differs, with both values.
+        what: String,
+    },
+    /// The server failed (5xx, 429) and this version does not retry.
+    #[error(
+        "{path}: the server failed during {phase} at byte {offset} (HTTP {status}); try again later"
+    )]
+    ServerError {
+        /// The local file.
+        path: PathBuf,
+        /// The call.
+        phase: Phase,
+        /// The offset reached.
+        offset: u64,
+        /// The status.
+        status: u16,
+    },
+    /// Any other refusal (400 and the like).
+    #[error("{path}: the server refused {phase} at byte {offset} (HTTP {status}): {message}")]
+    Rejected {
+        /// The local file.
+        path: PathBuf,
+        /// The call.
+        phase: Phase,
+        /// The offset reached.
+        offset: u64,
+        /// The status.
+        status: u16,
+        /// The server's explanation, shortened.
+        message: String,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("{path}: could not talk to {server} during {phase}: {source}")]
+    Connection {
+        /// The local file.
+        path: PathBuf,
+        /// The server.
+        server: Url,
+        /// The call.
+        phase: Phase,
+        /// What failed (the token is never part of it).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error("cannot set up HTTP: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl Error {
+    /// Whether this error stops the whole run (no other file can succeed either).
+    pub fn is_fatal_for_run(&self) -> bool {
+        matches!(
+            self,
+            Error::Unauthorized { .. } | Error::DatasetNotFound { .. }
+        )
+    }
+}

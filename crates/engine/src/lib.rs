@@ -1,0 +1,51 @@
+//! The `idb` transfer engine: uploads files to an Illinois Data Bank dataset.
+//!
+//! `idb-engine` owns the client side of the chunked upload protocol: checking the
+//! files before anything is sent, `setup`, ordered `transfer` calls (chunks come
+//! from an `idb-read` reader thread running ahead of the network) whose
+//! `previous_size` is the byte offset, `verify`, and an end-to-end blake3 check of
+//! what the server received. Every failure becomes a typed [`Error`] that says
+//! what happened, to which file, and what to do.
+//!
+//! Main types: [`UploadConfig`] (server, dataset, token, chunk size),
+//! [`Uploader`] (checks files, then runs uploads), [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI),
+//! [`Report`] (what happened to each file).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use idb_engine::{UploadConfig, Uploader, NoEvents};
+//! use idb_wire::{DatasetKey, Token};
+//!
+//! let config = UploadConfig::new(
+//!     "https://databank.illinois.edu".parse().unwrap(),
+//!     DatasetKey::new("IDB-1234567")?,
+//!     Token::new(&std::env::var("IDB_TOKEN").unwrap_or_default())?,
+//! );
+//! let uploader = Uploader::new(config)?;
+//! let files = match uploader.check(&["data.h5".into()]) {
+//!     Ok(files) => files,
+//!     Err(problems) => panic!("fix these first: {problems:?}"),
+//! };
+//! let report = uploader.upload(files, &NoEvents).await;
+//! assert!(report.all_verified());
+//! # Ok(()) }
+//! ```
+//!
+//! It never prints and never exits: progress goes out as events, results as values.
+//! The token travels only in a sensitive `Authorization` header.
+#![deny(missing_docs)]
+
+mod body;
+mod client;
+mod config;
+mod error;
+mod event;
+mod preflight;
+mod upload;
+
+pub use config::{DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, MAX_CHUNK_SIZE, UploadConfig};
+pub use error::{Error, NameProblem};
+pub use event::{Event, EventSink, NoEvents};
+pub use idb_read::{Change, ReadError, ReadMode};
+pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
+pub use upload::{CheckedFiles, FileOutcome, FileReport, Report, Uploader};

@@ -1,0 +1,293 @@
+//! The engine against a real mock server on 127.0.0.1:0: outcomes are matched by
+//! error variant, never by message text.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use idb_engine::{
+    DatasetKey, Error, Event, FileOutcome, NameProblem, NoEvents, ReadError, Report, Token,
+    UploadConfig, Uploader,
+};
+use idb_mock::{MockConfig, MockServer};
+
+const DS: &str = "IDB-E1";
+const TOKEN: &str = "engine-token";
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new_derive_key("idb engine tests")
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64) -> Uploader {
+    let config = UploadConfig::new(
+        server.url().parse().unwrap(),
+        DatasetKey::new(dataset).unwrap(),
+        Token::new(token).unwrap(),
+    )
+    .chunk_size(chunk);
+    Uploader::new(config).unwrap()
+}
+
+async fn run(uploader: &Uploader, paths: &[PathBuf], events: &dyn idb_engine::EventSink) -> Report {
+    let files = uploader.check(paths).expect("the files pass the checks");
+    uploader.upload(files, events).await
+}
+
+fn failure(report: &Report, index: usize) -> &Error {
+    match &report.files[index].outcome {
+        FileOutcome::Failed(error) => error,
+        other => panic!("file {index} should have failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn uploads_are_byte_exact_and_hashes_match() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [0, 1, 4095, 4096, 4097, 50_000];
+    let paths: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| write(dir.path(), &format!("f{i}.bin"), &data(n, i as u8)))
+        .collect();
+    let report = run(&uploader(&server, DS, TOKEN, 4096), &paths, &NoEvents).await;
+    assert!(report.all_verified(), "{report:?}");
+    for (file, path) in report.files.iter().zip(&paths) {
+        let stored = server
+            .stored_file(DS, path.file_name().unwrap().to_str().unwrap())
+            .unwrap();
+        assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(path).unwrap());
+        let FileOutcome::Verified { blake3, receipt } = &file.outcome else {
+            unreachable!()
+        };
+        assert_eq!(
+            *blake3,
+            blake3::hash(&std::fs::read(path).unwrap())
+                .to_hex()
+                .to_string()
+        );
+        assert_eq!(receipt.as_ref().unwrap().blake3, *blake3);
+    }
+}
+
+#[tokio::test]
+async fn events_cover_every_byte_in_order() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "e.bin", &data(10_000, 1));
+    let events = Mutex::new(Vec::new());
+    let sink = |e: Event| events.lock().unwrap().push(e);
+    let report = run(
+        &uploader(&server, DS, TOKEN, 3000),
+        std::slice::from_ref(&path),
+        &sink,
+    )
+    .await;
+    assert!(report.all_verified());
+    let events = events.into_inner().unwrap();
+    assert_eq!(
+        events.first(),
+        Some(&Event::FileStarted {
+            path: path.clone(),
+            size: 10_000
+        })
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::FileVerified {
+            path: path.clone(),
+            size: 10_000
+        })
+    );
+    let acked: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChunkAcked { offset, len, .. } => Some((*offset, *len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [(0, 3000), (3000, 3000), (6000, 3000), (9000, 1000)]);
+}
+
+#[tokio::test]
+async fn a_refused_token_stops_the_run() {
+    let server = MockServer::start(
+        MockConfig::new()
+            .dataset(DS, TOKEN)
+            .dataset("IDB-E2", "other"),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [write(dir.path(), "a", b"a"), write(dir.path(), "b", b"b")];
+    for token in ["wrong", "other"] {
+        let report = run(&uploader(&server, DS, token, 4096), &paths, &NoEvents).await;
+        assert!(matches!(failure(&report, 0), Error::Unauthorized { .. }));
+        assert!(matches!(report.files[1].outcome, FileOutcome::NotStarted));
+        assert!(matches!(
+            report.fatal_error(),
+            Some(Error::Unauthorized { .. })
+        ));
+    }
+    assert_eq!(server.stats().bytes_accepted, 0);
+}
+
+#[tokio::test]
+async fn unknown_and_published_datasets_are_not_found() {
+    let server = MockServer::start(MockConfig::new().published_dataset("IDB-PUB", TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [write(dir.path(), "a", b"a")];
+    for dataset in ["IDB-PUB", "IDB-NONE"] {
+        let report = run(&uploader(&server, dataset, TOKEN, 4096), &paths, &NoEvents).await;
+        assert!(
+            matches!(failure(&report, 0), Error::DatasetNotFound { .. }),
+            "{dataset}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_existing_name_and_a_too_large_chunk_fail_only_their_file() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(1024))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let small = write(dir.path(), "small", b"abc");
+    let big = write(dir.path(), "big", &data(5000, 2));
+    let up = uploader(&server, DS, TOKEN, 2048);
+    assert!(
+        run(&up, std::slice::from_ref(&small), &NoEvents)
+            .await
+            .all_verified()
+    );
+
+    let other = write(dir.path(), "other", b"xyz");
+    let report = run(&up, &[small, big, other], &NoEvents).await;
+    assert!(matches!(failure(&report, 0), Error::AlreadyExists { .. }));
+    assert!(matches!(
+        failure(&report, 1),
+        Error::ChunkTooLarge { len: 2048, .. }
+    ));
+    assert!(matches!(
+        report.files[2].outcome,
+        FileOutcome::Verified { .. }
+    ));
+    assert!(report.fatal_error().is_none());
+}
+
+#[tokio::test]
+async fn a_file_that_changes_during_upload_is_never_verified() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let grows = write(dir.path(), "grows", &data(40_000, 3));
+    let shrinks = write(dir.path(), "shrinks", &data(40_000, 4));
+    // The event sink runs between chunks: it changes the file after the first one.
+    // The reader runs at most prefetch + 1 = 5 chunks ahead, so cutting the file
+    // to 30 of its 40 chunks never pulls a mapped page from under it.
+    let (grows_at, shrinks_at) = (grows.clone(), shrinks.clone());
+    let sink = move |e: Event| {
+        if let Event::ChunkAcked {
+            path, offset: 0, ..
+        } = e
+        {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            if path == grows_at {
+                (&file).write_all(b"more").unwrap();
+            } else if path == shrinks_at {
+                file.set_len(30_000).unwrap();
+            }
+        }
+    };
+    let report = run(
+        &uploader(&server, DS, TOKEN, 1000),
+        &[grows, shrinks],
+        &sink,
+    )
+    .await;
+    for i in 0..2 {
+        let error = failure(&report, i);
+        assert!(
+            matches!(error, Error::File(ReadError::Changed { .. })),
+            "{error:?}"
+        );
+    }
+    assert_eq!(server.stats().files_verified, 0);
+}
+
+#[tokio::test]
+async fn checks_find_every_problem_before_anything_is_sent() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let a = write(dir.path(), "same", b"1");
+    let b = write(&dir.path().join("sub"), "same", b"2");
+    let paths = [a, dir.path().join("missing"), dir.path().join("sub"), b];
+    let problems = uploader(&server, DS, TOKEN, 4096)
+        .check(&paths)
+        .err()
+        .expect("problems");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(matches!(
+        problems[0],
+        Error::File(ReadError::NotFound { .. })
+    ));
+    assert!(matches!(
+        problems[1],
+        Error::File(ReadError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        problems[2],
+        Error::BadName {
+            problem: NameProblem::Duplicate { .. },
+            ..
+        }
+    ));
+    assert_eq!(server.stats().requests, 0);
+}
+
+#[test]
+fn bad_chunk_sizes_are_refused() {
+    for chunk in [0, idb_engine::MAX_CHUNK_SIZE + 1] {
+        let config = UploadConfig::new(
+            "http://127.0.0.1:9".parse().unwrap(),
+            DatasetKey::new(DS).unwrap(),
+            Token::new(TOKEN).unwrap(),
+        )
+        .chunk_size(chunk);
+        assert!(matches!(Uploader::new(config), Err(Error::Config(_))));
+    }
+}
+
+#[test]
+fn debug_output_never_shows_the_token() {
+    let config = UploadConfig::new(
+        "https://example.org".parse().unwrap(),
+        DatasetKey::new(DS).unwrap(),
+        Token::new("very-secret-value").unwrap(),
+    );
+    assert!(!format!("{config:?}").contains("very-secret"));
+}

@@ -1,0 +1,172 @@
+//! Reading a request body into form fields, streaming, with limits.
+
+use axum::body::Body;
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use idb_wire::{
+    Fields, MultipartEvent, MultipartParser, PhaseRequest, TEXT_FIELD_LIMIT, WireError,
+    boundary_from_content_type, parse_urlencoded,
+};
+
+/// Why a body could not be turned into fields.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The payload is over the chunk limit (413).
+    TooLarge,
+    /// The body breaks its format, or a text field is too long (400).
+    Malformed(WireError),
+    /// The content type is neither multipart nor urlencoded (415).
+    UnsupportedType,
+    /// The connection failed while reading (no answer will reach the client).
+    Io,
+}
+
+/// The most bytes of an urlencoded body per payload byte allowed (`%XX` is 3).
+const URLENCODED_EXPANSION: u64 = 3;
+
+/// Room for the non-payload parts of a body.
+const ENVELOPE_BYTES: u64 = 64 * 1024;
+
+/// Reads the form fields of a request. At most `max_chunk` payload bytes are held;
+/// past that the rest of the body is read and dropped, and the answer is
+/// [`BodyError::TooLarge`] (reading to the end lets the client see the 413
+/// instead of a reset connection).
+pub(crate) async fn read_fields(
+    content_type: Option<&str>,
+    content_length: Option<u64>,
+    body: Body,
+    max_chunk: u64,
+) -> Result<Fields, BodyError> {
+    let content_type = content_type.unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("multipart/form-data") {
+        let boundary = boundary_from_content_type(content_type).map_err(BodyError::Malformed)?;
+        read_multipart(&boundary, content_length, body, max_chunk).await
+    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        read_urlencoded(body, max_chunk).await
+    } else {
+        drain(body).await;
+        Err(BodyError::UnsupportedType)
+    }
+}
+
+async fn read_multipart(
+    boundary: &str,
+    content_length: Option<u64>,
+    mut body: Body,
+    max_chunk: u64,
+) -> Result<Fields, BodyError> {
+    let mut parser = MultipartParser::new(boundary);
+    let mut fields = Fields::new();
+    let mut current: Option<(String, BytesMut, usize)> = None;
+    let mut error: Option<BodyError> = None;
+    // Reserve the payload buffer once from Content-Length, so a large chunk is not
+    // reallocated as it grows.
+    let payload_hint = content_length.unwrap_or(0).min(max_chunk + ENVELOPE_BYTES) as usize;
+    loop {
+        // Pull every event the bytes so far allow, then read more.
+        while error.is_none() {
+            let event = match parser.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(BodyError::Malformed(e));
+                    break;
+                }
+            };
+            match event {
+                MultipartEvent::PartStart(headers) => {
+                    let limit = limit_of(&headers.name, max_chunk);
+                    let capacity = if PhaseRequest::is_payload_field(&headers.name) {
+                        payload_hint
+                    } else {
+                        0
+                    };
+                    current = Some((headers.name, BytesMut::with_capacity(capacity), limit));
+                }
+                MultipartEvent::Data(data) => {
+                    let Some((name, buf, limit)) = current.as_mut() else {
+                        continue;
+                    };
+                    if buf.len() + data.len() > *limit {
+                        error = Some(over_limit(name));
+                    } else {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                MultipartEvent::PartEnd => {
+                    if let Some((name, buf, _)) = current.take() {
+                        fields.push(name, buf.freeze());
+                    }
+                }
+                MultipartEvent::End => {}
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref()
+                    && error.is_none()
+                {
+                    parser.push(data);
+                }
+            }
+            Some(Err(_)) => return Err(BodyError::Io),
+            None => break,
+        }
+    }
+    if let Some(error) = error {
+        return Err(error);
+    }
+    parser.finish().map_err(BodyError::Malformed)?;
+    Ok(fields)
+}
+
+async fn read_urlencoded(mut body: Body, max_chunk: u64) -> Result<Fields, BodyError> {
+    let limit = (max_chunk * URLENCODED_EXPANSION + ENVELOPE_BYTES) as usize;
+    let mut buf = BytesMut::new();
+    let mut too_large = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Io)?;
+        if let Some(data) = frame.data_ref() {
+            too_large |= buf.len() + data.len() > limit;
+            if !too_large {
+                buf.extend_from_slice(data);
+            }
+        }
+    }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
+    let pairs = parse_urlencoded(&buf).map_err(BodyError::Malformed)?;
+    if let Some((name, _)) = pairs.iter().find(|(n, v)| v.len() > limit_of(n, max_chunk)) {
+        return Err(over_limit(name));
+    }
+    Ok(pairs.into_iter().collect())
+}
+
+/// Reads a body to its end and drops it, so an early answer (401, 404) reaches a
+/// client that is still sending instead of a reset connection.
+pub(crate) async fn drain(mut body: Body) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// The field's size limit: `max_chunk` for the payload, [`TEXT_FIELD_LIMIT`] else.
+fn limit_of(name: &str, max_chunk: u64) -> usize {
+    if PhaseRequest::is_payload_field(name) {
+        max_chunk as usize
+    } else {
+        TEXT_FIELD_LIMIT
+    }
+}
+
+/// The error for a field over its limit: 413 for the payload, 400 for text.
+fn over_limit(name: &str) -> BodyError {
+    if PhaseRequest::is_payload_field(name) {
+        BodyError::TooLarge
+    } else {
+        BodyError::Malformed(WireError::BadField {
+            field: "form field",
+            reason: "a text field is longer than 4096 bytes",
+        })
+    }
+}

@@ -1,0 +1,149 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default largest `bytechunk` the mock accepts before answering 413: 64 MiB.
+pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
+
+/// Where received bytes go.
+#[derive(Debug, Clone, Default)]
+pub enum Storage {
+    /// A fresh temporary directory, removed when the server is dropped.
+    #[default]
+    TempDir,
+    /// This directory; files appear as `<dir>/<dataset>/<filename>` after verify.
+    Dir(PathBuf),
+    /// Keep nothing: count and hash the bytes only (for benchmarks).
+    Sink,
+}
+
+/// One dataset the mock knows.
+#[derive(Debug, Clone)]
+pub(crate) struct DatasetConfig {
+    pub(crate) key: String,
+    pub(crate) token: String,
+    pub(crate) published: bool,
+}
+
+/// What the mock serves and how it behaves.
+///
+/// Build it with the methods; every knob has a default that behaves like a fast,
+/// healthy server.
+#[derive(Clone)]
+pub struct MockConfig {
+    pub(crate) datasets: Vec<DatasetConfig>,
+    /// The address [`crate::MockServer::start`] binds: 127.0.0.1:0 by default.
+    pub listen: SocketAddr,
+    /// Where bytes go.
+    pub storage: Storage,
+    /// How long every response is held back, to model a round trip.
+    pub latency: Duration,
+    /// The largest `bytechunk` accepted; larger ones get 413.
+    pub max_chunk: u64,
+    /// How long tokens live, counted from the server's start; `None` for ever.
+    /// `Some(Duration::ZERO)` makes every token already expired.
+    pub token_ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are fake here, but the habit is the same everywhere: never print them.
+        let keys: Vec<_> = self
+            .datasets
+            .iter()
+            .map(|d| (&d.key, d.published))
+            .collect();
+        f.debug_struct("MockConfig")
+            .field("datasets", &keys)
+            .field("listen", &self.listen)
+            .field("storage", &self.storage)
+            .field("latency", &self.latency)
+            .field("max_chunk", &self.max_chunk)
+            .field("token_ttl", &self.token_ttl)
+            .finish()
+    }
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            datasets: Vec::new(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            storage: Storage::default(),
+            latency: Duration::ZERO,
+            max_chunk: DEFAULT_MAX_CHUNK,
+            token_ttl: None,
+        }
+    }
+}
+
+impl MockConfig {
+    /// A server with no datasets, on 127.0.0.1:0, storing into a temp dir.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a draft dataset `key` that accepts `token`. Adding the same key again
+    /// with another token makes both tokens valid for it.
+    pub fn dataset(mut self, key: &str, token: &str) -> Self {
+        self.datasets.push(DatasetConfig {
+            key: key.into(),
+            token: token.into(),
+            published: false,
+        });
+        self
+    }
+
+    /// Adds a published dataset: it exists but takes no uploads (404).
+    pub fn published_dataset(mut self, key: &str, token: &str) -> Self {
+        self.datasets.push(DatasetConfig {
+            key: key.into(),
+            token: token.into(),
+            published: true,
+        });
+        self
+    }
+
+    /// Marks an already added dataset as published.
+    pub fn publish(mut self, key: &str) -> Self {
+        for d in self.datasets.iter_mut().filter(|d| d.key == key) {
+            d.published = true;
+        }
+        self
+    }
+
+    /// Sets [`MockConfig::storage`].
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Sets [`MockConfig::latency`].
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Sets [`MockConfig::max_chunk`].
+    pub fn max_chunk(mut self, bytes: u64) -> Self {
+        self.max_chunk = bytes;
+        self
+    }
+
+    /// Sets [`MockConfig::token_ttl`].
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets [`MockConfig::listen`].
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The keys of the configured datasets.
+    pub fn dataset_keys(&self) -> impl Iterator<Item = &str> {
+        self.datasets.iter().map(|d| d.key.as_str())
+    }
+}

@@ -1,0 +1,132 @@
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What a path is when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A block or character device.
+    Device,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::Socket => "a socket",
+            FileKind::Device => "a device",
+            FileKind::Other => "not a regular file",
+        })
+    }
+}
+
+/// How a file differs from what it was when it was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// It grew (appended to).
+    Grew {
+        /// Size at open.
+        from: u64,
+        /// Size now.
+        to: u64,
+    },
+    /// It shrank (truncated).
+    Shrank {
+        /// Size at open.
+        from: u64,
+        /// Size now.
+        to: u64,
+    },
+    /// Same size, but written to (modification or change time moved).
+    Modified,
+    /// The path now names another file.
+    Replaced,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Grew { from, to } => write!(f, "it grew from {from} to {to} bytes"),
+            Change::Shrank { from, to } => write!(f, "it shrank from {from} to {to} bytes"),
+            Change::Modified => f.write_str("it was written to"),
+            Change::Replaced => f.write_str("it was replaced by another file"),
+        }
+    }
+}
+
+/// Everything that can go wrong on the file side. Each variant names the file.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// No such file.
+    #[error("{path}: no such file")]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Not a regular file.
+    #[error("{path}: {kind}, not a regular file; give the files themselves")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: FileKind,
+    },
+    /// It cannot be opened or examined.
+    #[error("{path}: cannot read it: {source}")]
+    Unreadable {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Over the Data Bank's 2 TiB limit.
+    #[error("{path}: {size} bytes is over the Data Bank's limit of 2 TiB (2199023255552 bytes)")]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The file changed after it was opened.
+    #[error(
+        "{path}: the file changed while it was being read ({change}); nothing of it was verified"
+    )]
+    Changed {
+        /// The path.
+        path: PathBuf,
+        /// How.
+        change: Change,
+    },
+    /// A read failed.
+    #[error("{path}: read failed at byte {offset}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Memory-mapping was required ([`crate::ReadMode::Mmap`]) and failed.
+    #[error("{path}: cannot memory-map it: {source}")]
+    Map {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+}

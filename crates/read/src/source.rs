@@ -1,0 +1,282 @@
+//! Opening a file for upload: checks, identity, and the memory map.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+use crate::{Change, FileKind, Identity, ReadError, Span};
+
+/// The largest file the Data Bank accepts: 2 TiB. Checked at open, before anything
+/// is read or sent.
+pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024 * 1024;
+
+/// How chunk bytes are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Memory-map when possible, positional reads otherwise.
+    #[default]
+    Auto,
+    /// Memory-map, or fail with [`ReadError::Map`].
+    Mmap,
+    /// Positional reads (`pread`) into owned buffers, never a map.
+    Positional,
+}
+
+/// A file opened for upload: checked, with its identity at open, mapped when the
+/// mode allows. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SourceFile(Arc<Inner>);
+
+struct Inner {
+    path: PathBuf,
+    file: File,
+    identity: Identity,
+    map: Option<Mmap>,
+}
+
+impl std::fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &self.0.path)
+            .field("size", &self.0.identity.size)
+            .field("mapped", &self.0.map.is_some())
+            .finish()
+    }
+}
+
+fn kind_of(file_type: std::fs::FileType) -> Option<FileKind> {
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some(FileKind::Directory)
+    } else if file_type.is_fifo() {
+        Some(FileKind::Fifo)
+    } else if file_type.is_socket() {
+        Some(FileKind::Socket)
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        Some(FileKind::Device)
+    } else {
+        Some(FileKind::Other)
+    }
+}
+
+impl SourceFile {
+    /// Opens `path`: a readable regular file (symbolic links followed) of at most
+    /// [`MAX_FILE_SIZE`] bytes. Its identity is taken from the open handle.
+    pub fn open(path: &Path, mode: ReadMode) -> Result<Self, ReadError> {
+        let path_buf = || path.to_path_buf();
+        let unreadable = |source| ReadError::Unreadable {
+            path: path_buf(),
+            source,
+        };
+        // Look before opening: opening a FIFO for reading would block until a
+        // writer came. O_NONBLOCK below guards the race where it appears between.
+        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => ReadError::NotFound { path: path_buf() },
+            _ => unreadable(source),
+        })?;
+        if let Some(kind) = kind_of(meta.file_type()) {
+            return Err(ReadError::NotAFile {
+                path: path_buf(),
+                kind,
+            });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        if let Some(kind) = kind_of(meta.file_type()) {
+            return Err(ReadError::NotAFile {
+                path: path_buf(),
+                kind,
+            });
+        }
+        let identity = Identity::of(&meta);
+        if identity.size > MAX_FILE_SIZE {
+            return Err(ReadError::TooLarge {
+                path: path_buf(),
+                size: identity.size,
+            });
+        }
+        let map = match mode {
+            ReadMode::Positional => None,
+            // An empty file cannot be mapped, and needs no reading.
+            _ if identity.size == 0 => None,
+            ReadMode::Auto | ReadMode::Mmap => {
+                // SAFETY: the map is read-only and private to this process. Another
+                // process may still change the file: changed bytes are caught by
+                // the identity checks before each chunk and before verify; a
+                // truncation can raise SIGBUS on access, which the CLI reports
+                // as such (see the README). Nothing here writes through the map.
+                match unsafe { Mmap::map(&file) } {
+                    Ok(map) => {
+                        // Advice is a hint; a kernel that ignores it is fine.
+                        let _ = map.advise(Advice::Sequential);
+                        Some(map)
+                    }
+                    Err(source) if mode == ReadMode::Mmap => {
+                        return Err(ReadError::Map {
+                            path: path_buf(),
+                            source,
+                        });
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        Ok(Self(Arc::new(Inner {
+            path: path_buf(),
+            file,
+            identity,
+            map,
+        })))
+    }
+
+    /// The path it was opened as.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Its size at open.
+    pub fn size(&self) -> u64 {
+        self.0.identity.size
+    }
+
+    /// Its identity at open.
+    pub fn identity(&self) -> Identity {
+        self.0.identity
+    }
+
+    /// Whether chunks are views of a memory map (else positional reads).
+    pub fn is_mapped(&self) -> bool {
+        self.0.map.is_some()
+    }
+
+    /// Fails with [`ReadError::Changed`] if the file is not what it was at open.
+    pub fn check_identity(&self) -> Result<(), ReadError> {
+        let meta = self
+            .0
+            .file
+            .metadata()
+            .map_err(|source| ReadError::Unreadable {
+                path: self.0.path.clone(),
+                source,
+            })?;
+        // The open handle cannot notice a rename over the path: look at the path
+        // first, since the replaced file's own status changes as it is unlinked.
+        let replaced = match std::fs::metadata(&self.0.path) {
+            Ok(m) => (m.dev(), m.ino()) != (self.0.identity.device, self.0.identity.inode),
+            Err(_) => true,
+        };
+        let change = if replaced {
+            Some(Change::Replaced)
+        } else {
+            self.0.identity.change_to(&Identity::of(&meta))
+        };
+        match change {
+            Some(change) => Err(ReadError::Changed {
+                path: self.0.path.clone(),
+                change,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The bytes of `span`: a view of the map, or a positional read.
+    pub(crate) fn read(&self, span: Span, release_pages: bool) -> Result<Bytes, ReadError> {
+        if self.0.map.is_some() {
+            return Ok(Bytes::from_owner(MappedRange {
+                source: Arc::clone(&self.0),
+                start: span.offset as usize,
+                len: span.len as usize,
+                release_pages,
+            }));
+        }
+        let mut buf = vec![0u8; span.len as usize];
+        match self.0.file.read_exact_at(&mut buf, span.offset) {
+            Ok(()) => Ok(Bytes::from(buf)),
+            // A short read means the file shrank: say so rather than "EOF".
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.check_identity()?;
+                Err(ReadError::Io {
+                    path: self.0.path.clone(),
+                    offset: span.offset,
+                    source: e,
+                })
+            }
+            Err(source) => Err(ReadError::Io {
+                path: self.0.path.clone(),
+                offset: span.offset,
+                source,
+            }),
+        }
+    }
+
+    /// Asks the kernel to start reading `len` bytes at `offset` into memory.
+    pub(crate) fn prefetch(&self, offset: u64, len: u64) {
+        let size = self.size();
+        if offset >= size || len == 0 {
+            return;
+        }
+        let len = len.min(size - offset) as usize;
+        match &self.0.map {
+            Some(map) => {
+                let _ = map.advise_range(Advice::WillNeed, offset as usize, len);
+            }
+            None => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: posix_fadvise only reads its arguments; the fd is open.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.0.file.as_raw_fd(),
+                        offset as libc::off_t,
+                        len as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A range of the map owned by a `Bytes`: keeps the map alive, and on drop tells
+/// the kernel this process no longer needs those pages, so resident memory does
+/// not grow with the file.
+struct MappedRange {
+    source: Arc<Inner>,
+    start: usize,
+    len: usize,
+    release_pages: bool,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        let map = self.source.map.as_ref().expect("a mapped range has a map");
+        &map[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for MappedRange {
+    fn drop(&mut self) {
+        if !self.release_pages || self.len == 0 {
+            return;
+        }
+        if let Some(map) = &self.source.map {
+            // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops
+            // this process's page table entries; the next access to those pages
+            // (say, by another range sharing a boundary page) faults them back in
+            // from the page cache with the same contents. No reference into the
+            // map is invalidated.
+            unsafe {
+                let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.start, self.len);
+            }
+        }
+    }
+}

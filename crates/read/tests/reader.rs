@@ -1,0 +1,370 @@
+//! The reader end to end on real files: byte-exact reassembly, change detection,
+//! bad inputs, hash continuity. Both read modes run every conformance test.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use idb_read::{
+    Change, ChunkPlan, FileKind, FixedChunks, HashState, ReadError, ReadMode, Reader, ReaderConfig,
+    SourceFile,
+};
+use proptest::prelude::*;
+
+const MODES: [ReadMode; 2] = [ReadMode::Mmap, ReadMode::Positional];
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new_derive_key("idb-read tests")
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    // An old modification time, so that any later write visibly changes it.
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+    path
+}
+
+fn config(prefetch: usize) -> ReaderConfig {
+    ReaderConfig {
+        prefetch,
+        chunk_hashes: true,
+        ..ReaderConfig::default()
+    }
+}
+
+/// Reads everything; returns the reassembled bytes or the first error.
+fn read_all(reader: &Reader) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.recv() {
+        let chunk = chunk?;
+        assert_eq!(
+            chunk.offset,
+            out.len() as u64,
+            "chunks arrive in order, contiguous"
+        );
+        assert_eq!(chunk.hash, Some(blake3::hash(&chunk.bytes)));
+        out.extend_from_slice(&chunk.bytes);
+    }
+    Ok(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn random_files_reassemble_byte_exact(
+        size in 0usize..300_000,
+        chunk in 1u64..70_000,
+        prefetch in 0usize..5,
+        seed in any::<u64>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(size, seed);
+        let path = write_file(dir.path(), "f", &bytes);
+        for mode in MODES {
+            let source = SourceFile::open(&path, mode).unwrap();
+            prop_assert_eq!(source.is_mapped(), mode == ReadMode::Mmap && size > 0);
+            let reader =
+                Reader::spawn(&source, ChunkPlan::fixed(source.size(), chunk), HashState::new(), &config(prefetch));
+            let got = read_all(&reader).unwrap();
+            prop_assert!(got == bytes, "{:?}: reassembled bytes differ", mode);
+            let state = reader.finish();
+            prop_assert_eq!(state.finalize(size as u64), Some(blake3::hash(&bytes)));
+        }
+    }
+}
+
+#[test]
+fn a_reader_started_mid_file_still_hashes_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(100_000, 1);
+    let path = write_file(dir.path(), "f", &bytes);
+    for mode in MODES {
+        let source = SourceFile::open(&path, mode).unwrap();
+        // First reader: two chunks, then stopped (as when the engine replans).
+        let first = Reader::spawn(
+            &source,
+            ChunkPlan::fixed(100_000, 7000),
+            HashState::new(),
+            &config(0),
+        );
+        for _ in 0..2 {
+            first.recv().unwrap().unwrap();
+        }
+        let state = first.finish();
+        assert!(state.upto() >= 14_000);
+        // Second reader from an offset before and one after where the hash got.
+        for from in [7000, 50_000] {
+            let plan = ChunkPlan::starting_at(from, 100_000, FixedChunks(9000));
+            let reader = Reader::spawn(&source, plan, state.clone(), &config(2));
+            let got = read_all_from(&reader, from);
+            assert_eq!(got, bytes[from as usize..]);
+            assert_eq!(
+                reader.finish().finalize(100_000),
+                Some(blake3::hash(&bytes)),
+                "{mode:?} from {from}"
+            );
+        }
+    }
+}
+
+fn read_all_from(reader: &Reader, from: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.recv() {
+        let chunk = chunk.unwrap();
+        assert_eq!(chunk.offset, from + out.len() as u64);
+        out.extend_from_slice(&chunk.bytes);
+    }
+    out
+}
+
+/// Reads the first chunk, applies `change`, then reads on: the reader must report
+/// a change before the plan completes. Returns what the on-demand check says once
+/// the change is complete (the reader may catch a write half done, when the times
+/// moved but the size not yet, so its kind of change can differ). The reader runs at most `prefetch + 1`
+/// chunks ahead, and every change here leaves those chunks inside the file, so no
+/// mapped page past a new end is ever touched.
+fn change_during_reading(change: impl Fn(&Path)) -> Vec<Change> {
+    const CHUNK: u64 = 4096;
+    let mut errors = Vec::new();
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(dir.path(), "f", &data(40 * CHUNK as usize, 2));
+        let source = SourceFile::open(&path, mode).unwrap();
+        let reader = Reader::spawn(
+            &source,
+            ChunkPlan::fixed(source.size(), CHUNK),
+            HashState::new(),
+            &config(1),
+        );
+        reader.recv().unwrap().unwrap();
+        change(&path);
+        let mut result = None;
+        while let Some(item) = reader.recv() {
+            if let Err(e) = item {
+                result = Some(e);
+                break;
+            }
+        }
+        let error = result.unwrap_or_else(|| panic!("{mode:?}: the change went unnoticed"));
+        assert!(matches!(error, ReadError::Changed { .. }), "{error:?}");
+        match source.check_identity() {
+            Err(ReadError::Changed { change, .. }) => errors.push(change),
+            other => panic!("{mode:?}: the on-demand check gave {other:?}"),
+        }
+    }
+    errors
+}
+
+#[test]
+fn appending_during_reading_is_an_error() {
+    for change in change_during_reading(|path| {
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+    }) {
+        assert!(matches!(change, Change::Grew { .. }), "{change:?}");
+    }
+}
+
+#[test]
+fn truncating_during_reading_is_an_error() {
+    for change in change_during_reading(|path| {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(30 * 4096)
+            .unwrap();
+    }) {
+        assert!(matches!(change, Change::Shrank { .. }), "{change:?}");
+    }
+}
+
+#[test]
+fn rewriting_in_place_during_reading_is_an_error() {
+    for change in change_during_reading(|path| {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .write_all_at(b"XXXX", 100_000)
+            .unwrap();
+    }) {
+        assert!(matches!(change, Change::Modified), "{change:?}");
+    }
+}
+
+#[test]
+fn replacing_the_file_is_noticed() {
+    for change in change_during_reading(|path| {
+        let other = path.with_extension("new");
+        std::fs::write(&other, data(40 * 4096, 3)).unwrap();
+        std::fs::rename(&other, path).unwrap();
+    }) {
+        assert!(matches!(change, Change::Replaced), "{change:?}");
+    }
+}
+
+#[test]
+fn a_change_after_the_last_chunk_is_reported_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", &data(1000, 4));
+    let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+    let reader = Reader::spawn(
+        &source,
+        ChunkPlan::fixed(1000, 1000),
+        HashState::new(),
+        &config(0),
+    );
+    reader.recv().unwrap().unwrap();
+    // The reader has handed over its last chunk and goes on to its final check,
+    // racing with this append.
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
+    // Either the final check sees it, or (if it ran first) the on-demand one does.
+    let at_end = reader.recv();
+    let noticed = matches!(at_end, Some(Err(ReadError::Changed { .. })))
+        || matches!(source.check_identity(), Err(ReadError::Changed { .. }));
+    assert!(noticed);
+    assert!(matches!(
+        source.check_identity(),
+        Err(ReadError::Changed { .. })
+    ));
+}
+
+#[test]
+fn bad_inputs_each_get_their_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path| SourceFile::open(p, ReadMode::Auto).unwrap_err();
+
+    assert!(matches!(
+        open(&dir.path().join("missing")),
+        ReadError::NotFound { .. }
+    ));
+    assert!(matches!(
+        open(dir.path()),
+        ReadError::NotAFile {
+            kind: FileKind::Directory,
+            ..
+        }
+    ));
+    assert!(matches!(
+        open(Path::new("/dev/null")),
+        ReadError::NotAFile {
+            kind: FileKind::Device,
+            ..
+        }
+    ));
+
+    let fifo = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    assert!(matches!(
+        open(&fifo),
+        ReadError::NotAFile {
+            kind: FileKind::Fifo,
+            ..
+        }
+    ));
+
+    let socket = dir.path().join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    assert!(matches!(
+        open(&socket),
+        ReadError::NotAFile {
+            kind: FileKind::Socket,
+            ..
+        }
+    ));
+
+    // A path through a regular file cannot be opened (works as root too, unlike
+    // permission bits).
+    let file = write_file(dir.path(), "plain", b"x");
+    assert!(matches!(
+        open(&file.join("child")),
+        ReadError::Unreadable { .. }
+    ));
+
+    // Over 2 TiB, checked from the size alone (a sparse file: no disk used).
+    let huge = dir.path().join("huge");
+    File::create(&huge)
+        .unwrap()
+        .set_len(idb_read::MAX_FILE_SIZE + 1)
+        .unwrap();
+    assert!(
+        matches!(open(&huge), ReadError::TooLarge { size, .. } if size == idb_read::MAX_FILE_SIZE + 1)
+    );
+    // Exactly 2 TiB is allowed (and mapping it costs only address space).
+    File::options()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(idb_read::MAX_FILE_SIZE)
+        .unwrap();
+    assert!(SourceFile::open(&huge, ReadMode::Auto).is_ok());
+}
+
+#[test]
+fn an_empty_file_has_no_chunks_and_the_empty_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "empty", b"");
+    for mode in MODES {
+        let source = SourceFile::open(&path, mode).unwrap();
+        let reader = Reader::spawn(
+            &source,
+            ChunkPlan::fixed(0, 10),
+            HashState::new(),
+            &config(1),
+        );
+        assert!(reader.recv().is_none());
+        assert_eq!(reader.finish().finalize(0), Some(blake3::hash(b"")));
+    }
+}
+
+#[test]
+fn dropping_chunks_releases_nothing_the_consumer_still_holds() {
+    // Chunks kept alive after later ones were dropped must still read correctly
+    // (their pages come back from the page cache after a release).
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(64 * 1024 + 17, 5);
+    let path = write_file(dir.path(), "f", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Mmap).unwrap();
+    let reader = Reader::spawn(
+        &source,
+        ChunkPlan::fixed(source.size(), 1000),
+        HashState::new(),
+        &config(3),
+    );
+    let kept: Vec<_> = std::iter::from_fn(|| reader.recv())
+        .map(Result::unwrap)
+        .step_by(2)
+        .collect();
+    for chunk in kept {
+        assert_eq!(
+            chunk.bytes,
+            bytes[chunk.offset as usize..chunk.end() as usize]
+        );
+    }
+}

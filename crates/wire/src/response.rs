@@ -1,0 +1,245 @@
+//! What a server's answer means for the client.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Phase;
+
+/// The client's reading of one response: what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: the call did what it should.
+    Ok,
+    /// 5xx, 429, 408: safe to send again, after `after` if the server said so.
+    Retry {
+        /// `Retry-After`, when given in seconds.
+        after: Option<Duration>,
+    },
+    /// 409 on transfer with `{"expected_offset": N}`: the server holds N bytes;
+    /// resend from there.
+    Realign {
+        /// Where the server wants the next chunk.
+        expected_offset: u64,
+    },
+    /// 409 on verify with `{"received": N, "expected": M}`: not all bytes arrived.
+    Incomplete {
+        /// Bytes the server holds.
+        received: u64,
+        /// Bytes it was told to expect.
+        expected: u64,
+    },
+    /// 409 `{"error": "no_session"}`: the server has no open upload for this name
+    /// (never set up, or forgotten); start again from setup.
+    NoSession,
+    /// 409 on setup: a file of this name is already in the dataset.
+    AlreadyExists,
+    /// 413: the request is over the server's size limit.
+    TooLarge,
+    /// 401: the token is missing, wrong, expired, or for another dataset.
+    Unauthorized,
+    /// 404: no such dataset, or it is not a draft.
+    NotFound,
+    /// Anything else (400, other 4xx, an unexpected 1xx/3xx): the server refused
+    /// this call and sending it again will not help.
+    Rejected,
+}
+
+impl Outcome {
+    /// Whether the call succeeded.
+    pub fn is_ok(self) -> bool {
+        self == Outcome::Ok
+    }
+}
+
+#[derive(Deserialize)]
+struct ConflictBody {
+    expected_offset: Option<u64>,
+    received: Option<u64>,
+    expected: Option<u64>,
+    error: Option<String>,
+}
+
+/// Classifies a response to a call of `phase` from its status, body and
+/// `Retry-After` header.
+pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Ok,
+        401 => Outcome::Unauthorized,
+        404 => Outcome::NotFound,
+        413 => Outcome::TooLarge,
+        408 | 429 | 500..=599 => Outcome::Retry {
+            after: retry_after.and_then(parse_retry_after),
+        },
+        409 => {
+            let conflict: Option<ConflictBody> = serde_json::from_slice(body).ok();
+            let conflict = conflict.as_ref();
+            if conflict.and_then(|c| c.error.as_deref()) == Some("no_session") {
+                return Outcome::NoSession;
+            }
+            match phase {
+                Phase::Setup => Outcome::AlreadyExists,
+                Phase::Transfer => match conflict.and_then(|c| c.expected_offset) {
+                    Some(expected_offset) => Outcome::Realign { expected_offset },
+                    None => Outcome::Rejected,
+                },
+                Phase::Verify => match conflict.and_then(|c| c.received.zip(c.expected)) {
+                    Some((received, expected)) => Outcome::Incomplete { received, expected },
+                    None => Outcome::Rejected,
+                },
+            }
+        }
+        _ => Outcome::Rejected,
+    }
+}
+
+/// Parses `Retry-After` given as delay-seconds (the HTTP-date form is ignored: the
+/// client then uses its own backoff). Delays are capped at one hour.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(3600)))
+}
+
+/// A short, printable summary of an error response body for a person: the
+/// `message` (or `error`) of a JSON body, else the text itself; control characters
+/// removed, at most 200 characters.
+pub fn summarize_body(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: Option<String>,
+        error: Option<String>,
+    }
+    let text = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            message: Some(m), ..
+        })
+        | Ok(ErrorBody { error: Some(m), .. }) => m,
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    clean.trim().to_owned()
+}
+
+/// What the mock (and, we hope, a real server) answers to a successful verify.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct VerifyReceipt {
+    /// The file name.
+    pub filename: String,
+    /// Bytes received.
+    pub size: u64,
+    /// blake3 of the bytes received, as 64 lowercase hex digits.
+    pub blake3: String,
+}
+
+impl VerifyReceipt {
+    /// Reads a receipt from a verify response body; `None` if the server sent
+    /// something else (the public API promises only a 200).
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let c = |status, body: &[u8]| classify(Phase::Transfer, status, body, None);
+        assert_eq!(c(200, b""), Outcome::Ok);
+        assert_eq!(c(204, b""), Outcome::Ok);
+        assert_eq!(c(401, b"Bad credentials"), Outcome::Unauthorized);
+        assert_eq!(c(404, b"Dataset Not Found"), Outcome::NotFound);
+        assert_eq!(c(413, b""), Outcome::TooLarge);
+        assert_eq!(c(400, b""), Outcome::Rejected);
+        assert_eq!(c(403, b""), Outcome::Rejected);
+        assert_eq!(c(302, b""), Outcome::Rejected);
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(c(s, b""), Outcome::Retry { after: None }, "{s}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(
+            classify(Phase::Transfer, 429, b"", Some(" 7 ")),
+            Outcome::Retry {
+                after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn conflicts_depend_on_phase_and_body() {
+        assert_eq!(
+            classify(Phase::Transfer, 409, br#"{"expected_offset": 42}"#, None),
+            Outcome::Realign {
+                expected_offset: 42
+            }
+        );
+        assert_eq!(
+            classify(Phase::Transfer, 409, b"conflict", None),
+            Outcome::Rejected
+        );
+        assert_eq!(
+            classify(
+                Phase::Verify,
+                409,
+                br#"{"received": 1, "expected": 5}"#,
+                None
+            ),
+            Outcome::Incomplete {
+                received: 1,
+                expected: 5
+            }
+        );
+        assert_eq!(classify(Phase::Verify, 409, b"{}", None), Outcome::Rejected);
+        assert_eq!(
+            classify(Phase::Setup, 409, b"", None),
+            Outcome::AlreadyExists
+        );
+        for phase in [Phase::Transfer, Phase::Verify] {
+            assert_eq!(
+                classify(
+                    phase,
+                    409,
+                    br#"{"error": "no_session", "message": "x"}"#,
+                    None
+                ),
+                Outcome::NoSession
+            );
+        }
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            summarize_body(br#"{"error":"x","message":"the reason"}"#),
+            "the reason"
+        );
+        assert_eq!(summarize_body(br#"{"error":"x"}"#), "x");
+        assert_eq!(
+            summarize_body(b"line one\nline\ttwo\x07"),
+            "line one line two"
+        );
+        assert_eq!(summarize_body(&[b'a'; 500]).len(), 200);
+        assert_eq!(summarize_body(b""), "");
+    }
+
+    #[test]
+    fn receipts() {
+        let r = VerifyReceipt::parse(br#"{"filename":"a","size":3,"blake3":"ab"}"#).unwrap();
+        assert_eq!(
+            (r.filename.as_str(), r.size, r.blake3.as_str()),
+            ("a", 3, "ab")
+        );
+        assert_eq!(VerifyReceipt::parse(b"OK"), None);
+    }
+}

@@ -1,0 +1,95 @@
+//! The command line, as clap sees it (raw values; each command validates them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::parse_size;
+
+/// Upload research data to the Illinois Data Bank: fast, resumable, verified.
+#[derive(Debug, Parser)]
+#[command(name = "idb", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload files into a draft dataset (the token comes from IDB_TOKEN or --token-file).
+    Upload(UploadArgs),
+    /// Run a mock Data Bank server (for tests, demos and measuring a network path).
+    MockServer(MockServerArgs),
+    /// Start a mock server in this process, upload a generated file to it, and check it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The files to upload (each keeps its base name in the dataset).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The dataset key, like IDB-1234567.
+    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
+    pub dataset: String,
+    /// The Data Bank's address.
+    #[arg(
+        long,
+        env = "IDB_SERVER",
+        default_value = "https://databank.illinois.edu",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// Read the token from this file (otherwise from the IDB_TOKEN environment variable).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Bytes per transfer call.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub chunk_size: u64,
+    /// Read files with positional reads instead of a memory map (for files other
+    /// programs may truncate while they upload, or file systems where mapping is slow).
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MockServerArgs {
+    /// Address to listen on (port 0 picks a free port; the first line printed tells it).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// A draft dataset and a token that may upload into it (repeatable).
+    #[arg(long = "dataset", required = true, value_name = "KEY:TOKEN")]
+    pub datasets: Vec<String>,
+    /// Mark a dataset as published: it then refuses uploads with 404 (repeatable).
+    #[arg(long = "published", value_name = "KEY")]
+    pub published: Vec<String>,
+    /// Store files in this directory (default: a temporary directory, removed on exit).
+    #[arg(long, value_name = "DIR", conflicts_with = "sink")]
+    pub store: Option<PathBuf>,
+    /// Keep no bytes: count and hash only (for measuring throughput).
+    #[arg(long)]
+    pub sink: bool,
+    /// Hold every response back this long, to model a distant server.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub latency_ms: u64,
+    /// Largest chunk accepted; larger ones get 413.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_chunk: u64,
+    /// Tokens expire this many seconds after the server starts (0: already expired).
+    #[arg(long, value_name = "SECS")]
+    pub token_ttl: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Size of the generated test file.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub size: u64,
+    /// Bytes per transfer call.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub chunk_size: u64,
+    /// Latency the in-process mock adds to every response.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub latency_ms: u64,
+}

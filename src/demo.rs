@@ -1,0 +1,112 @@
+//! `idb demo`: the whole path on one machine, with nothing to set up.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use idb_engine::{DatasetKey, Token, UploadConfig, Uploader};
+use idb_mock::{DEFAULT_MAX_CHUNK, MockConfig, MockServer};
+
+use crate::cli::DemoArgs;
+use crate::exit::Exit;
+use crate::progress::Progress;
+use crate::size::human;
+use crate::token::TokenSource;
+use crate::upload::render;
+
+const DATASET: &str = "IDB-DEMO";
+const BLOCK: usize = 1 << 20;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
+    // A fresh random token, as a real dataset would have; it is never shown.
+    let token = format!("demo{:032x}", rand::random::<u128>());
+    let mock = MockConfig::new()
+        .dataset(DATASET, &token)
+        .latency(Duration::from_millis(args.latency_ms))
+        .max_chunk(args.chunk_size.max(DEFAULT_MAX_CHUNK));
+    let server = MockServer::start(mock).await?;
+    eprintln!("mock Data Bank listening on {}", server.url());
+
+    let dir = tempfile::Builder::new().prefix("idb-demo-").tempdir()?;
+    let path = dir.path().join("demo.bin");
+    eprintln!("generating a {} test file", human(args.size));
+    let (source, size) = (path.clone(), args.size);
+    tokio::task::spawn_blocking(move || generate(&source, size)).await??;
+
+    let config = UploadConfig::new(
+        server.url().parse()?,
+        DatasetKey::new(DATASET)?,
+        Token::new(&token)?,
+    )
+    .chunk_size(args.chunk_size);
+    let uploader = Uploader::new(config)?;
+    let files = match uploader.check(std::slice::from_ref(&path)) {
+        Ok(files) => files,
+        Err(problems) => bail!("the generated file is unusable: {}", problems[0]),
+    };
+    let progress = Progress::new(args.size);
+    let started = Instant::now();
+    let report = uploader.upload(files, &progress).await;
+    let elapsed = started.elapsed();
+    progress.finish();
+    let exit = render(&report, &TokenSource::Env);
+    if exit != Exit::Success {
+        return Ok(exit);
+    }
+
+    let stored = server
+        .stored_file(DATASET, "demo.bin")
+        .context("the mock has no stored copy")?;
+    let identical = tokio::task::spawn_blocking(move || same_contents(&path, &stored)).await??;
+    server.shutdown().await;
+    if !identical {
+        bail!("the server's copy differs from the file sent");
+    }
+    let seconds = elapsed.as_secs_f64();
+    println!(
+        "uploaded {} in {seconds:.2} s ({}/s) with {} chunks; the server's copy is byte-identical",
+        human(args.size),
+        human((args.size as f64 / seconds.max(1e-9)) as u64),
+        human(args.chunk_size),
+    );
+    Ok(Exit::Success)
+}
+
+/// Writes `size` pseudo-random bytes (blake3's extendable output: fast, and
+/// incompressible like real instrument data).
+fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut xof = blake3::Hasher::new_derive_key("idb demo data").finalize_xof();
+    let mut block = vec![0u8; BLOCK];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        xof.fill(&mut block[..n]);
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut x, mut y) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}

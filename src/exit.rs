@@ -1,0 +1,27 @@
+//! Exit codes: part of the interface for scripts (documented in the README).
+
+use std::process::ExitCode;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every file verified (or the command did its job).
+    Success,
+    /// At least one file failed, or the command could not do its job.
+    Failure,
+    /// Bad arguments or input files; nothing was sent. (clap uses 2 for usage too.)
+    BadInput,
+    /// The server refused the token: get a new one and run the same command again.
+    TokenRefused,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(match exit {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::BadInput => 2,
+            Exit::TokenRefused => 3,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! `idb upload`: validated arguments in, a report and an exit code out.
+
+use anyhow::Context;
+use idb_engine::{DatasetKey, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader};
+use url::Url;
+
+use crate::cli::UploadArgs;
+use crate::exit::Exit;
+use crate::progress::Progress;
+use crate::size::human;
+use crate::token::{self, TokenSource};
+
+pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
+    let (uploader, source) = match configure(&args) {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::BadInput);
+        }
+    };
+    let files = match uploader.check(&args.files) {
+        Ok(files) => files,
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            eprintln!("nothing was uploaded; fix the files above and run the command again");
+            return Ok(Exit::BadInput);
+        }
+    };
+    let progress = Progress::new(files.total_bytes());
+    let report = uploader.upload(files, &progress).await;
+    progress.finish();
+    Ok(render(&report, &source))
+}
+
+fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
+    let dataset = DatasetKey::new(&args.dataset)?;
+    let server: Url = args.server.parse().with_context(|| {
+        format!(
+            "--server {:?} is not a URL like https://databank.illinois.edu",
+            args.server
+        )
+    })?;
+    let (token, source) = token::load(args.token_file.as_deref())?;
+    if server.scheme() == "http" && !is_loopback(&server) {
+        eprintln!(
+            "warning: {server} is plain http: the token will cross the network unencrypted; \
+             use https:// unless this is a test server"
+        );
+    }
+    let mode = if args.no_mmap {
+        ReadMode::Positional
+    } else {
+        ReadMode::Auto
+    };
+    let config = UploadConfig::new(server, dataset, token)
+        .chunk_size(args.chunk_size)
+        .read_mode(mode);
+    Ok((Uploader::new(config)?, source))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Prints one line per file (verified ones on stdout, problems on stderr) and a
+/// summary, and picks the exit code.
+pub fn render(report: &Report, source: &TokenSource) -> Exit {
+    let mut verified = 0;
+    let mut bytes = 0;
+    for file in &report.files {
+        let path = file.path.display();
+        match &file.outcome {
+            FileOutcome::Verified { blake3, .. } => {
+                verified += 1;
+                bytes += file.size;
+                println!("verified {path} ({} bytes, blake3 {blake3})", file.size);
+            }
+            FileOutcome::Failed(error) if error.is_fatal_for_run() => {}
+            FileOutcome::Failed(error) => eprintln!("error: {error}"),
+            FileOutcome::NotStarted => eprintln!("not started: {path}"),
+        }
+    }
+    let fatal = report.fatal_error();
+    if let Some(error) = fatal {
+        eprintln!("error: {error}");
+        if matches!(error, Error::Unauthorized { .. }) {
+            eprintln!(
+                "the token came from {source}; put a new token there and run the same command again"
+            );
+        }
+    }
+    eprintln!(
+        "{verified} of {} files verified ({})",
+        report.files.len(),
+        human(bytes)
+    );
+    match fatal {
+        Some(Error::Unauthorized { .. }) => Exit::TokenRefused,
+        _ if report.all_verified() => Exit::Success,
+        _ => Exit::Failure,
+    }
+}

@@ -1,0 +1,221 @@
+//! Bad input is found before anything is sent: exit 2, a message naming the
+//! problem and the path, and not one request reaches the server.
+
+use std::process::Command;
+
+use crate::util::{DS, Dir, Mock, Run, TOKEN};
+
+/// Asserts the run was refused as bad input and the server saw nothing.
+#[track_caller]
+fn refused_before_sending(run: &Run, mock: &Mock) {
+    run.expect_code(2);
+    assert!(run.verified_lines().is_empty(), "{}", run.describe());
+    assert_eq!(
+        mock.stats().requests,
+        0,
+        "nothing may be sent when the input is bad\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn missing_file() {
+    let dir = Dir::new("missing_file");
+    let mock = Mock::standard();
+    let missing = dir.join("not-here.csv");
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&missing).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&missing.display().to_string())
+        .stderr_has("no such file");
+}
+
+#[test]
+fn directory() {
+    let dir = Dir::new("directory");
+    let mock = Mock::standard();
+    let sub = dir.join("a-folder");
+    std::fs::create_dir(&sub).unwrap();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&sub).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&sub.display().to_string())
+        .stderr_has("directory");
+}
+
+#[test]
+fn fifo() {
+    let dir = Dir::new("fifo");
+    let mock = Mock::standard();
+    let fifo = dir.join("pipe");
+    match Command::new("mkfifo").arg(&fifo).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("mkfifo {} failed: {status}", fifo.display()),
+        Err(e) => {
+            eprintln!("SKIPPED input::fifo: cannot run mkfifo ({e})");
+            return;
+        }
+    }
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&fifo).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&fifo.display().to_string())
+        .stderr_has("FIFO");
+}
+
+#[test]
+fn two_files_with_the_same_base_name() {
+    let dir = Dir::new("two_files_with_the_same_base_name");
+    let mock = Mock::standard();
+    let first = dir.random_file("day1/readings.csv", 10).0;
+    let second = dir.random_file("day2/readings.csv", 20).0;
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&first)
+        .arg(&second)
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&first.display().to_string())
+        .stderr_has(&second.display().to_string())
+        .stderr_has("same name");
+}
+
+/// One bad file stops the whole run: the good ones are not sent either.
+#[test]
+fn one_bad_file_among_good_ones_sends_nothing() {
+    let dir = Dir::new("one_bad_file_among_good_ones_sends_nothing");
+    let mock = Mock::standard();
+    let good = dir.random_file("good.bin", 1000).0;
+    let missing = dir.join("missing.bin");
+    let also_good = dir.random_file("also-good.bin", 1000).0;
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args([&good, &missing, &also_good])
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&missing.display().to_string())
+        .stderr_has("nothing was uploaded");
+}
+
+/// Every problem is reported at once, so the user can fix them in one go.
+#[test]
+fn every_bad_file_is_reported() {
+    let dir = Dir::new("every_bad_file_is_reported");
+    let mock = Mock::standard();
+    let missing = dir.join("missing.bin");
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&missing)
+        .arg(&folder)
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&missing.display().to_string())
+        .stderr_has(&folder.display().to_string());
+}
+
+#[test]
+fn invalid_dataset_key() {
+    let dir = Dir::new("invalid_dataset_key");
+    let mock = Mock::standard();
+    let file = dir.random_file("data.bin", 10).0;
+
+    let run = dir.upload(&mock, "a/b").token(TOKEN).arg(&file).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("\"a/b\"").stderr_has("dataset key");
+}
+
+/// A backslash is legal in a Unix file name but not in a Data Bank one.
+#[test]
+fn file_name_with_a_backslash() {
+    let dir = Dir::new("file_name_with_a_backslash");
+    let mock = Mock::standard();
+    let file = dir.random_file("back\\slash.txt", 10).0;
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&file).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&file.display().to_string())
+        .stderr_has("rename the file");
+}
+
+#[test]
+fn zero_chunk_size() {
+    let dir = Dir::new("zero_chunk_size");
+    let mock = Mock::standard();
+    let file = dir.random_file("data.bin", 10).0;
+
+    let run = dir
+        .upload_chunked(&mock, DS, "0")
+        .token(TOKEN)
+        .arg(&file)
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("chunk size");
+}
+
+#[test]
+fn unparsable_chunk_size() {
+    let dir = Dir::new("unparsable_chunk_size");
+    let mock = Mock::standard();
+    let file = dir.random_file("data.bin", 10).0;
+
+    let run = dir
+        .upload_chunked(&mock, DS, "8parsecs")
+        .token(TOKEN)
+        .arg(&file)
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("8parsecs");
+}
+
+#[test]
+fn server_that_is_not_a_url() {
+    let dir = Dir::new("server_that_is_not_a_url");
+    let file = dir.random_file("data.bin", 10).0;
+
+    let run = dir
+        .idb(["upload", "--dataset", DS, "--server", "not a url"])
+        .token(TOKEN)
+        .arg(&file)
+        .run();
+
+    run.expect_code(2).stderr_has("--server").never_shows(TOKEN);
+}
+
+/// A server URL carrying a password or another scheme is refused before sending.
+#[test]
+fn server_url_with_credentials_or_another_scheme() {
+    let dir = Dir::new("server_url_with_credentials_or_another_scheme");
+    let mock = Mock::standard();
+    let file = dir.random_file("data.bin", 10).0;
+    let port = mock.addr().port();
+    for server in [
+        format!("http://user:pw-Vb63@127.0.0.1:{port}"),
+        format!("ftp://127.0.0.1:{port}"),
+    ] {
+        let run = dir
+            .idb(["upload", "--dataset", DS, "--server", &server])
+            .token(TOKEN)
+            .arg(&file)
+            .run();
+        refused_before_sending(&run, &mock);
+        run.stderr_has("server").never_shows(TOKEN);
+    }
+}

@@ -1,0 +1,19 @@
+//! Integration tests of the `idb` binary: each test runs the real executable as a
+//! child process against a mock Data Bank on 127.0.0.1 (in this process, or as
+//! `idb mock-server`), and checks exit codes, output and the bytes the server stored.
+//!
+//! One binary, one module per theme (as ripgrep's tests are laid out):
+//! - `upload`: byte-exact uploads around chunk boundaries, several files, refusals
+//!   that fail one file (409 already exists, 413 chunk too large).
+//! - `auth`: where the token comes from, refused tokens (exit 3) without printing
+//!   them, unknown and published datasets (404).
+//! - `input`: bad input found before anything is sent (exit 2, no request).
+//! - `mock_server`: `idb mock-server` as a process: readiness line, SIGTERM, --store.
+//! - `cli`: help, usage errors, `idb demo`.
+
+mod auth;
+mod cli;
+mod input;
+mod mock_server;
+mod upload;
+mod util;

@@ -1,0 +1,220 @@
+//! `idb mock-server` as its own process: its first stdout line says where it
+//! listens (the readiness signal: no sleeps), `idb upload` works against it, and
+//! SIGTERM stops it cleanly with exit 0.
+
+use crate::util::{CHUNK, Dir, ServerProcess, assert_same_bytes};
+
+const KEY: &str = "IDB-X";
+const TOK: &str = "tok-x";
+
+#[test]
+fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
+    let dir = Dir::new("sink_mode_takes_an_upload_and_stops_on_sigterm");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--sink",
+        ],
+    );
+    let (path, bytes) = dir.random_file("sunk.bin", 3 * CHUNK + 1);
+
+    let run = dir
+        .idb(["upload", "--chunk-size", "64KiB", "--dataset", KEY])
+        .env("IDB_SERVER", &server.url)
+        .token(TOK)
+        .arg(&path)
+        .run();
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+
+    let (status, stdout, stderr) = server.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "mock-server should exit 0 on SIGTERM, got {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+}
+
+#[test]
+fn store_dir_holds_the_file_byte_identical() {
+    let dir = Dir::new("store_dir_holds_the_file_byte_identical");
+    let store = dir.join("store");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    let (path, bytes) = dir.random_file("upload/kept.h5", 2 * CHUNK + 77);
+
+    let run = dir
+        .idb([
+            "upload",
+            "--chunk-size",
+            "64KiB",
+            "--dataset",
+            KEY,
+            "--server",
+        ])
+        .arg(&server.url)
+        .token(TOK)
+        .arg(&path)
+        .run();
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+
+    let stored_path = store.join(KEY).join("kept.h5");
+    let stored = std::fs::read(&stored_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}\n{}", stored_path.display(), run.describe()));
+    assert_same_bytes("the file in --store", &bytes, &stored);
+
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // The store is the user's directory: stopping the server leaves it in place.
+    assert!(
+        stored_path.is_file(),
+        "{} vanished on shutdown",
+        stored_path.display()
+    );
+}
+
+#[test]
+fn wrong_token_against_the_process_exits_3() {
+    let dir = Dir::new("wrong_token_against_the_process_exits_3");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--sink",
+        ],
+    );
+    let (path, _) = dir.random_file("data.bin", 10);
+
+    let run = dir
+        .idb(["upload", "--dataset", KEY, "--server"])
+        .arg(&server.url)
+        .token("tok-y-not-it")
+        .arg(&path)
+        .run();
+
+    run.expect_code(3)
+        .stderr_has(KEY)
+        .never_shows("tok-y-not-it");
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn published_dataset_refuses_uploads() {
+    let dir = Dir::new("published_dataset_refuses_uploads");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--published",
+            "IDB-X",
+            "--sink",
+        ],
+    );
+    let (path, _) = dir.random_file("data.bin", 10);
+
+    let run = dir
+        .idb(["upload", "--dataset", KEY, "--server"])
+        .arg(&server.url)
+        .token(TOK)
+        .arg(&path)
+        .run();
+
+    run.expect_code(1).stderr_has(KEY).stderr_has("404");
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn malformed_dataset_spec_fails_with_a_message() {
+    let dir = Dir::new("malformed_dataset_spec_fails_with_a_message");
+
+    let run = dir
+        .idb([
+            "mock-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "nocolon",
+            "--sink",
+        ])
+        .run();
+
+    assert!(
+        run.code().is_some_and(|code| code != 0),
+        "expected a non-zero exit\n{}",
+        run.describe()
+    );
+    run.stderr_has("nocolon").stderr_has("KEY:TOKEN");
+    assert!(
+        !run.stdout.contains("listening on"),
+        "it must not claim to listen\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn published_without_its_dataset_fails_with_a_message() {
+    let dir = Dir::new("published_without_its_dataset_fails_with_a_message");
+
+    let run = dir
+        .idb([
+            "mock-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--published",
+            "IDB-Y",
+            "--sink",
+        ])
+        .run();
+
+    assert!(
+        run.code().is_some_and(|code| code != 0),
+        "expected a non-zero exit\n{}",
+        run.describe()
+    );
+    run.stderr_has("IDB-Y");
+}
+
+/// SIGBUS (what touching a mapped page past a truncated file's end raises) ends
+/// the process with exit 1 and an explanation, not a bare crash.
+#[test]
+fn sigbus_is_explained() {
+    let dir = Dir::new("sigbus_is_explained");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--sink",
+        ],
+    );
+    let (status, _, stderr) = server.signal("-BUS");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("truncated") && stderr.contains("SIGBUS"),
+        "{stderr}"
+    );
+}
