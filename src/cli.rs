@@ -44,9 +44,36 @@ pub struct UploadArgs {
     /// Read the token from this file (otherwise from the IDB_TOKEN environment variable).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Bytes per transfer call.
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// How files are sent (shared by `upload` and `demo`).
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Bytes per transfer call at the start; doubled while round trips dominate,
+    /// halved on 413 or timeouts.
     #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
+    /// Ceiling for the adaptive chunk size (give --chunk-size's value for fixed chunks).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_chunk_size: u64,
+    /// Files uploaded at once.
+    #[arg(long, default_value_t = idb_engine::DEFAULT_PARALLEL, value_name = "N")]
+    pub parallel: usize,
+    /// Chunks of one file in flight (default: 1 on a strict server, 4 on a server
+    /// that writes at offsets; more than 1 on a strict server only causes conflicts).
+    #[arg(long, value_name = "W")]
+    pub window: Option<usize>,
+    /// Chunk bytes held in flight by the whole run.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub memory: u64,
+    /// Retry a call when nothing moved for this many seconds.
+    #[arg(long, default_value_t = idb_engine::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Attempts per call before giving up (connection errors, timeouts, 5xx, 429).
+    #[arg(long, default_value_t = idb_engine::DEFAULT_MAX_ATTEMPTS, value_name = "N")]
+    pub attempts: u32,
     /// Read files with positional reads instead of a memory map (for files other
     /// programs may truncate while they upload, or file systems where mapping is slow).
     #[arg(long)]
@@ -79,6 +106,52 @@ pub struct MockServerArgs {
     /// Tokens expire this many seconds after the server starts (0: already expired).
     #[arg(long, value_name = "SECS")]
     pub token_ttl: Option<u64>,
+    /// strict: transfers must come in order (the documented API); offset: each chunk
+    /// is written at its offset, in any order (announced on setup).
+    #[arg(
+        long,
+        default_value = "strict",
+        value_parser = crate::mock_server::parse_mode,
+        value_name = "MODE"
+    )]
+    pub mode: idb_mock::WriteMode,
+    /// Probability (0 to 1) that a datafile request gets an injected fault.
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_FAULT_RATE,
+        value_parser = crate::mock_server::parse_fault_rate,
+        value_name = "P"
+    )]
+    pub fault_rate: f64,
+    /// The faults to draw from, comma-separated: 500, 429, reset, stall, truncate.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,429,reset,stall,truncate",
+        value_parser = crate::mock_server::parse_fault_kind,
+        value_name = "LIST"
+    )]
+    pub fault_kinds: Vec<idb_mock::FaultKind>,
+    /// Seed of the fault RNG: the same seed and request order give the same faults.
+    #[arg(long, default_value_t = idb_mock::DEFAULT_FAULT_SEED, value_name = "N")]
+    pub seed: u64,
+    /// How long a `stall` fault holds its answer, in milliseconds.
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_STALL.as_millis() as u64,
+        value_name = "N"
+    )]
+    pub stall_ms: u64,
+    /// The Retry-After a `429` fault sends, in seconds.
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_RETRY_AFTER.as_secs(),
+        value_name = "SECS"
+    )]
+    pub retry_after: u64,
+    /// Cap what each connection receives at RATE per second (like 12MiB).
+    #[arg(long, value_parser = crate::mock_server::parse_bandwidth, value_name = "RATE")]
+    pub bandwidth: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -86,10 +159,9 @@ pub struct DemoArgs {
     /// Size of the generated test file.
     #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub size: u64,
-    /// Bytes per transfer call.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub chunk_size: u64,
     /// Latency the in-process mock adds to every response.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub latency_ms: u64,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }

@@ -25,7 +25,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let mock = MockConfig::new()
         .dataset(DATASET, &token)
         .latency(Duration::from_millis(args.latency_ms))
-        .max_chunk(args.chunk_size.max(DEFAULT_MAX_CHUNK));
+        .max_chunk(args.transfer.chunk_size.max(DEFAULT_MAX_CHUNK));
     let server = MockServer::start(mock).await?;
     eprintln!("mock Data Bank listening on {}", server.url());
 
@@ -39,9 +39,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         server.url().parse()?,
         DatasetKey::new(DATASET)?,
         Token::new(&token)?,
-    )
-    .chunk_size(args.chunk_size);
-    let uploader = Uploader::new(config)?;
+    );
+    let uploader = Uploader::new(args.transfer.apply(config))?;
     let files = match uploader.check(std::slice::from_ref(&path)) {
         Ok(files) => files,
         Err(problems) => bail!("the generated file is unusable: {}", problems[0]),
@@ -69,7 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         "uploaded {} in {seconds:.2} s ({}/s) with {} chunks; the server's copy is byte-identical",
         human(args.size),
         human((args.size as f64 / seconds.max(1e-9)) as u64),
-        human(args.chunk_size),
+        human(args.transfer.chunk_size),
     );
     Ok(Exit::Success)
 }

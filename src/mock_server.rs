@@ -1,16 +1,60 @@
 //! `idb mock-server`: the mock Data Bank as a standalone process.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
-use idb_mock::{MockConfig, Storage};
+use idb_mock::{FaultConfig, FaultKind, MockConfig, Storage, WriteMode};
 use tokio::net::TcpListener;
 
 use crate::cli::MockServerArgs;
 use crate::exit::Exit;
+use crate::size::{human, parse_size};
+
+/// `--mode`: `strict` or `offset`.
+pub fn parse_mode(text: &str) -> Result<WriteMode, String> {
+    text.parse().map_err(|e: idb_mock::MockError| e.to_string())
+}
+
+/// `--fault-rate`: a probability from 0 to 1.
+pub fn parse_fault_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.trim().parse().map_err(|_| {
+        format!("{text:?} is not a number; give a probability from 0 to 1, like 0.05")
+    })?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!(
+            "{text} is not a probability; give a number from 0 to 1, like 0.05 for 5% of requests"
+        ));
+    }
+    Ok(rate)
+}
+
+/// One name of `--fault-kinds`.
+pub fn parse_fault_kind(text: &str) -> Result<FaultKind, String> {
+    text.parse().map_err(|e: idb_mock::MockError| e.to_string())
+}
+
+/// `--bandwidth`: a size per second, not zero.
+pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
+        rate => Ok(rate),
+    }
+}
 
 pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
+    let faults = FaultConfig {
+        rate: args.fault_rate,
+        kinds: args.fault_kinds.clone(),
+        seed: args.seed,
+        stall: Duration::from_millis(args.stall_ms),
+        retry_after: Duration::from_secs(args.retry_after),
+    };
     let mut config = MockConfig::new()
-        .latency(std::time::Duration::from_millis(args.latency_ms))
-        .max_chunk(args.max_chunk);
+        .latency(Duration::from_millis(args.latency_ms))
+        .max_chunk(args.max_chunk)
+        .mode(args.mode)
+        .faults(faults)
+        .bandwidth(args.bandwidth);
     for spec in &args.datasets {
         let Some((key, token)) = spec.split_once(':') else {
             bail!("--dataset {spec:?} should be KEY:TOKEN, like IDB-1234567:s3cret");
@@ -24,7 +68,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         config = config.publish(key);
     }
     if let Some(secs) = args.token_ttl {
-        config = config.token_ttl(std::time::Duration::from_secs(secs));
+        config = config.token_ttl(Duration::from_secs(secs));
     }
     // The CLI makes the temporary store itself so it can say where it is; the guard
     // removes it when the server stops.
@@ -50,9 +94,31 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     // The first line is the readiness signal scripts and tests wait for.
     println!("listening on http://{addr}");
     eprintln!("storing files in {where_stored}; stop with Ctrl-C");
+    eprintln!("{}", describe(&args));
     idb_mock::serve(listener, config, shutdown_signal()).await?;
     eprintln!("stopped");
     Ok(Exit::Success)
+}
+
+/// One line on how the server behaves: mode, faults, bandwidth.
+fn describe(args: &MockServerArgs) -> String {
+    let mut line = match args.mode {
+        WriteMode::Strict => "strict mode (transfers in order)".to_owned(),
+        WriteMode::Offset => "offset mode (chunks at any offset, in any order)".to_owned(),
+    };
+    if args.fault_rate > 0.0 {
+        let kinds: Vec<_> = args.fault_kinds.iter().map(|k| k.as_str()).collect();
+        line.push_str(&format!(
+            "; faults on {}% of requests ({}), seed {}",
+            args.fault_rate * 100.0,
+            kinds.join(", "),
+            args.seed
+        ));
+    }
+    if let Some(rate) = args.bandwidth {
+        line.push_str(&format!("; at most {}/s per connection", human(rate)));
+    }
+    line
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -34,6 +34,29 @@ impl EventSink for Progress {
                 self.bar.set_message(name.unwrap_or_default());
             }
             Event::ChunkAcked { len, .. } => self.bar.inc(len),
+            Event::Retry {
+                path,
+                phase,
+                offset,
+                attempt,
+                reason,
+                delay,
+            } => {
+                self.bar.println(format!(
+                    "retrying {phase} of {} at byte {offset} in {:.1}s (attempt {attempt} failed: {reason})",
+                    path.display(),
+                    delay.as_secs_f64()
+                ));
+            }
+            Event::Realigned { path, from, to } => {
+                self.bar.println(format!(
+                    "{}: the server holds {to} bytes (we had {from} acknowledged); going on from there",
+                    path.display()
+                ));
+                // The bar counts acknowledged bytes; follow the server.
+                self.bar
+                    .set_position((self.bar.position() + to).saturating_sub(from));
+            }
             Event::FileVerified { .. } | Event::FileFailed { .. } => {}
         }
     }

@@ -4,7 +4,9 @@ use anyhow::Context;
 use idb_engine::{DatasetKey, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader};
 use url::Url;
 
-use crate::cli::UploadArgs;
+use std::time::Duration;
+
+use crate::cli::{TransferArgs, UploadArgs};
 use crate::exit::Exit;
 use crate::progress::Progress;
 use crate::size::human;
@@ -49,15 +51,29 @@ fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
              use https:// unless this is a test server"
         );
     }
-    let mode = if args.no_mmap {
-        ReadMode::Positional
-    } else {
-        ReadMode::Auto
-    };
-    let config = UploadConfig::new(server, dataset, token)
-        .chunk_size(args.chunk_size)
-        .read_mode(mode);
+    let config = args
+        .transfer
+        .apply(UploadConfig::new(server, dataset, token));
     Ok((Uploader::new(config)?, source))
+}
+
+impl TransferArgs {
+    /// Puts these options into an engine configuration.
+    pub fn apply(&self, mut config: UploadConfig) -> UploadConfig {
+        config.chunk_size = self.chunk_size;
+        config.max_chunk_size = self.max_chunk_size.max(self.chunk_size);
+        config.parallel = self.parallel;
+        config.window = self.window;
+        config.memory = self.memory;
+        config.idle_timeout = Duration::from_secs(self.idle_timeout);
+        config.retry.max_attempts = self.attempts.max(1);
+        config.read_mode = if self.no_mmap {
+            ReadMode::Positional
+        } else {
+            ReadMode::Auto
+        };
+        config
+    }
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -82,8 +98,14 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
                 bytes += file.size;
                 println!("verified {path} ({} bytes, blake3 {blake3})", file.size);
             }
-            FileOutcome::Failed(error) if error.is_fatal_for_run() => {}
+            FileOutcome::Failed(error) if error.is_fatal_for_run() => {
+                eprintln!("not uploaded: {path}")
+            }
             FileOutcome::Failed(error) => eprintln!("error: {error}"),
+            FileOutcome::Interrupted => eprintln!(
+                "interrupted: {path} ({} of {} bytes acknowledged by the server)",
+                file.acked, file.size
+            ),
             FileOutcome::NotStarted => eprintln!("not started: {path}"),
         }
     }

@@ -133,7 +133,8 @@ fn expired_token_exits_3() {
     assert_eq!(mock.stats().files_verified, 0);
 }
 
-/// A 401 stops the run: no later file is tried, none is verified, exit 3.
+/// A 401 stops the run: no later file is tried, none is verified, exit 3. (One
+/// file at a time, so "later" is well defined.)
 #[test]
 fn refused_token_stops_a_run_of_several_files() {
     let dir = Dir::new("refused_token_stops_a_run_of_several_files");
@@ -144,7 +145,12 @@ fn refused_token_stops_a_run_of_several_files() {
         dir.random_file("three.bin", 0).0,
     ];
 
-    let run = dir.upload(&mock, DS).token(WRONG).args(&files).run();
+    let run = dir
+        .upload(&mock, DS)
+        .args(["--parallel", "1"])
+        .token(WRONG)
+        .args(&files)
+        .run();
 
     run.expect_code(3)
         .stderr_has("0 of 3 files verified")
@@ -214,7 +220,12 @@ fn unknown_dataset_stops_a_run_of_several_files() {
         dir.random_file("two.bin", 10).0,
     ];
 
-    let run = dir.upload(&mock, "IDB-0").token(TOKEN).args(&files).run();
+    let run = dir
+        .upload(&mock, "IDB-0")
+        .args(["--parallel", "1"])
+        .token(TOKEN)
+        .args(&files)
+        .run();
 
     run.expect_code(1)
         .stderr_has("404")

@@ -9,11 +9,14 @@
 //!   them, unknown and published datasets (404).
 //! - `input`: bad input found before anything is sent (exit 2, no request).
 //! - `mock_server`: `idb mock-server` as a process: readiness line, SIGTERM, --store.
+//! - `mock_faults`: its mode, fault and bandwidth flags: refused values, and each
+//!   knob seen on the wire with raw HTTP.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
 mod cli;
 mod input;
+mod mock_faults;
 mod mock_server;
 mod upload;
 mod util;

@@ -153,8 +153,9 @@ impl Dir {
         TestCommand { cmd }
     }
 
-    /// `idb upload --server <mock> --dataset <dataset> --chunk-size 64KiB`, with no
-    /// token yet; add the files with [`TestCommand::arg`].
+    /// `idb upload --server <mock> --dataset <dataset> --chunk-size 64KiB
+    /// --max-chunk-size 64KiB` (fixed chunks, so chunk counts are predictable),
+    /// with no token yet; add the files with [`TestCommand::arg`].
     pub fn upload(&self, mock: &Mock, dataset: &str) -> TestCommand {
         self.upload_chunked(mock, dataset, CHUNK_ARG)
     }
@@ -164,6 +165,8 @@ impl Dir {
         self.idb([
             "upload",
             "--chunk-size",
+            chunk_size,
+            "--max-chunk-size",
             chunk_size,
             "--dataset",
             dataset,

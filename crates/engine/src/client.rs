@@ -1,19 +1,24 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use idb_wire::{
-    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, classify, datafile_path,
+    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, WRITE_MODE_HEADER,
+    WRITE_MODE_OFFSET, classify, datafile_path,
 };
 use reqwest::header::{self, HeaderValue};
 use url::Url;
 
-use crate::body::SegmentedBody;
+use crate::body::{Progress, SegmentedBody};
+use crate::idle::with_idle_timeout;
 use crate::{Error, UploadConfig};
 
 /// The most bytes of a response body kept (enough for any JSON answer).
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
 /// The server's answer to one call.
+#[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) outcome: Outcome,
@@ -21,6 +26,17 @@ pub(crate) struct Answer {
     /// `Location`, for redirects (which are never followed: a POST must not turn
     /// into a GET, and the token must not go to another host).
     pub(crate) location: Option<String>,
+    /// Whether the server said it writes chunks at their offsets.
+    pub(crate) offset_mode: bool,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Connecting, sending or receiving failed.
+    Http(reqwest::Error),
+    /// Nothing moved for the idle timeout.
+    Idle(Duration),
 }
 
 /// A client for one dataset's datafile endpoint.
@@ -29,6 +45,7 @@ pub(crate) struct DatafileClient {
     endpoint: Url,
     /// `Token token=...`, marked sensitive so it never shows in debug output.
     authorization: HeaderValue,
+    idle_timeout: Duration,
 }
 
 impl DatafileClient {
@@ -38,6 +55,8 @@ impl DatafileClient {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        // No whole-request timeout: a healthy large chunk on a slow link may take
+        // minutes. Stalls are caught by the idle watchdog instead.
         let http = reqwest::Client::builder()
             .user_agent(concat!("idb/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
@@ -50,37 +69,50 @@ impl DatafileClient {
             http,
             endpoint,
             authorization: authorization(&config.token)?,
+            idle_timeout: config.idle_timeout,
         })
     }
 
-    /// Sends one call and classifies the answer.
+    /// Sends one call and classifies the answer. Fails with [`Transport::Idle`]
+    /// when no request byte went out and no answer came for the idle timeout.
     pub(crate) async fn call(
         &self,
         phase: Phase,
         body: MultipartBody,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, Transport> {
+        let progress = Progress::default();
         let content_type = body.content_type().to_owned();
-        let response = self
+        let request = self
             .http
             .post(self.endpoint.clone())
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, content_type)
             .body(reqwest::Body::wrap(SegmentedBody::new(
                 body.into_segments(),
-            )))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let retry_after = header_text(&response, header::RETRY_AFTER);
-        let location = header_text(&response, header::LOCATION);
-        let body = read_limited(response).await?;
-        let outcome = classify(phase, status, &body, retry_after.as_deref());
-        Ok(Answer {
-            status,
-            outcome,
-            body,
-            location,
-        })
+                progress.clone(),
+            )));
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let retry_after = header_text(&response, header::RETRY_AFTER);
+            let location = header_text(&response, header::LOCATION);
+            let offset_mode =
+                header_text(&response, WRITE_MODE_HEADER.try_into().expect("valid name"))
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET));
+            let body = read_limited(response).await?;
+            let outcome = classify(phase, status, &body, retry_after.as_deref());
+            Ok(Answer {
+                status,
+                outcome,
+                body,
+                location,
+                offset_mode,
+            })
+        };
+        match with_idle_timeout(&progress, self.idle_timeout, exchange).await {
+            Some(result) => result.map_err(Transport::Http),
+            None => Err(Transport::Idle(self.idle_timeout)),
+        }
     }
 
     pub(crate) fn boundary() -> Boundary {

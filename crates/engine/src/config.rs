@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use idb_read::{ReadMode, ReaderConfig};
 use idb_wire::{DatasetKey, Token};
+
+use crate::RetryPolicy;
 use url::Url;
 
 /// The default chunk size: 8 MiB, four times the service's sample client.
@@ -14,6 +16,19 @@ pub const MAX_CHUNK_SIZE: u64 = 1024 * 1024 * 1024;
 /// How long to wait for a TCP (and TLS) connection before giving up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default ceiling for the adaptive chunk size: 64 MiB.
+pub const DEFAULT_MAX_CHUNK_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Files uploaded at once by default. The service runs on a handful of request
+/// threads: a polite client keeps few requests in flight.
+pub const DEFAULT_PARALLEL: usize = 3;
+
+/// The default budget of chunk bytes in flight for the whole run: 512 MiB.
+pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
+
+/// Give up on a call when nothing moved (no request byte out, no answer) this long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What to upload to and how.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
@@ -23,8 +38,24 @@ pub struct UploadConfig {
     pub dataset: DatasetKey,
     /// The dataset's upload token (redacted in `Debug`).
     pub token: Token,
-    /// Bytes per `transfer` call, 1 to [`MAX_CHUNK_SIZE`].
+    /// Bytes per `transfer` call at the start, 1 to [`MAX_CHUNK_SIZE`]; the engine
+    /// doubles it while round trips dominate and halves it on 413 or timeouts.
     pub chunk_size: u64,
+    /// The ceiling of the adaptive chunk size (set it to `chunk_size` for fixed
+    /// chunks).
+    pub max_chunk_size: u64,
+    /// Files uploaded at once.
+    pub parallel: usize,
+    /// Chunks of one file in flight: `None` chooses 1 on a strict server and
+    /// [`crate::DEFAULT_OFFSET_WINDOW`] on one that writes at offsets.
+    pub window: Option<usize>,
+    /// Chunk bytes the run may hold in flight at once (each file's reader holds
+    /// up to `reader.prefetch` more chunks on top).
+    pub memory: u64,
+    /// Give up on a call (and retry it) when nothing moved for this long.
+    pub idle_timeout: Duration,
+    /// Retries of calls that may succeed when sent again.
+    pub retry: RetryPolicy,
     /// The connect timeout.
     pub connect_timeout: Duration,
     /// How files are read (memory-mapped by default).
@@ -41,6 +72,12 @@ impl UploadConfig {
             dataset,
             token,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+            parallel: DEFAULT_PARALLEL,
+            window: None,
+            memory: DEFAULT_MEMORY,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            retry: RetryPolicy::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_mode: ReadMode::Auto,
             reader: ReaderConfig::default(),
@@ -56,6 +93,14 @@ impl UploadConfig {
     /// Sets [`UploadConfig::chunk_size`].
     pub fn chunk_size(mut self, bytes: u64) -> Self {
         self.chunk_size = bytes;
+        self
+    }
+
+    /// Fixed chunks: sets both [`UploadConfig::chunk_size`] and
+    /// [`UploadConfig::max_chunk_size`] (413 answers may still lower it).
+    pub fn fixed_chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
+        self.max_chunk_size = bytes;
         self
     }
 }

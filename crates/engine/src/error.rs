@@ -130,19 +130,33 @@ pub enum Error {
         /// Which property differs, with both values.
         what: String,
     },
-    /// The server failed (5xx, 429) and this version does not retry.
+    /// A call kept failing in ways that may pass (connection errors, timeouts,
+    /// 5xx, 429) until the retry policy gave up.
     #[error(
-        "{path}: the server failed during {phase} at byte {offset} (HTTP {status}); try again later"
+        "{path}: gave up on {phase} at byte {offset} after {attempts} attempts (last: {last}); \
+         the server or the network may be down: run the same command again later"
     )]
-    ServerError {
+    GaveUp {
         /// The local file.
         path: PathBuf,
         /// The call.
         phase: Phase,
-        /// The offset reached.
+        /// The offset.
         offset: u64,
-        /// The status.
-        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The last reason, for people.
+        last: String,
+    },
+    /// The server kept moving the offset (realign, 413, incomplete verify).
+    #[error(
+        "{path}: the upload restarted {restarts} times without finishing; the server may be misbehaving"
+    )]
+    TooManyRestarts {
+        /// The local file.
+        path: PathBuf,
+        /// Restarts made.
+        restarts: u32,
     },
     /// Any other refusal (400 and the like).
     #[error("{path}: the server refused {phase} at byte {offset} (HTTP {status}): {message}")]
@@ -158,18 +172,13 @@ pub enum Error {
         /// The server's explanation, shortened.
         message: String,
     },
-    /// The server could not be reached or the connection broke.
-    #[error("{path}: could not talk to {server} during {phase}: {source}")]
-    Connection {
-        /// The local file.
-        path: PathBuf,
+    /// The server never answered in this run: wrong address, or no network.
+    #[error("could not reach {server} ({last}); check the server address and the network")]
+    Unreachable {
         /// The server.
         server: Url,
-        /// The call.
-        phase: Phase,
-        /// What failed (the token is never part of it).
-        #[source]
-        source: reqwest::Error,
+        /// The last failure, for people.
+        last: String,
     },
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
@@ -184,7 +193,7 @@ impl Error {
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
             self,
-            Error::Unauthorized { .. } | Error::DatasetNotFound { .. }
+            Error::Unauthorized { .. } | Error::DatasetNotFound { .. } | Error::Unreachable { .. }
         )
     }
 }

@@ -1,4 +1,7 @@
 use std::path::PathBuf;
+use std::time::Duration;
+
+use idb_wire::Phase;
 
 /// Something that happened during a run, for a UI to show. The engine never
 /// prints; it hands these to an [`EventSink`].
@@ -19,6 +22,31 @@ pub enum Event {
         offset: u64,
         /// The chunk's length.
         len: u64,
+    },
+    /// A call failed in a way that may pass; it is sent again after `delay`.
+    Retry {
+        /// The local file.
+        path: PathBuf,
+        /// The call.
+        phase: Phase,
+        /// The chunk's offset (the file size for verify, 0 for setup).
+        offset: u64,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// What went wrong, for people.
+        reason: String,
+        /// The wait before the next attempt.
+        delay: Duration,
+    },
+    /// The server holds a different number of bytes than acknowledged so far;
+    /// sending goes on from what it holds.
+    Realigned {
+        /// The local file.
+        path: PathBuf,
+        /// The offset the engine had reached.
+        from: u64,
+        /// The offset the server holds.
+        to: u64,
     },
     /// `verify` succeeded: the file belongs to the dataset.
     FileVerified {

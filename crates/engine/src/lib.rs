@@ -36,16 +36,31 @@
 #![deny(missing_docs)]
 
 mod body;
+mod budget;
+mod chunking;
 mod client;
 mod config;
+mod congestion;
 mod error;
 mod event;
+mod idle;
 mod preflight;
+mod protocol;
+mod retry;
+mod sender;
+mod stop;
 mod upload;
 
-pub use config::{DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, MAX_CHUNK_SIZE, UploadConfig};
+pub use chunking::MIN_ADAPTIVE_CHUNK;
+pub use config::{
+    DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CHUNK_SIZE,
+    DEFAULT_MEMORY, DEFAULT_PARALLEL, MAX_CHUNK_SIZE, UploadConfig,
+};
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents};
-pub use idb_read::{Change, ReadError, ReadMode};
+pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
+pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
+pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use sender::DEFAULT_OFFSET_WINDOW;
 pub use upload::{CheckedFiles, FileOutcome, FileReport, Report, Uploader};

@@ -1,15 +1,21 @@
-//! Running uploads: one file after another, each setup, ordered transfers, verify.
+//! Running uploads: files checked first, then up to `parallel` at once, largest
+//! first, sharing one connection pool, byte budget and concurrency limit.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
-use idb_read::{Chunk, ChunkPlan, HashState, ReadError, Reader};
-use idb_wire::{
-    MultipartBody, Outcome, Phase, VerifyReceipt, setup_body, summarize_body, transfer_body,
-    verify_body,
-};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use idb_wire::VerifyReceipt;
 
-use crate::client::{Answer, DatafileClient};
+use crate::budget::ByteBudget;
+use crate::chunking::ChunkSizer;
+use crate::client::DatafileClient;
+use crate::congestion::Congestion;
 use crate::preflight::{CheckedFile, check_all};
+use crate::retry::Backoff;
+use crate::sender::Run;
+use crate::stop::Stop;
 use crate::{Error, Event, EventSink, MAX_CHUNK_SIZE, UploadConfig};
 
 /// Files that passed every check, ready to upload (see [`Uploader::check`]).
@@ -44,6 +50,9 @@ pub enum FileOutcome {
     },
     /// Not uploaded, and why.
     Failed(Error),
+    /// Stopped part way because another file's error stopped the run; the server
+    /// holds the first [`FileReport::acked`] bytes.
+    Interrupted,
     /// Not tried, because an earlier error stopped the run.
     NotStarted,
 }
@@ -55,6 +64,9 @@ pub struct FileReport {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
+    /// Bytes from the start of the file the server acknowledged (all of them once
+    /// verified; what it holds after a failure or an interruption).
+    pub acked: u64,
     /// What happened.
     pub outcome: FileOutcome,
 }
@@ -64,6 +76,11 @@ pub struct FileReport {
 pub struct Report {
     /// One entry per file.
     pub files: Vec<FileReport>,
+    /// The most chunk bytes the run held in flight at once (never above the
+    /// configured memory budget).
+    pub peak_in_flight_bytes: u64,
+    /// The chunk size the adaptation ended at.
+    pub final_chunk_size: u64,
 }
 
 impl Report {
@@ -89,23 +106,10 @@ pub struct Uploader {
     client: DatafileClient,
 }
 
-/// Where a call stands, for error messages.
-#[derive(Clone, Copy)]
-struct Call {
-    phase: Phase,
-    offset: u64,
-    len: u64,
-}
-
 impl Uploader {
     /// Checks the configuration and builds the HTTP client.
     pub fn new(config: UploadConfig) -> Result<Self, Error> {
-        if config.chunk_size == 0 || config.chunk_size > MAX_CHUNK_SIZE {
-            return Err(Error::Config(format!(
-                "the chunk size must be 1 byte to 1 GiB (got {} bytes)",
-                config.chunk_size
-            )));
-        }
+        config.validate()?;
         let client = DatafileClient::new(&config)?;
         Ok(Self { config, client })
     }
@@ -117,214 +121,115 @@ impl Uploader {
         check_all(paths, self.config.read_mode).map(CheckedFiles)
     }
 
-    /// Uploads the files one after another. A 401 or 404 stops the run (the rest
-    /// are [`FileOutcome::NotStarted`]); any other error fails only its file.
+    /// Uploads the files, up to `parallel` at once, largest first. A 401 or 404
+    /// stops the run: files in progress finish their calls in flight and report
+    /// what the server holds ([`FileOutcome::Interrupted`]), the rest are
+    /// [`FileOutcome::NotStarted`]. Any other error fails only its file.
     pub async fn upload(&self, files: CheckedFiles, events: &dyn EventSink) -> Report {
-        let mut reports = Vec::with_capacity(files.len());
-        let mut stopped = false;
-        for file in files.0 {
-            let path = file.path();
-            let size = file.source.size();
-            let outcome = if stopped {
-                FileOutcome::NotStarted
-            } else {
-                match self.upload_file(file, events).await {
+        let config = &self.config;
+        let run = Run {
+            protocol: &self.client,
+            config,
+            events,
+            sizer: ChunkSizer::new(
+                config.chunk_size,
+                config.max_chunk_size.max(config.chunk_size),
+            ),
+            budget: ByteBudget::new(config.memory),
+            congestion: Congestion::new(
+                config.parallel * config.window.unwrap_or(crate::DEFAULT_OFFSET_WINDOW),
+            ),
+            backoff: Backoff::new(config.retry.clone()),
+            stop: Stop::default(),
+            contacted: AtomicBool::new(false),
+        };
+        let files = files.0;
+        let mut outcomes: Vec<Option<(FileOutcome, u64)>> = files.iter().map(|_| None).collect();
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(files[i].source.size()));
+        let mut pending = order.into_iter();
+        // The files being uploaded; at most `parallel` at once.
+        let mut active = FuturesUnordered::new();
+        loop {
+            while active.len() < config.parallel && !run.stop.is_set() {
+                let Some(i) = pending.next() else { break };
+                let (run, file) = (&run, &files[i]);
+                active.push(async move { (i, run.upload_file(file).await) });
+            }
+            let Some((i, (result, acked))) = active.next().await else {
+                break;
+            };
+            let path = files[i].path();
+            let size = files[i].source.size();
+            outcomes[i] = Some((
+                match result {
                     Ok(outcome) => {
-                        events.emit(Event::FileVerified {
-                            path: path.clone(),
-                            size,
-                        });
+                        if matches!(outcome, FileOutcome::Verified { .. }) {
+                            events.emit(Event::FileVerified { path, size });
+                        }
                         outcome
                     }
                     Err(error) => {
-                        stopped = error.is_fatal_for_run();
-                        events.emit(Event::FileFailed { path: path.clone() });
+                        if error.is_fatal_for_run() {
+                            run.stop.set();
+                        }
+                        events.emit(Event::FileFailed { path });
                         FileOutcome::Failed(error)
                     }
-                }
-            };
-            reports.push(FileReport {
-                path,
-                size,
-                outcome,
-            });
-        }
-        Report { files: reports }
-    }
-
-    async fn upload_file(
-        &self,
-        f: CheckedFile,
-        events: &dyn EventSink,
-    ) -> Result<FileOutcome, Error> {
-        let size = f.source.size();
-        let path = f.path();
-        let boundary = DatafileClient::boundary();
-        let setup = setup_body(&boundary, &f.filename, size);
-        self.send(
-            &f,
-            Call {
-                phase: Phase::Setup,
-                offset: 0,
-                len: 0,
-            },
-            setup,
-        )
-        .await?;
-        events.emit(Event::FileStarted {
-            path: path.clone(),
-            size,
-        });
-
-        let plan = ChunkPlan::fixed(size, self.config.chunk_size);
-        let reader = Reader::spawn(&f.source, plan, HashState::new(), &self.config.reader);
-        while let Some(chunk) = next_chunk(&reader).await {
-            let chunk = chunk?;
-            let (offset, len) = (chunk.offset, chunk.bytes.len() as u64);
-            let body = transfer_body(&boundary, &f.filename, offset, chunk.bytes);
-            self.send(
-                &f,
-                Call {
-                    phase: Phase::Transfer,
-                    offset,
-                    len,
                 },
-                body,
-            )
-            .await?;
-            events.emit(Event::ChunkAcked {
-                path: path.clone(),
-                offset,
-                len,
-            });
+                acked,
+            ));
         }
-        let blake3 = reader
-            .finish()
-            .finalize(size)
-            .map(|h| h.to_hex().to_string());
-
-        // Never verify a file that changed under us: what the server holds would
-        // mix two versions. (The reader checked after its last chunk; this closes
-        // the gap up to now.)
-        f.source.check_identity()?;
-        let verify = verify_body(&boundary, &f.filename);
-        let answer = self
-            .send(
-                &f,
-                Call {
-                    phase: Phase::Verify,
-                    offset: size,
-                    len: 0,
-                },
-                verify,
-            )
-            .await?;
-        let blake3 =
-            blake3.ok_or_else(|| Error::Config("the reader did not hash the whole file".into()))?;
-        let receipt = VerifyReceipt::parse(&answer.body);
-        if let Some(receipt) = &receipt {
-            let what = if receipt.size != size {
-                Some(format!("it has {} bytes, we sent {size}", receipt.size))
-            } else if !receipt.blake3.eq_ignore_ascii_case(&blake3) {
-                Some(format!(
-                    "its blake3 is {}, ours is {blake3}",
-                    receipt.blake3
-                ))
-            } else {
-                None
-            };
-            if let Some(what) = what {
-                return Err(Error::IntegrityMismatch { path, what });
-            }
-        }
-        Ok(FileOutcome::Verified { blake3, receipt })
-    }
-
-    /// Sends one call; anything but success becomes the matching [`Error`].
-    async fn send(
-        &self,
-        f: &CheckedFile,
-        call: Call,
-        body: MultipartBody,
-    ) -> Result<Answer, Error> {
-        let path = || f.path();
-        let answer = match self.client.call(call.phase, body).await {
-            Ok(answer) => answer,
-            Err(source) => {
-                // A mapped chunk of a file truncated meanwhile fails to send (the
-                // kernel answers EFAULT); name the real cause.
-                f.source.check_identity()?;
-                return Err(Error::Connection {
-                    path: path(),
-                    server: self.config.server.clone(),
-                    phase: call.phase,
-                    source,
-                });
-            }
-        };
-        let Call { phase, offset, len } = call;
-        Err(match answer.outcome {
-            Outcome::Ok => return Ok(answer),
-            Outcome::Unauthorized => Error::Unauthorized {
-                dataset: self.config.dataset.clone(),
-            },
-            Outcome::NotFound => Error::DatasetNotFound {
-                dataset: self.config.dataset.clone(),
-                server: self.config.server.clone(),
-            },
-            Outcome::AlreadyExists => Error::AlreadyExists {
-                path: path(),
-                filename: f.filename.clone(),
-                dataset: self.config.dataset.clone(),
-            },
-            Outcome::TooLarge if phase == Phase::Transfer => {
-                Error::ChunkTooLarge { path: path(), len }
-            }
-            Outcome::Realign { expected_offset } => Error::OffsetConflict {
-                path: path(),
-                sent: offset,
-                expected: expected_offset,
-            },
-            Outcome::Incomplete { received, expected } => Error::Incomplete {
-                path: path(),
-                received,
-                expected,
-            },
-            Outcome::NoSession => Error::SessionLost { path: path() },
-            Outcome::Retry { .. } => Error::ServerError {
-                path: path(),
-                phase,
-                offset,
-                status: answer.status,
-            },
-            Outcome::TooLarge | Outcome::Rejected => {
-                let message = match (answer.status, &answer.location) {
-                    (300..=399, Some(location)) => format!(
-                        "the server redirects to {location}; use that address as the server"
-                    ),
-                    _ => summarize_body(&answer.body),
-                };
-                Error::Rejected {
-                    path: path(),
-                    phase,
-                    offset,
-                    status: answer.status,
-                    message,
+        let files = files
+            .iter()
+            .zip(outcomes)
+            .map(|(f, done)| {
+                let (outcome, acked) = done.unwrap_or((FileOutcome::NotStarted, 0));
+                FileReport {
+                    path: f.path(),
+                    size: f.source.size(),
+                    acked,
+                    outcome,
                 }
-            }
-        })
+            })
+            .collect();
+        Report {
+            files,
+            peak_in_flight_bytes: run.budget.peak(),
+            final_chunk_size: run.sizer.current(),
+        }
     }
 }
 
-/// The reader's next chunk, without blocking the async runtime: usually one is
-/// already waiting (the reader runs ahead); otherwise wait on a blocking thread.
-async fn next_chunk(reader: &Reader) -> Option<Result<Chunk, ReadError>> {
-    if let Ok(ready) = reader.try_recv() {
-        return ready;
+impl UploadConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |what: String| Err(Error::Config(what));
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return bad(format!(
+                "the chunk size must be 1 byte to 1 GiB (got {} bytes)",
+                self.chunk_size
+            ));
+        }
+        if self.max_chunk_size > MAX_CHUNK_SIZE {
+            return bad(format!(
+                "the maximum chunk size must be at most 1 GiB (got {} bytes)",
+                self.max_chunk_size
+            ));
+        }
+        let largest = self.max_chunk_size.max(self.chunk_size);
+        if self.memory < largest {
+            return bad(format!(
+                "the memory budget ({} bytes) must hold at least one chunk of the largest size ({largest} bytes); \
+                 raise --memory or lower --max-chunk-size",
+                self.memory
+            ));
+        }
+        if self.parallel == 0 || self.window == Some(0) {
+            return bad("--parallel and --window must be at least 1".into());
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("the idle timeout must be more than 0 seconds".into());
+        }
+        Ok(())
     }
-    let chunks = reader.receiver();
-    tokio::task::spawn_blocking(move || chunks.recv().ok())
-        .await
-        .ok()
-        .flatten()
 }

@@ -29,13 +29,16 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// An uploader with fixed chunks of `chunk` bytes, one file at a time (so which
+/// file runs into what is deterministic).
 fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64) -> Uploader {
-    let config = UploadConfig::new(
+    let mut config = UploadConfig::new(
         server.url().parse().unwrap(),
         DatasetKey::new(dataset).unwrap(),
         Token::new(token).unwrap(),
     )
-    .chunk_size(chunk);
+    .fixed_chunk_size(chunk);
+    config.parallel = 1;
     Uploader::new(config).unwrap()
 }
 
@@ -270,16 +273,31 @@ async fn checks_find_every_problem_before_anything_is_sent() {
 }
 
 #[test]
-fn bad_chunk_sizes_are_refused() {
-    for chunk in [0, idb_engine::MAX_CHUNK_SIZE + 1] {
-        let config = UploadConfig::new(
+fn bad_configurations_are_refused() {
+    let base = || {
+        UploadConfig::new(
             "http://127.0.0.1:9".parse().unwrap(),
             DatasetKey::new(DS).unwrap(),
             Token::new(TOKEN).unwrap(),
         )
-        .chunk_size(chunk);
-        assert!(matches!(Uploader::new(config), Err(Error::Config(_))));
+    };
+    let bad: [fn(&mut UploadConfig); 6] = [
+        |c| c.chunk_size = 0,
+        |c| c.chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
+        |c| c.max_chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
+        |c| c.memory = c.max_chunk_size - 1,
+        |c| c.parallel = 0,
+        |c| c.window = Some(0),
+    ];
+    for (i, spoil) in bad.iter().enumerate() {
+        let mut config = base();
+        spoil(&mut config);
+        assert!(
+            matches!(Uploader::new(config), Err(Error::Config(_))),
+            "case {i}"
+        );
     }
+    assert!(Uploader::new(base()).is_ok());
 }
 
 #[test]

@@ -170,3 +170,17 @@ fn over_limit(name: &str) -> BodyError {
         })
     }
 }
+
+/// Reads a body until at least `at_least` bytes came (or it ended or broke), and
+/// drops what it read: the start of a request that a `reset` fault then cuts off.
+pub(crate) async fn read_some(mut body: Body, at_least: u64) {
+    let mut read = 0u64;
+    while read < at_least {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Some(Err(_)) | None => return,
+        }
+    }
+}

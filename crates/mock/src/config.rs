@@ -1,9 +1,61 @@
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use crate::{FaultConfig, MockError};
 
 /// The default largest `bytechunk` the mock accepts before answering 413: 64 MiB.
 pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
+
+/// The default bandwidth cap per connection: none.
+pub const DEFAULT_BANDWIDTH: Option<u64> = None;
+
+/// How the mock orders the transfers of one file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum WriteMode {
+    /// The documented protocol: a transfer must start where the bytes received so
+    /// far end, else 409 `{"expected_offset": N}`. Only one chunk of a file can
+    /// usefully be in flight.
+    #[default]
+    Strict,
+    /// A server that writes each chunk at its offset: transfers may come in any
+    /// order and concurrently, and verify succeeds when they cover the file exactly.
+    /// Setup answers carry `idb-write-mode: offset` ([`idb_wire::WRITE_MODE_HEADER`]).
+    Offset,
+}
+
+impl WriteMode {
+    /// The name on the command line: `strict` or `offset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Strict => "strict",
+            WriteMode::Offset => "offset",
+        }
+    }
+}
+
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WriteMode {
+    type Err = MockError;
+
+    /// Parses `strict` or `offset` (case-insensitive, surrounding spaces ignored).
+    fn from_str(text: &str) -> Result<Self, MockError> {
+        let name = text.trim();
+        [WriteMode::Strict, WriteMode::Offset]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| MockError::UnknownWriteMode {
+                mode: name.chars().take(64).collect(),
+            })
+    }
+}
 
 /// Where received bytes go.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +95,13 @@ pub struct MockConfig {
     /// How long tokens live, counted from the server's start; `None` for ever.
     /// `Some(Duration::ZERO)` makes every token already expired.
     pub token_ttl: Option<Duration>,
+    /// Strict (in order) or offset (any order) transfers.
+    pub mode: WriteMode,
+    /// Which faults to inject; none by default.
+    pub faults: FaultConfig,
+    /// The most bytes per second each connection receives (request bodies and
+    /// headers alike); `None` for no cap.
+    pub bandwidth: Option<u64>,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -60,6 +119,9 @@ impl std::fmt::Debug for MockConfig {
             .field("latency", &self.latency)
             .field("max_chunk", &self.max_chunk)
             .field("token_ttl", &self.token_ttl)
+            .field("mode", &self.mode)
+            .field("faults", &self.faults)
+            .field("bandwidth", &self.bandwidth)
             .finish()
     }
 }
@@ -73,6 +135,9 @@ impl Default for MockConfig {
             latency: Duration::ZERO,
             max_chunk: DEFAULT_MAX_CHUNK,
             token_ttl: None,
+            mode: WriteMode::default(),
+            faults: FaultConfig::default(),
+            bandwidth: DEFAULT_BANDWIDTH,
         }
     }
 }
@@ -133,6 +198,26 @@ impl MockConfig {
     /// Sets [`MockConfig::token_ttl`].
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets [`MockConfig::mode`].
+    pub fn mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`MockConfig::faults`]. The rate and kinds are checked when the server
+    /// starts ([`MockError::FaultRate`], [`MockError::NoFaultKinds`]).
+    pub fn faults(mut self, faults: FaultConfig) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Sets [`MockConfig::bandwidth`], in bytes per second per connection
+    /// (`Some(0)` is refused when the server starts: [`MockError::ZeroBandwidth`]).
+    pub fn bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.bandwidth = bytes_per_second;
         self
     }
 

@@ -29,4 +29,30 @@ pub enum MockError {
     /// A dataset key or token in the configuration is not valid.
     #[error("invalid mock configuration: {0}")]
     Config(#[from] idb_wire::WireError),
+    /// A fault rate that is not a probability.
+    #[error("the fault rate {rate} is not a probability; give a number from 0 to 1")]
+    FaultRate {
+        /// The rate given.
+        rate: f64,
+    },
+    /// Faults are on (rate above 0) but no kinds to draw from were given.
+    #[error(
+        "faults are enabled but no fault kinds are given; name at least one of 500, 429, reset, stall, truncate"
+    )]
+    NoFaultKinds,
+    /// A fault kind name that is not one of `500`, `429`, `reset`, `stall`, `truncate`.
+    #[error("unknown fault kind {kind:?}; use 500, 429, reset, stall or truncate")]
+    UnknownFaultKind {
+        /// The name given (at most 64 characters of it).
+        kind: String,
+    },
+    /// A write mode name that is not `strict` or `offset`.
+    #[error("unknown write mode {mode:?}; use strict or offset")]
+    UnknownWriteMode {
+        /// The name given (at most 64 characters of it).
+        mode: String,
+    },
+    /// A bandwidth cap of 0 bytes per second, which would let nothing through.
+    #[error("a bandwidth of 0 bytes per second lets nothing through; leave it unset for no cap")]
+    ZeroBandwidth,
 }

@@ -1,38 +1,55 @@
 //! A mock Illinois Data Bank server, faithful to the chunked upload API.
 //!
-//! `idb-mock` answers protocol 1 of `PROTOCOL.md` (setup, ordered transfers,
-//! verify) as its "mock contract" describes, so tests and benchmarks can run
-//! against a real HTTP server on 127.0.0.1 in seconds. It owns: datasets and tokens
-//! (with expiry), upload sessions, storage (a directory, or a sink that keeps only a
-//! hash), and knobs such as latency and the chunk limit.
+//! `idb-mock` answers protocol 1 of `PROTOCOL.md` (setup, transfers, verify) as its
+//! "mock contract" describes, so tests and benchmarks can run against a real HTTP
+//! server on 127.0.0.1 in seconds. It owns: datasets and tokens (with expiry),
+//! upload sessions in strict mode (transfers in order) or offset mode (each chunk
+//! written at its offset, in any order), storage (a directory, or a sink that keeps
+//! only a hash), and knobs: latency, the chunk limit, a bandwidth cap per
+//! connection, and seeded fault injection (500, 429, reset connections, stalled
+//! answers, truncated chunks).
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
-//! with its URL and inspection methods), [`serve`] (run on a listener you bound,
-//! until a shutdown future resolves).
+//! with its URL and inspection methods such as [`MockServer::accepted`]),
+//! [`serve`] (run on a listener you bound, until a shutdown future resolves),
+//! [`WriteMode`], [`FaultConfig`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), idb_mock::MockError> {
-//! use idb_mock::{MockConfig, MockServer};
+//! use idb_mock::{FaultConfig, FaultKind, MockConfig, MockServer, WriteMode};
 //!
-//! let config = MockConfig::new().dataset("IDB-1", "secret-token");
+//! let config = MockConfig::new()
+//!     .dataset("IDB-1", "secret-token")
+//!     .mode(WriteMode::Offset)
+//!     .faults(FaultConfig { seed: 7, ..FaultConfig::new(0.1, [FaultKind::ServerError]) })
+//!     .bandwidth(Some(12 << 20)); // 12 MiB/s per connection
 //! let server = MockServer::start(config).await?; // bound to 127.0.0.1:0
 //! println!("upload to {}", server.url());
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
-//! It never imports the engine, never prints (the CLI does), and never keeps more
-//! than one chunk of a request in memory.
+//! It never imports the engine and never prints (the CLI does). A strict session
+//! holds at most one chunk of a request in memory; an offset session also holds
+//! the chunks that arrived ahead of the contiguous prefix, until it reaches them.
 #![deny(missing_docs)]
 
+mod assembly;
 mod body;
 mod config;
 mod error;
+mod faults;
 mod server;
 mod sessions;
+mod throttle;
 
-pub use config::{DEFAULT_MAX_CHUNK, MockConfig, Storage};
+pub use config::{DEFAULT_BANDWIDTH, DEFAULT_MAX_CHUNK, MockConfig, Storage, WriteMode};
 pub use error::MockError;
+pub use faults::{
+    DEFAULT_FAULT_RATE, DEFAULT_FAULT_SEED, DEFAULT_RETRY_AFTER, DEFAULT_STALL, FaultConfig,
+    FaultKind, FaultStats,
+};
 pub use idb_wire::VerifyReceipt;
 pub use server::{MockServer, serve};
 pub use sessions::Stats;
+pub use throttle::BANDWIDTH_BURST;

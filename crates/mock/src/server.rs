@@ -1,29 +1,48 @@
-//! The HTTP side: routing, authentication, latency, start and shutdown.
+//! The HTTP side: connections, routing, authentication, faults, latency, start and
+//! shutdown.
+//!
+//! Connections are served here rather than by `axum::serve`, for two reasons: a
+//! `reset` fault must drop a connection without writing any answer (a handler can
+//! only ever produce a response), and the bandwidth cap wraps each socket.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, pending};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use idb_wire::{
-    DatasetKey, PhaseRequest, Token, VerifyReceipt, WWW_AUTHENTICATE, parse_authorization,
+    DatasetKey, Phase, PhaseRequest, Token, VerifyReceipt, WRITE_MODE_HEADER, WRITE_MODE_OFFSET,
+    WWW_AUTHENTICATE, parse_authorization,
 };
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tower_service::Service;
 
-use crate::body::{BodyError, drain, read_fields};
+use crate::body::{BodyError, drain, read_fields, read_some};
+use crate::faults::{FaultKind, Faults};
 use crate::sessions::{Reply, Sessions};
-use crate::{MockConfig, MockError, Stats, Storage};
+use crate::throttle::Throttled;
+use crate::{MockConfig, MockError, Stats, Storage, WriteMode};
+
+/// How long the accept loop pauses after an accept error that is not about one
+/// connection (such as running out of file descriptors), as hyper and axum do.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What the server knows about one dataset.
 struct Dataset {
@@ -37,8 +56,15 @@ struct App {
     latency: Duration,
     max_chunk: u64,
     /// Tokens stop working at this instant (`None`: never).
-    tokens_expire: Option<Instant>,
+    tokens_expire: std::sync::Mutex<Option<Instant>>,
     sessions: Sessions,
+    mode: WriteMode,
+    faults: Faults,
+    /// Bytes per second each connection may receive; `None`: no cap.
+    bandwidth: Option<u64>,
+    /// Becomes `true` when shutdown begins: every connection then finishes its
+    /// request in flight and closes, and stalled answers are let go at once.
+    closing: watch::Sender<bool>,
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
     store: Option<PathBuf>,
@@ -56,6 +82,10 @@ impl App {
             });
             entry.published |= d.published;
             entry.tokens.push(token);
+        }
+        let faults = Faults::new(&config.faults)?;
+        if config.bandwidth == Some(0) {
+            return Err(MockError::ZeroBandwidth);
         }
         let (temp, store) = match &config.storage {
             Storage::Sink => (None, None),
@@ -82,15 +112,20 @@ impl App {
             datasets,
             latency: config.latency,
             max_chunk: config.max_chunk,
-            tokens_expire: config.token_ttl.map(|ttl| Instant::now() + ttl),
-            sessions: Sessions::new(store.clone()),
+            tokens_expire: std::sync::Mutex::new(config.token_ttl.map(|ttl| Instant::now() + ttl)),
+            sessions: Sessions::new(store.clone(), config.mode),
+            mode: config.mode,
+            faults,
+            bandwidth: config.bandwidth,
+            closing: watch::Sender::new(false),
             _temp: temp,
             store,
         })
     }
 
     fn authorized(&self, dataset: &Dataset, headers: &HeaderMap) -> bool {
-        if self.tokens_expire.is_some_and(|at| Instant::now() >= at) {
+        let expire = *self.tokens_expire.lock().unwrap_or_else(|e| e.into_inner());
+        if expire.is_some_and(|at| Instant::now() >= at) {
             return false;
         }
         let Some(given) = headers
@@ -130,11 +165,97 @@ fn bad_request(message: String) -> Response {
     })
 }
 
+/// What a handler may do to the connection its request came on.
+#[derive(Clone)]
+struct ConnectionControl {
+    /// Notified by a `reset` fault: the connection's task then drops the
+    /// connection, closing the socket without writing any answer. `notify_one`
+    /// keeps the permit if the task is not waiting yet, so no notice is lost.
+    reset: Arc<Notify>,
+}
+
 async fn datafile(
     State(app): State<Arc<App>>,
+    Extension(connection): Extension<ConnectionControl>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let fault = app.faults.draw();
+    match fault {
+        Some(FaultKind::ServerError) => {
+            // Read the body first, so the client sees the 500, not a reset.
+            drain(body).await;
+            app.sessions.counters.fault(FaultKind::ServerError);
+            return json_reply(Reply::injected(
+                FaultKind::ServerError,
+                "injected fault: internal server error; nothing was applied".to_owned(),
+            ));
+        }
+        Some(FaultKind::TooManyRequests) => {
+            drain(body).await;
+            app.sessions.counters.fault(FaultKind::TooManyRequests);
+            let secs = app.faults.retry_after_secs();
+            let mut response = json_reply(Reply {
+                status: 429,
+                body: serde_json::json!({
+                    "error": "too_many_requests",
+                    "fault": FaultKind::TooManyRequests.as_str(),
+                    "message": format!("injected fault: slow down, retry after {secs} s; nothing was applied"),
+                }),
+            });
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+        Some(FaultKind::Reset) => {
+            // Reading the body of a request that asked `Expect: 100-continue`
+            // would first send `100 Continue`, a status line: cut it off before.
+            let expects_continue = headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !expects_continue {
+                let length = content_length(&headers).unwrap_or(0);
+                read_some(body, (length / 2).max(1)).await;
+            }
+            app.sessions.counters.fault(FaultKind::Reset);
+            connection.reset.notify_one();
+            // Never answer: the connection's task drops this future with the
+            // connection, so no status line is ever written.
+            return pending().await;
+        }
+        Some(FaultKind::Stall | FaultKind::Truncate) | None => {}
+    }
+    let truncate = fault == Some(FaultKind::Truncate);
+    let response = answer(&app, key, &headers, body, truncate).await;
+    if fault == Some(FaultKind::Stall) {
+        app.sessions.counters.fault(FaultKind::Stall);
+        let mut closing = app.closing.subscribe();
+        tokio::select! {
+            // This sleep is the behaviour under test (a lost or slow ack), not a wait.
+            () = tokio::time::sleep(app.faults.stall) => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+    }
+    response
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The normal answer to a datafile call (with `truncate`, a transfer that would
+/// succeed keeps only half its chunk and gets 500).
+async fn answer(
+    app: &Arc<App>,
+    key: String,
+    headers: &HeaderMap,
+    body: Body,
+    truncate: bool,
 ) -> Response {
     // Dataset first, then token, as the service does: an unknown or published
     // dataset is 404 whatever the token.
@@ -142,18 +263,15 @@ async fn datafile(
         drain(body).await;
         return text(StatusCode::NOT_FOUND, "Dataset Not Found");
     };
-    if !app.authorized(dataset, &headers) {
+    if !app.authorized(dataset, headers) {
         drain(body).await;
         return unauthorized();
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let fields = match read_fields(content_type, content_length, body, app.max_chunk).await {
+    let fields = match read_fields(content_type, content_length(headers), body, app.max_chunk).await
+    {
         Ok(fields) => fields,
         Err(BodyError::TooLarge) => {
             return json_reply(Reply {
@@ -175,12 +293,31 @@ async fn datafile(
         Err(e) => return bad_request(e.to_string()),
     };
     drop(fields);
-    let worker = Arc::clone(&app);
-    // Storage is plain file I/O: keep it off the async worker threads.
-    match tokio::task::spawn_blocking(move || worker.sessions.apply(&key, request)).await {
-        Ok(reply) => json_reply(reply),
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    let phase = request.phase();
+    if truncate && phase != Phase::Transfer {
+        // No payload to cut: a setup or verify gets a plain 500 fault instead.
+        app.sessions.counters.fault(FaultKind::ServerError);
+        return json_reply(Reply::injected(
+            FaultKind::ServerError,
+            format!("injected fault: internal server error; the {phase} was not applied"),
+        ));
     }
+    let worker = Arc::clone(app);
+    // Storage is plain file I/O: keep it off the async worker threads.
+    let mut response =
+        match tokio::task::spawn_blocking(move || worker.sessions.apply(&key, request, truncate))
+            .await
+        {
+            Ok(reply) => json_reply(reply),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        };
+    if phase == Phase::Setup && app.mode == WriteMode::Offset {
+        response.headers_mut().insert(
+            WRITE_MODE_HEADER,
+            HeaderValue::from_static(WRITE_MODE_OFFSET),
+        );
+    }
+    response
 }
 
 /// Counts every request and holds every response back by the configured latency.
@@ -214,10 +351,71 @@ async fn serve_app(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MockError> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MockError::Serve)
+    let router = router(Arc::clone(&app));
+    // Owns every connection's task: dropping it (this future aborted, as when a
+    // `MockServer` is dropped) aborts them all; on shutdown it is drained.
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, router.clone(), Arc::clone(&app)));
+                }
+                Err(e) if is_connection_error(&e) => {}
+                Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
+            },
+            // Reap finished connections so the set does not grow with them.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    app.closing.send_replace(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection (HTTP/1.1) until it ends, a `reset` fault drops it, or
+/// shutdown closes it after its request in flight.
+async fn serve_connection(stream: TcpStream, router: Router, app: Arc<App>) {
+    // Answers are small and sent at once: never hold them back for Nagle.
+    let _ = stream.set_nodelay(true);
+    let control = ConnectionControl {
+        reset: Arc::new(Notify::new()),
+    };
+    let reset = Arc::clone(&control.reset);
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(control.clone());
+        let mut router = router.clone();
+        // axum's router is always ready, so `call` needs no `poll_ready` first.
+        async move { router.call(request).await }
+    });
+    let io = TokioIo::new(Throttled::new(stream, app.bandwidth));
+    let mut connection = pin!(http1::Builder::new().serve_connection(io, service));
+    let mut closing = app.closing.subscribe();
+    let mut closing_seen = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            // Returning drops the connection (and the handler waiting inside it)
+            // and closes the socket: the client gets no answer at all.
+            () = reset.notified() => break,
+            _ = closing.wait_for(|closing| *closing), if !closing_seen => {
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Serves `config` on a listener the caller bound, until `shutdown` resolves; then
@@ -292,9 +490,38 @@ impl MockServer {
         self.app.sessions.receipt(dataset, filename)
     }
 
+    /// Makes every token expire now: later calls get 401 (a token that runs out
+    /// mid-upload, at a moment a test chooses).
+    pub fn expire_tokens(&self) {
+        *self
+            .app
+            .tokens_expire
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         self.app.sessions.counters.snapshot()
+    }
+
+    /// `(offset, len)` of every transfer of `filename` in `dataset` that stored new
+    /// bytes, in the order accepted (identical retries are not logged; a truncated
+    /// transfer is logged with the length it stored). Kept after verify for the
+    /// server's life; a setup that resets the session starts a new log.
+    pub fn accepted(&self, dataset: &str, filename: &str) -> Vec<(u64, u64)> {
+        self.app.sessions.accepted(dataset, filename)
+    }
+
+    /// Changes the fault rate from the next request on (the kinds, seed and RNG
+    /// position stay): a test can let setup through, then break the transfers.
+    pub fn set_fault_rate(&self, rate: f64) -> Result<(), MockError> {
+        self.app.faults.set_rate(rate)
+    }
+
+    /// The write mode it serves.
+    pub fn mode(&self) -> WriteMode {
+        self.app.mode
     }
 
     /// Stops accepting, lets requests in flight finish, and waits for the end.

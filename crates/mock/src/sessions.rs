@@ -14,6 +14,10 @@ use bytes::Bytes;
 use idb_wire::{PhaseRequest, VerifyReceipt};
 use serde_json::json;
 
+use crate::WriteMode;
+use crate::assembly::{Assembly, Conflict};
+use crate::faults::{FaultKind, FaultStats, counter_index};
+
 /// A reply before it becomes HTTP: a status and a JSON body.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -26,10 +30,18 @@ impl Reply {
         Self { status: 200, body }
     }
 
-    fn error(status: u16, error: &str, message: String) -> Self {
+    pub(crate) fn error(status: u16, error: &str, message: String) -> Self {
         Self {
             status,
             body: json!({ "error": error, "message": message }),
+        }
+    }
+
+    /// The 500 of an injected fault.
+    pub(crate) fn injected(kind: FaultKind, message: String) -> Self {
+        Self {
+            status: 500,
+            body: json!({ "error": "injected_fault", "fault": kind.as_str(), "message": message }),
         }
     }
 }
@@ -45,6 +57,8 @@ pub struct Stats {
     pub bytes_accepted: u64,
     /// Files verified.
     pub files_verified: u64,
+    /// Injected faults, per kind.
+    pub faults: FaultStats,
 }
 
 #[derive(Default)]
@@ -53,6 +67,8 @@ pub(crate) struct Counters {
     chunks_accepted: AtomicU64,
     bytes_accepted: AtomicU64,
     files_verified: AtomicU64,
+    /// Injected faults, indexed by [`counter_index`].
+    faults: [AtomicU64; 5],
 }
 
 impl Counters {
@@ -62,7 +78,20 @@ impl Counters {
             chunks_accepted: self.chunks_accepted.load(Ordering::Relaxed),
             bytes_accepted: self.bytes_accepted.load(Ordering::Relaxed),
             files_verified: self.files_verified.load(Ordering::Relaxed),
+            faults: FaultStats::from_counts(
+                self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            ),
         }
+    }
+
+    /// Counts one injected fault.
+    pub(crate) fn fault(&self, kind: FaultKind) {
+        self.faults[counter_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn accepted(&self, new_bytes: u64) {
+        self.chunks_accepted.fetch_add(1, Ordering::Relaxed);
+        self.bytes_accepted.fetch_add(new_bytes, Ordering::Relaxed);
     }
 }
 
@@ -71,9 +100,25 @@ type Key = (String, String);
 /// The staging directory under the store root.
 const INCOMING_DIR: &str = "+incoming";
 
-/// One open upload: what was declared and what arrived, in order.
+/// One open upload: what was declared and what arrived.
 struct Session {
     declared: u64,
+    /// `None` in sink mode.
+    file: Option<File>,
+    /// `(offset, len)` of every transfer that stored new bytes, in the order
+    /// accepted (identical retries are not logged).
+    log: Vec<(u64, u64)>,
+    order: Order,
+}
+
+/// How a session takes its chunks.
+enum Order {
+    Strict(Strict),
+    Offset(Assembly),
+}
+
+/// Strict mode: bytes arrive in order.
+struct Strict {
     received: u64,
     hasher: blake3::Hasher,
     /// Sink mode only: the last accepted chunk, to recognise an identical retry of
@@ -81,19 +126,17 @@ struct Session {
     /// one chunk of memory per open session and no extra hashing. In store mode a
     /// retry is compared with the stored bytes instead, at any earlier offset.
     last: Option<(u64, Bytes)>,
-    /// `None` in sink mode.
-    file: Option<File>,
 }
 
-impl Session {
+impl Strict {
     /// Whether `chunk` at `offset` is exactly what this session already holds there
     /// (an idempotent retry).
-    fn holds(&self, offset: u64, chunk: &Bytes) -> bool {
+    fn holds(&self, file: Option<&File>, offset: u64, chunk: &Bytes) -> bool {
         let end = offset + chunk.len() as u64;
         if end > self.received {
             return false;
         }
-        match &self.file {
+        match file {
             Some(file) => {
                 let mut stored = vec![0; chunk.len()];
                 file.read_exact_at(&mut stored, offset).is_ok() && stored == chunk[..]
@@ -106,29 +149,55 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Bytes in the contiguous prefix from 0 (all bytes received, in strict mode).
+    fn received(&self) -> u64 {
+        match &self.order {
+            Order::Strict(s) => s.received,
+            Order::Offset(a) => a.prefix(),
+        }
+    }
+
+    fn hash(&self) -> blake3::Hash {
+        match &self.order {
+            Order::Strict(s) => s.hasher.finalize(),
+            Order::Offset(a) => a.hash(),
+        }
+    }
+}
+
+/// A verified file: its receipt and the log of its transfers.
+struct Done {
+    receipt: VerifyReceipt,
+    log: Vec<(u64, u64)>,
+}
+
 /// All sessions of all datasets, and where their bytes go.
 pub(crate) struct Sessions {
     /// `None`: sink mode.
     root: Option<PathBuf>,
+    mode: WriteMode,
     /// Open uploads. The map lock is held only to find or replace a session; the
-    /// session's own lock is held while its chunk is written, so different files
-    /// proceed in parallel and one file's chunks are applied one at a time.
+    /// session's own lock is held while its chunk is checked, written and hashed,
+    /// so different files proceed in parallel and one file's chunks are applied
+    /// one at a time (in offset mode too: their bodies still arrive concurrently).
     open: Mutex<HashMap<Key, Arc<Mutex<Session>>>>,
-    /// Verified files, so a second setup of the name is refused and a repeated
-    /// verify gets the same receipt.
-    done: Mutex<HashMap<Key, VerifyReceipt>>,
+    /// Verified files, so a second setup of the name is refused, a repeated
+    /// verify gets the same receipt, and the transfer log outlives the session.
+    done: Mutex<HashMap<Key, Done>>,
     pub(crate) counters: Counters,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sessions {
-    pub(crate) fn new(root: Option<PathBuf>) -> Self {
+    pub(crate) fn new(root: Option<PathBuf>, mode: WriteMode) -> Self {
         Self {
             root,
+            mode,
             open: Mutex::default(),
             done: Mutex::default(),
             counters: Counters::default(),
@@ -149,11 +218,27 @@ impl Sessions {
     pub(crate) fn receipt(&self, dataset: &str, filename: &str) -> Option<VerifyReceipt> {
         lock(&self.done)
             .get(&(dataset.to_owned(), filename.to_owned()))
-            .cloned()
+            .map(|done| done.receipt.clone())
     }
 
-    /// Applies one validated call for `dataset`.
-    pub(crate) fn apply(&self, dataset: &str, request: PhaseRequest) -> Reply {
+    /// `(offset, len)` of the transfers of a file that stored new bytes, in order:
+    /// of the open session, else of the verified file, else none.
+    pub(crate) fn accepted(&self, dataset: &str, filename: &str) -> Vec<(u64, u64)> {
+        let key = (dataset.to_owned(), filename.to_owned());
+        // A verified name never gets a new session, so `done` wins.
+        if let Some(done) = lock(&self.done).get(&key) {
+            return done.log.clone();
+        }
+        match self.session(&key) {
+            Some(session) => lock(&session).log.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Applies one validated call for `dataset`. With `truncate`, a transfer that
+    /// would succeed stores only the first half of its chunk and is answered 500
+    /// (the injected fault, counted here).
+    pub(crate) fn apply(&self, dataset: &str, request: PhaseRequest, truncate: bool) -> Reply {
         let key = (dataset.to_owned(), request.filename().to_owned());
         match request {
             PhaseRequest::Setup { filesize, .. } => self.setup(key, filesize),
@@ -161,7 +246,7 @@ impl Sessions {
                 previous_size,
                 chunk,
                 ..
-            } => self.transfer(&key, previous_size, chunk),
+            } => self.transfer(&key, previous_size, chunk, truncate),
             PhaseRequest::Verify { .. } => self.verify(key),
         }
     }
@@ -198,12 +283,19 @@ impl Sessions {
                 }
             }
         };
+        let order = match self.mode {
+            WriteMode::Strict => Order::Strict(Strict {
+                received: 0,
+                hasher: blake3::Hasher::new(),
+                last: None,
+            }),
+            WriteMode::Offset => Order::Offset(Assembly::new(file.is_none())),
+        };
         let session = Session {
             declared,
-            received: 0,
-            hasher: blake3::Hasher::new(),
-            last: None,
             file,
+            log: Vec::new(),
+            order,
         };
         // A setup for a name whose session is still open resets it.
         lock(&self.open).insert(key.clone(), Arc::new(Mutex::new(session)));
@@ -225,11 +317,12 @@ impl Sessions {
         )
     }
 
-    fn transfer(&self, key: &Key, offset: u64, chunk: Bytes) -> Reply {
+    fn transfer(&self, key: &Key, offset: u64, chunk: Bytes, truncate: bool) -> Reply {
         let Some(session) = self.session(key) else {
             return Self::no_session(key);
         };
-        let mut s = lock(&session);
+        let mut guard = lock(&session);
+        let s = &mut *guard;
         let len = chunk.len() as u64;
         let end = offset.saturating_add(len);
         if end > s.declared {
@@ -242,32 +335,108 @@ impl Sessions {
                 ),
             );
         }
-        if offset != s.received {
-            if s.holds(offset, &chunk) {
-                return Reply::ok(json!({ "received": s.received }));
+        // A truncated transfer keeps the first half of its chunk (at least one
+        // byte of a chunk of two or more), as if that were the whole chunk.
+        let cut = |chunk: &Bytes| chunk.slice(..chunk.len() / 2);
+        match &mut s.order {
+            Order::Strict(strict) => {
+                if offset != strict.received {
+                    if strict.holds(s.file.as_ref(), offset, &chunk) {
+                        if truncate {
+                            // Its first half is there already: nothing new to keep.
+                            return self.truncated(len / 2, len);
+                        }
+                        return Reply::ok(json!({ "received": strict.received }));
+                    }
+                    return Reply {
+                        status: 409,
+                        body: json!({ "expected_offset": strict.received }),
+                    };
+                }
+                let chunk = if truncate { cut(&chunk) } else { chunk };
+                let stored = chunk.len() as u64;
+                let end = offset + stored;
+                // A truncated zero-length piece stores nothing at all.
+                if !(truncate && stored == 0) {
+                    if let Some(file) = &s.file
+                        && let Err(e) = file.write_all_at(&chunk, offset)
+                    {
+                        return Reply::error(500, "storage", format!("cannot store: {e}"));
+                    }
+                    strict.hasher.update(&chunk);
+                    strict.received = end;
+                    s.log.push((offset, stored));
+                    self.counters.accepted(stored);
+                    if s.file.is_none() {
+                        strict.last = Some((offset, chunk));
+                    }
+                }
+                if truncate {
+                    return self.truncated(stored, len);
+                }
+                Reply::ok(json!({ "received": end }))
             }
-            return Reply {
-                status: 409,
-                body: json!({ "expected_offset": s.received }),
-            };
+            Order::Offset(assembly) => {
+                let file = s.file.as_ref();
+                let gaps = match assembly.check(offset, &chunk, file) {
+                    Ok(gaps) => gaps,
+                    Err(conflict) => return Self::conflict(key, offset, end, conflict),
+                };
+                let (chunk, gaps) = if truncate {
+                    let part = cut(&chunk);
+                    // A subset of a chunk that matched matches too.
+                    match assembly.check(offset, &part, file) {
+                        Ok(gaps) => (part, gaps),
+                        Err(conflict) => return Self::conflict(key, offset, end, conflict),
+                    }
+                } else {
+                    (chunk, gaps)
+                };
+                let stored = chunk.len() as u64;
+                if !gaps.is_empty() {
+                    let new = match assembly.accept(offset, &chunk, &gaps, file) {
+                        Ok(new) => new,
+                        Err(e) => {
+                            return Reply::error(500, "storage", format!("cannot store: {e}"));
+                        }
+                    };
+                    s.log.push((offset, stored));
+                    self.counters.accepted(new);
+                }
+                if truncate {
+                    return self.truncated(stored, len);
+                }
+                Reply::ok(json!({ "received": assembly.prefix() }))
+            }
         }
-        if let Some(file) = &s.file
-            && let Err(e) = file.write_all_at(&chunk, offset)
-        {
-            return Reply::error(500, "storage", format!("cannot store: {e}"));
-        }
-        s.hasher.update(&chunk);
-        s.received = end;
-        if s.file.is_none() {
-            s.last = Some((offset, chunk));
-        }
-        self.counters
-            .chunks_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_accepted
-            .fetch_add(len, Ordering::Relaxed);
-        Reply::ok(json!({ "received": end }))
+    }
+
+    /// The answer of a truncated transfer: `stored` of `len` bytes were kept.
+    fn truncated(&self, stored: u64, len: u64) -> Reply {
+        self.counters.fault(FaultKind::Truncate);
+        Reply::injected(
+            FaultKind::Truncate,
+            format!("injected fault: stored the first {stored} of {len} bytes, then failed"),
+        )
+    }
+
+    /// The 409 of an offset-mode chunk that disagrees with accepted bytes.
+    fn conflict(key: &Key, offset: u64, end: u64, conflict: Conflict) -> Reply {
+        let message = match conflict {
+            Conflict::Differs { at } => format!(
+                "bytes {offset}..{end} of {} overlap accepted bytes (from {at}) that differ",
+                key.1
+            ),
+            Conflict::Unverifiable { at } => format!(
+                "bytes {offset}..{end} of {} cover part of the accepted piece at {at}, which \
+                 this sink no longer holds to compare; resend that piece whole",
+                key.1
+            ),
+            Conflict::Io(e) => {
+                return Reply::error(500, "storage", format!("cannot read back: {e}"));
+            }
+        };
+        Reply::error(409, "overlap", message)
     }
 
     fn verify(&self, key: Key) -> Reply {
@@ -278,10 +447,11 @@ impl Sessions {
             };
         };
         let s = lock(&session);
-        if s.received != s.declared {
+        let received = s.received();
+        if received != s.declared {
             return Reply {
                 status: 409,
-                body: json!({ "received": s.received, "expected": s.declared }),
+                body: json!({ "received": received, "expected": s.declared }),
             };
         }
         if let Some(root) = &self.root {
@@ -295,11 +465,20 @@ impl Sessions {
         }
         let receipt = VerifyReceipt {
             filename: key.1.clone(),
-            size: s.received,
-            blake3: s.hasher.finalize().to_hex().to_string(),
+            size: received,
+            blake3: s.hash().to_hex().to_string(),
         };
+        // A copy, so `accepted` finds the whole log in one place or the other at
+        // every moment (the session is dropped just below).
+        let log = s.log.clone();
+        lock(&self.done).insert(
+            key.clone(),
+            Done {
+                receipt: receipt.clone(),
+                log,
+            },
+        );
         drop(s);
-        lock(&self.done).insert(key.clone(), receipt.clone());
         // Remove this session only: a setup may have replaced it meanwhile.
         let mut open = lock(&self.open);
         if open

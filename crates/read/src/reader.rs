@@ -111,38 +111,96 @@ impl HashState {
 
 type Item = Result<Chunk, ReadError>;
 
-/// A thread reading a [`ChunkPlan`] of a [`SourceFile`] ahead of its consumer.
+/// Threads reading a [`ChunkPlan`] of a [`SourceFile`] ahead of their consumer.
 ///
-/// Before each chunk it checks that the file is unchanged; after the last one it
-/// checks again. A change or a read error is delivered in place of the next chunk,
-/// and the thread stops. Dropping the reader (or [`Reader::finish`]) stops it at
-/// its next hand-over.
+/// Before each chunk the file's identity is checked; after the last one, again.
+/// A change or a read error is delivered in place of the next chunk, and reading
+/// stops. With hashing on and a prefetch depth of 2 or more, reading (with its
+/// page faults) and hashing run on two threads, overlapping; otherwise one thread
+/// does both. Either way at most `prefetch` chunks (at least one) are held ahead
+/// of the consumer. Dropping the reader (or [`Reader::finish`]) stops the threads
+/// at their next hand-over.
 pub struct Reader {
-    /// The bounded channel's receiving side: `prefetch` chunks wait here at most,
-    /// which is the backpressure that keeps the reader from outrunning the network.
-    /// Dropping it is how the thread learns to stop.
+    /// The bounded channel's receiving side: the backpressure that keeps reading
+    /// from outrunning the network. Dropping it is how the threads learn to stop.
     chunks: Receiver<Item>,
-    thread: Option<JoinHandle<HashState>>,
+    /// The thread that ends with the hash state, and the reading thread when it is
+    /// a separate one.
+    threads: Option<(JoinHandle<HashState>, Option<JoinHandle<()>>)>,
 }
 
+/// Bytes between the page touches of the prefetcher: the page size.
+const PAGE: usize = 4096;
+
 impl Reader {
-    /// Starts a reader thread over `plan`, continuing the whole-file hash `state`.
+    /// Starts reading `plan`, continuing the whole-file hash `state`.
     pub fn spawn(
         source: &SourceFile,
         plan: ChunkPlan,
         state: HashState,
         config: &ReaderConfig,
     ) -> Self {
-        let (tx, chunks) = crossbeam_channel::bounded(config.prefetch);
-        let source = source.clone();
-        let config = config.clone();
-        let thread = std::thread::Builder::new()
-            .name("idb-reader".into())
-            .spawn(move || read_ahead(&source, plan, state, &config, &tx))
+        let hashing = config.file_hash || config.chunk_hashes;
+        let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+        let (source, config) = (source.clone(), config.clone());
+        if !hashing || config.prefetch < 2 {
+            let (tx, chunks) = crossbeam_channel::bounded(config.prefetch);
+            let thread = spawn("idb-reader")
+                .spawn(move || {
+                    let mut stage = HashStage {
+                        state,
+                        source: &source,
+                        config: &config,
+                    };
+                    read_ahead(&source, plan, &config, &tx, false, |item| {
+                        stage.process(item)
+                    });
+                    stage.state
+                })
+                .expect("the OS can start a thread");
+            return Self {
+                chunks,
+                threads: Some((thread, None)),
+            };
+        }
+        // Two stages: the reader hands each chunk (pages already faulted in) to the
+        // hasher through a rendezvous channel; the hasher holds one, the reader one,
+        // so the output channel holds `prefetch - 2`.
+        let (tx, chunks) = crossbeam_channel::bounded(config.prefetch - 2);
+        let (to_hasher, from_reader) = crossbeam_channel::bounded::<Item>(0);
+        let (reader_source, reader_config) = (source.clone(), config.clone());
+        let reader = spawn("idb-reader")
+            .spawn(move || {
+                read_ahead(
+                    &reader_source,
+                    plan,
+                    &reader_config,
+                    &to_hasher,
+                    true,
+                    |item| item,
+                );
+            })
+            .expect("the OS can start a thread");
+        let hasher = spawn("idb-hasher")
+            .spawn(move || {
+                let mut stage = HashStage {
+                    state,
+                    source: &source,
+                    config: &config,
+                };
+                for item in from_reader {
+                    let item = stage.process(item);
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
+                        break;
+                    }
+                }
+                stage.state
+            })
             .expect("the OS can start a thread");
         Self {
             chunks,
-            thread: Some(thread),
+            threads: Some((hasher, Some(reader))),
         }
     }
 
@@ -167,55 +225,87 @@ impl Reader {
         self.chunks.clone()
     }
 
-    /// Stops the thread (if still running) and returns the whole-file hash state as
-    /// far as the thread got: the hash covers every chunk handed out and may cover
-    /// a few read ahead but never delivered.
+    /// Stops the threads (if still running) and returns the whole-file hash state
+    /// as far as it got: it covers every chunk handed out and may cover a few read
+    /// ahead but never delivered.
     pub fn finish(mut self) -> HashState {
-        let thread = self.thread.take().expect("finish runs once");
+        let (last, reader) = self.threads.take().expect("finish runs once");
         // Disconnect: a thread blocked on a full channel wakes with an error and
-        // returns. `self.chunks` is dropped with `self`; replace it to drop now.
+        // returns (the hasher's return drops its receiver, which stops the reader).
         drop(std::mem::replace(
             &mut self.chunks,
             crossbeam_channel::never(),
         ));
-        thread.join().unwrap_or_default()
+        let state = last.join().unwrap_or_default();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        state
     }
 }
 
+/// Hashing a chunk into the file's running hash (and its own, if asked).
+struct HashStage<'a> {
+    state: HashState,
+    source: &'a SourceFile,
+    config: &'a ReaderConfig,
+}
+
+impl HashStage<'_> {
+    fn process(&mut self, item: Item) -> Item {
+        let mut chunk = item?;
+        if self.config.file_hash {
+            if self.state.upto < chunk.offset {
+                self.state
+                    .catch_up(self.source, chunk.offset, self.config.release_pages)?;
+            }
+            self.state.absorb(chunk.offset, &chunk.bytes);
+        }
+        if self.config.chunk_hashes {
+            chunk.hash = Some(blake3::hash(&chunk.bytes));
+        }
+        Ok(chunk)
+    }
+}
+
+/// Walks the plan: checks the identity, reads each chunk, asks the kernel for the
+/// next ones, and passes each through `stage` to `tx`. With `touch`, a mapped
+/// chunk's pages are faulted in here, so the hashing thread does not wait for them
+/// (measured: worth it only when a hasher runs beside; alone, touching just moves
+/// the faults). Ends after the plan (with a final identity check), at the first
+/// error, or when `tx`'s receiver is gone.
 fn read_ahead(
     source: &SourceFile,
     plan: ChunkPlan,
-    mut state: HashState,
     config: &ReaderConfig,
     tx: &Sender<Item>,
-) -> HashState {
-    let release = config.release_pages;
+    touch: bool,
+    mut stage: impl FnMut(Item) -> Item,
+) {
     for span in plan {
         let chunk = source.check_identity().and_then(|()| {
-            if config.file_hash && state.upto < span.offset {
-                state.catch_up(source, span.offset, release)?;
-            }
-            let bytes = source.read(span, release)?;
+            let bytes = source.read(span, config.release_pages)?;
             // Ask for the next chunks now, so the disk works while this one is
             // hashed and sent.
             source.prefetch(span.end(), span.len * config.prefetch.max(1) as u64);
-            if config.file_hash {
-                state.absorb(span.offset, &bytes);
+            if touch && source.is_mapped() {
+                // Fault the pages in here, off the hashing thread.
+                let touched = bytes.iter().step_by(PAGE).fold(0u8, |acc, b| acc ^ b);
+                std::hint::black_box(touched);
             }
-            let hash = config.chunk_hashes.then(|| blake3::hash(&bytes));
             Ok(Chunk {
                 offset: span.offset,
                 bytes,
-                hash,
+                hash: None,
             })
         });
+        let chunk = stage(chunk);
         let failed = chunk.is_err();
         if tx.send(chunk).is_err() || failed {
-            return state;
+            return;
         }
     }
     if let Err(e) = source.check_identity() {
         let _ = tx.send(Err(e));
     }
-    state
 }

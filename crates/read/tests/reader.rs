@@ -140,7 +140,8 @@ fn read_all_from(reader: &Reader, from: u64) -> Vec<u8> {
 fn change_during_reading(change: impl Fn(&Path)) -> Vec<Change> {
     const CHUNK: u64 = 4096;
     let mut errors = Vec::new();
-    for mode in MODES {
+    // Prefetch 1 reads and hashes on one thread; 4 on two (reader and hasher).
+    for (mode, prefetch) in MODES.into_iter().flat_map(|m| [(m, 1), (m, 4)]) {
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(dir.path(), "f", &data(40 * CHUNK as usize, 2));
         let source = SourceFile::open(&path, mode).unwrap();
@@ -148,7 +149,7 @@ fn change_during_reading(change: impl Fn(&Path)) -> Vec<Change> {
             &source,
             ChunkPlan::fixed(source.size(), CHUNK),
             HashState::new(),
-            &config(1),
+            &config(prefetch),
         );
         reader.recv().unwrap().unwrap();
         change(&path);

@@ -47,7 +47,10 @@ mod token;
 
 pub use error::WireError;
 pub use form::{encode_urlencoded, parse_urlencoded};
-pub use limits::{DatasetKey, MAX_FILE_SIZE, MAX_FILENAME_BYTES, datafile_path, validate_filename};
+pub use limits::{
+    DatasetKey, MAX_FILE_SIZE, MAX_FILENAME_BYTES, WRITE_MODE_HEADER, WRITE_MODE_OFFSET,
+    datafile_path, validate_filename,
+};
 pub use multipart::{
     Boundary, MultipartBody, MultipartEvent, MultipartParser, PartHeaders,
     boundary_from_content_type,

@@ -1,0 +1,110 @@
+//! The small interface the pipeline sends through, so a protocol plugs in without
+//! touching it: begin, send at an offset, ask the offset, finish.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use idb_wire::{Phase, VerifyReceipt, setup_body, transfer_body, verify_body};
+
+use crate::client::{Answer, DatafileClient, Transport};
+
+/// The file a call is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileRef<'a> {
+    pub(crate) filename: &'a str,
+    pub(crate) size: u64,
+}
+
+/// How the server takes chunks of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// In order only: one chunk in flight.
+    Strict,
+    /// At their offsets, in any order: several chunks in flight.
+    Offset,
+}
+
+/// Why a call did not succeed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// No answer (connection failed or nothing moved for the idle timeout).
+    Transport(Transport),
+    /// An answer other than success; its `outcome` says what it means.
+    Refused(Answer),
+}
+
+/// One upload protocol, as the pipeline uses it.
+pub(crate) trait Protocol: Send + Sync {
+    /// Opens (or reopens, resetting) the upload of `file`.
+    fn begin(&self, file: FileRef<'_>)
+    -> impl Future<Output = Result<WriteMode, CallError>> + Send;
+
+    /// Sends `bytes` at `offset`.
+    fn send(
+        &self,
+        file: FileRef<'_>,
+        offset: u64,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// How many bytes the server holds, if the protocol can say.
+    fn query_offset(
+        &self,
+        file: FileRef<'_>,
+    ) -> impl Future<Output = Result<Option<u64>, CallError>> + Send;
+
+    /// Closes the upload; the server's receipt, if it sends one.
+    fn finish(
+        &self,
+        file: FileRef<'_>,
+    ) -> impl Future<Output = Result<Option<VerifyReceipt>, CallError>> + Send;
+}
+
+fn ok_or_refused(answer: Answer) -> Result<Answer, CallError> {
+    if answer.outcome.is_ok() {
+        Ok(answer)
+    } else {
+        Err(CallError::Refused(answer))
+    }
+}
+
+/// Protocol 1, the chunked datafile API.
+impl Protocol for DatafileClient {
+    async fn begin(&self, file: FileRef<'_>) -> Result<WriteMode, CallError> {
+        let body = setup_body(&Self::boundary(), file.filename, file.size);
+        let answer = self
+            .call(Phase::Setup, body)
+            .await
+            .map_err(CallError::Transport)?;
+        let answer = ok_or_refused(answer)?;
+        Ok(if answer.offset_mode {
+            WriteMode::Offset
+        } else {
+            WriteMode::Strict
+        })
+    }
+
+    async fn send(&self, file: FileRef<'_>, offset: u64, bytes: Bytes) -> Result<(), CallError> {
+        let body = transfer_body(&Self::boundary(), file.filename, offset, bytes);
+        let answer = self
+            .call(Phase::Transfer, body)
+            .await
+            .map_err(CallError::Transport)?;
+        ok_or_refused(answer).map(drop)
+    }
+
+    async fn query_offset(&self, _: FileRef<'_>) -> Result<Option<u64>, CallError> {
+        // Protocol 1 has no call for it: the server tells the offset only in a 409.
+        Ok(None)
+    }
+
+    async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {
+        let body = verify_body(&Self::boundary(), file.filename);
+        let answer = self
+            .call(Phase::Verify, body)
+            .await
+            .map_err(CallError::Transport)?;
+        let answer = ok_or_refused(answer)?;
+        Ok(VerifyReceipt::parse(&answer.body))
+    }
+}

@@ -1,0 +1,371 @@
+//! The transfer pipeline against a real mock with faults, in both write modes:
+//! byte-exact results, ordered offsets, bounded memory, 413 / Retry-After / 409 /
+//! 401 handling. Fault schedules are seeded, so a failure replays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use idb_engine::{
+    DatasetKey, Error, Event, FileOutcome, NoEvents, Report, RetryPolicy, Token, UploadConfig,
+    Uploader,
+};
+use idb_mock::{FaultConfig, FaultKind, MockConfig, MockServer, Storage, WriteMode};
+use proptest::prelude::*;
+
+const DS: &str = "IDB-P1";
+const TOKEN: &str = "pipeline-token";
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new_derive_key("idb pipeline tests")
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn write_files(dir: &Path, sizes: &[usize], seed: u64) -> Vec<(PathBuf, Vec<u8>)> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let bytes = data(n, seed + i as u64);
+            let path = dir.join(format!("file-{i}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// Quick retries (the faults are many), a short idle timeout (stalls end fast),
+/// a fixed jitter seed.
+fn config(server: &MockServer, chunk: u64) -> UploadConfig {
+    let mut config = UploadConfig::new(
+        server.url().parse().unwrap(),
+        DatasetKey::new(DS).unwrap(),
+        Token::new(TOKEN).unwrap(),
+    )
+    .fixed_chunk_size(chunk);
+    config.idle_timeout = Duration::from_millis(300);
+    config.retry = RetryPolicy {
+        max_attempts: 60,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(10),
+        deadline: Duration::from_secs(120),
+        seed: Some(7),
+    };
+    config
+}
+
+async fn upload(
+    config: UploadConfig,
+    paths: &[PathBuf],
+    events: &dyn idb_engine::EventSink,
+) -> Report {
+    let uploader = Uploader::new(config).unwrap();
+    let files = uploader.check(paths).expect("the files pass the checks");
+    uploader.upload(files, events).await
+}
+
+fn name(path: &Path) -> &str {
+    path.file_name().unwrap().to_str().unwrap()
+}
+
+/// Every file verified, and the server's copy is exactly the local bytes.
+fn assert_exact(server: &MockServer, report: &Report, files: &[(PathBuf, Vec<u8>)]) {
+    assert!(report.all_verified(), "{report:#?}");
+    for (path, bytes) in files {
+        let stored = server.stored_file(DS, name(path)).expect("stored");
+        assert!(
+            std::fs::read(stored).unwrap() == *bytes,
+            "{} differs",
+            path.display()
+        );
+    }
+}
+
+/// In strict mode the server accepted each file's chunks in order, with no gap
+/// and no overlap: each new chunk starts where the accepted bytes end.
+fn assert_strictly_ordered(server: &MockServer, files: &[(PathBuf, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let mut end = 0;
+        for (offset, len) in server.accepted(DS, name(path)) {
+            assert_eq!(
+                offset,
+                end,
+                "{}: gap or overlap at {offset}",
+                path.display()
+            );
+            end = offset + len;
+        }
+        assert_eq!(end, bytes.len() as u64, "{}", path.display());
+    }
+}
+
+fn mock(mode: WriteMode, faults: FaultConfig) -> MockConfig {
+    MockConfig::new()
+        .dataset(DS, TOKEN)
+        .mode(mode)
+        .faults(faults)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Random files under a random seeded fault schedule, in both modes: every
+    /// file arrives byte-exact; in strict mode, in order with no gap.
+    #[test]
+    fn every_file_arrives_exactly_whatever_fails(
+        sizes in proptest::collection::vec(0usize..120_000, 1..5),
+        chunk in 4096u64..40_000,
+        rate in 0.0f64..0.35,
+        fault_seed in any::<u64>(),
+        offset_mode in any::<bool>(),
+    ) {
+        let mode = if offset_mode { WriteMode::Offset } else { WriteMode::Strict };
+        let mut faults = FaultConfig::new(rate, FaultKind::ALL);
+        faults.seed = fault_seed;
+        faults.stall = Duration::from_millis(600);
+        faults.retry_after = Duration::ZERO;
+        runtime().block_on(async {
+            let server = MockServer::start(mock(mode, faults)).await.unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &sizes, fault_seed);
+            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+            let report = upload(config(&server, chunk), &paths, &NoEvents).await;
+            assert_exact(&server, &report, &files);
+            if mode == WriteMode::Strict {
+                assert_strictly_ordered(&server, &files);
+            }
+        });
+    }
+}
+
+/// 50 files at once under a small byte budget: the peak of chunk bytes in flight
+/// never exceeds it, in either mode, and everything arrives.
+#[test]
+fn the_byte_budget_holds_with_fifty_files_in_parallel() {
+    runtime().block_on(async {
+        for mode in [WriteMode::Strict, WriteMode::Offset] {
+            let server =
+                MockServer::start(mock(mode, FaultConfig::new(0.0, [])).storage(Storage::Sink))
+                    .await
+                    .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let sizes: Vec<usize> = (0..50).map(|i| 20_000 + i * 1_000).collect();
+            let files = write_files(dir.path(), &sizes, 50);
+            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+            let mut config = config(&server, 16 * 1024);
+            config.parallel = 50;
+            config.memory = 64 * 1024;
+            let report = upload(config, &paths, &NoEvents).await;
+            assert!(report.all_verified(), "{report:#?}");
+            assert!(report.peak_in_flight_bytes > 0);
+            assert!(
+                report.peak_in_flight_bytes <= 64 * 1024,
+                "{mode:?}: peak {} over the budget",
+                report.peak_in_flight_bytes
+            );
+            for ((path, bytes), file) in files.iter().zip(&report.files) {
+                let receipt = server.receipt(DS, name(path)).unwrap();
+                assert_eq!(receipt.blake3, blake3::hash(bytes).to_hex().to_string());
+                assert_eq!(file.size, bytes.len() as u64);
+            }
+        }
+    });
+}
+
+/// A 413 halves the chunk size (for the rest of the run) and the upload goes on;
+/// no accepted chunk is over the server's limit.
+#[test]
+fn too_large_chunks_shrink_until_the_server_takes_them() {
+    runtime().block_on(async {
+        let limit = 100 * 1024;
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(limit))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[1_000_000, 300_000], 413);
+        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+        let report = upload(config(&server, 256 * 1024), &paths, &NoEvents).await;
+        assert_exact(&server, &report, &files);
+        assert_eq!(report.final_chunk_size, 64 * 1024);
+        for (path, _) in &files {
+            assert!(
+                server
+                    .accepted(DS, name(path))
+                    .iter()
+                    .all(|&(_, len)| len <= limit)
+            );
+        }
+    });
+}
+
+/// 413 at the smallest chunk size fails the file with the matching error.
+#[test]
+fn too_large_at_the_minimum_fails_the_file() {
+    runtime().block_on(async {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(1000))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[5000], 1);
+        let report = upload(config(&server, 4096), &[files[0].0.clone()], &NoEvents).await;
+        assert!(matches!(
+            &report.files[0].outcome,
+            FileOutcome::Failed(Error::ChunkTooLarge { len: 4096, .. })
+        ));
+    });
+}
+
+/// Every 429 is retried after exactly the server's Retry-After (0 here), not the
+/// engine's own backoff, which is set far too long to finish otherwise.
+#[test]
+fn retry_after_is_honoured() {
+    runtime().block_on(async {
+        let mut faults = FaultConfig::new(0.4, [FaultKind::TooManyRequests]);
+        faults.retry_after = Duration::ZERO;
+        faults.seed = 429;
+        let server = MockServer::start(mock(WriteMode::Strict, faults))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[200_000], 2);
+        let mut config = config(&server, 16 * 1024);
+        config.retry.base_delay = Duration::from_secs(3600);
+        config.retry.max_delay = Duration::from_secs(3600);
+        let delays = Mutex::new(Vec::new());
+        let sink = |e: Event| {
+            if let Event::Retry { reason, delay, .. } = e {
+                delays.lock().unwrap().push((reason, delay));
+            }
+        };
+        let report = upload(config, &[files[0].0.clone()], &sink).await;
+        assert_exact(&server, &report, &files);
+        let delays = delays.into_inner().unwrap();
+        assert!(!delays.is_empty(), "the seed gives some 429s");
+        assert_eq!(server.stats().faults.too_many_requests, delays.len() as u64);
+        for (reason, delay) in delays {
+            assert_eq!(reason, "HTTP 429");
+            assert_eq!(delay, Duration::ZERO);
+        }
+    });
+}
+
+/// A truncated chunk (the server kept part of it and answered 500) makes the next
+/// attempt meet a 409 naming the server's offset: the engine goes on from there,
+/// never skipping or repeating a byte.
+#[test]
+fn a_409_realigns_to_the_servers_offset() {
+    runtime().block_on(async {
+        let mut faults = FaultConfig::new(0.3, [FaultKind::Truncate]);
+        faults.seed = 409;
+        let server = MockServer::start(mock(WriteMode::Strict, faults))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[300_000], 3);
+        let realigned = Mutex::new(Vec::new());
+        let sink = |e: Event| {
+            if let Event::Realigned { from, to, .. } = e {
+                realigned.lock().unwrap().push((from, to));
+            }
+        };
+        let report = upload(config(&server, 16 * 1024), &[files[0].0.clone()], &sink).await;
+        assert_exact(&server, &report, &files);
+        assert_strictly_ordered(&server, &files);
+        let realigned = realigned.into_inner().unwrap();
+        assert!(!realigned.is_empty(), "the seed truncates some chunks");
+        assert!(
+            realigned.iter().all(|(from, to)| to > from),
+            "{realigned:?}"
+        );
+    });
+}
+
+/// A token that stops working mid-run stops the run cleanly: no file is
+/// verified, and for every file the engine reports exactly the bytes the server
+/// holds, so nothing acknowledged is lost (a later run can resume from there).
+#[test]
+fn a_refused_token_mid_run_stops_it_and_keeps_what_was_acknowledged() {
+    runtime().block_on(async {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 401);
+        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+        let acks = Mutex::new(0);
+        // After the fifth acknowledged chunk of the run, the token expires.
+        let sink = |e: Event| {
+            if let Event::ChunkAcked { .. } = e {
+                let mut acks = acks.lock().unwrap();
+                *acks += 1;
+                if *acks == 5 {
+                    server.expire_tokens();
+                }
+            }
+        };
+        let report = upload(config(&server, 16 * 1024), &paths, &sink).await;
+        assert!(
+            matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+            "{report:#?}"
+        );
+        assert_eq!(server.stats().files_verified, 0);
+        let mut total = 0;
+        for ((path, _), file) in files.iter().zip(&report.files) {
+            let held: u64 = server
+                .accepted(DS, name(path))
+                .iter()
+                .map(|&(_, len)| len)
+                .sum();
+            assert_eq!(file.acked, held, "{}: {:?}", path.display(), file.outcome);
+            assert!(!matches!(file.outcome, FileOutcome::Verified { .. }));
+            total += held;
+        }
+        assert!(
+            total >= 5 * 16 * 1024,
+            "the acknowledged chunks are all reported"
+        );
+    });
+}
+
+/// With a distant server, chunks double while the round trip dominates, up to
+/// the ceiling, and never shrink without a reason.
+#[test]
+fn chunks_grow_while_the_round_trip_dominates() {
+    runtime().block_on(async {
+        let server = MockServer::start(
+            MockConfig::new()
+                .dataset(DS, TOKEN)
+                .latency(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[6 << 20], 20);
+        let mut config = config(&server, 64 * 1024);
+        config.max_chunk_size = 1 << 20;
+        let report = upload(config, &[files[0].0.clone()], &NoEvents).await;
+        assert_exact(&server, &report, &files);
+        assert_eq!(report.final_chunk_size, 1 << 20);
+        let lens: Vec<u64> = server
+            .accepted(DS, name(&files[0].0))
+            .iter()
+            .map(|&(_, len)| len)
+            .collect();
+        assert_eq!(lens[0], 64 * 1024);
+        let (last, body) = lens.split_last().unwrap();
+        assert!(body.windows(2).all(|w| w[0] <= w[1]), "{lens:?}");
+        assert!(*last <= 1 << 20 && body.contains(&(1 << 20)), "{lens:?}");
+    });
+}

@@ -1,0 +1,216 @@
+//! A bandwidth cap on what one connection receives: a token bucket in front of the
+//! socket's reads.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Duration, Instant, Sleep};
+
+/// The most a capped connection can save up while idle, as time at its rate:
+/// 10 ms. Timers tick in milliseconds, so the bucket must hold a few ticks' worth
+/// to reach the rate; kept that small, no window longer than this sees more than
+/// the rate.
+pub const BANDWIDTH_BURST: Duration = Duration::from_millis(10);
+
+/// Refills at `rate` bytes per second up to `capacity`; starts empty, so by any
+/// time `t` after the connection was accepted at most `rate * t` bytes were read.
+/// Integer arithmetic: a wait computed for `n` tokens always yields `n` tokens.
+#[derive(Debug)]
+struct Bucket {
+    rate: u64,
+    capacity: u64,
+    tokens: u64,
+    /// The time up to which refills are counted (the remainder of a token carries
+    /// over to the next refill).
+    refilled: Instant,
+}
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+impl Bucket {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            capacity: {
+                let burst = u128::from(rate) * BANDWIDTH_BURST.as_nanos() / NANOS_PER_SEC;
+                (burst as u64).max(1)
+            },
+            tokens: 0,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_nanos();
+        let earned = elapsed * u128::from(self.rate) / NANOS_PER_SEC;
+        let room = u128::from(self.capacity - self.tokens);
+        if earned >= room {
+            self.tokens = self.capacity;
+            self.refilled = now;
+        } else {
+            // `earned < capacity`, so it fits in u64.
+            self.tokens += earned as u64;
+            let spent = earned * NANOS_PER_SEC / u128::from(self.rate);
+            self.refilled += Duration::from_nanos(spent as u64);
+        }
+    }
+
+    /// When the bucket will hold `want` tokens (`1 <= want <= capacity`).
+    fn ready_at(&self, want: u64) -> Instant {
+        let missing = u128::from(want.saturating_sub(self.tokens));
+        let nanos = (missing * NANOS_PER_SEC).div_ceil(u128::from(self.rate));
+        self.refilled + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+    }
+}
+
+/// A stream whose reads are capped at a rate; writes pass through.
+pub(crate) struct Throttled<S> {
+    inner: S,
+    /// `None`: no cap.
+    bucket: Option<Bucket>,
+    /// The wait for the bucket to refill, reused across reads.
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<S> Throttled<S> {
+    /// `rate` in bytes per second; `None` for no cap. A rate of 0 is treated as 1
+    /// (the configuration refuses 0 before it gets here).
+    pub(crate) fn new(inner: S, rate: Option<u64>) -> Self {
+        Self {
+            inner,
+            bucket: rate.map(|rate| Bucket::new(rate.max(1))),
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(bucket) = this.bucket.as_mut() else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // Wait for one byte's worth, then read what the bucket holds: a small
+        // request is never held back for more than its own bytes' time (timers
+        // tick in milliseconds, so reads are not tiny at high rates either).
+        let want = 1;
+        loop {
+            bucket.refill(Instant::now());
+            if bucket.tokens >= want {
+                break;
+            }
+            let at = bucket.ready_at(want);
+            this.sleep.as_mut().reset(at);
+            ready!(this.sleep.as_mut().poll(cx));
+        }
+        // At least one byte: the buffer has room and the bucket holds `want`.
+        let allowed = (bucket.tokens as usize).min(buf.remaining());
+        // A view of at most `allowed` bytes of the caller's buffer: initialising it
+        // first lets `advance` below stay safe.
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(allowed));
+        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        let n = limited.filled().len();
+        buf.advance(n);
+        bucket.tokens -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// With time paused, reading N bytes at R bytes/s takes N/R of (virtual) time.
+    #[tokio::test(start_paused = true)]
+    async fn reads_no_faster_than_the_rate() {
+        let data = vec![7u8; 300 * 1024];
+        let rate = 100 * 1024;
+        let mut reader = Throttled::new(&data[..], Some(rate));
+        let start = Instant::now();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(3), "took {took:?}");
+        // And not much slower: the cap is a cap, not a stall.
+        assert!(took < Duration::from_millis(3050), "took {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_buys_at_most_one_burst() {
+        let data = vec![1u8; 300 * 1024];
+        let mut reader = Throttled::new(&data[..], Some(100 * 1024));
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let start = Instant::now();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        // 100 s idle saved up only 10 ms worth.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(2990), "took {took:?}");
+        assert!(took < Duration::from_millis(3050), "took {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_read_waits_only_for_its_own_bytes() {
+        let data = [5u8; 100];
+        let mut reader = Throttled::new(&data[..], Some(1000));
+        let start = Instant::now();
+        let mut out = [0u8; 100];
+        reader.read_exact(&mut out).await.unwrap();
+        let took = start.elapsed();
+        // 100 bytes at 1000 B/s: 0.1 s (and a timer tick or so), not a second.
+        assert!(took >= Duration::from_millis(100), "took {took:?}");
+        assert!(took < Duration::from_millis(150), "took {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uncapped_reads_do_not_wait() {
+        let data = vec![1u8; 1 << 20];
+        let mut reader = Throttled::new(&data[..], None);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
