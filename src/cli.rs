@@ -23,6 +23,9 @@ pub enum Command {
     MockServer(MockServerArgs),
     /// Start a mock server in this process, upload a generated file to it, and check it.
     Demo(DemoArgs),
+    /// Measure the engine against a single-request ceiling and the service's sample
+    /// client, on an in-process mock (summary on stdout, evidence in --out).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -41,9 +44,15 @@ pub struct UploadArgs {
         value_name = "URL"
     )]
     pub server: String,
-    /// Read the token from this file (otherwise from the IDB_TOKEN environment variable).
+    /// Read the token from this file (otherwise from the IDB_TOKEN environment
+    /// variable). If the server refuses the token mid-run, the file is read again:
+    /// put a new token there and the run goes on.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// Where unfinished uploads are recorded so the same command resumes them
+    /// (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
+    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub transfer: TransferArgs,
 }
@@ -92,6 +101,9 @@ pub struct MockServerArgs {
     #[arg(long = "published", value_name = "KEY")]
     pub published: Vec<String>,
     /// Store files in this directory (default: a temporary directory, removed on exit).
+    /// The server's state is saved in DIR/+state.json after every change, so a server
+    /// started again on the same DIR (and address) lets strict-mode uploads continue
+    /// where they stopped and keeps verified names; offset-mode uploads start over.
     #[arg(long, value_name = "DIR", conflicts_with = "sink")]
     pub store: Option<PathBuf>,
     /// Keep no bytes: count and hash only (for measuring throughput).
@@ -164,4 +176,43 @@ pub struct DemoArgs {
     pub latency_ms: u64,
     #[command(flatten)]
     pub transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which scenario to run: ceiling, latency, many-files, or all of them.
+    #[arg(
+        long,
+        default_value = "all",
+        value_parser = ["ceiling", "latency", "many-files", "all"],
+        value_name = "NAME"
+    )]
+    pub scenario: String,
+    /// Size of the one file of `ceiling` and `latency` (at most 4GiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub size: u64,
+    /// Upload only a prefix of this size with the sample client in `latency`, to save
+    /// time (it sends one 2 MiB chunk per round trip whatever the size; labelled in
+    /// the summary). Default: --size.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub sample_size: Option<u64>,
+    /// Repetitions of each side; medians are reported.
+    #[arg(long, default_value_t = idb_harness::DEFAULT_REPS as u64,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub reps: u64,
+    /// Where results.json, summary.md and command.txt go
+    /// (default: target/harness/<UTC timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Files the engine uploads at once in `many-files` (its default, 3, is measured too).
+    #[arg(long, default_value_t = idb_harness::DEFAULT_BENCH_PARALLEL as u64,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub parallel: u64,
+    /// Files in `many-files`.
+    #[arg(long, default_value_t = idb_harness::DEFAULT_FILES as u64,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub files: u64,
+    /// Size of each `many-files` file.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub file_size: u64,
 }

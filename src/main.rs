@@ -3,6 +3,7 @@
 //! This binary only parses arguments, builds the engine's configuration, renders
 //! events and maps results to exit codes; the work is in the `crates/`.
 
+mod bench;
 mod cli;
 mod demo;
 mod exit;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             Command::Upload(args) => upload::run(args).await,
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

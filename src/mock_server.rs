@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use idb_mock::{FaultConfig, FaultKind, MockConfig, Storage, WriteMode};
+use idb_mock::{FaultConfig, FaultKind, MockConfig, MockServer, Storage, WriteMode};
 use tokio::net::TcpListener;
 
 use crate::cli::MockServerArgs;
@@ -90,12 +90,20 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    // Handlers first: a SIGTERM right after the readiness line must stop the
+    // server cleanly, not kill it.
+    let stop = shutdown_signal();
+    // Loads a --store's saved state (resumed uploads, receipts) before serving.
+    let server = MockServer::start_on(listener, config).await?;
+    for warning in server.warnings() {
+        eprintln!("warning: {warning}");
+    }
     // The first line is the readiness signal scripts and tests wait for.
-    println!("listening on http://{addr}");
+    println!("listening on {}", server.url());
     eprintln!("storing files in {where_stored}; stop with Ctrl-C");
     eprintln!("{}", describe(&args));
-    idb_mock::serve(listener, config, shutdown_signal()).await?;
+    stop.await;
+    server.shutdown().await;
     eprintln!("stopped");
     Ok(Exit::Success)
 }
@@ -121,18 +129,26 @@ fn describe(args: &MockServerArgs) -> String {
     line
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this
+/// is called, not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, term) {
+            (Ok(mut interrupt), Ok(mut term)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
     }
 }

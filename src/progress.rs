@@ -1,6 +1,6 @@
 //! Progress on stderr while files upload (drawn only when stderr is a terminal).
 
-use idb_engine::{Event, EventSink};
+use idb_engine::{Event, EventSink, RestartReason};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A byte-counting progress bar fed by engine events.
@@ -19,6 +19,16 @@ impl Progress {
             .progress_chars("=> "),
         );
         Self { bar }
+    }
+
+    /// A line for people above the bar; straight to stderr when no bar is drawn
+    /// (stderr is not a terminal: a log file must still get it).
+    fn say(&self, line: impl AsRef<str>) {
+        if self.bar.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line);
+        }
     }
 
     pub fn finish(&self) {
@@ -42,20 +52,48 @@ impl EventSink for Progress {
                 reason,
                 delay,
             } => {
-                self.bar.println(format!(
+                self.say(format!(
                     "retrying {phase} of {} at byte {offset} in {:.1}s (attempt {attempt} failed: {reason})",
                     path.display(),
                     delay.as_secs_f64()
                 ));
             }
             Event::Realigned { path, from, to } => {
-                self.bar.println(format!(
+                self.say(format!(
                     "{}: the server holds {to} bytes (we had {from} acknowledged); going on from there",
                     path.display()
                 ));
                 // The bar counts acknowledged bytes; follow the server.
                 self.bar
                     .set_position((self.bar.position() + to).saturating_sub(from));
+            }
+            Event::Resumed { path, offset } => {
+                self.say(format!(
+                    "resuming {} at byte {offset}: the server holds the bytes before it",
+                    path.display()
+                ));
+                self.bar.inc(offset);
+            }
+            Event::Restarted { path, reason } => {
+                let why = match reason {
+                    RestartReason::FileChanged => "the file changed since the last run",
+                    RestartReason::ServerForgot => "the server has no open upload of it any more",
+                };
+                self.say(format!(
+                    "starting {} over from byte 0: {why}",
+                    path.display()
+                ));
+            }
+            Event::JournalIgnored { path, reason } => {
+                self.say(format!(
+                    "note: {}: not resuming from its journal: {reason}",
+                    path.display()
+                ));
+            }
+            Event::TokenRefreshed => {
+                self.say(
+                    "the server refused the token; going on with the new one from the token file",
+                );
             }
             Event::FileVerified { .. } | Event::FileFailed { .. } => {}
         }

@@ -1,9 +1,12 @@
 //! `idb upload`: validated arguments in, a report and an exit code out.
 
 use anyhow::Context;
-use idb_engine::{DatasetKey, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader};
+use idb_engine::{
+    DatasetKey, Error, FileOutcome, ReadMode, Report, TokenRefresh, UploadConfig, Uploader,
+};
 use url::Url;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{TransferArgs, UploadArgs};
@@ -51,9 +54,26 @@ fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
              use https:// unless this is a test server"
         );
     }
-    let config = args
+    let mut config = args
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
+    config.journal_dir = match state_dir(args.state_dir.as_deref()) {
+        Some(dir) => Some(dir.join("journal")),
+        None => {
+            eprintln!(
+                "warning: no state directory (set HOME, XDG_STATE_HOME or --state-dir): \
+                 an interrupted upload will start over"
+            );
+            None
+        }
+    };
+    if let TokenSource::File(path) = &source {
+        // After a 401 the file is read again: a new token put there continues the run.
+        let path = path.clone();
+        config.token_refresh = Some(TokenRefresh::new(move || {
+            token::load(Some(&path)).ok().map(|(t, _)| t)
+        }));
+    }
     Ok((Uploader::new(config)?, source))
 }
 
@@ -76,6 +96,22 @@ impl TransferArgs {
     }
 }
 
+/// `--state-dir`, else `$XDG_STATE_HOME/idb`, else `~/.local/state/idb`.
+fn state_dir(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = given {
+        return Some(dir.to_path_buf());
+    }
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("XDG_STATE_HOME")
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join("idb"))
+        .or_else(|| from_env("HOME").map(|home| home.join(".local/state/idb")))
+}
+
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(host)) => host == "localhost",
@@ -92,6 +128,15 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
     let mut bytes = 0;
     for file in &report.files {
         let path = file.path.display();
+        // Bytes the server holds of an unfinished file: what a rerun will not resend.
+        let held = if file.acked > 0 {
+            format!(
+                " ({} of {} bytes are safely on the server)",
+                file.acked, file.size
+            )
+        } else {
+            String::new()
+        };
         match &file.outcome {
             FileOutcome::Verified { blake3, .. } => {
                 verified += 1;
@@ -99,13 +144,10 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
                 println!("verified {path} ({} bytes, blake3 {blake3})", file.size);
             }
             FileOutcome::Failed(error) if error.is_fatal_for_run() => {
-                eprintln!("not uploaded: {path}")
+                eprintln!("not uploaded: {path}{held}")
             }
-            FileOutcome::Failed(error) => eprintln!("error: {error}"),
-            FileOutcome::Interrupted => eprintln!(
-                "interrupted: {path} ({} of {} bytes acknowledged by the server)",
-                file.acked, file.size
-            ),
+            FileOutcome::Failed(error) => eprintln!("error: {error}{held}"),
+            FileOutcome::Interrupted => eprintln!("interrupted: {path}{held}"),
             FileOutcome::NotStarted => eprintln!("not started: {path}"),
         }
     }
@@ -113,10 +155,22 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
     if let Some(error) = fatal {
         eprintln!("error: {error}");
         if matches!(error, Error::Unauthorized { .. }) {
+            let fix = match source {
+                TokenSource::Env => format!("set {} to a new token", token::TOKEN_ENV),
+                TokenSource::File(path) => format!("put a new token in {}", path.display()),
+            };
             eprintln!(
-                "the token came from {source}; put a new token there and run the same command again"
+                "{fix} and run the same command again: it resumes where the server is, \
+                 without sending again what is already there"
             );
         }
+    }
+    let unfinished = report
+        .files
+        .iter()
+        .any(|f| f.acked > 0 && !matches!(f.outcome, FileOutcome::Verified { .. }));
+    if unfinished && fatal.is_none() {
+        eprintln!("run the same command again to resume the unfinished files");
     }
     eprintln!(
         "{verified} of {} files verified ({})",

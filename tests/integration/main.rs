@@ -9,6 +9,9 @@
 //!   them, unknown and published datasets (404).
 //! - `input`: bad input found before anything is sent (exit 2, no request).
 //! - `mock_server`: `idb mock-server` as a process: readiness line, SIGTERM, --store.
+//! - `mock_state`: its saved state: an upload cut by SIGTERM/SIGKILL of the server
+//!   finishes on a server restarted on the same --store and port; a corrupt
+//!   `+state.json` is reported and the server starts empty.
 //! - `mock_faults`: its mode, fault and bandwidth flags: refused values, and each
 //!   knob seen on the wire with raw HTTP.
 //! - `cli`: help, usage errors, `idb demo`.
@@ -18,5 +21,7 @@ mod cli;
 mod input;
 mod mock_faults;
 mod mock_server;
+mod mock_state;
+mod resume;
 mod upload;
 mod util;

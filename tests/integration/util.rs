@@ -34,7 +34,7 @@ pub const CHUNK_ARG: &str = "64KiB";
 pub const HANG: Duration = Duration::from_secs(60);
 
 /// Environment variables the binary reads; every command sets or removes each one.
-const IDB_ENV: [&str; 3] = ["IDB_TOKEN", "IDB_DATASET", "IDB_SERVER"];
+const IDB_ENV: [&str; 4] = ["IDB_TOKEN", "IDB_DATASET", "IDB_SERVER", "IDB_STATE_DIR"];
 
 /// Proxy settings would route 127.0.0.1 requests elsewhere; the tests remove them.
 const PROXY_ENV: [&str; 8] = [
@@ -150,6 +150,8 @@ impl Dir {
         for name in IDB_ENV.iter().chain(&PROXY_ENV) {
             cmd.env_remove(name);
         }
+        // Resume journals go to the test's own directory, never the user's.
+        cmd.env("IDB_STATE_DIR", self.path().join("state"));
         TestCommand { cmd }
     }
 
@@ -250,6 +252,68 @@ impl TestCommand {
             status,
             stdout,
             stderr,
+        }
+    }
+}
+
+impl TestCommand {
+    /// Starts the command and returns at once (for tests that stop it midway).
+    pub fn spawn(mut self) -> Running {
+        let shown = self.shown();
+        let child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+        Running {
+            child: Some(child),
+            shown,
+        }
+    }
+}
+
+/// A command started with [`TestCommand::spawn`]; killed if the test ends first.
+pub struct Running {
+    child: Option<Child>,
+    shown: String,
+}
+
+impl Running {
+    /// Kills it with SIGKILL (no chance to clean up) and collects what it printed.
+    pub fn kill9(mut self) -> Run {
+        let mut child = self.child.take().expect("stopped once");
+        child
+            .kill()
+            .unwrap_or_else(|e| panic!("kill {}: {e}", self.shown));
+        let (status, stdout, stderr) = finish(child, &self.shown);
+        Run {
+            shown: self.shown.clone(),
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for it to end by itself (at most [`HANG`]).
+    pub fn wait(mut self) -> Run {
+        let child = self.child.take().expect("waited once");
+        let (status, stdout, stderr) = finish(child, &self.shown);
+        Run {
+            shown: self.shown.clone(),
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -448,6 +512,24 @@ impl Mock {
             server: Some(server),
             runtime,
         }
+    }
+
+    /// Runs `future` on the mock's runtime (for its async methods).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Stops the server (as a crash or a redeploy would) and starts a new one with
+    /// `config` on the same address.
+    pub fn restart(&mut self, config: MockConfig) {
+        let old = self.server.take().expect("the server is running");
+        let addr = old.addr();
+        self.runtime.block_on(old.shutdown());
+        let server = self
+            .runtime
+            .block_on(MockServer::start(config.listen(addr)))
+            .expect("restart the mock server on the same address");
+        self.server = Some(server);
     }
 
     /// A mock with the one draft dataset [`DS`] that accepts [`TOKEN`].

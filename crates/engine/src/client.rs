@@ -1,5 +1,6 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,9 +44,18 @@ pub(crate) enum Transport {
 pub(crate) struct DatafileClient {
     http: reqwest::Client,
     endpoint: Url,
-    /// `Token token=...`, marked sensitive so it never shows in debug output.
-    authorization: HeaderValue,
+    /// The token in use, replaced when a refreshed one arrives mid-run. Held only
+    /// to copy the header out or swap it.
+    auth: RwLock<Auth>,
     idle_timeout: Duration,
+}
+
+/// The token and its header, with a generation counting replacements.
+struct Auth {
+    token: Token,
+    /// `Token token=...`, marked sensitive so it never shows in debug output.
+    header: HeaderValue,
+    generation: u64,
 }
 
 impl DatafileClient {
@@ -68,7 +78,11 @@ impl DatafileClient {
         Ok(Self {
             http,
             endpoint,
-            authorization: authorization(&config.token)?,
+            auth: RwLock::new(Auth {
+                token: config.token.clone(),
+                header: authorization(&config.token)?,
+                generation: 0,
+            }),
             idle_timeout: config.idle_timeout,
         })
     }
@@ -85,7 +99,14 @@ impl DatafileClient {
         let request = self
             .http
             .post(self.endpoint.clone())
-            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(
+                header::AUTHORIZATION,
+                self.auth
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .header
+                    .clone(),
+            )
             .header(header::CONTENT_TYPE, content_type)
             .body(reqwest::Body::wrap(SegmentedBody::new(
                 body.into_segments(),
@@ -113,6 +134,29 @@ impl DatafileClient {
             Some(result) => result.map_err(Transport::Http),
             None => Err(Transport::Idle(self.idle_timeout)),
         }
+    }
+
+    /// How many times the token was replaced.
+    pub(crate) fn token_generation(&self) -> u64 {
+        self.auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
+    /// Uses `token` from now on; `false` if it is the token already in use.
+    pub(crate) fn replace_token(&self, token: &Token) -> Result<bool, Error> {
+        let header = authorization(token)?;
+        let mut auth = self.auth.write().unwrap_or_else(|e| e.into_inner());
+        if auth.token == *token {
+            return Ok(false);
+        }
+        *auth = Auth {
+            token: token.clone(),
+            header,
+            generation: auth.generation + 1,
+        };
+        Ok(true)
     }
 
     pub(crate) fn boundary() -> Boundary {

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use idb_read::{ReadMode, ReaderConfig};
@@ -29,6 +31,28 @@ pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Give up on a call when nothing moved (no request byte out, no answer) this long.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A source of a new token, asked after a 401 (for example: read the token
+/// file again). `None` means there is none.
+#[derive(Clone)]
+pub struct TokenRefresh(Arc<dyn Fn() -> Option<Token> + Send + Sync>);
+
+impl TokenRefresh {
+    /// Wraps a function returning the token to use now.
+    pub fn new(fetch: impl Fn() -> Option<Token> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(fetch))
+    }
+
+    pub(crate) fn fetch(&self) -> Option<Token> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenRefresh(..)")
+    }
+}
+
 /// What to upload to and how.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
@@ -56,6 +80,11 @@ pub struct UploadConfig {
     pub idle_timeout: Duration,
     /// Retries of calls that may succeed when sent again.
     pub retry: RetryPolicy,
+    /// Where each upload records how far the server got, so a killed run resumes
+    /// (`None`: nothing recorded, every run starts with setup).
+    pub journal_dir: Option<PathBuf>,
+    /// Where a new token comes from when the server refuses the current one.
+    pub token_refresh: Option<TokenRefresh>,
     /// The connect timeout.
     pub connect_timeout: Duration,
     /// How files are read (memory-mapped by default).
@@ -78,6 +107,8 @@ impl UploadConfig {
             memory: DEFAULT_MEMORY,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             retry: RetryPolicy::default(),
+            journal_dir: None,
+            token_refresh: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_mode: ReadMode::Auto,
             reader: ReaderConfig::default(),

@@ -48,6 +48,32 @@ pub enum Event {
         /// The offset the server holds.
         to: u64,
     },
+    /// A journal says the server holds the first `offset` bytes of this very file:
+    /// the upload goes on from there, without a new setup.
+    Resumed {
+        /// The local file.
+        path: PathBuf,
+        /// Where it goes on.
+        offset: u64,
+    },
+    /// The upload starts over from byte 0, and why.
+    Restarted {
+        /// The local file.
+        path: PathBuf,
+        /// Why.
+        reason: RestartReason,
+    },
+    /// A journal file could not be used (damaged, another version, unwritable);
+    /// it is not trusted, and the upload does not depend on it.
+    JournalIgnored {
+        /// The local file.
+        path: PathBuf,
+        /// What was wrong, for people.
+        reason: String,
+    },
+    /// The server refused the token and a new one (from the configured refresh,
+    /// such as a token file) is now in use.
+    TokenRefreshed,
     /// `verify` succeeded: the file belongs to the dataset.
     FileVerified {
         /// The local file.
@@ -60,6 +86,15 @@ pub enum Event {
         /// The local file.
         path: PathBuf,
     },
+}
+
+/// Why an upload starts over from byte 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// The file is not the one the journal describes (changed since).
+    FileChanged,
+    /// The server has no open upload of it any more.
+    ServerForgot,
 }
 
 /// Receives [`Event`]s. Called from the engine's tasks: keep it quick.

@@ -44,6 +44,7 @@ mod congestion;
 mod error;
 mod event;
 mod idle;
+mod journal;
 mod preflight;
 mod protocol;
 mod retry;
@@ -54,10 +55,10 @@ mod upload;
 pub use chunking::MIN_ADAPTIVE_CHUNK;
 pub use config::{
     DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CHUNK_SIZE,
-    DEFAULT_MEMORY, DEFAULT_PARALLEL, MAX_CHUNK_SIZE, UploadConfig,
+    DEFAULT_MEMORY, DEFAULT_PARALLEL, MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
-pub use event::{Event, EventSink, NoEvents};
+pub use event::{Event, EventSink, NoEvents, RestartReason};
 pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};

@@ -4,8 +4,9 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use idb_wire::{Phase, VerifyReceipt, setup_body, transfer_body, verify_body};
+use idb_wire::{Phase, Token, VerifyReceipt, setup_body, transfer_body, verify_body};
 
+use crate::Error;
 use crate::client::{Answer, DatafileClient, Transport};
 
 /// The file a call is about.
@@ -53,6 +54,13 @@ pub(crate) trait Protocol: Send + Sync {
         file: FileRef<'_>,
     ) -> impl Future<Output = Result<Option<u64>, CallError>> + Send;
 
+    /// How many times the token was replaced (to tell whether a 401 came before
+    /// or after a replacement).
+    fn token_generation(&self) -> u64;
+
+    /// Uses `token` from now on; `Ok(false)` if it is the one in use already.
+    fn replace_token(&self, token: &Token) -> Result<bool, Error>;
+
     /// Closes the upload; the server's receipt, if it sends one.
     fn finish(
         &self,
@@ -96,6 +104,14 @@ impl Protocol for DatafileClient {
     async fn query_offset(&self, _: FileRef<'_>) -> Result<Option<u64>, CallError> {
         // Protocol 1 has no call for it: the server tells the offset only in a 409.
         Ok(None)
+    }
+
+    fn token_generation(&self) -> u64 {
+        DatafileClient::token_generation(self)
+    }
+
+    fn replace_token(&self, token: &Token) -> Result<bool, Error> {
+        DatafileClient::replace_token(self, token)
     }
 
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {

@@ -16,15 +16,20 @@ use crate::budget::ByteBudget;
 use crate::chunking::ChunkSizer;
 use crate::client::{Answer, Transport};
 use crate::congestion::Congestion;
+use crate::journal::{Entry, JOURNAL_VERSION, Journal, Loaded};
 use crate::preflight::CheckedFile;
 use crate::protocol::{CallError, FileRef, Protocol, WriteMode};
 use crate::retry::Backoff;
 use crate::stop::Stop;
-use crate::{Error, Event, EventSink, FileOutcome, UploadConfig};
+use crate::{Error, Event, EventSink, FileOutcome, RestartReason, UploadConfig};
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.
 pub const DEFAULT_OFFSET_WINDOW: usize = 4;
+
+/// Growth of the chunk size (over the chunk just acknowledged) that makes the
+/// chunks already read ahead at the old size worth dropping.
+const REPLAN_GROWTH: u64 = 4;
 
 /// Attempts before a server that never answered in this run is called unreachable.
 const FIRST_CONTACT_ATTEMPTS: u32 = 3;
@@ -48,6 +53,10 @@ pub(crate) struct Run<'a, P> {
     pub(crate) stop: Stop,
     /// Whether any call of the run got an answer (any status) from the server.
     pub(crate) contacted: AtomicBool,
+    /// Where uploads record how far the server got (`None`: not recorded).
+    pub(crate) journal: Option<Journal>,
+    /// Lets one call at a time fetch a new token after a 401.
+    pub(crate) token_lock: tokio::sync::Mutex<()>,
 }
 
 /// Why a call with retries did not succeed.
@@ -71,6 +80,7 @@ enum ChunkEnd {
     TooLarge {
         len: u64,
     },
+    SessionLost,
     Failed(Error),
 }
 
@@ -79,6 +89,11 @@ enum PumpEnd {
     Done,
     /// Start a new reader from the acknowledged offset.
     Restart,
+    /// The chunk size grew well past the chunks read ahead: read on from the
+    /// acknowledged offset at the new size (not a failure; not counted).
+    Replan,
+    /// The server has no open upload of this file: set up again from byte 0.
+    SessionLost,
     Stopped,
     Failed(Error),
 }
@@ -162,6 +177,7 @@ impl<P: Protocol> Run<'_, P> {
         loop {
             attempt += 1;
             let t0 = Instant::now();
+            let generation = self.protocol.token_generation();
             let result = call().await;
             if matches!(result, Ok(_) | Err(CallError::Refused(_))) {
                 self.contacted.store(true, Ordering::Relaxed);
@@ -192,6 +208,9 @@ impl<P: Protocol> Run<'_, P> {
                 }
                 Err(CallError::Refused(answer)) => match answer.outcome {
                     Outcome::Retry { after } => (format!("HTTP {}", answer.status), after),
+                    // A new token is in place (fetched now or by another call since
+                    // this one went out): send again at once.
+                    Outcome::Unauthorized if self.refresh_token(generation).await => continue,
                     _ => return Err(Failure::Answer(answer)),
                 },
             };
@@ -216,6 +235,29 @@ impl<P: Protocol> Run<'_, P> {
             });
             // The backoff itself: behaviour, not a wait for something to happen.
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// After a 401 on a call sent with token `generation`: is a different token
+    /// in place now? Fetches one through the configured refresh if no other call
+    /// did meanwhile.
+    async fn refresh_token(&self, generation: u64) -> bool {
+        let Some(refresh) = &self.config.token_refresh else {
+            return false;
+        };
+        let _one_at_a_time = self.token_lock.lock().await;
+        if self.protocol.token_generation() != generation {
+            return true;
+        }
+        let Some(token) = refresh.fetch() else {
+            return false;
+        };
+        match self.protocol.replace_token(&token) {
+            Ok(true) => {
+                self.emit(Event::TokenRefreshed);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -299,15 +341,19 @@ impl<P: Protocol> Run<'_, P> {
             filename: &f.filename,
             size,
         };
-        let (mode, elapsed) = self
-            .retrying(f, Phase::Setup, 0, || self.protocol.begin(file))
-            .await
-            .map_err(|x| self.failure(f, Phase::Setup, 0, x))?;
-        self.sizer.observe_small_call(elapsed);
-        let window = self.config.window.unwrap_or(match mode {
-            WriteMode::Offset => DEFAULT_OFFSET_WINDOW,
-            WriteMode::Strict => 1,
-        });
+        let mut record = self.journal_entry(f);
+        // Resume where a journal says the server got, or begin (setup) afresh.
+        let mut mode = match self.resume_point(f, record.as_ref()) {
+            Some((offset, mode)) => {
+                acked.reset_to(offset);
+                self.emit(Event::Resumed {
+                    path: f.path(),
+                    offset,
+                });
+                mode
+            }
+            None => self.begin(f, file, &mut record).await?,
+        };
         self.emit(Event::FileStarted {
             path: f.path(),
             size,
@@ -330,26 +376,36 @@ impl<P: Protocol> Run<'_, P> {
                     }
                 }
             }
+            let window = self.config.window.unwrap_or(match mode {
+                WriteMode::Offset => DEFAULT_OFFSET_WINDOW,
+                WriteMode::Strict => 1,
+            });
             let plan = ChunkPlan::starting_at(acked.prefix, size, self.sizer.policy());
             let reader = Reader::spawn(&f.source, plan, hash, &self.config.reader);
-            let end = self.pump(f, file, &reader, window, acked).await;
+            let end = self
+                .pump(f, file, &reader, window, acked, &mut record)
+                .await;
             hash = reader.finish();
-            match end {
-                PumpEnd::Done => {}
-                PumpEnd::Stopped => {
-                    return Ok(FileOutcome::Interrupted);
-                }
+            let session_lost = match end {
+                PumpEnd::Done => false,
+                PumpEnd::Stopped => return Ok(FileOutcome::Interrupted),
                 PumpEnd::Failed(e) => return Err(e),
-                PumpEnd::Restart => {
-                    restarts += 1;
-                    if restarts > MAX_RESTARTS {
-                        return Err(Error::TooManyRestarts {
-                            path: f.path(),
-                            restarts,
-                        });
-                    }
-                    continue;
+                PumpEnd::Restart => false,
+                PumpEnd::SessionLost => true,
+                PumpEnd::Replan => continue,
+            };
+            if !matches!(end, PumpEnd::Done) {
+                restarts += 1;
+                if restarts > MAX_RESTARTS {
+                    return Err(Error::TooManyRestarts {
+                        path: f.path(),
+                        restarts,
+                    });
                 }
+                if session_lost {
+                    mode = self.start_over(f, file, acked, &mut record).await?;
+                }
+                continue;
             }
             // Never verify a file that changed under us: what the server holds
             // would mix two versions.
@@ -360,7 +416,13 @@ impl<P: Protocol> Run<'_, P> {
             match verified {
                 Ok((receipt, elapsed)) => {
                     self.sizer.observe_small_call(elapsed);
-                    return self.compare(f, hash, receipt);
+                    let outcome = self.compare(f, hash, receipt)?;
+                    if let (Some(journal), Some(entry)) = (&self.journal, &record) {
+                        // Verified: nothing left to resume. A journal that cannot
+                        // be removed only costs a 409 on a later run.
+                        let _ = journal.remove(&entry.server, &entry.dataset, &entry.filename);
+                    }
+                    return Ok(outcome);
                 }
                 // The server lost bytes it had acknowledged: send them again.
                 Err(Failure::Answer(Answer {
@@ -375,9 +437,122 @@ impl<P: Protocol> Run<'_, P> {
                     });
                     acked.reset_to(received);
                 }
+                Err(Failure::Answer(Answer {
+                    outcome: Outcome::NoSession,
+                    ..
+                })) if restarts < MAX_RESTARTS => {
+                    restarts += 1;
+                    mode = self.start_over(f, file, acked, &mut record).await?;
+                }
                 Err(failure) => return Err(self.failure(f, Phase::Verify, size, failure)),
             }
         }
+    }
+
+    /// `setup`: opens the upload on the server; records it in the journal.
+    async fn begin(
+        &self,
+        f: &CheckedFile,
+        file: FileRef<'_>,
+        record: &mut Option<Entry>,
+    ) -> Result<WriteMode, Error> {
+        let (mode, elapsed) = self
+            .retrying(f, Phase::Setup, 0, || self.protocol.begin(file))
+            .await
+            .map_err(|x| self.failure(f, Phase::Setup, 0, x))?;
+        self.sizer.observe_small_call(elapsed);
+        if let Some(entry) = record {
+            entry.acked = 0;
+            entry.offset_mode = mode == WriteMode::Offset;
+            self.save_journal(f, entry).await;
+        }
+        Ok(mode)
+    }
+
+    /// The server has no open upload of this file (it forgot, or a resumed
+    /// journal outlived it): begin again from byte 0, and say so.
+    async fn start_over(
+        &self,
+        f: &CheckedFile,
+        file: FileRef<'_>,
+        acked: &mut Acked,
+        record: &mut Option<Entry>,
+    ) -> Result<WriteMode, Error> {
+        self.emit(Event::Restarted {
+            path: f.path(),
+            reason: RestartReason::ServerForgot,
+        });
+        acked.reset_to(0);
+        self.begin(f, file, record).await
+    }
+
+    /// The journal entry this upload will keep up to date (`None` without a journal).
+    fn journal_entry(&self, f: &CheckedFile) -> Option<Entry> {
+        self.journal.as_ref()?;
+        let identity = f.source.identity();
+        Some(Entry {
+            version: JOURNAL_VERSION,
+            server: self.config.server.to_string(),
+            dataset: self.config.dataset.to_string(),
+            filename: f.filename.clone(),
+            path: absolute(f.source.path()),
+            size: identity.size,
+            modified: identity.modified,
+            device: identity.device,
+            inode: identity.inode,
+            acked: 0,
+            chunk_size: self.sizer.current(),
+            offset_mode: false,
+        })
+    }
+
+    /// Where a journal says this upload can go on, if it says so for this very file.
+    fn resume_point(&self, f: &CheckedFile, record: Option<&Entry>) -> Option<(u64, WriteMode)> {
+        let (journal, entry) = (self.journal.as_ref()?, record?);
+        match journal.load(&entry.server, &entry.dataset, &entry.filename) {
+            Loaded::Nothing => None,
+            Loaded::Found(found) if found.describes(&entry.path, &f.source.identity()) => {
+                let mode = if found.offset_mode {
+                    WriteMode::Offset
+                } else {
+                    WriteMode::Strict
+                };
+                Some((found.acked, mode))
+            }
+            Loaded::Found(_) => {
+                self.emit(Event::Restarted {
+                    path: f.path(),
+                    reason: RestartReason::FileChanged,
+                });
+                None
+            }
+            Loaded::Unusable(reason) => {
+                self.emit(Event::JournalIgnored {
+                    path: f.path(),
+                    reason,
+                });
+                None
+            }
+        }
+    }
+
+    /// Records progress; a journal that cannot be written is reported, not fatal
+    /// (the upload goes on; only resuming it would start earlier).
+    async fn save_journal(&self, f: &CheckedFile, entry: &Entry) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        let entry = entry.clone();
+        let saved = tokio::task::spawn_blocking(move || journal.save(&entry)).await;
+        let error = match saved {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.emit(Event::JournalIgnored {
+            path: f.path(),
+            reason: format!("cannot write the journal: {error}"),
+        });
     }
 
     /// Compares the server's receipt (when it sends one) with what was read.
@@ -422,6 +597,7 @@ impl<P: Protocol> Run<'_, P> {
         reader: &Reader,
         window: usize,
         acked: &mut Acked,
+        record: &mut Option<Entry>,
     ) -> PumpEnd {
         // Chunks being sent. On a restart no new chunk is taken, but the ones in
         // flight are let finish, so what the server holds is known exactly.
@@ -429,10 +605,20 @@ impl<P: Protocol> Run<'_, P> {
         let mut reader_done = false;
         let mut sent_end = acked.prefix;
         let mut restart = false;
+        // The server said it has no open upload of this file: start over.
+        let mut session_lost = false;
+        // The chunk size outgrew the chunks read ahead.
+        let mut replan = false;
         // The offset the server named in a 409, applied once the calls are done.
         let mut realign_to: Option<u64> = None;
         loop {
-            while !restart && !reader_done && in_flight.len() < window && !self.stop.is_set() {
+            while !restart
+                && !replan
+                && !session_lost
+                && !reader_done
+                && in_flight.len() < window
+                && !self.stop.is_set()
+            {
                 match next_chunk(reader).await {
                     None => reader_done = true,
                     Some(Err(e)) => return PumpEnd::Failed(e.into()),
@@ -456,7 +642,9 @@ impl<P: Protocol> Run<'_, P> {
                     acked.reset_to(to);
                 }
                 return match (restart, reader_done) {
+                    _ if session_lost => PumpEnd::SessionLost,
                     (true, _) => PumpEnd::Restart,
+                    (false, false) if replan => PumpEnd::Replan,
                     (false, true) => PumpEnd::Done,
                     (false, false) => PumpEnd::Stopped,
                 };
@@ -467,13 +655,24 @@ impl<P: Protocol> Run<'_, P> {
                     len,
                     elapsed,
                 } => {
+                    let before = acked.prefix;
                     acked.add(offset, len);
                     self.sizer.after_chunk(len, elapsed);
+                    // Chunks read ahead at a size far below the new one would each
+                    // cost a round trip: drop them and read on at the new size.
+                    if !reader_done && self.sizer.current() >= len.saturating_mul(REPLAN_GROWTH) {
+                        replan = true;
+                    }
                     self.emit(Event::ChunkAcked {
                         path: f.path(),
                         offset,
                         len,
                     });
+                    if let Some(entry) = record.as_mut().filter(|_| acked.prefix > before) {
+                        entry.acked = acked.prefix;
+                        entry.chunk_size = self.sizer.current();
+                        self.save_journal(f, entry).await;
+                    }
                 }
                 ChunkEnd::Realign { expected } => {
                     // The server confirms `expected` bytes. More than was ever sent
@@ -497,6 +696,7 @@ impl<P: Protocol> Run<'_, P> {
                     }
                     restart = true;
                 }
+                ChunkEnd::SessionLost => session_lost = true,
                 ChunkEnd::Failed(e) => return PumpEnd::Failed(e),
             }
         }
@@ -529,6 +729,7 @@ impl<P: Protocol> Run<'_, P> {
                     expected: expected_offset,
                 },
                 Outcome::TooLarge => ChunkEnd::TooLarge { len },
+                Outcome::NoSession => ChunkEnd::SessionLost,
                 _ => ChunkEnd::Failed(self.refusal(f, Phase::Transfer, offset, len, answer)),
             },
             Err(Failure::Error(e)) => ChunkEnd::Failed(e),
@@ -547,6 +748,12 @@ async fn next_chunk(reader: &Reader) -> Option<Result<Chunk, ReadError>> {
         .await
         .ok()
         .flatten()
+}
+
+/// `path` made absolute (against the current directory), so a journal written
+/// from one directory is found from another.
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// An error and its sources on one line ("error sending request: connection

@@ -12,6 +12,7 @@ use crate::budget::ByteBudget;
 use crate::chunking::ChunkSizer;
 use crate::client::DatafileClient;
 use crate::congestion::Congestion;
+use crate::journal::Journal;
 use crate::preflight::{CheckedFile, check_all};
 use crate::retry::Backoff;
 use crate::sender::Run;
@@ -142,6 +143,8 @@ impl Uploader {
             backoff: Backoff::new(config.retry.clone()),
             stop: Stop::default(),
             contacted: AtomicBool::new(false),
+            journal: config.journal_dir.clone().map(Journal::new),
+            token_lock: tokio::sync::Mutex::new(()),
         };
         let files = files.0;
         let mut outcomes: Vec<Option<(FileOutcome, u64)>> = files.iter().map(|_| None).collect();

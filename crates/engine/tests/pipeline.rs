@@ -369,3 +369,71 @@ fn chunks_grow_while_the_round_trip_dominates() {
         assert!(*last <= 1 << 20 && body.contains(&(1 << 20)), "{lens:?}");
     });
 }
+
+/// When the token stops working mid-run and the refresh source has a new one,
+/// every file goes on; the source is asked once even though several files meet
+/// the 401 at the same moment (the others see the token already replaced).
+#[test]
+fn a_refreshed_token_carries_every_file_on() {
+    runtime().block_on(async {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 7);
+        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut config = config(&server, 16 * 1024);
+        config.parallel = 4;
+        let counter = fetches.clone();
+        config.token_refresh = Some(idb_engine::TokenRefresh::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Token::new("renewed-token").unwrap())
+        }));
+        let acks = Mutex::new(0);
+        let refreshed = Mutex::new(0);
+        let sink = |e: Event| match e {
+            Event::ChunkAcked { .. } => {
+                let mut acks = acks.lock().unwrap();
+                *acks += 1;
+                if *acks == 6 {
+                    server.add_token(DS, "renewed-token", None).unwrap();
+                    server.expire_token(TOKEN);
+                }
+            }
+            Event::TokenRefreshed => *refreshed.lock().unwrap() += 1,
+            _ => {}
+        };
+        let report = upload(config, &paths, &sink).await;
+        assert_exact(&server, &report, &files);
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(*refreshed.lock().unwrap(), 1);
+    });
+}
+
+/// A refresh source with nothing new does not loop: the run stops on the 401.
+#[test]
+fn a_refresh_with_the_same_token_stops_the_run() {
+    runtime().block_on(async {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_files(dir.path(), &[100_000], 8);
+        let mut config = config(&server, 16 * 1024);
+        config.token_refresh = Some(idb_engine::TokenRefresh::new(|| {
+            Some(Token::new(TOKEN).unwrap())
+        }));
+        let sink = |e: Event| {
+            if let Event::ChunkAcked { offset: 0, .. } = e {
+                server.expire_tokens();
+            }
+        };
+        let report = upload(config, &[files[0].0.clone()], &sink).await;
+        assert!(
+            matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+            "{report:#?}"
+        );
+        assert_eq!(report.files[0].acked, 16 * 1024);
+    });
+}

@@ -1,7 +1,6 @@
 //! The engine against a real mock server on 127.0.0.1:0: outcomes are matched by
 //! error variant, never by message text.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -203,40 +202,63 @@ async fn a_file_that_changes_during_upload_is_never_verified() {
     let dir = tempfile::tempdir().unwrap();
     let grows = write(dir.path(), "grows", &data(40_000, 3));
     let shrinks = write(dir.path(), "shrinks", &data(40_000, 4));
+    let rewritten = write(dir.path(), "rewritten", &data(40_000, 5));
+    let untouched = write(dir.path(), "untouched", &data(40_000, 6));
+    // An old modification time, so the rewrite below visibly changes it.
+    std::fs::File::options()
+        .write(true)
+        .open(&rewritten)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
     // The event sink runs between chunks: it changes the file after the first one.
     // The reader runs at most prefetch + 1 = 5 chunks ahead, so cutting the file
     // to 30 of its 40 chunks never pulls a mapped page from under it.
-    let (grows_at, shrinks_at) = (grows.clone(), shrinks.clone());
+    let changed = [grows.clone(), shrinks.clone(), rewritten.clone()];
     let sink = move |e: Event| {
         if let Event::ChunkAcked {
             path, offset: 0, ..
         } = e
         {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .unwrap();
-            if path == grows_at {
-                (&file).write_all(b"more").unwrap();
-            } else if path == shrinks_at {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if path == changed[0] {
+                std::os::unix::fs::FileExt::write_all_at(&file, b"more", 40_000).unwrap();
+            } else if path == changed[1] {
                 file.set_len(30_000).unwrap();
+            } else if path == changed[2] {
+                std::os::unix::fs::FileExt::write_all_at(&file, b"XXXX", 20_000).unwrap();
             }
         }
     };
     let report = run(
         &uploader(&server, DS, TOKEN, 1000),
-        &[grows, shrinks],
+        &[grows, shrinks, rewritten, untouched.clone()],
         &sink,
     )
     .await;
-    for i in 0..2 {
+    for i in 0..3 {
         let error = failure(&report, i);
         assert!(
             matches!(error, Error::File(ReadError::Changed { .. })),
             "{error:?}"
         );
+        assert!(
+            error
+                .to_string()
+                .contains("changed while it was being read"),
+            "{error}"
+        );
     }
-    assert_eq!(server.stats().files_verified, 0);
+    assert!(
+        matches!(report.files[3].outcome, FileOutcome::Verified { .. }),
+        "{report:#?}"
+    );
+    assert_eq!(server.stats().files_verified, 1);
+    let stored = server.stored_file(DS, "untouched").unwrap();
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(&untouched).unwrap()
+    );
 }
 
 #[tokio::test]

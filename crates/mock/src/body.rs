@@ -1,5 +1,7 @@
 //! Reading a request body into form fields, streaming, with limits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::body::Body;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -30,20 +32,29 @@ const ENVELOPE_BYTES: u64 = 64 * 1024;
 /// Reads the form fields of a request. At most `max_chunk` payload bytes are held;
 /// past that the rest of the body is read and dropped, and the answer is
 /// [`BodyError::TooLarge`] (reading to the end lets the client see the 413
-/// instead of a reset connection).
+/// instead of a reset connection). Payload bytes are added to `received` as they
+/// arrive, whatever the answer (an urlencoded body is counted once decoded, so
+/// not when it is too large to decode).
 pub(crate) async fn read_fields(
     content_type: Option<&str>,
     content_length: Option<u64>,
     body: Body,
     max_chunk: u64,
+    received: &AtomicU64,
 ) -> Result<Fields, BodyError> {
     let content_type = content_type.unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("multipart/form-data") {
-        let boundary = boundary_from_content_type(content_type).map_err(BodyError::Malformed)?;
-        read_multipart(&boundary, content_length, body, max_chunk).await
+        let boundary = match boundary_from_content_type(content_type) {
+            Ok(boundary) => boundary,
+            Err(e) => {
+                drain(body).await;
+                return Err(BodyError::Malformed(e));
+            }
+        };
+        read_multipart(&boundary, content_length, body, max_chunk, received).await
     } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        read_urlencoded(body, max_chunk).await
+        read_urlencoded(body, max_chunk, received).await
     } else {
         drain(body).await;
         Err(BodyError::UnsupportedType)
@@ -55,10 +66,16 @@ async fn read_multipart(
     content_length: Option<u64>,
     mut body: Body,
     max_chunk: u64,
+    received: &AtomicU64,
 ) -> Result<Fields, BodyError> {
     let mut parser = MultipartParser::new(boundary);
     let mut fields = Fields::new();
-    let mut current: Option<(String, BytesMut, usize)> = None;
+    // The part being read: its name, its bytes so far (`None` once a payload
+    // went over the limit: the rest is counted and dropped), its limit.
+    let mut current: Option<(String, Option<BytesMut>, usize)> = None;
+    // A payload over the limit: parsing goes on, to count what arrives.
+    let mut too_large = false;
+    // The body is malformed: parsing stops, the rest is read and dropped.
     let mut error: Option<BodyError> = None;
     // Reserve the payload buffer once from Content-Length, so a large chunk is not
     // reallocated as it grows.
@@ -82,20 +99,31 @@ async fn read_multipart(
                     } else {
                         0
                     };
-                    current = Some((headers.name, BytesMut::with_capacity(capacity), limit));
+                    let buf = BytesMut::with_capacity(capacity);
+                    current = Some((headers.name, Some(buf), limit));
                 }
                 MultipartEvent::Data(data) => {
                     let Some((name, buf, limit)) = current.as_mut() else {
                         continue;
                     };
-                    if buf.len() + data.len() > *limit {
-                        error = Some(over_limit(name));
+                    let payload = PhaseRequest::is_payload_field(name);
+                    if payload {
+                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    let Some(held) = buf else {
+                        continue;
+                    };
+                    if held.len() + data.len() <= *limit {
+                        held.extend_from_slice(&data);
+                    } else if payload {
+                        too_large = true;
+                        *buf = None;
                     } else {
-                        buf.extend_from_slice(&data);
+                        error = Some(over_limit(name));
                     }
                 }
                 MultipartEvent::PartEnd => {
-                    if let Some((name, buf, _)) = current.take() {
+                    if let Some((name, Some(buf), _)) = current.take() {
                         fields.push(name, buf.freeze());
                     }
                 }
@@ -114,6 +142,9 @@ async fn read_multipart(
             None => break,
         }
     }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
     if let Some(error) = error {
         return Err(error);
     }
@@ -121,7 +152,11 @@ async fn read_multipart(
     Ok(fields)
 }
 
-async fn read_urlencoded(mut body: Body, max_chunk: u64) -> Result<Fields, BodyError> {
+async fn read_urlencoded(
+    mut body: Body,
+    max_chunk: u64,
+    received: &AtomicU64,
+) -> Result<Fields, BodyError> {
     let limit = (max_chunk * URLENCODED_EXPANSION + ENVELOPE_BYTES) as usize;
     let mut buf = BytesMut::new();
     let mut too_large = false;
@@ -138,6 +173,12 @@ async fn read_urlencoded(mut body: Body, max_chunk: u64) -> Result<Fields, BodyE
         return Err(BodyError::TooLarge);
     }
     let pairs = parse_urlencoded(&buf).map_err(BodyError::Malformed)?;
+    let payload: usize = pairs
+        .iter()
+        .filter(|(n, _)| PhaseRequest::is_payload_field(n))
+        .map(|(_, v)| v.len())
+        .sum();
+    received.fetch_add(payload as u64, Ordering::Relaxed);
     if let Some((name, _)) = pairs.iter().find(|(n, v)| v.len() > limit_of(n, max_chunk)) {
         return Err(over_limit(name));
     }

@@ -60,10 +60,13 @@ impl FromStr for WriteMode {
 /// Where received bytes go.
 #[derive(Debug, Clone, Default)]
 pub enum Storage {
-    /// A fresh temporary directory, removed when the server is dropped.
+    /// A fresh temporary directory, removed when the server is dropped (no state
+    /// is saved: there is nothing to resume from).
     #[default]
     TempDir,
     /// This directory; files appear as `<dir>/<dataset>/<filename>` after verify.
+    /// The server's state is saved in it ([`crate::STATE_FILE`]) and resumed by
+    /// a server started on it again (see [`crate::MockServer`]).
     Dir(PathBuf),
     /// Keep nothing: count and hash the bytes only (for benchmarks).
     Sink,
@@ -92,8 +95,9 @@ pub struct MockConfig {
     pub latency: Duration,
     /// The largest `bytechunk` accepted; larger ones get 413.
     pub max_chunk: u64,
-    /// How long tokens live, counted from the server's start; `None` for ever.
-    /// `Some(Duration::ZERO)` makes every token already expired.
+    /// How long the configured tokens live, counted from the server's start;
+    /// `None` for ever. `Some(Duration::ZERO)` makes them already expired.
+    /// Tokens added later ([`crate::MockServer::add_token`]) have their own.
     pub token_ttl: Option<Duration>,
     /// Strict (in order) or offset (any order) transfers.
     pub mode: WriteMode,

@@ -55,4 +55,10 @@ pub enum MockError {
     /// A bandwidth cap of 0 bytes per second, which would let nothing through.
     #[error("a bandwidth of 0 bytes per second lets nothing through; leave it unset for no cap")]
     ZeroBandwidth,
+    /// A token was offered for a dataset key this server does not serve.
+    #[error("this mock server has no dataset {dataset}; start it with --dataset {dataset}:TOKEN")]
+    UnknownDataset {
+        /// The key given (at most 64 characters of it).
+        dataset: String,
+    },
 }

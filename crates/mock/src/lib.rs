@@ -2,17 +2,21 @@
 //!
 //! `idb-mock` answers protocol 1 of `PROTOCOL.md` (setup, transfers, verify) as its
 //! "mock contract" describes, so tests and benchmarks can run against a real HTTP
-//! server on 127.0.0.1 in seconds. It owns: datasets and tokens (with expiry),
-//! upload sessions in strict mode (transfers in order) or offset mode (each chunk
-//! written at its offset, in any order), storage (a directory, or a sink that keeps
-//! only a hash), and knobs: latency, the chunk limit, a bandwidth cap per
-//! connection, and seeded fault injection (500, 429, reset connections, stalled
-//! answers, truncated chunks).
+//! server on 127.0.0.1 in seconds. It owns: datasets and tokens (each with its own
+//! expiry; more can be added to a running server, in process or through the
+//! loopback-only `POST /admin/tokens`), upload sessions in strict mode (transfers
+//! in order) or offset mode (each chunk written at its offset, in any order),
+//! storage (a directory, or a sink that keeps only a hash), the saved state of a
+//! store directory (`+state.json`: a server started again on the same directory
+//! resumes its strict uploads and keeps its receipts), and knobs: latency, the
+//! chunk limit, a bandwidth cap per connection, and seeded fault injection (500,
+//! 429, reset connections, stalled answers, truncated chunks).
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
-//! with its URL and inspection methods such as [`MockServer::accepted`]),
-//! [`serve`] (run on a listener you bound, until a shutdown future resolves),
-//! [`WriteMode`], [`FaultConfig`].
+//! with its URL and inspection methods such as [`MockServer::accepted`],
+//! [`MockServer::stats`] and [`MockServer::wait_for_chunks`]), [`serve`] (run on
+//! a listener you bound, until a shutdown future resolves), [`WriteMode`],
+//! [`FaultConfig`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), idb_mock::MockError> {
@@ -29,7 +33,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! It never imports the engine and never prints (the CLI does). A strict session
+//! It never imports the engine and never prints (the CLI does; what a start
+//! could not load is in [`MockServer::warnings`]). A strict session
 //! holds at most one chunk of a request in memory; an offset session also holds
 //! the chunks that arrived ahead of the contiguous prefix, until it reaches them.
 #![deny(missing_docs)]
@@ -39,6 +44,7 @@ mod body;
 mod config;
 mod error;
 mod faults;
+mod persist;
 mod server;
 mod sessions;
 mod throttle;
@@ -50,6 +56,7 @@ pub use faults::{
     FaultKind, FaultStats,
 };
 pub use idb_wire::VerifyReceipt;
-pub use server::{MockServer, serve};
+pub use persist::{MAX_PERSISTED_LOG, STATE_FILE, STATE_VERSION};
+pub use server::{ADMIN_TOKENS_PATH, MockServer, serve};
 pub use sessions::Stats;
 pub use throttle::BANDWIDTH_BURST;

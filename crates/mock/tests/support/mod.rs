@@ -82,11 +82,13 @@ pub fn config() -> MockConfig {
     MockConfig::new().dataset(DS, TOKEN)
 }
 
-/// The default dataset's endpoint, with the right token.
+/// One dataset's endpoint with one token (by default [`DS`] with [`TOKEN`]).
 #[derive(Clone)]
 pub struct Api {
     client: reqwest::Client,
     url: String,
+    /// The whole `Authorization` value.
+    auth: String,
 }
 
 impl Api {
@@ -99,6 +101,16 @@ impl Api {
         Self {
             client: client_with_timeout(timeout),
             url: format!("{}/api/dataset/{DS}/datafile", server.url()),
+            auth: AUTH.to_owned(),
+        }
+    }
+
+    /// `dataset`'s endpoint, sending `token`.
+    pub fn for_dataset(server: &MockServer, dataset: &str, token: &str) -> Self {
+        Self {
+            client: client_with_timeout(HANG),
+            url: format!("{}/api/dataset/{dataset}/datafile", server.url()),
+            auth: format!("Token token={token}"),
         }
     }
 
@@ -107,7 +119,7 @@ impl Api {
         let response = self
             .client
             .post(&self.url)
-            .header(AUTHORIZATION, AUTH)
+            .header(AUTHORIZATION, &self.auth)
             .multipart(form)
             .send()
             .await?;

@@ -1,0 +1,168 @@
+//! Plain datafile calls with reqwest and idb-wire's encoders, one at a time: what the
+//! sample-client pattern, the single-request ceiling and the round-trip probe send.
+//! No retries, no pipelining: any answer but 200 fails the measurement.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use idb_wire::{
+    Boundary, DatasetKey, Token, VerifyReceipt, datafile_path, encode_urlencoded, summarize_body,
+    transfer_body,
+};
+use reqwest::header::{self, HeaderValue};
+
+/// The content type of the sample client's setup and verify calls.
+const URLENCODED: &str = "application/x-www-form-urlencoded";
+
+/// One dataset's datafile endpoint, over one reused connection.
+pub(crate) struct Calls {
+    http: reqwest::Client,
+    endpoint: String,
+    /// `Token token=...`, marked sensitive.
+    authorization: HeaderValue,
+    boundary: Boundary,
+}
+
+/// The multipart envelope of one `transfer` call (idb-wire's encoding), to be
+/// wrapped around a payload read straight into the buffer that is sent.
+pub(crate) struct Envelope {
+    content_type: String,
+    head: Bytes,
+    tail: Bytes,
+}
+
+/// A `transfer` body in one buffer, ready to send without a copy.
+pub(crate) struct PreparedTransfer {
+    content_type: String,
+    body: Bytes,
+}
+
+impl Envelope {
+    /// Builds the body: the head, `len` payload bytes written by `fill`, the tail.
+    /// Blocking when `fill` reads a file: call it off the async threads.
+    pub(crate) fn wrap(
+        self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> anyhow::Result<PreparedTransfer> {
+        let (head, tail) = (self.head, self.tail);
+        let mut body = Vec::with_capacity(head.len() + len + tail.len());
+        body.extend_from_slice(&head);
+        body.resize(head.len() + len, 0);
+        fill(&mut body[head.len()..]).context("cannot read the chunk")?;
+        body.extend_from_slice(&tail);
+        Ok(PreparedTransfer {
+            content_type: self.content_type,
+            body: body.into(),
+        })
+    }
+}
+
+impl Calls {
+    /// A client for `dataset` on the server at `base` (such as `http://127.0.0.1:PORT`).
+    pub(crate) fn new(base: &str, dataset: &str, token: &Token) -> anyhow::Result<Self> {
+        // reqwest is built without a default crypto provider and will not build a
+        // client, even for http://, without one: install ring's unless the process
+        // chose one (the engine does the same).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        // A simple client keeps its connection: at most one idle per host, so every
+        // call goes over the same one. Nagle off, as urllib3 (under the sample
+        // client's `requests`) and the engine both do.
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("idb-harness/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the harness's HTTP client")?;
+        let key = DatasetKey::new(dataset)?;
+        let mut authorization = HeaderValue::from_str(&token.authorization())
+            .context("the token cannot be sent in a header")?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            http,
+            endpoint: format!("{}{}", base.trim_end_matches('/'), datafile_path(&key)),
+            authorization,
+            boundary: Boundary::from_random(0x1db_4a12_e55e),
+        })
+    }
+
+    async fn post(&self, content_type: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .context("the call got no answer")?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.context("the answer broke off")?;
+        Ok((status, body))
+    }
+
+    async fn post_ok(&self, what: &str, content_type: &str, body: Bytes) -> anyhow::Result<Bytes> {
+        let (status, body) = self.post(content_type, body).await?;
+        if status != 200 {
+            bail!("{what}: HTTP {status}: {}", summarize_body(&body));
+        }
+        Ok(body)
+    }
+
+    /// `setup` as the sample client sends it (urlencoded).
+    pub(crate) async fn setup(&self, filename: &str, filesize: u64) -> anyhow::Result<()> {
+        let size = filesize.to_string();
+        let body = encode_urlencoded(&[
+            ("phase", b"setup"),
+            ("filename", filename.as_bytes()),
+            ("filesize", size.as_bytes()),
+        ]);
+        self.post_ok(&format!("setup of {filename}"), URLENCODED, body.into())
+            .await?;
+        Ok(())
+    }
+
+    /// The envelope of the `transfer` of `filename` at `previous_size`.
+    pub(crate) fn envelope(&self, filename: &str, previous_size: u64) -> anyhow::Result<Envelope> {
+        let body = transfer_body(&self.boundary, filename, previous_size, Bytes::new());
+        let content_type = body.content_type().to_owned();
+        // The encoder's segments are: envelope head, payload, envelope tail.
+        let [head, _, tail]: [Bytes; 3] = body.into_segments().try_into().map_err(|_| {
+            anyhow::anyhow!("idb-wire's transfer body no longer has three segments")
+        })?;
+        Ok(Envelope {
+            content_type,
+            head,
+            tail,
+        })
+    }
+
+    /// Sends a prepared `transfer` (multipart, as the sample client does).
+    pub(crate) async fn transfer(&self, prepared: PreparedTransfer) -> anyhow::Result<()> {
+        self.post_ok("transfer", &prepared.content_type, prepared.body)
+            .await?;
+        Ok(())
+    }
+
+    /// `verify` as the sample client sends it (urlencoded); returns the receipt.
+    pub(crate) async fn verify(&self, filename: &str) -> anyhow::Result<VerifyReceipt> {
+        let body = encode_urlencoded(&[("phase", b"verify"), ("filename", filename.as_bytes())]);
+        let answer = self
+            .post_ok(&format!("verify of {filename}"), URLENCODED, body.into())
+            .await?;
+        VerifyReceipt::parse(&answer)
+            .with_context(|| format!("verify of {filename}: the mock sent no receipt"))
+    }
+
+    /// The time of one empty call (a `setup` of a 0-byte file): a round trip plus
+    /// the server's fixed cost per call.
+    pub(crate) async fn empty_call(&self, filename: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.setup(filename, 0).await?;
+        Ok(started.elapsed())
+    }
+}

@@ -1,0 +1,140 @@
+//! What one measured part costs the process: wall time, CPU time (user and system,
+//! all threads, the in-process mock included) and peak resident memory.
+
+use std::time::{Duration, Instant};
+
+/// `/proc/self/clear_refs`: writing `5` resets the peak RSS (`VmHWM`) to the
+/// current RSS (Linux 4.0 and later).
+const CLEAR_REFS: &str = "/proc/self/clear_refs";
+
+/// Where `VmHWM` (peak RSS) is read.
+const STATUS: &str = "/proc/self/status";
+
+/// Process CPU time so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
+
+fn cpu_time() -> CpuTime {
+    // SAFETY: `getrusage` only writes into the struct we pass, which is a plain
+    // C struct for which all-zero bytes are a valid value.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return CpuTime::default();
+        }
+        usage
+    };
+    let duration = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    CpuTime {
+        user: duration(usage.ru_utime),
+        system: duration(usage.ru_stime),
+    }
+}
+
+/// Resets the peak RSS to the current RSS; `false` where that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write(CLEAR_REFS, "5").is_ok()
+}
+
+/// `VmHWM` in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string(STATUS).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A measurement in progress: started just before the timed part.
+pub(crate) struct Meter {
+    started: Instant,
+    cpu: CpuTime,
+    rss_reset: bool,
+}
+
+/// What a timed part cost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cost {
+    pub(crate) wall: Duration,
+    pub(crate) cpu_user: Duration,
+    pub(crate) cpu_system: Duration,
+    /// Peak RSS of the whole process during the part; `None` when the peak could
+    /// not be reset first (it would include earlier parts).
+    pub(crate) peak_rss: Option<u64>,
+}
+
+impl Meter {
+    /// Resets the peak RSS, then starts the clocks.
+    pub(crate) fn start() -> Self {
+        let rss_reset = reset_peak_rss();
+        Self {
+            cpu: cpu_time(),
+            rss_reset,
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops the clocks and reads the peak RSS.
+    pub(crate) fn stop(self) -> Cost {
+        let wall = self.started.elapsed();
+        let cpu = cpu_time();
+        Cost {
+            wall,
+            cpu_user: cpu.user.saturating_sub(self.cpu.user),
+            cpu_system: cpu.system.saturating_sub(self.cpu.system),
+            peak_rss: if self.rss_reset { peak_rss() } else { None },
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None`
+/// when there are none.
+pub(crate) fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([]), None);
+        assert_eq!(median([3.0]), Some(3.0));
+        assert_eq!(median([5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median([f64::NAN, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn meter_reports_time_and_memory() {
+        let meter = Meter::start();
+        let block = vec![1u8; 8 << 20];
+        std::hint::black_box(&block);
+        let cost = meter.stop();
+        assert!(cost.wall > Duration::ZERO);
+        if let Some(peak) = cost.peak_rss {
+            assert!(peak >= 8 << 20, "{peak}");
+        }
+    }
+}

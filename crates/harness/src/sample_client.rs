@@ -1,0 +1,52 @@
+//! The service's sample client, as a pattern: `setup`, then 2 MiB `transfer` calls
+//! strictly one after another (each chunk read from the file just before it is
+//! sent), then `verify`; urlencoded setup and verify, multipart transfers, one kept
+//! connection, no pipelining and no retries. Faithful and simple, not slowed down:
+//! it pays exactly one round trip per call, as the original does.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use idb_wire::VerifyReceipt;
+
+use crate::SAMPLE_CLIENT_CHUNK;
+use crate::calls::Calls;
+use crate::data::DataFile;
+
+/// Uploads `file` the way the sample client does; returns the verify receipt.
+pub(crate) async fn upload(calls: &Calls, file: &DataFile) -> anyhow::Result<VerifyReceipt> {
+    let source = Arc::new(
+        File::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?,
+    );
+    calls.setup(&file.name, file.size).await?;
+    let mut previous_size = 0u64;
+    while previous_size < file.size {
+        let len = SAMPLE_CLIENT_CHUNK.min(file.size - previous_size) as usize;
+        let envelope = calls.envelope(&file.name, previous_size)?;
+        let source = Arc::clone(&source);
+        let offset = previous_size;
+        // A file read is blocking; the sample client reads each chunk right before
+        // sending it, so this read is part of what is measured.
+        let prepared = tokio::task::spawn_blocking(move || {
+            envelope.wrap(len, |buf| source.read_exact_at(buf, offset))
+        })
+        .await
+        .context("the chunk reader panicked")??;
+        calls
+            .transfer(prepared)
+            .await
+            .with_context(|| format!("transfer of {} at {previous_size}", file.name))?;
+        previous_size += len as u64;
+    }
+    let receipt = calls.verify(&file.name).await?;
+    ensure!(
+        receipt.size == file.size,
+        "{}: the mock received {} bytes of {}",
+        file.name,
+        receipt.size,
+        file.size
+    );
+    Ok(receipt)
+}

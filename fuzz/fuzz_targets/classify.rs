@@ -1,0 +1,15 @@
+//! Classifying any answer (status, body, Retry-After) of any phase, and reading
+//! a verify receipt: never a panic, and success only for 2xx.
+#![no_main]
+
+use idb_wire::{Outcome, Phase, VerifyReceipt, classify, summarize_body};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: (u8, u16, &str, &[u8])| {
+    let (phase, status, retry_after, body) = input;
+    let phase = [Phase::Setup, Phase::Transfer, Phase::Verify][phase as usize % 3];
+    let outcome = classify(phase, status, body, Some(retry_after));
+    assert_eq!(outcome == Outcome::Ok, (200..300).contains(&status));
+    let _ = VerifyReceipt::parse(body);
+    assert!(summarize_body(body).chars().count() <= 200);
+});

@@ -1,0 +1,243 @@
+//! Never losing work: resuming after `kill -9`, a restarted server, a token that
+//! expires mid-run, and journals that cannot be trusted.
+
+use std::time::Duration;
+
+use idb_mock::{MockConfig, Storage};
+
+use crate::util::{CHUNK, DS, Dir, Mock, TOKEN};
+
+const NAME: &str = "big.bin";
+const SIZE: usize = 40 * CHUNK + 123;
+
+/// A mock slow enough (5 ms a response) that an upload can be stopped midway.
+fn slow(config: MockConfig) -> MockConfig {
+    config.latency(Duration::from_millis(5))
+}
+
+/// Bytes of `name` the server holds (strict mode: the accepted log is contiguous).
+fn held(mock: &Mock, name: &str) -> u64 {
+    mock.accepted(DS, name).iter().map(|&(_, len)| len).sum()
+}
+
+/// The server accepted `name` in order from 0 with no gap or overlap, ending at
+/// `size`: one session, never set up again.
+fn assert_one_session(mock: &Mock, name: &str, size: usize) {
+    let mut end = 0;
+    for (offset, len) in mock.accepted(DS, name) {
+        assert_eq!(
+            offset, end,
+            "the upload of {name} restarted or skipped at {offset}"
+        );
+        end = offset + len;
+    }
+    assert_eq!(end, size as u64);
+}
+
+/// An upload stops on a refused token after `chunks` chunks; returns the bytes the
+/// server holds then. The token came from IDB_TOKEN, so nothing can refresh it.
+fn interrupted_by_401(dir: &Dir, mock: &Mock, path: &std::path::Path, chunks: u64) -> u64 {
+    let running = dir.upload(mock, DS).token(TOKEN).arg(path).spawn();
+    mock.block_on(mock.wait_for_chunks(chunks));
+    mock.expire_tokens();
+    let run = running.wait();
+    run.expect_code(3)
+        .stderr_has("safely on the server")
+        .stderr_has("IDB_TOKEN")
+        .never_shows(TOKEN);
+    let held = held(mock, NAME);
+    assert!(
+        held >= chunks * CHUNK as u64 && held < SIZE as u64,
+        "{}",
+        run.describe()
+    );
+    held
+}
+
+#[test]
+fn a_killed_upload_resumes_where_the_server_is() {
+    let dir = Dir::new("a_killed_upload_resumes_where_the_server_is");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+
+    let running = dir.upload(&mock, DS).token(TOKEN).arg(&path).spawn();
+    mock.block_on(mock.wait_for_chunks(8));
+    let killed = running.kill9();
+    assert!(
+        killed.status.code().is_none(),
+        "killed by a signal\n{}",
+        killed.describe()
+    );
+    let held = held(&mock, NAME);
+    let before = mock.stats();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("resuming");
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_one_session(&mock, NAME, SIZE);
+    // What was acknowledged before the kill is not sent again, but for at most the
+    // chunk in flight when it came.
+    let resent = mock.stats().bytes_received - before.bytes_received;
+    assert!(
+        resent <= SIZE as u64 - held + CHUNK as u64,
+        "resent {resent} bytes with {held} of {SIZE} held\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn an_upload_survives_a_server_restart() {
+    let dir = Dir::new("an_upload_survives_a_server_restart");
+    let store = dir.join("store");
+    let config = || {
+        slow(
+            MockConfig::new()
+                .dataset(DS, TOKEN)
+                .storage(Storage::Dir(store.clone())),
+        )
+    };
+    let mut mock = Mock::start(config());
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+
+    let running = dir.upload(&mock, DS).token(TOKEN).arg(&path).spawn();
+    mock.block_on(mock.wait_for_chunks(8));
+    mock.restart(config());
+    let run = running.wait();
+
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    mock.assert_stored(DS, NAME, &bytes);
+}
+
+#[test]
+fn a_new_token_in_the_token_file_continues_the_run() {
+    let dir = Dir::new("a_new_token_in_the_token_file_continues_the_run");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
+    const NEW: &str = "fresh-tok-Q7";
+
+    let running = dir
+        .upload(&mock, DS)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg(&path)
+        .spawn();
+    mock.block_on(mock.wait_for_chunks(5));
+    // The depositor gets a new token and puts it in the file; then the old one stops
+    // working. The run reads the file again on its first 401 and goes on.
+    mock.add_token(DS, NEW, None).unwrap();
+    std::fs::write(&token_file, format!("{NEW}\n")).unwrap();
+    mock.expire_token(TOKEN);
+    let run = running.wait();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("new one from the token file")
+        .never_shows(TOKEN)
+        .never_shows(NEW);
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_one_session(&mock, NAME, SIZE);
+}
+
+#[test]
+fn after_a_refused_token_a_rerun_sends_only_what_is_missing() {
+    let dir = Dir::new("after_a_refused_token_a_rerun_sends_only_what_is_missing");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    let held = interrupted_by_401(&dir, &mock, &path, 5);
+    const NEW: &str = "fresh-tok-R2";
+    mock.add_token(DS, NEW, None).unwrap();
+    let before = mock.stats();
+
+    let run = dir.upload(&mock, DS).token(NEW).arg(&path).run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("resuming");
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_one_session(&mock, NAME, SIZE);
+    assert_eq!(
+        mock.stats().bytes_received - before.bytes_received,
+        SIZE as u64 - held
+    );
+}
+
+#[test]
+fn a_file_changed_since_the_last_run_starts_over() {
+    let dir = Dir::new("a_file_changed_since_the_last_run_starts_over");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, _) = dir.random_file(NAME, SIZE);
+    interrupted_by_401(&dir, &mock, &path, 5);
+    mock.add_token(DS, "fresh-tok-C3", None).unwrap();
+    let (path, bytes) = dir.random_file(NAME, SIZE + 10);
+
+    let run = dir.upload(&mock, DS).token("fresh-tok-C3").arg(&path).run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("the file changed since the last run");
+    mock.assert_stored(DS, NAME, &bytes);
+}
+
+#[test]
+fn a_server_that_forgot_the_upload_gets_it_from_the_start() {
+    let dir = Dir::new("a_server_that_forgot_the_upload_gets_it_from_the_start");
+    let mut mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    interrupted_by_401(&dir, &mock, &path, 5);
+    // A new server on the same address, with nothing of the old one's state.
+    mock.restart(MockConfig::new().dataset(DS, TOKEN));
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("resuming")
+        .stderr_has("no open upload of it any more");
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_one_session(&mock, NAME, SIZE);
+}
+
+/// Damaged, foreign-version and truncated journals neither crash the run nor are
+/// trusted: the upload starts over and says why.
+#[test]
+fn untrustworthy_journals_are_reported_and_ignored() {
+    type Spoil = fn(&str) -> String;
+    let damage: [(&str, Spoil); 3] = [
+        ("garbage", |_| "\u{0}\u{1}not json at all".into()),
+        ("truncated", |text| text[..text.len() / 2].into()),
+        ("old version", |text| {
+            text.replacen("\"version\": 1", "\"version\": 0", 1)
+        }),
+    ];
+    for (what, spoil) in damage {
+        let dir = Dir::new("untrustworthy_journals_are_reported_and_ignored");
+        let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+        let (path, bytes) = dir.random_file(NAME, SIZE);
+        interrupted_by_401(&dir, &mock, &path, 5);
+        let journals: Vec<_> = std::fs::read_dir(dir.join("state/journal"))
+            .expect("a journal was kept after the 401")
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(journals.len(), 1, "{what}: {journals:?}");
+        let text = std::fs::read_to_string(&journals[0]).unwrap();
+        std::fs::write(&journals[0], spoil(&text)).unwrap();
+        mock.add_token(DS, "fresh-tok-J1", None).unwrap();
+
+        let run = dir.upload(&mock, DS).token("fresh-tok-J1").arg(&path).run();
+
+        run.expect_code(0)
+            .verified_exactly(&[(&path, &bytes)])
+            .stderr_has("not resuming from its journal");
+        mock.assert_stored(DS, NAME, &bytes);
+        assert!(
+            std::fs::read_dir(dir.join("state/journal"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "{what}: the journal of a verified upload is removed"
+        );
+    }
+}
