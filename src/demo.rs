@@ -1,12 +1,13 @@
 //! `idb demo`: the whole path on one machine, with nothing to set up.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use idb_engine::{DatasetKey, Token, UploadConfig, Uploader};
+use idb_harness::generate_data;
 use idb_mock::{DEFAULT_MAX_CHUNK, MockConfig, MockServer};
 
 use crate::cli::DemoArgs;
@@ -30,10 +31,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     eprintln!("mock Data Bank listening on {}", server.url());
 
     let dir = tempfile::Builder::new().prefix("idb-demo-").tempdir()?;
-    let path = dir.path().join("demo.bin");
+    let dir_path = dir.path().to_path_buf();
     eprintln!("generating a {} test file", human(args.size));
-    let (source, size) = (path.clone(), args.size);
-    tokio::task::spawn_blocking(move || generate(&source, size)).await??;
+    let size = args.size;
+    let data =
+        tokio::task::spawn_blocking(move || generate_data(&dir_path, "demo.bin", size, "demo"))
+            .await??;
+    let path = data.path;
 
     let config = UploadConfig::new(
         server.url().parse()?,
@@ -71,25 +75,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         human(args.transfer.chunk_size),
     );
     Ok(Exit::Success)
-}
-
-/// Writes `size` pseudo-random bytes (blake3's extendable output: fast, and
-/// incompressible like real instrument data).
-fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
-    let mut out = BufWriter::new(
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-    );
-    let mut xof = blake3::Hasher::new_derive_key("idb demo data").finalize_xof();
-    let mut block = vec![0u8; BLOCK];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(BLOCK as u64) as usize;
-        xof.fill(&mut block[..n]);
-        out.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(())
 }
 
 fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {

@@ -1,5 +1,7 @@
 //! Byte sizes on the command line: `8MiB`, `2M`, `1GiB`, `1.5G`, `4096`.
 
+pub use idb_harness::human_bytes as human;
+
 /// Parses a size. Binary units: `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` (the
 /// short forms are binary too, as in `dd` and `curl`); decimal units: `KB`, `MB`,
 /// `GB`, `TB`; `B` or nothing for bytes. Case does not matter; a fraction is allowed
@@ -43,22 +45,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Formats bytes for people: `256.0 MiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,13 +73,5 @@ mod tests {
         for text in ["", "MiB", "8 parsecs", "-1", "1.5", "1..2M", "99999999999T"] {
             assert!(parse_size(text).is_err(), "{text}");
         }
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(256 << 20), "256.0 MiB");
-        assert_eq!(human(3 << 40), "3.0 TiB");
     }
 }

@@ -86,6 +86,13 @@ impl ChunkSizer {
         }
     }
 
+    /// Raises the size to at least `bytes` (within the ceiling): a resumed upload
+    /// starts at the size its last run had adapted to.
+    pub(crate) fn at_least(&self, bytes: u64) {
+        let max = self.lock().max;
+        self.size.set(self.size.get().max(bytes.min(max)));
+    }
+
     /// A call made no progress for the idle timeout: halve.
     pub(crate) fn after_timeout(&self) {
         let current = self.size.get();

@@ -21,6 +21,8 @@ pub(crate) async fn with_idle_timeout<T>(
     let mut last_move = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            // An answer that is ready wins over a tick that would call it stalled.
+            biased;
             done = &mut call => return Some(done),
             _ = tokio::time::sleep(tick) => {
                 let now = progress.get();

@@ -104,6 +104,9 @@ enum PumpEnd {
 struct Acked {
     prefix: u64,
     beyond: BTreeMap<u64, u64>,
+    /// The prefix comes from a journal and the server has not confirmed anything
+    /// since: it may hold more than the journal says.
+    from_journal: bool,
 }
 
 impl Acked {
@@ -344,8 +347,12 @@ impl<P: Protocol> Run<'_, P> {
         let mut record = self.journal_entry(f);
         // Resume where a journal says the server got, or begin (setup) afresh.
         let mut mode = match self.resume_point(f, record.as_ref()) {
-            Some((offset, mode)) => {
+            Some((offset, mode, chunk_size)) => {
                 acked.reset_to(offset);
+                acked.from_journal = true;
+                // The size the last run had adapted to (a resume has no setup to
+                // measure the round trip with).
+                self.sizer.at_least(chunk_size);
                 self.emit(Event::Resumed {
                     path: f.path(),
                     offset,
@@ -385,7 +392,10 @@ impl<P: Protocol> Run<'_, P> {
             let end = self
                 .pump(f, file, &reader, window, acked, &mut record)
                 .await;
-            hash = reader.finish();
+            // Joining the reader's threads may wait on a read: not on the runtime.
+            hash = tokio::task::spawn_blocking(move || reader.finish())
+                .await
+                .unwrap_or_default();
             let session_lost = match end {
                 PumpEnd::Done => false,
                 PumpEnd::Stopped => return Ok(FileOutcome::Interrupted),
@@ -410,6 +420,14 @@ impl<P: Protocol> Run<'_, P> {
             // Never verify a file that changed under us: what the server holds
             // would mix two versions.
             f.source.check_identity()?;
+            if hash.upto() < size {
+                // The server held everything already (a resume at the end): hash
+                // the file from disk so the end-to-end comparison still covers it.
+                let source = f.source.clone();
+                hash = tokio::task::spawn_blocking(move || hash.complete(&source).map(|()| hash))
+                    .await
+                    .map_err(|e| Error::Config(format!("the hashing thread failed: {e}")))??;
+            }
             let verified = self
                 .retrying(f, Phase::Verify, size, || self.protocol.finish(file))
                 .await;
@@ -507,7 +525,11 @@ impl<P: Protocol> Run<'_, P> {
     }
 
     /// Where a journal says this upload can go on, if it says so for this very file.
-    fn resume_point(&self, f: &CheckedFile, record: Option<&Entry>) -> Option<(u64, WriteMode)> {
+    fn resume_point(
+        &self,
+        f: &CheckedFile,
+        record: Option<&Entry>,
+    ) -> Option<(u64, WriteMode, u64)> {
         let (journal, entry) = (self.journal.as_ref()?, record?);
         match journal.load(&entry.server, &entry.dataset, &entry.filename) {
             Loaded::Nothing => None,
@@ -517,7 +539,7 @@ impl<P: Protocol> Run<'_, P> {
                 } else {
                     WriteMode::Strict
                 };
-                Some((found.acked, mode))
+                Some((found.acked, mode, found.chunk_size))
             }
             Loaded::Found(_) => {
                 self.emit(Event::Restarted {
@@ -657,6 +679,7 @@ impl<P: Protocol> Run<'_, P> {
                 } => {
                     let before = acked.prefix;
                     acked.add(offset, len);
+                    acked.from_journal = false;
                     self.sizer.after_chunk(len, elapsed);
                     // Chunks read ahead at a size far below the new one would each
                     // cost a round trip: drop them and read on at the new size.
@@ -677,7 +700,10 @@ impl<P: Protocol> Run<'_, P> {
                 ChunkEnd::Realign { expected } => {
                     // The server confirms `expected` bytes. More than was ever sent
                     // means someone else is uploading this file.
-                    if expected > sent_end {
+                    // A resumed upload's journal may lag the server by the chunks
+                    // that were in flight when the last run died, whatever their size.
+                    let resuming = acked.from_journal && expected <= file.size;
+                    if expected > sent_end && !resuming {
                         return PumpEnd::Failed(Error::OffsetConflict {
                             path: f.path(),
                             sent: sent_end,

@@ -12,19 +12,21 @@ const GENERATE_BLOCK: usize = 1 << 20;
 
 /// One generated file.
 #[derive(Debug, Clone)]
-pub(crate) struct DataFile {
-    pub(crate) path: PathBuf,
+pub struct DataFile {
+    /// Where it was written.
+    pub path: PathBuf,
     /// The base name, as the server knows it.
-    pub(crate) name: String,
-    pub(crate) size: u64,
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
     /// blake3 of the contents, as 64 lowercase hex digits.
-    pub(crate) blake3: String,
+    pub blake3: String,
 }
 
 /// Writes `size` pseudo-random bytes to `dir/name`: the output of blake3 in
 /// derive-key mode keyed by `seed`, so files with different seeds differ and none
 /// compresses (like real instrument data). Blocking: call it off the async threads.
-pub(crate) fn generate(dir: &Path, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
+pub fn generate(dir: &Path, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
     let path = dir.join(name);
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::with_capacity(GENERATE_BLOCK, file);

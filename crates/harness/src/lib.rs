@@ -65,8 +65,9 @@ pub use config::{
     DEFAULT_MANY_FILES_LATENCY, DEFAULT_REPS, DEFAULT_RTT_PROBES, DEFAULT_SIZE, MAX_SIZE,
     SAMPLE_CLIENT_CHUNK, Scenario, UnknownScenario,
 };
+pub use data::{DataFile, generate as generate_data};
 pub use engine_run::EngineSettings;
-pub use report::{COMMAND_FILE, RESULTS_FILE, SUMMARY_FILE, utc_timestamp};
+pub use report::{COMMAND_FILE, RESULTS_FILE, SUMMARY_FILE, human as human_bytes, utc_timestamp};
 pub use results::{
     Machine, Medians, MockFacts, ModelBound, Ratio, Rep, Results, ScenarioResult, Side,
 };

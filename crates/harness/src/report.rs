@@ -192,7 +192,7 @@ pub(crate) fn summary(results: &Results) -> String {
 }
 
 /// Bytes for people: `256.0 MiB`.
-pub(crate) fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -211,6 +211,14 @@ pub(crate) fn human(bytes: u64) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(256 << 20), "256.0 MiB");
+        assert_eq!(human(3 << 40), "3.0 TiB");
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

@@ -6,232 +6,29 @@
 //! Tests match status codes and JSON fields; prose is checked only where the
 //! service's documented answer is the prose (`Bad credentials`, `Dataset Not Found`).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use idb_mock::{MockConfig, MockServer, Storage};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
-use reqwest::multipart::{Form, Part};
-use serde_json::{Value, json};
+use idb_mock::{MockConfig, Storage};
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
+use reqwest::multipart::Form;
+use serde_json::json;
+use support::{
+    AUTH, Answer, Api, DS, HANG, URLENCODED, assert_verified_in, config, data, setup_form,
+    setup_form_text, start, until, verify_form,
+};
 
-const DS: &str = "IDB-1";
-const TOKEN: &str = "tok-1";
-const AUTH: &str = "Token token=tok-1";
 /// The sample client's chunk size.
 const SAMPLE_CHUNK: usize = 2_097_152;
 /// 2 TiB, the largest declared size.
 const MAX_SIZE: u64 = 2_199_023_255_552;
-/// How long any single wait in these tests may take before it counts as a hang.
-const HANG: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// One answer, read whole.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not JSON ({e}): {:?}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    /// Asserts the status, showing the body when it differs.
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected status; body: {:?}",
-            self.text()
-        );
-        self
-    }
-}
-
-fn client() -> reqwest::Client {
-    // Only http:// URLs are used, but a rustls-backed client may still want a
-    // provider at build time.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(HANG)
-        .build()
-        .expect("build the HTTP client")
-}
-
-async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config).await.expect("start the mock")
-}
-
-async fn start_default() -> MockServer {
-    start(MockConfig::new().dataset(DS, TOKEN)).await
-}
-
-/// Where one dataset's uploads go, and how calls to it are authorised.
-struct Target {
-    client: reqwest::Client,
-    url: String,
-    /// The whole `Authorization` value; `None` sends no header.
-    auth: Option<String>,
-}
-
-impl Target {
-    fn new(server: &MockServer, dataset: &str, auth: Option<&str>) -> Self {
-        Self {
-            client: client(),
-            url: format!("{}/api/dataset/{dataset}/datafile", server.url()),
-            auth: auth.map(str::to_owned),
-        }
-    }
-
-    /// The default dataset with the right token.
-    fn default(server: &MockServer) -> Self {
-        Self::new(server, DS, Some(AUTH))
-    }
-
-    fn post(&self) -> reqwest::RequestBuilder {
-        let request = self.client.post(&self.url);
-        match &self.auth {
-            Some(auth) => request.header(AUTHORIZATION, auth),
-            None => request,
-        }
-    }
-
-    async fn send(request: reqwest::RequestBuilder) -> Answer {
-        let response = request
-            .send()
-            .await
-            .expect("the request reaches the mock and gets an answer");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .expect("read the answer body")
-            .to_vec();
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// Sends a call as `multipart/form-data`.
-    async fn multipart(&self, form: Form) -> Answer {
-        Self::send(self.post().multipart(form)).await
-    }
-
-    /// Sends a call as `application/x-www-form-urlencoded`.
-    async fn urlencoded(&self, pairs: &[(&str, &str)]) -> Answer {
-        self.raw(
-            Some("application/x-www-form-urlencoded"),
-            urlencode(pairs).into_bytes(),
-        )
-        .await
-    }
-
-    /// Sends `body` as is, with this content type.
-    async fn raw(&self, content_type: Option<&str>, body: Vec<u8>) -> Answer {
-        let mut request = self.post().body(body);
-        if let Some(content_type) = content_type {
-            request = request.header(CONTENT_TYPE, content_type);
-        }
-        Self::send(request).await
-    }
-
-    async fn setup(&self, name: &str, size: u64) -> Answer {
-        self.multipart(setup_form(name, &size.to_string())).await
-    }
-
-    async fn transfer(&self, name: &str, previous_size: u64, chunk: &[u8]) -> Answer {
-        self.multipart(transfer_form(name, previous_size, chunk))
-            .await
-    }
-
-    async fn verify(&self, name: &str) -> Answer {
-        self.multipart(verify_form(name)).await
-    }
-
-    /// Setup, every chunk in order, verify, all multipart; asserts a 200 for each
-    /// call and returns the verify answer.
-    async fn upload(&self, name: &str, data: &[u8], chunk: usize) -> Answer {
-        self.setup(name, data.len() as u64).await.expect(200);
-        let mut offset = 0;
-        for piece in data.chunks(chunk) {
-            self.transfer(name, offset, piece).await.expect(200);
-            offset += piece.len() as u64;
-        }
-        let answer = self.verify(name).await;
-        answer.expect(200);
-        answer
-    }
-}
-
-fn setup_form(name: &str, filesize: &str) -> Form {
-    Form::new()
-        .text("phase", "setup")
-        .text("filename", name.to_owned())
-        .text("filesize", filesize.to_owned())
-}
-
-fn transfer_form(name: &str, previous_size: u64, chunk: &[u8]) -> Form {
-    Form::new()
-        .text("phase", "transfer")
-        .text("filename", name.to_owned())
-        .text("previous_size", previous_size.to_string())
-        .part(
-            "bytechunk",
-            Part::bytes(chunk.to_vec()).file_name("bytechunk"),
-        )
-}
-
-fn verify_form(name: &str) -> Form {
-    Form::new()
-        .text("phase", "verify")
-        .text("filename", name.to_owned())
-}
-
-/// `application/x-www-form-urlencoded` as browsers and Python's `urlencode` write it.
-fn urlencode(pairs: &[(&str, &str)]) -> String {
-    fn encode(out: &mut String, text: &str) {
-        for b in text.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    out.push(b as char)
-                }
-                b' ' => out.push('+'),
-                b => out.push_str(&format!("%{b:02X}")),
-            }
-        }
-    }
-    let mut out = String::new();
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        encode(&mut out, name);
-        out.push('=');
-        encode(&mut out, value);
-    }
-    out
-}
 
 /// A multipart body written byte by byte: text fields in order, then an optional
 /// file part `(field, filename, bytes)` without a part `Content-Type`, as Python
@@ -268,62 +65,20 @@ fn raw_multipart(
     body
 }
 
-/// Deterministic, incompressible-looking test bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-fn blake3_hex(bytes: &[u8]) -> String {
-    blake3::hash(bytes).to_hex().to_string()
-}
-
-/// Checks a verify answer, the receipt and (when stored) the stored bytes.
-#[track_caller]
-fn assert_verified(server: &MockServer, dataset: &str, name: &str, answer: &Answer, sent: &[u8]) {
-    answer.expect(200);
-    let body = answer.json();
-    assert_eq!(body["filename"], json!(name), "{body}");
-    assert_eq!(body["size"], json!(sent.len()), "{body}");
-    assert_eq!(body["blake3"], json!(blake3_hex(sent)), "{body}");
-    let receipt = server
-        .receipt(dataset, name)
-        .expect("a receipt after verify");
-    assert_eq!(receipt.filename, name);
-    assert_eq!(receipt.size, sent.len() as u64);
-    assert_eq!(receipt.blake3, blake3_hex(sent));
-    if let Some(path) = server.stored_file(dataset, name) {
-        let stored = std::fs::read(&path).expect("read the stored file");
-        assert!(
-            stored == sent,
-            "stored bytes differ from the bytes sent ({} vs {})",
-            stored.len(),
-            sent.len()
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------
 // 1. Happy path, multipart for all three phases
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_upload_in_several_chunks_is_stored_and_verified() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(1024 * 1024 + 77, 1);
     let chunk = 256 * 1024;
 
     let answer = api.upload("data.bin", &sent, chunk).await;
 
-    assert_verified(&server, DS, "data.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "data.bin", &answer, &sent);
     assert!(
         server.stored_file(DS, "data.bin").is_some(),
         "TempDir storage keeps the file"
@@ -337,8 +92,8 @@ async fn multipart_upload_in_several_chunks_is_stored_and_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urlencoded_is_accepted_for_every_phase() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     // Arbitrary bytes (NUL, '%', '&', '+', high bytes) survive %XX encoding.
     let sent: Vec<u8> = (0..=255u8).chain(b"&=+% \r\n".iter().copied()).collect();
     let size = sent.len().to_string();
@@ -354,13 +109,13 @@ async fn urlencoded_is_accepted_for_every_phase() {
     for b in &sent {
         body.push_str(&format!("%{b:02X}"));
     }
-    api.raw(Some("application/x-www-form-urlencoded"), body.into_bytes())
+    api.raw(Some(URLENCODED), body.into_bytes())
         .await
         .expect(200);
     let answer = api
         .urlencoded(&[("phase", "verify"), ("filename", "u.bin")])
         .await;
-    assert_verified(&server, DS, "u.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "u.bin", &answer, &sent);
 }
 
 // ---------------------------------------------------------------------------
@@ -387,7 +142,7 @@ fn sample_transfer(boundary: &str, name: &str, previous_size: u64, chunk: &[u8])
 /// multipart transfers of 2 MiB, one request after another. `verify_extra` is
 /// appended to the verify fields.
 async fn sample_client_upload(
-    api: &Target,
+    api: &Api,
     name: &str,
     sent: &[u8],
     verify_extra: &[(&str, &str)],
@@ -423,37 +178,37 @@ fn sample_data() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_client_wire_form_is_accepted() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = sample_data();
     // A space in the name: `+` in the urlencoded calls, raw in the multipart ones.
     let name = "sample data.bin";
 
     let answer = sample_client_upload(&api, name, &sent, &[]).await;
 
-    assert_verified(&server, DS, name, &answer, &sent);
+    assert_verified_in(&server, DS, name, &answer, &sent);
     assert_eq!(server.stats().chunks_accepted, 3);
     assert_eq!(server.stats().bytes_accepted, sent.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_sample_client_checksum_field_on_verify_is_ignored() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = sample_data();
 
     let answer =
         sample_client_upload(&api, "old.bin", &sent, &[("checksum", "not implemented")]).await;
-    assert_verified(&server, DS, "old.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "old.bin", &answer, &sent);
 
     // The even older MD5 value is ignored as well, in a multipart verify too.
     let small = data(10, 3);
     api.setup("md5.bin", 10).await.expect(200);
     api.transfer("md5.bin", 0, &small).await.expect(200);
     let answer = api
-        .multipart(verify_form("md5.bin").text("checksum", "d41d8cd98f00b204e9800998ecf8427e"))
+        .send(verify_form("md5.bin").text("checksum", "d41d8cd98f00b204e9800998ecf8427e"))
         .await;
-    assert_verified(&server, DS, "md5.bin", &answer, &small);
+    assert_verified_in(&server, DS, "md5.bin", &answer, &small);
 }
 
 /// Runs curl with `args` against `url`; returns (status, body).
@@ -506,7 +261,7 @@ async fn curl_sample_client_upload() {
         eprintln!("skipping: curl not found");
         return;
     }
-    let server = start_default().await;
+    let server = start(config()).await;
     let url = format!("{}/api/dataset/{DS}/datafile", server.url());
     let sent = sample_data();
     let name = "curl sample.bin";
@@ -567,7 +322,7 @@ async fn curl_sample_client_upload() {
         headers: HeaderMap::new(),
         body: body.into_bytes(),
     };
-    assert_verified(&server, DS, name, &answer, &sent);
+    assert_verified_in(&server, DS, name, &answer, &sent);
 }
 
 // ---------------------------------------------------------------------------
@@ -587,12 +342,12 @@ fn assert_unauthorized(answer: &Answer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_authorization_is_401_with_challenge() {
-    let server = start_default().await;
-    let anonymous = Target::new(&server, DS, None);
+    let server = start(config()).await;
+    let anonymous = Api::with_auth(&server, DS, None);
     assert_unauthorized(&anonymous.setup("a.bin", 1).await);
 
     // Every phase asks for the token, not only setup.
-    let api = Target::default(&server);
+    let api = Api::new(&server);
     api.setup("a.bin", 1).await.expect(200);
     assert_unauthorized(&anonymous.transfer("a.bin", 0, b"x").await);
     api.transfer("a.bin", 0, b"x").await.expect(200);
@@ -605,7 +360,7 @@ async fn missing_authorization_is_401_with_challenge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_malformed_token_is_401() {
-    let server = start_default().await;
+    let server = start(config()).await;
     for auth in [
         "Token token=tok-2",
         "Token token=",
@@ -614,7 +369,9 @@ async fn wrong_or_malformed_token_is_401() {
         "tok-1",
         "Bearer",
     ] {
-        let answer = Target::new(&server, DS, Some(auth)).setup("a.bin", 1).await;
+        let answer = Api::with_auth(&server, DS, Some(auth))
+            .setup("a.bin", 1)
+            .await;
         assert_eq!(answer.status, 401, "{auth:?} was let in");
         assert_unauthorized(&answer);
     }
@@ -630,21 +387,21 @@ async fn token_of_another_dataset_is_401() {
     )
     .await;
     assert_unauthorized(
-        &Target::new(&server, "IDB-B", Some("Token token=tok-a"))
+        &Api::with_auth(&server, "IDB-B", Some("Token token=tok-a"))
             .setup("a.bin", 1)
             .await,
     );
     assert_unauthorized(
-        &Target::new(&server, "IDB-A", Some("Token token=tok-b"))
+        &Api::with_auth(&server, "IDB-A", Some("Token token=tok-b"))
             .setup("a.bin", 1)
             .await,
     );
     // Each token works on its own dataset.
-    Target::new(&server, "IDB-A", Some("Token token=tok-a"))
+    Api::with_auth(&server, "IDB-A", Some("Token token=tok-a"))
         .setup("a.bin", 1)
         .await
         .expect(200);
-    Target::new(&server, "IDB-B", Some("Token token=tok-b"))
+    Api::with_auth(&server, "IDB-B", Some("Token token=tok-b"))
         .setup("a.bin", 1)
         .await
         .expect(200);
@@ -652,28 +409,23 @@ async fn token_of_another_dataset_is_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_and_quoted_token_forms_are_accepted() {
-    let server = start_default().await;
+    let server = start(config()).await;
     for (i, auth) in ["Bearer tok-1", "Token token=\"tok-1\"", "Token token=tok-1"]
         .into_iter()
         .enumerate()
     {
-        let api = Target::new(&server, DS, Some(auth));
+        let api = Api::with_auth(&server, DS, Some(auth));
         let name = format!("f{i}.bin");
         let sent = data(100, i as u64);
         let answer = api.upload(&name, &sent, 40).await;
-        assert_verified(&server, DS, &name, &answer, &sent);
+        assert_verified_in(&server, DS, &name, &answer, &sent);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_is_401() {
-    let server = start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .token_ttl(Duration::ZERO),
-    )
-    .await;
-    let api = Target::default(&server);
+    let server = start(config().token_ttl(Duration::ZERO)).await;
+    let api = Api::new(&server);
     assert_unauthorized(&api.setup("a.bin", 1).await);
     assert_unauthorized(&api.verify("a.bin").await);
 }
@@ -681,14 +433,14 @@ async fn expired_token_is_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorised_large_transfer_still_gets_its_401() {
     // The answer comes before the body is read; the client must still see it.
-    let server = start_default().await;
+    let server = start(config()).await;
     let chunk = data(3 * 1024 * 1024, 4);
-    let answer = Target::new(&server, DS, Some("Token token=nope"))
+    let answer = Api::with_auth(&server, DS, Some("Token token=nope"))
         .transfer("a.bin", 0, &chunk)
         .await;
     assert_unauthorized(&answer);
     // And the same client (connection) keeps working.
-    let api = Target::default(&server);
+    let api = Api::new(&server);
     api.setup("a.bin", 1).await.expect(200);
 }
 
@@ -698,9 +450,9 @@ async fn unauthorised_large_transfer_still_gets_its_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_dataset_is_404_even_with_a_right_token() {
-    let server = start_default().await;
+    let server = start(config()).await;
     for auth in [Some(AUTH), None] {
-        let answer = Target::new(&server, "IDB-404", auth)
+        let answer = Api::with_auth(&server, "IDB-404", auth)
             .setup("a.bin", 1)
             .await;
         answer.expect(404);
@@ -710,13 +462,8 @@ async fn unknown_dataset_is_404_even_with_a_right_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_dataset_is_404_even_with_its_token() {
-    let server = start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .published_dataset("IDB-P", "tok-p"),
-    )
-    .await;
-    let api = Target::new(&server, "IDB-P", Some("Token token=tok-p"));
+    let server = start(config().published_dataset("IDB-P", "tok-p")).await;
+    let api = Api::with_auth(&server, "IDB-P", Some("Token token=tok-p"));
     for answer in [
         api.setup("a.bin", 1).await,
         api.transfer("a.bin", 0, b"x").await,
@@ -726,8 +473,8 @@ async fn published_dataset_is_404_even_with_its_token() {
         assert_eq!(answer.text(), "Dataset Not Found");
     }
     // `publish` on an existing draft does the same.
-    let server = start(MockConfig::new().dataset(DS, TOKEN).publish(DS)).await;
-    let answer = Target::default(&server).setup("a.bin", 1).await;
+    let server = start(config().publish(DS)).await;
+    let answer = Api::new(&server).setup("a.bin", 1).await;
     answer.expect(404);
     assert_eq!(answer.text(), "Dataset Not Found");
 }
@@ -738,8 +485,8 @@ async fn published_dataset_is_404_even_with_its_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_with_a_gap_is_409_with_expected_offset() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(300, 5);
     api.setup("gap.bin", 300).await.expect(200);
     let answer = api.transfer("gap.bin", 5, &sent[5..100]).await;
@@ -754,14 +501,14 @@ async fn transfer_with_a_gap_is_409_with_expected_offset() {
     // Nothing of the refused chunks was kept: the upload goes on from 100.
     api.transfer("gap.bin", 100, &sent[100..]).await.expect(200);
     let answer = api.verify("gap.bin").await;
-    assert_verified(&server, DS, "gap.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "gap.bin", &answer, &sent);
     assert_eq!(server.stats().bytes_accepted, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_transfer_with_other_bytes_is_409_with_expected_offset() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(300, 6);
     let other = data(300, 7);
     api.setup("overlap.bin", 300).await.expect(200);
@@ -789,14 +536,14 @@ async fn overlapping_transfer_with_other_bytes_is_409_with_expected_offset() {
         .await
         .expect(200);
     let answer = api.verify("overlap.bin").await;
-    assert_verified(&server, DS, "overlap.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "overlap.bin", &answer, &sent);
     assert_eq!(server.stats().bytes_accepted, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_past_the_declared_size_is_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(101, 8);
     api.setup("end.bin", 100).await.expect(200);
     api.transfer("end.bin", 0, &sent).await.expect(400);
@@ -808,7 +555,7 @@ async fn chunk_past_the_declared_size_is_400() {
         .await
         .expect(200);
     let answer = api.verify("end.bin").await;
-    assert_verified(&server, DS, "end.bin", &answer, &sent[..100]);
+    assert_verified_in(&server, DS, "end.bin", &answer, &sent[..100]);
     // Even one byte after a complete file is past the end.
     api.setup("zero.bin", 0).await.expect(200);
     api.transfer("zero.bin", 0, b"x").await.expect(400);
@@ -816,8 +563,8 @@ async fn chunk_past_the_declared_size_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_filenames_are_400_on_setup() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     for name in ["", "a/b", "/abs", "dir/", "../x", "..", ".", "a\\b", "a\0b"] {
         let answer = api.setup(name, 1).await;
         assert_eq!(answer.status, 400, "filename {name:?}: {}", answer.text());
@@ -834,7 +581,7 @@ async fn bad_filenames_are_400_on_setup() {
     }
     // No filename field at all.
     let answer = api
-        .multipart(Form::new().text("phase", "setup").text("filesize", "1"))
+        .send(Form::new().text("phase", "setup").text("filesize", "1"))
         .await;
     answer.expect(400);
     // Nothing was written outside the dataset's directory.
@@ -853,8 +600,8 @@ async fn bad_filenames_are_400_on_setup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_filesizes_are_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let over = (MAX_SIZE + 1).to_string();
     for size in [
         over.as_str(),
@@ -868,11 +615,11 @@ async fn bad_filesizes_are_400() {
         "0x10",
         "1e3",
     ] {
-        let answer = api.multipart(setup_form("s.bin", size)).await;
+        let answer = api.send(setup_form_text("s.bin", size)).await;
         assert_eq!(answer.status, 400, "filesize {size:?}: {}", answer.text());
     }
     // Missing filesize.
-    api.multipart(Form::new().text("phase", "setup").text("filename", "s.bin"))
+    api.send(Form::new().text("phase", "setup").text("filename", "s.bin"))
         .await
         .expect(400);
     // None of them opened a session.
@@ -883,8 +630,8 @@ async fn bad_filesizes_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesize_of_exactly_2_tib_is_accepted() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     api.setup("huge.bin", MAX_SIZE).await.expect(200);
     api.transfer("huge.bin", 0, b"first bytes")
         .await
@@ -897,8 +644,8 @@ async fn filesize_of_exactly_2_tib_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_over_max_chunk_is_413_and_the_server_keeps_working() {
-    let server = start(MockConfig::new().dataset(DS, TOKEN).max_chunk(1024)).await;
-    let api = Target::default(&server);
+    let server = start(config().max_chunk(1024)).await;
+    let api = Api::new(&server);
     let sent = data(2048, 9);
     api.setup("big.bin", 2048).await.expect(200);
 
@@ -908,7 +655,7 @@ async fn chunk_over_max_chunk_is_413_and_the_server_keeps_working() {
     let large = data(4 * 1024 * 1024, 10);
     api.transfer("big.bin", 0, &large).await.expect(413);
     api.raw(
-        Some("application/x-www-form-urlencoded"),
+        Some(URLENCODED),
         format!(
             "phase=transfer&filename=big.bin&previous_size=0&bytechunk={}",
             "A".repeat(8 * 1024)
@@ -922,19 +669,19 @@ async fn chunk_over_max_chunk_is_413_and_the_server_keeps_working() {
     // Same client, then a fresh client on a new connection: the server goes on,
     // and the session is unharmed.
     api.transfer("big.bin", 0, &sent[..1024]).await.expect(200);
-    let fresh = Target::default(&server);
+    let fresh = Api::new(&server);
     fresh
         .transfer("big.bin", 1024, &sent[1024..])
         .await
         .expect(200);
     let answer = fresh.verify("big.bin").await;
-    assert_verified(&server, DS, "big.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "big.bin", &answer, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_before_the_last_byte_is_409_with_counts() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(100, 11);
     api.setup("early.bin", 100).await.expect(200);
     let answer = api.verify("early.bin").await;
@@ -952,13 +699,13 @@ async fn verify_before_the_last_byte_is_409_with_counts() {
     // The early verify did not close the session.
     api.transfer("early.bin", 99, &sent[99..]).await.expect(200);
     let answer = api.verify("early.bin").await;
-    assert_verified(&server, DS, "early.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "early.bin", &answer, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_and_verify_without_setup_are_409_no_session() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     for answer in [
         api.transfer("none.bin", 0, b"abc").await,
         api.verify("none.bin").await,
@@ -981,11 +728,11 @@ async fn transfer_and_verify_without_setup_are_409_no_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_of_a_verified_name_is_409_and_nothing_is_overwritten() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(50, 12);
     let answer = api.upload("done.bin", &sent, 20).await;
-    assert_verified(&server, DS, "done.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "done.bin", &answer, &sent);
 
     for size in [50, 10, 0] {
         let answer = api.setup("done.bin", size).await;
@@ -1001,7 +748,7 @@ async fn setup_of_a_verified_name_is_409_and_nothing_is_overwritten() {
         .await;
     answer.expect(409);
     // The file and its receipt are as verified.
-    assert_verified(
+    assert_verified_in(
         &server,
         DS,
         "done.bin",
@@ -1009,24 +756,19 @@ async fn setup_of_a_verified_name_is_409_and_nothing_is_overwritten() {
         &sent,
     );
     // The same name in another dataset is another file.
-    let server2 = start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .dataset("IDB-2", "tok-2"),
-    )
-    .await;
-    let a = Target::default(&server2);
-    let b = Target::new(&server2, "IDB-2", Some("Token token=tok-2"));
+    let server2 = start(config().dataset("IDB-2", "tok-2")).await;
+    let a = Api::new(&server2);
+    let b = Api::with_auth(&server2, "IDB-2", Some("Token token=tok-2"));
     let answer = a.upload("same.bin", &sent, 50).await;
-    assert_verified(&server2, DS, "same.bin", &answer, &sent);
+    assert_verified_in(&server2, DS, "same.bin", &answer, &sent);
     let answer = b.upload("same.bin", &sent[..7], 50).await;
-    assert_verified(&server2, "IDB-2", "same.bin", &answer, &sent[..7]);
+    assert_verified_in(&server2, "IDB-2", "same.bin", &answer, &sent[..7]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_retry_of_the_last_chunk_is_200_and_not_double_counted() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(300, 13);
     api.setup("retry.bin", 300).await.expect(200);
     api.transfer("retry.bin", 0, &sent[..100]).await.expect(200);
@@ -1059,7 +801,7 @@ async fn identical_retry_of_the_last_chunk_is_200_and_not_double_counted() {
         .await
         .expect(200);
     let answer = api.verify("retry.bin").await;
-    assert_verified(&server, DS, "retry.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "retry.bin", &answer, &sent);
     assert_eq!(server.stats().bytes_accepted, 300);
 }
 
@@ -1067,8 +809,8 @@ async fn identical_retry_of_the_last_chunk_is_200_and_not_double_counted() {
 async fn resending_an_earlier_identical_chunk_does_not_corrupt_the_file() {
     // The contract answers a chunk identical to the one stored at that offset with
     // 200; in store mode that holds for any earlier chunk. Nothing is stored twice.
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(300, 14);
     api.setup("again.bin", 300).await.expect(200);
     api.transfer("again.bin", 0, &sent[..100]).await.expect(200);
@@ -1088,13 +830,13 @@ async fn resending_an_earlier_identical_chunk_does_not_corrupt_the_file() {
         .await
         .expect(200);
     let answer = api.verify("again.bin").await;
-    assert_verified(&server, DS, "again.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "again.bin", &answer, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_setup_on_an_open_session_resets_it() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let first = data(100, 15);
     let second = data(80, 16);
     api.setup("reset.bin", 100).await.expect(200);
@@ -1115,16 +857,16 @@ async fn second_setup_on_an_open_session_resets_it() {
         .await
         .expect(200);
     let answer = api.verify("reset.bin").await;
-    assert_verified(&server, DS, "reset.bin", &answer, &second);
+    assert_verified_in(&server, DS, "reset.bin", &answer, &second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_file_verifies_with_the_blake3_of_empty_input() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     api.setup("empty.bin", 0).await.expect(200);
     let answer = api.verify("empty.bin").await;
-    assert_verified(&server, DS, "empty.bin", &answer, b"");
+    assert_verified_in(&server, DS, "empty.bin", &answer, b"");
     assert_eq!(
         answer.json()["blake3"],
         json!("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
@@ -1144,11 +886,11 @@ async fn empty_file_verifies_with_the_blake3_of_empty_input() {
 /// so a file of that (valid) name could not be verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filename_dot_incoming_can_be_uploaded() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let sent = data(10, 17);
     let answer = api.upload(".incoming", &sent, 10).await;
-    assert_verified(&server, DS, ".incoming", &answer, &sent);
+    assert_verified_in(&server, DS, ".incoming", &answer, &sent);
 }
 
 // ---------------------------------------------------------------------------
@@ -1163,8 +905,8 @@ fn multipart_type() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_without_closing_boundary_is_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     api.setup("cut.bin", 10).await.expect(200);
     let body = raw_multipart(
         BOUNDARY,
@@ -1209,27 +951,25 @@ async fn multipart_without_closing_boundary_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_phase_is_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
-    api.multipart(Form::new().text("filename", "a.bin").text("filesize", "1"))
+    let server = start(config()).await;
+    let api = Api::new(&server);
+    api.send(Form::new().text("filename", "a.bin").text("filesize", "1"))
         .await
         .expect(400);
     api.urlencoded(&[("filename", "a.bin"), ("filesize", "1")])
         .await
         .expect(400);
     // Empty bodies carry no phase either.
-    api.raw(Some("application/x-www-form-urlencoded"), Vec::new())
-        .await
-        .expect(400);
+    api.raw(Some(URLENCODED), Vec::new()).await.expect(400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_phase_is_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     for phase in ["upload", "SETUP", "", "setup "] {
         let answer = api
-            .multipart(setup_form("a.bin", "1").text("phase", phase.to_owned()))
+            .send(setup_form("a.bin", 1).text("phase", phase.to_owned()))
             .await;
         assert_eq!(answer.status, 400, "phase {phase:?}: {}", answer.text());
     }
@@ -1242,31 +982,26 @@ async fn unknown_phase_is_400() {
         .text("phase", "transfer")
         .text("filename", "a.bin")
         .text("previous_size", "0");
-    api.multipart(form).await.expect(400);
+    api.send(form).await.expect(400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_urlencoded_escape_is_400() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     for body in [
         "phase=setup&filename=a%2&filesize=1",
         "phase=setup&filename=a%zz&filesize=1",
     ] {
-        let answer = api
-            .raw(
-                Some("application/x-www-form-urlencoded"),
-                body.as_bytes().to_vec(),
-            )
-            .await;
+        let answer = api.raw(Some(URLENCODED), body.as_bytes().to_vec()).await;
         assert_eq!(answer.status, 400, "{body:?}: {}", answer.text());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_content_type_is_415() {
-    let server = start_default().await;
-    let api = Target::default(&server);
+    let server = start(config()).await;
+    let api = Api::new(&server);
     let body = b"phase=setup&filename=a.bin&filesize=1".to_vec();
     api.raw(Some("text/plain"), body.clone()).await.expect(415);
     api.raw(Some("application/json"), br#"{"phase":"setup"}"#.to_vec())
@@ -1282,9 +1017,9 @@ async fn unsupported_content_type_is_415() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_knob_holds_every_answer_back() {
     let latency = Duration::from_millis(200);
-    let server = start(MockConfig::new().dataset(DS, TOKEN).latency(latency)).await;
-    let api = Target::default(&server);
-    let anonymous = Target::new(&server, DS, None);
+    let server = start(config().latency(latency)).await;
+    let api = Api::new(&server);
+    let anonymous = Api::with_auth(&server, DS, None);
 
     let t = Instant::now();
     api.setup("slow.bin", 3).await.expect(200);
@@ -1310,12 +1045,12 @@ async fn latency_knob_holds_every_answer_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_storage_hashes_but_keeps_no_file() {
-    let server = start(MockConfig::new().dataset(DS, TOKEN).storage(Storage::Sink)).await;
+    let server = start(config().storage(Storage::Sink)).await;
     assert!(server.store_dir().is_none());
-    let api = Target::default(&server);
+    let api = Api::new(&server);
     let sent = data(700_001, 18);
     let answer = api.upload("sink.bin", &sent, 100_000).await;
-    assert_verified(&server, DS, "sink.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "sink.bin", &answer, &sent);
     assert!(server.stored_file(DS, "sink.bin").is_none());
     assert_eq!(server.stats().bytes_accepted, sent.len() as u64);
     // The protocol's refusals still apply in sink mode.
@@ -1330,16 +1065,11 @@ async fn sink_storage_hashes_but_keeps_no_file() {
 async fn dir_storage_puts_files_under_the_dataset() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let root = dir.path().join("store");
-    let server = start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .storage(Storage::Dir(root.clone())),
-    )
-    .await;
-    let api = Target::default(&server);
+    let server = start(config().storage(Storage::Dir(root.clone()))).await;
+    let api = Api::new(&server);
     let sent = data(1000, 19);
     let answer = api.upload("dir.bin", &sent, 300).await;
-    assert_verified(&server, DS, "dir.bin", &answer, &sent);
+    assert_verified_in(&server, DS, "dir.bin", &answer, &sent);
     assert_eq!(
         std::fs::read(root.join(DS).join("dir.bin")).expect("read the stored file"),
         sent
@@ -1352,9 +1082,9 @@ async fn dir_storage_puts_files_under_the_dataset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_returns_and_later_connects_fail() {
-    let server = start_default().await;
+    let server = start(config()).await;
     let addr: SocketAddr = server.addr();
-    let api = Target::default(&server);
+    let api = Api::new(&server);
     // Leave an idle keep-alive connection in the client's pool.
     api.setup("a.bin", 1).await.expect(200);
 
@@ -1364,7 +1094,7 @@ async fn shutdown_returns_and_later_connects_fail() {
 
     let connect = tokio::net::TcpStream::connect(addr).await;
     assert!(connect.is_err(), "a connect after shutdown succeeded");
-    let error = api.post().multipart(setup_form("b.bin", "1")).send().await;
+    let error = api.post().multipart(setup_form("b.bin", 1)).send().await;
     assert!(
         error.is_err(),
         "a request after shutdown got an answer: {:?}",
@@ -1374,23 +1104,15 @@ async fn shutdown_returns_and_later_connects_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_request_in_flight_finish() {
-    let server = start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .latency(Duration::from_millis(300)),
-    )
-    .await;
-    let api = Target::default(&server);
+    let server = start(config().latency(Duration::from_millis(300))).await;
+    let api = Api::new(&server);
     let in_flight = tokio::spawn(async move { api.setup("a.bin", 1).await });
     // The mock counts a request before holding its answer back by the latency:
     // wait (without sleeping) until this one is being held.
-    tokio::time::timeout(HANG, async {
-        while server.stats().requests == 0 {
-            tokio::task::yield_now().await;
-        }
+    until("the request reaches the mock", || {
+        server.stats().requests > 0
     })
-    .await
-    .expect("the request reaches the mock");
+    .await;
 
     tokio::time::timeout(HANG, server.shutdown())
         .await

@@ -92,6 +92,13 @@ impl HashState {
         }
     }
 
+    /// Hashes whatever of `source` is not hashed yet, reading it from the file
+    /// (when a plan ended before the hash reached the end, as a resumed upload
+    /// whose server already held everything). Blocking: call it off async threads.
+    pub fn complete(&mut self, source: &SourceFile) -> Result<(), ReadError> {
+        self.catch_up(source, source.size(), true)
+    }
+
     /// Hashes `self.upto..to` from the file without sending it.
     fn catch_up(&mut self, source: &SourceFile, to: u64, release: bool) -> Result<(), ReadError> {
         while self.upto < to {

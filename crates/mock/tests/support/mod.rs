@@ -1,13 +1,13 @@
-//! Helpers shared by the offset-mode and fault tests: a reqwest client that speaks
-//! the chunked API, answers read whole, seeded test bytes, and raw HTTP over a
-//! `TcpStream` for what a client library would hide (a connection closed without
-//! a status line).
+//! Helpers shared by the mock's integration tests: a reqwest client that speaks
+//! the chunked API (multipart, urlencoded or raw bodies), answers read whole,
+//! seeded test bytes, and raw HTTP over a `TcpStream` for what a client library
+//! would hide (a connection closed without a status line).
 #![allow(dead_code)] // each test file uses its own share of these
 
 use std::time::Duration;
 
 use idb_mock::{MockConfig, MockServer};
-use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,8 +87,8 @@ pub fn config() -> MockConfig {
 pub struct Api {
     client: reqwest::Client,
     url: String,
-    /// The whole `Authorization` value.
-    auth: String,
+    /// The whole `Authorization` value; `None` sends no header.
+    auth: Option<String>,
 }
 
 impl Api {
@@ -98,31 +98,41 @@ impl Api {
 
     /// A client that gives up on an answer after `timeout`.
     pub fn with_timeout(server: &MockServer, timeout: Duration) -> Self {
-        Self {
-            client: client_with_timeout(timeout),
-            url: format!("{}/api/dataset/{DS}/datafile", server.url()),
-            auth: AUTH.to_owned(),
-        }
+        Self::build(server, DS, Some(AUTH), timeout)
     }
 
     /// `dataset`'s endpoint, sending `token`.
     pub fn for_dataset(server: &MockServer, dataset: &str, token: &str) -> Self {
+        Self::with_auth(server, dataset, Some(&format!("Token token={token}")))
+    }
+
+    /// `dataset`'s endpoint, sending `auth` as the whole `Authorization` value,
+    /// or no such header for `None`.
+    pub fn with_auth(server: &MockServer, dataset: &str, auth: Option<&str>) -> Self {
+        Self::build(server, dataset, auth, HANG)
+    }
+
+    fn build(server: &MockServer, dataset: &str, auth: Option<&str>, timeout: Duration) -> Self {
         Self {
-            client: client_with_timeout(HANG),
+            client: client_with_timeout(timeout),
             url: format!("{}/api/dataset/{dataset}/datafile", server.url()),
-            auth: format!("Token token={token}"),
+            auth: auth.map(str::to_owned),
         }
     }
 
-    /// Sends a multipart call; `Err` when no answer came (transport error, timeout).
-    pub async fn try_send(&self, form: Form) -> Result<Answer, reqwest::Error> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header(AUTHORIZATION, &self.auth)
-            .multipart(form)
-            .send()
-            .await?;
+    /// A POST to the endpoint, authorised as this `Api` is.
+    pub fn post(&self) -> reqwest::RequestBuilder {
+        let request = self.client.post(&self.url);
+        match &self.auth {
+            Some(auth) => request.header(AUTHORIZATION, auth),
+            None => request,
+        }
+    }
+
+    /// Sends a request and reads its answer whole; `Err` when no answer came
+    /// (transport error, timeout).
+    async fn try_request(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await?.to_vec();
@@ -133,10 +143,35 @@ impl Api {
         })
     }
 
-    pub async fn send(&self, form: Form) -> Answer {
-        self.try_send(form)
+    async fn request(request: reqwest::RequestBuilder) -> Answer {
+        Self::try_request(request)
             .await
             .expect("the request reaches the mock and gets an answer")
+    }
+
+    /// Sends a multipart call; `Err` when no answer came (transport error, timeout).
+    pub async fn try_send(&self, form: Form) -> Result<Answer, reqwest::Error> {
+        Self::try_request(self.post().multipart(form)).await
+    }
+
+    /// Sends a call as `multipart/form-data`.
+    pub async fn send(&self, form: Form) -> Answer {
+        Self::request(self.post().multipart(form)).await
+    }
+
+    /// Sends a call as `application/x-www-form-urlencoded`.
+    pub async fn urlencoded(&self, pairs: &[(&str, &str)]) -> Answer {
+        self.raw(Some(URLENCODED), urlencode(pairs).into_bytes())
+            .await
+    }
+
+    /// Sends `body` as is, with this content type (none for `None`).
+    pub async fn raw(&self, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+        let mut request = self.post().body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        Self::request(request).await
     }
 
     pub async fn setup(&self, name: &str, size: u64) -> Answer {
@@ -150,13 +185,32 @@ impl Api {
     pub async fn verify(&self, name: &str) -> Answer {
         self.send(verify_form(name)).await
     }
+
+    /// Setup, every chunk in order, verify, all multipart; asserts a 200 for each
+    /// call and returns the verify answer.
+    pub async fn upload(&self, name: &str, data: &[u8], chunk: usize) -> Answer {
+        self.setup(name, data.len() as u64).await.expect(200);
+        let mut offset = 0;
+        for piece in data.chunks(chunk) {
+            self.transfer(name, offset, piece).await.expect(200);
+            offset += piece.len() as u64;
+        }
+        let answer = self.verify(name).await;
+        answer.expect(200);
+        answer
+    }
 }
 
 pub fn setup_form(name: &str, size: u64) -> Form {
+    setup_form_text(name, &size.to_string())
+}
+
+/// A setup form whose `filesize` is any text, a number or not.
+pub fn setup_form_text(name: &str, filesize: &str) -> Form {
     Form::new()
         .text("phase", "setup")
         .text("filename", name.to_owned())
-        .text("filesize", size.to_string())
+        .text("filesize", filesize.to_owned())
 }
 
 pub fn transfer_form(name: &str, offset: u64, chunk: &[u8]) -> Form {
@@ -174,6 +228,33 @@ pub fn verify_form(name: &str) -> Form {
     Form::new()
         .text("phase", "verify")
         .text("filename", name.to_owned())
+}
+
+pub const URLENCODED: &str = "application/x-www-form-urlencoded";
+
+/// `application/x-www-form-urlencoded` as browsers and Python's `urlencode` write it.
+pub fn urlencode(pairs: &[(&str, &str)]) -> String {
+    fn encode(out: &mut String, text: &str) {
+        for b in text.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                b => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(&mut out, name);
+        out.push('=');
+        encode(&mut out, value);
+    }
+    out
 }
 
 /// Deterministic, incompressible-looking test bytes.
@@ -197,12 +278,44 @@ pub fn blake3_hex(bytes: &[u8]) -> String {
 /// (store mode) holds exactly `sent`.
 #[track_caller]
 pub fn assert_verified(server: &MockServer, name: &str, answer: &Answer, sent: &[u8]) {
+    check_verified(server, DS, name, answer, sent, false);
+}
+
+/// [`assert_verified`] in `dataset`, checking the server's own receipt as well.
+#[track_caller]
+pub fn assert_verified_in(
+    server: &MockServer,
+    dataset: &str,
+    name: &str,
+    answer: &Answer,
+    sent: &[u8],
+) {
+    check_verified(server, dataset, name, answer, sent, true);
+}
+
+#[track_caller]
+fn check_verified(
+    server: &MockServer,
+    dataset: &str,
+    name: &str,
+    answer: &Answer,
+    sent: &[u8],
+    receipt: bool,
+) {
     answer.expect(200);
     let body = answer.json();
     assert_eq!(body["filename"], name, "{body}");
     assert_eq!(body["size"], sent.len() as u64, "{body}");
     assert_eq!(body["blake3"], blake3_hex(sent), "{body}");
-    if let Some(path) = server.stored_file(DS, name) {
+    if receipt {
+        let receipt = server
+            .receipt(dataset, name)
+            .expect("a receipt after verify");
+        assert_eq!(receipt.filename, name);
+        assert_eq!(receipt.size, sent.len() as u64);
+        assert_eq!(receipt.blake3, blake3_hex(sent));
+    }
+    if let Some(path) = server.stored_file(dataset, name) {
         let stored = std::fs::read(&path).expect("read the stored file");
         assert!(
             stored == sent,
@@ -246,7 +359,7 @@ pub async fn raw_post_with(server: &MockServer, extra: &str, body: &[u8]) -> Raw
         .expect("connect to the mock");
     let head = format!(
         "POST /api/dataset/{DS}/datafile HTTP/1.1\r\nHost: {}\r\nAuthorization: {AUTH}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Content-Type: {URLENCODED}\r\nContent-Length: {}\r\n\
          {extra}Connection: close\r\n\r\n",
         server.addr(),
         body.len()

@@ -1,0 +1,189 @@
+//! Resuming from the journal, in process: the edge cases a review found.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use idb_engine::{DatasetKey, Error, Event, FileOutcome, Report, Token, UploadConfig, Uploader};
+use idb_mock::{MockConfig, MockServer, Storage};
+
+const DS: &str = "IDB-R1";
+const OLD: &str = "old-token";
+const NEW: &str = "new-token";
+
+fn data(len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new_derive_key("idb resume tests")
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn config(server: &MockServer, token: &str, journal: &Path, chunk: u64, max: u64) -> UploadConfig {
+    let mut config = UploadConfig::new(
+        server.url().parse().unwrap(),
+        DatasetKey::new(DS).unwrap(),
+        Token::new(token).unwrap(),
+    )
+    .chunk_size(chunk);
+    config.max_chunk_size = max;
+    config.journal_dir = Some(journal.to_path_buf());
+    config
+}
+
+async fn upload(config: UploadConfig, path: &Path, events: &dyn idb_engine::EventSink) -> Report {
+    let uploader = Uploader::new(config).unwrap();
+    let files = uploader.check(&[path.to_path_buf()]).unwrap();
+    uploader.upload(files, events).await
+}
+
+/// A first run stopped by a 401 once `stop_at` chunks are acknowledged; returns
+/// the bytes the server holds.
+async fn interrupted(
+    server: &MockServer,
+    config: UploadConfig,
+    path: &Path,
+    stop_at: usize,
+) -> u64 {
+    let acks = Mutex::new(0);
+    let sink = |e: Event| {
+        if let Event::ChunkAcked { .. } = e {
+            let mut acks = acks.lock().unwrap();
+            *acks += 1;
+            if *acks == stop_at {
+                server.expire_tokens();
+            }
+        }
+    };
+    let report = upload(config, path, &sink).await;
+    assert!(
+        matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+        "{report:#?}"
+    );
+    server.add_token(DS, NEW, None).unwrap();
+    report.files[0].acked
+}
+
+fn journals(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// Regression: a journal saying the server holds the whole file (killed between
+/// the last chunk and verify) made the resumed run fail with "the reader did not
+/// hash the whole file" after a successful verify, on every later run too.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_with_everything_sent_verifies() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let bytes = data(200_000);
+    let path = dir.path().join("all.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let held = interrupted(
+        &server,
+        config(&server, OLD, &journal, 50_000, 50_000),
+        &path,
+        4,
+    )
+    .await;
+    assert_eq!(held, 200_000);
+
+    let report = upload(
+        config(&server, NEW, &journal, 50_000, 50_000),
+        &path,
+        &idb_engine::NoEvents,
+    )
+    .await;
+
+    assert!(report.all_verified(), "{report:#?}");
+    let FileOutcome::Verified { blake3, .. } = &report.files[0].outcome else {
+        unreachable!()
+    };
+    assert_eq!(*blake3, blake3::hash(&bytes).to_hex().to_string());
+    assert!(journals(&journal).is_empty());
+}
+
+/// Regression: when the server held more than the journal said by more than the
+/// resumed run's first chunk, the 409 naming its offset was taken for another
+/// upload of the same file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_ahead_of_the_journal_is_followed() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, OLD).storage(Storage::Sink))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let bytes = data(300_000);
+    let path = dir.path().join("ahead.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let held = interrupted(
+        &server,
+        config(&server, OLD, &journal, 20_000, 20_000),
+        &path,
+        6,
+    )
+    .await;
+    assert!(held >= 120_000);
+    // The journal lags the server (as after a kill before the save): back to 0.
+    let file = journals(&journal).pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+    entry["acked"] = 0.into();
+    std::fs::write(&file, entry.to_string()).unwrap();
+
+    let report = upload(
+        config(&server, NEW, &journal, 20_000, 20_000),
+        &path,
+        &idb_engine::NoEvents,
+    )
+    .await;
+
+    assert!(report.all_verified(), "{report:#?}");
+    assert_eq!(
+        server.receipt(DS, "ahead.bin").unwrap().blake3,
+        blake3::hash(&bytes).to_hex().to_string()
+    );
+}
+
+/// Regression: a resumed upload has no setup to measure the round trip with, so
+/// it never grew its chunks; it now starts at the size the last run reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_upload_keeps_its_chunk_size() {
+    let server = MockServer::start(
+        MockConfig::new()
+            .dataset(DS, OLD)
+            .latency(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let bytes = data(8 << 20);
+    let path = dir.path().join("grow.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let held = interrupted(
+        &server,
+        config(&server, OLD, &journal, 64 << 10, 1 << 20),
+        &path,
+        4,
+    )
+    .await;
+    let first_run = server.accepted(DS, "grow.bin").len();
+
+    let report = upload(
+        config(&server, NEW, &journal, 64 << 10, 1 << 20),
+        &path,
+        &idb_engine::NoEvents,
+    )
+    .await;
+
+    assert!(report.all_verified(), "{report:#?}");
+    let log = server.accepted(DS, "grow.bin");
+    let resumed = &log[first_run..];
+    assert_eq!(resumed[0].0, held);
+    assert_eq!(resumed[0].1, 1 << 20, "{log:?}");
+}
