@@ -237,22 +237,8 @@ impl TestCommand {
     }
 
     /// Runs the command to the end (at most [`HANG`]) and returns what it did.
-    pub fn run(mut self) -> Run {
-        let shown = self.shown();
-        let child = self
-            .cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-        let (status, stdout, stderr) = finish(child, &shown);
-        Run {
-            shown,
-            status,
-            stdout,
-            stderr,
-        }
+    pub fn run(self) -> Run {
+        self.spawn().wait()
     }
 }
 
