@@ -238,15 +238,7 @@ fn an_upload_to_an_offset_mode_server_verifies() {
     let server = start(&dir, &["--mode", "offset"]);
     let (path, bytes) = dir.random_file("offset.bin", 5 * CHUNK + 3);
     let run = dir
-        .idb([
-            "upload",
-            "--chunk-size",
-            "64KiB",
-            "--dataset",
-            KEY,
-            "--server",
-        ])
-        .arg(&server.url)
+        .upload_to(&server.url, KEY, "64KiB")
         .token(TOK)
         .arg(&path)
         .run();

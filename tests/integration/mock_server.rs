@@ -56,15 +56,7 @@ fn store_dir_holds_the_file_byte_identical() {
     let (path, bytes) = dir.random_file("upload/kept.h5", 2 * CHUNK + 77);
 
     let run = dir
-        .idb([
-            "upload",
-            "--chunk-size",
-            "64KiB",
-            "--dataset",
-            KEY,
-            "--server",
-        ])
-        .arg(&server.url)
+        .upload_to(&server.url, KEY, "64KiB")
         .token(TOK)
         .arg(&path)
         .run();

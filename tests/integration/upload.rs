@@ -287,15 +287,7 @@ fn server_url_with_a_trailing_slash() {
     let (path, bytes) = dir.random_file("slash.bin", CHUNK + 2);
 
     let run = dir
-        .idb([
-            "upload",
-            "--chunk-size",
-            "64KiB",
-            "--dataset",
-            DS,
-            "--server",
-        ])
-        .arg(format!("{}/", mock.url()))
+        .upload_to(&format!("{}/", mock.url()), DS, "64KiB")
         .token(TOKEN)
         .arg(&path)
         .run();

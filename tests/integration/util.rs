@@ -164,6 +164,11 @@ impl Dir {
 
     /// [`Dir::upload`] with another `--chunk-size`.
     pub fn upload_chunked(&self, mock: &Mock, dataset: &str, chunk_size: &str) -> TestCommand {
+        self.upload_to(&mock.url(), dataset, chunk_size)
+    }
+
+    /// [`Dir::upload_chunked`] to any server address (a child mock, a URL variant).
+    pub fn upload_to(&self, server: &str, dataset: &str, chunk_size: &str) -> TestCommand {
         self.idb([
             "upload",
             "--chunk-size",
@@ -173,8 +178,8 @@ impl Dir {
             "--dataset",
             dataset,
             "--server",
+            server,
         ])
-        .arg(mock.url())
     }
 }
 
@@ -269,17 +274,11 @@ pub struct Running {
 impl Running {
     /// Kills it with SIGKILL (no chance to clean up) and collects what it printed.
     pub fn kill9(mut self) -> Run {
-        let mut child = self.child.take().expect("stopped once");
+        let child = self.child.as_mut().expect("stopped once");
         child
             .kill()
             .unwrap_or_else(|e| panic!("kill {}: {e}", self.shown));
-        let (status, stdout, stderr) = finish(child, &self.shown);
-        Run {
-            shown: self.shown.clone(),
-            status,
-            stdout,
-            stderr,
-        }
+        self.wait()
     }
 
     /// Waits for it to end by itself (at most [`HANG`]).
