@@ -123,7 +123,7 @@ pub struct MockServerArgs {
     #[arg(
         long,
         default_value = "strict",
-        value_parser = crate::mock_server::parse_mode,
+        value_parser = parse_mode,
         value_name = "MODE"
     )]
     pub mode: idb_mock::WriteMode,
@@ -131,7 +131,7 @@ pub struct MockServerArgs {
     #[arg(
         long,
         default_value_t = idb_mock::DEFAULT_FAULT_RATE,
-        value_parser = crate::mock_server::parse_fault_rate,
+        value_parser = parse_fault_rate,
         value_name = "P"
     )]
     pub fault_rate: f64,
@@ -140,7 +140,7 @@ pub struct MockServerArgs {
         long,
         value_delimiter = ',',
         default_value = "500,429,reset,stall,truncate",
-        value_parser = crate::mock_server::parse_fault_kind,
+        value_parser = parse_fault_kind,
         value_name = "LIST"
     )]
     pub fault_kinds: Vec<idb_mock::FaultKind>,
@@ -162,8 +162,39 @@ pub struct MockServerArgs {
     )]
     pub retry_after: u64,
     /// Cap what each connection receives at RATE per second (like 12MiB).
-    #[arg(long, value_parser = crate::mock_server::parse_bandwidth, value_name = "RATE")]
+    #[arg(long, value_parser = parse_bandwidth, value_name = "RATE")]
     pub bandwidth: Option<u64>,
+}
+
+/// `--mode`: `strict` or `offset`.
+fn parse_mode(text: &str) -> Result<idb_mock::WriteMode, String> {
+    text.parse().map_err(|e: idb_wire::WireError| e.to_string())
+}
+
+/// `--fault-rate`: a probability from 0 to 1.
+fn parse_fault_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.trim().parse().map_err(|_| {
+        format!("{text:?} is not a number; give a probability from 0 to 1, like 0.05")
+    })?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!(
+            "{text} is not a probability; give a number from 0 to 1, like 0.05 for 5% of requests"
+        ));
+    }
+    Ok(rate)
+}
+
+/// One name of `--fault-kinds`.
+fn parse_fault_kind(text: &str) -> Result<idb_mock::FaultKind, String> {
+    text.parse().map_err(|e: idb_mock::MockError| e.to_string())
+}
+
+/// `--bandwidth`: a size per second, not zero.
+fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
+        rate => Ok(rate),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,43 +3,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use idb_mock::{FaultConfig, FaultKind, MockConfig, MockServer, Storage, WriteMode};
+use idb_mock::{FaultConfig, MockConfig, MockServer, Storage, WriteMode};
 use tokio::net::TcpListener;
 
 use crate::cli::MockServerArgs;
 use crate::exit::Exit;
-use crate::size::{human, parse_size};
-
-/// `--mode`: `strict` or `offset`.
-pub fn parse_mode(text: &str) -> Result<WriteMode, String> {
-    text.parse().map_err(|e: idb_mock::MockError| e.to_string())
-}
-
-/// `--fault-rate`: a probability from 0 to 1.
-pub fn parse_fault_rate(text: &str) -> Result<f64, String> {
-    let rate: f64 = text.trim().parse().map_err(|_| {
-        format!("{text:?} is not a number; give a probability from 0 to 1, like 0.05")
-    })?;
-    if !(0.0..=1.0).contains(&rate) {
-        return Err(format!(
-            "{text} is not a probability; give a number from 0 to 1, like 0.05 for 5% of requests"
-        ));
-    }
-    Ok(rate)
-}
-
-/// One name of `--fault-kinds`.
-pub fn parse_fault_kind(text: &str) -> Result<FaultKind, String> {
-    text.parse().map_err(|e: idb_mock::MockError| e.to_string())
-}
-
-/// `--bandwidth`: a size per second, not zero.
-pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
-    match parse_size(text)? {
-        0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
-        rate => Ok(rate),
-    }
-}
+use crate::size::human;
 
 pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     let faults = FaultConfig {

@@ -1,61 +1,16 @@
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use crate::{FaultConfig, MockError};
+use idb_wire::WriteMode;
+
+use crate::faults::FaultConfig;
 
 /// The default largest `bytechunk` the mock accepts before answering 413: 64 MiB.
 pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
 
 /// The default bandwidth cap per connection: none.
 pub const DEFAULT_BANDWIDTH: Option<u64> = None;
-
-/// How the mock orders the transfers of one file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum WriteMode {
-    /// The documented protocol: a transfer must start where the bytes received so
-    /// far end, else 409 `{"expected_offset": N}`. Only one chunk of a file can
-    /// usefully be in flight.
-    #[default]
-    Strict,
-    /// A server that writes each chunk at its offset: transfers may come in any
-    /// order and concurrently, and verify succeeds when they cover the file exactly.
-    /// Setup answers carry `idb-write-mode: offset` ([`idb_wire::WRITE_MODE_HEADER`]).
-    Offset,
-}
-
-impl WriteMode {
-    /// The name on the command line: `strict` or `offset`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WriteMode::Strict => "strict",
-            WriteMode::Offset => "offset",
-        }
-    }
-}
-
-impl fmt::Display for WriteMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WriteMode {
-    type Err = MockError;
-
-    /// Parses `strict` or `offset` (case-insensitive, surrounding spaces ignored).
-    fn from_str(text: &str) -> Result<Self, MockError> {
-        let name = text.trim();
-        [WriteMode::Strict, WriteMode::Offset]
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(name))
-            .ok_or_else(|| MockError::UnknownWriteMode {
-                mode: name.chars().take(64).collect(),
-            })
-    }
-}
 
 /// Where received bytes go.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +54,8 @@ pub struct MockConfig {
     /// `None` for ever. `Some(Duration::ZERO)` makes them already expired.
     /// Tokens added later ([`crate::MockServer::add_token`]) have their own.
     pub token_ttl: Option<Duration>,
-    /// Strict (in order) or offset (any order) transfers.
+    /// How the mock orders the transfers of one file: strict (in order, the
+    /// default) or offset (any order, announced on setup).
     pub mode: WriteMode,
     /// Which faults to inject; none by default.
     pub faults: FaultConfig,
@@ -212,14 +168,14 @@ impl MockConfig {
     }
 
     /// Sets [`MockConfig::faults`]. The rate and kinds are checked when the server
-    /// starts ([`MockError::FaultRate`], [`MockError::NoFaultKinds`]).
+    /// starts ([`crate::MockError::FaultRate`], [`crate::MockError::NoFaultKinds`]).
     pub fn faults(mut self, faults: FaultConfig) -> Self {
         self.faults = faults;
         self
     }
 
     /// Sets [`MockConfig::bandwidth`], in bytes per second per connection
-    /// (`Some(0)` is refused when the server starts: [`MockError::ZeroBandwidth`]).
+    /// (`Some(0)` is refused when the server starts: [`crate::MockError::ZeroBandwidth`]).
     pub fn bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
         self.bandwidth = bytes_per_second;
         self

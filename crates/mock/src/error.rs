@@ -46,12 +46,6 @@ pub enum MockError {
         /// The name given (at most 64 characters of it).
         kind: String,
     },
-    /// A write mode name that is not `strict` or `offset`.
-    #[error("unknown write mode {mode:?}; use strict or offset")]
-    UnknownWriteMode {
-        /// The name given (at most 64 characters of it).
-        mode: String,
-    },
     /// A bandwidth cap of 0 bytes per second, which would let nothing through.
     #[error("a bandwidth of 0 bytes per second lets nothing through; leave it unset for no cap")]
     ZeroBandwidth,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::MockError;
-use crate::sessions::lock;
+use crate::error::MockError;
+use crate::lock::lock;
 
 /// The default fault rate: 0, no request fails.
 pub const DEFAULT_FAULT_RATE: f64 = 0.0;

@@ -14,8 +14,11 @@
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],
-//! [`MockServer::stats`] and [`MockServer::wait_for_chunks`]), [`serve`] (run on
-//! a listener you bound, until a shutdown future resolves), [`WriteMode`],
+//! [`MockServer::stats`] and [`MockServer::wait_for_chunks`], and test controls:
+//! [`MockServer::pause`] / [`MockServer::resume`] hold datafile requests as they
+//! arrive, [`MockServer::wait_for_requests`] waits for them to arrive, so a test
+//! acts at a known moment without sleeping), [`serve`] (run on a listener you
+//! bound, until a shutdown future resolves), [`WriteMode`] (from `idb-wire`),
 //! [`FaultConfig`].
 //!
 //! ```no_run
@@ -39,24 +42,39 @@
 //! the chunks that arrived ahead of the contiguous prefix, until it reaches them.
 #![deny(missing_docs)]
 
+mod accept;
+mod admin;
+mod app;
 mod assembly;
+mod auth;
 mod body;
 mod config;
+mod counters;
+mod datafile;
 mod error;
 mod faults;
+mod handle;
+mod layout;
+mod lock;
+mod pause;
 mod persist;
-mod server;
+mod reply;
+mod restore;
 mod sessions;
 mod throttle;
 
-pub use config::{DEFAULT_BANDWIDTH, DEFAULT_MAX_CHUNK, MockConfig, Storage, WriteMode};
+pub use accept::serve;
+pub use admin::ADMIN_TOKENS_PATH;
+pub use config::{DEFAULT_BANDWIDTH, DEFAULT_MAX_CHUNK, MockConfig, Storage};
+pub use counters::Stats;
 pub use error::MockError;
 pub use faults::{
     DEFAULT_FAULT_RATE, DEFAULT_FAULT_SEED, DEFAULT_RETRY_AFTER, DEFAULT_STALL, FaultConfig,
     FaultKind, FaultStats,
 };
-pub use idb_wire::VerifyReceipt;
+pub use handle::MockServer;
+// Defined in the wire crate, which the client shares; re-exported so that
+// `idb_mock::WriteMode` keeps working.
+pub use idb_wire::{VerifyReceipt, WriteMode};
 pub use persist::{MAX_PERSISTED_LOG, STATE_FILE, STATE_VERSION};
-pub use server::{ADMIN_TOKENS_PATH, MockServer, serve};
-pub use sessions::Stats;
 pub use throttle::BANDWIDTH_BURST;

@@ -1,137 +1,36 @@
-//! Upload sessions: the protocol's state machine, storage, and counters.
+//! Upload sessions: the protocol's state machine and storage.
 //!
 //! Everything here is synchronous; the server calls [`Sessions::apply`] on a
 //! blocking thread because storage writes are plain file I/O. In a store
 //! directory every change is saved (`persist.rs`) before it is answered, and
-//! [`Sessions::new`] resumes what the directory's saved state says.
+//! [`Sessions::new`] resumes what the directory's saved state says
+//! (`restore.rs`).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use idb_wire::{DatasetKey, PhaseRequest, VerifyReceipt, validate_filename};
+use idb_wire::{PhaseRequest, VerifyReceipt, WriteMode};
 use serde_json::json;
-use tokio::sync::watch;
 
-use crate::WriteMode;
 use crate::assembly::{Assembly, Conflict};
-use crate::faults::{FaultKind, FaultStats, counter_index};
-use crate::persist::{self, Key, Mirror, Persist, ReceiptRecord, SessionRecord, capped_log};
-
-/// A reply before it becomes HTTP: a status and a JSON body.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) body: serde_json::Value,
-}
-
-impl Reply {
-    fn ok(body: serde_json::Value) -> Self {
-        Self { status: 200, body }
-    }
-
-    pub(crate) fn error(status: u16, error: &str, message: String) -> Self {
-        Self {
-            status,
-            body: json!({ "error": error, "message": message }),
-        }
-    }
-
-    /// The 500 of an injected fault.
-    pub(crate) fn injected(kind: FaultKind, message: String) -> Self {
-        Self {
-            status: 500,
-            body: json!({ "error": "injected_fault", "fault": kind.as_str(), "message": message }),
-        }
-    }
-}
-
-/// Counters over the server's life, for tests and the harness.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests answered on the datafile endpoint (any status).
-    pub requests: u64,
-    /// Transfer calls that stored new bytes.
-    pub chunks_accepted: u64,
-    /// New bytes stored (retried identical chunks not counted again).
-    pub bytes_accepted: u64,
-    /// Transfer payload bytes (the `bytechunk` field) received in request bodies,
-    /// whatever became of them: accepted, retried, refused (409, 413, 401, 404) or
-    /// answered by an injected 500 or 429. Not counted: the part of a body a
-    /// `reset` fault reads before it drops the connection, and an urlencoded body
-    /// over the size limit (never decoded). `bytes_received - bytes_accepted`
-    /// bounds what clients sent in vain, such as a resumed client's re-sends.
-    pub bytes_received: u64,
-    /// Files verified.
-    pub files_verified: u64,
-    /// Injected faults, per kind.
-    pub faults: FaultStats,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) requests: AtomicU64,
-    chunks_accepted: AtomicU64,
-    /// `chunks_accepted` for waiters ([`crate::MockServer::wait_for_chunks`]):
-    /// updated after each accepted chunk, never decreasing. Receivers only read
-    /// it; the sender lives as long as the server.
-    pub(crate) chunks: watch::Sender<u64>,
-    bytes_accepted: AtomicU64,
-    /// See [`Stats::bytes_received`]; `body.rs` counts as the payload arrives.
-    pub(crate) bytes_received: AtomicU64,
-    files_verified: AtomicU64,
-    /// Injected faults, indexed by [`counter_index`].
-    faults: [AtomicU64; 5],
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> Stats {
-        Stats {
-            requests: self.requests.load(Ordering::Relaxed),
-            chunks_accepted: self.chunks_accepted.load(Ordering::Relaxed),
-            bytes_accepted: self.bytes_accepted.load(Ordering::Relaxed),
-            bytes_received: self.bytes_received.load(Ordering::Relaxed),
-            files_verified: self.files_verified.load(Ordering::Relaxed),
-            faults: FaultStats::from_counts(
-                self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
-            ),
-        }
-    }
-
-    /// Counts one injected fault.
-    pub(crate) fn fault(&self, kind: FaultKind) {
-        self.faults[counter_index(kind)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn accepted(&self, new_bytes: u64) {
-        self.bytes_accepted.fetch_add(new_bytes, Ordering::Relaxed);
-        let chunks = self.chunks_accepted.fetch_add(1, Ordering::Relaxed) + 1;
-        // Two chunks accepted at once may get here in either order: keep the larger.
-        self.chunks.send_if_modified(|seen| {
-            let newer = chunks > *seen;
-            if newer {
-                *seen = chunks;
-            }
-            newer
-        });
-    }
-}
-
-/// The staging directory under the store root.
-const INCOMING_DIR: &str = "+incoming";
-
-/// How many bytes of a staged file are read at a time to rebuild its hash.
-const RESTORE_BUFFER: usize = 1024 * 1024;
+use crate::counters::Counters;
+use crate::faults::FaultKind;
+use crate::layout::{dataset_dir, incoming_path};
+use crate::lock::lock;
+use crate::persist::{Key, Mirror, Persist, ReceiptRecord, capped_log};
+use crate::reply::Reply;
+use crate::restore::restore;
 
 /// One open upload: what was declared and what arrived.
 struct Session {
     /// Tells this session from a later one of the same name (see
-    /// [`SessionRecord::id`]).
+    /// [`crate::persist::SessionRecord::id`]).
     id: u64,
     declared: u64,
     /// `None` in sink mode.
@@ -224,11 +123,6 @@ pub(crate) struct Sessions {
     next_id: AtomicU64,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The 500 of a change that could not be saved.
 fn not_saved(e: &io::Error) -> Reply {
     Reply::error(500, "storage", format!("cannot save the server state: {e}"))
@@ -243,193 +137,44 @@ impl Sessions {
         mode: WriteMode,
         persist: bool,
     ) -> (Self, Vec<String>) {
-        let mut sessions = Self {
+        let next_id = AtomicU64::new(1);
+        let mut open = HashMap::new();
+        let mut done = HashMap::new();
+        let mut saver = None;
+        let mut warnings = Vec::new();
+        if let (true, Some(root)) = (persist, &root) {
+            let restored = restore(root, mode, &next_id);
+            for verified in restored.verified {
+                let (receipt, log) = (verified.receipt, verified.log);
+                done.insert(verified.key, Done { receipt, log });
+            }
+            for upload in restored.resumed {
+                let session = Session {
+                    id: upload.id,
+                    declared: upload.declared,
+                    file: Some(upload.file),
+                    log: upload.log,
+                    order: Order::Strict(Strict {
+                        received: upload.received,
+                        hasher: upload.hasher,
+                        last: None,
+                    }),
+                };
+                open.insert(upload.key, Arc::new(Mutex::new(session)));
+            }
+            warnings = restored.warnings;
+            saver = Some(Persist::new(root.clone(), restored.mirror));
+        }
+        let sessions = Self {
             root,
             mode,
-            open: Mutex::default(),
-            done: Mutex::default(),
+            open: Mutex::new(open),
+            done: Mutex::new(done),
             counters: Counters::default(),
-            persist: None,
-            next_id: AtomicU64::new(1),
+            persist: saver,
+            next_id,
         };
-        let mut warnings = Vec::new();
-        if let (true, Some(root)) = (persist, sessions.root.clone()) {
-            let mirror = sessions.restore(&root, &mut warnings);
-            sessions.persist = Some(Persist::new(root, mirror));
-        }
         (sessions, warnings)
-    }
-
-    /// Loads the saved state of `root` into these (empty) sessions; returns the
-    /// mirror of what was restored.
-    fn restore(&mut self, root: &Path, warnings: &mut Vec<String>) -> Mirror {
-        let loaded = persist::load(root);
-        warnings.extend(loaded.warnings);
-        let mut receipts = Vec::new();
-        let done = self.done.get_mut().unwrap_or_else(|e| e.into_inner());
-        for record in loaded.verified {
-            let name = format!("{}/{}", record.dataset, record.filename);
-            let valid = valid_names(&record.dataset, &record.filename).and_then(|()| {
-                let hex = record.blake3.len() == 64
-                    && record
-                        .blake3
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-                if hex {
-                    Ok(())
-                } else {
-                    Err("its blake3 is not 64 lowercase hex digits".to_owned())
-                }
-            });
-            if let Err(why) = valid {
-                warnings.push(format!("ignoring the saved receipt of {name}: {why}"));
-                continue;
-            }
-            if let Some(why) = Self::finish_rename(root, &record.dataset, &record.filename) {
-                warnings.push(format!("{name} was verified, but {why}"));
-            }
-            let key = (record.dataset.clone(), record.filename.clone());
-            done.insert(
-                key,
-                Done {
-                    receipt: VerifyReceipt {
-                        filename: record.filename.clone(),
-                        size: record.size,
-                        blake3: record.blake3.clone(),
-                    },
-                    log: record.accepted.clone(),
-                },
-            );
-            receipts.push(record);
-        }
-        let mut records = Vec::new();
-        if !loaded.sessions.is_empty() && self.mode == WriteMode::Offset {
-            warnings.push(format!(
-                "{} saved strict-mode upload(s) are not resumed in offset mode; their \
-                 clients start over",
-                loaded.sessions.len()
-            ));
-        } else {
-            let open = self.open.get_mut().unwrap_or_else(|e| e.into_inner());
-            for record in loaded.sessions {
-                let key = (record.dataset.clone(), record.filename.clone());
-                let name = format!("{}/{}", record.dataset, record.filename);
-                if done.contains_key(&key) {
-                    warnings.push(format!(
-                        "ignoring the saved upload of {name}: it is verified already"
-                    ));
-                    continue;
-                }
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                match Self::resume(root, record, id) {
-                    Ok((session, record, note)) => {
-                        warnings.extend(note);
-                        open.insert(key, Arc::new(Mutex::new(session)));
-                        records.push(record);
-                    }
-                    Err(why) => warnings.push(format!("cannot resume the upload of {name}: {why}")),
-                }
-            }
-        }
-        Mirror::new(records, receipts)
-    }
-
-    /// A verified file whose receipt was saved but whose move out of the staging
-    /// directory did not happen (the server stopped between the two): moves it
-    /// now. Returns why the file is not in place, if it is not.
-    fn finish_rename(root: &Path, dataset: &str, filename: &str) -> Option<String> {
-        let dir = root.join(dataset);
-        let stored = dir.join(filename);
-        if stored.exists() {
-            return None;
-        }
-        let staged = Self::incoming_path(root, dataset, filename);
-        if !staged.exists() {
-            return Some(format!("{} is missing", stored.display()));
-        }
-        match fs::create_dir_all(&dir).and_then(|()| fs::rename(&staged, &stored)) {
-            Ok(()) => None,
-            Err(e) => Some(format!(
-                "it cannot be moved from {} to {}: {e}",
-                staged.display(),
-                stored.display()
-            )),
-        }
-    }
-
-    /// Rebuilds a strict session from its record and its staged file: the staged
-    /// file is trusted over the record when it is shorter (its last bytes never
-    /// reached the disk), and cut to the received length when longer (bytes of a
-    /// transfer that was never acknowledged). Returns the session, the record as
-    /// resumed, and a note when the received length changed.
-    fn resume(
-        root: &Path,
-        mut record: SessionRecord,
-        id: u64,
-    ) -> Result<(Session, SessionRecord, Option<String>), String> {
-        valid_names(&record.dataset, &record.filename)?;
-        if record.received > record.declared {
-            return Err(format!(
-                "it says {} bytes were received of {} declared",
-                record.received, record.declared
-            ));
-        }
-        let path = Self::incoming_path(root, &record.dataset, &record.filename);
-        let file = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| {
-                File::options()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-            })
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let on_disk = file
-            .metadata()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .len();
-        let mut note = None;
-        if on_disk < record.received {
-            note = Some(format!(
-                "{}/{}: the saved state says {} bytes were received, the staged file holds \
-                 {on_disk}; resuming at {on_disk}",
-                record.dataset, record.filename, record.received
-            ));
-            record.received = on_disk;
-        } else if on_disk > record.received {
-            file.set_len(record.received)
-                .map_err(|e| format!("cannot cut {}: {e}", path.display()))?;
-        }
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0; RESTORE_BUFFER];
-        let mut at = 0;
-        while at < record.received {
-            let n = (record.received - at).min(RESTORE_BUFFER as u64) as usize;
-            file.read_exact_at(&mut buffer[..n], at)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            hasher.update(&buffer[..n]);
-            at += n as u64;
-        }
-        let received = record.received;
-        record
-            .accepted
-            .retain(|&(offset, len)| offset + len <= received);
-        record.id = id;
-        let session = Session {
-            id,
-            declared: record.declared,
-            file: Some(file),
-            log: record.accepted.iter().copied().collect(),
-            order: Order::Strict(Strict {
-                received,
-                hasher,
-                last: None,
-            }),
-        };
-        Ok((session, record, note))
     }
 
     /// Records `change` and saves it (nothing without persistence).
@@ -444,13 +189,7 @@ impl Sessions {
 
     /// Where a verified file lives (store mode only).
     pub(crate) fn final_path(&self, dataset: &str, filename: &str) -> Option<PathBuf> {
-        Some(self.root.as_ref()?.join(dataset).join(filename))
-    }
-
-    /// Where an open upload's bytes are staged until verify. `+` cannot occur in a
-    /// dataset key, so this directory never collides with a dataset's files.
-    fn incoming_path(root: &Path, dataset: &str, filename: &str) -> PathBuf {
-        root.join(INCOMING_DIR).join(dataset).join(filename)
+        Some(dataset_dir(self.root.as_ref()?, dataset).join(filename))
     }
 
     pub(crate) fn receipt(&self, dataset: &str, filename: &str) -> Option<VerifyReceipt> {
@@ -503,7 +242,7 @@ impl Sessions {
         let file = match &self.root {
             None => None,
             Some(root) => {
-                let path = Self::incoming_path(root, &key.0, &key.1);
+                let path = incoming_path(root, &key.0, &key.1);
                 let created = path
                     .parent()
                     .map_or(Ok(()), fs::create_dir_all)
@@ -723,7 +462,7 @@ impl Sessions {
             blake3: s.hash().to_hex().to_string(),
         };
         // The receipt is saved before the file moves: a server stopped between
-        // the two finishes the move when it starts again (`finish_rename`).
+        // the two finishes the move when it starts again (`restore.rs`).
         let record = ReceiptRecord {
             dataset: key.0.clone(),
             filename: key.1.clone(),
@@ -736,8 +475,8 @@ impl Sessions {
             Err(e) => return not_saved(&e),
         };
         if let Some(root) = &self.root {
-            let from = Self::incoming_path(root, &key.0, &key.1);
-            let dir = root.join(&key.0);
+            let from = incoming_path(root, &key.0, &key.1);
+            let dir = dataset_dir(root, &key.0);
             if let Err(e) =
                 fs::create_dir_all(&dir).and_then(|()| fs::rename(&from, dir.join(&key.1)))
             {
@@ -768,14 +507,7 @@ impl Sessions {
             open.remove(&key);
         }
         drop(open);
-        self.counters.files_verified.fetch_add(1, Ordering::Relaxed);
+        self.counters.verified();
         Reply::ok(json!(receipt))
     }
-}
-
-/// Checks a saved dataset key and file name as a request's would be (the state
-/// file is input too: a name must not walk out of the store).
-fn valid_names(dataset: &str, filename: &str) -> Result<(), String> {
-    DatasetKey::new(dataset).map_err(|e| e.to_string())?;
-    validate_filename(filename).map_err(|e| e.to_string())
 }

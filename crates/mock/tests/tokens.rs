@@ -188,7 +188,7 @@ fn non_loopback_address() -> Option<IpAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_route_refuses_a_peer_that_is_not_loopback() {
     let Some(ip) = non_loopback_address() else {
-        // The rule itself is unit-tested in server.rs; this host has no other
+        // The rule itself is unit-tested in admin.rs; this host has no other
         // address to come from.
         eprintln!("skipped: this host has no address other than loopback");
         return;

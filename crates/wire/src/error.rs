@@ -56,6 +56,12 @@ pub enum WireError {
         /// The value received (lossily decoded, truncated).
         phase: String,
     },
+    /// A write mode name that is not `strict` or `offset`.
+    #[error("unknown write mode {mode:?}; use strict or offset")]
+    UnknownWriteMode {
+        /// The name given (at most 64 characters of it).
+        mode: String,
+    },
     /// A `multipart/form-data` body that breaks the format.
     #[error("malformed multipart body: {reason}")]
     Multipart {

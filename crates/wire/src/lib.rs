@@ -14,6 +14,8 @@
 //!   tells "not enough bytes yet" (`Ok(None)`) apart from "malformed" (`Err`).
 //! - [`parse_urlencoded`], [`Fields`], [`PhaseRequest`]: the server's view of a call.
 //! - [`classify`] and [`Outcome`]: what a response means for the client.
+//! - [`WriteMode`], [`WRITE_MODE_HEADER`]: whether a server takes the chunks of a
+//!   file in order only (strict) or at any offset, and how a setup answer says so.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -44,13 +46,11 @@ mod multipart;
 mod request;
 mod response;
 mod token;
+mod write_mode;
 
 pub use error::WireError;
 pub use form::{encode_urlencoded, parse_urlencoded};
-pub use limits::{
-    DatasetKey, MAX_FILE_SIZE, MAX_FILENAME_BYTES, WRITE_MODE_HEADER, WRITE_MODE_OFFSET,
-    datafile_path, validate_filename,
-};
+pub use limits::{DatasetKey, MAX_FILE_SIZE, MAX_FILENAME_BYTES, datafile_path, validate_filename};
 pub use multipart::{
     Boundary, MultipartBody, MultipartEvent, MultipartParser, PartHeaders,
     boundary_from_content_type,
@@ -60,3 +60,4 @@ pub use request::{
 };
 pub use response::{Outcome, VerifyReceipt, classify, parse_retry_after, summarize_body};
 pub use token::{Token, WWW_AUTHENTICATE, parse_authorization};
+pub use write_mode::{WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WriteMode};

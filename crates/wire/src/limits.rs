@@ -9,15 +9,6 @@ pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024 * 1024;
 /// built from them) stop at 255 bytes.
 pub const MAX_FILENAME_BYTES: usize = 255;
 
-/// The response header with which a server that writes each chunk at its offset
-/// (the mock's offset mode) says so, on `setup`: `Idb-Write-Mode: offset`. A client
-/// may then keep several chunks of one file in flight. Its absence means strict:
-/// one chunk at a time, in order.
-pub const WRITE_MODE_HEADER: &str = "idb-write-mode";
-
-/// The [`WRITE_MODE_HEADER`] value for offset mode.
-pub const WRITE_MODE_OFFSET: &str = "offset";
-
 /// The longest dataset key we accept; real keys look like `IDB-1234567`.
 const MAX_DATASET_KEY_BYTES: usize = 128;
 

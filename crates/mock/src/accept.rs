@@ -1,0 +1,144 @@
+//! Accepting and serving connections: the accept loop, one task per
+//! connection, the router, and [`serve`].
+//!
+//! Connections are served here rather than by `axum::serve`, for three reasons: a
+//! `reset` fault must drop a connection without writing any answer (a handler can
+//! only ever produce a response), the bandwidth cap wraps each socket, and the
+//! admin route needs the peer's address.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::post;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tower_service::Service;
+
+use crate::admin::{ADMIN_TOKENS_PATH, Peer, admin_tokens};
+use crate::app::App;
+use crate::config::MockConfig;
+use crate::datafile::{ConnectionControl, count_hold_and_delay, datafile};
+use crate::error::MockError;
+use crate::throttle::Throttled;
+
+/// How long the accept loop pauses after an accept error that is not about one
+/// connection (such as running out of file descriptors), as hyper and axum do.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The routes: the datafile endpoint (counted, held while paused, delayed and
+/// faulted) and the admin route.
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/dataset/{key}/datafile", post(datafile))
+        // Only the datafile endpoint is counted, held, delayed and faulted.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            count_hold_and_delay,
+        ))
+        .route(ADMIN_TOKENS_PATH, post(admin_tokens))
+        // Bodies are streamed and limited by `max_chunk` in `read_fields`.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves; then lets
+/// every connection finish its request in flight, and returns.
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MockError> {
+    let router = router(Arc::clone(&app));
+    // Owns every connection's task: dropping it (this future aborted, as when a
+    // `MockServer` is dropped) aborts them all; on shutdown it is drained.
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = serve_connection(stream, Peer(peer), router.clone(), Arc::clone(&app));
+                    connections.spawn(connection);
+                }
+                Err(e) if is_connection_error(&e) => {}
+                Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
+            },
+            // Reap finished connections so the set does not grow with them.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    // Also lets go the requests a pause holds: shutdown never waits for a resume.
+    app.closing.send_replace(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection (HTTP/1.1) until it ends, a `reset` fault drops it, or
+/// shutdown closes it after its request in flight.
+async fn serve_connection(stream: TcpStream, peer: Peer, router: Router, app: Arc<App>) {
+    // Answers are small and sent at once: never hold them back for Nagle.
+    let _ = stream.set_nodelay(true);
+    let control = ConnectionControl {
+        reset: Arc::new(Notify::new()),
+    };
+    let reset = Arc::clone(&control.reset);
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(control.clone());
+        request.extensions_mut().insert(peer);
+        let mut router = router.clone();
+        // axum's router is always ready, so `call` needs no `poll_ready` first.
+        async move { router.call(request).await }
+    });
+    let io = TokioIo::new(Throttled::new(stream, app.bandwidth));
+    let mut connection = pin!(http1::Builder::new().serve_connection(io, service));
+    let mut closing = app.closing.subscribe();
+    let mut closing_seen = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            // Returning drops the connection (and the handler waiting inside it)
+            // and closes the socket: the client gets no answer at all.
+            () = reset.notified() => break,
+            _ = closing.wait_for(|closing| *closing), if !closing_seen => {
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Serves `config` on a listener the caller bound, until `shutdown` resolves; then
+/// finishes the requests in flight and returns.
+///
+/// Warnings about a store's saved state are dropped here; use
+/// [`crate::MockServer::start_on`] and [`crate::MockServer::warnings`] to show them.
+pub async fn serve(
+    listener: TcpListener,
+    config: MockConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MockError> {
+    let app = App::start(config).await?;
+    serve_app(listener, app, shutdown).await
+}

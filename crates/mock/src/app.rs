@@ -1,0 +1,100 @@
+//! The shared state of a running mock, built from a [`MockConfig`]: datasets,
+//! sessions, faults, knobs, and the signals that shutdown and a pause send to
+//! requests in flight.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idb_wire::WriteMode;
+use tokio::sync::watch;
+
+use crate::auth::Datasets;
+use crate::config::{MockConfig, Storage};
+use crate::error::MockError;
+use crate::faults::Faults;
+use crate::pause::Pause;
+use crate::sessions::Sessions;
+
+/// Shared state of a running mock.
+pub(crate) struct App {
+    /// Fixed at start: `add_token` adds tokens, never datasets.
+    pub(crate) datasets: Datasets,
+    pub(crate) latency: Duration,
+    pub(crate) max_chunk: u64,
+    pub(crate) sessions: Sessions,
+    /// What could not be loaded from the store's saved state, for people.
+    pub(crate) warnings: Vec<String>,
+    pub(crate) mode: WriteMode,
+    pub(crate) faults: Faults,
+    /// Bytes per second each connection may receive; `None`: no cap.
+    pub(crate) bandwidth: Option<u64>,
+    /// Becomes `true` when shutdown begins: every connection then finishes its
+    /// request in flight and closes, and stalled answers and requests held by
+    /// a pause are let go at once. Never goes back to `false`.
+    pub(crate) closing: watch::Sender<bool>,
+    /// Holds datafile requests while a test has paused the server.
+    pub(crate) pause: Pause,
+    /// Keeps a default temporary store alive as long as the server.
+    _temp: Option<tempfile::TempDir>,
+    pub(crate) store: Option<PathBuf>,
+}
+
+impl App {
+    fn new(config: &MockConfig) -> Result<Self, MockError> {
+        let datasets = Datasets::new(&config.datasets, config.token_ttl)?;
+        let faults = Faults::new(&config.faults)?;
+        if config.bandwidth == Some(0) {
+            return Err(MockError::ZeroBandwidth);
+        }
+        // Only a directory of the caller's is worth saving state into: a
+        // temporary store starts empty every time.
+        let persist = matches!(config.storage, Storage::Dir(_));
+        let (temp, store) = match &config.storage {
+            Storage::Sink => (None, None),
+            Storage::Dir(path) => {
+                std::fs::create_dir_all(path).map_err(|source| MockError::Store {
+                    path: path.clone(),
+                    source,
+                })?;
+                (None, Some(path.clone()))
+            }
+            Storage::TempDir => {
+                let temp = tempfile::Builder::new()
+                    .prefix("idb-mock-")
+                    .tempdir()
+                    .map_err(|source| MockError::Store {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), Some(path))
+            }
+        };
+        let (sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        Ok(Self {
+            datasets,
+            latency: config.latency,
+            max_chunk: config.max_chunk,
+            sessions,
+            warnings,
+            mode: config.mode,
+            faults,
+            bandwidth: config.bandwidth,
+            closing: watch::Sender::new(false),
+            pause: Pause::new(),
+            _temp: temp,
+            store,
+        })
+    }
+
+    /// Builds the state on a blocking thread: loading a store's saved state
+    /// hashes the staged bytes of every open upload.
+    pub(crate) async fn start(config: MockConfig) -> Result<Arc<Self>, MockError> {
+        tokio::task::spawn_blocking(move || Self::new(&config))
+            .await
+            .map_err(|e| MockError::Serve(io::Error::other(e)))?
+            .map(Arc::new)
+    }
+}

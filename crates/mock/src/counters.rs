@@ -1,0 +1,118 @@
+//! Counters over the server's life: what tests and the harness read
+//! ([`Stats`]), and what a test can wait for without polling.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use crate::faults::{FaultKind, FaultStats, counter_index};
+
+/// Counters over the server's life, for tests and the harness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests answered on the datafile endpoint (any status).
+    pub requests: u64,
+    /// Requests that arrived on the datafile endpoint, answered or not (one held
+    /// by [`crate::MockServer::pause`] is counted here, not in `requests`).
+    pub requests_arrived: u64,
+    /// Transfer calls that stored new bytes.
+    pub chunks_accepted: u64,
+    /// New bytes stored (retried identical chunks not counted again).
+    pub bytes_accepted: u64,
+    /// Transfer payload bytes (the `bytechunk` field) received in request bodies,
+    /// whatever became of them: accepted, retried, refused (409, 413, 401, 404) or
+    /// answered by an injected 500 or 429. Not counted: the part of a body a
+    /// `reset` fault reads before it drops the connection, and an urlencoded body
+    /// over the size limit (never decoded). `bytes_received - bytes_accepted`
+    /// bounds what clients sent in vain, such as a resumed client's re-sends.
+    pub bytes_received: u64,
+    /// Files verified.
+    pub files_verified: u64,
+    /// Injected faults, per kind.
+    pub faults: FaultStats,
+}
+
+/// The live counters of a running server.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// See [`Stats::requests`]: counted when the answer is ready.
+    pub(crate) requests: AtomicU64,
+    /// Datafile requests that arrived, counted before anything else happens to
+    /// them (before a pause holds them), for waiters
+    /// ([`crate::MockServer::wait_for_requests`]). Never decreasing; receivers
+    /// only read it; the sender lives as long as the server.
+    arrived: watch::Sender<u64>,
+    chunks_accepted: AtomicU64,
+    /// `chunks_accepted` for waiters ([`crate::MockServer::wait_for_chunks`]):
+    /// updated after each accepted chunk, never decreasing. Receivers only read
+    /// it; the sender lives as long as the server.
+    chunks: watch::Sender<u64>,
+    bytes_accepted: AtomicU64,
+    /// See [`Stats::bytes_received`]; `body.rs` counts as the payload arrives.
+    pub(crate) bytes_received: AtomicU64,
+    files_verified: AtomicU64,
+    /// Injected faults, indexed by [`counter_index`].
+    faults: [AtomicU64; 5],
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            requests: self.requests.load(Ordering::Relaxed),
+            requests_arrived: *self.arrived.borrow(),
+            chunks_accepted: self.chunks_accepted.load(Ordering::Relaxed),
+            bytes_accepted: self.bytes_accepted.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            files_verified: self.files_verified.load(Ordering::Relaxed),
+            faults: FaultStats::from_counts(
+                self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            ),
+        }
+    }
+
+    /// Counts one injected fault.
+    pub(crate) fn fault(&self, kind: FaultKind) {
+        self.faults[counter_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one datafile request on its arrival, waking its waiters.
+    pub(crate) fn arrived(&self) {
+        // The increment happens under the channel's lock: no arrival is lost
+        // when two come at once.
+        self.arrived.send_modify(|arrived| *arrived += 1);
+    }
+
+    /// Resolves once at least `n` datafile requests have arrived.
+    pub(crate) async fn wait_for_arrivals(&self, n: u64) {
+        let mut arrived = self.arrived.subscribe();
+        // The sender lives in `self`, so it outlives this borrow: no error.
+        let _ = arrived.wait_for(|&arrived| arrived >= n).await;
+    }
+
+    /// Counts one transfer that stored `new_bytes` new bytes, waking the waiters
+    /// of its chunk count.
+    pub(crate) fn accepted(&self, new_bytes: u64) {
+        self.bytes_accepted.fetch_add(new_bytes, Ordering::Relaxed);
+        let chunks = self.chunks_accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        // Two chunks accepted at once may get here in either order: keep the larger.
+        self.chunks.send_if_modified(|seen| {
+            let newer = chunks > *seen;
+            if newer {
+                *seen = chunks;
+            }
+            newer
+        });
+    }
+
+    /// Resolves once at least `n` chunks have been accepted.
+    pub(crate) async fn wait_for_chunks(&self, n: u64) {
+        let mut chunks = self.chunks.subscribe();
+        // The sender lives in `self`, so it outlives this borrow: no error.
+        let _ = chunks.wait_for(|&accepted| accepted >= n).await;
+    }
+
+    /// Counts one verified file.
+    pub(crate) fn verified(&self) {
+        self.files_verified.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,245 @@
+//! The datafile endpoint, `POST /api/dataset/{key}/datafile`: the faults drawn
+//! for a request, authentication, reading the body, and the answer of the
+//! sessions as HTTP.
+
+use std::future::pending;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use idb_wire::{
+    Phase, PhaseRequest, WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WWW_AUTHENTICATE, WriteMode,
+};
+use tokio::sync::Notify;
+
+use crate::app::App;
+use crate::body::{BodyError, read_fields, read_some};
+use crate::faults::FaultKind;
+use crate::reply::Reply;
+
+/// What a handler may do to the connection its request came on.
+#[derive(Clone)]
+pub(crate) struct ConnectionControl {
+    /// Notified by a `reset` fault: the connection's task then drops the
+    /// connection, closing the socket without writing any answer. `notify_one`
+    /// keeps the permit if the task is not waiting yet, so no notice is lost.
+    pub(crate) reset: Arc<Notify>,
+}
+
+/// `POST /api/dataset/{key}/datafile`: draws the request's fault, then answers
+/// it as that fault says, or normally ([`answer`]).
+pub(crate) async fn datafile(
+    State(app): State<Arc<App>>,
+    Extension(connection): Extension<ConnectionControl>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let fault = app.faults.draw();
+    match fault {
+        Some(FaultKind::ServerError) => {
+            // Read the body first, so the client sees the 500, not a reset.
+            discard(&app, &headers, body).await;
+            app.sessions.counters.fault(FaultKind::ServerError);
+            return Reply::injected(
+                FaultKind::ServerError,
+                "injected fault: internal server error; nothing was applied".to_owned(),
+            )
+            .into_response();
+        }
+        Some(FaultKind::TooManyRequests) => {
+            discard(&app, &headers, body).await;
+            app.sessions.counters.fault(FaultKind::TooManyRequests);
+            let secs = app.faults.retry_after_secs();
+            let mut response = Reply {
+                status: 429,
+                body: serde_json::json!({
+                    "error": "too_many_requests",
+                    "fault": FaultKind::TooManyRequests.as_str(),
+                    "message": format!("injected fault: slow down, retry after {secs} s; nothing was applied"),
+                }),
+            }.into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+        Some(FaultKind::Reset) => {
+            // Reading the body of a request that asked `Expect: 100-continue`
+            // would first send `100 Continue`, a status line: cut it off before.
+            let expects_continue = headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !expects_continue {
+                let length = content_length(&headers).unwrap_or(0);
+                read_some(body, (length / 2).max(1)).await;
+            }
+            app.sessions.counters.fault(FaultKind::Reset);
+            connection.reset.notify_one();
+            // Never answer: the connection's task drops this future with the
+            // connection, so no status line is ever written.
+            return pending().await;
+        }
+        Some(FaultKind::Stall | FaultKind::Truncate) | None => {}
+    }
+    let truncate = fault == Some(FaultKind::Truncate);
+    let response = answer(&app, key, &headers, body, truncate).await;
+    if fault == Some(FaultKind::Stall) {
+        app.sessions.counters.fault(FaultKind::Stall);
+        let mut closing = app.closing.subscribe();
+        tokio::select! {
+            // This sleep is the behaviour under test (a lost or slow ack), not a wait.
+            () = tokio::time::sleep(app.faults.stall) => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+    }
+    response
+}
+
+/// Reads a body the answer does not depend on (so the client sees the answer, not
+/// a reset connection), counting its payload in `bytes_received`.
+async fn discard(app: &App, headers: &HeaderMap, body: Body) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let received = &app.sessions.counters.bytes_received;
+    let _ = read_fields(
+        content_type,
+        content_length(headers),
+        body,
+        app.max_chunk,
+        received,
+    )
+    .await;
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The normal answer to a datafile call (with `truncate`, a transfer that would
+/// succeed keeps only half its chunk and gets 500).
+async fn answer(
+    app: &Arc<App>,
+    key: String,
+    headers: &HeaderMap,
+    body: Body,
+    truncate: bool,
+) -> Response {
+    // Dataset first, then token, as the service does: an unknown or published
+    // dataset is 404 whatever the token.
+    let Some(dataset) = app.datasets.get(&key).filter(|d| !d.published) else {
+        discard(app, headers, body).await;
+        return text(StatusCode::NOT_FOUND, "Dataset Not Found");
+    };
+    if !dataset.authorized(headers) {
+        discard(app, headers, body).await;
+        return unauthorized();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let received = &app.sessions.counters.bytes_received;
+    let length = content_length(headers);
+    let fields = match read_fields(content_type, length, body, app.max_chunk, received).await {
+        Ok(fields) => fields,
+        Err(BodyError::TooLarge) => {
+            return Reply {
+                status: 413,
+                body: serde_json::json!({ "error": "too_large", "max_chunk": app.max_chunk }),
+            }
+            .into_response();
+        }
+        Err(BodyError::Malformed(e)) => return bad_request(e.to_string()),
+        Err(BodyError::UnsupportedType) => {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send multipart/form-data or application/x-www-form-urlencoded",
+            );
+        }
+        Err(BodyError::Io) => return text(StatusCode::BAD_REQUEST, "the request body broke off"),
+    };
+    let request = match PhaseRequest::from_fields(&fields) {
+        Ok(request) => request,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    drop(fields);
+    let phase = request.phase();
+    if truncate && phase != Phase::Transfer {
+        // No payload to cut: a setup or verify gets a plain 500 fault instead.
+        app.sessions.counters.fault(FaultKind::ServerError);
+        return Reply::injected(
+            FaultKind::ServerError,
+            format!("injected fault: internal server error; the {phase} was not applied"),
+        )
+        .into_response();
+    }
+    let worker = Arc::clone(app);
+    // Storage is plain file I/O: keep it off the async worker threads.
+    let mut response =
+        match tokio::task::spawn_blocking(move || worker.sessions.apply(&key, request, truncate))
+            .await
+        {
+            Ok(reply) => reply.into_response(),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        };
+    if phase == Phase::Setup && app.mode == WriteMode::Offset {
+        response.headers_mut().insert(
+            WRITE_MODE_HEADER,
+            HeaderValue::from_static(WRITE_MODE_OFFSET),
+        );
+    }
+    response
+}
+
+/// The datafile route's outer layer: counts every request on arrival, holds it
+/// while the server is paused (before anything else happens to it: its body is
+/// not read, no fault is drawn), counts it again when answered, and holds every
+/// answer back by the configured latency.
+pub(crate) async fn count_hold_and_delay(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    app.sessions.counters.arrived();
+    app.pause.hold(&app.closing).await;
+    let response = next.run(request).await;
+    app.sessions
+        .counters
+        .requests
+        .fetch_add(1, Ordering::Relaxed);
+    if !app.latency.is_zero() {
+        // This sleep is the behaviour under test (a slow server), not a wait.
+        tokio::time::sleep(app.latency).await;
+    }
+    response
+}
+
+fn text(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}
+
+fn unauthorized() -> Response {
+    let mut response = text(StatusCode::UNAUTHORIZED, "Bad credentials");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(WWW_AUTHENTICATE),
+    );
+    response
+}
+
+fn bad_request(message: String) -> Response {
+    Reply {
+        status: 400,
+        body: serde_json::json!({ "error": "bad_request", "message": message }),
+    }
+    .into_response()
+}
