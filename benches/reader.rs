@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use idb_read::{ChunkPlan, HashState, ReadMode, Reader, ReaderConfig, SourceFile};
+use idb_read::{
+    ChunkMemory, ChunkPlan, Delivery, HashState, ReadMode, Reader, ReaderConfig, SourceFile,
+};
 
 const SIZE: u64 = 1 << 30;
 const CHUNK: u64 = 8 << 20;
@@ -53,18 +55,23 @@ fn reader(path: &Path, mode: ReadMode, hash: bool) -> u8 {
         file_hash: hash,
         ..ReaderConfig::default()
     };
-    let reader = Reader::spawn(
+    let reader = Reader::start(
         &source,
         ChunkPlan::fixed(SIZE, CHUNK),
-        HashState::new(),
+        HashState::new(SIZE),
         &config,
+        &ChunkMemory::new(idb_engine::DEFAULT_MEMORY),
     );
     let mut acc = 0;
-    while let Some(chunk) = reader.recv() {
-        acc ^= probe(&chunk.unwrap().bytes);
+    loop {
+        match reader.next_blocking().unwrap() {
+            Delivery::Chunk { chunk, .. } => acc ^= probe(&chunk.bytes),
+            Delivery::End(state) => {
+                black_box(state.finalize());
+                return acc;
+            }
+        }
     }
-    black_box(reader.finish().finalize(SIZE));
-    acc
 }
 
 const VARIANTS: [(&str, Option<ReadMode>, bool); 6] = [

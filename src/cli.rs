@@ -53,8 +53,23 @@ pub struct UploadArgs {
     /// (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
     #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// How often, at most, the progress of unfinished uploads is saved in the state
+    /// directory, in seconds (a killed run resends at most about this much); 0
+    /// saves after every acknowledged chunk. Saving never holds up the upload.
+    #[arg(long, default_value = "1", value_parser = parse_seconds, value_name = "SECS")]
+    pub journal_interval: std::time::Duration,
     #[command(flatten)]
     pub transfer: TransferArgs,
+}
+
+/// A duration in seconds, like `1` or `0.25`.
+pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, like 1 or 0.5"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text} is not a duration: give a number of seconds from 0 up"))
 }
 
 /// How files are sent (shared by `upload` and `demo`).
@@ -211,11 +226,12 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which scenario to run: ceiling, latency, many-files, or all of them.
+    /// Which scenario to run: ceiling, latency, many-files, journal, small-files, or
+    /// all of them.
     #[arg(
         long,
         default_value = "all",
-        value_parser = ["ceiling", "latency", "many-files", "all"],
+        value_parser = ["ceiling", "latency", "many-files", "journal", "small-files", "all"],
         value_name = "NAME"
     )]
     pub scenario: String,

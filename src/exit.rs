@@ -13,6 +13,9 @@ pub enum Exit {
     BadInput,
     /// The server refused the token: get a new one and run the same command again.
     TokenRefused,
+    /// Stopped by a signal (Ctrl-C, SIGTERM) with the journal written: run the
+    /// same command again to resume. 130, as shells report an interrupted job.
+    Interrupted,
 }
 
 impl From<Exit> for ExitCode {
@@ -22,6 +25,7 @@ impl From<Exit> for ExitCode {
             Exit::Failure => 1,
             Exit::BadInput => 2,
             Exit::TokenRefused => 3,
+            Exit::Interrupted => 130,
         })
     }
 }

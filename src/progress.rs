@@ -90,6 +90,15 @@ impl EventSink for Progress {
                     path.display()
                 ));
             }
+            Event::StateDirUnusable { dir, reason } => {
+                self.say(format!(
+                    "warning: {} cannot be used ({reason}); the uploads go on, but an \
+                     interrupted one may start over, and nothing stops another idb from \
+                     uploading the same names meanwhile; set --state-dir to a writable local \
+                     directory",
+                    dir.display()
+                ));
+            }
             Event::TokenRefreshed => {
                 self.say(
                     "the server refused the token; going on with the new one from the token file",

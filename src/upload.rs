@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use idb_engine::{
-    DatasetKey, Error, FileOutcome, ReadMode, Report, TokenRefresh, UploadConfig, Uploader,
+    Cancel, DatasetKey, Error, FileOutcome, ReadMode, Report, TokenRefresh, UploadConfig, Uploader,
 };
 use url::Url;
 
@@ -34,9 +34,42 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
         }
     };
     let progress = Progress::new(files.total_bytes());
-    let report = uploader.upload(files, &progress).await;
+    let cancel = Cancel::new();
+    let signals = tokio::spawn(stop_on_signals(cancel.clone()));
+    let report = uploader.upload_until(files, &progress, &cancel).await;
+    signals.abort();
     progress.finish();
-    Ok(render(&report, &source))
+    let exit = render(&report, &source);
+    Ok(if cancel.is_cancelled() {
+        Exit::Interrupted
+    } else {
+        exit
+    })
+}
+
+/// On the first Ctrl-C or SIGTERM, stops the run (the files in progress stop at
+/// once and their journals are written); on a second one, exits at once.
+async fn stop_on_signals(cancel: Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default applies: the process ends at once, and
+        // the journal (written every --journal-interval) still allows a resume.
+        return;
+    };
+    for signals in 0.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        if signals > 0 {
+            std::process::exit(130);
+        }
+        eprintln!("stopping: saving how far each file got (press Ctrl-C again to quit at once)");
+        cancel.cancel();
+    }
 }
 
 fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
@@ -57,6 +90,7 @@ fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
     let mut config = args
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
+    config.journal_interval = args.journal_interval;
     config.journal_dir = match state_dir(args.state_dir.as_deref()) {
         Some(dir) => Some(dir.join("journal")),
         None => {

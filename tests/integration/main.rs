@@ -14,6 +14,8 @@
 //!   `+state.json` is reported and the server starts empty.
 //! - `mock_faults`: its mode, fault and bandwidth flags: refused values, and each
 //!   knob seen on the wire with raw HTTP.
+//! - `runs`: thousands of files under a small descriptor limit, a file deleted
+//!   before its turn, a second process on the same name, a stop by signal.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -23,5 +25,6 @@ mod mock_faults;
 mod mock_server;
 mod mock_state;
 mod resume;
+mod runs;
 mod upload;
 mod util;

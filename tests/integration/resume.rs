@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use idb_mock::{MockConfig, Storage};
 
-use crate::util::{CHUNK, DS, Dir, Mock, TOKEN};
+use crate::util::{CHUNK, DS, Dir, JournalWatch, Mock, TOKEN, journals};
 
 const NAME: &str = "big.bin";
 const SIZE: usize = 40 * CHUNK + 123;
@@ -60,8 +60,17 @@ fn a_killed_upload_resumes_where_the_server_is() {
     let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
     let (path, bytes) = dir.random_file(NAME, SIZE);
 
-    let running = dir.upload(&mock, DS).token(TOKEN).arg(&path).spawn();
+    // Progress is saved after every acknowledgement (off its path), and the kill
+    // comes once some was: a crash loses at most what the journal lags by.
+    let mut watch = JournalWatch::new(&dir);
+    let running = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--journal-interval", "0"])
+        .arg(&path)
+        .spawn();
     mock.block_on(mock.wait_for_chunks(8));
+    watch.wait_for_write();
     let killed = running.kill9();
     assert!(
         killed.status.code().is_none(),
@@ -209,7 +218,7 @@ fn untrustworthy_journals_are_reported_and_ignored() {
         ("garbage", |_| "\u{0}\u{1}not json at all".into()),
         ("truncated", |text| text[..text.len() / 2].into()),
         ("old version", |text| {
-            text.replacen("\"version\": 1", "\"version\": 0", 1)
+            text.replacen("\"version\": 2", "\"version\": 0", 1)
         }),
     ];
     for (what, spoil) in damage {
@@ -217,13 +226,10 @@ fn untrustworthy_journals_are_reported_and_ignored() {
         let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
         let (path, bytes) = dir.random_file(NAME, SIZE);
         interrupted_by_401(&dir, &mock, &path, 5);
-        let journals: Vec<_> = std::fs::read_dir(dir.join("state/journal"))
-            .expect("a journal was kept after the 401")
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(journals.len(), 1, "{what}: {journals:?}");
-        let text = std::fs::read_to_string(&journals[0]).unwrap();
-        std::fs::write(&journals[0], spoil(&text)).unwrap();
+        let kept = journals(&dir);
+        assert_eq!(kept.len(), 1, "{what}: a journal was kept after the 401");
+        let text = std::fs::read_to_string(&kept[0]).unwrap();
+        std::fs::write(&kept[0], spoil(&text)).unwrap();
         mock.add_token(DS, "fresh-tok-J1", None).unwrap();
 
         let run = dir.upload(&mock, DS).token("fresh-tok-J1").arg(&path).run();
@@ -233,10 +239,7 @@ fn untrustworthy_journals_are_reported_and_ignored() {
             .stderr_has("not resuming from its journal");
         mock.assert_stored(DS, NAME, &bytes);
         assert!(
-            std::fs::read_dir(dir.join("state/journal"))
-                .unwrap()
-                .next()
-                .is_none(),
+            journals(&dir).is_empty(),
             "{what}: the journal of a verified upload is removed"
         );
     }

@@ -220,6 +220,31 @@ impl TestCommand {
         self.env("IDB_TOKEN", token)
     }
 
+    /// Runs the command with a soft limit of `n` open files (as `ulimit -Sn n`).
+    pub fn max_open_files(mut self, n: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec, and calls
+        // only getrlimit and setrlimit, which are async-signal-safe; it touches no
+        // memory shared with the parent beyond its own stack.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                limit.rlim_cur = n.min(limit.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// How the command reads in a failure message.
     fn shown(&self) -> String {
         let mut shown = String::new();
@@ -279,6 +304,26 @@ impl Running {
             .kill()
             .unwrap_or_else(|e| panic!("kill {}: {e}", self.shown));
         self.wait()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (like `libc::SIGTERM`) to it, to be waited for.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: kill only reads its arguments; the pid is our unwaited child,
+        // so it cannot belong to anyone else.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "kill {}: {}",
+            self.shown,
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits for it to end by itself (at most [`HANG`]).
@@ -464,6 +509,70 @@ impl Run {
             );
         }
         self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The resume journal
+// ---------------------------------------------------------------------------
+
+/// The journal files (`*.json`, not the lock file) in a test's state directory.
+pub fn journals(dir: &Dir) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir.join("state/journal")) {
+        Ok(entries) => entries
+            .map(|e| e.expect("list the journal directory").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Watches a test's journal directory: [`JournalWatch::wait_for_write`] returns
+/// once a journal file has been written into place (a readiness signal from the
+/// running `idb`, instead of sleeping). Start it before the command.
+pub struct JournalWatch {
+    inotify: inotify::Inotify,
+}
+
+impl JournalWatch {
+    pub fn new(dir: &Dir) -> Self {
+        let journal = dir.join("state/journal");
+        std::fs::create_dir_all(&journal).expect("create the journal directory");
+        let inotify = inotify::Inotify::init().expect("inotify");
+        // Journal files are written to a temporary name and renamed into place.
+        inotify
+            .watches()
+            .add(&journal, inotify::WatchMask::MOVED_TO)
+            .expect("watch the journal directory");
+        Self { inotify }
+    }
+
+    /// Blocks until a journal file is renamed into place (at most [`HANG`]).
+    pub fn wait_for_write(&mut self) {
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + HANG;
+        let mut buffer = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no journal was written within {HANG:?}");
+            let mut poll = libc::pollfd {
+                fd: self.inotify.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the call's duration.
+            let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                continue;
+            }
+            let events = self.inotify.read_events(&mut buffer).expect("read inotify");
+            if events
+                .filter_map(|e| e.name)
+                .any(|name| Path::new(name).extension().is_some_and(|x| x == "json"))
+            {
+                return;
+            }
+        }
     }
 }
 

@@ -31,6 +31,13 @@ pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Give up on a call when nothing moved (no request byte out, no answer) this long.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often, at most, the journal writer writes what changed: a killed run
+/// resends at most about this much work.
+pub const DEFAULT_JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes acknowledged that make the journal writer write before its interval.
+pub const DEFAULT_JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// A source of a new token, asked after a 401 (for example: read the token
 /// file again). `None` means there is none.
 #[derive(Clone)]
@@ -73,16 +80,24 @@ pub struct UploadConfig {
     /// Chunks of one file in flight: `None` chooses 1 on a strict server and
     /// [`crate::DEFAULT_OFFSET_WINDOW`] on one that writes at offsets.
     pub window: Option<usize>,
-    /// Chunk bytes the run may hold in flight at once (each file's reader holds
-    /// up to `reader.prefetch` more chunks on top).
+    /// Chunk bytes the run may hold at once, read ahead and in flight together:
+    /// readers lease every chunk from this budget before reading it. (Each
+    /// file's read-ahead is also bounded by `reader.read_ahead_bytes`.)
     pub memory: u64,
     /// Give up on a call (and retry it) when nothing moved for this long.
     pub idle_timeout: Duration,
     /// Retries of calls that may succeed when sent again.
     pub retry: RetryPolicy,
-    /// Where each upload records how far the server got, so a killed run resumes
-    /// (`None`: nothing recorded, every run starts with setup).
+    /// Where each upload records how far the server got, so a killed run resumes,
+    /// and where the lock file lives that keeps two processes from uploading the
+    /// same name (`None`: nothing recorded or locked, every run starts with setup).
     pub journal_dir: Option<PathBuf>,
+    /// How often, at most, the journal is written ([`DEFAULT_JOURNAL_INTERVAL`];
+    /// zero writes after every acknowledgement, still off the acknowledgement's
+    /// path).
+    pub journal_interval: Duration,
+    /// Acknowledged bytes that make the journal be written before its interval.
+    pub journal_bytes: u64,
     /// Where a new token comes from when the server refuses the current one.
     pub token_refresh: Option<TokenRefresh>,
     /// The connect timeout.
@@ -108,10 +123,16 @@ impl UploadConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             retry: RetryPolicy::default(),
             journal_dir: None,
+            journal_interval: DEFAULT_JOURNAL_INTERVAL,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
             token_refresh: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_mode: ReadMode::Auto,
-            reader: ReaderConfig::default(),
+            reader: ReaderConfig {
+                // The pump keeps the newest hash state for the journal.
+                hash_snapshots: true,
+                ..ReaderConfig::default()
+            },
         }
     }
 

@@ -119,6 +119,23 @@ pub enum Error {
         /// Bytes it expected.
         expected: u64,
     },
+    /// Another upload of the same name into the same dataset is running on this
+    /// machine (it holds the name's lock); nothing was sent.
+    #[error(
+        "{path}: another idb ({}) is uploading {filename:?} into {dataset}; nothing of this file \
+         was sent: wait for it to finish, or rename the local file",
+        match pid { Some(pid) => format!("pid {pid}"), None => "process".to_owned() }
+    )]
+    Busy {
+        /// The local file.
+        path: PathBuf,
+        /// The name in the dataset.
+        filename: String,
+        /// The dataset.
+        dataset: DatasetKey,
+        /// The process holding the name, if known.
+        pid: Option<u32>,
+    },
     /// The server's copy is not what was sent.
     #[error(
         "{path}: the server's copy differs from what was sent ({what}); the file is in the \
@@ -189,6 +206,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether an upload that ended with this error is worth resuming later from
+    /// its journal (the server keeps what it acknowledged, and nothing about the
+    /// file or the exchange is wrong).
+    pub fn worth_resuming(&self) -> bool {
+        matches!(
+            self,
+            Error::Unauthorized { .. }
+                | Error::DatasetNotFound { .. }
+                | Error::Unreachable { .. }
+                | Error::GaveUp { .. }
+                | Error::Incomplete { .. }
+                | Error::ChunkTooLarge { .. }
+                | Error::Rejected { .. }
+        )
+    }
+
     /// Whether this error stops the whole run (no other file can succeed either).
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(

@@ -71,6 +71,15 @@ pub enum Event {
         /// What was wrong, for people.
         reason: String,
     },
+    /// The state directory (or its lock file) cannot be used: nothing is recorded
+    /// for resuming, or nothing keeps another process from uploading the same
+    /// names meanwhile.
+    StateDirUnusable {
+        /// The directory.
+        dir: PathBuf,
+        /// Why, for people.
+        reason: String,
+    },
     /// The server refused the token and a new one (from the configured refresh,
     /// such as a token file) is now in use.
     TokenRefreshed,

@@ -1,18 +1,21 @@
-//! The resume journal: one small file per upload saying how far the server got,
-//! so a killed run resumes instead of starting over.
+//! The resume journal's storage: one small file per unfinished upload saying how
+//! far the server got and the hash state there, so a killed run resumes instead
+//! of starting over, and reads nothing again that it already sent.
+//!
+//! Writing is the journal writer's job ([`crate::journal_writer`]); this module is
+//! the format, where files live, and reading them back.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use idb_read::Identity;
+use idb_read::{HashState, Identity};
 use serde::{Deserialize, Serialize};
 
 /// The journal format written now. Files of any other version are ignored.
-pub(crate) const JOURNAL_VERSION: u32 = 1;
+pub(crate) const JOURNAL_VERSION: u32 = 2;
 
-/// Journal files are tiny; anything larger is not one of ours.
+/// Journal files are small; anything larger is not one of ours.
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
 
 /// One upload's record.
@@ -22,18 +25,48 @@ pub(crate) struct Entry {
     pub(crate) server: String,
     pub(crate) dataset: String,
     pub(crate) filename: String,
-    /// The local file as given, and what it was when the upload began.
+    /// The local file (absolute), and what it was when the upload began.
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
     pub(crate) modified: (i64, i64),
     pub(crate) device: u64,
     pub(crate) inode: u64,
-    /// Bytes from the start the server acknowledged.
+    /// Bytes from the start the server acknowledged. The journal may lag the
+    /// server (it is written now and then), never lead it.
     pub(crate) acked: u64,
-    /// The chunk size in use (the plan goes on from `acked` with it).
+    /// The chunk size in use (a resumed upload goes on with it).
     pub(crate) chunk_size: u64,
     /// Whether the server writes at offsets (said on setup, which a resume skips).
     pub(crate) offset_mode: bool,
+    /// The whole-file blake3 state over a prefix of the file, so a resumed
+    /// upload need not read it again. Saved as [`HashState::encode`]'s text (by
+    /// the writer thread: the acknowledgement only clones it); one that cannot be
+    /// read back is left out, and the upload reads that prefix again instead.
+    #[serde(with = "saved_hash")]
+    pub(crate) hash: Option<HashState>,
+}
+
+/// `Entry::hash` as text.
+mod saved_hash {
+    use idb_read::HashState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        hash: &Option<HashState>,
+        out: S,
+    ) -> Result<S::Ok, S::Error> {
+        match hash {
+            Some(state) => out.serialize_some(&state.encode()),
+            None => out.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        input: D,
+    ) -> Result<Option<HashState>, D::Error> {
+        let text = Option::<String>::deserialize(input)?;
+        Ok(text.and_then(|t| HashState::decode(&t).ok()))
+    }
 }
 
 impl Entry {
@@ -43,6 +76,45 @@ impl Entry {
             && self.size == identity.size
             && self.modified == identity.modified
             && (self.device, self.inode) == (identity.device, identity.inode)
+    }
+
+    /// Where this entry is stored.
+    pub(crate) fn key(&self) -> Key {
+        Key::of(&self.server, &self.dataset, &self.filename)
+    }
+}
+
+/// An upload's identity on this machine: (server, dataset, file name), hashed.
+/// It names the upload's journal file and its place in the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Key([u8; 16]);
+
+impl Key {
+    pub(crate) fn of(server: &str, dataset: &str, filename: &str) -> Self {
+        let mut key = blake3::Hasher::new();
+        for part in [server, dataset, filename] {
+            key.update(part.as_bytes());
+            key.update(&[0]);
+        }
+        let mut bytes = [0; 16];
+        bytes.copy_from_slice(&key.finalize().as_bytes()[..16]);
+        Self(bytes)
+    }
+
+    /// The journal file's name.
+    fn file_name(&self) -> String {
+        let mut name = String::with_capacity(37);
+        for b in self.0 {
+            name.push_str(&format!("{b:02x}"));
+        }
+        name.push_str(".json");
+        name
+    }
+
+    /// A byte offset in the lock file standing for this upload (below 2^62, so
+    /// any `off_t` holds it).
+    pub(crate) fn lock_offset(&self) -> u64 {
+        u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes")) >> 2
     }
 }
 
@@ -64,25 +136,34 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Journals under `dir` (created, private to the user, when first written).
+    /// Journals under `dir` (created, private to the user, when first needed).
     pub(crate) fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
 
-    /// Where the journal of (server, dataset, filename) lives: a hash of the three,
-    /// so any name is a safe file name.
-    pub(crate) fn path(&self, server: &str, dataset: &str, filename: &str) -> PathBuf {
-        let mut key = blake3::Hasher::new();
-        for part in [server, dataset, filename] {
-            key.update(part.as_bytes());
-            key.update(&[0]);
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory if needed, readable by the user only.
+    pub(crate) fn create_dir(&self) -> io::Result<()> {
+        if !self.dir.is_dir() {
+            fs::create_dir_all(&self.dir)?;
+            fs::set_permissions(
+                &self.dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )?;
         }
-        let hex = key.finalize().to_hex();
-        self.dir.join(format!("{}.json", &hex[..32]))
+        Ok(())
+    }
+
+    /// Where the journal with `key` lives.
+    pub(crate) fn path(&self, key: Key) -> PathBuf {
+        self.dir.join(key.file_name())
     }
 
     pub(crate) fn load(&self, server: &str, dataset: &str, filename: &str) -> Loaded {
-        let path = self.path(server, dataset, filename);
+        let path = self.path(Key::of(server, dataset, filename));
         let text = match fs::metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Nothing,
             Err(e) => return Loaded::Unusable(format!("cannot read {}: {e}", path.display())),
@@ -133,34 +214,26 @@ impl Journal {
         }
     }
 
-    /// Writes `entry` atomically: a temporary file, flushed to disk, renamed over
-    /// the journal. A crash leaves the old journal or the new one, never a mix.
+    /// Writes `entry` atomically (a temporary file, flushed to disk, renamed over
+    /// the journal, the directory flushed): a crash leaves the old journal or the
+    /// new one, never a mix. The directory must exist ([`Journal::create_dir`]).
     pub(crate) fn save(&self, entry: &Entry) -> io::Result<()> {
-        let path = self.path(&entry.server, &entry.dataset, &entry.filename);
-        if !self.dir.exists() {
-            fs::create_dir_all(&self.dir)?;
-            fs::set_permissions(
-                &self.dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )?;
-        }
-        let temp = path.with_extension("json.tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
+        use std::os::unix::fs::OpenOptionsExt as _;
+
+        use atomic_write_file::unix::OpenOptionsExt as _;
+        let mut options = atomic_write_file::OpenOptions::new();
+        options
             .mode(0o600)
-            .open(&temp)?;
+            .preserve_mode(false)
+            .try_preserve_owner(false);
+        let mut file = options.open(self.path(entry.key()))?;
         file.write_all(&serde_json::to_vec_pretty(entry).map_err(io::Error::other)?)?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)?;
-        // The rename itself reaches the disk with the directory.
-        File::open(&self.dir)?.sync_all()
+        file.commit()
     }
 
-    /// Removes the journal of a finished upload (a missing one is fine).
-    pub(crate) fn remove(&self, server: &str, dataset: &str, filename: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(server, dataset, filename)) {
+    /// Removes the journal with `key` (a missing one is fine).
+    pub(crate) fn remove(&self, key: Key) -> io::Result<()> {
+        match fs::remove_file(self.path(key)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -168,10 +241,10 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry() -> Entry {
+    pub(crate) fn entry() -> Entry {
         Entry {
             version: JOURNAL_VERSION,
             server: "https://h/".into(),
@@ -185,7 +258,12 @@ mod tests {
             acked: 40,
             chunk_size: 10,
             offset_mode: false,
+            hash: None,
         }
+    }
+
+    fn key() -> Key {
+        Key::of("https://h/", "IDB-1", "a.bin")
     }
 
     #[test]
@@ -196,13 +274,20 @@ mod tests {
             journal.load("https://h/", "IDB-1", "a.bin"),
             Loaded::Nothing
         ));
+        journal.create_dir().unwrap();
         journal.save(&entry()).unwrap();
         match journal.load("https://h/", "IDB-1", "a.bin") {
             Loaded::Found(found) => assert_eq!(found, entry()),
             other => panic!("{other:?}"),
         }
-        journal.remove("https://h/", "IDB-1", "a.bin").unwrap();
-        journal.remove("https://h/", "IDB-1", "a.bin").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(journal.path(key()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "private to the user");
+        journal.remove(key()).unwrap();
+        journal.remove(key()).unwrap();
         assert!(matches!(
             journal.load("https://h/", "IDB-1", "a.bin"),
             Loaded::Nothing
@@ -213,12 +298,12 @@ mod tests {
     fn damaged_foreign_and_old_journals_are_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::new(dir.path().to_path_buf());
-        let path = journal.path("https://h/", "IDB-1", "a.bin");
+        let path = journal.path(key());
         let full = serde_json::to_vec(&entry()).unwrap();
         let mut other = entry();
         other.filename = "b.bin".into();
         let mut old = serde_json::to_value(entry()).unwrap();
-        old["version"] = 0.into();
+        old["version"] = 1.into();
         let mut greedy = entry();
         greedy.acked = 101;
         let cases: Vec<Vec<u8>> = vec![
@@ -243,6 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_differ_by_every_part_and_stay_in_range() {
+        let keys = [
+            Key::of("https://h/", "IDB-1", "a.bin"),
+            Key::of("https://g/", "IDB-1", "a.bin"),
+            Key::of("https://h/", "IDB-2", "a.bin"),
+            Key::of("https://h/", "IDB-1", "b.bin"),
+            // The separator keeps "ab" + "c" apart from "a" + "bc".
+            Key::of("https://h/", "IDB-1a", ".bin"),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            assert!(a.lock_offset() < 1 << 62);
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+                assert_ne!(a.lock_offset(), b.lock_offset());
+            }
+        }
+    }
+
+    #[test]
     fn identity_decides_whether_an_entry_describes_a_file() {
         let e = entry();
         let identity = Identity {
@@ -254,26 +358,21 @@ mod tests {
         };
         assert!(e.describes(Path::new("/data/a.bin"), &identity));
         assert!(!e.describes(Path::new("/data/b.bin"), &identity));
-        assert!(!e.describes(
-            Path::new("/data/a.bin"),
-            &Identity {
+        for other in [
+            Identity {
                 size: 101,
                 ..identity
-            }
-        ));
-        assert!(!e.describes(
-            Path::new("/data/a.bin"),
-            &Identity {
+            },
+            Identity {
                 modified: (5, 7),
                 ..identity
-            }
-        ));
-        assert!(!e.describes(
-            Path::new("/data/a.bin"),
-            &Identity {
+            },
+            Identity {
                 inode: 3,
                 ..identity
-            }
-        ));
+            },
+        ] {
+            assert!(!e.describes(Path::new("/data/a.bin"), &other));
+        }
     }
 }

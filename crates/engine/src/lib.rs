@@ -35,27 +35,35 @@
 //! The token travels only in a sensitive `Authorization` header.
 #![deny(missing_docs)]
 
+mod acked;
 mod body;
-mod budget;
+mod calls;
 mod chunking;
 mod client;
 mod config;
 mod congestion;
 mod error;
 mod event;
+mod file_upload;
 mod idle;
 mod journal;
+mod journal_writer;
+mod name_lock;
+mod open_file;
 mod preflight;
 mod protocol;
+mod pump;
+mod resume;
 mod retry;
-mod sender;
+mod run;
 mod stop;
 mod upload;
 
 pub use chunking::MIN_ADAPTIVE_CHUNK;
 pub use config::{
-    DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CHUNK_SIZE,
-    DEFAULT_MEMORY, DEFAULT_PARALLEL, MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
+    DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JOURNAL_BYTES,
+    DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY, DEFAULT_PARALLEL,
+    MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents, RestartReason};
@@ -63,5 +71,9 @@ pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
-pub use sender::DEFAULT_OFFSET_WINDOW;
+pub use stop::Cancel;
+
+/// Chunks in flight per file on a server that writes at offsets, unless the user
+/// says otherwise.
+pub const DEFAULT_OFFSET_WINDOW: usize = 4;
 pub use upload::{CheckedFiles, FileOutcome, FileReport, Report, Uploader};

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use idb_wire::{Phase, Token, VerifyReceipt, setup_body, transfer_body, verify_body};
+use idb_wire::{Phase, Token, VerifyReceipt, WriteMode, setup_body, transfer_body, verify_body};
 
 use crate::Error;
 use crate::client::{Answer, DatafileClient, Transport};
@@ -14,15 +14,6 @@ use crate::client::{Answer, DatafileClient, Transport};
 pub(crate) struct FileRef<'a> {
     pub(crate) filename: &'a str,
     pub(crate) size: u64,
-}
-
-/// How the server takes chunks of one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WriteMode {
-    /// In order only: one chunk in flight.
-    Strict,
-    /// At their offsets, in any order: several chunks in flight.
-    Offset,
 }
 
 /// Why a call did not succeed.

@@ -2,21 +2,24 @@
 //! first, sharing one connection pool, byte budget and concurrency limit.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use idb_read::ChunkMemory;
 use idb_wire::VerifyReceipt;
 
-use crate::budget::ByteBudget;
 use crate::chunking::ChunkSizer;
 use crate::client::DatafileClient;
 use crate::congestion::Congestion;
 use crate::journal::Journal;
+use crate::journal_writer::JournalWriter;
+use crate::name_lock::NameLocks;
 use crate::preflight::{CheckedFile, check_all};
 use crate::retry::Backoff;
-use crate::sender::Run;
-use crate::stop::Stop;
+use crate::run::Run;
+use crate::stop::{Cancel, Stop, StopKind};
 use crate::{Error, Event, EventSink, MAX_CHUNK_SIZE, UploadConfig};
 
 /// Files that passed every check, ready to upload (see [`Uploader::check`]).
@@ -35,7 +38,7 @@ impl CheckedFiles {
 
     /// Their total size in bytes.
     pub fn total_bytes(&self) -> u64 {
-        self.0.iter().map(|f| f.source.size()).sum()
+        self.0.iter().map(CheckedFile::size).sum()
     }
 }
 
@@ -77,9 +80,11 @@ pub struct FileReport {
 pub struct Report {
     /// One entry per file.
     pub files: Vec<FileReport>,
-    /// The most chunk bytes the run held in flight at once (never above the
-    /// configured memory budget).
-    pub peak_in_flight_bytes: u64,
+    /// The most chunk bytes (read ahead and in flight) alive at once, counted by
+    /// the chunks themselves: never above the configured memory budget.
+    pub peak_chunk_bytes: u64,
+    /// Bytes read from the files (a resumed upload reads only what it sends).
+    pub bytes_read: u64,
     /// The chunk size the adaptation ended at.
     pub final_chunk_size: u64,
 }
@@ -115,55 +120,81 @@ impl Uploader {
         Ok(Self { config, client })
     }
 
-    /// Checks every file before anything is sent: it exists, is a regular readable
-    /// file of at most 2 TiB, has a valid name, and no two share a name. Returns
-    /// every problem found.
+    /// Checks every file before anything is sent, from metadata alone (no file
+    /// is opened): it exists, is a regular readable file of at most 2 TiB, has a
+    /// valid name, and no two share a name. Returns every problem found.
     pub fn check(&self, paths: &[PathBuf]) -> Result<CheckedFiles, Vec<Error>> {
-        check_all(paths, self.config.read_mode).map(CheckedFiles)
+        check_all(paths).map(CheckedFiles)
     }
 
-    /// Uploads the files, up to `parallel` at once, largest first. A 401 or 404
-    /// stops the run: files in progress finish their calls in flight and report
-    /// what the server holds ([`FileOutcome::Interrupted`]), the rest are
+    /// Uploads the files, up to `parallel` at once, largest first; each file is
+    /// opened when its turn comes and closed when it ends. A 401 or 404 stops the
+    /// run: files in progress finish their calls in flight and report what the
+    /// server holds ([`FileOutcome::Interrupted`]), the rest are
     /// [`FileOutcome::NotStarted`]. Any other error fails only its file.
     pub async fn upload(&self, files: CheckedFiles, events: &dyn EventSink) -> Report {
+        self.upload_until(files, events, &Cancel::new()).await
+    }
+
+    /// [`Uploader::upload`], until `cancel` fires: then the files in progress
+    /// abandon their calls in flight and are [`FileOutcome::Interrupted`], with
+    /// the journal written, so the same upload resumes later.
+    pub async fn upload_until(
+        &self,
+        files: CheckedFiles,
+        events: &dyn EventSink,
+        cancel: &Cancel,
+    ) -> Report {
         let config = &self.config;
+        let (journal, locks) = self.state_dir(events);
         let run = Run {
             protocol: &self.client,
             config,
             events,
-            sizer: ChunkSizer::new(
+            sizer: Arc::new(ChunkSizer::new(
                 config.chunk_size,
                 config.max_chunk_size.max(config.chunk_size),
-            ),
-            budget: ByteBudget::new(config.memory),
+            )),
+            memory: ChunkMemory::new(config.memory),
             congestion: Congestion::new(
                 config.parallel * config.window.unwrap_or(crate::DEFAULT_OFFSET_WINDOW),
             ),
             backoff: Backoff::new(config.retry.clone()),
             stop: Stop::default(),
             contacted: AtomicBool::new(false),
-            journal: config.journal_dir.clone().map(Journal::new),
+            journal,
+            locks,
+            unlocked: AtomicBool::new(false),
             token_lock: tokio::sync::Mutex::new(()),
         };
         let files = files.0;
         let mut outcomes: Vec<Option<(FileOutcome, u64)>> = files.iter().map(|_| None).collect();
         let mut order: Vec<usize> = (0..files.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(files[i].source.size()));
+        order.sort_by_key(|&i| std::cmp::Reverse(files[i].size()));
         let mut pending = order.into_iter();
-        // The files being uploaded; at most `parallel` at once.
+        // The files being uploaded; at most `parallel` at once, so at most that
+        // many are open.
         let mut active = FuturesUnordered::new();
+        let mut cancelled = false;
         loop {
             while active.len() < config.parallel && !run.stop.is_set() {
                 let Some(i) = pending.next() else { break };
                 let (run, file) = (&run, &files[i]);
                 active.push(async move { (i, run.upload_file(file).await) });
             }
-            let Some((i, (result, acked))) = active.next().await else {
+            let finished = tokio::select! {
+                finished = active.next() => finished,
+                () = cancel.fired(), if !cancelled => {
+                    cancelled = true;
+                    run.stop.set(StopKind::Now);
+                    continue;
+                }
+            };
+            let Some((i, (result, acked))) = finished else {
                 break;
             };
-            let path = files[i].path();
-            let size = files[i].source.size();
+            let path = files[i].path.clone();
+            let size = files[i].size();
             outcomes[i] = Some((
                 match result {
                     Ok(outcome) => {
@@ -174,7 +205,7 @@ impl Uploader {
                     }
                     Err(error) => {
                         if error.is_fatal_for_run() {
-                            run.stop.set();
+                            run.stop.set(StopKind::Drain);
                         }
                         events.emit(Event::FileFailed { path });
                         FileOutcome::Failed(error)
@@ -182,6 +213,22 @@ impl Uploader {
                 },
                 acked,
             ));
+            run.report_journal_failures();
+        }
+        drop(active);
+        let Run {
+            journal,
+            memory,
+            sizer,
+            ..
+        } = run;
+        if let Some((_, writer)) = journal {
+            for failure in writer.close().await {
+                events.emit(Event::JournalIgnored {
+                    path: failure.path,
+                    reason: failure.reason,
+                });
+            }
         }
         let files = files
             .iter()
@@ -189,8 +236,8 @@ impl Uploader {
             .map(|(f, done)| {
                 let (outcome, acked) = done.unwrap_or((FileOutcome::NotStarted, 0));
                 FileReport {
-                    path: f.path(),
-                    size: f.source.size(),
+                    path: f.path.clone(),
+                    size: f.size(),
                     acked,
                     outcome,
                 }
@@ -198,8 +245,52 @@ impl Uploader {
             .collect();
         Report {
             files,
-            peak_in_flight_bytes: run.budget.peak(),
-            final_chunk_size: run.sizer.current(),
+            peak_chunk_bytes: memory.peak_bytes(),
+            bytes_read: memory.bytes_read(),
+            final_chunk_size: sizer.current(),
+        }
+    }
+
+    /// The journal and the name locks in the state directory, if one is
+    /// configured and usable (otherwise the run goes on without, and says so).
+    fn state_dir(
+        &self,
+        events: &dyn EventSink,
+    ) -> (Option<(Journal, JournalWriter)>, Option<NameLocks>) {
+        let Some(dir) = &self.config.journal_dir else {
+            return (None, None);
+        };
+        let journal = Journal::new(dir.clone());
+        match journal.create_dir().and_then(|()| NameLocks::open(dir)) {
+            Ok(locks) => {
+                let writer = JournalWriter::start(
+                    journal.clone(),
+                    self.config.journal_interval,
+                    self.config.journal_bytes,
+                );
+                (Some((journal, writer)), Some(locks))
+            }
+            Err(e) => {
+                events.emit(Event::StateDirUnusable {
+                    dir: dir.clone(),
+                    reason: e.to_string(),
+                });
+                (None, None)
+            }
+        }
+    }
+}
+
+impl<P> Run<'_, P> {
+    /// Journal writes that failed since the last look, as events.
+    fn report_journal_failures(&self) {
+        if let Some((_, writer)) = &self.journal {
+            for failure in writer.failures() {
+                self.emit(Event::JournalIgnored {
+                    path: failure.path,
+                    reason: failure.reason,
+                });
+            }
         }
     }
 }
@@ -232,6 +323,9 @@ impl UploadConfig {
         }
         if self.idle_timeout.is_zero() {
             return bad("the idle timeout must be more than 0 seconds".into());
+        }
+        if self.reader.prefetch == 0 || self.reader.read_ahead_bytes == 0 {
+            return bad("the reader must read at least one chunk ahead".into());
         }
         Ok(())
     }

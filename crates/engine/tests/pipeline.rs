@@ -2,120 +2,22 @@
 //! byte-exact results, ordered offsets, bounded memory, 413 / Retry-After / 409 /
 //! 401 handling. Fault schedules are seeded, so a failure replays.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
-use idb_engine::{
-    DatasetKey, Error, Event, FileOutcome, NoEvents, Report, RetryPolicy, Token, UploadConfig,
-    Uploader,
-};
+use idb_engine::{Error, Event, FileOutcome, NoEvents, Token};
 use idb_mock::{FaultConfig, FaultKind, MockConfig, MockServer, Storage, WriteMode};
 use proptest::prelude::*;
 
-const DS: &str = "IDB-P1";
-const TOKEN: &str = "pipeline-token";
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0; len];
-    blake3::Hasher::new_derive_key("idb pipeline tests")
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-fn write_files(dir: &Path, sizes: &[usize], seed: u64) -> Vec<(PathBuf, Vec<u8>)> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let bytes = data(n, seed + i as u64);
-            let path = dir.join(format!("file-{i}.bin"));
-            std::fs::write(&path, &bytes).unwrap();
-            (path, bytes)
-        })
-        .collect()
-}
-
-/// Quick retries (the faults are many), a short idle timeout (stalls end fast),
-/// a fixed jitter seed.
-fn config(server: &MockServer, chunk: u64) -> UploadConfig {
-    let mut config = UploadConfig::new(
-        server.url().parse().unwrap(),
-        DatasetKey::new(DS).unwrap(),
-        Token::new(TOKEN).unwrap(),
-    )
-    .fixed_chunk_size(chunk);
-    config.idle_timeout = Duration::from_millis(300);
-    config.retry = RetryPolicy {
-        max_attempts: 60,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(10),
-        deadline: Duration::from_secs(120),
-        seed: Some(7),
-    };
-    config
-}
-
-async fn upload(
-    config: UploadConfig,
-    paths: &[PathBuf],
-    events: &dyn idb_engine::EventSink,
-) -> Report {
-    let uploader = Uploader::new(config).unwrap();
-    let files = uploader.check(paths).expect("the files pass the checks");
-    uploader.upload(files, events).await
-}
-
-fn name(path: &Path) -> &str {
-    path.file_name().unwrap().to_str().unwrap()
-}
-
-/// Every file verified, and the server's copy is exactly the local bytes.
-fn assert_exact(server: &MockServer, report: &Report, files: &[(PathBuf, Vec<u8>)]) {
-    assert!(report.all_verified(), "{report:#?}");
-    for (path, bytes) in files {
-        let stored = server.stored_file(DS, name(path)).expect("stored");
-        assert!(
-            std::fs::read(stored).unwrap() == *bytes,
-            "{} differs",
-            path.display()
-        );
-    }
-}
-
-/// In strict mode the server accepted each file's chunks in order, with no gap
-/// and no overlap: each new chunk starts where the accepted bytes end.
-fn assert_strictly_ordered(server: &MockServer, files: &[(PathBuf, Vec<u8>)]) {
-    for (path, bytes) in files {
-        let mut end = 0;
-        for (offset, len) in server.accepted(DS, name(path)) {
-            assert_eq!(
-                offset,
-                end,
-                "{}: gap or overlap at {offset}",
-                path.display()
-            );
-            end = offset + len;
-        }
-        assert_eq!(end, bytes.len() as u64, "{}", path.display());
-    }
-}
+use support::{
+    DS, READS, Read, TOKEN, assert_exact, assert_strictly_ordered, config, name, paths, runtime,
+    upload, write_files,
+};
 
 fn mock(mode: WriteMode, faults: FaultConfig) -> MockConfig {
-    MockConfig::new()
-        .dataset(DS, TOKEN)
-        .mode(mode)
-        .faults(faults)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    support::mock(mode).faults(faults)
 }
 
 proptest! {
@@ -130,6 +32,7 @@ proptest! {
         rate in 0.0f64..0.35,
         fault_seed in any::<u64>(),
         offset_mode in any::<bool>(),
+        read in proptest::sample::select(READS.to_vec()),
     ) {
         let mode = if offset_mode { WriteMode::Offset } else { WriteMode::Strict };
         let mut faults = FaultConfig::new(rate, FaultKind::ALL);
@@ -140,8 +43,7 @@ proptest! {
             let server = MockServer::start(mock(mode, faults)).await.unwrap();
             let dir = tempfile::tempdir().unwrap();
             let files = write_files(dir.path(), &sizes, fault_seed);
-            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-            let report = upload(config(&server, chunk), &paths, &NoEvents).await;
+            let report = upload(config(&server, chunk, read), &paths(&files), &NoEvents).await;
             assert_exact(&server, &report, &files);
             if mode == WriteMode::Strict {
                 assert_strictly_ordered(&server, &files);
@@ -150,12 +52,16 @@ proptest! {
     }
 }
 
-/// 50 files at once under a small byte budget: the peak of chunk bytes in flight
-/// never exceeds it, in either mode, and everything arrives.
+/// 50 files at once under a small memory budget: the chunk bytes alive (counted
+/// by the chunks themselves, not by the budget) never exceed it, in either mode,
+/// whichever way files are read, and everything arrives.
 #[test]
-fn the_byte_budget_holds_with_fifty_files_in_parallel() {
+fn the_memory_budget_holds_with_fifty_files_in_parallel() {
     runtime().block_on(async {
-        for mode in [WriteMode::Strict, WriteMode::Offset] {
+        for (mode, read) in [WriteMode::Strict, WriteMode::Offset]
+            .into_iter()
+            .flat_map(|m| READS.map(|r| (m, r)))
+        {
             let server =
                 MockServer::start(mock(mode, FaultConfig::new(0.0, [])).storage(Storage::Sink))
                     .await
@@ -163,17 +69,16 @@ fn the_byte_budget_holds_with_fifty_files_in_parallel() {
             let dir = tempfile::tempdir().unwrap();
             let sizes: Vec<usize> = (0..50).map(|i| 20_000 + i * 1_000).collect();
             let files = write_files(dir.path(), &sizes, 50);
-            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-            let mut config = config(&server, 16 * 1024);
+            let mut config = config(&server, 16 * 1024, read);
             config.parallel = 50;
             config.memory = 64 * 1024;
-            let report = upload(config, &paths, &NoEvents).await;
+            let report = upload(config, &paths(&files), &NoEvents).await;
             assert!(report.all_verified(), "{report:#?}");
-            assert!(report.peak_in_flight_bytes > 0);
+            assert!(report.peak_chunk_bytes > 0);
             assert!(
-                report.peak_in_flight_bytes <= 64 * 1024,
-                "{mode:?}: peak {} over the budget",
-                report.peak_in_flight_bytes
+                report.peak_chunk_bytes <= 64 * 1024,
+                "{mode:?} {read:?}: peak {} over the budget",
+                report.peak_chunk_bytes
             );
             for ((path, bytes), file) in files.iter().zip(&report.files) {
                 let receipt = server.receipt(DS, name(path)).unwrap();
@@ -189,23 +94,24 @@ fn the_byte_budget_holds_with_fifty_files_in_parallel() {
 #[test]
 fn too_large_chunks_shrink_until_the_server_takes_them() {
     runtime().block_on(async {
-        let limit = 100 * 1024;
-        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(limit))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[1_000_000, 300_000], 413);
-        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-        let report = upload(config(&server, 256 * 1024), &paths, &NoEvents).await;
-        assert_exact(&server, &report, &files);
-        assert_eq!(report.final_chunk_size, 64 * 1024);
-        for (path, _) in &files {
-            assert!(
-                server
-                    .accepted(DS, name(path))
-                    .iter()
-                    .all(|&(_, len)| len <= limit)
-            );
+        for read in READS {
+            let limit = 100 * 1024;
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(limit))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[1_000_000, 300_000], 413);
+            let report = upload(config(&server, 256 * 1024, read), &paths(&files), &NoEvents).await;
+            assert_exact(&server, &report, &files);
+            assert_eq!(report.final_chunk_size, 64 * 1024);
+            for (path, _) in &files {
+                assert!(
+                    server
+                        .accepted(DS, name(path))
+                        .iter()
+                        .all(|&(_, len)| len <= limit)
+                );
+            }
         }
     });
 }
@@ -213,52 +119,61 @@ fn too_large_chunks_shrink_until_the_server_takes_them() {
 /// 413 at the smallest chunk size fails the file with the matching error.
 #[test]
 fn too_large_at_the_minimum_fails_the_file() {
-    runtime().block_on(async {
-        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(1000))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[5000], 1);
-        let report = upload(config(&server, 4096), &[files[0].0.clone()], &NoEvents).await;
-        assert!(matches!(
-            &report.files[0].outcome,
-            FileOutcome::Failed(Error::ChunkTooLarge { len: 4096, .. })
-        ));
-    });
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).max_chunk(1000))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[5000], 1);
+            let report = upload(
+                config(&server, 4096, read),
+                &[files[0].0.clone()],
+                &NoEvents,
+            )
+            .await;
+            assert!(matches!(
+                &report.files[0].outcome,
+                FileOutcome::Failed(Error::ChunkTooLarge { len: 4096, .. })
+            ));
+        });
+    }
 }
 
 /// Every 429 is retried after exactly the server's Retry-After (0 here), not the
 /// engine's own backoff, which is set far too long to finish otherwise.
 #[test]
 fn retry_after_is_honoured() {
-    runtime().block_on(async {
-        let mut faults = FaultConfig::new(0.4, [FaultKind::TooManyRequests]);
-        faults.retry_after = Duration::ZERO;
-        faults.seed = 429;
-        let server = MockServer::start(mock(WriteMode::Strict, faults))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[200_000], 2);
-        let mut config = config(&server, 16 * 1024);
-        config.retry.base_delay = Duration::from_secs(3600);
-        config.retry.max_delay = Duration::from_secs(3600);
-        let delays = Mutex::new(Vec::new());
-        let sink = |e: Event| {
-            if let Event::Retry { reason, delay, .. } = e {
-                delays.lock().unwrap().push((reason, delay));
+    for read in READS {
+        runtime().block_on(async {
+            let mut faults = FaultConfig::new(0.4, [FaultKind::TooManyRequests]);
+            faults.retry_after = Duration::ZERO;
+            faults.seed = 429;
+            let server = MockServer::start(mock(WriteMode::Strict, faults))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[200_000], 2);
+            let mut config = config(&server, 16 * 1024, read);
+            config.retry.base_delay = Duration::from_secs(3600);
+            config.retry.max_delay = Duration::from_secs(3600);
+            let delays = Mutex::new(Vec::new());
+            let sink = |e: Event| {
+                if let Event::Retry { reason, delay, .. } = e {
+                    delays.lock().unwrap().push((reason, delay));
+                }
+            };
+            let report = upload(config, &[files[0].0.clone()], &sink).await;
+            assert_exact(&server, &report, &files);
+            let delays = delays.into_inner().unwrap();
+            assert!(!delays.is_empty(), "the seed gives some 429s");
+            assert_eq!(server.stats().faults.too_many_requests, delays.len() as u64);
+            for (reason, delay) in delays {
+                assert_eq!(reason, "HTTP 429");
+                assert_eq!(delay, Duration::ZERO);
             }
-        };
-        let report = upload(config, &[files[0].0.clone()], &sink).await;
-        assert_exact(&server, &report, &files);
-        let delays = delays.into_inner().unwrap();
-        assert!(!delays.is_empty(), "the seed gives some 429s");
-        assert_eq!(server.stats().faults.too_many_requests, delays.len() as u64);
-        for (reason, delay) in delays {
-            assert_eq!(reason, "HTTP 429");
-            assert_eq!(delay, Duration::ZERO);
-        }
-    });
+        });
+    }
 }
 
 /// A truncated chunk (the server kept part of it and answered 500) makes the next
@@ -266,30 +181,37 @@ fn retry_after_is_honoured() {
 /// never skipping or repeating a byte.
 #[test]
 fn a_409_realigns_to_the_servers_offset() {
-    runtime().block_on(async {
-        let mut faults = FaultConfig::new(0.3, [FaultKind::Truncate]);
-        faults.seed = 409;
-        let server = MockServer::start(mock(WriteMode::Strict, faults))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[300_000], 3);
-        let realigned = Mutex::new(Vec::new());
-        let sink = |e: Event| {
-            if let Event::Realigned { from, to, .. } = e {
-                realigned.lock().unwrap().push((from, to));
-            }
-        };
-        let report = upload(config(&server, 16 * 1024), &[files[0].0.clone()], &sink).await;
-        assert_exact(&server, &report, &files);
-        assert_strictly_ordered(&server, &files);
-        let realigned = realigned.into_inner().unwrap();
-        assert!(!realigned.is_empty(), "the seed truncates some chunks");
-        assert!(
-            realigned.iter().all(|(from, to)| to > from),
-            "{realigned:?}"
-        );
-    });
+    for read in READS {
+        runtime().block_on(async {
+            let mut faults = FaultConfig::new(0.3, [FaultKind::Truncate]);
+            faults.seed = 409;
+            let server = MockServer::start(mock(WriteMode::Strict, faults))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[300_000], 3);
+            let realigned = Mutex::new(Vec::new());
+            let sink = |e: Event| {
+                if let Event::Realigned { from, to, .. } = e {
+                    realigned.lock().unwrap().push((from, to));
+                }
+            };
+            let report = upload(
+                config(&server, 16 * 1024, read),
+                &[files[0].0.clone()],
+                &sink,
+            )
+            .await;
+            assert_exact(&server, &report, &files);
+            assert_strictly_ordered(&server, &files);
+            let realigned = realigned.into_inner().unwrap();
+            assert!(!realigned.is_empty(), "the seed truncates some chunks");
+            assert!(
+                realigned.iter().all(|(from, to)| to > from),
+                "{realigned:?}"
+            );
+        });
+    }
 }
 
 /// A token that stops working mid-run stops the run cleanly: no file is
@@ -297,77 +219,81 @@ fn a_409_realigns_to_the_servers_offset() {
 /// holds, so nothing acknowledged is lost (a later run can resume from there).
 #[test]
 fn a_refused_token_mid_run_stops_it_and_keeps_what_was_acknowledged() {
-    runtime().block_on(async {
-        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 401);
-        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-        let acks = Mutex::new(0);
-        // After the fifth acknowledged chunk of the run, the token expires.
-        let sink = |e: Event| {
-            if let Event::ChunkAcked { .. } = e {
-                let mut acks = acks.lock().unwrap();
-                *acks += 1;
-                if *acks == 5 {
-                    server.expire_tokens();
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 401);
+            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+            let acks = Mutex::new(0);
+            // After the fifth acknowledged chunk of the run, the token expires.
+            let sink = |e: Event| {
+                if let Event::ChunkAcked { .. } = e {
+                    let mut acks = acks.lock().unwrap();
+                    *acks += 1;
+                    if *acks == 5 {
+                        server.expire_tokens();
+                    }
                 }
+            };
+            let report = upload(config(&server, 16 * 1024, read), &paths, &sink).await;
+            assert!(
+                matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+                "{report:#?}"
+            );
+            assert_eq!(server.stats().files_verified, 0);
+            let mut total = 0;
+            for ((path, _), file) in files.iter().zip(&report.files) {
+                let held: u64 = server
+                    .accepted(DS, name(path))
+                    .iter()
+                    .map(|&(_, len)| len)
+                    .sum();
+                assert_eq!(file.acked, held, "{}: {:?}", path.display(), file.outcome);
+                assert!(!matches!(file.outcome, FileOutcome::Verified { .. }));
+                total += held;
             }
-        };
-        let report = upload(config(&server, 16 * 1024), &paths, &sink).await;
-        assert!(
-            matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
-            "{report:#?}"
-        );
-        assert_eq!(server.stats().files_verified, 0);
-        let mut total = 0;
-        for ((path, _), file) in files.iter().zip(&report.files) {
-            let held: u64 = server
-                .accepted(DS, name(path))
-                .iter()
-                .map(|&(_, len)| len)
-                .sum();
-            assert_eq!(file.acked, held, "{}: {:?}", path.display(), file.outcome);
-            assert!(!matches!(file.outcome, FileOutcome::Verified { .. }));
-            total += held;
-        }
-        assert!(
-            total >= 5 * 16 * 1024,
-            "the acknowledged chunks are all reported"
-        );
-    });
+            assert!(
+                total >= 5 * 16 * 1024,
+                "the acknowledged chunks are all reported"
+            );
+        });
+    }
 }
 
 /// With a distant server, chunks double while the round trip dominates, up to
 /// the ceiling, and never shrink without a reason.
 #[test]
 fn chunks_grow_while_the_round_trip_dominates() {
-    runtime().block_on(async {
-        let server = MockServer::start(
-            MockConfig::new()
-                .dataset(DS, TOKEN)
-                .latency(Duration::from_millis(20)),
-        )
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[6 << 20], 20);
-        let mut config = config(&server, 64 * 1024);
-        config.max_chunk_size = 1 << 20;
-        let report = upload(config, &[files[0].0.clone()], &NoEvents).await;
-        assert_exact(&server, &report, &files);
-        assert_eq!(report.final_chunk_size, 1 << 20);
-        let lens: Vec<u64> = server
-            .accepted(DS, name(&files[0].0))
-            .iter()
-            .map(|&(_, len)| len)
-            .collect();
-        assert_eq!(lens[0], 64 * 1024);
-        let (last, body) = lens.split_last().unwrap();
-        assert!(body.windows(2).all(|w| w[0] <= w[1]), "{lens:?}");
-        assert!(*last <= 1 << 20 && body.contains(&(1 << 20)), "{lens:?}");
-    });
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(
+                MockConfig::new()
+                    .dataset(DS, TOKEN)
+                    .latency(Duration::from_millis(20)),
+            )
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[6 << 20], 20);
+            let mut config = config(&server, 64 * 1024, read);
+            config.max_chunk_size = 1 << 20;
+            let report = upload(config, &[files[0].0.clone()], &NoEvents).await;
+            assert_exact(&server, &report, &files);
+            assert_eq!(report.final_chunk_size, 1 << 20);
+            let lens: Vec<u64> = server
+                .accepted(DS, name(&files[0].0))
+                .iter()
+                .map(|&(_, len)| len)
+                .collect();
+            assert_eq!(lens[0], 64 * 1024);
+            let (last, body) = lens.split_last().unwrap();
+            assert!(body.windows(2).all(|w| w[0] <= w[1]), "{lens:?}");
+            assert!(*last <= 1 << 20 && body.contains(&(1 << 20)), "{lens:?}");
+        });
+    }
 }
 
 /// When the token stops working mid-run and the refresh source has a new one,
@@ -375,65 +301,140 @@ fn chunks_grow_while_the_round_trip_dominates() {
 /// the 401 at the same moment (the others see the token already replaced).
 #[test]
 fn a_refreshed_token_carries_every_file_on() {
-    runtime().block_on(async {
-        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 7);
-        let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let mut config = config(&server, 16 * 1024);
-        config.parallel = 4;
-        let counter = fetches.clone();
-        config.token_refresh = Some(idb_engine::TokenRefresh::new(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Some(Token::new("renewed-token").unwrap())
-        }));
-        let acks = Mutex::new(0);
-        let refreshed = Mutex::new(0);
-        let sink = |e: Event| match e {
-            Event::ChunkAcked { .. } => {
-                let mut acks = acks.lock().unwrap();
-                *acks += 1;
-                if *acks == 6 {
-                    server.add_token(DS, "renewed-token", None).unwrap();
-                    server.expire_token(TOKEN);
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[300_000, 300_000, 300_000, 300_000], 7);
+            let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+            let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let mut config = config(&server, 16 * 1024, read);
+            config.parallel = 4;
+            let counter = fetches.clone();
+            config.token_refresh = Some(idb_engine::TokenRefresh::new(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(Token::new("renewed-token").unwrap())
+            }));
+            let acks = Mutex::new(0);
+            let refreshed = Mutex::new(0);
+            let sink = |e: Event| match e {
+                Event::ChunkAcked { .. } => {
+                    let mut acks = acks.lock().unwrap();
+                    *acks += 1;
+                    if *acks == 6 {
+                        server.add_token(DS, "renewed-token", None).unwrap();
+                        server.expire_token(TOKEN);
+                    }
                 }
-            }
-            Event::TokenRefreshed => *refreshed.lock().unwrap() += 1,
-            _ => {}
-        };
-        let report = upload(config, &paths, &sink).await;
-        assert_exact(&server, &report, &files);
-        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(*refreshed.lock().unwrap(), 1);
-    });
+                Event::TokenRefreshed => *refreshed.lock().unwrap() += 1,
+                _ => {}
+            };
+            let report = upload(config, &paths, &sink).await;
+            assert_exact(&server, &report, &files);
+            assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert_eq!(*refreshed.lock().unwrap(), 1);
+        });
+    }
 }
 
 /// A refresh source with nothing new does not loop: the run stops on the 401.
 #[test]
 fn a_refresh_with_the_same_token_stops_the_run() {
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[100_000], 8);
+            let mut config = config(&server, 16 * 1024, read);
+            config.token_refresh = Some(idb_engine::TokenRefresh::new(|| {
+                Some(Token::new(TOKEN).unwrap())
+            }));
+            let sink = |e: Event| {
+                if let Event::ChunkAcked { offset: 0, .. } = e {
+                    server.expire_tokens();
+                }
+            };
+            let report = upload(config, &[files[0].0.clone()], &sink).await;
+            assert!(
+                matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+                "{report:#?}"
+            );
+            assert_eq!(report.files[0].acked, 16 * 1024);
+        });
+    }
+}
+
+/// Regression: a token source that hands out a new token every time, against a
+/// server that refuses them all, looped for ever without a backoff. Refreshed
+/// tokens now count as attempts: the run stops on the 401 within the limit.
+#[test]
+fn a_token_source_that_keeps_changing_is_bounded_by_the_attempts() {
     runtime().block_on(async {
         let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
             .await
             .unwrap();
+        server.expire_tokens();
         let dir = tempfile::tempdir().unwrap();
-        let files = write_files(dir.path(), &[100_000], 8);
-        let mut config = config(&server, 16 * 1024);
-        config.token_refresh = Some(idb_engine::TokenRefresh::new(|| {
-            Some(Token::new(TOKEN).unwrap())
+        let files = write_files(dir.path(), &[1000], 9);
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut config = config(&server, 16 * 1024, Read::Default);
+        config.retry.max_attempts = 5;
+        let counter = fetches.clone();
+        config.token_refresh = Some(idb_engine::TokenRefresh::new(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Token::new(&format!("changing-{n}")).unwrap())
         }));
-        let sink = |e: Event| {
-            if let Event::ChunkAcked { offset: 0, .. } = e {
-                server.expire_tokens();
-            }
-        };
-        let report = upload(config, &[files[0].0.clone()], &sink).await;
+        let report = upload(config, &paths(&files), &NoEvents).await;
         assert!(
             matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
             "{report:#?}"
         );
-        assert_eq!(report.files[0].acked, 16 * 1024);
+        let fetched = fetches.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..5).contains(&fetched), "{fetched} refreshes");
+    });
+}
+
+/// Two uploaders of different files with the same name into one dataset, with
+/// no journal (so no lock keeps them apart): the one that finds the server ahead
+/// of what it sent fails loudly as an offset conflict instead of taking the
+/// other's bytes as its own, and the other's copy is exact.
+#[test]
+fn a_server_ahead_with_bytes_this_upload_never_sent_is_a_conflict() {
+    runtime().block_on(async {
+        let server = MockServer::start(
+            MockConfig::new()
+                .dataset(DS, TOKEN)
+                .latency(Duration::from_millis(2)),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let a = write_files(&dir_a, &[400_000], 1);
+        let b = write_files(&dir_b, &[400_000], 2);
+        let (pa, pb) = (paths(&a), paths(&b));
+        let (ra, rb) = tokio::join!(
+            upload(config(&server, 16 * 1024, Read::Default), &pa, &NoEvents),
+            upload(config(&server, 16 * 1024, Read::Default), &pb, &NoEvents),
+        );
+        let outcomes = [&ra.files[0].outcome, &rb.files[0].outcome];
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, FileOutcome::Failed(Error::OffsetConflict { .. }))),
+            "{outcomes:#?}"
+        );
+        // Never does a file verify with the other's bytes in it.
+        for (report, files) in [(&ra, &a), (&rb, &b)] {
+            if report.all_verified() {
+                assert_exact(&server, report, files);
+            }
+        }
     });
 }

@@ -1,5 +1,7 @@
 //! Resuming from the journal, in process: the edge cases a review found.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,19 +9,23 @@ use std::time::Duration;
 use idb_engine::{DatasetKey, Error, Event, FileOutcome, Report, Token, UploadConfig, Uploader};
 use idb_mock::{MockConfig, MockServer, Storage};
 
-const DS: &str = "IDB-R1";
+use support::{DS, READS, Read};
+
 const OLD: &str = "old-token";
 const NEW: &str = "new-token";
 
 fn data(len: usize) -> Vec<u8> {
-    let mut out = vec![0; len];
-    blake3::Hasher::new_derive_key("idb resume tests")
-        .finalize_xof()
-        .fill(&mut out);
-    out
+    support::data(len, 0)
 }
 
-fn config(server: &MockServer, token: &str, journal: &Path, chunk: u64, max: u64) -> UploadConfig {
+fn config(
+    server: &MockServer,
+    token: &str,
+    journal: &Path,
+    chunk: u64,
+    max: u64,
+    read: Read,
+) -> UploadConfig {
     let mut config = UploadConfig::new(
         server.url().parse().unwrap(),
         DatasetKey::new(DS).unwrap(),
@@ -28,6 +34,7 @@ fn config(server: &MockServer, token: &str, journal: &Path, chunk: u64, max: u64
     .chunk_size(chunk);
     config.max_chunk_size = max;
     config.journal_dir = Some(journal.to_path_buf());
+    read.apply(&mut config);
     config
 }
 
@@ -60,13 +67,40 @@ async fn interrupted(
         matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
         "{report:#?}"
     );
+    // The same token again, or another test's run before: it works from now on.
     server.add_token(DS, NEW, None).unwrap();
     report.files[0].acked
 }
 
+/// A test's directory with a journal directory and one data file in it.
+struct Files {
+    dir: tempfile::TempDir,
+    bytes: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Files {
+    fn new(name: &str, size: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(size);
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        Self { dir, bytes, path }
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+}
+
+/// The journal files (not the lock file) in `dir`.
 fn journals(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -75,36 +109,35 @@ fn journals(dir: &Path) -> Vec<PathBuf> {
 /// hash the whole file" after a successful verify, on every later run too.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_with_everything_sent_verifies() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
-    let bytes = data(200_000);
-    let path = dir.path().join("all.bin");
-    std::fs::write(&path, &bytes).unwrap();
-    let held = interrupted(
-        &server,
-        config(&server, OLD, &journal, 50_000, 50_000),
-        &path,
-        4,
-    )
-    .await;
-    assert_eq!(held, 200_000);
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+            .await
+            .unwrap();
+        let files = Files::new("all.bin", 200_000);
+        let (journal, path, bytes) = (files.journal(), &files.path, &files.bytes);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 50_000, 50_000, read),
+            path,
+            4,
+        )
+        .await;
+        assert_eq!(held, 200_000);
 
-    let report = upload(
-        config(&server, NEW, &journal, 50_000, 50_000),
-        &path,
-        &idb_engine::NoEvents,
-    )
-    .await;
+        let report = upload(
+            config(&server, NEW, &journal, 50_000, 50_000, read),
+            path,
+            &idb_engine::NoEvents,
+        )
+        .await;
 
-    assert!(report.all_verified(), "{report:#?}");
-    let FileOutcome::Verified { blake3, .. } = &report.files[0].outcome else {
-        unreachable!()
-    };
-    assert_eq!(*blake3, blake3::hash(&bytes).to_hex().to_string());
-    assert!(journals(&journal).is_empty());
+        assert!(report.all_verified(), "{report:#?}");
+        let FileOutcome::Verified { blake3, .. } = &report.files[0].outcome else {
+            unreachable!()
+        };
+        assert_eq!(*blake3, blake3::hash(bytes).to_hex().to_string());
+        assert!(journals(&journal).is_empty());
+    }
 }
 
 /// Regression: when the server held more than the journal said by more than the
@@ -112,78 +145,117 @@ async fn resuming_with_everything_sent_verifies() {
 /// upload of the same file.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_ahead_of_the_journal_is_followed() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, OLD).storage(Storage::Sink))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
-    let bytes = data(300_000);
-    let path = dir.path().join("ahead.bin");
-    std::fs::write(&path, &bytes).unwrap();
-    let held = interrupted(
-        &server,
-        config(&server, OLD, &journal, 20_000, 20_000),
-        &path,
-        6,
-    )
-    .await;
-    assert!(held >= 120_000);
-    // The journal lags the server (as after a kill before the save): back to 0.
-    let file = journals(&journal).pop().unwrap();
-    let text = std::fs::read_to_string(&file).unwrap();
-    let mut entry: serde_json::Value = serde_json::from_str(&text).unwrap();
-    entry["acked"] = 0.into();
-    std::fs::write(&file, entry.to_string()).unwrap();
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, OLD).storage(Storage::Sink))
+            .await
+            .unwrap();
+        let files = Files::new("ahead.bin", 300_000);
+        let (journal, path, bytes) = (files.journal(), &files.path, &files.bytes);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 20_000, 20_000, read),
+            path,
+            6,
+        )
+        .await;
+        assert!(held >= 120_000);
+        // The journal lags the server (as after a kill before the save): back to 0.
+        let file = journals(&journal).pop().unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+        entry["acked"] = 0.into();
+        std::fs::write(&file, entry.to_string()).unwrap();
 
-    let report = upload(
-        config(&server, NEW, &journal, 20_000, 20_000),
-        &path,
-        &idb_engine::NoEvents,
-    )
-    .await;
+        let report = upload(
+            config(&server, NEW, &journal, 20_000, 20_000, read),
+            path,
+            &idb_engine::NoEvents,
+        )
+        .await;
 
-    assert!(report.all_verified(), "{report:#?}");
-    assert_eq!(
-        server.receipt(DS, "ahead.bin").unwrap().blake3,
-        blake3::hash(&bytes).to_hex().to_string()
-    );
+        assert!(report.all_verified(), "{report:#?}");
+        assert_eq!(
+            server.receipt(DS, "ahead.bin").unwrap().blake3,
+            blake3::hash(bytes).to_hex().to_string()
+        );
+    }
 }
 
 /// Regression: a resumed upload has no setup to measure the round trip with, so
 /// it never grew its chunks; it now starts at the size the last run reached.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resumed_upload_keeps_its_chunk_size() {
-    let server = MockServer::start(
-        MockConfig::new()
-            .dataset(DS, OLD)
-            .latency(Duration::from_millis(20)),
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
-    let bytes = data(8 << 20);
-    let path = dir.path().join("grow.bin");
-    std::fs::write(&path, &bytes).unwrap();
-    let held = interrupted(
-        &server,
-        config(&server, OLD, &journal, 64 << 10, 1 << 20),
-        &path,
-        4,
-    )
-    .await;
-    let first_run = server.accepted(DS, "grow.bin").len();
+    for read in READS {
+        let server = MockServer::start(
+            MockConfig::new()
+                .dataset(DS, OLD)
+                .latency(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap();
+        let files = Files::new("grow.bin", 8 << 20);
+        let (journal, path) = (files.journal(), &files.path);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 64 << 10, 1 << 20, read),
+            path,
+            4,
+        )
+        .await;
+        let first_run = server.accepted(DS, "grow.bin").len();
 
-    let report = upload(
-        config(&server, NEW, &journal, 64 << 10, 1 << 20),
-        &path,
-        &idb_engine::NoEvents,
-    )
-    .await;
+        let report = upload(
+            config(&server, NEW, &journal, 64 << 10, 1 << 20, read),
+            path,
+            &idb_engine::NoEvents,
+        )
+        .await;
 
-    assert!(report.all_verified(), "{report:#?}");
-    let log = server.accepted(DS, "grow.bin");
-    let resumed = &log[first_run..];
-    assert_eq!(resumed[0].0, held);
-    assert_eq!(resumed[0].1, 1 << 20, "{log:?}");
+        assert!(report.all_verified(), "{report:#?}");
+        let log = server.accepted(DS, "grow.bin");
+        let resumed = &log[first_run..];
+        assert_eq!(resumed[0].0, held);
+        assert_eq!(resumed[0].1, 1 << 20, "{log:?}");
+    }
+}
+
+/// A resumed upload reads only the part of the file it has not sent: the hash
+/// state saved in the journal covers the rest, and the final blake3 still covers
+/// the whole file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_upload_reads_only_what_it_has_not_sent() {
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+            .await
+            .unwrap();
+        let size = (2 << 20) + 123;
+        let files = Files::new("big.bin", size);
+        let (journal, path, bytes) = (files.journal(), &files.path, &files.bytes);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 64 << 10, 64 << 10, read),
+            path,
+            5,
+        )
+        .await;
+        assert!(held >= 5 * (64 << 10) && held < size as u64, "{held}");
+
+        let report = upload(
+            config(&server, NEW, &journal, 64 << 10, 64 << 10, read),
+            path,
+            &idb_engine::NoEvents,
+        )
+        .await;
+
+        assert!(report.all_verified(), "{read:?}: {report:#?}");
+        assert_eq!(
+            report.bytes_read,
+            size as u64 - held,
+            "{read:?}: the resumed run read only what it sent"
+        );
+        let FileOutcome::Verified { blake3, .. } = &report.files[0].outcome else {
+            unreachable!()
+        };
+        assert_eq!(*blake3, blake3::hash(bytes).to_hex().to_string());
+    }
 }

@@ -1,7 +1,9 @@
 //! The engine against a real mock server on 127.0.0.1:0: outcomes are matched by
 //! error variant, never by message text.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use idb_engine::{
@@ -10,27 +12,11 @@ use idb_engine::{
 };
 use idb_mock::{MockConfig, MockServer};
 
-const DS: &str = "IDB-E1";
-const TOKEN: &str = "engine-token";
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0; len];
-    blake3::Hasher::new_derive_key("idb engine tests")
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+use support::{DS, READS, Read, TOKEN, data, failure, write};
 
 /// An uploader with fixed chunks of `chunk` bytes, one file at a time (so which
-/// file runs into what is deterministic).
-fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64) -> Uploader {
+/// file runs into what is deterministic), reading files as `read` says.
+fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64, read: Read) -> Uploader {
     let mut config = UploadConfig::new(
         server.url().parse().unwrap(),
         DatasetKey::new(dataset).unwrap(),
@@ -38,6 +24,7 @@ fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64) -> Uplo
     )
     .fixed_chunk_size(chunk);
     config.parallel = 1;
+    read.apply(&mut config);
     Uploader::new(config).unwrap()
 }
 
@@ -46,84 +33,81 @@ async fn run(uploader: &Uploader, paths: &[PathBuf], events: &dyn idb_engine::Ev
     uploader.upload(files, events).await
 }
 
-fn failure(report: &Report, index: usize) -> &Error {
-    match &report.files[index].outcome {
-        FileOutcome::Failed(error) => error,
-        other => panic!("file {index} should have failed, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn uploads_are_byte_exact_and_hashes_match() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sizes = [0, 1, 4095, 4096, 4097, 50_000];
-    let paths: Vec<_> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| write(dir.path(), &format!("f{i}.bin"), &data(n, i as u8)))
-        .collect();
-    let report = run(&uploader(&server, DS, TOKEN, 4096), &paths, &NoEvents).await;
-    assert!(report.all_verified(), "{report:?}");
-    for (file, path) in report.files.iter().zip(&paths) {
-        let stored = server
-            .stored_file(DS, path.file_name().unwrap().to_str().unwrap())
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
             .unwrap();
-        assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(path).unwrap());
-        let FileOutcome::Verified { blake3, receipt } = &file.outcome else {
-            unreachable!()
-        };
-        assert_eq!(
-            *blake3,
-            blake3::hash(&std::fs::read(path).unwrap())
-                .to_hex()
-                .to_string()
-        );
-        assert_eq!(receipt.as_ref().unwrap().blake3, *blake3);
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0, 1, 4095, 4096, 4097, 50_000];
+        let paths: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| write(dir.path(), &format!("f{i}.bin"), &data(n, i as u64)))
+            .collect();
+        let report = run(&uploader(&server, DS, TOKEN, 4096, read), &paths, &NoEvents).await;
+        assert!(report.all_verified(), "{report:?}");
+        for (file, path) in report.files.iter().zip(&paths) {
+            let stored = server
+                .stored_file(DS, path.file_name().unwrap().to_str().unwrap())
+                .unwrap();
+            assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(path).unwrap());
+            let FileOutcome::Verified { blake3, receipt } = &file.outcome else {
+                unreachable!()
+            };
+            assert_eq!(
+                *blake3,
+                blake3::hash(&std::fs::read(path).unwrap())
+                    .to_hex()
+                    .to_string()
+            );
+            assert_eq!(receipt.as_ref().unwrap().blake3, *blake3);
+        }
     }
 }
 
 #[tokio::test]
 async fn events_cover_every_byte_in_order() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "e.bin", &data(10_000, 1));
-    let events = Mutex::new(Vec::new());
-    let sink = |e: Event| events.lock().unwrap().push(e);
-    let report = run(
-        &uploader(&server, DS, TOKEN, 3000),
-        std::slice::from_ref(&path),
-        &sink,
-    )
-    .await;
-    assert!(report.all_verified());
-    let events = events.into_inner().unwrap();
-    assert_eq!(
-        events.first(),
-        Some(&Event::FileStarted {
-            path: path.clone(),
-            size: 10_000
-        })
-    );
-    assert_eq!(
-        events.last(),
-        Some(&Event::FileVerified {
-            path: path.clone(),
-            size: 10_000
-        })
-    );
-    let acked: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChunkAcked { offset, len, .. } => Some((*offset, *len)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(acked, [(0, 3000), (3000, 3000), (6000, 3000), (9000, 1000)]);
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "e.bin", &data(10_000, 1));
+        let events = Mutex::new(Vec::new());
+        let sink = |e: Event| events.lock().unwrap().push(e);
+        let report = run(
+            &uploader(&server, DS, TOKEN, 3000, read),
+            std::slice::from_ref(&path),
+            &sink,
+        )
+        .await;
+        assert!(report.all_verified());
+        let events = events.into_inner().unwrap();
+        assert_eq!(
+            events.first(),
+            Some(&Event::FileStarted {
+                path: path.clone(),
+                size: 10_000
+            })
+        );
+        assert_eq!(
+            events.last(),
+            Some(&Event::FileVerified {
+                path: path.clone(),
+                size: 10_000
+            })
+        );
+        let acked: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChunkAcked { offset, len, .. } => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acked, [(0, 3000), (3000, 3000), (6000, 3000), (9000, 1000)]);
+    }
 }
 
 #[tokio::test]
@@ -138,7 +122,12 @@ async fn a_refused_token_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let paths = [write(dir.path(), "a", b"a"), write(dir.path(), "b", b"b")];
     for token in ["wrong", "other"] {
-        let report = run(&uploader(&server, DS, token, 4096), &paths, &NoEvents).await;
+        let report = run(
+            &uploader(&server, DS, token, 4096, Read::Default),
+            &paths,
+            &NoEvents,
+        )
+        .await;
         assert!(matches!(failure(&report, 0), Error::Unauthorized { .. }));
         assert!(matches!(report.files[1].outcome, FileOutcome::NotStarted));
         assert!(matches!(
@@ -157,7 +146,12 @@ async fn unknown_and_published_datasets_are_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let paths = [write(dir.path(), "a", b"a")];
     for dataset in ["IDB-PUB", "IDB-NONE"] {
-        let report = run(&uploader(&server, dataset, TOKEN, 4096), &paths, &NoEvents).await;
+        let report = run(
+            &uploader(&server, dataset, TOKEN, 4096, Read::Default),
+            &paths,
+            &NoEvents,
+        )
+        .await;
         assert!(
             matches!(failure(&report, 0), Error::DatasetNotFound { .. }),
             "{dataset}"
@@ -173,7 +167,7 @@ async fn an_existing_name_and_a_too_large_chunk_fail_only_their_file() {
     let dir = tempfile::tempdir().unwrap();
     let small = write(dir.path(), "small", b"abc");
     let big = write(dir.path(), "big", &data(5000, 2));
-    let up = uploader(&server, DS, TOKEN, 2048);
+    let up = uploader(&server, DS, TOKEN, 2048, Read::Default);
     assert!(
         run(&up, std::slice::from_ref(&small), &NoEvents)
             .await
@@ -196,69 +190,73 @@ async fn an_existing_name_and_a_too_large_chunk_fail_only_their_file() {
 
 #[tokio::test]
 async fn a_file_that_changes_during_upload_is_never_verified() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let grows = write(dir.path(), "grows", &data(40_000, 3));
-    let shrinks = write(dir.path(), "shrinks", &data(40_000, 4));
-    let rewritten = write(dir.path(), "rewritten", &data(40_000, 5));
-    let untouched = write(dir.path(), "untouched", &data(40_000, 6));
-    // An old modification time, so the rewrite below visibly changes it.
-    std::fs::File::options()
-        .write(true)
-        .open(&rewritten)
-        .unwrap()
-        .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-        .unwrap();
-    // The event sink runs between chunks: it changes the file after the first one.
-    // The reader runs at most prefetch + 1 = 5 chunks ahead, so cutting the file
-    // to 30 of its 40 chunks never pulls a mapped page from under it.
-    let changed = [grows.clone(), shrinks.clone(), rewritten.clone()];
-    let sink = move |e: Event| {
-        if let Event::ChunkAcked {
-            path, offset: 0, ..
-        } = e
-        {
-            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            if path == changed[0] {
-                std::os::unix::fs::FileExt::write_all_at(&file, b"more", 40_000).unwrap();
-            } else if path == changed[1] {
-                file.set_len(30_000).unwrap();
-            } else if path == changed[2] {
-                std::os::unix::fs::FileExt::write_all_at(&file, b"XXXX", 20_000).unwrap();
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let grows = write(dir.path(), "grows", &data(40_000, 3));
+        let shrinks = write(dir.path(), "shrinks", &data(40_000, 4));
+        let rewritten = write(dir.path(), "rewritten", &data(40_000, 5));
+        let untouched = write(dir.path(), "untouched", &data(40_000, 6));
+        // An old modification time, so the rewrite below visibly changes it.
+        std::fs::File::options()
+            .write(true)
+            .open(&rewritten)
+            .unwrap()
+            .set_modified(
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000),
+            )
+            .unwrap();
+        // The event sink runs between chunks: it changes the file after the first one.
+        // The reader runs at most prefetch + 1 = 5 chunks ahead, so cutting the file
+        // to 30 of its 40 chunks never pulls a mapped page from under it.
+        let changed = [grows.clone(), shrinks.clone(), rewritten.clone()];
+        let sink = move |e: Event| {
+            if let Event::ChunkAcked {
+                path, offset: 0, ..
+            } = e
+            {
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                if path == changed[0] {
+                    std::os::unix::fs::FileExt::write_all_at(&file, b"more", 40_000).unwrap();
+                } else if path == changed[1] {
+                    file.set_len(30_000).unwrap();
+                } else if path == changed[2] {
+                    std::os::unix::fs::FileExt::write_all_at(&file, b"XXXX", 20_000).unwrap();
+                }
             }
+        };
+        let report = run(
+            &uploader(&server, DS, TOKEN, 1000, read),
+            &[grows, shrinks, rewritten, untouched.clone()],
+            &sink,
+        )
+        .await;
+        for i in 0..3 {
+            let error = failure(&report, i);
+            assert!(
+                matches!(error, Error::File(ReadError::Changed { .. })),
+                "{error:?}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains("changed while it was being read"),
+                "{error}"
+            );
         }
-    };
-    let report = run(
-        &uploader(&server, DS, TOKEN, 1000),
-        &[grows, shrinks, rewritten, untouched.clone()],
-        &sink,
-    )
-    .await;
-    for i in 0..3 {
-        let error = failure(&report, i);
         assert!(
-            matches!(error, Error::File(ReadError::Changed { .. })),
-            "{error:?}"
+            matches!(report.files[3].outcome, FileOutcome::Verified { .. }),
+            "{report:#?}"
         );
-        assert!(
-            error
-                .to_string()
-                .contains("changed while it was being read"),
-            "{error}"
+        assert_eq!(server.stats().files_verified, 1);
+        let stored = server.stored_file(DS, "untouched").unwrap();
+        assert_eq!(
+            std::fs::read(stored).unwrap(),
+            std::fs::read(&untouched).unwrap()
         );
     }
-    assert!(
-        matches!(report.files[3].outcome, FileOutcome::Verified { .. }),
-        "{report:#?}"
-    );
-    assert_eq!(server.stats().files_verified, 1);
-    let stored = server.stored_file(DS, "untouched").unwrap();
-    assert_eq!(
-        std::fs::read(stored).unwrap(),
-        std::fs::read(&untouched).unwrap()
-    );
 }
 
 #[tokio::test]
@@ -271,7 +269,7 @@ async fn checks_find_every_problem_before_anything_is_sent() {
     let a = write(dir.path(), "same", b"1");
     let b = write(&dir.path().join("sub"), "same", b"2");
     let paths = [a, dir.path().join("missing"), dir.path().join("sub"), b];
-    let problems = uploader(&server, DS, TOKEN, 4096)
+    let problems = uploader(&server, DS, TOKEN, 4096, Read::Default)
         .check(&paths)
         .err()
         .expect("problems");
@@ -330,4 +328,111 @@ fn debug_output_never_shows_the_token() {
         Token::new("very-secret-value").unwrap(),
     );
     assert!(!format!("{config:?}").contains("very-secret"));
+}
+
+/// Files are checked first and opened only when their turn comes: one deleted or
+/// changed in between fails alone, saying so, and the others verify.
+#[tokio::test]
+async fn a_file_gone_or_changed_since_the_check_fails_alone() {
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let keep = write(dir.path(), "keep", &data(5000, 7));
+        let gone = write(dir.path(), "gone", &data(5000, 8));
+        let grown = write(dir.path(), "grown", &data(5000, 9));
+        let up = uploader(&server, DS, TOKEN, 4096, read);
+        let files = up
+            .check(&[keep.clone(), gone.clone(), grown.clone()])
+            .unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        std::fs::write(&grown, data(6000, 9)).unwrap();
+        let report = up.upload(files, &NoEvents).await;
+        assert!(matches!(
+            report.files[0].outcome,
+            FileOutcome::Verified { .. }
+        ));
+        let error = failure(&report, 1);
+        assert!(
+            matches!(error, Error::File(ReadError::Vanished { .. })),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("it disappeared since the check"));
+        assert!(matches!(
+            failure(&report, 2),
+            Error::File(ReadError::ChangedSinceCheck { .. })
+        ));
+        // Nothing of either was sent.
+        assert_eq!(server.stats().files_verified, 1);
+        assert!(server.accepted(DS, "gone").is_empty());
+        assert!(server.accepted(DS, "grown").is_empty());
+    }
+}
+
+/// Two uploads of one name into one dataset with the same state directory: the
+/// second is refused before it sends anything, and the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_being_uploaded_is_refused_to_a_second_uploader() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(
+        &dir.path().join("a").tap_mkdir(),
+        "same.bin",
+        &data(10_000, 1),
+    );
+    let second = write(
+        &dir.path().join("b").tap_mkdir(),
+        "same.bin",
+        &data(10_000, 2),
+    );
+    let state = dir.path().join("state");
+    let with_journal = |read| {
+        let mut config = support::config(&server, 4096, read);
+        config.journal_dir = Some(state.clone());
+        Uploader::new(config).unwrap()
+    };
+    let (a, b) = (with_journal(Read::Default), with_journal(Read::Default));
+    let a_files = a.check(std::slice::from_ref(&first)).unwrap();
+    let b_files = b.check(std::slice::from_ref(&second)).unwrap();
+    // The first holds its setup at the server, so it holds the name's lock.
+    server.pause();
+    let running = tokio::spawn(async move { a.upload(a_files, &NoEvents).await });
+    server.wait_for_requests(1).await;
+    let report = b.upload(b_files, &NoEvents).await;
+    let error = failure(&report, 0);
+    assert!(
+        matches!(error, Error::Busy { pid: Some(pid), .. } if *pid == std::process::id()),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("is uploading \"same.bin\" into IDB-E1"),
+        "{error}"
+    );
+    assert_eq!(
+        server.stats().requests_arrived,
+        1,
+        "only the first's held setup: the second sent nothing"
+    );
+    server.resume();
+    let report = running.await.unwrap();
+    assert!(report.all_verified(), "{report:#?}");
+    let stored = std::fs::read(server.stored_file(DS, "same.bin").unwrap()).unwrap();
+    assert_eq!(stored, std::fs::read(&first).unwrap());
+}
+
+trait MkDir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl MkDir for std::path::PathBuf {
+    /// Creates the directory and returns it.
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
 }

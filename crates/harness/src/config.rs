@@ -36,6 +36,19 @@ pub const DEFAULT_BENCH_PARALLEL: usize = 8;
 /// The service's sample client sends this many bytes per transfer: 2 MiB.
 pub const SAMPLE_CLIENT_CHUNK: u64 = 2 * MIB;
 
+/// The size of the one file of `journal`: 1 GiB, long enough for the journal to
+/// be written several times (every second, or every 256 MiB acknowledged).
+pub const DEFAULT_JOURNAL_SIZE: u64 = 1024 * MIB;
+
+/// The fixed chunk size of `journal`: 1 MiB, so an acknowledgement comes often.
+pub const DEFAULT_JOURNAL_CHUNK: u64 = MIB;
+
+/// Files in `small-files` by default.
+pub const DEFAULT_SMALL_FILES: usize = 3000;
+
+/// The size of each `small-files` file by default: 700 bytes.
+pub const DEFAULT_SMALL_FILE_SIZE: u64 = 700;
+
 /// Empty calls timed to estimate the bare round trip (the median is used).
 pub const DEFAULT_RTT_PROBES: usize = 21;
 
@@ -50,11 +63,23 @@ pub enum Scenario {
     /// Many small files, 20 ms per response: the engine against the sample-client
     /// pattern file after file.
     ManyFiles,
+    /// What the resume journal costs: one file in 1 MiB chunks with the journal
+    /// on a local disk, on tmpfs, and off.
+    Journal,
+    /// Thousands of tiny files with the CLI's defaults (journal on), the state
+    /// directory on a local disk, on tmpfs, and none.
+    SmallFiles,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 3] = [Scenario::Ceiling, Scenario::Latency, Scenario::ManyFiles];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Ceiling,
+        Scenario::Latency,
+        Scenario::ManyFiles,
+        Scenario::Journal,
+        Scenario::SmallFiles,
+    ];
 
     /// The name on the command line and in reports.
     pub fn as_str(self) -> &'static str {
@@ -62,10 +87,12 @@ impl Scenario {
             Scenario::Ceiling => "ceiling",
             Scenario::Latency => "latency",
             Scenario::ManyFiles => "many-files",
+            Scenario::Journal => "journal",
+            Scenario::SmallFiles => "small-files",
         }
     }
 
-    /// Parses `ceiling`, `latency`, `many-files` or `all` into the scenarios to run.
+    /// Parses a scenario's name, or `all`, into the scenarios to run.
     pub fn select(name: &str) -> Result<Vec<Scenario>, UnknownScenario> {
         let name = name.trim();
         if name.eq_ignore_ascii_case("all") {
@@ -93,7 +120,7 @@ impl FromStr for Scenario {
     }
 }
 
-/// A scenario name that is not one of `ceiling`, `latency`, `many-files`, `all`.
+/// A scenario name that is not one of the scenarios or `all`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownScenario(pub String);
 
@@ -101,7 +128,8 @@ impl fmt::Display for UnknownScenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown scenario {:?}; use ceiling, latency, many-files or all",
+            "unknown scenario {:?}; use ceiling, latency, many-files, journal, small-files \
+             or all",
             self.0
         )
     }
@@ -135,6 +163,12 @@ pub struct BenchConfig {
     /// Files the engine uploads at once in `many-files` (the engine's default is
     /// measured as well).
     pub parallel: usize,
+    /// The size of the one file of `journal`.
+    pub journal_size: u64,
+    /// Files in `small-files`.
+    pub small_files: usize,
+    /// The size of each `small-files` file.
+    pub small_file_size: u64,
     /// Empty calls timed per repetition to estimate the bare round trip.
     pub rtt_probes: usize,
     /// Where `results.json`, `summary.md` and `command.txt` go (created).
@@ -159,6 +193,9 @@ impl BenchConfig {
             file_size: DEFAULT_FILE_SIZE,
             many_files_latency: DEFAULT_MANY_FILES_LATENCY,
             parallel: DEFAULT_BENCH_PARALLEL,
+            journal_size: DEFAULT_JOURNAL_SIZE,
+            small_files: DEFAULT_SMALL_FILES,
+            small_file_size: DEFAULT_SMALL_FILE_SIZE,
             rtt_probes: DEFAULT_RTT_PROBES,
             out_dir,
             data_dir: None,

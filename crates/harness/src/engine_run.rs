@@ -23,8 +23,12 @@ pub struct EngineSettings {
     pub window: Option<usize>,
     /// Chunk bytes the run may hold in flight.
     pub memory: u64,
-    /// Chunks each reader runs ahead.
+    /// Chunks each reader runs ahead at most.
     pub prefetch: usize,
+    /// Bytes each reader runs ahead at most.
+    pub read_ahead_bytes: u64,
+    /// Whether the resume journal is kept (the CLI always keeps one).
+    pub journal: bool,
     /// How files are read (`Auto`: memory-mapped when possible).
     pub read_mode: String,
     /// Attempts per call.
@@ -42,6 +46,8 @@ impl EngineSettings {
             window: config.window,
             memory: config.memory,
             prefetch: config.reader.prefetch,
+            read_ahead_bytes: config.reader.read_ahead_bytes,
+            journal: config.journal_dir.is_some(),
             read_mode: format!("{:?}", config.read_mode),
             max_attempts: config.retry.max_attempts,
             idle_timeout_s: config.idle_timeout.as_secs_f64(),
@@ -104,7 +110,7 @@ pub(crate) struct EngineRun {
     pub(crate) retries: u64,
     pub(crate) realigned: u64,
     pub(crate) final_chunk_size: u64,
-    pub(crate) peak_in_flight_bytes: u64,
+    pub(crate) peak_chunk_bytes: u64,
 }
 
 /// Builds the uploader and checks the files (untimed).
@@ -162,6 +168,6 @@ pub(crate) async fn upload(prepared: Prepared, files: &[DataFile]) -> anyhow::Re
         retries: counts.retries.load(Ordering::Relaxed),
         realigned: counts.realigned.load(Ordering::Relaxed),
         final_chunk_size: report.final_chunk_size,
-        peak_in_flight_bytes: report.peak_in_flight_bytes,
+        peak_chunk_bytes: report.peak_chunk_bytes,
     })
 }

@@ -48,6 +48,7 @@ mod calls;
 mod config;
 mod data;
 mod engine_run;
+mod journal_cost;
 mod measure;
 mod report;
 mod results;
@@ -61,8 +62,9 @@ use std::time::SystemTime;
 use anyhow::Context;
 
 pub use config::{
-    BenchConfig, DEFAULT_BENCH_PARALLEL, DEFAULT_FILE_SIZE, DEFAULT_FILES, DEFAULT_LATENCY,
-    DEFAULT_MANY_FILES_LATENCY, DEFAULT_REPS, DEFAULT_RTT_PROBES, DEFAULT_SIZE, MAX_SIZE,
+    BenchConfig, DEFAULT_BENCH_PARALLEL, DEFAULT_FILE_SIZE, DEFAULT_FILES, DEFAULT_JOURNAL_CHUNK,
+    DEFAULT_JOURNAL_SIZE, DEFAULT_LATENCY, DEFAULT_MANY_FILES_LATENCY, DEFAULT_REPS,
+    DEFAULT_RTT_PROBES, DEFAULT_SIZE, DEFAULT_SMALL_FILE_SIZE, DEFAULT_SMALL_FILES, MAX_SIZE,
     SAMPLE_CLIENT_CHUNK, Scenario, UnknownScenario,
 };
 pub use data::{DataFile, generate as generate_data};
@@ -131,6 +133,8 @@ pub async fn run(
             Scenario::Ceiling => runner.ceiling().await,
             Scenario::Latency => runner.latency().await,
             Scenario::ManyFiles => runner.many_files().await,
+            Scenario::Journal => runner.journal().await,
+            Scenario::SmallFiles => runner.small_files().await,
         }
         .with_context(|| format!("scenario {scenario}"))?;
         results.scenarios.push(result);

@@ -120,8 +120,8 @@ pub struct Rep {
     pub requests: u64,
     /// The engine's chunk size at the end.
     pub final_chunk_size: Option<u64>,
-    /// The most chunk bytes the engine held in flight.
-    pub peak_in_flight_bytes: Option<u64>,
+    /// The most chunk bytes the engine held at once (read ahead and in flight).
+    pub peak_chunk_bytes: Option<u64>,
     /// The single request's transfer call alone, seconds.
     pub transfer_s: Option<f64>,
 }
@@ -141,7 +141,7 @@ impl Rep {
             realigned: 0,
             requests,
             final_chunk_size: None,
-            peak_in_flight_bytes: None,
+            peak_chunk_bytes: None,
             transfer_s: None,
         }
     }

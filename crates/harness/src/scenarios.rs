@@ -42,9 +42,9 @@ const BANDWIDTH_PROBES: usize = 5;
 const MIB: f64 = (1u64 << 20) as f64;
 
 /// A running mock and what it is.
-struct Mock {
-    server: MockServer,
-    facts: MockFacts,
+pub(crate) struct Mock {
+    pub(crate) server: MockServer,
+    pub(crate) facts: MockFacts,
 }
 
 /// The dataset a side's repetition uploads into: a fresh one each time, since a
@@ -53,7 +53,7 @@ fn dataset(side: &str, rep: usize) -> String {
     format!("IDB-BENCH-{side}-{rep}")
 }
 
-async fn start_mock(
+pub(crate) async fn start_mock(
     label: &str,
     latency: Duration,
     max_chunk: u64,
@@ -103,7 +103,13 @@ fn check_receipts(mock: &Mock, dataset: &str, files: &[DataFile]) -> anyhow::Res
     Ok(())
 }
 
-fn side(key: &str, label: String, mock: &Mock, files: &[DataFile], reps: Vec<Rep>) -> Side {
+pub(crate) fn side(
+    key: &str,
+    label: String,
+    mock: &Mock,
+    files: &[DataFile],
+    reps: Vec<Rep>,
+) -> Side {
     Side {
         key: key.to_owned(),
         label,
@@ -116,7 +122,12 @@ fn side(key: &str, label: String, mock: &Mock, files: &[DataFile], reps: Vec<Rep
     }
 }
 
-fn ratio(name: &str, numerator: &Side, denominator: &Side, target: Option<f64>) -> Ratio {
+pub(crate) fn ratio(
+    name: &str,
+    numerator: &Side,
+    denominator: &Side,
+    target: Option<f64>,
+) -> Ratio {
     Ratio::new(
         name.to_owned(),
         numerator.median.mib_per_s / denominator.median.mib_per_s,
@@ -132,18 +143,23 @@ pub(crate) struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    fn note(&self, line: String) {
+    pub(crate) fn note(&self, line: String) {
         self.progress.note(&line);
     }
 
-    async fn generate(&self, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
+    pub(crate) async fn generate(
+        &self,
+        name: &str,
+        size: u64,
+        seed: &str,
+    ) -> anyhow::Result<DataFile> {
         let (dir, name, seed) = (self.data.to_path_buf(), name.to_owned(), seed.to_owned());
         tokio::task::spawn_blocking(move || generate(&dir, &name, size, &seed))
             .await
             .context("the data generator panicked")?
     }
 
-    fn report_rep(&self, scenario: &str, label: &str, rep: usize, result: &Rep) {
+    pub(crate) fn report_rep(&self, scenario: &str, label: &str, rep: usize, result: &Rep) {
         self.note(format!(
             "{scenario} {}/{}: {label}: {:.1} MiB/s ({:.2} s)",
             rep + 1,
@@ -154,7 +170,7 @@ impl Runner<'_> {
     }
 
     /// One repetition of the engine uploading `files` into a fresh dataset.
-    async fn engine_rep(
+    pub(crate) async fn engine_rep(
         &self,
         mock: &Mock,
         key: &str,
@@ -177,7 +193,7 @@ impl Runner<'_> {
         result.retries = run.retries;
         result.realigned = run.realigned;
         result.final_chunk_size = Some(run.final_chunk_size);
-        result.peak_in_flight_bytes = Some(run.peak_in_flight_bytes);
+        result.peak_chunk_bytes = Some(run.peak_chunk_bytes);
         Ok(result)
     }
 

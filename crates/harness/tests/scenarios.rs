@@ -19,6 +19,9 @@ fn tiny(out: &std::path::Path, data: &std::path::Path) -> BenchConfig {
     config.file_size = 2 * MIB + 7;
     config.many_files_latency = Duration::from_millis(2);
     config.parallel = 4;
+    config.journal_size = 3 * MIB;
+    config.small_files = 20;
+    config.small_file_size = 700;
     config.rtt_probes = 3;
     config.data_dir = Some(data.to_path_buf());
     config.command_line = "idb bench --scenario all --reps 1 (test)".into();
@@ -41,7 +44,10 @@ async fn every_scenario_runs_verifies_and_writes_its_evidence() {
     // Every side of every scenario verified every file, once per repetition.
     let results = &outcome.results;
     let names: Vec<_> = results.scenarios.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["ceiling", "latency", "many-files"]);
+    assert_eq!(
+        names,
+        ["ceiling", "latency", "many-files", "journal", "small-files"]
+    );
     for scenario in &results.scenarios {
         assert!(!scenario.sides.is_empty());
         for side in &scenario.sides {
@@ -95,7 +101,24 @@ async fn every_scenario_runs_verifies_and_writes_its_evidence() {
     assert_eq!(outcome.out_dir, dir);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap()).unwrap();
-    assert_eq!(json["scenarios"].as_array().unwrap().len(), 3);
+    assert_eq!(json["scenarios"].as_array().unwrap().len(), 5);
+    // The journal scenarios measure with and without a journal, and leave no
+    // state directory behind.
+    for name in ["journal", "small-files"] {
+        let scenario = results.scenarios.iter().find(|s| s.name == name).unwrap();
+        let keys: Vec<_> = scenario.sides.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys[..2], ["no-journal", "journal-disk"], "{name}");
+        assert_eq!(
+            scenario.sides[1].engine.as_ref().map(|e| e.journal),
+            Some(true)
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("idb-bench-state-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(json["reps"], 1);
     let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE)).unwrap();
     assert_eq!(summary, outcome.summary);

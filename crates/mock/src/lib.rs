@@ -1,6 +1,6 @@
 //! A mock Illinois Data Bank server, faithful to the chunked upload API.
 //!
-//! `idb-mock` answers protocol 1 of `PROTOCOL.md` (setup, transfers, verify) as its
+//! `idb-mock` answers protocol 1, the chunked upload API (setup, transfers, verify), as its
 //! "mock contract" describes, so tests and benchmarks can run against a real HTTP
 //! server on 127.0.0.1 in seconds. It owns: datasets and tokens (each with its own
 //! expiry; more can be added to a running server, in process or through the

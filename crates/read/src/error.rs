@@ -52,6 +52,8 @@ pub enum Change {
     Modified,
     /// The path now names another file.
     Replaced,
+    /// The path names nothing any more (the file was deleted or moved away).
+    Removed,
 }
 
 impl fmt::Display for Change {
@@ -61,6 +63,7 @@ impl fmt::Display for Change {
             Change::Shrank { from, to } => write!(f, "it shrank from {from} to {to} bytes"),
             Change::Modified => f.write_str("it was written to"),
             Change::Replaced => f.write_str("it was replaced by another file"),
+            Change::Removed => f.write_str("it was deleted or moved away"),
         }
     }
 }
@@ -108,6 +111,32 @@ pub enum ReadError {
         path: PathBuf,
         /// How.
         change: Change,
+    },
+    /// The file was deleted after the checks at the start, before its turn came.
+    #[error("{path}: it disappeared since the check at the start; nothing of it was sent")]
+    Vanished {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file changed after the checks at the start, before its turn came.
+    #[error(
+        "{path}: it changed since the check at the start ({change}); nothing of it was sent: \
+         run the command again to upload it as it is now"
+    )]
+    ChangedSinceCheck {
+        /// The path.
+        path: PathBuf,
+        /// How.
+        change: Change,
+    },
+    /// The reading thread failed (it panicked, could not start, or ended without
+    /// finishing): never taken for the end of the file.
+    #[error("{path}: reading it failed: {reason}")]
+    ReaderFailed {
+        /// The path.
+        path: PathBuf,
+        /// What happened, for people.
+        reason: String,
     },
     /// A read failed.
     #[error("{path}: read failed at byte {offset}: {source}")]

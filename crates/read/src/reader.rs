@@ -1,18 +1,35 @@
-//! The reader thread: reads ahead of the network through a bounded channel.
+//! The reader: a plan's chunks read ahead of their consumer, bounded in chunks
+//! and in bytes, hashed on the way, handed over through a channel an async task
+//! can await.
 
-use std::thread::JoinHandle;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::{ChunkPlan, ReadError, SourceFile, Span};
+use crate::memory::{Lease, MemoryBudget};
+use crate::{ChunkMemory, HashState, ReadError, SourceFile, Span};
 
 /// The default prefetch depth: chunks read ahead of the one being sent.
 pub const DEFAULT_PREFETCH: usize = 4;
 
-/// Bytes per block when hashing a stretch that is not sent (a resumed upload's
-/// prefix, for the whole-file hash).
+/// The default read-ahead in bytes: 64 MiB per file (one chunk at least, whatever
+/// its size). With the chunks being sent, this is what one file holds in memory.
+pub const DEFAULT_READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A file (or the rest of one) that fits in one chunk of at most this many bytes
+/// is read in place, on the thread that starts the reader: no reading thread is
+/// worth starting for it.
+pub const DEFAULT_IN_PLACE_MAX: u64 = 1024 * 1024;
+
+/// Bytes per block when hashing a stretch that is not sent (a resumed upload
+/// whose saved hash state lags its offset).
 const HASH_BLOCK: u64 = 8 * 1024 * 1024;
+
+/// Bytes between the page touches of the prefetcher: the page size.
+const PAGE: usize = 4096;
 
 /// One chunk, ready to send.
 #[derive(Debug, Clone)]
@@ -21,6 +38,8 @@ pub struct Chunk {
     pub offset: u64,
     /// The bytes: a zero-copy view of the mapping (or an owned buffer when the file
     /// is read with positional reads). Cloning is cheap; retries send a clone.
+    /// They hold their share of the run's [`ChunkMemory`] until the last view is
+    /// dropped.
     pub bytes: Bytes,
     /// blake3 of `bytes`, when [`ReaderConfig::chunk_hashes`] is on.
     pub hash: Option<blake3::Hash>,
@@ -33,286 +52,469 @@ impl Chunk {
     }
 }
 
-/// How the reader thread works.
+/// How a reader works.
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
-    /// Chunks read ahead: the channel's capacity. Memory held by the reader is at
-    /// most `(prefetch + 1) x chunk` (plus what the consumer keeps).
+    /// Chunks read ahead at most (at least one).
     pub prefetch: usize,
+    /// Bytes read ahead at most: chunks read and not yet taken by the consumer.
+    /// One chunk is always allowed, however large.
+    pub read_ahead_bytes: u64,
     /// Keep the running blake3 of the whole file ([`HashState`]).
     pub file_hash: bool,
     /// Also hash each chunk on its own ([`Chunk::hash`]); costs a second pass.
     pub chunk_hashes: bool,
+    /// Hand out the whole-file hash state after each chunk
+    /// ([`Delivery::Chunk::hash_after`]), so the consumer can save it.
+    pub hash_snapshots: bool,
     /// Release a mapped chunk's pages from this process once its last view is
     /// dropped (keeps resident memory bounded; the page cache keeps the data).
     pub release_pages: bool,
+    /// Read a plan of one chunk of at most this many bytes in place (see
+    /// [`DEFAULT_IN_PLACE_MAX`]); 0 never does.
+    pub in_place_max: u64,
 }
 
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
             prefetch: DEFAULT_PREFETCH,
+            read_ahead_bytes: DEFAULT_READ_AHEAD_BYTES,
             file_hash: true,
             chunk_hashes: false,
+            hash_snapshots: false,
             release_pages: true,
+            in_place_max: DEFAULT_IN_PLACE_MAX,
         }
     }
 }
 
-/// The running blake3 of a file's bytes, in order from byte 0, and how far it got.
-/// A new [`Reader`] continues it, hashing any stretch it skips.
-#[derive(Clone, Debug, Default)]
-pub struct HashState {
-    hasher: blake3::Hasher,
-    upto: u64,
+/// What a reader hands out.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The next chunk of the plan.
+    Chunk {
+        /// The chunk.
+        chunk: Chunk,
+        /// The whole-file hash state once this chunk is hashed (with
+        /// [`ReaderConfig::hash_snapshots`]).
+        hash_after: Option<HashState>,
+    },
+    /// The plan is done and the file is unchanged; the whole-file hash state, which
+    /// covers at least every byte handed out.
+    End(HashState),
 }
 
-impl HashState {
-    /// Nothing hashed yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Bytes hashed so far (all of `0..upto`).
-    pub fn upto(&self) -> u64 {
-        self.upto
-    }
-
-    /// The file's blake3, if all `size` bytes were hashed.
-    pub fn finalize(&self, size: u64) -> Option<blake3::Hash> {
-        (self.upto == size).then(|| self.hasher.finalize())
-    }
-
-    /// Hashes the part of `bytes` (which start at `offset`) not hashed yet.
-    fn absorb(&mut self, offset: u64, bytes: &[u8]) {
-        let end = offset + bytes.len() as u64;
-        if offset <= self.upto && self.upto < end {
-            self.hasher.update(&bytes[(self.upto - offset) as usize..]);
-            self.upto = end;
-        }
-    }
-
-    /// Hashes whatever of `source` is not hashed yet, reading it from the file
-    /// (when a plan ended before the hash reached the end, as a resumed upload
-    /// whose server already held everything). Blocking: call it off async threads.
-    pub fn complete(&mut self, source: &SourceFile) -> Result<(), ReadError> {
-        self.catch_up(source, source.size(), true)
-    }
-
-    /// Hashes `self.upto..to` from the file without sending it.
-    fn catch_up(&mut self, source: &SourceFile, to: u64, release: bool) -> Result<(), ReadError> {
-        while self.upto < to {
-            let len = (to - self.upto).min(HASH_BLOCK);
-            let bytes = source.read(
-                Span {
-                    offset: self.upto,
-                    len,
-                },
-                release,
-            )?;
-            self.absorb(self.upto, &bytes);
-        }
-        Ok(())
-    }
+/// What travels through the channel.
+enum Message {
+    Chunk {
+        chunk: Chunk,
+        hash_after: Option<HashState>,
+        /// This chunk's share of the read-ahead; dropped when the consumer takes it.
+        _read_ahead: Option<Lease>,
+    },
+    End(HashState),
+    Failed(ReadError),
 }
 
-type Item = Result<Chunk, ReadError>;
+/// What the reading thread hands the hashing thread.
+enum ToHasher {
+    /// The hash state, caught up to the plan's start: comes first.
+    Start(HashState),
+    Chunk(Chunk, Lease),
+    Done,
+    Failed(ReadError),
+}
 
-/// Threads reading a [`ChunkPlan`] of a [`SourceFile`] ahead of their consumer.
+/// Reads a [`crate::ChunkPlan`] of a [`SourceFile`] ahead of its consumer.
 ///
 /// Before each chunk the file's identity is checked; after the last one, again.
 /// A change or a read error is delivered in place of the next chunk, and reading
 /// stops. With hashing on and a prefetch depth of 2 or more, reading (with its
 /// page faults) and hashing run on two threads, overlapping; otherwise one thread
-/// does both. Either way at most `prefetch` chunks (at least one) are held ahead
-/// of the consumer. Dropping the reader (or [`Reader::finish`]) stops the threads
-/// at their next hand-over.
+/// does both; a plan of one small chunk is read in place by
+/// [`Reader::start`]. Chunks read ahead and not yet taken are at most
+/// [`ReaderConfig::prefetch`] and [`ReaderConfig::read_ahead_bytes`] (one chunk
+/// at least); every chunk's bytes are leased from the run's [`ChunkMemory`]
+/// before they are read.
+///
+/// The end of the plan is an explicit [`Delivery::End`]: a thread that panics,
+/// cannot start or stops early is an error ([`ReadError::ReaderFailed`]), never
+/// an end of file. Dropping the reader stops its threads at their next step.
 pub struct Reader {
-    /// The bounded channel's receiving side: the backpressure that keeps reading
-    /// from outrunning the network. Dropping it is how the threads learn to stop.
-    chunks: Receiver<Item>,
-    /// The thread that ends with the hash state, and the reading thread when it is
-    /// a separate one.
-    threads: Option<(JoinHandle<HashState>, Option<JoinHandle<()>>)>,
+    path: PathBuf,
+    /// The receiving side of a bounded channel: the backpressure (with the
+    /// read-ahead budget) that keeps reading from outrunning the consumer.
+    /// Dropping it is how the threads learn to stop.
+    chunks: async_channel::Receiver<Message>,
+    /// Set on drop, so a thread waiting for memory gives up.
+    stop: Arc<AtomicBool>,
+    /// The budgets a thread of this reader may wait on, woken on drop.
+    budgets: Vec<MemoryBudget>,
+    /// Whether [`Delivery::End`] was handed out.
+    ended: AtomicBool,
 }
 
-/// Bytes between the page touches of the prefetcher: the page size.
-const PAGE: usize = 4096;
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("path", &self.path).finish()
+    }
+}
 
 impl Reader {
-    /// Starts reading `plan`, continuing the whole-file hash `state`.
-    pub fn spawn(
+    /// Starts reading `spans` (a plan, or any contiguous spans ending at the file
+    /// size) of `source`, continuing the whole-file hash `hash` (any stretch
+    /// between what it covers and the first span is read and hashed first).
+    ///
+    /// May block (a plan read in place, waiting for memory): call it off async
+    /// runtime threads.
+    pub fn start(
         source: &SourceFile,
-        plan: ChunkPlan,
-        state: HashState,
+        spans: impl IntoIterator<Item = Span, IntoIter: Send + 'static>,
+        hash: HashState,
         config: &ReaderConfig,
+        memory: &ChunkMemory,
     ) -> Self {
-        let hashing = config.file_hash || config.chunk_hashes;
-        let spawn = |name: &str| std::thread::Builder::new().name(name.into());
-        let (source, config) = (source.clone(), config.clone());
-        if !hashing || config.prefetch < 2 {
-            let (tx, chunks) = crossbeam_channel::bounded(config.prefetch);
-            let thread = spawn("idb-reader")
-                .spawn(move || {
-                    let mut stage = HashStage {
-                        state,
-                        source: &source,
-                        config: &config,
-                    };
-                    read_ahead(&source, plan, &config, &tx, false, |item| {
-                        stage.process(item)
-                    });
-                    stage.state
-                })
-                .expect("the OS can start a thread");
-            return Self {
-                chunks,
-                threads: Some((thread, None)),
-            };
-        }
-        // Two stages: the reader hands each chunk (pages already faulted in) to the
-        // hasher through a rendezvous channel; the hasher holds one, the reader one,
-        // so the output channel holds `prefetch - 2`.
-        let (tx, chunks) = crossbeam_channel::bounded(config.prefetch - 2);
-        let (to_hasher, from_reader) = crossbeam_channel::bounded::<Item>(0);
-        let (reader_source, reader_config) = (source.clone(), config.clone());
-        let reader = spawn("idb-reader")
-            .spawn(move || {
-                read_ahead(
-                    &reader_source,
-                    plan,
-                    &reader_config,
-                    &to_hasher,
-                    true,
-                    |item| item,
-                );
-            })
-            .expect("the OS can start a thread");
-        let hasher = spawn("idb-hasher")
-            .spawn(move || {
-                let mut stage = HashStage {
-                    state,
-                    source: &source,
-                    config: &config,
-                };
-                for item in from_reader {
-                    let item = stage.process(item);
-                    let failed = item.is_err();
-                    if tx.send(item).is_err() || failed {
-                        break;
-                    }
-                }
-                stage.state
-            })
-            .expect("the OS can start a thread");
-        Self {
+        let mut spans = spans.into_iter().peekable();
+        let stop = Arc::new(AtomicBool::new(false));
+        let read_ahead = MemoryBudget::new(config.read_ahead_bytes);
+        let first = spans.peek().copied();
+        let start = first.map_or(source.size(), |s| s.offset);
+        let one_small_chunk =
+            first.is_none_or(|s| s.end() == source.size() && s.len <= config.in_place_max);
+        let job = Job {
+            source: source.clone(),
+            config: config.clone(),
+            memory: memory.clone(),
+            stop: Arc::clone(&stop),
+        };
+        let budgets = vec![read_ahead.clone(), memory.budget().clone()];
+        let reader = |chunks| Self {
+            path: source.path().to_path_buf(),
             chunks,
-            threads: Some((hasher, Some(reader))),
+            stop: Arc::clone(&stop),
+            budgets,
+            ended: AtomicBool::new(false),
+        };
+        if one_small_chunk {
+            let (tx, rx) = async_channel::unbounded();
+            job.alone(spans, start, hash, None, &tx);
+            return reader(rx);
         }
-    }
-
-    /// The next chunk, waiting for it; `None` once the plan is done.
-    pub fn recv(&self) -> Option<Item> {
-        self.chunks.recv().ok()
-    }
-
-    /// The next chunk if one is ready: `Ok(None)` once the plan is done,
-    /// `Err(())` if the reader is still working on it.
-    #[allow(clippy::result_unit_err)]
-    pub fn try_recv(&self) -> Result<Option<Item>, ()> {
-        match self.chunks.try_recv() {
-            Ok(item) => Ok(Some(item)),
-            Err(TryRecvError::Disconnected) => Ok(None),
-            Err(TryRecvError::Empty) => Err(()),
+        let hashing = config.file_hash || config.chunk_hashes;
+        let capacity = config.prefetch.max(1);
+        if !hashing || config.prefetch < 2 {
+            let (tx, rx) = async_channel::bounded(capacity);
+            let failed = tx.clone();
+            spawn_guarded("idb-reader", source.path(), &failed, move || {
+                job.alone(spans, start, hash, Some(&read_ahead), &tx)
+            });
+            return reader(rx);
         }
-    }
-
-    /// A handle on the channel, for waiting on another thread.
-    pub fn receiver(&self) -> Receiver<Item> {
-        self.chunks.clone()
-    }
-
-    /// Stops the threads (if still running) and returns the whole-file hash state
-    /// as far as it got: it covers every chunk handed out and may cover a few read
-    /// ahead but never delivered.
-    pub fn finish(mut self) -> HashState {
-        let (last, reader) = self.threads.take().expect("finish runs once");
-        // Disconnect: a thread blocked on a full channel wakes with an error and
-        // returns (the hasher's return drops its receiver, which stops the reader).
-        drop(std::mem::replace(
-            &mut self.chunks,
-            crossbeam_channel::never(),
-        ));
-        let state = last.join().unwrap_or_default();
-        if let Some(reader) = reader {
-            let _ = reader.join();
+        // Two stages: the reading thread hands each chunk (pages already faulted
+        // in) to the hashing thread through a rendezvous channel; one chunk is
+        // held by each, the rest wait in the output channel.
+        let (tx, rx) = async_channel::bounded(capacity.saturating_sub(2).max(1));
+        let (to_hasher, from_reader) = crossbeam_channel::bounded::<ToHasher>(0);
+        let hasher_job = job.clone();
+        let failed = tx.clone();
+        spawn_guarded("idb-hasher", source.path(), &failed, move || {
+            hasher_job.hash_stage(&from_reader, &tx);
+        });
+        let failed_to_hasher = to_hasher.clone();
+        let spawned = std::thread::Builder::new()
+            .name("idb-reader".into())
+            .spawn(move || {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    job.read_stage(spans, start, hash, &read_ahead, &to_hasher)
+                }));
+                if let Err(panic) = outcome {
+                    let _ = to_hasher.send(ToHasher::Failed(failure(&job.source, panic)));
+                }
+            });
+        if let Err(e) = spawned {
+            let _ = failed_to_hasher.send(ToHasher::Failed(ReadError::ReaderFailed {
+                path: source.path().to_path_buf(),
+                reason: format!("cannot start a reading thread: {e}"),
+            }));
         }
-        state
+        reader(rx)
     }
-}
 
-/// Hashing a chunk into the file's running hash (and its own, if asked).
-struct HashStage<'a> {
-    state: HashState,
-    source: &'a SourceFile,
-    config: &'a ReaderConfig,
-}
+    /// The next chunk, or the end, waiting for it without blocking a thread.
+    /// Cancel-safe: a call dropped before it finishes loses nothing.
+    pub async fn next(&self) -> Result<Delivery, ReadError> {
+        let message = self.chunks.recv().await;
+        self.deliver(message.ok())
+    }
 
-impl HashStage<'_> {
-    fn process(&mut self, item: Item) -> Item {
-        let mut chunk = item?;
-        if self.config.file_hash {
-            if self.state.upto < chunk.offset {
-                self.state
-                    .catch_up(self.source, chunk.offset, self.config.release_pages)?;
+    /// [`Reader::next`] for threads that may block.
+    pub fn next_blocking(&self) -> Result<Delivery, ReadError> {
+        let message = self.chunks.recv_blocking();
+        self.deliver(message.ok())
+    }
+
+    fn deliver(&self, message: Option<Message>) -> Result<Delivery, ReadError> {
+        match message {
+            // The chunk's read-ahead lease is dropped here: it is taken.
+            Some(Message::Chunk {
+                chunk, hash_after, ..
+            }) => Ok(Delivery::Chunk { chunk, hash_after }),
+            Some(Message::End(state)) => {
+                self.ended.store(true, Ordering::Relaxed);
+                Ok(Delivery::End(state))
             }
-            self.state.absorb(chunk.offset, &chunk.bytes);
+            Some(Message::Failed(e)) => Err(e),
+            None => Err(ReadError::ReaderFailed {
+                path: self.path.clone(),
+                reason: if self.ended.load(Ordering::Relaxed) {
+                    "a chunk was asked for after the end".into()
+                } else {
+                    "the reading thread stopped before the end".into()
+                },
+            }),
         }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for budget in &self.budgets {
+            budget.wake();
+        }
+    }
+}
+
+/// Runs `work` on a new thread named `name`; a panic or a failure to start is
+/// sent as [`Message::Failed`] through `failed`.
+fn spawn_guarded(
+    name: &str,
+    path: &std::path::Path,
+    failed: &async_channel::Sender<Message>,
+    work: impl FnOnce() + Send + 'static,
+) {
+    let on_panic = failed.clone();
+    let (thread, path) = (name.to_owned(), path.to_path_buf());
+    let panic_path = path.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(work)) {
+                let _ = on_panic.send_blocking(Message::Failed(ReadError::ReaderFailed {
+                    path: panic_path,
+                    reason: format!("the {thread} thread panicked: {}", panic_text(&panic)),
+                }));
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = failed.send_blocking(Message::Failed(ReadError::ReaderFailed {
+            path,
+            reason: format!("cannot start a thread: {e}"),
+        }));
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+fn failure(source: &SourceFile, panic: Box<dyn std::any::Any + Send>) -> ReadError {
+    ReadError::ReaderFailed {
+        path: source.path().to_path_buf(),
+        reason: format!("the reading thread panicked: {}", panic_text(&panic)),
+    }
+}
+
+/// What every stage of one reader works with.
+#[derive(Clone)]
+struct Job {
+    source: SourceFile,
+    config: ReaderConfig,
+    memory: ChunkMemory,
+    stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// Reads `span`: checks the identity first, leases the bytes, asks the kernel
+    /// for the chunks after it. `Ok(None)`: the reader was dropped meanwhile.
+    fn read(&self, span: Span) -> Result<Option<Chunk>, ReadError> {
+        self.source.check_identity()?;
+        let Some(lease) = self.memory.budget().acquire(span.len, &self.stop) else {
+            return Ok(None);
+        };
+        let bytes = self
+            .source
+            .read(span, self.config.release_pages, Some(lease), &self.memory)?;
+        // Ask for the next chunks now, so the disk works while this one is
+        // hashed and sent.
+        let ahead = span.len * self.config.prefetch.max(1) as u64;
+        self.source.prefetch(span.end(), ahead);
+        Ok(Some(Chunk {
+            offset: span.offset,
+            bytes,
+            hash: None,
+        }))
+    }
+
+    /// Hashes `state.upto()..to` from the file without handing it out (a resumed
+    /// upload whose saved state lags where it goes on). `Ok(false)`: dropped.
+    fn catch_up(&self, state: &mut HashState, to: u64) -> Result<bool, ReadError> {
+        if !self.config.file_hash {
+            return Ok(true);
+        }
+        let block = HASH_BLOCK.min(self.memory.budget().limit());
+        while state.upto() < to {
+            let span = Span {
+                offset: state.upto(),
+                len: (to - state.upto()).min(block),
+            };
+            let Some(lease) = self.memory.budget().acquire(span.len, &self.stop) else {
+                return Ok(false);
+            };
+            let bytes =
+                self.source
+                    .read(span, self.config.release_pages, Some(lease), &self.memory)?;
+            state.absorb(span.offset, &bytes);
+        }
+        Ok(true)
+    }
+
+    /// Hashes a chunk into the file's running hash (and its own, if asked).
+    fn hash(&self, state: &mut HashState, chunk: &mut Chunk) -> Option<HashState> {
         if self.config.chunk_hashes {
             chunk.hash = Some(blake3::hash(&chunk.bytes));
         }
-        Ok(chunk)
+        if !self.config.file_hash {
+            return None;
+        }
+        state.absorb(chunk.offset, &chunk.bytes);
+        self.config.hash_snapshots.then(|| state.clone())
     }
-}
 
-/// Walks the plan: checks the identity, reads each chunk, asks the kernel for the
-/// next ones, and passes each through `stage` to `tx`. With `touch`, a mapped
-/// chunk's pages are faulted in here, so the hashing thread does not wait for them
-/// (measured: worth it only when a hasher runs beside; alone, touching just moves
-/// the faults). Ends after the plan (with a final identity check), at the first
-/// error, or when `tx`'s receiver is gone.
-fn read_ahead(
-    source: &SourceFile,
-    plan: ChunkPlan,
-    config: &ReaderConfig,
-    tx: &Sender<Item>,
-    touch: bool,
-    mut stage: impl FnMut(Item) -> Item,
-) {
-    for span in plan {
-        let chunk = source.check_identity().and_then(|()| {
-            let bytes = source.read(span, config.release_pages)?;
-            // Ask for the next chunks now, so the disk works while this one is
-            // hashed and sent.
-            source.prefetch(span.end(), span.len * config.prefetch.max(1) as u64);
-            if touch && source.is_mapped() {
-                // Fault the pages in here, off the hashing thread.
-                let touched = bytes.iter().step_by(PAGE).fold(0u8, |acc, b| acc ^ b);
-                std::hint::black_box(touched);
+    /// One thread reads and hashes: a reader thread of its own, or the caller's
+    /// for a plan read in place (into an unbounded channel that holds at most its
+    /// one small chunk and the end, with no read-ahead budget: nothing is ahead).
+    fn alone(
+        &self,
+        spans: impl Iterator<Item = Span>,
+        start: u64,
+        mut state: HashState,
+        read_ahead: Option<&MemoryBudget>,
+        tx: &async_channel::Sender<Message>,
+    ) {
+        let result = (|| {
+            if !self.catch_up(&mut state, start)? {
+                return Ok(());
             }
-            Ok(Chunk {
-                offset: span.offset,
-                bytes,
-                hash: None,
-            })
-        });
-        let chunk = stage(chunk);
-        let failed = chunk.is_err();
-        if tx.send(chunk).is_err() || failed {
-            return;
+            for span in spans {
+                let ahead = match read_ahead {
+                    None => None,
+                    Some(budget) => match budget.acquire(span.len, &self.stop) {
+                        Some(lease) => Some(lease),
+                        None => return Ok(()),
+                    },
+                };
+                let Some(mut chunk) = self.read(span)? else {
+                    return Ok(());
+                };
+                let hash_after = self.hash(&mut state, &mut chunk);
+                let message = Message::Chunk {
+                    chunk,
+                    hash_after,
+                    _read_ahead: ahead,
+                };
+                if tx.send_blocking(message).is_err() {
+                    return Ok(());
+                }
+            }
+            self.source.check_identity()?;
+            let _ = tx.send_blocking(Message::End(state));
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = tx.send_blocking(Message::Failed(e));
         }
     }
-    if let Err(e) = source.check_identity() {
-        let _ = tx.send(Err(e));
+
+    /// The reading thread of two: catches the hash up, reads each chunk, faults
+    /// its pages in (so the hashing thread does not wait for them), hands it on.
+    fn read_stage(
+        &self,
+        spans: impl Iterator<Item = Span>,
+        start: u64,
+        mut state: HashState,
+        read_ahead: &MemoryBudget,
+        to_hasher: &crossbeam_channel::Sender<ToHasher>,
+    ) {
+        let result = (|| {
+            if !self.catch_up(&mut state, start)? {
+                return Ok(());
+            }
+            if to_hasher.send(ToHasher::Start(state)).is_err() {
+                return Ok(());
+            }
+            for span in spans {
+                let Some(ahead) = read_ahead.acquire(span.len, &self.stop) else {
+                    return Ok(());
+                };
+                let Some(chunk) = self.read(span)? else {
+                    return Ok(());
+                };
+                if self.source.is_mapped() {
+                    // Fault the pages in here, off the hashing thread.
+                    let touched = chunk.bytes.iter().step_by(PAGE).fold(0u8, |acc, b| acc ^ b);
+                    std::hint::black_box(touched);
+                }
+                if to_hasher.send(ToHasher::Chunk(chunk, ahead)).is_err() {
+                    return Ok(());
+                }
+            }
+            self.source.check_identity()?;
+            let _ = to_hasher.send(ToHasher::Done);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = to_hasher.send(ToHasher::Failed(e));
+        }
+    }
+
+    /// The hashing thread of two: hashes each chunk and hands it out.
+    fn hash_stage(
+        &self,
+        from_reader: &crossbeam_channel::Receiver<ToHasher>,
+        tx: &async_channel::Sender<Message>,
+    ) {
+        let mut state = None;
+        for message in from_reader {
+            let out = match message {
+                ToHasher::Start(start) => {
+                    state = Some(start);
+                    continue;
+                }
+                ToHasher::Chunk(mut chunk, ahead) => {
+                    let state = state.as_mut().expect("the state comes first");
+                    let hash_after = self.hash(state, &mut chunk);
+                    Message::Chunk {
+                        chunk,
+                        hash_after,
+                        _read_ahead: Some(ahead),
+                    }
+                }
+                ToHasher::Done => match state.take() {
+                    Some(state) => Message::End(state),
+                    None => return,
+                },
+                ToHasher::Failed(e) => Message::Failed(e),
+            };
+            let last = !matches!(out, Message::Chunk { .. });
+            if tx.send_blocking(out).is_err() || last {
+                return;
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
-use crate::{Change, FileKind, Identity, ReadError, Span};
+use crate::memory::{Lease, Live};
+use crate::{Change, ChunkMemory, FileKind, Identity, ReadError, Span};
 
 /// The largest file the Data Bank accepts: 2 TiB. Checked at open, before anything
 /// is read or sent.
@@ -43,9 +44,11 @@ struct Inner {
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
-/// Buffers kept for reuse per file: enough for the reader's steady state (a chunk
-/// returns as the next is read), few enough to hold little memory when idle.
-const SPARE_BUFFERS: usize = 4;
+/// Bytes of buffers kept for reuse per file: two 8 MiB chunks, enough for the
+/// reader's steady state (a chunk returns as the next is read). Spare buffers are
+/// outside the memory budget, so larger chunks are not kept: each is allocated
+/// afresh rather than let idle buffers grow the process.
+const SPARE_BYTES: usize = 16 * 1024 * 1024;
 
 impl std::fmt::Debug for SourceFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,7 +76,86 @@ fn kind_of(file_type: std::fs::FileType) -> Option<FileKind> {
     }
 }
 
+/// What the metadata of a path says about uploading it: its identity if it is a
+/// regular file (symbolic links followed) of at most [`MAX_FILE_SIZE`] bytes.
+fn examine(path: &Path) -> Result<std::fs::Metadata, ReadError> {
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ReadError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => ReadError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    if let Some(kind) = kind_of(meta.file_type()) {
+        return Err(ReadError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    Ok(meta)
+}
+
 impl SourceFile {
+    /// Checks `path` without opening it (no file descriptor is used): a regular
+    /// file (symbolic links followed) of at most [`MAX_FILE_SIZE`] bytes that this
+    /// process may read. Returns its identity, to compare with when it is opened
+    /// ([`SourceFile::open_expecting`]).
+    pub fn inspect(path: &Path) -> Result<Identity, ReadError> {
+        let meta = examine(path)?;
+        let c_path =
+            std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+                .map_err(|_| ReadError::NotFound {
+                    path: path.to_path_buf(),
+                })?;
+        // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call;
+        // faccessat only reads it.
+        let readable = unsafe {
+            libc::faccessat(
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                libc::R_OK,
+                libc::AT_EACCESS,
+            )
+        } == 0;
+        if !readable {
+            return Err(ReadError::Unreadable {
+                path: path.to_path_buf(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(Identity::of(&meta))
+    }
+
+    /// Opens `path` as [`SourceFile::open`] does, and checks that it is still the
+    /// file `expected` describes (from [`SourceFile::inspect`]): a file deleted
+    /// meanwhile is [`ReadError::Vanished`], one changed or replaced is
+    /// [`ReadError::ChangedSinceCheck`].
+    pub fn open_expecting(
+        path: &Path,
+        mode: ReadMode,
+        expected: &Identity,
+    ) -> Result<Self, ReadError> {
+        let source = Self::open(path, mode).map_err(|e| match e {
+            ReadError::NotFound { path } => ReadError::Vanished { path },
+            other => other,
+        })?;
+        match expected.change_to(&source.identity()) {
+            None => Ok(source),
+            Some(change) => Err(ReadError::ChangedSinceCheck {
+                path: path.to_path_buf(),
+                change,
+            }),
+        }
+    }
+
     /// Opens `path`: a readable regular file (symbolic links followed) of at most
     /// [`MAX_FILE_SIZE`] bytes. Its identity is taken from the open handle.
     pub fn open(path: &Path, mode: ReadMode) -> Result<Self, ReadError> {
@@ -84,16 +166,7 @@ impl SourceFile {
         };
         // Look before opening: opening a FIFO for reading would block until a
         // writer came. O_NONBLOCK below guards the race where it appears between.
-        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => ReadError::NotFound { path: path_buf() },
-            _ => unreadable(source),
-        })?;
-        if let Some(kind) = kind_of(meta.file_type()) {
-            return Err(ReadError::NotAFile {
-                path: path_buf(),
-                kind,
-            });
-        }
+        examine(path)?;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -180,14 +253,13 @@ impl SourceFile {
             })?;
         // The open handle cannot notice a rename over the path: look at the path
         // first, since the replaced file's own status changes as it is unlinked.
-        let replaced = match std::fs::metadata(&self.0.path) {
-            Ok(m) => (m.dev(), m.ino()) != (self.0.identity.device, self.0.identity.inode),
-            Err(_) => true,
-        };
-        let change = if replaced {
-            Some(Change::Replaced)
-        } else {
-            self.0.identity.change_to(&Identity::of(&meta))
+        let change = match std::fs::metadata(&self.0.path) {
+            Ok(m) if (m.dev(), m.ino()) != (self.0.identity.device, self.0.identity.inode) => {
+                Some(Change::Replaced)
+            }
+            Ok(_) => self.0.identity.change_to(&Identity::of(&meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Change::Removed),
+            Err(_) => Some(Change::Replaced),
         };
         match change {
             Some(change) => Err(ReadError::Changed {
@@ -198,14 +270,27 @@ impl SourceFile {
         }
     }
 
-    /// The bytes of `span`: a view of the map, or a positional read.
-    pub(crate) fn read(&self, span: Span, release_pages: bool) -> Result<Bytes, ReadError> {
+    /// The bytes of `span`: a view of the map, or a positional read. They hold
+    /// `lease` (bytes of the run's budget) and count as alive in `memory` until
+    /// the last view is dropped.
+    pub(crate) fn read(
+        &self,
+        span: Span,
+        release_pages: bool,
+        lease: Option<Lease>,
+        memory: &ChunkMemory,
+    ) -> Result<Bytes, ReadError> {
+        let held = Held {
+            _live: memory.counted_read(span.len),
+            _lease: lease,
+        };
         if self.0.map.is_some() {
             return Ok(Bytes::from_owner(MappedRange {
                 source: Arc::clone(&self.0),
                 start: span.offset as usize,
                 len: span.len as usize,
                 release_pages,
+                _held: held,
             }));
         }
         let mut buf = self
@@ -221,6 +306,7 @@ impl SourceFile {
             Ok(()) => Ok(Bytes::from_owner(PooledBuffer {
                 buf,
                 source: Arc::clone(&self.0),
+                _held: held,
             })),
             // A short read means the file shrank: say so rather than "EOF".
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -266,11 +352,21 @@ impl SourceFile {
     }
 }
 
+/// What a chunk's bytes hold while alive: their place in the live-bytes count,
+/// and their lease of the run's budget. Fields drop in order: the count goes
+/// down before the lease lets another chunk in, so the count never shows more
+/// than the budget allows.
+struct Held {
+    _live: Live,
+    _lease: Option<Lease>,
+}
+
 /// A positional read's buffer owned by a `Bytes`; on drop it goes back to the
 /// file's spare buffers.
 struct PooledBuffer {
     buf: Vec<u8>,
     source: Arc<Inner>,
+    _held: Held,
 }
 
 impl AsRef<[u8]> for PooledBuffer {
@@ -282,7 +378,8 @@ impl AsRef<[u8]> for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let mut spare = self.source.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() < SPARE_BUFFERS {
+        let kept: usize = spare.iter().map(Vec::capacity).sum();
+        if kept + self.buf.capacity() <= SPARE_BYTES {
             spare.push(std::mem::take(&mut self.buf));
         }
     }
@@ -296,6 +393,7 @@ struct MappedRange {
     start: usize,
     len: usize,
     release_pages: bool,
+    _held: Held,
 }
 
 impl AsRef<[u8]> for MappedRange {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use idb_read::{
-    Change, ChunkPlan, FileKind, FixedChunks, HashState, ReadError, ReadMode, Reader, ReaderConfig,
-    SourceFile,
+    Change, Chunk, ChunkMemory, ChunkPlan, Delivery, FileKind, FixedChunks, HashState, ReadError,
+    ReadMode, Reader, ReaderConfig, SourceFile, Span,
 };
 use proptest::prelude::*;
 
@@ -37,16 +37,73 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Threads always (nothing read in place), per-chunk hashes, hash snapshots.
 fn config(prefetch: usize) -> ReaderConfig {
     ReaderConfig {
         prefetch,
         chunk_hashes: true,
+        hash_snapshots: true,
+        in_place_max: 0,
         ..ReaderConfig::default()
     }
 }
 
+/// A reader as a plain iterator of chunks, keeping the hash state it reached.
+struct Stream {
+    reader: Reader,
+    /// The state after the last chunk taken, or at the end.
+    state: HashState,
+    ended: bool,
+}
+
+impl Stream {
+    fn new(source: &SourceFile, plan: ChunkPlan, hash: HashState, config: &ReaderConfig) -> Self {
+        Self::with_memory(source, plan, hash, config, &ChunkMemory::new(1 << 30))
+    }
+
+    fn with_memory(
+        source: &SourceFile,
+        plan: ChunkPlan,
+        hash: HashState,
+        config: &ReaderConfig,
+        memory: &ChunkMemory,
+    ) -> Self {
+        Self {
+            reader: Reader::start(source, plan, hash.clone(), config, memory),
+            state: hash,
+            ended: false,
+        }
+    }
+
+    /// The next chunk; `None` after the end.
+    fn recv(&mut self) -> Option<Result<Chunk, ReadError>> {
+        if self.ended {
+            return None;
+        }
+        match self.reader.next_blocking() {
+            Ok(Delivery::Chunk { chunk, hash_after }) => {
+                if let Some(state) = hash_after {
+                    self.state = state;
+                }
+                Some(Ok(chunk))
+            }
+            Ok(Delivery::End(state)) => {
+                self.state = state;
+                self.ended = true;
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The hash state as far as the chunks taken (or the end) got.
+    fn finish(self) -> HashState {
+        self.state
+    }
+}
+
 /// Reads everything; returns the reassembled bytes or the first error.
-fn read_all(reader: &Reader) -> Result<Vec<u8>, ReadError> {
+fn read_all(reader: &mut Stream) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
     while let Some(chunk) = reader.recv() {
         let chunk = chunk?;
@@ -77,12 +134,19 @@ proptest! {
         for mode in MODES {
             let source = SourceFile::open(&path, mode).unwrap();
             prop_assert_eq!(source.is_mapped(), mode == ReadMode::Mmap && size > 0);
-            let reader =
-                Reader::spawn(&source, ChunkPlan::fixed(source.size(), chunk), HashState::new(), &config(prefetch));
-            let got = read_all(&reader).unwrap();
-            prop_assert!(got == bytes, "{:?}: reassembled bytes differ", mode);
-            let state = reader.finish();
-            prop_assert_eq!(state.finalize(size as u64), Some(blake3::hash(&bytes)));
+            for in_place_max in [0, u64::MAX] {
+                let config = ReaderConfig { in_place_max, ..config(prefetch) };
+                let mut reader = Stream::new(
+                    &source,
+                    ChunkPlan::fixed(source.size(), chunk),
+                    HashState::new(size as u64),
+                    &config,
+                );
+                let got = read_all(&mut reader).unwrap();
+                prop_assert!(got == bytes, "{:?}: reassembled bytes differ", mode);
+                let state = reader.finish();
+                prop_assert_eq!(state.finalize(), Some(blake3::hash(&bytes)));
+            }
         }
     }
 }
@@ -95,25 +159,25 @@ fn a_reader_started_mid_file_still_hashes_the_whole_file() {
     for mode in MODES {
         let source = SourceFile::open(&path, mode).unwrap();
         // First reader: two chunks, then stopped (as when the engine replans).
-        let first = Reader::spawn(
+        let mut first = Stream::new(
             &source,
             ChunkPlan::fixed(100_000, 7000),
-            HashState::new(),
+            HashState::new(100_000),
             &config(0),
         );
         for _ in 0..2 {
             first.recv().unwrap().unwrap();
         }
         let state = first.finish();
-        assert!(state.upto() >= 14_000);
+        assert_eq!(state.upto(), 14_000);
         // Second reader from an offset before and one after where the hash got.
         for from in [7000, 50_000] {
             let plan = ChunkPlan::starting_at(from, 100_000, FixedChunks(9000));
-            let reader = Reader::spawn(&source, plan, state.clone(), &config(2));
-            let got = read_all_from(&reader, from);
+            let mut reader = Stream::new(&source, plan, state.clone(), &config(2));
+            let got = read_all_from(&mut reader, from);
             assert_eq!(got, bytes[from as usize..]);
             assert_eq!(
-                reader.finish().finalize(100_000),
+                reader.finish().finalize(),
                 Some(blake3::hash(&bytes)),
                 "{mode:?} from {from}"
             );
@@ -121,7 +185,7 @@ fn a_reader_started_mid_file_still_hashes_the_whole_file() {
     }
 }
 
-fn read_all_from(reader: &Reader, from: u64) -> Vec<u8> {
+fn read_all_from(reader: &mut Stream, from: u64) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(chunk) = reader.recv() {
         let chunk = chunk.unwrap();
@@ -145,10 +209,10 @@ fn change_during_reading(change: impl Fn(&Path)) -> Vec<Change> {
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(dir.path(), "f", &data(40 * CHUNK as usize, 2));
         let source = SourceFile::open(&path, mode).unwrap();
-        let reader = Reader::spawn(
+        let mut reader = Stream::new(
             &source,
             ChunkPlan::fixed(source.size(), CHUNK),
-            HashState::new(),
+            HashState::new(source.size()),
             &config(prefetch),
         );
         reader.recv().unwrap().unwrap();
@@ -228,10 +292,10 @@ fn a_change_after_the_last_chunk_is_reported_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "f", &data(1000, 4));
     let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
-    let reader = Reader::spawn(
+    let mut reader = Stream::new(
         &source,
         ChunkPlan::fixed(1000, 1000),
-        HashState::new(),
+        HashState::new(1000),
         &config(0),
     );
     reader.recv().unwrap().unwrap();
@@ -333,14 +397,12 @@ fn an_empty_file_has_no_chunks_and_the_empty_hash() {
     let path = write_file(dir.path(), "empty", b"");
     for mode in MODES {
         let source = SourceFile::open(&path, mode).unwrap();
-        let reader = Reader::spawn(
-            &source,
-            ChunkPlan::fixed(0, 10),
-            HashState::new(),
-            &config(1),
-        );
-        assert!(reader.recv().is_none());
-        assert_eq!(reader.finish().finalize(0), Some(blake3::hash(b"")));
+        for config in [config(1), ReaderConfig::default()] {
+            let mut reader =
+                Stream::new(&source, ChunkPlan::fixed(0, 10), HashState::new(0), &config);
+            assert!(reader.recv().is_none());
+            assert_eq!(reader.finish().finalize(), Some(blake3::hash(b"")));
+        }
     }
 }
 
@@ -352,10 +414,10 @@ fn dropping_chunks_releases_nothing_the_consumer_still_holds() {
     let bytes = data(64 * 1024 + 17, 5);
     let path = write_file(dir.path(), "f", &bytes);
     let source = SourceFile::open(&path, ReadMode::Mmap).unwrap();
-    let reader = Reader::spawn(
+    let mut reader = Stream::new(
         &source,
         ChunkPlan::fixed(source.size(), 1000),
-        HashState::new(),
+        HashState::new(source.size()),
         &config(3),
     );
     let kept: Vec<_> = std::iter::from_fn(|| reader.recv())
@@ -368,4 +430,253 @@ fn dropping_chunks_releases_nothing_the_consumer_still_holds() {
             bytes[chunk.offset as usize..chunk.end() as usize]
         );
     }
+}
+
+/// Takes every chunk, dropping each at once, and returns the bytes and the state.
+fn drain(reader: &mut Stream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.recv() {
+        out.extend_from_slice(&chunk.unwrap().bytes);
+    }
+    out
+}
+
+#[test]
+fn read_ahead_is_bounded_in_bytes_whatever_the_prefetch() {
+    const CHUNK: u64 = 8192;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(200 * CHUNK as usize, 6);
+    let path = write_file(dir.path(), "f", &bytes);
+    for mode in MODES {
+        for prefetch in [1, 4, 64] {
+            let source = SourceFile::open(&path, mode).unwrap();
+            let memory = ChunkMemory::new(1 << 30);
+            let config = ReaderConfig {
+                read_ahead_bytes: 2 * CHUNK,
+                ..config(prefetch)
+            };
+            let mut reader = Stream::with_memory(
+                &source,
+                ChunkPlan::fixed(source.size(), CHUNK),
+                HashState::new(source.size()),
+                &config,
+                &memory,
+            );
+            assert_eq!(drain(&mut reader), bytes);
+            // Two chunks read ahead, and the one just taken (still alive while
+            // the next is read): never more, however deep the prefetch.
+            assert!(
+                memory.peak_bytes() <= 3 * CHUNK,
+                "{mode:?} prefetch {prefetch}: peak {}",
+                memory.peak_bytes()
+            );
+            assert_eq!(memory.live_bytes(), 0, "every chunk was dropped");
+        }
+    }
+}
+
+#[test]
+fn chunk_bytes_alive_never_exceed_the_memory_budget() {
+    const CHUNK: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(100 * CHUNK as usize, 7);
+    let path = write_file(dir.path(), "f", &bytes);
+    for mode in MODES {
+        let source = SourceFile::open(&path, mode).unwrap();
+        let memory = ChunkMemory::new(5 * CHUNK);
+        let mut reader = Stream::with_memory(
+            &source,
+            ChunkPlan::fixed(source.size(), CHUNK),
+            HashState::new(source.size()),
+            &config(16),
+            &memory,
+        );
+        // The consumer keeps the last four chunks it took: with the reader's own
+        // chunks, more than five would be alive if the budget were not enforced.
+        let mut held = std::collections::VecDeque::new();
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.recv() {
+            let chunk = chunk.unwrap();
+            out.extend_from_slice(&chunk.bytes);
+            held.push_back(chunk);
+            if held.len() > 4 {
+                held.pop_front();
+            }
+        }
+        assert_eq!(out, bytes);
+        assert!(
+            memory.peak_bytes() <= 5 * CHUNK,
+            "{mode:?}: peak {}",
+            memory.peak_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_reader_thread_that_panics_is_an_error_never_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", &data(100_000, 8));
+    for prefetch in [1, 4] {
+        let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+        let mut calls = 0;
+        let policy = move |_, _| {
+            calls += 1;
+            assert!(calls < 3, "a broken chunk policy");
+            10_000
+        };
+        let mut reader = Stream::new(
+            &source,
+            ChunkPlan::starting_at(0, source.size(), policy),
+            HashState::new(source.size()),
+            &config(prefetch),
+        );
+        let error = std::iter::from_fn(|| reader.recv())
+            .find_map(Result::err)
+            .expect("the panic is reported");
+        match error {
+            ReadError::ReaderFailed {
+                path: failed,
+                reason,
+            } => {
+                assert_eq!(failed, path);
+                assert!(reason.contains("a broken chunk policy"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn resuming_from_a_saved_hash_reads_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 3 * 65536 + 500;
+    let bytes = data(size, 9);
+    let path = write_file(dir.path(), "f", &bytes);
+    for mode in MODES {
+        let source = SourceFile::open(&path, mode).unwrap();
+        // A first run hashes two chunks; its state is saved as text.
+        let mut first = Stream::new(
+            &source,
+            ChunkPlan::fixed(size as u64, 65536),
+            HashState::new(size as u64),
+            &config(1),
+        );
+        first.recv().unwrap().unwrap();
+        first.recv().unwrap().unwrap();
+        let saved = first.finish().encode();
+        // A second one goes on from it.
+        let memory = ChunkMemory::new(1 << 30);
+        let state = HashState::decode(&saved).unwrap();
+        let plan = ChunkPlan::starting_at(2 * 65536, size as u64, FixedChunks(65536));
+        let mut second = Stream::with_memory(&source, plan, state, &config(4), &memory);
+        assert_eq!(drain(&mut second), bytes[2 * 65536..]);
+        assert_eq!(memory.bytes_read(), (size - 2 * 65536) as u64, "{mode:?}");
+        assert_eq!(second.finish().finalize(), Some(blake3::hash(&bytes)));
+    }
+}
+
+#[test]
+fn a_lagging_hash_is_caught_up_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(50_000, 10);
+    let path = write_file(dir.path(), "f", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+    for config in [config(1), config(4), ReaderConfig::default()] {
+        let memory = ChunkMemory::new(1 << 30);
+        // The hash is at 0; the plan starts at 40000 (or at the end).
+        for from in [40_000, 50_000] {
+            let plan = ChunkPlan::starting_at(from, 50_000, FixedChunks(30_000));
+            let mut reader =
+                Stream::with_memory(&source, plan, HashState::new(50_000), &config, &memory);
+            assert_eq!(drain(&mut reader), bytes[from as usize..]);
+            assert_eq!(reader.finish().finalize(), Some(blake3::hash(&bytes)));
+        }
+    }
+}
+
+#[test]
+fn files_are_checked_without_opening_then_opened_when_their_turn_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", &data(1000, 11));
+    let identity = SourceFile::inspect(&path).unwrap();
+    assert_eq!(identity.size, 1000);
+    assert!(SourceFile::open_expecting(&path, ReadMode::Auto, &identity).is_ok());
+    assert!(matches!(
+        SourceFile::inspect(dir.path()),
+        Err(ReadError::NotAFile {
+            kind: FileKind::Directory,
+            ..
+        })
+    ));
+    assert!(matches!(
+        SourceFile::inspect(&path.join("child")),
+        Err(ReadError::Unreadable { .. })
+    ));
+
+    // Changed between the check and the turn: named as such.
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    assert!(matches!(
+        SourceFile::open_expecting(&path, ReadMode::Auto, &identity),
+        Err(ReadError::ChangedSinceCheck {
+            change: Change::Grew { .. },
+            ..
+        })
+    ));
+    // Deleted: it disappeared, and the message says so.
+    std::fs::remove_file(&path).unwrap();
+    let error = SourceFile::open_expecting(&path, ReadMode::Auto, &identity).unwrap_err();
+    assert!(matches!(error, ReadError::Vanished { .. }), "{error:?}");
+    assert!(error.to_string().contains("it disappeared since the check"));
+}
+
+#[test]
+fn a_file_deleted_while_it_is_read_is_said_to_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", &data(10_000, 12));
+    let source = SourceFile::open(&path, ReadMode::Positional).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        source.check_identity(),
+        Err(ReadError::Changed {
+            change: Change::Removed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_small_file_is_read_in_place_with_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(700, 13);
+    let path = write_file(dir.path(), "small", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Positional).unwrap();
+    let memory = ChunkMemory::new(1 << 20);
+    let reader = Reader::start(
+        &source,
+        ChunkPlan::fixed(700, 8 << 20),
+        HashState::new(700),
+        &ReaderConfig::default(),
+        &memory,
+    );
+    // Everything is ready when `start` returns: read on this thread.
+    assert_eq!(memory.bytes_read(), 700);
+    match reader.next_blocking().unwrap() {
+        Delivery::Chunk { chunk, .. } => assert_eq!(chunk.bytes, bytes),
+        other => panic!("{other:?}"),
+    }
+    match reader.next_blocking().unwrap() {
+        Delivery::End(state) => assert_eq!(state.finalize(), Some(blake3::hash(&bytes))),
+        other => panic!("{other:?}"),
+    }
+    // Asking again is an error, not another end.
+    assert!(matches!(
+        reader.next_blocking(),
+        Err(ReadError::ReaderFailed { .. })
+    ));
+    let _ = Span { offset: 0, len: 1 };
 }

@@ -1,0 +1,364 @@
+//! One file's upload, from its turn to its end: the name's lock, opening the file
+//! (it must still be the one checked), resuming from its journal or `setup`,
+//! pumping its chunks (again from where the server is after a realign), `verify`,
+//! and the end-to-end comparison of the server's hash with what was read.
+
+use std::sync::Arc;
+
+use idb_read::{ChunkPlan, Reader};
+use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode};
+
+use crate::calls::{Failed, Failure};
+use crate::client::Answer;
+use crate::journal::Key;
+use crate::name_lock::{Holder, LockError, NameLock};
+use crate::open_file::{FileState, OpenFile};
+use crate::preflight::CheckedFile;
+use crate::protocol::Protocol;
+use crate::pump::PumpEnd;
+use crate::resume::{Opened, Opening, Start};
+use crate::run::Run;
+use crate::stop::{self, StopKind};
+use crate::{DEFAULT_OFFSET_WINDOW, Error, Event, FileOutcome, RestartReason};
+
+/// Restarts of one file's chunk stream (realign, 413, incomplete verify, a lost
+/// session) before the engine stops trusting the exchange.
+const MAX_RESTARTS: u32 = 32;
+
+impl<P: Protocol> Run<'_, P> {
+    /// Uploads one file: the outcome ([`FileOutcome::Verified`], or
+    /// [`FileOutcome::Interrupted`] if the run was stopped), and how many bytes
+    /// from the start the server acknowledged, whatever happened.
+    pub(crate) async fn upload_file(&self, c: &CheckedFile) -> (Result<FileOutcome, Error>, u64) {
+        let key = Key::of(
+            self.config.server.as_str(),
+            self.config.dataset.as_str(),
+            &c.filename,
+        );
+        let lock = match self.lock(c, key) {
+            Ok(lock) => lock,
+            Err(e) => return (Err(e), 0),
+        };
+        let opening = Opening {
+            checked: c.clone(),
+            mode: self.config.read_mode,
+            reader: self.config.reader.clone(),
+            memory: self.memory.clone(),
+            sizer: Arc::clone(&self.sizer),
+            journal: self.journal.as_ref().map(|(journal, _)| journal.clone()),
+            template: self.journal.as_ref().map(|_| self.journal_entry(c)),
+        };
+        let opened = match tokio::task::spawn_blocking(move || opening.run()).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return (Err(e), 0),
+            Err(e) => return (Err(blocking_failed(&c.path, e)), 0),
+        };
+        let Opened {
+            file,
+            start,
+            mut state,
+            reader,
+            note,
+        } = opened;
+        if let Some(note) = note {
+            self.emit(note);
+        }
+        // A stop from outside ends the upload wherever it is waiting; what it
+        // learnt so far is in `state`.
+        let mut stop = self.stop.watch();
+        let result = tokio::select! {
+            result = self.transfer(&file, &mut state, reader, start) => result,
+            _ = wait_for_now(&mut stop) => Ok(FileOutcome::Interrupted),
+        };
+        self.end_file(key, &state, &result, lock);
+        (result, state.acked.prefix)
+    }
+
+    /// Takes the name's lock (with a journal; without one, nothing is locked).
+    fn lock(&self, c: &CheckedFile, key: Key) -> Result<Option<NameLock>, Error> {
+        let Some(locks) = &self.locks else {
+            return Ok(None);
+        };
+        let busy = |pid| Error::Busy {
+            path: c.path.clone(),
+            filename: c.filename.clone(),
+            dataset: self.config.dataset.clone(),
+            pid,
+        };
+        match locks.lock(key) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LockError::Held(Holder::Process(pid))) => Err(busy(pid)),
+            Err(LockError::Held(Holder::ThisProcess)) => Err(busy(Some(std::process::id()))),
+            // A file system without locks (some NFS setups): upload unlocked, as
+            // without a state directory, rather than fail every file; said once.
+            Err(LockError::Io(e)) => {
+                if !self
+                    .unlocked
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    self.emit(Event::StateDirUnusable {
+                        dir: locks.path().to_path_buf(),
+                        reason: format!("cannot lock names in it ({e})"),
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The file's end, for the journal: an unfinished upload keeps its entry
+    /// (written now), a verified one loses it; the name's lock goes after that.
+    fn end_file(
+        &self,
+        key: Key,
+        state: &FileState,
+        result: &Result<FileOutcome, Error>,
+        lock: Option<NameLock>,
+    ) {
+        let Some((_, writer)) = &self.journal else {
+            return;
+        };
+        let resumable = match result {
+            Ok(FileOutcome::Verified { .. }) => false,
+            Ok(_) => true,
+            Err(e) => e.worth_resuming(),
+        };
+        let keep = state.record.clone().filter(|_| resumable && state.session);
+        writer.end(key, keep, state.on_disk, lock);
+    }
+
+    /// Setup (or resume), then chunks until verified.
+    async fn transfer(
+        &self,
+        f: &OpenFile,
+        state: &mut FileState,
+        reader: Reader,
+        start: Start,
+    ) -> Result<FileOutcome, Error> {
+        let mut mode = match start {
+            Start::Resume { offset, mode } => {
+                state.session = true;
+                self.emit(Event::Resumed {
+                    path: f.path.clone(),
+                    offset,
+                });
+                mode
+            }
+            Start::Fresh => self.begin(f, state).await?,
+        };
+        self.emit(Event::FileStarted {
+            path: f.path.clone(),
+            size: f.size,
+        });
+        let mut reader = Some(reader);
+        let mut restarts = 0;
+        loop {
+            let current = match reader.take() {
+                Some(reader) => reader,
+                None => self.start_reader(f, state).await?,
+            };
+            let window = self.config.window.unwrap_or(match mode {
+                WriteMode::Offset => DEFAULT_OFFSET_WINDOW,
+                WriteMode::Strict => 1,
+            });
+            let end = self.pump(f, &current, window, state).await;
+            drop(current);
+            match end {
+                PumpEnd::Done => {}
+                PumpEnd::Replan => continue,
+                PumpEnd::Stopped => return Ok(FileOutcome::Interrupted),
+                PumpEnd::Failed(e) => return Err(e),
+                PumpEnd::Realign { to } => {
+                    self.restarted(f, &mut restarts)?;
+                    self.realign(f, state, to);
+                    self.ask_offset(f, state).await?;
+                    continue;
+                }
+                PumpEnd::Shrink => {
+                    self.restarted(f, &mut restarts)?;
+                    self.ask_offset(f, state).await?;
+                    continue;
+                }
+                PumpEnd::SessionLost => {
+                    self.restarted(f, &mut restarts)?;
+                    mode = self.start_over(f, state).await?;
+                    continue;
+                }
+            }
+            // Never verify a file that changed under us: what the server holds
+            // would mix two versions.
+            f.source.check_identity()?;
+            let verified = self
+                .retrying(f, Phase::Verify, f.size, || {
+                    self.protocol.finish(f.file_ref())
+                })
+                .await;
+            match verified {
+                Ok(done) => {
+                    self.sizer.observe_small_call(done.elapsed);
+                    state.session = false;
+                    return self.compare(f, state, done.value);
+                }
+                // The server lost bytes it had acknowledged: send them again.
+                Err(Failed {
+                    failure:
+                        Failure::Answer(Answer {
+                            outcome: Outcome::Incomplete { received, .. },
+                            ..
+                        }),
+                    ..
+                }) if received < f.size => {
+                    self.restarted(f, &mut restarts)?;
+                    self.realign(f, state, received);
+                }
+                Err(Failed {
+                    failure:
+                        Failure::Answer(Answer {
+                            outcome: Outcome::NoSession,
+                            ..
+                        }),
+                    ..
+                }) => {
+                    self.restarted(f, &mut restarts)?;
+                    mode = self.start_over(f, state).await?;
+                }
+                Err(failed) => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
+            }
+        }
+    }
+
+    /// Counts a restart of the chunk stream; too many fail the file.
+    fn restarted(&self, f: &OpenFile, restarts: &mut u32) -> Result<(), Error> {
+        *restarts += 1;
+        if *restarts > MAX_RESTARTS {
+            return Err(Error::TooManyRestarts {
+                path: f.path.clone(),
+                restarts: *restarts,
+            });
+        }
+        Ok(())
+    }
+
+    /// The server holds `to` bytes: go on from there.
+    fn realign(&self, f: &OpenFile, state: &mut FileState, to: u64) {
+        self.emit(Event::Realigned {
+            path: f.path.clone(),
+            from: state.acked.prefix,
+            to,
+        });
+        state.acked.reset_to(to);
+        self.record_progress(state);
+    }
+
+    /// A protocol that can say where the server is (tus) settles it before a
+    /// restart; protocol 1 cannot, and the offset from its 409 stands.
+    async fn ask_offset(&self, f: &OpenFile, state: &mut FileState) -> Result<(), Error> {
+        let asked = self
+            .retrying(f, Phase::Transfer, state.acked.prefix, || {
+                self.protocol.query_offset(f.file_ref())
+            })
+            .await
+            .map_err(|failed| {
+                self.failure(f, Phase::Transfer, state.acked.prefix, failed.failure)
+            })?;
+        if let Some(offset) = asked.value {
+            state.acked.reset_to(offset);
+        }
+        Ok(())
+    }
+
+    /// A reader from the acknowledged offset, continuing the hash.
+    async fn start_reader(&self, f: &OpenFile, state: &FileState) -> Result<Reader, Error> {
+        let plan = ChunkPlan::starting_at(state.acked.prefix, f.size, self.sizer.policy());
+        let (source, hash) = (f.source.clone(), state.hash.clone());
+        let (config, memory) = (self.config.reader.clone(), self.memory.clone());
+        tokio::task::spawn_blocking(move || Reader::start(&source, plan, hash, &config, &memory))
+            .await
+            .map_err(|e| blocking_failed(&f.path, e))
+    }
+
+    /// `setup`: opens the upload on the server.
+    async fn begin(&self, f: &OpenFile, state: &mut FileState) -> Result<WriteMode, Error> {
+        let done = self
+            .retrying(f, Phase::Setup, 0, || self.protocol.begin(f.file_ref()))
+            .await
+            .map_err(|failed| self.failure(f, Phase::Setup, 0, failed.failure))?;
+        self.sizer.observe_small_call(done.elapsed);
+        let mode = done.value;
+        state.session = true;
+        state.acked.reset_to(0);
+        if let Some(entry) = &mut state.record {
+            entry.offset_mode = mode == WriteMode::Offset;
+        }
+        self.record_progress(state);
+        Ok(mode)
+    }
+
+    /// The server has no open upload of this file (it forgot, or a resumed
+    /// journal outlived it): begin again from byte 0, and say so.
+    async fn start_over(&self, f: &OpenFile, state: &mut FileState) -> Result<WriteMode, Error> {
+        self.emit(Event::Restarted {
+            path: f.path.clone(),
+            reason: RestartReason::ServerForgot,
+        });
+        state.session = false;
+        self.begin(f, state).await
+    }
+
+    /// Compares the server's receipt (when it sends one) with what was read.
+    fn compare(
+        &self,
+        f: &OpenFile,
+        state: &FileState,
+        receipt: Option<VerifyReceipt>,
+    ) -> Result<FileOutcome, Error> {
+        let blake3 = state
+            .hash
+            .finalize()
+            .map(|h| h.to_hex().to_string())
+            .ok_or_else(|| {
+                Error::File(idb_read::ReadError::ReaderFailed {
+                    path: f.path.clone(),
+                    reason: "the reader ended before hashing the whole file".into(),
+                })
+            })?;
+        if let Some(receipt) = &receipt {
+            let what = if receipt.size != f.size {
+                Some(format!("it has {} bytes, we sent {}", receipt.size, f.size))
+            } else if !receipt.blake3.eq_ignore_ascii_case(&blake3) {
+                Some(format!(
+                    "its blake3 is {}, ours is {blake3}",
+                    receipt.blake3
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(Error::IntegrityMismatch {
+                    path: f.path.clone(),
+                    what,
+                });
+            }
+        }
+        Ok(FileOutcome::Verified { blake3, receipt })
+    }
+}
+
+/// Resolves once the run is told to stop at once (a stop from outside).
+async fn wait_for_now(stop: &mut tokio::sync::watch::Receiver<Option<StopKind>>) {
+    let mut seen = None;
+    loop {
+        match stop::changed(stop, seen).await {
+            StopKind::Now => return,
+            kind => seen = Some(kind),
+        }
+    }
+}
+
+/// A blocking task that panicked or was cancelled: an error with the file's name.
+fn blocking_failed(path: &std::path::Path, e: tokio::task::JoinError) -> Error {
+    Error::File(idb_read::ReadError::ReaderFailed {
+        path: path.to_path_buf(),
+        reason: format!("the thread opening or reading it failed: {e}"),
+    })
+}

@@ -1,0 +1,374 @@
+//! The run's journal writer: one thread that writes the newest entry of each
+//! upload now and then, so acknowledgements never wait for a disk (an fsync costs
+//! milliseconds on a local disk and tens of them on NFS).
+//!
+//! Who waits for whom: an acknowledgement puts the upload's newest entry in a
+//! shared map (a mutex held for an insert) and goes on; it never wakes the writer
+//! unless the bytes acknowledged since the last write reach
+//! [`UploadConfig::journal_bytes`] (or the interval is zero). The writer wakes by
+//! itself every [`UploadConfig::journal_interval`] and writes what changed. An
+//! upload that ends verified before its entry was written never touches the disk
+//! and never wakes the writer; one that ends unverified (as every upload in
+//! progress does when the run stops, on an error or a signal), or whose journal
+//! is on disk, hands the writer its end, and its name's lock, so the journal is
+//! written or removed before the name is let go. Entries only ever say what the
+//! server acknowledged, so the journal may lag the server, never lead it.
+//!
+//! [`UploadConfig::journal_interval`]: crate::UploadConfig::journal_interval
+//! [`UploadConfig::journal_bytes`]: crate::UploadConfig::journal_bytes
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[cfg(test)]
+use tokio::sync::oneshot;
+
+use crate::journal::{Entry, Journal, Key};
+use crate::name_lock::NameLock;
+
+/// What the uploads and the writer share.
+#[derive(Default)]
+struct Shared {
+    /// Entries not written yet, newest per upload.
+    dirty: HashMap<Key, Entry>,
+    /// The acknowledged offset last heard of, per running upload.
+    acked: HashMap<Key, u64>,
+    /// Bytes acknowledged since the last write.
+    bytes: u64,
+    /// Uploads whose journal file may be on disk (found at the start, or taken
+    /// by the writer to be written): their end goes through the writer.
+    on_disk: HashSet<Key>,
+    /// Failures, reported by the run as events for the files concerned.
+    failures: Vec<WriteFailure>,
+}
+
+/// What wakes the writer.
+enum Message {
+    /// Write what changed now (bytes threshold reached, or no interval).
+    Write,
+    /// An upload whose journal is, or may be, on disk ended: `keep` is its last
+    /// entry if it is unfinished (written at once), `None` if it was verified (its
+    /// journal is removed). Its lock is let go once that is done, so the next
+    /// uploader of the name finds the journal as it should be.
+    End {
+        key: Key,
+        keep: Option<Box<Entry>>,
+        lock: Option<NameLock>,
+    },
+    /// Answer once every earlier message is handled (tests: a sync point).
+    #[cfg(test)]
+    Ping(oneshot::Sender<()>),
+}
+
+/// A journal write that failed: which local file, and why.
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+}
+
+/// The handle uploads talk to; dropping it (or [`JournalWriter::close`]) writes
+/// what is pending and ends the thread.
+pub(crate) struct JournalWriter {
+    /// Held only to insert, remove or take entries, never across a write.
+    shared: Arc<Mutex<Shared>>,
+    /// Wakes the writer. Unbounded: a send never waits. Few messages go through
+    /// it: one per write the bytes threshold asks for, one per upload that ends
+    /// with its journal on disk.
+    tx: Option<mpsc::Sender<Message>>,
+    interval: Duration,
+    bytes: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JournalWriter {
+    /// Starts the writer thread for `journal`.
+    pub(crate) fn start(journal: Journal, interval: Duration, bytes: u64) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut writer = Writer {
+            journal,
+            interval,
+            shared: Arc::clone(&shared),
+            dir_ready: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("idb-journal".into())
+            .spawn(move || writer.run(&rx))
+            .ok();
+        Self {
+            shared,
+            tx: thread.is_some().then_some(tx),
+            interval,
+            bytes,
+            thread,
+        }
+    }
+
+    fn send(&self, message: Message) {
+        if let Some(tx) = &self.tx {
+            // Fails only if the thread is gone; resuming then starts earlier.
+            let _ = tx.send(message);
+        }
+    }
+
+    /// Records an upload's newest state (written later).
+    pub(crate) fn update(&self, entry: Entry) {
+        let key = entry.key();
+        let mut shared = lock(&self.shared);
+        let before = shared.acked.insert(key, entry.acked).unwrap_or(0);
+        let was = shared.bytes;
+        shared.bytes += entry.acked.saturating_sub(before);
+        shared.dirty.insert(key, entry);
+        // Wake the writer once when the threshold is crossed, or always without
+        // an interval to wait for.
+        let wake = self.interval.is_zero() || (was < self.bytes && shared.bytes >= self.bytes);
+        drop(shared);
+        if wake {
+            self.send(Message::Write);
+        }
+    }
+
+    /// An upload ended, unfinished (`keep`: its last entry, written at once) or
+    /// verified (`None`: its journal, if any, is removed). `on_disk`: a journal of
+    /// it was found at the start. The name's `lock` goes once that is done.
+    pub(crate) fn end(
+        &self,
+        key: Key,
+        keep: Option<Entry>,
+        on_disk: bool,
+        lock_held: Option<NameLock>,
+    ) {
+        let mut shared = lock(&self.shared);
+        shared.dirty.remove(&key);
+        shared.acked.remove(&key);
+        let on_disk = shared.on_disk.remove(&key) || on_disk;
+        drop(shared);
+        if keep.is_none() && !on_disk {
+            // Nothing of it on disk and nothing to write: the lock goes now.
+            return;
+        }
+        self.send(Message::End {
+            key,
+            keep: keep.map(Box::new),
+            lock: lock_held,
+        });
+    }
+
+    #[cfg(test)]
+    async fn ping(&self) {
+        let (done, handled) = oneshot::channel();
+        self.send(Message::Ping(done));
+        let _ = handled.await;
+    }
+
+    /// Failures since the last call.
+    pub(crate) fn failures(&self) -> Vec<WriteFailure> {
+        std::mem::take(&mut lock(&self.shared).failures)
+    }
+
+    /// Writes what is pending and waits for the thread to end.
+    pub(crate) async fn close(mut self) -> Vec<WriteFailure> {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.failures()
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        // Closing the channel makes the thread write what is pending and end;
+        // it is not waited for here (`close` does).
+        self.tx = None;
+    }
+}
+
+/// The thread's state.
+struct Writer {
+    journal: Journal,
+    interval: Duration,
+    shared: Arc<Mutex<Shared>>,
+    dir_ready: bool,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &mpsc::Receiver<Message>) {
+        // Without an interval, every update sends `Write`: no need to tick.
+        let tick = if self.interval.is_zero() {
+            Duration::MAX
+        } else {
+            self.interval
+        };
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(Message::Write) | Err(RecvTimeoutError::Timeout) => self.write_dirty(),
+                Ok(Message::End { key, keep, lock }) => {
+                    match keep {
+                        Some(entry) => self.write(&entry),
+                        // A journal that cannot be removed costs only a useless
+                        // resume attempt on a later run, which the server's
+                        // answer corrects.
+                        None => {
+                            let _ = self.journal.remove(key);
+                        }
+                    }
+                    drop(lock);
+                }
+                #[cfg(test)]
+                Ok(Message::Ping(done)) => {
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write_dirty();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes every entry that changed since the last write.
+    fn write_dirty(&mut self) {
+        let dirty = {
+            let mut shared = lock(&self.shared);
+            shared.bytes = 0;
+            let dirty = std::mem::take(&mut shared.dirty);
+            // Marked before the write: an upload ending meanwhile sends its end
+            // here, after this write, rather than leave a journal behind.
+            shared.on_disk.extend(dirty.keys().copied());
+            dirty
+        };
+        for entry in dirty.values() {
+            self.write(entry);
+        }
+    }
+
+    fn write(&mut self, entry: &Entry) {
+        let result = if self.dir_ready {
+            Ok(())
+        } else {
+            self.journal.create_dir()
+        }
+        .and_then(|()| {
+            self.dir_ready = true;
+            self.journal.save(entry)
+        });
+        if let Err(e) = result {
+            lock(&self.shared).failures.push(WriteFailure {
+                path: entry.path.clone(),
+                reason: format!(
+                    "cannot write the journal in {}: {e}",
+                    self.journal.dir().display()
+                ),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::tests::entry;
+    use crate::journal::{Entry, Journal, Loaded};
+
+    fn load(journal: &Journal) -> Loaded {
+        journal.load("https://h/", "IDB-1", "a.bin")
+    }
+
+    #[tokio::test]
+    async fn updates_wait_for_the_interval_and_the_end_of_the_run_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        // An interval no test run reaches.
+        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
+        writer.update(entry());
+        let mut newer = entry();
+        newer.acked = 60;
+        writer.update(newer.clone());
+        writer.ping().await;
+        assert!(matches!(load(&journal), Loaded::Nothing), "not yet");
+        assert!(writer.close().await.is_empty());
+        match load(&journal) {
+            Loaded::Found(found) => assert_eq!(found, newer, "the newest entry is written"),
+            other => panic!("{other:?}"),
+        }
+        // A verified upload's journal found on disk is removed.
+        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
+        writer.end(newer.key(), None, true, None);
+        writer.ping().await;
+        assert!(matches!(load(&journal), Loaded::Nothing));
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_zero_interval_writes_every_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let writer = JournalWriter::start(journal.clone(), Duration::ZERO, u64::MAX);
+        writer.update(entry());
+        writer.ping().await;
+        assert!(matches!(load(&journal), Loaded::Found(_)));
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_upload_verified_before_the_next_write_never_touches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
+        writer.update(entry());
+        writer.end(entry().key(), None, false, None);
+        writer.close().await;
+        assert!(!journal.dir().exists(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn enough_bytes_write_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), 30);
+        let at = |acked| Entry { acked, ..entry() };
+        writer.update(at(10));
+        writer.ping().await;
+        assert!(
+            matches!(load(&journal), Loaded::Nothing),
+            "10 bytes: not yet"
+        );
+        writer.update(at(45));
+        writer.ping().await;
+        match load(&journal) {
+            Loaded::Found(found) => assert_eq!(found.acked, 45, "35 bytes since: written"),
+            other => panic!("{other:?}"),
+        }
+        // An unfinished upload's end is written at once.
+        writer.end(entry().key(), Some(at(90)), true, None);
+        writer.ping().await;
+        match load(&journal) {
+            Loaded::Found(found) => assert_eq!(found.acked, 90),
+            other => panic!("{other:?}"),
+        }
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_cannot_be_written_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the directory should be.
+        let blocker = dir.path().join("journal");
+        std::fs::write(&blocker, b"").unwrap();
+        let writer = JournalWriter::start(Journal::new(blocker), Duration::ZERO, 0);
+        writer.update(entry());
+        let failures = writer.close().await;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].path, entry().path);
+    }
+}

@@ -1,0 +1,45 @@
+//! What one file's upload works with once its turn came: the open file, and
+//! what the upload knows as it goes.
+
+use std::path::PathBuf;
+
+use idb_read::{HashState, SourceFile};
+
+use crate::acked::Acked;
+use crate::journal::Entry;
+use crate::protocol::FileRef;
+
+/// A file whose turn came: open, and still the file that was checked.
+pub(crate) struct OpenFile {
+    /// The path as given.
+    pub(crate) path: PathBuf,
+    /// Its name in the dataset.
+    pub(crate) filename: String,
+    pub(crate) size: u64,
+    pub(crate) source: SourceFile,
+}
+
+impl OpenFile {
+    pub(crate) fn file_ref(&self) -> FileRef<'_> {
+        FileRef {
+            filename: &self.filename,
+            size: self.size,
+        }
+    }
+}
+
+/// What one upload knows as it goes.
+pub(crate) struct FileState {
+    /// What the server acknowledged.
+    pub(crate) acked: Acked,
+    /// The whole-file hash as far as the reader got (always a state of this very
+    /// file, so it may run ahead of what was acknowledged).
+    pub(crate) hash: HashState,
+    /// The journal entry kept up to date (`None` without a journal).
+    pub(crate) record: Option<Entry>,
+    /// Whether the server has an open upload of this file from this run's point
+    /// of view (set up, or resumed): only then is a journal worth keeping.
+    pub(crate) session: bool,
+    /// Whether a journal file of this upload is on disk (found at the start).
+    pub(crate) on_disk: bool,
+}

@@ -1,0 +1,161 @@
+//! Where an upload starts: opening the file at its turn, reading its journal,
+//! deciding between resuming and `setup`, and keeping the journal entry up to
+//! date as the server acknowledges.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use idb_read::{ChunkMemory, ChunkPlan, HashState, ReadMode, Reader, ReaderConfig, SourceFile};
+use idb_wire::WriteMode;
+
+use crate::acked::Acked;
+use crate::chunking::ChunkSizer;
+use crate::journal::{Entry, JOURNAL_VERSION, Journal, Loaded};
+use crate::open_file::{FileState, OpenFile};
+use crate::preflight::CheckedFile;
+use crate::protocol::Protocol;
+use crate::run::Run;
+use crate::{Error, Event, RestartReason};
+
+/// Where an upload starts.
+pub(crate) enum Start {
+    Fresh,
+    Resume { offset: u64, mode: WriteMode },
+}
+
+/// What the blocking part of a file's start found.
+pub(crate) struct Opened {
+    pub(crate) file: OpenFile,
+    pub(crate) start: Start,
+    pub(crate) state: FileState,
+    pub(crate) reader: Reader,
+    /// Something to tell about the journal.
+    pub(crate) note: Option<Event>,
+}
+
+/// What the blocking part of a file's start needs (owned: it runs on another
+/// thread).
+pub(crate) struct Opening {
+    pub(crate) checked: CheckedFile,
+    pub(crate) mode: ReadMode,
+    pub(crate) reader: ReaderConfig,
+    pub(crate) memory: ChunkMemory,
+    pub(crate) sizer: Arc<ChunkSizer>,
+    pub(crate) journal: Option<Journal>,
+    pub(crate) template: Option<Entry>,
+}
+
+impl Opening {
+    /// Opens the file, reads its journal, decides where to start, and starts the
+    /// reader there (a small file is read in place now). Blocking.
+    pub(crate) fn run(self) -> Result<Opened, Error> {
+        let c = &self.checked;
+        // Files too small for a map are read in place with one positional read.
+        let mode = match self.mode {
+            ReadMode::Auto if c.size() <= self.reader.in_place_max => ReadMode::Positional,
+            mode => mode,
+        };
+        let source = SourceFile::open_expecting(&c.path, mode, &c.identity)?;
+        let mut note = None;
+        let mut on_disk = false;
+        let mut start = Start::Fresh;
+        let mut hash = HashState::new(c.size());
+        let mut acked = Acked::default();
+        if let (Some(journal), Some(template)) = (&self.journal, &self.template) {
+            match journal.load(&template.server, &template.dataset, &template.filename) {
+                Loaded::Nothing => {}
+                Loaded::Found(found) if found.describes(&template.path, &c.identity) => {
+                    on_disk = true;
+                    // The size the last run had adapted to (a resume has no setup
+                    // to measure the round trip with).
+                    self.sizer.at_least(found.chunk_size);
+                    if let Some(saved) = found.hash.filter(|h| h.size() == c.size()) {
+                        hash = saved;
+                    }
+                    acked = Acked::from_journal(found.acked);
+                    start = Start::Resume {
+                        offset: found.acked,
+                        mode: if found.offset_mode {
+                            WriteMode::Offset
+                        } else {
+                            WriteMode::Strict
+                        },
+                    };
+                }
+                Loaded::Found(_) => {
+                    on_disk = true;
+                    note = Some(Event::Restarted {
+                        path: c.path.clone(),
+                        reason: RestartReason::FileChanged,
+                    });
+                }
+                Loaded::Unusable(reason) => {
+                    on_disk = true;
+                    note = Some(Event::JournalIgnored {
+                        path: c.path.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy());
+        let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
+        Ok(Opened {
+            file: OpenFile {
+                path: c.path.clone(),
+                filename: c.filename.clone(),
+                size: c.size(),
+                source,
+            },
+            start,
+            state: FileState {
+                acked,
+                hash,
+                record: self.template,
+                session: false,
+                on_disk,
+            },
+            reader,
+            note,
+        })
+    }
+}
+
+impl<P: Protocol> Run<'_, P> {
+    /// Hands the journal writer the upload's newest state (it writes it later).
+    pub(crate) fn record_progress(&self, state: &mut FileState) {
+        let (Some((_, writer)), Some(entry)) = (&self.journal, &mut state.record) else {
+            return;
+        };
+        entry.acked = state.acked.prefix;
+        entry.chunk_size = self.sizer.current();
+        entry.hash = Some(state.hash.clone());
+        writer.update(entry.clone());
+    }
+
+    /// The journal entry this upload keeps up to date.
+    pub(crate) fn journal_entry(&self, c: &CheckedFile) -> Entry {
+        let identity = c.identity;
+        Entry {
+            version: JOURNAL_VERSION,
+            server: self.config.server.to_string(),
+            dataset: self.config.dataset.to_string(),
+            filename: c.filename.clone(),
+            path: absolute(&c.path),
+            size: identity.size,
+            modified: identity.modified,
+            device: identity.device,
+            inode: identity.inode,
+            acked: 0,
+            chunk_size: self.sizer.current(),
+            offset_mode: false,
+            hash: None,
+        }
+    }
+}
+
+/// `path` made absolute (against the current directory), so a journal written
+/// from one directory is found from another.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,49 @@
+//! What the files of one run share.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use idb_read::ChunkMemory;
+
+use crate::chunking::ChunkSizer;
+use crate::congestion::Congestion;
+use crate::journal::Journal;
+use crate::journal_writer::JournalWriter;
+use crate::name_lock::NameLocks;
+use crate::retry::Backoff;
+use crate::stop::Stop;
+use crate::{Event, EventSink, UploadConfig};
+
+/// Everything the files of one run share.
+pub(crate) struct Run<'a, P> {
+    pub(crate) protocol: &'a P,
+    pub(crate) config: &'a UploadConfig,
+    pub(crate) events: &'a dyn EventSink,
+    /// Shared with the blocking step that opens each file.
+    pub(crate) sizer: Arc<ChunkSizer>,
+    /// The chunk bytes the run holds (read ahead and in flight), bounded by
+    /// `config.memory`: readers lease from it before reading.
+    pub(crate) memory: ChunkMemory,
+    pub(crate) congestion: Congestion,
+    pub(crate) backoff: Backoff,
+    /// Set when the run must stop: files take no new chunks (see
+    /// [`crate::stop::StopKind`]) and report what the server acknowledged.
+    pub(crate) stop: Stop,
+    /// Whether any call of the run got an answer (any status) from the server.
+    pub(crate) contacted: AtomicBool,
+    /// Where uploads record how far the server got (`None`: not recorded), and
+    /// the thread that writes it.
+    pub(crate) journal: Option<(Journal, JournalWriter)>,
+    /// One uploader per name on this machine (with the journal only).
+    pub(crate) locks: Option<NameLocks>,
+    /// Whether locking failed and uploads go on unlocked (said once).
+    pub(crate) unlocked: AtomicBool,
+    /// Lets one call at a time fetch a new token after a 401.
+    pub(crate) token_lock: tokio::sync::Mutex<()>,
+}
+
+impl<P> Run<'_, P> {
+    pub(crate) fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+}
