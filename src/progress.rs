@@ -78,6 +78,9 @@ impl EventSink for Progress {
                 let why = match reason {
                     RestartReason::FileChanged => "the file changed since the last run",
                     RestartReason::ServerForgot => "the server has no open upload of it any more",
+                    RestartReason::ServerLostBytes => {
+                        "the server holds fewer bytes than it had acknowledged"
+                    }
                 };
                 self.say(format!(
                     "starting {} over from byte 0: {why}",

@@ -86,11 +86,14 @@ fn a_killed_upload_resumes_where_the_server_is() {
         .stderr_has("resuming");
     mock.assert_stored(DS, NAME, &bytes);
     assert_one_session(&mock, NAME, SIZE);
-    // What was acknowledged before the kill is not sent again, but for at most the
-    // chunk in flight when it came.
+    // What was acknowledged before the kill is not sent again, but for one chunk:
+    // the resumed run's first, refused because the journal lagged the server
+    // (the 409 names the server's offset). The killed run's last request may
+    // still be arriving when `before` is taken: up to one more chunk is counted
+    // that the resumed run never sent. Starting over would resend all `held`.
     let resent = mock.stats().bytes_received - before.bytes_received;
     assert!(
-        resent <= SIZE as u64 - held + CHUNK as u64,
+        resent <= SIZE as u64 - held + 2 * CHUNK as u64,
         "resent {resent} bytes with {held} of {SIZE} held\n{}",
         run.describe()
     );

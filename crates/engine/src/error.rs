@@ -212,7 +212,11 @@ impl Error {
     pub fn worth_resuming(&self) -> bool {
         matches!(
             self,
-            Error::Unauthorized { .. }
+            Error::File(
+                ReadError::Io { .. }
+                    | ReadError::Unreadable { .. }
+                    | ReadError::ReaderFailed { .. }
+            ) | Error::Unauthorized { .. }
                 | Error::DatasetNotFound { .. }
                 | Error::Unreachable { .. }
                 | Error::GaveUp { .. }

@@ -104,6 +104,9 @@ pub enum RestartReason {
     FileChanged,
     /// The server has no open upload of it any more.
     ServerForgot,
+    /// The server holds fewer bytes than it acknowledged: what it kept cannot be
+    /// told apart from bytes someone else sent, so all of it is sent again.
+    ServerLostBytes,
 }
 
 /// Receives [`Event`]s. Called from the engine's tasks: keep it quick.

@@ -67,8 +67,10 @@ impl<P: Protocol> Run<'_, P> {
         // learnt so far is in `state`.
         let mut stop = self.stop.watch();
         let result = tokio::select! {
-            result = self.transfer(&file, &mut state, reader, start) => result,
+            // A stop first: no setup goes out once the run is told to stop.
+            biased;
             _ = wait_for_now(&mut stop) => Ok(FileOutcome::Interrupted),
+            result = self.transfer(&file, &mut state, reader, start) => result,
         };
         self.end_file(key, &state, &result, lock);
         (result, state.acked.prefix)
@@ -137,7 +139,6 @@ impl<P: Protocol> Run<'_, P> {
     ) -> Result<FileOutcome, Error> {
         let mut mode = match start {
             Start::Resume { offset, mode } => {
-                state.session = true;
                 self.emit(Event::Resumed {
                     path: f.path.clone(),
                     offset,
@@ -181,7 +182,16 @@ impl<P: Protocol> Run<'_, P> {
                 }
                 PumpEnd::SessionLost => {
                     self.restarted(f, &mut restarts)?;
-                    mode = self.start_over(f, state).await?;
+                    mode = self
+                        .start_over(f, state, RestartReason::ServerForgot)
+                        .await?;
+                    continue;
+                }
+                PumpEnd::LostBytes => {
+                    self.restarted(f, &mut restarts)?;
+                    mode = self
+                        .start_over(f, state, RestartReason::ServerLostBytes)
+                        .await?;
                     continue;
                 }
             }
@@ -199,7 +209,9 @@ impl<P: Protocol> Run<'_, P> {
                     state.session = false;
                     return self.compare(f, state, done.value);
                 }
-                // The server lost bytes it had acknowledged: send them again.
+                // The server lost bytes it had acknowledged (all of them were):
+                // what it kept cannot be told apart from someone else's bytes, so
+                // send everything again.
                 Err(Failed {
                     failure:
                         Failure::Answer(Answer {
@@ -209,7 +221,9 @@ impl<P: Protocol> Run<'_, P> {
                     ..
                 }) if received < f.size => {
                     self.restarted(f, &mut restarts)?;
-                    self.realign(f, state, received);
+                    mode = self
+                        .start_over(f, state, RestartReason::ServerLostBytes)
+                        .await?;
                 }
                 Err(Failed {
                     failure:
@@ -220,7 +234,9 @@ impl<P: Protocol> Run<'_, P> {
                     ..
                 }) => {
                     self.restarted(f, &mut restarts)?;
-                    mode = self.start_over(f, state).await?;
+                    mode = self
+                        .start_over(f, state, RestartReason::ServerForgot)
+                        .await?;
                 }
                 Err(failed) => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
             }
@@ -295,11 +311,17 @@ impl<P: Protocol> Run<'_, P> {
     }
 
     /// The server has no open upload of this file (it forgot, or a resumed
-    /// journal outlived it): begin again from byte 0, and say so.
-    async fn start_over(&self, f: &OpenFile, state: &mut FileState) -> Result<WriteMode, Error> {
+    /// journal outlived it), or lost bytes it had acknowledged: begin again from
+    /// byte 0, and say why.
+    async fn start_over(
+        &self,
+        f: &OpenFile,
+        state: &mut FileState,
+        reason: RestartReason,
+    ) -> Result<WriteMode, Error> {
         self.emit(Event::Restarted {
             path: f.path.clone(),
-            reason: RestartReason::ServerForgot,
+            reason,
         });
         state.session = false;
         self.begin(f, state).await

@@ -2,6 +2,7 @@
 //! over the next chunk, the calls in flight and the stop signal, so that no call
 //! waits for the reader, the reader for a call, or either for the journal.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -39,6 +40,9 @@ pub(crate) enum PumpEnd {
     },
     /// The server has no open upload of this file: set up again from byte 0.
     SessionLost,
+    /// The server holds fewer bytes than it acknowledged: set up again from byte
+    /// 0, so that every byte it ends with is one this upload sent.
+    LostBytes,
     /// The run is stopping.
     Stopped,
     /// The file cannot be uploaded.
@@ -53,7 +57,7 @@ impl PumpEnd {
             PumpEnd::Stopped => 1,
             PumpEnd::Shrink => 2,
             PumpEnd::Realign { .. } => 3,
-            PumpEnd::SessionLost => 4,
+            PumpEnd::SessionLost | PumpEnd::LostBytes => 4,
             PumpEnd::Failed(_) => 5,
         }
     }
@@ -98,6 +102,8 @@ impl<P: Protocol> Run<'_, P> {
         let mut ending: Option<PumpEnd> = None;
         let mut stop = self.stop.watch();
         let mut stop_seen = None;
+        // Chunks sent in this pump and not acknowledged yet: offset -> end.
+        let mut unanswered = BTreeMap::new();
         loop {
             if in_flight.is_empty()
                 && let Some(end) = ending.take()
@@ -120,7 +126,7 @@ impl<P: Protocol> Run<'_, P> {
                     }
                 }
                 Some(end) = in_flight.next(), if !in_flight.is_empty() => {
-                    if let Some(end) = self.chunk_ended(f, end, state, &ending) {
+                    if let Some(end) = self.chunk_ended(f, end, state, &ending, &mut unanswered) {
                         if let PumpEnd::Failed(e) = end {
                             return PumpEnd::Failed(e);
                         }
@@ -137,6 +143,7 @@ impl<P: Protocol> Run<'_, P> {
                         // After a restart on an offset server, parts of this range
                         // may be acknowledged already: send only what is missing.
                         for piece in state.acked.missing(&chunk) {
+                            unanswered.insert(piece.offset, piece.end());
                             in_flight.push(self.send_chunk(f, piece));
                         }
                     }
@@ -157,6 +164,7 @@ impl<P: Protocol> Run<'_, P> {
         end: ChunkEnd,
         state: &mut FileState,
         ending: &Option<PumpEnd>,
+        unanswered: &mut BTreeMap<u64, u64>,
     ) -> Option<PumpEnd> {
         match end {
             ChunkEnd::Acked {
@@ -164,6 +172,7 @@ impl<P: Protocol> Run<'_, P> {
                 len,
                 elapsed,
             } => {
+                unanswered.remove(&offset);
                 let before = state.acked.prefix;
                 state.acked.add(offset, len);
                 self.sizer.after_chunk(len, elapsed);
@@ -186,15 +195,23 @@ impl<P: Protocol> Run<'_, P> {
                 len,
                 uncertain,
             } => {
-                // Behind what was acknowledged: the server lost bytes; send them
-                // again. Ahead: only bytes this upload sent may be taken as
-                // stored: those of a chunk whose answer was lost, or those a
-                // journal may not have caught up with. Anything else was sent by
-                // someone else.
+                unanswered.remove(&offset);
+                // Only bytes this upload sent may be taken as stored. Behind what
+                // was acknowledged: the server lost bytes, or someone else reset
+                // the upload and sent their own; which, it cannot say, so start
+                // over. Ahead: follow it when it ends inside this very chunk whose
+                // earlier answer was lost, or exactly where another chunk this
+                // upload sent ends (several in flight), or when the journal this
+                // upload resumed from may lag the server. Anything else is someone
+                // else's bytes.
+                if expected < state.acked.prefix {
+                    return Some(PumpEnd::LostBytes);
+                }
                 let forward = expected > state.acked.prefix;
                 let lost_answer = uncertain && expected > offset && expected <= offset + len;
+                let ours = unanswered.values().any(|&end| end == expected);
                 let journal_lag = state.acked.from_journal && expected <= f.size;
-                if forward && !lost_answer && !journal_lag {
+                if forward && !lost_answer && !ours && !journal_lag {
                     return Some(PumpEnd::Failed(Error::OffsetConflict {
                         path: f.path.clone(),
                         sent: offset,

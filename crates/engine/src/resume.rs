@@ -61,6 +61,7 @@ impl Opening {
         let mut start = Start::Fresh;
         let mut hash = HashState::new(c.size());
         let mut acked = Acked::default();
+        let mut resumed = None;
         if let (Some(journal), Some(template)) = (&self.journal, &self.template) {
             match journal.load(&template.server, &template.dataset, &template.filename) {
                 Loaded::Nothing => {}
@@ -81,6 +82,14 @@ impl Opening {
                             WriteMode::Strict
                         },
                     };
+                    // Kept up to date from what the journal says (not from a blank
+                    // entry): an upload that ends before its first acknowledgement
+                    // saves the journal as it found it.
+                    resumed = Some(Entry {
+                        hash: Some(hash.clone()),
+                        chunk_size: self.sizer.current(),
+                        ..found
+                    });
                 }
                 Loaded::Found(_) => {
                     on_disk = true;
@@ -98,6 +107,8 @@ impl Opening {
                 }
             }
         }
+        let session = matches!(start, Start::Resume { .. });
+        let record = resumed.or(self.template);
         let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy());
         let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
         Ok(Opened {
@@ -111,8 +122,8 @@ impl Opening {
             state: FileState {
                 acked,
                 hash,
-                record: self.template,
-                session: false,
+                record,
+                session,
                 on_disk,
             },
             reader,

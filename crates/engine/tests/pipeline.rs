@@ -438,3 +438,78 @@ fn a_server_ahead_with_bytes_this_upload_never_sent_is_a_conflict() {
         }
     });
 }
+
+/// Regression: a 409 naming fewer bytes than the server had acknowledged was
+/// followed, so an upload went on after bytes someone else had sent (here a
+/// second client that set the same name up again and sent its own first chunk)
+/// and verified a spliced copy wherever the server sends no hash. The upload now
+/// starts over, so every byte the server ends with is one it sent.
+#[test]
+fn a_server_holding_less_than_it_acknowledged_gets_everything_again() {
+    for read in READS {
+        runtime().block_on(async {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let files = write_files(dir.path(), &[200_000], 11);
+            let url = server.url();
+            let restarts = Mutex::new(Vec::new());
+            let intruded = std::sync::atomic::AtomicBool::new(false);
+            let sink = |e: Event| match e {
+                // Four chunks in, once: another client resets the upload and sends
+                // 16 KiB of its own (on its own runtime, from a thread: the sink
+                // is sync).
+                Event::ChunkAcked { offset, .. }
+                    if offset == 3 * 16 * 1024
+                        && !intruded.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    let url = url.clone();
+                    std::thread::spawn(move || intrude(&url, "file-0.bin"))
+                        .join()
+                        .unwrap();
+                }
+                Event::Restarted { reason, .. } => restarts.lock().unwrap().push(reason),
+                _ => {}
+            };
+            let mut config = config(&server, 16 * 1024, read);
+            config.parallel = 1;
+            let report = upload(config, &paths(&files), &sink).await;
+            assert_exact(&server, &report, &files);
+            assert_eq!(
+                *restarts.lock().unwrap(),
+                [idb_engine::RestartReason::ServerLostBytes]
+            );
+        });
+    }
+}
+
+/// Another client's setup of `name`, then 16 KiB of its own bytes at offset 0.
+fn intrude(url: &str, name: &str) {
+    use idb_wire::{Boundary, setup_body, transfer_body};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let endpoint = format!("{url}/api/dataset/{DS}/datafile");
+        let boundary = Boundary::from_random(99);
+        for body in [
+            setup_body(&boundary, name, 200_000),
+            transfer_body(&boundary, name, 0, vec![0x55u8; 16 * 1024].into()),
+        ] {
+            let bytes: Vec<u8> = body.segments().iter().flat_map(|s| s.to_vec()).collect();
+            let status = client
+                .post(&endpoint)
+                .header("authorization", format!("Token token={TOKEN}"))
+                .header("content-type", body.content_type())
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200);
+        }
+    });
+}

@@ -259,3 +259,98 @@ async fn a_resumed_upload_reads_only_what_it_has_not_sent() {
         assert_eq!(*blake3, blake3::hash(bytes).to_hex().to_string());
     }
 }
+
+/// What the journal of `path`'s upload says: (acknowledged bytes, whether it
+/// holds a hash state).
+fn journal_says(journal: &Path) -> (u64, bool) {
+    let files = journals(journal);
+    assert_eq!(files.len(), 1, "one journal: {files:?}");
+    let entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    (entry["acked"].as_u64().unwrap(), !entry["hash"].is_null())
+}
+
+/// Regression: a resumed upload kept a blank journal entry until its first
+/// acknowledgement, so one stopped before it (here a refused token on its first
+/// chunk) wrote "0 bytes, no hash" over what the journal had said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_upload_stopped_before_its_first_ack_keeps_its_journal() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+        .await
+        .unwrap();
+    let files = Files::new("keep.bin", 300_000);
+    let (journal, path) = (files.journal(), &files.path);
+    let held = interrupted(
+        &server,
+        config(&server, OLD, &journal, 20_000, 20_000, Read::Default),
+        path,
+        6,
+    )
+    .await;
+    assert_eq!(journal_says(&journal), (held, true));
+    // The old token is expired: the resumed run's first chunk is refused.
+    let report = upload(
+        config(&server, OLD, &journal, 20_000, 20_000, Read::Default),
+        path,
+        &idb_engine::NoEvents,
+    )
+    .await;
+    assert!(
+        matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),
+        "{report:#?}"
+    );
+    assert_eq!(journal_says(&journal), (held, true));
+}
+
+/// Regression: a run stopped from outside before a resumed file's turn had
+/// opened it removed or zeroed the file's journal (the stop could win before the
+/// upload was first polled). The journal now stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cancelled_at_once_leaves_the_journals_as_they_were() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+        .await
+        .unwrap();
+    let files = Files::new("cancel.bin", 300_000);
+    let (journal, path) = (files.journal(), &files.path);
+    let held = interrupted(
+        &server,
+        config(&server, OLD, &journal, 20_000, 20_000, Read::Default),
+        path,
+        6,
+    )
+    .await;
+    for _ in 0..10 {
+        let uploader = Uploader::new(config(
+            &server,
+            NEW,
+            &journal,
+            20_000,
+            20_000,
+            Read::Default,
+        ))
+        .unwrap();
+        let checked = uploader.check(std::slice::from_ref(path)).unwrap();
+        let cancel = idb_engine::Cancel::new();
+        cancel.cancel();
+        let report = uploader
+            .upload_until(checked, &idb_engine::NoEvents, &cancel)
+            .await;
+        assert!(
+            matches!(
+                report.files[0].outcome,
+                FileOutcome::Interrupted | FileOutcome::NotStarted
+            ),
+            "{report:#?}"
+        );
+        assert_eq!(journal_says(&journal), (held, true));
+    }
+    assert_eq!(
+        server
+            .accepted(DS, "cancel.bin")
+            .iter()
+            .map(|&(_, l)| l)
+            .sum::<u64>(),
+        held,
+        "nothing more was sent, and no setup reset the upload"
+    );
+}

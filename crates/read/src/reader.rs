@@ -166,8 +166,10 @@ impl Reader {
     /// size) of `source`, continuing the whole-file hash `hash` (any stretch
     /// between what it covers and the first span is read and hashed first).
     ///
-    /// May block (a plan read in place, waiting for memory): call it off async
-    /// runtime threads.
+    /// May block (a plan of one small chunk is read in place, which may wait for
+    /// memory): call it off async runtime threads. Anything long (a hash to catch
+    /// up, a larger plan) happens on the reader's threads, which dropping the
+    /// reader stops.
     pub fn start(
         source: &SourceFile,
         spans: impl IntoIterator<Item = Span, IntoIter: Send + 'static>,
@@ -180,8 +182,11 @@ impl Reader {
         let read_ahead = MemoryBudget::new(config.read_ahead_bytes);
         let first = spans.peek().copied();
         let start = first.map_or(source.size(), |s| s.offset);
-        let one_small_chunk =
-            first.is_none_or(|s| s.end() == source.size() && s.len <= config.in_place_max);
+        // In place only when nothing needs catching up first: a catch-up may read
+        // much of the file, and only a reader thread can be stopped meanwhile.
+        let caught_up = !config.file_hash || hash.upto() >= start;
+        let one_small_chunk = caught_up
+            && first.is_none_or(|s| s.end() == source.size() && s.len <= config.in_place_max);
         let job = Job {
             source: source.clone(),
             config: config.clone(),
