@@ -118,8 +118,10 @@ impl<P: Protocol> Run<'_, P> {
                     stop_seen = Some(kind);
                     match kind {
                         StopKind::Now => return PumpEnd::Stopped,
+                        // Let the calls in flight finish; a replan would only
+                        // start a reader to stop it.
                         StopKind::Drain => {
-                            if ending.is_none() {
+                            if matches!(ending, None | Some(PumpEnd::Replan)) {
                                 ending = Some(PumpEnd::Stopped);
                             }
                         }
