@@ -8,7 +8,7 @@ use std::sync::Arc;
 use idb_read::{ChunkPlan, Reader};
 use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode};
 
-use crate::calls::{Failed, Failure};
+use crate::calls::Failure;
 use crate::client::Answer;
 use crate::journal::Key;
 use crate::name_lock::{Holder, LockError, NameLock};
@@ -180,18 +180,9 @@ impl<P: Protocol> Run<'_, P> {
                     self.ask_offset(f, state).await?;
                     continue;
                 }
-                PumpEnd::SessionLost => {
+                PumpEnd::StartOver(reason) => {
                     self.restarted(f, &mut restarts)?;
-                    mode = self
-                        .start_over(f, state, RestartReason::ServerForgot)
-                        .await?;
-                    continue;
-                }
-                PumpEnd::LostBytes => {
-                    self.restarted(f, &mut restarts)?;
-                    mode = self
-                        .start_over(f, state, RestartReason::ServerLostBytes)
-                        .await?;
+                    mode = self.start_over(f, state, reason).await?;
                     continue;
                 }
             }
@@ -209,36 +200,24 @@ impl<P: Protocol> Run<'_, P> {
                     state.session = false;
                     return self.compare(f, state, done.value);
                 }
-                // The server lost bytes it had acknowledged (all of them were):
-                // what it kept cannot be told apart from someone else's bytes, so
-                // send everything again.
-                Err(Failed {
-                    failure:
+                Err(failed) => {
+                    let reason = match &failed.failure {
+                        // The server lost bytes it had acknowledged (all of them
+                        // were): what it kept cannot be told apart from someone
+                        // else's bytes, so send everything again.
                         Failure::Answer(Answer {
                             outcome: Outcome::Incomplete { received, .. },
                             ..
-                        }),
-                    ..
-                }) if received < f.size => {
-                    self.restarted(f, &mut restarts)?;
-                    mode = self
-                        .start_over(f, state, RestartReason::ServerLostBytes)
-                        .await?;
-                }
-                Err(Failed {
-                    failure:
+                        }) if *received < f.size => RestartReason::ServerLostBytes,
                         Failure::Answer(Answer {
                             outcome: Outcome::NoSession,
                             ..
-                        }),
-                    ..
-                }) => {
+                        }) => RestartReason::ServerForgot,
+                        _ => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
+                    };
                     self.restarted(f, &mut restarts)?;
-                    mode = self
-                        .start_over(f, state, RestartReason::ServerForgot)
-                        .await?;
+                    mode = self.start_over(f, state, reason).await?;
                 }
-                Err(failed) => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
             }
         }
     }

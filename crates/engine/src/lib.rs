@@ -7,9 +7,11 @@
 //! what the server received. Every failure becomes a typed [`Error`] that says
 //! what happened, to which file, and what to do.
 //!
-//! Main types: [`UploadConfig`] (server, dataset, token, chunk size),
-//! [`Uploader`] (checks files, then runs uploads), [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI),
-//! [`Report`] (what happened to each file).
+//! Main types: [`UploadConfig`] (server, dataset, token, chunk size, state
+//! directory), [`Uploader`] (checks files from their metadata, then runs uploads),
+//! [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI), [`Cancel`]
+//! (stop a run from outside, its journals written), [`Report`] (what happened to
+//! each file).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {

@@ -15,7 +15,7 @@ use crate::open_file::{FileState, OpenFile};
 use crate::protocol::Protocol;
 use crate::run::Run;
 use crate::stop::{self, StopKind};
-use crate::{Error, Event};
+use crate::{Error, Event, RestartReason};
 
 /// Growth of the chunk size (over the chunk just acknowledged) that makes the
 /// chunks already read ahead at the old size worth dropping.
@@ -38,11 +38,10 @@ pub(crate) enum PumpEnd {
         /// The offset the server named (the smallest, if several did).
         to: u64,
     },
-    /// The server has no open upload of this file: set up again from byte 0.
-    SessionLost,
-    /// The server holds fewer bytes than it acknowledged: set up again from byte
-    /// 0, so that every byte it ends with is one this upload sent.
-    LostBytes,
+    /// Set up again from byte 0, for this reason: the server has no open upload
+    /// of this file, or holds fewer bytes than it acknowledged (then every byte it
+    /// ends with is one this upload sent).
+    StartOver(RestartReason),
     /// The run is stopping.
     Stopped,
     /// The file cannot be uploaded.
@@ -57,7 +56,7 @@ impl PumpEnd {
             PumpEnd::Stopped => 1,
             PumpEnd::Shrink => 2,
             PumpEnd::Realign { .. } => 3,
-            PumpEnd::SessionLost | PumpEnd::LostBytes => 4,
+            PumpEnd::StartOver(_) => 4,
             PumpEnd::Failed(_) => 5,
         }
     }
@@ -207,7 +206,7 @@ impl<P: Protocol> Run<'_, P> {
                 // upload resumed from may lag the server. Anything else is someone
                 // else's bytes.
                 if expected < state.acked.prefix {
-                    return Some(PumpEnd::LostBytes);
+                    return Some(PumpEnd::StartOver(RestartReason::ServerLostBytes));
                 }
                 let forward = expected > state.acked.prefix;
                 let lost_answer = uncertain && expected > offset && expected <= offset + len;
@@ -229,7 +228,7 @@ impl<P: Protocol> Run<'_, P> {
                     len,
                 }),
             }),
-            ChunkEnd::SessionLost => Some(PumpEnd::SessionLost),
+            ChunkEnd::SessionLost => Some(PumpEnd::StartOver(RestartReason::ServerForgot)),
             ChunkEnd::Failed(e) => Some(PumpEnd::Failed(e)),
         }
     }
