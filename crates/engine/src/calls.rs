@@ -88,6 +88,9 @@ impl<P: Protocol> Run<'_, P> {
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
                     let reason = error_chain(&e);
+                    if let Some(error) = self.plain_http_answer(&reason) {
+                        return Err(failed(Failure::Error(error), uncertain));
+                    }
                     // A server never reached in this run is more likely a wrong
                     // address than a blip: say so after a few quick attempts.
                     if !self.contacted.load(Ordering::Relaxed) && attempt >= FIRST_CONTACT_ATTEMPTS
@@ -151,6 +154,24 @@ impl<P: Protocol> Run<'_, P> {
         }
     }
 
+    /// A TLS handshake answered in plain HTTP (rustls reads the HTTP status line
+    /// as a record of an unknown type): sending again cannot help.
+    fn plain_http_answer(&self, reason: &str) -> Option<Error> {
+        let server = &self.config.server;
+        if server.scheme() != "https" || !reason.contains("InvalidContentType") {
+            return None;
+        }
+        // The same port: the one that answered in plain HTTP.
+        let port = server.port_or_known_default();
+        let mut plain = server.clone();
+        plain.set_scheme("http").ok()?;
+        plain.set_port(port).ok()?;
+        Some(Error::NotTls {
+            server: server.clone(),
+            plain: plain.to_string(),
+        })
+    }
+
     /// After a 401 on a call sent with token `generation`: is a different token
     /// in place now? Fetches one through the configured refresh if no other call
     /// did meanwhile.
@@ -162,7 +183,7 @@ impl<P: Protocol> Run<'_, P> {
         if self.protocol.token_generation() != generation {
             return true;
         }
-        let Some(token) = refresh.fetch() else {
+        let Some(token) = refresh.fetch().await else {
             return false;
         };
         match self.protocol.replace_token(&token) {

@@ -1,4 +1,6 @@
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,19 +40,40 @@ pub const DEFAULT_JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes acknowledged that make the journal writer write before its interval.
 pub const DEFAULT_JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
 
+/// How long the calls in flight may take to be answered after a [`crate::Cancel`]
+/// before they are abandoned: long enough for a chunk on a slow path to land,
+/// short enough for a person at Ctrl-C.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+
 /// A source of a new token, asked after a 401 (for example: read the token
-/// file again). `None` means there is none.
+/// file again, or wait for a person to put a new token there). `None` means
+/// there is none. Asked by one call at a time; the others wait for its answer.
 #[derive(Clone)]
-pub struct TokenRefresh(Arc<dyn Fn() -> Option<Token> + Send + Sync>);
+pub struct TokenRefresh(Arc<dyn Fn() -> RefreshFuture + Send + Sync>);
+
+/// What a [`TokenRefresh`] returns: the token to use now, when it has one.
+type RefreshFuture = Pin<Box<dyn Future<Output = Option<Token>> + Send>>;
 
 impl TokenRefresh {
-    /// Wraps a function returning the token to use now.
+    /// Wraps a function returning the token to use now, at once.
     pub fn new(fetch: impl Fn() -> Option<Token> + Send + Sync + 'static) -> Self {
-        Self(Arc::new(fetch))
+        Self(Arc::new(move || {
+            let token = fetch();
+            Box::pin(std::future::ready(token))
+        }))
     }
 
-    pub(crate) fn fetch(&self) -> Option<Token> {
-        (self.0)()
+    /// Wraps a function that may wait for a new token (a stopped run drops the
+    /// wait).
+    pub fn waiting<F>(fetch: impl Fn() -> F + Send + Sync + 'static) -> Self
+    where
+        F: Future<Output = Option<Token>> + Send + 'static,
+    {
+        Self(Arc::new(move || Box::pin(fetch())))
+    }
+
+    pub(crate) async fn fetch(&self) -> Option<Token> {
+        (self.0)().await
     }
 }
 
@@ -102,6 +125,9 @@ pub struct UploadConfig {
     pub token_refresh: Option<TokenRefresh>,
     /// The connect timeout.
     pub connect_timeout: Duration,
+    /// After a [`crate::Cancel`], how long calls in flight may still be answered
+    /// ([`DEFAULT_CANCEL_GRACE`]; zero abandons them at once).
+    pub cancel_grace: Duration,
     /// How files are read (memory-mapped by default).
     pub read_mode: ReadMode,
     /// The reader thread's settings (prefetch depth, hashing, page release).
@@ -127,6 +153,7 @@ impl UploadConfig {
             journal_bytes: DEFAULT_JOURNAL_BYTES,
             token_refresh: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
             read_mode: ReadMode::Auto,
             reader: ReaderConfig {
                 // The pump keeps the newest hash state for the journal.

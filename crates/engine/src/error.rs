@@ -197,6 +197,18 @@ pub enum Error {
         /// The last failure, for people.
         last: String,
     },
+    /// An `https://` address whose server answered in plain HTTP: TLS cannot
+    /// work there. Fatal for the run.
+    #[error(
+        "{server} does not speak TLS (it answered the TLS handshake in plain HTTP); \
+         try {plain} if this is a test server, or check the address"
+    )]
+    NotTls {
+        /// The server as given.
+        server: Url,
+        /// The same address with `http://`.
+        plain: String,
+    },
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -230,7 +242,10 @@ impl Error {
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
             self,
-            Error::Unauthorized { .. } | Error::DatasetNotFound { .. } | Error::Unreachable { .. }
+            Error::Unauthorized { .. }
+                | Error::DatasetNotFound { .. }
+                | Error::Unreachable { .. }
+                | Error::NotTls { .. }
         )
     }
 }

@@ -145,6 +145,8 @@ impl<P: Protocol> Run<'_, P> {
                 });
                 mode
             }
+            // A stopping run opens no new upload on the server.
+            Start::Fresh if self.stop.is_set() => return Ok(FileOutcome::Interrupted),
             Start::Fresh => self.begin(f, state).await?,
         };
         self.emit(Event::FileStarted {

@@ -5,11 +5,13 @@ use tokio::sync::watch;
 /// How a run stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopKind {
-    /// An error makes the other files pointless (401, 404): take no new chunks,
-    /// let the calls in flight finish, so what the server holds is known.
+    /// An error makes the other files pointless (401, 404), or a cancel came:
+    /// start no setup, take no new chunks, let the calls in flight finish, so
+    /// what the server holds is known.
     Drain,
-    /// Asked from outside ([`crate::Cancel`], a signal): abandon the calls in
-    /// flight at once; the journal keeps what was acknowledged.
+    /// Asked from outside ([`crate::Cancel`], a signal) and its grace is over:
+    /// abandon the calls in flight at once; the journal keeps what was
+    /// acknowledged.
     Now,
 }
 
@@ -69,9 +71,10 @@ pub(crate) async fn changed(
     }
 }
 
-/// Stops a run from outside (a signal handler, a UI): the files in progress
-/// abandon their calls in flight, the journal records what the server
-/// acknowledged, and [`crate::Uploader::upload_until`] returns with those files
+/// Stops a run from outside (a signal handler, a UI): no file starts and no
+/// chunk is taken any more, the calls in flight get a short grace
+/// ([`crate::UploadConfig::cancel_grace`]) to be answered, the journal records
+/// what the server acknowledged, and [`crate::Uploader::upload_until`] returns with those files
 /// [`crate::FileOutcome::Interrupted`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Cancel(watch::Sender<bool>);

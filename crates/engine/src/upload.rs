@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -136,9 +137,12 @@ impl Uploader {
         self.upload_until(files, events, &Cancel::new()).await
     }
 
-    /// [`Uploader::upload`], until `cancel` fires: then the files in progress
-    /// abandon their calls in flight and are [`FileOutcome::Interrupted`], with
-    /// the journal written, so the same upload resumes later.
+    /// [`Uploader::upload`], until `cancel` fires: then no file starts and no
+    /// chunk is taken any more, the calls in flight get up to
+    /// [`UploadConfig::cancel_grace`] to be answered (so what they carried
+    /// counts), the rest are abandoned, and the files in progress are
+    /// [`FileOutcome::Interrupted`] with the journal written, so the same upload
+    /// resumes later.
     pub async fn upload_until(
         &self,
         files: CheckedFiles,
@@ -175,7 +179,11 @@ impl Uploader {
         // The files being uploaded; at most `parallel` at once, so at most that
         // many are open.
         let mut active = FuturesUnordered::new();
-        let mut cancelled = false;
+        // A cancel first drains (no new chunks, calls in flight may finish, so
+        // their bytes count), then, after the grace, stops at once.
+        let (mut cancelled, mut hard_stopped) = (false, false);
+        let grace = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(grace);
         loop {
             while active.len() < config.parallel && !run.stop.is_set() {
                 let Some(i) = pending.next() else { break };
@@ -186,6 +194,17 @@ impl Uploader {
                 finished = active.next() => finished,
                 () = cancel.fired(), if !cancelled => {
                     cancelled = true;
+                    if config.cancel_grace.is_zero() {
+                        hard_stopped = true;
+                        run.stop.set(StopKind::Now);
+                    } else {
+                        run.stop.set(StopKind::Drain);
+                        grace.as_mut().reset(tokio::time::Instant::now() + config.cancel_grace);
+                    }
+                    continue;
+                }
+                () = &mut grace, if cancelled && !hard_stopped => {
+                    hard_stopped = true;
                     run.stop.set(StopKind::Now);
                     continue;
                 }

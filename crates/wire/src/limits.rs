@@ -15,8 +15,9 @@ const MAX_DATASET_KEY_BYTES: usize = 128;
 /// Checks a file name as the Data Bank wants it: a base name with extension, no
 /// directories.
 ///
-/// Refused: empty, `.` or `..`, containing `/`, `\` or NUL, or longer than
-/// [`MAX_FILENAME_BYTES`].
+/// Refused: empty, `.` or `..`, containing `/`, `\`, NUL or any other control
+/// character (U+0001 to U+001F, U+007F: a newline or an escape code in a name
+/// could forge lines in a log or a terminal), or longer than [`MAX_FILENAME_BYTES`].
 pub fn validate_filename(name: &str) -> Result<(), WireError> {
     let reason = if name.is_empty() {
         Some("it is empty")
@@ -26,6 +27,8 @@ pub fn validate_filename(name: &str) -> Result<(), WireError> {
         Some("it contains a path separator; send the base name only")
     } else if name.contains('\0') {
         Some("it contains a NUL byte")
+    } else if name.chars().any(|c| c.is_ascii_control()) {
+        Some("it contains a control character (such as a newline, a tab or an escape code)")
     } else if name.len() > MAX_FILENAME_BYTES {
         Some("it is longer than 255 bytes")
     } else {
@@ -115,6 +118,7 @@ mod tests {
             "..hidden",
             "a..b",
             "résumé.txt",
+            "with space and ünïcode\u{a0}",
             &"x".repeat(255),
         ] {
             assert_eq!(validate_filename(ok), Ok(()), "{ok:?}");
@@ -127,6 +131,10 @@ mod tests {
             "/abs",
             "a\\b",
             "nul\0",
+            "x (1 bytes)\nverified fake.bin",
+            "tab\there",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
             &"x".repeat(256),
         ] {
             assert!(
