@@ -26,6 +26,17 @@ pub enum Command {
     /// Measure the engine against a single-request ceiling and the service's sample
     /// client, on an in-process mock (summary on stdout, evidence in --out).
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print idb's manual page (roff), for `man -l -` or a man directory.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell, like bash or zsh.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -33,22 +44,27 @@ pub struct UploadArgs {
     /// The files to upload (each keeps its base name in the dataset).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// The dataset key, like IDB-1234567.
+    /// The dataset key, like IDB-1234567 (or set IDB_DATASET).
     #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
-    pub dataset: String,
-    /// The Data Bank's address.
+    pub dataset: Option<String>,
+    /// The Data Bank's address (http:// only for a test server).
     #[arg(
         long,
         env = "IDB_SERVER",
         default_value = "https://databank.illinois.edu",
+        value_parser = parse_server,
         value_name = "URL"
     )]
-    pub server: String,
+    pub server: url::Url,
     /// Read the token from this file (otherwise from the IDB_TOKEN environment
-    /// variable). If the server refuses the token mid-run, the file is read again:
-    /// put a new token there and the run goes on.
+    /// variable). If the server refuses the token mid-run, idb waits (see
+    /// --token-wait) for a new token in this file and goes on with it.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// With --token-file: how long to wait for a new token after the server
+    /// refuses the one in use, like 30m, 2h or 90s (0: stop at once, exit 3).
+    #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_wait: std::time::Duration,
     /// Where unfinished uploads are recorded so the same command resumes them
     /// (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
     #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
@@ -59,7 +75,68 @@ pub struct UploadArgs {
     #[arg(long, default_value = "1", value_parser = parse_seconds, value_name = "SECS")]
     pub journal_interval: std::time::Duration,
     #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
     pub transfer: TransferArgs,
+}
+
+/// What `idb upload` prints.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print only errors and the summary.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also log what the engine does (-v), and every call (-vv), on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print one JSON object per line on stdout (started, progress, retry,
+    /// verified, skipped, failed, interrupted, notice, summary); text for people
+    /// goes to stderr only.
+    #[arg(long)]
+    pub json: bool,
+    /// When stderr is not a terminal (a log file), write a progress line this
+    /// often, in seconds.
+    #[arg(long, default_value = "30", value_parser = parse_seconds, value_name = "SECS")]
+    pub progress_interval: std::time::Duration,
+}
+
+/// `--server`: an http:// or https:// URL; a missing scheme gets a suggestion.
+pub fn parse_server(text: &str) -> Result<url::Url, String> {
+    let text = text.trim();
+    let suggest = || {
+        format!(
+            "{text:?} has no http:// or https:// in front: did you mean https://{}?",
+            text.trim_start_matches('/')
+        )
+    };
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            if url.host().is_none() {
+                return Err(format!("{text:?} has no host name"));
+            }
+            Ok(url)
+        }
+        // `localhost:8080` parses as a URL of scheme "localhost".
+        Ok(url) if !text.contains("://") && url.cannot_be_a_base() => Err(suggest()),
+        Ok(url) => Err(format!(
+            "{text:?} is a {}: URL; give an http:// or https:// address",
+            url.scheme()
+        )),
+        Err(url::ParseError::RelativeUrlWithoutBase) => Err(suggest()),
+        Err(e) => Err(format!(
+            "{text:?} is not a URL ({e}); give one like https://databank.illinois.edu"
+        )),
+    }
+}
+
+/// A duration like `30m`, `2h`, `90s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write it like 30m, 2h or 90s"))
 }
 
 /// A duration in seconds, like `1` or `0.25`.

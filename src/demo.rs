@@ -3,19 +3,21 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use idb_engine::{DatasetKey, Token, UploadConfig, Uploader};
+use idb_engine::{Cancel, DatasetKey, Token, UploadConfig, Uploader};
 use idb_harness::generate_data;
 use idb_mock::{DEFAULT_MAX_CHUNK, MockConfig, MockServer};
 
 use crate::cli::DemoArgs;
+use crate::console::{Console, Verbosity};
 use crate::exit::Exit;
 use crate::progress::Progress;
 use crate::size::human;
 use crate::token::TokenSource;
-use crate::upload::render;
+use crate::upload::summarize;
 
 const DATASET: &str = "IDB-DEMO";
 const BLOCK: usize = 1 << 20;
@@ -49,12 +51,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         Ok(files) => files,
         Err(problems) => bail!("the generated file is unusable: {}", problems[0]),
     };
-    let progress = Progress::new(args.size);
+    let console = Arc::new(Console::new(Verbosity::Normal, false, Cancel::new()));
+    let progress = Progress::new(Arc::clone(&console), files.len(), args.size);
     let started = Instant::now();
     let report = uploader.upload(files, &progress).await;
     let elapsed = started.elapsed();
     progress.finish();
-    let exit = render(&report, &TokenSource::Env);
+    let exit = summarize(&report, &progress.tally(), &TokenSource::Env, &console);
     if exit != Exit::Success {
         return Ok(exit);
     }

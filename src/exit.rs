@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::signals::Stop;
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -13,9 +15,13 @@ pub enum Exit {
     BadInput,
     /// The server refused the token: get a new one and run the same command again.
     TokenRefused,
-    /// Stopped by a signal (Ctrl-C, SIGTERM) with the journal written: run the
-    /// same command again to resume. 130, as shells report an interrupted job.
-    Interrupted,
+    /// Stopped by a signal with the journal written: run the same command again
+    /// to resume. 128 + the signal, as shells report it: 130 for Ctrl-C
+    /// (SIGINT), 143 for SIGTERM.
+    Signal(Stop),
+    /// Standard output was closed (`| head`, a full disk): the run stopped as
+    /// for a signal, with the journal written. 141, as for SIGPIPE.
+    OutputClosed,
 }
 
 impl From<Exit> for ExitCode {
@@ -25,7 +31,8 @@ impl From<Exit> for ExitCode {
             Exit::Failure => 1,
             Exit::BadInput => 2,
             Exit::TokenRefused => 3,
-            Exit::Interrupted => 130,
+            Exit::Signal(stop) => stop.exit_code(),
+            Exit::OutputClosed => 128 + libc::SIGPIPE as u8,
         })
     }
 }

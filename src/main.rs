@@ -5,18 +5,24 @@
 
 mod bench;
 mod cli;
+mod console;
 mod demo;
 mod exit;
+mod logging;
 mod mock_server;
 mod progress;
 mod sigbus;
+mod signals;
 mod size;
+mod text;
 mod token;
 mod upload;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use std::io::Write;
+
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
@@ -30,7 +36,10 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             return Exit::Failure.into();
         }
     };
@@ -40,13 +49,44 @@ fn main() -> ExitCode {
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Completions(args) => print_completions(args.shell),
+            Command::Man => print_man_page(),
         }
     });
     match result {
         Ok(exit) => exit.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                text::escape(&format!("{error:#}"))
+            );
             Exit::Failure.into()
         }
+    }
+}
+
+/// `idb completions SHELL`: the script on stdout.
+fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "idb", &mut script);
+    write_stdout(&script)
+}
+
+/// `idb man`: the manual page (roff) on stdout.
+fn print_man_page() -> anyhow::Result<Exit> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    write_stdout(&page)
+}
+
+/// Writes all of `bytes` to stdout; a closed stdout is not worth a panic.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<Exit> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(Exit::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::OutputClosed),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
 }

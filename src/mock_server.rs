@@ -61,7 +61,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // Handlers first: a SIGTERM right after the readiness line must stop the
     // server cleanly, not kill it.
-    let stop = shutdown_signal();
+    let mut signals = crate::signals::Signals::install();
     // Loads a --store's saved state (resumed uploads, receipts) before serving.
     let server = MockServer::start_on(listener, config).await?;
     for warning in server.warnings() {
@@ -71,7 +71,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     println!("listening on {}", server.url());
     eprintln!("storing files in {where_stored}; stop with Ctrl-C");
     eprintln!("{}", describe(&args));
-    stop.await;
+    signals.next().await;
     server.shutdown().await;
     eprintln!("stopped");
     Ok(Exit::Success)
@@ -96,28 +96,4 @@ fn describe(args: &MockServerArgs) -> String {
         line.push_str(&format!("; at most {}/s per connection", human(rate)));
     }
     line
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this
-/// is called, not when the future is first polled.
-fn shutdown_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let interrupt = signal(SignalKind::interrupt());
-    let term = signal(SignalKind::terminate());
-    async move {
-        match (interrupt, term) {
-            (Ok(mut interrupt), Ok(mut term)) => {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
-                one.recv().await;
-            }
-            (Err(_), Err(_)) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
 }

@@ -1,25 +1,42 @@
 //! `idb upload`: validated arguments in, a report and an exit code out.
 
-use anyhow::Context;
-use idb_engine::{
-    Cancel, DatasetKey, Error, FileOutcome, ReadMode, Report, TokenRefresh, UploadConfig, Uploader,
-};
-use url::Url;
-
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use anyhow::{Context, bail};
+use idb_engine::{
+    Cancel, DatasetKey, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader,
+};
+use serde_json::json;
+use url::Url;
+
 use crate::cli::{TransferArgs, UploadArgs};
+use crate::console::{Console, Verbosity};
 use crate::exit::Exit;
-use crate::progress::Progress;
+use crate::progress::{JSON_SCHEMA, Progress, Tally};
+use crate::signals::{Signals, Stop};
 use crate::size::human;
+use crate::text::{escape, escaped};
 use crate::token::{self, TokenSource};
 
 pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
-    let (uploader, source) = match configure(&args) {
+    let cancel = Cancel::new();
+    let verbosity = match (args.output.quiet, args.output.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, 0) => Verbosity::Normal,
+        (false, _) => Verbosity::Verbose,
+    };
+    let console = Arc::new(Console::new(verbosity, args.output.json, cancel.clone()));
+    crate::logging::init(args.output.verbose, Arc::clone(&console));
+    // Whether the server accepted a token in this run: only then is a refusal
+    // an expiry worth waiting out (a wrong token fails at once).
+    let token_worked = Arc::new(AtomicBool::new(false));
+    let (uploader, source) = match configure(&args, &console, &token_worked) {
         Ok(configured) => configured,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            console.error(&format!("error: {}", escape(&format!("{error:#}"))));
             return Ok(Exit::BadInput);
         }
     };
@@ -27,65 +44,91 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
         Ok(files) => files,
         Err(problems) => {
             for problem in &problems {
-                eprintln!("error: {problem}");
+                console.error(&format!("error: {}", escape(&problem.to_string())));
             }
-            eprintln!("nothing was uploaded; fix the files above and run the command again");
+            console.error("nothing was uploaded; fix the files above and run the command again");
             return Ok(Exit::BadInput);
         }
     };
-    let progress = Progress::new(files.total_bytes());
-    let cancel = Cancel::new();
-    let signals = tokio::spawn(stop_on_signals(cancel.clone()));
-    let report = uploader.upload_until(files, &progress, &cancel).await;
+    let progress = Arc::new(
+        Progress::new(Arc::clone(&console), files.len(), files.total_bytes())
+            .noting_accepted_token(token_worked),
+    );
+    // Which signal stopped the run, if one did (it sets the exit code).
+    let stopped_by = Arc::new(OnceLock::new());
+    let signals = tokio::spawn(stop_on_signals(
+        cancel.clone(),
+        Arc::clone(&console),
+        Arc::clone(&stopped_by),
+    ));
+    // Bars redraw themselves; a log gets a line now and then.
+    let ticker = (console.bars().is_none() && verbosity > Verbosity::Quiet).then(|| {
+        tokio::spawn(plain_progress(
+            Arc::clone(&progress),
+            args.output.progress_interval,
+        ))
+    });
+    let report = uploader.upload_until(files, &*progress, &cancel).await;
     signals.abort();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
     progress.finish();
-    let exit = render(&report, &source);
-    Ok(if cancel.is_cancelled() {
-        Exit::Interrupted
+    let exit = summarize(&report, &progress.tally(), &source, &console);
+    Ok(if let Some(stop) = stopped_by.get() {
+        Exit::Signal(*stop)
+    } else if console.stdout_closed() {
+        Exit::OutputClosed
     } else {
         exit
     })
 }
 
-/// On the first Ctrl-C or SIGTERM, stops the run (the files in progress stop at
-/// once and their journals are written); on a second one, exits at once.
-async fn stop_on_signals(cancel: Cancel) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without handlers the default applies: the process ends at once, and
-        // the journal (written every --journal-interval) still allows a resume.
+/// A progress line every `every` (for a log, where bars are not drawn).
+async fn plain_progress(progress: Arc<Progress>, every: Duration) {
+    if every.is_zero() {
         return;
-    };
-    for signals in 0.. {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = term.recv() => {}
-        }
-        if signals > 0 {
-            std::process::exit(130);
-        }
-        eprintln!("stopping: saving how far each file got (press Ctrl-C again to quit at once)");
-        cancel.cancel();
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        progress.plain_line();
     }
 }
 
-fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
-    let dataset = DatasetKey::new(&args.dataset)?;
-    let server: Url = args.server.parse().with_context(|| {
-        format!(
-            "--server {:?} is not a URL like https://databank.illinois.edu",
-            args.server
-        )
-    })?;
+/// On the first Ctrl-C or SIGTERM, stops the run (no new chunks; calls in
+/// flight get a few seconds; the journal is written); on a second one, exits
+/// at once.
+async fn stop_on_signals(cancel: Cancel, console: Arc<Console>, stopped_by: Arc<OnceLock<Stop>>) {
+    let mut signals = Signals::install();
+    let first = signals.next().await;
+    let _ = stopped_by.set(first);
+    console.error(
+        "stopping: letting the calls in flight finish and saving how far each file got \
+         (press Ctrl-C again to quit at once)",
+    );
+    cancel.cancel();
+    let second = signals.next().await;
+    std::process::exit(second.exit_code().into());
+}
+
+fn configure(
+    args: &UploadArgs,
+    console: &Arc<Console>,
+    token_worked: &Arc<AtomicBool>,
+) -> anyhow::Result<(Uploader, TokenSource)> {
+    let Some(dataset) = &args.dataset else {
+        bail!("no dataset: pass --dataset KEY or set IDB_DATASET (the key looks like IDB-1234567)");
+    };
+    let dataset = DatasetKey::new(dataset).context("--dataset")?;
+    let server: Url = args.server.clone();
     let (token, source) = token::load(args.token_file.as_deref())?;
     if server.scheme() == "http" && !is_loopback(&server) {
-        eprintln!(
+        console.error(&format!(
             "warning: {server} is plain http: the token will cross the network unencrypted; \
              use https:// unless this is a test server"
-        );
+        ));
     }
     let mut config = args
         .transfer
@@ -94,19 +137,20 @@ fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
     config.journal_dir = match state_dir(args.state_dir.as_deref()) {
         Some(dir) => Some(dir.join("journal")),
         None => {
-            eprintln!(
+            console.error(
                 "warning: no state directory (set HOME, XDG_STATE_HOME or --state-dir): \
-                 an interrupted upload will start over"
+                 an interrupted upload will start over",
             );
             None
         }
     };
     if let TokenSource::File(path) = &source {
-        // After a 401 the file is read again: a new token put there continues the run.
-        let path = path.clone();
-        config.token_refresh = Some(TokenRefresh::new(move || {
-            token::load(Some(&path)).ok().map(|(t, _)| t)
-        }));
+        config.token_refresh = Some(token::refresh_from_file(
+            path.clone(),
+            args.token_wait,
+            Arc::clone(console),
+            Arc::clone(token_worked),
+        ));
     }
     Ok((Uploader::new(config)?, source))
 }
@@ -155,65 +199,130 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// Prints one line per file (verified ones on stdout, problems on stderr) and a
-/// summary, and picks the exit code.
-pub fn render(report: &Report, source: &TokenSource) -> Exit {
-    let mut verified = 0;
-    let mut bytes = 0;
+/// Counts of a run's files by how they ended.
+#[derive(Debug, Default)]
+struct Counts {
+    verified: usize,
+    failed: usize,
+    interrupted: usize,
+    not_started: usize,
+    /// Bytes of the files that ended in the dataset.
+    bytes: u64,
+}
+
+/// The end of a run: what is left to do, the summary (the files themselves
+/// were reported as they ended), and the exit code.
+pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: &Console) -> Exit {
+    let mut counts = Counts::default();
     for file in &report.files {
-        let path = file.path.display();
-        // Bytes the server holds of an unfinished file: what a rerun will not resend.
-        let held = if file.acked > 0 {
-            format!(
-                " ({} of {} bytes are safely on the server)",
-                file.acked, file.size
-            )
-        } else {
-            String::new()
-        };
         match &file.outcome {
-            FileOutcome::Verified { blake3, .. } => {
-                verified += 1;
-                bytes += file.size;
-                println!("verified {path} ({} bytes, blake3 {blake3})", file.size);
+            FileOutcome::Verified { .. } => {
+                counts.verified += 1;
+                counts.bytes += file.size;
             }
-            FileOutcome::Failed(error) if error.is_fatal_for_run() => {
-                eprintln!("not uploaded: {path}{held}")
+            FileOutcome::Failed(_) => counts.failed += 1,
+            FileOutcome::Interrupted => {
+                counts.interrupted += 1;
+                console.note(&format!(
+                    "interrupted: {} ({} of {} bytes are on the server)",
+                    escaped(&file.path),
+                    file.acked,
+                    file.size
+                ));
+                json_file(
+                    console,
+                    "interrupted",
+                    &file.path,
+                    json!({ "acked": file.acked, "size": file.size }),
+                );
             }
-            FileOutcome::Failed(error) => eprintln!("error: {error}{held}"),
-            FileOutcome::Interrupted => eprintln!("interrupted: {path}{held}"),
-            FileOutcome::NotStarted => eprintln!("not started: {path}"),
+            FileOutcome::NotStarted => {
+                counts.not_started += 1;
+                json_file(
+                    console,
+                    "interrupted",
+                    &file.path,
+                    json!({ "acked": 0, "size": file.size }),
+                );
+            }
         }
     }
     let fatal = report.fatal_error();
-    if let Some(error) = fatal {
-        eprintln!("error: {error}");
-        if matches!(error, Error::Unauthorized { .. }) {
-            let fix = match source {
-                TokenSource::Env => format!("set {} to a new token", token::TOKEN_ENV),
-                TokenSource::File(path) => format!("put a new token in {}", path.display()),
-            };
-            eprintln!(
-                "{fix} and run the same command again: it resumes where the server is, \
-                 without sending again what is already there"
-            );
+    if let Some(Error::Unauthorized { .. }) = fatal {
+        let fix = match source {
+            TokenSource::Env => format!("set {} to a new token", token::TOKEN_ENV),
+            TokenSource::File(path) => format!("put a new token in {}", escaped(path)),
+        };
+        console.error(&format!(
+            "{fix} and run the same command again: it resumes where the server is, \
+             without sending again what is already there"
+        ));
+    }
+    let unfinished = counts.interrupted + counts.not_started;
+    let resumable = report.files.iter().any(|f| {
+        f.acked > 0 && matches!(f.outcome, FileOutcome::Failed(ref e) if e.worth_resuming())
+    });
+    if unfinished > 0 {
+        console.error(&format!(
+            "interrupted: {unfinished} file{} unfinished; run the same command to resume",
+            plural(unfinished)
+        ));
+    } else if resumable && fatal.is_none() {
+        console.error("run the same command again to resume the unfinished files");
+    }
+    let secs = tally.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        (tally.sent as f64 / secs) as u64
+    } else {
+        0
+    };
+    let retries = match tally.retries {
+        0 => String::new(),
+        n => format!("; {n} retr{}", if n == 1 { "y" } else { "ies" }),
+    };
+    let mut others = String::new();
+    for (n, what) in [(counts.failed, "failed"), (unfinished, "unfinished")] {
+        if n > 0 {
+            others.push_str(&format!(", {n} {what}"));
         }
     }
-    let unfinished = report
-        .files
-        .iter()
-        .any(|f| f.acked > 0 && !matches!(f.outcome, FileOutcome::Verified { .. }));
-    if unfinished && fatal.is_none() {
-        eprintln!("run the same command again to resume the unfinished files");
-    }
-    eprintln!(
-        "{verified} of {} files verified ({})",
+    console.error(&format!(
+        "{} of {} files verified ({}){others}; {} sent in {secs:.1} s ({}/s){retries}",
+        counts.verified,
         report.files.len(),
-        human(bytes)
-    );
-    match fatal {
+        human(counts.bytes),
+        human(tally.sent),
+        human(rate),
+    ));
+    let exit = match fatal {
         Some(Error::Unauthorized { .. }) => Exit::TokenRefused,
         _ if report.all_verified() => Exit::Success,
         _ => Exit::Failure,
-    }
+    };
+    console.json_line(&json!({
+        "schema": JSON_SCHEMA,
+        "event": "summary",
+        "files": report.files.len(),
+        "verified": counts.verified,
+        "failed": counts.failed,
+        "unfinished": unfinished,
+        "bytes": counts.bytes,
+        "sent": tally.sent,
+        "seconds": secs,
+        "rate": rate,
+        "retries": tally.retries,
+    }));
+    exit
+}
+
+fn json_file(console: &Console, event: &str, path: &Path, mut fields: serde_json::Value) {
+    let object = fields.as_object_mut().expect("an object");
+    object.insert("schema".into(), JSON_SCHEMA.into());
+    object.insert("event".into(), event.into());
+    object.insert("path".into(), escaped(path).into());
+    console.json_line(&fields);
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }

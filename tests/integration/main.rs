@@ -16,6 +16,9 @@
 //!   knob seen on the wire with raw HTTP.
 //! - `runs`: thousands of files under a small descriptor limit, a file deleted
 //!   before its turn, a second process on the same name, a stop by signal.
+//! - `output`: bars on a terminal, plain lines in a log, escaped names, a closed
+//!   stdout, the token at every verbosity, a token that expires mid-run, address
+//!   hints, completions and the manual page.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -24,6 +27,7 @@ mod input;
 mod mock_faults;
 mod mock_server;
 mod mock_state;
+mod output;
 mod resume;
 mod runs;
 mod upload;

@@ -146,7 +146,7 @@ fn a_new_token_in_the_token_file_continues_the_run() {
 
     run.expect_code(0)
         .verified_exactly(&[(&path, &bytes)])
-        .stderr_has("new one from the token file")
+        .stderr_has("new token from the token file")
         .never_shows(TOKEN)
         .never_shows(NEW);
     mock.assert_stored(DS, NAME, &bytes);

@@ -152,7 +152,11 @@ impl Dir {
         }
         // Resume journals go to the test's own directory, never the user's.
         cmd.env("IDB_STATE_DIR", self.path().join("state"));
-        TestCommand { cmd }
+        TestCommand {
+            cmd,
+            stderr: None,
+            own_stdout: false,
+        }
     }
 
     /// `idb upload --server <mock> --dataset <dataset> --chunk-size 64KiB
@@ -190,6 +194,11 @@ impl Dir {
 /// A command to run once.
 pub struct TestCommand {
     cmd: Command,
+    /// Where stderr goes instead of a pipe this test reads (a pseudo-terminal).
+    stderr: Option<std::fs::File>,
+    /// Stdout is handed to the test ([`Running::take_stdout`]) instead of read
+    /// to the end.
+    own_stdout: bool,
 }
 
 impl TestCommand {
@@ -273,19 +282,60 @@ impl TestCommand {
 }
 
 impl TestCommand {
+    /// Sends stderr to `file` (such as a pseudo-terminal) instead of a pipe.
+    pub fn stderr_to(mut self, file: std::fs::File) -> Self {
+        self.stderr = Some(file);
+        self
+    }
+
+    /// Leaves stdout to the test: see [`Running::take_stdout`].
+    pub fn own_stdout(mut self) -> Self {
+        self.own_stdout = true;
+        self
+    }
+
     /// Starts the command and returns at once (for tests that stop it midway).
+    /// Its output is read as it comes: see [`Running::wait_for_stderr`].
     pub fn spawn(mut self) -> Running {
         let shown = self.shown();
-        let child = self
+        let stderr = match self.stderr.take() {
+            Some(file) => Stdio::from(file),
+            None => Stdio::piped(),
+        };
+        let mut child = self
             .cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+        // The command line is done with the file: the child holds its own copy.
+        drop(self.cmd);
+        let (closed, pipes_closed) = mpsc::channel();
+        let (line, lines) = mpsc::channel();
+        let mut pipes = 0;
+        let stdout = if self.own_stdout {
+            None
+        } else {
+            pipes += 1;
+            Some(drain_pipe(
+                child.stdout.take().expect("stdout is piped"),
+                closed.clone(),
+                None,
+            ))
+        };
+        let stderr = child.stderr.take().map(|pipe| {
+            pipes += 1;
+            drain_pipe(pipe, closed, Some(line))
+        });
         Running {
             child: Some(child),
             shown,
+            stdout,
+            stderr,
+            pipes,
+            pipes_closed,
+            lines,
         }
     }
 }
@@ -294,6 +344,14 @@ impl TestCommand {
 pub struct Running {
     child: Option<Child>,
     shown: String,
+    /// The threads reading stdout and stderr to the end (when piped).
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+    /// One message per pipe that closed, out of `pipes`.
+    pipes: usize,
+    pipes_closed: mpsc::Receiver<()>,
+    /// Stderr's lines as they come.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Running {
@@ -311,6 +369,12 @@ impl Running {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Its stdout, for a test that reads it itself ([`TestCommand::own_stdout`]).
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        let child = self.child.as_mut().expect("running");
+        child.stdout.take().expect("own_stdout, taken once")
+    }
+
     /// Sends `signal` (like `libc::SIGTERM`) to it, to be waited for.
     pub fn signal(&self, signal: libc::c_int) {
         let child = self.child.as_ref().expect("running");
@@ -326,10 +390,39 @@ impl Running {
         );
     }
 
+    /// Waits (at most [`HANG`]) for a line of stderr containing `needle`, and
+    /// returns it; the lines before it are skipped (they stay in the [`Run`]).
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("{}: no stderr line with {needle:?} ({e})", self.shown),
+            }
+        }
+    }
+
     /// Waits for it to end by itself (at most [`HANG`]).
     pub fn wait(mut self) -> Run {
-        let child = self.child.take().expect("waited once");
-        let (status, stdout, stderr) = finish(child, &self.shown);
+        let mut child = self.child.take().expect("waited once");
+        let hung = wait_for_pipes(&mut child, &self.pipes_closed, self.pipes);
+        let status = child
+            .wait()
+            .unwrap_or_else(|e| panic!("wait for {}: {e}", self.shown));
+        let read = |pipe: Option<JoinHandle<String>>| {
+            pipe.map(|p| p.join().expect("a pipe reader does not panic"))
+                .unwrap_or_default()
+        };
+        let (stdout, stderr) = (read(self.stdout.take()), read(self.stderr.take()));
+        if hung {
+            panic!(
+                "{} did not finish within {HANG:?} and was killed\n{}",
+                self.shown,
+                outputs(&stdout, &stderr)
+            );
+        }
         Run {
             shown: self.shown.clone(),
             status,
@@ -348,52 +441,44 @@ impl Drop for Running {
     }
 }
 
-/// Reads a pipe to the end on its own thread, so neither pipe can fill and block
-/// the child; the sender tells when the pipe closed.
-fn drain_pipe(
-    mut pipe: impl Read + Send + 'static,
-    closed: mpsc::Sender<()>,
-) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = closed.send(());
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Waits for a child whose stdout and stderr are piped: both pipes closing means it
-/// exited; if that takes longer than [`HANG`], the child is killed and the test
-/// fails with what it printed.
-fn finish(mut child: Child, shown: &str) -> (ExitStatus, String, String) {
-    let (closed, pipes_closed) = mpsc::channel();
-    let stdout = drain_pipe(
-        child.stdout.take().expect("stdout is piped"),
-        closed.clone(),
-    );
-    let stderr = drain_pipe(child.stderr.take().expect("stderr is piped"), closed);
+/// Waits (at most [`HANG`]) for `pipes` pipes of `child` to close, which they
+/// do when it exits; kills it if that takes longer. Whether it hung.
+fn wait_for_pipes(child: &mut Child, closed: &mpsc::Receiver<()>, pipes: usize) -> bool {
     let deadline = Instant::now() + HANG;
-    let mut hung = false;
-    for _ in 0..2 {
+    for _ in 0..pipes {
         let left = deadline.saturating_duration_since(Instant::now());
-        if pipes_closed.recv_timeout(left).is_err() {
-            hung = true;
+        if closed.recv_timeout(left).is_err() {
             let _ = child.kill();
-            break;
+            return true;
         }
     }
-    let status = child
-        .wait()
-        .unwrap_or_else(|e| panic!("wait for {shown}: {e}"));
-    let stdout = stdout.join().expect("the stdout reader does not panic");
-    let stderr = stderr.join().expect("the stderr reader does not panic");
-    if hung {
-        panic!(
-            "{shown} did not finish within {HANG:?} and was killed\n{}",
-            outputs(&stdout, &stderr)
-        );
-    }
-    (status, stdout, stderr)
+    false
+}
+
+/// Reads a pipe to the end on its own thread, so neither pipe can fill and block
+/// the child; `lines` gets each line as it comes; `closed` is told when the pipe
+/// closed.
+fn drain_pipe(
+    pipe: impl Read + Send + 'static,
+    closed: mpsc::Sender<()>,
+    lines: Option<mpsc::Sender<String>>,
+) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            if let Some(lines) = &lines {
+                let _ = lines.send(text.clone());
+            }
+            all.push_str(&text);
+            line.clear();
+        }
+        let _ = closed.send(());
+        all
+    })
 }
 
 fn outputs(stdout: &str, stderr: &str) -> String {
@@ -720,11 +805,12 @@ impl ServerProcess {
         let stderr = drain_pipe(
             child.stderr.take().expect("stderr is piped"),
             closed.clone(),
+            None,
         );
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut first = String::new();
         let read = std::io::BufRead::read_line(&mut stdout, &mut first);
-        let stdout = drain_pipe(stdout, closed);
+        let stdout = drain_pipe(stdout, closed, None);
         let mut server = Self {
             child: Some(child),
             shown,
@@ -774,16 +860,7 @@ impl ServerProcess {
             "`kill {signal} {}` failed: {sent}",
             child.id()
         );
-        let deadline = Instant::now() + HANG;
-        let mut hung = false;
-        for _ in 0..2 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.pipes_closed.recv_timeout(left).is_err() {
-                hung = true;
-                let _ = child.kill();
-                break;
-            }
-        }
+        let hung = wait_for_pipes(&mut child, &self.pipes_closed, 2);
         let status = child
             .wait()
             .unwrap_or_else(|e| panic!("wait for {}: {e}", self.shown));

@@ -63,6 +63,20 @@ impl<P: Protocol> Run<'_, P> {
             let t0 = Instant::now();
             let generation = self.protocol.token_generation();
             let result = call().await;
+            tracing::debug!(
+                file = %f.filename,
+                %phase,
+                offset,
+                attempt,
+                ms = t0.elapsed().as_millis() as u64,
+                answer = %match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(CallError::Refused(answer)) => format!("HTTP {}", answer.status),
+                    Err(CallError::Transport(Transport::Idle(_))) => "idle timeout".to_owned(),
+                    Err(CallError::Transport(Transport::Http(_))) => "connection error".to_owned(),
+                },
+                "call"
+            );
             if matches!(result, Ok(_) | Err(CallError::Refused(_))) {
                 self.contacted.store(true, Ordering::Relaxed);
             }

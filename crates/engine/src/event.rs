@@ -89,11 +89,20 @@ pub enum Event {
         path: PathBuf,
         /// Its size in bytes.
         size: u64,
+        /// blake3 of the bytes sent, as hex (the server's receipt agreed, when
+        /// it sent one).
+        blake3: String,
     },
-    /// The file was not uploaded; the [`crate::Report`] has the error.
+    /// The file was not uploaded; the [`crate::Report`] has the error itself.
     FileFailed {
         /// The local file.
         path: PathBuf,
+        /// What went wrong, for people (the error's message).
+        error: String,
+        /// Bytes from the start the server holds.
+        acked: u64,
+        /// Whether the same command resumes it from `acked`.
+        resumable: bool,
     },
 }
 

@@ -198,6 +198,12 @@ impl<P: Protocol> Run<'_, P> {
                 .await;
             match verified {
                 Ok(done) => {
+                    tracing::info!(
+                        file = %f.filename,
+                        ms = done.elapsed.as_millis() as u64,
+                        chunk_size = self.sizer.current(),
+                        "verify answered"
+                    );
                     self.sizer.observe_small_call(done.elapsed);
                     state.session = false;
                     return self.compare(f, state, done.value);
@@ -282,6 +288,13 @@ impl<P: Protocol> Run<'_, P> {
             .map_err(|failed| self.failure(f, Phase::Setup, 0, failed.failure))?;
         self.sizer.observe_small_call(done.elapsed);
         let mode = done.value;
+        tracing::info!(
+            file = %f.filename,
+            size = f.size,
+            ?mode,
+            ms = done.elapsed.as_millis() as u64,
+            "setup answered"
+        );
         state.session = true;
         state.acked.reset_to(0);
         if let Some(entry) = &mut state.record {

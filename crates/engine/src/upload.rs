@@ -191,7 +191,9 @@ impl Uploader {
                 active.push(async move { (i, run.upload_file(file).await) });
             }
             let finished = tokio::select! {
-                finished = active.next() => finished,
+                // A cancel first: a file polled before it could get as far as
+                // sending a chunk of a run that was cancelled before it began.
+                biased;
                 () = cancel.fired(), if !cancelled => {
                     cancelled = true;
                     if config.cancel_grace.is_zero() {
@@ -208,6 +210,7 @@ impl Uploader {
                     run.stop.set(StopKind::Now);
                     continue;
                 }
+                finished = active.next() => finished,
             };
             let Some((i, (result, acked))) = finished else {
                 break;
@@ -217,8 +220,12 @@ impl Uploader {
             outcomes[i] = Some((
                 match result {
                     Ok(outcome) => {
-                        if matches!(outcome, FileOutcome::Verified { .. }) {
-                            events.emit(Event::FileVerified { path, size });
+                        if let FileOutcome::Verified { blake3, .. } = &outcome {
+                            events.emit(Event::FileVerified {
+                                path,
+                                size,
+                                blake3: blake3.clone(),
+                            });
                         }
                         outcome
                     }
@@ -226,7 +233,12 @@ impl Uploader {
                         if error.is_fatal_for_run() {
                             run.stop.set(StopKind::Drain);
                         }
-                        events.emit(Event::FileFailed { path });
+                        events.emit(Event::FileFailed {
+                            path,
+                            error: error.to_string(),
+                            acked,
+                            resumable: acked > 0 && error.worth_resuming(),
+                        });
                         FileOutcome::Failed(error)
                     }
                 },

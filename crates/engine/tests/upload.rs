@@ -96,7 +96,10 @@ async fn events_cover_every_byte_in_order() {
             events.last(),
             Some(&Event::FileVerified {
                 path: path.clone(),
-                size: 10_000
+                size: 10_000,
+                blake3: blake3::hash(&std::fs::read(&path).unwrap())
+                    .to_hex()
+                    .to_string(),
             })
         );
         let acked: Vec<_> = events

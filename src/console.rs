@@ -1,0 +1,142 @@
+//! Where `idb upload`'s text goes, and what happens when it cannot go there.
+//!
+//! Stdout is for data: one `verified` line per file, or JSON lines with
+//! `--json` (human text then goes to stderr only). Stderr is for people:
+//! progress, notes, errors, the summary. A stdout that closes (`| head`, a full
+//! disk) stops the run as a Ctrl-C would, never a panic; a stderr that cannot be
+//! written is ignored (there is nowhere left to say so).
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use idb_engine::Cancel;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+
+/// How much human text to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q`: errors and the summary only.
+    Quiet,
+    /// The default: progress, notes, errors, the summary.
+    Normal,
+    /// `-v` and more: the above plus the engine's log.
+    Verbose,
+}
+
+/// The run's outputs, shared by the event renderer, the signal handler and the
+/// token wait.
+pub struct Console {
+    verbosity: Verbosity,
+    json: bool,
+    /// Progress bars on stderr: only when stderr is a terminal and not quiet.
+    bars: Option<MultiProgress>,
+    /// Fired when stdout closes, to stop the run.
+    cancel: Cancel,
+    stdout_closed: AtomicBool,
+}
+
+impl Console {
+    pub fn new(verbosity: Verbosity, json: bool, cancel: Cancel) -> Self {
+        let bars = (verbosity > Verbosity::Quiet && io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Self {
+            verbosity,
+            json,
+            bars,
+            cancel,
+            stdout_closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The bars, when they are drawn.
+    pub fn bars(&self) -> Option<&MultiProgress> {
+        self.bars.as_ref()
+    }
+
+    /// A data line on stdout (a `verified` line); with `--json` a person's line
+    /// on stderr instead, since stdout then carries only JSON.
+    pub fn data(&self, line: &str) {
+        if self.json {
+            self.note(line);
+        } else if self.verbosity > Verbosity::Quiet {
+            self.stdout(line);
+        }
+    }
+
+    /// One JSON line on stdout (only with `--json`).
+    pub fn json_line(&self, value: &serde_json::Value) {
+        if self.json {
+            self.stdout(&value.to_string());
+        }
+    }
+
+    /// A line for people (not shown with `-q`).
+    pub fn note(&self, line: &str) {
+        if self.verbosity > Verbosity::Quiet {
+            self.stderr(line);
+        }
+    }
+
+    /// An error or the summary: always shown.
+    pub fn error(&self, line: &str) {
+        self.stderr(line);
+    }
+
+    /// Whether stdout closed during the run.
+    pub fn stdout_closed(&self) -> bool {
+        self.stdout_closed.load(Ordering::Relaxed)
+    }
+
+    /// Writes text the way [`Console::error`] does, for the log (`-v`).
+    pub fn log(&self, text: &[u8]) {
+        let write = || {
+            let _ = io::stderr().lock().write_all(text);
+        };
+        match &self.bars {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// Removes the bars before the final lines.
+    pub fn clear(&self) {
+        if let Some(bars) = &self.bars {
+            let _ = bars.clear();
+        }
+    }
+
+    fn stdout(&self, line: &str) {
+        if self.stdout_closed() {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // A reader that went away (`| head`) or a full disk: what is printed
+            // is the record of what was done, so stop doing more, as Ctrl-C would.
+            if !self.stdout_closed.swap(true, Ordering::Relaxed) {
+                self.stderr(
+                    "stopping: standard output was closed (run the same command to resume)",
+                );
+                self.cancel.cancel();
+            }
+        }
+    }
+
+    fn stderr(&self, line: &str) {
+        match &self.bars {
+            // Above the bars, which are drawn again below it.
+            Some(bars) => {
+                if bars.println(line).is_err() {
+                    let _ = writeln!(io::stderr(), "{line}");
+                }
+            }
+            None => {
+                let _ = writeln!(io::stderr(), "{line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! What `idb upload` shows, and that showing it can neither lie nor crash: bars
+//! on a terminal, plain lines in a log, JSON lines, escaped names, a closed
+//! stdout, a token that expires mid-run.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::mpsc;
+
+use idb_mock::MockConfig;
+
+use crate::util::*;
+
+/// A pseudo-terminal: the master side (the test reads what is drawn) and the
+/// slave side as a file (the child's stderr).
+fn pseudo_terminal() -> (std::fs::File, std::fs::File) {
+    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r are called on the
+    // descriptor just opened; each result is checked; the descriptors are owned
+    // by the Files returned and closed with them.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        let master_file = std::fs::File::from(OwnedFd::from_raw_fd(master));
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        // A size, as a terminal window has: bars are laid out to it.
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        assert_eq!(libc::ioctl(master, libc::TIOCSWINSZ, &size), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        (master_file, slave)
+    }
+}
+
+/// Under a terminal a run draws one line per active file and a total line.
+#[test]
+fn a_terminal_gets_a_line_per_file_and_a_total() {
+    let dir = Dir::new("a_terminal_gets_a_line_per_file_and_a_total");
+    let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN));
+    let (one, one_bytes) = dir.random_file("first-file.bin", 40 * CHUNK);
+    let (two, two_bytes) = dir.random_file("second-file.bin", 40 * CHUNK);
+    let (master, slave) = pseudo_terminal();
+    // What the terminal shows, as it comes.
+    let (shown, screen) = mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buffer = [0; 4096];
+        // Ends with EIO once the child and the test closed the slave side.
+        while let Ok(n @ 1..) = reader.read(&mut buffer) {
+            if shown.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Two files in flight, held at the server until the bars are seen.
+    let running = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--parallel", "2"])
+        .arg(&one)
+        .arg(&two)
+        .stderr_to(slave)
+        .spawn();
+    mock.block_on(mock.wait_for_chunks(2));
+    mock.pause();
+    let mut seen = String::new();
+    let wanted = ["first-file.bin", "second-file.bin", "0/2 files"];
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        match screen.recv_timeout(HANG) {
+            Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => panic!("the terminal never showed {wanted:?}; it showed:\n{seen}"),
+        }
+    }
+    mock.resume();
+    let run = running.wait();
+    drop(master);
+
+    run.expect_code(0)
+        .verified_exactly(&[(&one, &one_bytes), (&two, &two_bytes)]);
+    assert!(
+        seen.contains('\u{1b}'),
+        "bars are drawn with escape codes: {seen:?}"
+    );
+}
+
+/// With stderr in a log, no escape codes: a plain line per file event, and a
+/// progress line every --progress-interval.
+#[test]
+fn a_log_gets_plain_lines_and_progress_lines() {
+    let dir = Dir::new("a_log_gets_plain_lines_and_progress_lines");
+    let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN));
+    let (path, bytes) = dir.random_file("logged.bin", 20 * CHUNK);
+
+    let running = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--progress-interval", "0.05"])
+        .arg(&path)
+        .spawn();
+    mock.block_on(mock.wait_for_chunks(2));
+    // Held at the server: the run is in the middle, and says so now and then.
+    mock.pause();
+    let line = running.wait_for_stderr("progress: ");
+    mock.resume();
+    let run = running.wait();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("logged.bin (1.2 MiB)")
+        .stderr_has("started ");
+    assert!(line.contains("0 of 1 files done, 1 active"), "{line}");
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stdout.contains('\u{1b}'),
+        "no escape codes in a log\n{}",
+        run.describe()
+    );
+}
+
+/// A file name with a newline cannot forge a line: refused before anything is
+/// sent, and shown escaped.
+#[test]
+fn a_name_with_a_newline_is_refused_and_shown_escaped() {
+    let dir = Dir::new("a_name_with_a_newline_is_refused_and_shown_escaped");
+    let mock = Mock::standard();
+    let (forged, _) = dir.random_file("x (1 bytes)\nverified fake.bin", 1);
+    let (escape, _) = dir.random_file("red\u{1b}[31m.bin", 1);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&forged)
+        .arg(&escape)
+        .run();
+
+    run.expect_code(2)
+        .stderr_has("x (1 bytes)\\nverified fake.bin")
+        .stderr_has("red\\u{1b}[31m.bin")
+        .stderr_has("control character");
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("verified")) && !run.stderr.contains('\u{1b}'),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(mock.stats().requests, 0);
+}
+
+/// `idb upload ... | head -1`: the reader goes away after one line; the run
+/// stops as for Ctrl-C (exit 141), no panic, and the same command finishes.
+#[test]
+fn a_closed_stdout_stops_the_run_cleanly() {
+    let dir = Dir::new("a_closed_stdout_stops_the_run_cleanly");
+    let mock = Mock::standard();
+    let files: Vec<_> = (0..6)
+        .map(|i| dir.random_file(&format!("piped-{i}.bin"), 3 * CHUNK))
+        .collect();
+    let command = || {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .args(["--parallel", "1"])
+            .args(files.iter().map(|(p, _)| p))
+    };
+
+    let mut running = command().own_stdout().spawn();
+    let mut stdout = BufReader::new(running.take_stdout());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("verified "), "{first:?}");
+    // As `head -1` does: read one line, then close the pipe.
+    drop(stdout);
+    let run = running.wait();
+
+    run.expect_code(141)
+        .stderr_has("standard output was closed")
+        .stderr_has("run the same command to resume");
+    assert!(!run.stderr.contains("panicked"), "{}", run.describe());
+
+    // The closed pipe lost nothing: every file ends up in the dataset whole.
+    let again = command().run();
+    for (path, bytes) in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        mock.assert_stored(DS, name, bytes);
+    }
+    assert!(!again.stderr.contains("panicked"), "{}", again.describe());
+}
+
+/// The token never shows, whatever is asked to be shown: -vv, --json, a log.
+#[test]
+fn the_token_never_shows_at_any_verbosity() {
+    for flags in [&["-vv"][..], &["--json"], &["-q"], &["-v", "--json"]] {
+        let dir = Dir::new("the_token_never_shows_at_any_verbosity");
+        let mock = Mock::standard();
+        let (path, bytes) = dir.random_file("secret-safe.bin", 3 * CHUNK + 5);
+        let run = dir
+            .upload(&mock, DS)
+            .token(TOKEN)
+            .args(flags)
+            .arg(&path)
+            .run();
+        run.expect_code(0).never_shows(TOKEN);
+        mock.assert_stored(DS, "secret-safe.bin", &bytes);
+        if flags.contains(&"-vv") {
+            run.stderr_has("setup answered").stderr_has("call");
+        }
+        // Nor in what the run leaves behind.
+        for entry in walk(&dir.join("state")) {
+            let text = std::fs::read(&entry).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&text).contains(TOKEN),
+                "{} holds the token",
+                entry.display()
+            );
+        }
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A token that expires mid-run, with --token-file: idb waits for a new one in
+/// the file and the same run finishes, byte-exact.
+#[test]
+fn a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file() {
+    let dir = Dir::new("a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file");
+    let mock = Mock::start(
+        MockConfig::new()
+            .dataset(DS, TOKEN)
+            .latency(std::time::Duration::from_millis(5)),
+    );
+    let (path, bytes) = dir.random_file("long.bin", 40 * CHUNK);
+    let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
+    const NEW: &str = "rotated-tok-W2x9";
+
+    let running = dir
+        .upload(&mock, DS)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg(&path)
+        .spawn();
+    mock.block_on(mock.wait_for_chunks(3));
+    mock.expire_token(TOKEN);
+    let waiting = running.wait_for_stderr("waiting up to 30 min for a new token");
+    assert!(waiting.contains("token"), "{waiting}");
+    mock.add_token(DS, NEW, None).unwrap();
+    std::fs::write(&token_file, format!("{NEW}\n")).unwrap();
+    let run = running.wait();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("found a new token")
+        .never_shows(TOKEN)
+        .never_shows(NEW);
+    mock.assert_stored(DS, "long.bin", &bytes);
+}
+
+/// A wrong token from the start is not waited for, and --token-wait 0 never
+/// waits: exit 3 at once.
+#[test]
+fn a_token_refused_from_the_start_is_not_waited_for() {
+    let dir = Dir::new("a_token_refused_from_the_start_is_not_waited_for");
+    let mock = Mock::standard();
+    let (path, _) = dir.random_file("data.bin", 100);
+    let token_file = dir.write("token", b"not-the-token\n");
+    let run = dir
+        .upload(&mock, DS)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg(&path)
+        .run();
+    run.expect_code(3);
+    assert!(!run.stderr.contains("waiting"), "{}", run.describe());
+}
+
+/// Addresses: a missing scheme gets a suggestion; https:// to a plain-http
+/// port says TLS is not spoken there, at once.
+#[test]
+fn server_addresses_get_helpful_errors() {
+    let dir = Dir::new("server_addresses_get_helpful_errors");
+    let mock = Mock::standard();
+    let (path, _) = dir.random_file("data.bin", 100);
+    let bare = mock.url().trim_start_matches("http://").to_owned();
+
+    let run = dir
+        .upload_to(&bare, DS, CHUNK_ARG)
+        .token(TOKEN)
+        .arg(&path)
+        .run();
+    run.expect_code(2)
+        .stderr_has("--server")
+        .stderr_has(&format!("did you mean https://{bare}"));
+
+    let tls = mock.url().replacen("http://", "https://", 1);
+    let run = dir
+        .upload_to(&tls, DS, CHUNK_ARG)
+        .token(TOKEN)
+        .arg(&path)
+        .run();
+    run.expect_code(1)
+        .stderr_has("does not speak TLS")
+        .stderr_has(&format!("try {}", mock.url()));
+}
+
+/// Shell completions and the manual page come from the same definition as
+/// the parser.
+#[test]
+fn completions_and_the_manual_page() {
+    let dir = Dir::new("completions_and_the_manual_page");
+    let run = dir.idb(["completions", "bash"]).run();
+    run.expect_code(0).stdout_has("--token-file");
+    let run = dir.idb(["man"]).run();
+    run.expect_code(0).stdout_has(".TH idb");
+    let run = dir.idb(["upload", "--help"]).run();
+    run.expect_code(0);
+    // --dataset may come from IDB_DATASET: the usage line must not demand it.
+    let usage = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap();
+    assert!(!usage.contains("--dataset"), "{usage}");
+}
