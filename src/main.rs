@@ -9,8 +9,10 @@ mod demo;
 mod exit;
 mod mock_server;
 mod progress;
+mod select;
 mod sigbus;
 mod size;
+mod text;
 mod token;
 mod upload;
 

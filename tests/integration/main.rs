@@ -16,6 +16,8 @@
 //!   knob seen on the wire with raw HTTP.
 //! - `runs`: thousands of files under a small descriptor limit, a file deleted
 //!   before its turn, a second process on the same name, a stop by signal.
+//! - `select`: which files `idb upload` sends: directories with -r, globs,
+//!   --files-from lists, shards, symbolic links, clashing and unprintable names.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -26,5 +28,6 @@ mod mock_server;
 mod mock_state;
 mod resume;
 mod runs;
+mod select;
 mod upload;
 mod util;

@@ -270,15 +270,25 @@ impl TestCommand {
     pub fn run(self) -> Run {
         self.spawn().wait()
     }
+
+    /// [`TestCommand::run`] with `stdin` as its standard input.
+    pub fn run_with_stdin(self, stdin: std::fs::File) -> Run {
+        self.spawn_with(stdin.into()).wait()
+    }
 }
 
 impl TestCommand {
     /// Starts the command and returns at once (for tests that stop it midway).
-    pub fn spawn(mut self) -> Running {
+    pub fn spawn(self) -> Running {
+        self.spawn_with(Stdio::null())
+    }
+
+    /// Starts the command with `stdin` as its standard input.
+    fn spawn_with(mut self, stdin: Stdio) -> Running {
         let shown = self.shown();
         let child = self
             .cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,85 @@
+//! Paths as the terminal shows them: a file name may hold a newline or an escape
+//! code, and printed raw it could forge a line of output or drive the terminal.
+
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `path` with every control character written as an escape: `\n`, `\t`, `\r`
+/// by name, the others as `\xNN` (like `\x1b`, `\x7f`; C1 controls as `\u{9b}`),
+/// and bytes that are not UTF-8 as `\xNN`. A backslash is left as it is, so
+/// an ordinary path prints unchanged.
+pub fn escaped(path: &Path) -> String {
+    let mut out = String::with_capacity(path.as_os_str().len());
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_ascii_control() => {
+                    write!(out, "\\x{:02x}", c as u32).expect("write to a String")
+                }
+                c if c.is_control() => {
+                    write!(out, "\\u{{{:x}}}", c as u32).expect("write to a String")
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            write!(out, "\\x{byte:02x}").expect("write to a String");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    fn shown(bytes: &[u8]) -> String {
+        escaped(Path::new(OsStr::from_bytes(bytes)))
+    }
+
+    #[test]
+    fn an_ordinary_path_prints_unchanged() {
+        assert_eq!(shown(b"data/run 1/caf\xc3\xa9.h5"), "data/run 1/café.h5");
+    }
+
+    #[test]
+    fn a_backslash_is_left_as_it_is() {
+        assert_eq!(shown(b"back\\slash.txt"), "back\\slash.txt");
+    }
+
+    #[test]
+    fn newline_tab_and_carriage_return_are_named() {
+        assert_eq!(shown(b"a\nb\tc\rd"), "a\\nb\\tc\\rd");
+    }
+
+    #[test]
+    fn escape_delete_and_other_controls_are_hex() {
+        assert_eq!(shown(b"\x1b[31mred\x7f\x01"), "\\x1b[31mred\\x7f\\x01");
+    }
+
+    #[test]
+    fn c1_controls_are_escaped() {
+        // U+009B is a one-character CSI on some terminals.
+        assert_eq!(shown("a\u{9b}b".as_bytes()), "a\\u{9b}b");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_hex() {
+        assert_eq!(shown(b"bad\xff\xfe.bin"), "bad\\xff\\xfe.bin");
+        // A truncated multi-byte sequence, then valid text.
+        assert_eq!(shown(b"x\xc3y"), "x\\xc3y");
+    }
+
+    #[test]
+    fn no_escaped_path_holds_a_control_character() {
+        let every_byte: Vec<u8> = (1..=255).collect();
+        let text = shown(&every_byte);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+}
