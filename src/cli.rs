@@ -41,9 +41,12 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The files to upload (each keeps its base name in the dataset).
-    #[arg(required = true, value_name = "FILE")]
+    /// The files to upload (each keeps its base name in the dataset); with -r,
+    /// directories too.
+    #[arg(required_unless_present = "files_from", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The dataset key, like IDB-1234567 (or set IDB_DATASET).
     #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
     pub dataset: Option<String>,
@@ -137,6 +140,44 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration ({e}); write it like 30m, 2h or 90s"))
+}
+
+/// The help heading of [`SelectArgs`].
+const WHICH_FILES: &str = "Which files";
+
+/// Which files: directories, filters, lists and shards (`upload`'s options beside
+/// its FILE arguments; `select.rs` turns them into the list of files).
+#[derive(Debug, Default, Args)]
+pub struct SelectArgs {
+    /// Upload the files in the directories given, and in their subdirectories
+    /// (symbolic links followed). The dataset is flat: each file keeps only its
+    /// base name.
+    #[arg(short = 'r', long, help_heading = WHICH_FILES)]
+    pub recursive: bool,
+    /// Upload only files matching GLOB (repeatable). A glob without `/` is
+    /// matched against the file's name (`*.csv`); one with `/` against its path
+    /// from the directory given (`raw/**/*.h5`).
+    #[arg(long, value_name = "GLOB", help_heading = WHICH_FILES)]
+    pub include: Vec<String>,
+    /// Leave out files matching GLOB, and everything in directories matching it
+    /// (repeatable; wins over --include).
+    #[arg(long, value_name = "GLOB", help_heading = WHICH_FILES)]
+    pub exclude: Vec<String>,
+    /// Also upload the paths listed in LIST, one a line (`-`: standard input).
+    #[arg(long, value_name = "LIST", help_heading = WHICH_FILES)]
+    pub files_from: Option<PathBuf>,
+    /// The --files-from list is separated by NUL bytes (as `find -print0` writes).
+    #[arg(short = '0', long, requires = "files_from", help_heading = WHICH_FILES)]
+    pub null: bool,
+    /// Upload only shard K of N (from 1 to N), split by file name: N runs with
+    /// K = 1..N upload every file exactly once (for job arrays).
+    #[arg(
+        long,
+        value_parser = crate::select::parse_shard,
+        value_name = "K/N",
+        help_heading = WHICH_FILES
+    )]
+    pub shard: Option<crate::select::Shard>,
 }
 
 /// A duration in seconds, like `1` or `0.25`.

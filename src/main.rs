@@ -11,6 +11,7 @@ mod exit;
 mod logging;
 mod mock_server;
 mod progress;
+mod select;
 mod sigbus;
 mod signals;
 mod size;

@@ -1,16 +1,32 @@
-//! Text from outside (file names, paths, server messages) made safe to print: a
-//! newline, a carriage return or an escape code in a name must not forge a line
-//! or drive the terminal.
+//! Text from outside (file names, paths, messages from a server) as the
+//! terminal shows it: a name may hold a newline or an escape code, and printed
+//! raw it could forge a line of output or drive the terminal.
 
 use std::borrow::Cow;
-use std::fmt::Write;
+use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// `text` with every control character escaped (`\n`, `\r`, `\t`, `\x1b`,
-/// `\x7f`, and the C1 range as `\u{9b}`); everything else as is.
+/// `path` with every control character written as an escape: `\n`, `\t`, `\r`
+/// by name, the others as `\xNN` (like `\x1b`, `\x7f`; C1 controls as `\u{9b}`),
+/// and bytes that are not UTF-8 as `\xNN`. A backslash is left as it is, so
+/// an ordinary path prints unchanged.
+pub fn escaped(path: &Path) -> String {
+    let mut out = String::with_capacity(path.as_os_str().len());
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_escaped(&mut out, c);
+        }
+        for byte in chunk.invalid() {
+            write!(out, "\\x{byte:02x}").expect("write to a String");
+        }
+    }
+    out
+}
+
+/// `text` escaped as [`escaped`] does; borrowed when there is nothing to escape.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -20,64 +36,74 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A path, escaped as [`escape`] does, with bytes that are not UTF-8 shown as
-/// `\xNN`.
-pub fn escaped(path: &Path) -> String {
-    let mut out = String::new();
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        for c in chunk.valid().chars() {
-            push_escaped(&mut out, c);
-        }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-}
-
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if c.is_ascii_control() => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
-        c if needs_escape(c) => {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        }
+        '\r' => out.push_str("\\r"),
+        c if c.is_ascii_control() => write!(out, "\\x{:02x}", c as u32).expect("write to a String"),
+        c if c.is_control() => write!(out, "\\u{{{:x}}}", c as u32).expect("write to a String"),
         c => out.push(c),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::ffi::OsStr;
 
+    use super::*;
+
+    fn shown(bytes: &[u8]) -> String {
+        escaped(Path::new(OsStr::from_bytes(bytes)))
+    }
+
     #[test]
-    fn control_characters_are_shown_not_obeyed() {
-        assert_eq!(escape("plain name.h5"), "plain name.h5");
-        assert!(matches!(escape("ünïcode"), Cow::Borrowed(_)));
+    fn an_ordinary_path_prints_unchanged() {
+        assert_eq!(shown(b"data/run 1/caf\xc3\xa9.h5"), "data/run 1/café.h5");
+    }
+
+    #[test]
+    fn a_backslash_is_left_as_it_is() {
+        assert_eq!(shown(b"back\\slash.txt"), "back\\slash.txt");
+    }
+
+    #[test]
+    fn newline_tab_and_carriage_return_are_named() {
+        assert_eq!(shown(b"a\nb\tc\rd"), "a\\nb\\tc\\rd");
+    }
+
+    #[test]
+    fn escape_delete_and_other_controls_are_hex() {
+        assert_eq!(shown(b"\x1b[31mred\x7f\x01"), "\\x1b[31mred\\x7f\\x01");
+    }
+
+    #[test]
+    fn c1_controls_are_escaped() {
+        // U+009B is a one-character CSI on some terminals.
+        assert_eq!(shown("a\u{9b}b".as_bytes()), "a\\u{9b}b");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_hex() {
+        assert_eq!(shown(b"bad\xff\xfe.bin"), "bad\\xff\\xfe.bin");
+        // A truncated multi-byte sequence, then valid text.
+        assert_eq!(shown(b"x\xc3y"), "x\\xc3y");
+    }
+
+    #[test]
+    fn no_escaped_path_holds_a_control_character() {
+        let every_byte: Vec<u8> = (1..=255).collect();
+        let text = shown(&every_byte);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+
+    #[test]
+    fn text_is_escaped_like_a_path_and_borrowed_when_clean() {
+        assert!(matches!(escape("plain ünïcode.h5"), Cow::Borrowed(_)));
         assert_eq!(
             escape("x (1 bytes)\nverified fake.bin"),
             "x (1 bytes)\\nverified fake.bin"
         );
-        assert_eq!(
-            escape("a\rb\tc\u{1b}[31md\u{7f}"),
-            "a\\rb\\tc\\x1b[31md\\x7f"
-        );
-        assert_eq!(escape("csi\u{9b}"), "csi\\u{9b}");
-        assert_eq!(escape("back\\slash"), "back\\slash");
-    }
-
-    #[test]
-    fn paths_that_are_not_utf8_show_their_bytes() {
-        let path = Path::new(OsStr::from_bytes(b"/tmp/a\xffb\n.bin"));
-        assert_eq!(escaped(path), "/tmp/a\\xffb\\n.bin");
+        assert_eq!(escape("a\u{1b}[31m\u{9b}"), "a\\x1b[31m\\u{9b}");
     }
 }

@@ -40,7 +40,12 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
-    let files = match uploader.check(&args.files) {
+    let paths = match crate::select::files_to_upload(&args.files, &args.select, &uploader, &console)
+    {
+        Ok(paths) => paths,
+        Err(exit) => return Ok(exit),
+    };
+    let files = match uploader.check(&paths) {
         Ok(files) => files,
         Err(problems) => {
             for problem in &problems {

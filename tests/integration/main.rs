@@ -19,6 +19,8 @@
 //! - `output`: bars on a terminal, plain lines in a log, escaped names, a closed
 //!   stdout, the token at every verbosity, a token that expires mid-run, address
 //!   hints, completions and the manual page.
+//! - `select`: which files `idb upload` sends: directories with -r, globs,
+//!   --files-from lists, shards, symbolic links, clashing and unprintable names.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -30,5 +32,6 @@ mod mock_state;
 mod output;
 mod resume;
 mod runs;
+mod select;
 mod upload;
 mod util;

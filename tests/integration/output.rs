@@ -149,7 +149,7 @@ fn a_name_with_a_newline_is_refused_and_shown_escaped() {
 
     run.expect_code(2)
         .stderr_has("x (1 bytes)\\nverified fake.bin")
-        .stderr_has("red\\u{1b}[31m.bin")
+        .stderr_has("red\\x1b[31m.bin")
         .stderr_has("control character");
     assert!(run.stdout.is_empty(), "{}", run.describe());
     assert!(

@@ -279,6 +279,11 @@ impl TestCommand {
     pub fn run(self) -> Run {
         self.spawn().wait()
     }
+
+    /// [`TestCommand::run`] with `stdin` as its standard input.
+    pub fn run_with_stdin(self, stdin: std::fs::File) -> Run {
+        self.spawn_with(stdin.into()).wait()
+    }
 }
 
 impl TestCommand {
@@ -296,7 +301,12 @@ impl TestCommand {
 
     /// Starts the command and returns at once (for tests that stop it midway).
     /// Its output is read as it comes: see [`Running::wait_for_stderr`].
-    pub fn spawn(mut self) -> Running {
+    pub fn spawn(self) -> Running {
+        self.spawn_with(Stdio::null())
+    }
+
+    /// Starts the command with `stdin` as its standard input.
+    fn spawn_with(mut self, stdin: Stdio) -> Running {
         let shown = self.shown();
         let stderr = match self.stderr.take() {
             Some(file) => Stdio::from(file),
@@ -304,7 +314,7 @@ impl TestCommand {
         };
         let mut child = self
             .cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
