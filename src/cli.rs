@@ -220,6 +220,12 @@ pub struct TransferArgs {
     /// programs may truncate while they upload, or file systems where mapping is slow).
     #[arg(long)]
     pub no_mmap: bool,
+
+    // --- The run's bandwidth cap (`--bwlimit`) ---
+    /// Cap the upload rate of the whole run, all files and connections together,
+    /// at RATE bytes per second (like 4MiB, 100M or 12MiB/s). Default: no cap.
+    #[arg(long, value_parser = parse_bwlimit, value_name = "RATE")]
+    pub bwlimit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -380,4 +386,57 @@ pub struct BenchArgs {
     /// Size of each `many-files` file.
     #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
     pub file_size: u64,
+}
+
+// ---------------------------------------------------------------------------
+// `--bwlimit`
+// ---------------------------------------------------------------------------
+
+/// `--bwlimit`: a size per second (an optional `/s` suffix is allowed), not zero.
+fn parse_bwlimit(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let size = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed);
+    match parse_size(size)? {
+        0 => Err(
+            "--bwlimit 0 would send nothing; give a rate like 4MiB (per second), or leave \
+             --bwlimit out for no cap"
+                .into(),
+        ),
+        rate => Ok(rate),
+    }
+}
+
+#[cfg(test)]
+mod bwlimit_tests {
+    use super::parse_bwlimit;
+
+    #[test]
+    fn rates_are_sizes_per_second_with_an_optional_per_second_suffix() {
+        let cases = [
+            ("4MiB", 4 << 20),
+            ("12MiB/s", 12 << 20),
+            ("100M", 100 << 20),
+            ("100M/s", 100 << 20),
+            ("5MB/S", 5_000_000),
+            (" 1k/s ", 1024),
+            ("1", 1),
+        ];
+        for (text, rate) in cases {
+            assert_eq!(parse_bwlimit(text), Ok(rate), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_zero_or_malformed_rate_is_refused_naming_the_option() {
+        for zero in ["0", "0MiB/s", "0.0001K"] {
+            let error = parse_bwlimit(zero).expect_err(zero);
+            assert!(error.contains("--bwlimit"), "{zero}: {error}");
+        }
+        for bad in ["", "/s", "fast", "4MiB/h", "4MiB/s/s"] {
+            assert!(parse_bwlimit(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -175,6 +175,8 @@ impl TransferArgs {
         } else {
             ReadMode::Auto
         };
+        // The run's bandwidth cap (`--bwlimit`).
+        config.bandwidth = self.bwlimit;
         config
     }
 }

@@ -5,6 +5,8 @@
 //! One binary, one module per theme (as ripgrep's tests are laid out):
 //! - `upload`: byte-exact uploads around chunk boundaries, several files, refusals
 //!   that fail one file (409 already exists, 413 chunk too large).
+//! - `bwlimit`: `--bwlimit` holds the whole run to its rate, measured by the
+//!   mock; 0 is refused (exit 2).
 //! - `auth`: where the token comes from, refused tokens (exit 3) without printing
 //!   them, unknown and published datasets (404).
 //! - `input`: bad input found before anything is sent (exit 2, no request).
@@ -24,6 +26,7 @@
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
+mod bwlimit;
 mod cli;
 mod input;
 mod mock_faults;

@@ -1,6 +1,6 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use idb_wire::{
 use reqwest::header::{self, HeaderValue};
 use url::Url;
 
+use crate::bandwidth::Bandwidth;
 use crate::body::{Progress, SegmentedBody};
 use crate::idle::with_idle_timeout;
 use crate::{Error, UploadConfig};
@@ -48,6 +49,10 @@ pub(crate) struct DatafileClient {
     /// to copy the header out or swap it.
     auth: RwLock<Auth>,
     idle_timeout: Duration,
+    /// The cap on the bytes of every transfer body this client sends, shared by
+    /// all of them (`None`: no cap, and no bucket at all). Setup and verify bodies
+    /// are a few hundred bytes and are never held back.
+    bandwidth: Option<Arc<Bandwidth>>,
 }
 
 /// The token and its header, with a generation counting replacements.
@@ -84,6 +89,7 @@ impl DatafileClient {
                 generation: 0,
             }),
             idle_timeout: config.idle_timeout,
+            bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
         })
     }
 
@@ -111,6 +117,7 @@ impl DatafileClient {
             .body(reqwest::Body::wrap(SegmentedBody::new(
                 body.into_segments(),
                 progress.clone(),
+                self.bandwidth.clone().filter(|_| phase == Phase::Transfer),
             )));
         let exchange = async {
             let response = request.send().await?;

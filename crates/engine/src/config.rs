@@ -132,6 +132,12 @@ pub struct UploadConfig {
     pub read_mode: ReadMode,
     /// The reader thread's settings (prefetch depth, hashing, page release).
     pub reader: ReaderConfig,
+    /// A cap on the bytes the uploader sends, in bytes per second, for all files
+    /// and connections together (`None`: no cap; 0 is refused). Transfer bodies
+    /// wait for their turn at one shared token bucket as they are handed to the
+    /// HTTP client, frame by frame, at most [`crate::BANDWIDTH_BURST`] ahead of the
+    /// rate; setup and verify bodies (a few hundred bytes) are not held back.
+    pub bandwidth: Option<u64>,
 }
 
 impl UploadConfig {
@@ -160,6 +166,7 @@ impl UploadConfig {
                 hash_snapshots: true,
                 ..ReaderConfig::default()
             },
+            bandwidth: None,
         }
     }
 

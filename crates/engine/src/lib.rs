@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod acked;
+mod bandwidth;
 mod body;
 mod calls;
 mod chunking;
@@ -61,6 +62,7 @@ mod run;
 mod stop;
 mod upload;
 
+pub use bandwidth::BANDWIDTH_BURST;
 pub use chunking::MIN_ADAPTIVE_CHUNK;
 pub use config::{
     DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,

@@ -352,6 +352,12 @@ impl UploadConfig {
         if self.parallel == 0 || self.window == Some(0) {
             return bad("--parallel and --window must be at least 1".into());
         }
+        if self.bandwidth == Some(0) {
+            return bad(
+                "the bandwidth cap must be at least 1 byte per second; leave it unset for no cap"
+                    .into(),
+            );
+        }
         if self.idle_timeout.is_zero() {
             return bad("the idle timeout must be more than 0 seconds".into());
         }

@@ -304,13 +304,14 @@ fn bad_configurations_are_refused() {
             Token::new(TOKEN).unwrap(),
         )
     };
-    let bad: [fn(&mut UploadConfig); 6] = [
+    let bad: [fn(&mut UploadConfig); 7] = [
         |c| c.chunk_size = 0,
         |c| c.chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
         |c| c.max_chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
         |c| c.memory = c.max_chunk_size - 1,
         |c| c.parallel = 0,
         |c| c.window = Some(0),
+        |c| c.bandwidth = Some(0),
     ];
     for (i, spoil) in bad.iter().enumerate() {
         let mut config = base();
@@ -321,6 +322,9 @@ fn bad_configurations_are_refused() {
         );
     }
     assert!(Uploader::new(base()).is_ok());
+    let mut capped = base();
+    capped.bandwidth = Some(1);
+    assert!(Uploader::new(capped).is_ok(), "1 byte per second is a cap");
 }
 
 #[test]

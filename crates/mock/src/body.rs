@@ -1,7 +1,5 @@
 //! Reading a request body into form fields, streaming, with limits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use axum::body::Body;
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -9,6 +7,8 @@ use idb_wire::{
     Fields, MultipartEvent, MultipartParser, PhaseRequest, TEXT_FIELD_LIMIT, WireError,
     boundary_from_content_type, parse_urlencoded,
 };
+
+use crate::counters::Received;
 
 /// Why a body could not be turned into fields.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub(crate) async fn read_fields(
     content_length: Option<u64>,
     body: Body,
     max_chunk: u64,
-    received: &AtomicU64,
+    received: &Received,
 ) -> Result<Fields, BodyError> {
     let content_type = content_type.unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
@@ -66,7 +66,7 @@ async fn read_multipart(
     content_length: Option<u64>,
     mut body: Body,
     max_chunk: u64,
-    received: &AtomicU64,
+    received: &Received,
 ) -> Result<Fields, BodyError> {
     let mut parser = MultipartParser::new(boundary);
     let mut fields = Fields::new();
@@ -108,7 +108,7 @@ async fn read_multipart(
                     };
                     let payload = PhaseRequest::is_payload_field(name);
                     if payload {
-                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        received.add(data.len() as u64);
                     }
                     let Some(held) = buf else {
                         continue;
@@ -155,7 +155,7 @@ async fn read_multipart(
 async fn read_urlencoded(
     mut body: Body,
     max_chunk: u64,
-    received: &AtomicU64,
+    received: &Received,
 ) -> Result<Fields, BodyError> {
     let limit = (max_chunk * URLENCODED_EXPANSION + ENVELOPE_BYTES) as usize;
     let mut buf = BytesMut::new();
@@ -178,7 +178,7 @@ async fn read_urlencoded(
         .filter(|(n, _)| PhaseRequest::is_payload_field(n))
         .map(|(_, v)| v.len())
         .sum();
-    received.fetch_add(payload as u64, Ordering::Relaxed);
+    received.add(payload as u64);
     if let Some((name, _)) = pairs.iter().find(|(n, v)| v.len() > limit_of(n, max_chunk)) {
         return Err(over_limit(name));
     }

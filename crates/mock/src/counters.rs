@@ -2,6 +2,7 @@
 //! ([`Stats`]), and what a test can wait for without polling.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -26,6 +27,13 @@ pub struct Stats {
     /// over the size limit (never decoded). `bytes_received - bytes_accepted`
     /// bounds what clients sent in vain, such as a resumed client's re-sends.
     pub bytes_received: u64,
+    /// When the first of the [`Stats::bytes_received`] arrived, as time since the
+    /// server started (`None`: none yet). With [`Stats::last_payload_at`] it gives
+    /// the mean rate at which transfer bytes came in, on the server's clock.
+    pub first_payload_at: Option<Duration>,
+    /// When the newest of the [`Stats::bytes_received`] arrived, as time since the
+    /// server started (`None`: none yet).
+    pub last_payload_at: Option<Duration>,
     /// Files verified.
     pub files_verified: u64,
     /// Injected faults, per kind.
@@ -49,10 +57,67 @@ pub(crate) struct Counters {
     chunks: watch::Sender<u64>,
     bytes_accepted: AtomicU64,
     /// See [`Stats::bytes_received`]; `body.rs` counts as the payload arrives.
-    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_received: Received,
     files_verified: AtomicU64,
     /// Injected faults, indexed by [`counter_index`].
     faults: [AtomicU64; 5],
+}
+
+/// Transfer payload bytes received, and when the first and the newest came.
+/// Updated for every piece of a body as it arrives, so it costs one clock read
+/// and a few relaxed atomic operations a piece, never a lock.
+pub(crate) struct Received {
+    bytes: AtomicU64,
+    /// What `first` and `last` count from: the server's start.
+    started: Instant,
+    first: Stamp,
+    last: Stamp,
+}
+
+/// An instant after [`Received::started`], as nanoseconds plus one (0: none).
+#[derive(Default)]
+struct Stamp(AtomicU64);
+
+impl Stamp {
+    fn at(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            first: Stamp::default(),
+            last: Stamp::default(),
+        }
+    }
+}
+
+impl Received {
+    /// Counts `n` payload bytes that arrived just now.
+    pub(crate) fn add(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        let nanos = self.started.elapsed().as_nanos();
+        let stamp = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        if self.first.0.load(Ordering::Relaxed) == 0 {
+            // Two first pieces at once: the earlier stamp stays.
+            let _ = self
+                .first
+                .0
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    (old == 0 || stamp < old).then_some(stamp)
+                });
+        }
+        self.last.0.fetch_max(stamp, Ordering::Relaxed);
+    }
 }
 
 impl Counters {
@@ -62,7 +127,9 @@ impl Counters {
             requests_arrived: *self.arrived.borrow(),
             chunks_accepted: self.chunks_accepted.load(Ordering::Relaxed),
             bytes_accepted: self.bytes_accepted.load(Ordering::Relaxed),
-            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.bytes.load(Ordering::Relaxed),
+            first_payload_at: self.bytes_received.first.at(),
+            last_payload_at: self.bytes_received.last.at(),
             files_verified: self.files_verified.load(Ordering::Relaxed),
             faults: FaultStats::from_counts(
                 self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),

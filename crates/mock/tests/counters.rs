@@ -1,6 +1,7 @@
 //! Counters a test can steer by: `wait_for_chunks` resolves on the n-th accepted
 //! chunk and not before (shown with `now_or_never`, no sleeps), and
-//! `bytes_received` counts every payload byte that arrived, refused ones too.
+//! `bytes_received` counts every payload byte that arrived, refused ones too, and
+//! `first_payload_at`/`last_payload_at` say when the first and newest came.
 
 mod support;
 
@@ -95,5 +96,36 @@ async fn bytes_received_counts_refused_payloads_too() {
         100 + 200 + 950 + 1500 + 30 + 40 + 50 + 100,
         "{stats:?}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_arrival_instants_bracket_the_transfer_bytes() {
+    let server = start(config()).await;
+    let api = Api::new(&server);
+    let bytes = data(300, 3);
+    api.setup("t.bin", 300).await.expect(200);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.first_payload_at, stats.last_payload_at),
+        (None, None),
+        "setup carries no payload"
+    );
+
+    let started = std::time::Instant::now();
+    api.transfer("t.bin", 0, &bytes[..100]).await.expect(200);
+    let one = server.stats();
+    let first = one.first_payload_at.expect("the first payload is stamped");
+    assert_eq!(one.last_payload_at, Some(first), "{one:?}");
+
+    api.transfer("t.bin", 100, &bytes[100..]).await.expect(200);
+    let elapsed = started.elapsed();
+    let two = server.stats();
+    let last = two.last_payload_at.expect("stamped");
+    assert_eq!(two.first_payload_at, Some(first), "the first stays");
+    // The second chunk came after the first, and both within the client's view
+    // of the two calls.
+    assert!(last > first, "{two:?}");
+    assert!(last - first <= elapsed, "{two:?} within {elapsed:?}");
     server.shutdown().await;
 }
