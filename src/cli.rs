@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload files into a draft dataset (the token comes from IDB_TOKEN or --token-file).
-    Upload(UploadArgs),
+    Upload(Box<UploadArgs>),
     /// Run a mock Data Bank server (for tests, demos and measuring a network path).
     MockServer(MockServerArgs),
     /// Start a mock server in this process, upload a generated file to it, and check it.
