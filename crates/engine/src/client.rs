@@ -144,6 +144,19 @@ impl DatafileClient {
     }
 
     /// How many times the token was replaced.
+    /// One `HEAD` of the server's address (no token, nothing of the dataset):
+    /// how long an answer, any answer, takes. A connection is opened first if
+    /// none is pooled, and that time is counted.
+    pub(crate) async fn head(&self, server: &Url) -> Result<Duration, Transport> {
+        let started = tokio::time::Instant::now();
+        let request = self.http.head(server.clone()).send();
+        match tokio::time::timeout(self.idle_timeout, request).await {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(Transport::Http(e)),
+            Err(_) => Err(Transport::Idle(self.idle_timeout)),
+        }
+    }
+
     pub(crate) fn token_generation(&self) -> u64 {
         self.auth
             .read()

@@ -121,6 +121,23 @@ impl Uploader {
         Ok(Self { config, client })
     }
 
+    /// The round-trip time to the server, from a second `HEAD` of its address
+    /// (the first opens the connection): no token is sent, nothing of the
+    /// dataset is touched. For estimates (`idb upload --dry-run`).
+    pub async fn round_trip(&self) -> Result<Duration, Error> {
+        let unreachable = |e: crate::client::Transport| Error::Unreachable {
+            server: self.config.server.clone(),
+            last: match e {
+                crate::client::Transport::Http(e) => crate::calls::error_chain(&e),
+                crate::client::Transport::Idle(after) => {
+                    format!("no answer in {}s", after.as_secs())
+                }
+            },
+        };
+        self.client.head(&self.config.server).await.map_err(unreachable)?;
+        self.client.head(&self.config.server).await.map_err(unreachable)
+    }
+
     /// Checks every file before anything is sent, from metadata alone (no file
     /// is opened): it exists, is a regular readable file of at most 2 TiB, has a
     /// valid name, and no two share a name. Returns every problem found.
