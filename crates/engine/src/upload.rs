@@ -134,8 +134,14 @@ impl Uploader {
                 }
             },
         };
-        self.client.head(&self.config.server).await.map_err(unreachable)?;
-        self.client.head(&self.config.server).await.map_err(unreachable)
+        self.client
+            .head(&self.config.server)
+            .await
+            .map_err(unreachable)?;
+        self.client
+            .head(&self.config.server)
+            .await
+            .map_err(unreachable)
     }
 
     /// Checks every file before anything is sent, from metadata alone (no file
