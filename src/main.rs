@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod console;
 mod demo;
+mod dry_run;
 mod exit;
 mod logging;
 mod mock_server;

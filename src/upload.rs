@@ -55,6 +55,9 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
+    if args.dry_run {
+        return Ok(crate::dry_run::run(&uploader, &files, &args, &console).await);
+    }
     let progress = Arc::new(
         Progress::new(Arc::clone(&console), files.len(), files.total_bytes())
             .noting_accepted_token(token_worked),

@@ -351,3 +351,33 @@ fn completions_and_the_manual_page() {
         .unwrap();
     assert!(!usage.contains("--dataset"), "{usage}");
 }
+
+/// A dry run lists the files and the total, probes the round trip, and sends
+/// no setup and no transfer.
+#[test]
+fn a_dry_run_lists_and_estimates_and_sends_nothing() {
+    let dir = Dir::new("a_dry_run_lists_and_estimates_and_sends_nothing");
+    let mock = Mock::standard();
+    let (one, _) = dir.random_file("one.bin", 3 * CHUNK);
+    let (two, _) = dir.random_file("two.bin", 10);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--dry-run", "--bwlimit", "1MiB"])
+        .arg(&one)
+        .arg(&two)
+        .run();
+
+    run.expect_code(0)
+        .stdout_has(&format!("would upload {} (192.0 KiB)", one.display()))
+        .stdout_has(&format!("would upload {} (10 B)", two.display()))
+        .stderr_has("dry run: 2 files, 192.0 KiB in total; nothing was sent")
+        .stderr_has("round trip to ")
+        .stderr_has("about 8 calls, 2 files at once")
+        .never_shows(TOKEN);
+    let stats = mock.stats();
+    assert_eq!(stats.requests, 0, "no datafile call: {stats:?}");
+    assert_eq!(stats.bytes_received, 0);
+    assert!(journals(&dir).is_empty());
+}

@@ -41,6 +41,11 @@ impl CheckedFiles {
     pub fn total_bytes(&self) -> u64 {
         self.0.iter().map(CheckedFile::size).sum()
     }
+
+    /// Each file's path and size, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = (&std::path::Path, u64)> {
+        self.0.iter().map(|f| (f.path.as_path(), f.size()))
+    }
 }
 
 /// What happened to one file.
