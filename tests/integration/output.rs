@@ -377,7 +377,8 @@ fn a_dry_run_lists_and_estimates_and_sends_nothing() {
         .stderr_has("about 8 calls, 2 files at once")
         .never_shows(TOKEN);
     let stats = mock.stats();
-    assert_eq!(stats.requests, 0, "no datafile call: {stats:?}");
-    assert_eq!(stats.bytes_received, 0);
+    // The two probes (HEAD of the server's address), and nothing else.
+    assert_eq!(stats.requests, 2, "{stats:?}");
+    assert_eq!((stats.bytes_received, stats.files_verified), (0, 0));
     assert!(journals(&dir).is_empty());
 }
