@@ -60,6 +60,12 @@ pub struct UploadArgs {
     pub journal_interval: std::time::Duration,
     #[command(flatten)]
     pub transfer: TransferArgs,
+    // --- Re-runs (receipts) ---
+    /// Upload every file even if the state directory has a receipt saying it was
+    /// verified earlier (by default such files are skipped). The server still
+    /// refuses a name it has verified: this does not overwrite.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A duration in seconds, like `1` or `0.25`.

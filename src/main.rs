@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod dates;
 mod demo;
 mod exit;
 mod mock_server;

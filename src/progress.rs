@@ -107,6 +107,11 @@ impl EventSink for Progress {
                     "the server refused the token; going on with the new one from the token file",
                 );
             }
+            // Skipped files count as done; render() says which and when.
+            Event::FileSkipped { size, .. } => self.bar.inc(size),
+            Event::ReceiptProblem { path, reason } => {
+                self.say(format!("warning: {}: {reason}", path.display()));
+            }
             Event::FileVerified { .. } | Event::FileFailed { .. } => {}
         }
     }

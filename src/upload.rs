@@ -91,8 +91,9 @@ fn configure(args: &UploadArgs) -> anyhow::Result<(Uploader, TokenSource)> {
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
     config.journal_interval = args.journal_interval;
-    config.journal_dir = match state_dir(args.state_dir.as_deref()) {
-        Some(dir) => Some(dir.join("journal")),
+    config.force = args.force;
+    config.state_dir = match state_dir(args.state_dir.as_deref()) {
+        Some(dir) => Some(dir),
         None => {
             eprintln!(
                 "warning: no state directory (set HOME, XDG_STATE_HOME or --state-dir): \
@@ -131,7 +132,7 @@ impl TransferArgs {
 }
 
 /// `--state-dir`, else `$XDG_STATE_HOME/idb`, else `~/.local/state/idb`.
-fn state_dir(given: Option<&Path>) -> Option<PathBuf> {
+pub fn state_dir(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(dir) = given {
         return Some(dir.to_path_buf());
     }
@@ -159,6 +160,7 @@ fn is_loopback(url: &Url) -> bool {
 /// summary, and picks the exit code.
 pub fn render(report: &Report, source: &TokenSource) -> Exit {
     let mut verified = 0;
+    let mut skipped = 0;
     let mut bytes = 0;
     for file in &report.files {
         let path = file.path.display();
@@ -176,6 +178,13 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
                 verified += 1;
                 bytes += file.size;
                 println!("verified {path} ({} bytes, blake3 {blake3})", file.size);
+            }
+            FileOutcome::Skipped { receipt, .. } => {
+                skipped += 1;
+                eprintln!(
+                    "skipped {path}: already uploaded on {} (receipt in the state directory)",
+                    crate::dates::utc_minute(receipt.verified_at)
+                );
             }
             FileOutcome::Failed(error) if error.is_fatal_for_run() => {
                 eprintln!("not uploaded: {path}{held}")
@@ -199,21 +208,24 @@ pub fn render(report: &Report, source: &TokenSource) -> Exit {
             );
         }
     }
-    let unfinished = report
-        .files
-        .iter()
-        .any(|f| f.acked > 0 && !matches!(f.outcome, FileOutcome::Verified { .. }));
+    let unfinished = report.files.iter().any(|f| {
+        f.acked > 0
+            && !matches!(
+                f.outcome,
+                FileOutcome::Verified { .. } | FileOutcome::Skipped { .. }
+            )
+    });
     if unfinished && fatal.is_none() {
         eprintln!("run the same command again to resume the unfinished files");
     }
     eprintln!(
-        "{verified} of {} files verified ({})",
+        "{verified} of {} files verified, {skipped} skipped ({})",
         report.files.len(),
         human(bytes)
     );
     match fatal {
         Some(Error::Unauthorized { .. }) => Exit::TokenRefused,
-        _ if report.all_verified() => Exit::Success,
+        _ if report.all_done() => Exit::Success,
         _ => Exit::Failure,
     }
 }

@@ -16,6 +16,9 @@
 //!   knob seen on the wire with raw HTTP.
 //! - `runs`: thousands of files under a small descriptor limit, a file deleted
 //!   before its turn, a second process on the same name, a stop by signal.
+//! - `rerun`: re-running a command: receipts skip verified files (by metadata
+//!   or blake3), changed files meet the verified name, `--force`, a re-run after
+//!   SIGINT; the token in no file of the state directory.
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -24,6 +27,7 @@ mod input;
 mod mock_faults;
 mod mock_server;
 mod mock_state;
+mod rerun;
 mod resume;
 mod runs;
 mod upload;

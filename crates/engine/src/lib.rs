@@ -11,7 +11,8 @@
 //! directory), [`Uploader`] (checks files from their metadata, then runs uploads),
 //! [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI), [`Cancel`]
 //! (stop a run from outside, its journals written), [`Report`] (what happened to
-//! each file).
+//! each file), [`StateDir`] (the state directory's layout: journals of
+//! unfinished uploads, [`ReceiptRecord`]s of verified ones that a re-run skips).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,7 +30,7 @@
 //!     Err(problems) => panic!("fix these first: {problems:?}"),
 //! };
 //! let report = uploader.upload(files, &NoEvents).await;
-//! assert!(report.all_verified());
+//! assert!(report.all_done());
 //! # Ok(()) }
 //! ```
 //!
@@ -55,9 +56,11 @@ mod open_file;
 mod preflight;
 mod protocol;
 mod pump;
+mod receipts;
 mod resume;
 mod retry;
 mod run;
+mod state;
 mod stop;
 mod upload;
 
@@ -72,7 +75,9 @@ pub use event::{Event, EventSink, NoEvents, RestartReason};
 pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
+pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use state::StateDir;
 pub use stop::Cancel;
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user
