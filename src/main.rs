@@ -4,6 +4,7 @@
 //! events and maps results to exit codes; the work is in the `crates/`.
 
 mod bench;
+mod clean;
 mod cli;
 mod dates;
 mod demo;
@@ -12,6 +13,7 @@ mod mock_server;
 mod progress;
 mod sigbus;
 mod size;
+mod status;
 mod token;
 mod upload;
 
@@ -41,6 +43,8 @@ fn main() -> ExitCode {
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Status(args) => status::run(args),
+            Command::Clean(args) => clean::run(args),
         }
     });
     match result {

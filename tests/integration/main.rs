@@ -19,6 +19,8 @@
 //! - `rerun`: re-running a command: receipts skip verified files (by metadata
 //!   or blake3), changed files meet the verified name, `--force`, a re-run after
 //!   SIGINT; the token in no file of the state directory.
+//! - `status_clean`: `idb status` and `idb clean` (changed, old, and in-use
+//!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -30,5 +32,6 @@ mod mock_state;
 mod rerun;
 mod resume;
 mod runs;
+mod status_clean;
 mod upload;
 mod util;

@@ -225,6 +225,17 @@ pub enum Error {
         /// The last failure, for people.
         last: String,
     },
+    /// The state directory (or a file in it) cannot be read.
+    #[error(
+        "cannot read the state directory at {dir}: {source}; check --state-dir (or IDB_STATE_DIR)"
+    )]
+    StateDir {
+        /// The directory or file.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -173,6 +173,31 @@ impl Journal {
         }
     }
 
+    /// Every journal file in the directory (none if there is no directory), and
+    /// what reading it found (`Err`: why it is not a usable journal).
+    pub(crate) fn list(&self) -> io::Result<Vec<(PathBuf, Result<Entry, String>)>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for dir_entry in entries {
+            let path = dir_entry?.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match read(&path) {
+                // Removed meanwhile (an upload finished).
+                Err(Unreadable::Missing) => {}
+                Err(Unreadable::Bad(reason)) => found.push((path, Err(reason))),
+                Ok(entry) => found.push((path, Ok(entry))),
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     /// Writes `entry` atomically (a temporary file, flushed to disk, renamed over
     /// the journal, the directory flushed): a crash leaves the old journal or the
     /// new one, never a mix. The directory must exist ([`Journal::create_dir`]).

@@ -11,8 +11,9 @@
 //! directory), [`Uploader`] (checks files from their metadata, then runs uploads),
 //! [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI), [`Cancel`]
 //! (stop a run from outside, its journals written), [`Report`] (what happened to
-//! each file), [`StateDir`] (the state directory's layout: journals of
-//! unfinished uploads, [`ReceiptRecord`]s of verified ones that a re-run skips).
+//! each file), [`StateDir`] (what the state directory holds between runs:
+//! unfinished uploads, [`ReceiptRecord`]s of verified ones that a re-run skips,
+//! and cleaning stale journals).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,7 +78,9 @@ pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
-pub use state::StateDir;
+pub use state::{
+    CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
+};
 pub use stop::Cancel;
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user

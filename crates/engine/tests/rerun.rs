@@ -1,5 +1,7 @@
 //! Re-runs, in process: receipts skip verified files (by metadata without
-//! reading them, or by blake3), and `force` ignores them.
+//! reading them, or by blake3), `force` ignores them, and the state directory
+//! seen from outside a run (`StateDir`: unfinished uploads, receipts, cleaning
+//! with an injected age threshold).
 
 mod support;
 
@@ -7,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use idb_engine::{Error, Event, FileOutcome, NoEvents, Report, UploadConfig};
+use idb_engine::{
+    Cancel, CleanOutcome, Error, Event, FileOutcome, LocalFile, NoEvents, Report, STALE_AFTER,
+    Scope, Stale, StateDir, UploadConfig, Uploader,
+};
 use idb_mock::{MockConfig, MockServer};
 
 use support::{DS, Read, TOKEN, data, failure, write};
@@ -172,4 +177,90 @@ async fn force_ignores_receipts_and_the_server_refuses_the_verified_name() {
             ..
         }
     ));
+}
+
+/// The state directory from outside: one unfinished upload and one receipt;
+/// cleaning with the real threshold keeps the fresh journal, with an injected
+/// threshold of zero removes it (a dry run first).
+#[tokio::test]
+async fn the_state_directory_lists_and_cleans_with_an_injected_age() {
+    let (server, dir, state_root) = start().await;
+    let done = write(dir.path(), "done.bin", b"done");
+    let part = write(dir.path(), "part.bin", &data(40_000, 4));
+    let mut config = config(&server, &state_root);
+    config.parallel = 1;
+    // One verified file, then another stopped at its third chunk.
+    assert!(
+        run(config.clone(), std::slice::from_ref(&done), &NoEvents)
+            .await
+            .all_verified()
+    );
+    let cancel = Cancel::new();
+    let acks = Mutex::new(0);
+    let uploader = Uploader::new(config).unwrap();
+    let files = uploader.check(std::slice::from_ref(&part)).unwrap();
+    let report = uploader
+        .upload_until(
+            files,
+            &|e: Event| {
+                if let Event::ChunkAcked { .. } = e {
+                    let mut acks = acks.lock().unwrap();
+                    *acks += 1;
+                    if *acks == 3 {
+                        cancel.cancel();
+                    }
+                }
+            },
+            &cancel,
+        )
+        .await;
+    assert!(matches!(report.files[0].outcome, FileOutcome::Interrupted));
+
+    let state = StateDir::new(&state_root);
+    let everything = Scope::default();
+    let unfinished = state.unfinished(&everything).unwrap();
+    assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+    let journal = &unfinished[0];
+    assert_eq!(
+        (
+            journal.filename.as_str(),
+            journal.size,
+            journal.local.clone()
+        ),
+        ("part.bin", 40_000, LocalFile::Unchanged)
+    );
+    assert!(journal.acked >= 3 * 4096 && journal.acked < 40_000);
+    let other = Scope {
+        dataset: Some(idb_engine::DatasetKey::new("IDB-OTHER").unwrap()),
+        ..Scope::default()
+    };
+    assert!(state.unfinished(&other).unwrap().is_empty());
+    let server_url = server.url().parse().unwrap();
+    let dataset = idb_engine::DatasetKey::new(DS).unwrap();
+    let receipts = state.receipts(&server_url, &dataset).unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(
+        (receipts[0].filename.as_str(), receipts[0].size),
+        ("done.bin", 4)
+    );
+    assert_eq!(
+        receipts[0].blake3,
+        blake3::hash(b"done").to_hex().to_string()
+    );
+
+    assert!(
+        state
+            .clean(&everything, STALE_AFTER, false)
+            .unwrap()
+            .is_empty()
+    );
+    let dry = state.clean(&everything, Duration::ZERO, true).unwrap();
+    assert_eq!(dry.len(), 1);
+    assert!(matches!(dry[0].why, Stale::Old { .. }));
+    assert_eq!(dry[0].outcome, CleanOutcome::WouldRemove);
+    assert_eq!(state.unfinished(&everything).unwrap().len(), 1);
+    let cleaned = state.clean(&everything, Duration::ZERO, false).unwrap();
+    assert_eq!(cleaned[0].outcome, CleanOutcome::Removed);
+    assert!(state.unfinished(&everything).unwrap().is_empty());
+    assert_eq!(state.receipts(&server_url, &dataset).unwrap().len(), 1);
 }
