@@ -26,6 +26,16 @@ pub enum Command {
     /// Measure the engine against a single-request ceiling and the service's sample
     /// client, on an in-process mock (summary on stdout, evidence in --out).
     Bench(BenchArgs),
+    // --- The state directory (receipts, journals): src/status.rs, src/clean.rs ---
+    /// Show what the state directory knows of a dataset: unfinished uploads (which
+    /// the same upload command resumes) and receipts of verified files (which it
+    /// skips). No token needed.
+    Status(StatusArgs),
+    /// Remove stale journals of unfinished uploads: older than a token's life (3
+    /// days), or whose local file changed or vanished since. A journal whose name
+    /// an idb is uploading now is kept. Receipts of verified files are never
+    /// removed. No token needed.
+    Clean(CleanArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print idb's manual page (roff), for `man -l -` or a man directory.
@@ -85,6 +95,12 @@ pub struct UploadArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub transfer: TransferArgs,
+    // --- Re-runs (receipts) ---
+    /// Upload every file even if the state directory has a receipt saying it was
+    /// verified earlier (by default such files are skipped). The server still
+    /// refuses a name it has verified: this does not overwrite.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What `idb upload` prints.
@@ -443,4 +459,44 @@ mod bwlimit_tests {
             assert!(parse_bwlimit(bad).is_err(), "{bad}");
         }
     }
+}
+
+// --- The state directory: `idb status` and `idb clean` ---
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The dataset key, like IDB-1234567.
+    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
+    pub dataset: String,
+    /// The Data Bank's address (as given to `idb upload`).
+    #[arg(
+        long,
+        env = "IDB_SERVER",
+        default_value = "https://databank.illinois.edu",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// The state directory (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
+    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Receipts of verified files are never removed: they are what lets \
+    `idb upload` skip files it verified earlier."
+)]
+pub struct CleanArgs {
+    /// Only journals of uploads into this dataset (default: every dataset).
+    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
+    pub dataset: Option<String>,
+    /// Only journals of uploads to this server (default: every server).
+    #[arg(long, env = "IDB_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The state directory (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
+    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

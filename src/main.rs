@@ -4,8 +4,10 @@
 //! events and maps results to exit codes; the work is in the `crates/`.
 
 mod bench;
+mod clean;
 mod cli;
 mod console;
+mod dates;
 mod demo;
 mod dry_run;
 mod exit;
@@ -16,6 +18,7 @@ mod select;
 mod sigbus;
 mod signals;
 mod size;
+mod status;
 mod text;
 mod token;
 mod upload;
@@ -53,6 +56,8 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Completions(args) => print_completions(args.shell),
             Command::Man => print_man_page(),
+            Command::Status(args) => status::run(args),
+            Command::Clean(args) => clean::run(args),
         }
     });
     match result {

@@ -425,6 +425,32 @@ impl EventSink for Progress {
                     json!({ "error": error, "acked": acked, "resumable": resumable }),
                 );
             }
+            Event::FileSkipped {
+                path,
+                size,
+                verified_at,
+            } => {
+                // Not work of this run: out of the total bar's bytes.
+                self.not_this_run(size);
+                self.ended(&path, size);
+                self.console.note(&format!(
+                    "skipped {}: already uploaded on {} (receipt in the state directory)",
+                    escaped(&path),
+                    crate::dates::utc_minute(verified_at)
+                ));
+                self.json(
+                    "skipped",
+                    &path,
+                    json!({ "size": size, "verified_at": verified_at }),
+                );
+            }
+            Event::ReceiptProblem { path, reason } => {
+                self.console.error(&format!(
+                    "warning: {}: {}",
+                    escaped(&path),
+                    crate::text::escape(&reason)
+                ));
+            }
         }
     }
 }

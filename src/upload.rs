@@ -142,8 +142,9 @@ fn configure(
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
     config.journal_interval = args.journal_interval;
-    config.journal_dir = match state_dir(args.state_dir.as_deref()) {
-        Some(dir) => Some(dir.join("journal")),
+    config.force = args.force;
+    config.state_dir = match state_dir(args.state_dir.as_deref()) {
+        Some(dir) => Some(dir),
         None => {
             console.error(
                 "warning: no state directory (set HOME, XDG_STATE_HOME or --state-dir): \
@@ -185,7 +186,7 @@ impl TransferArgs {
 }
 
 /// `--state-dir`, else `$XDG_STATE_HOME/idb`, else `~/.local/state/idb`.
-fn state_dir(given: Option<&Path>) -> Option<PathBuf> {
+pub fn state_dir(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(dir) = given {
         return Some(dir.to_path_buf());
     }
@@ -213,10 +214,11 @@ fn is_loopback(url: &Url) -> bool {
 #[derive(Debug, Default)]
 struct Counts {
     verified: usize,
+    skipped: usize,
     failed: usize,
     interrupted: usize,
     not_started: usize,
-    /// Bytes of the files that ended in the dataset.
+    /// Bytes of the files verified in this run.
     bytes: u64,
 }
 
@@ -230,6 +232,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
                 counts.verified += 1;
                 counts.bytes += file.size;
             }
+            FileOutcome::Skipped { .. } => counts.skipped += 1,
             FileOutcome::Failed(_) => counts.failed += 1,
             FileOutcome::Interrupted => {
                 counts.interrupted += 1;
@@ -291,7 +294,11 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         n => format!("; {n} retr{}", if n == 1 { "y" } else { "ies" }),
     };
     let mut others = String::new();
-    for (n, what) in [(counts.failed, "failed"), (unfinished, "unfinished")] {
+    for (n, what) in [
+        (counts.skipped, "skipped"),
+        (counts.failed, "failed"),
+        (unfinished, "unfinished"),
+    ] {
         if n > 0 {
             others.push_str(&format!(", {n} {what}"));
         }
@@ -306,7 +313,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
     ));
     let exit = match fatal {
         Some(Error::Unauthorized { .. }) => Exit::TokenRefused,
-        _ if report.all_verified() => Exit::Success,
+        _ if report.all_done() => Exit::Success,
         _ => Exit::Failure,
     };
     console.json_line(&json!({
@@ -314,6 +321,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         "event": "summary",
         "files": report.files.len(),
         "verified": counts.verified,
+        "skipped": counts.skipped,
         "failed": counts.failed,
         "unfinished": unfinished,
         "bytes": counts.bytes,

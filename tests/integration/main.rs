@@ -23,6 +23,11 @@
 //!   hints, completions and the manual page.
 //! - `select`: which files `idb upload` sends: directories with -r, globs,
 //!   --files-from lists, shards, symbolic links, clashing and unprintable names.
+//! - `rerun`: re-running a command: receipts skip verified files (by metadata
+//!   or blake3), changed files meet the verified name, `--force`, a re-run after
+//!   SIGINT; the token in no file of the state directory.
+//! - `status_clean`: `idb status` and `idb clean` (changed, old, and in-use
+//!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
 
 mod auth;
@@ -33,8 +38,10 @@ mod mock_faults;
 mod mock_server;
 mod mock_state;
 mod output;
+mod rerun;
 mod resume;
 mod runs;
 mod select;
+mod status_clean;
 mod upload;
 mod util;

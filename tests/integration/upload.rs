@@ -182,7 +182,7 @@ fn second_upload_of_a_name_is_refused_and_the_first_kept() {
     let run = dir.upload(&mock, DS).token(TOKEN).arg(&second).run();
 
     run.expect_code(1)
-        .stderr_has("already has a file named \"results.csv\"")
+        .stderr_has("\"results.csv\" is already in dataset")
         .stderr_has(DS)
         .stderr_has(&second.display().to_string())
         .stderr_has("0 of 1 files verified");
@@ -214,7 +214,7 @@ fn an_existing_name_fails_only_that_file() {
 
     run.expect_code(1)
         .verified_exactly(&[(&fresh, &fresh_bytes)])
-        .stderr_has("already has a file named \"taken.bin\"")
+        .stderr_has("\"taken.bin\" is already in dataset")
         .stderr_has("1 of 2 files verified");
     mock.assert_stored(DS, "taken.bin", &old_bytes);
     mock.assert_stored(DS, "fresh.bin", &fresh_bytes);

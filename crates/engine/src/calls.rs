@@ -230,7 +230,16 @@ impl<P: Protocol> Run<'_, P> {
                 path,
                 filename: f.filename.clone(),
                 dataset,
+                recorded: self.receipts.contains_key(&f.filename),
             },
+            Outcome::Rejected if phase == Phase::Setup && answer.status == 409 => {
+                Error::SetupConflict {
+                    path,
+                    filename: f.filename.clone(),
+                    dataset,
+                    message: summarize_body(&answer.body),
+                }
+            }
             Outcome::TooLarge if phase == Phase::Transfer => Error::ChunkTooLarge { path, len },
             Outcome::Realign { expected_offset } => Error::OffsetConflict {
                 path,

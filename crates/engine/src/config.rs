@@ -111,10 +111,16 @@ pub struct UploadConfig {
     pub idle_timeout: Duration,
     /// Retries of calls that may succeed when sent again.
     pub retry: RetryPolicy,
-    /// Where each upload records how far the server got, so a killed run resumes,
-    /// and where the lock file lives that keeps two processes from uploading the
-    /// same name (`None`: nothing recorded or locked, every run starts with setup).
-    pub journal_dir: Option<PathBuf>,
+    /// The state directory ([`crate::state::StateDir`]): where each upload
+    /// records how far the server got, so a killed run resumes (`journal/`), where
+    /// the lock file lives that keeps two processes from uploading the same name
+    /// (`journal/uploads.lock`), and where verified uploads leave receipts, so a
+    /// re-run skips them (`receipts/`). `None`: nothing recorded or locked, every
+    /// run starts with setup and skips nothing.
+    pub state_dir: Option<PathBuf>,
+    /// Ignore receipts: upload every file even if a receipt says it was verified
+    /// (the server still decides: it may refuse a name it holds already).
+    pub force: bool,
     /// How often, at most, the journal is written ([`DEFAULT_JOURNAL_INTERVAL`];
     /// zero writes after every acknowledgement, still off the acknowledgement's
     /// path).
@@ -154,7 +160,8 @@ impl UploadConfig {
             memory: DEFAULT_MEMORY,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             retry: RetryPolicy::default(),
-            journal_dir: None,
+            state_dir: None,
+            force: false,
             journal_interval: DEFAULT_JOURNAL_INTERVAL,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
             token_refresh: None,

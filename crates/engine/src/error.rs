@@ -62,10 +62,17 @@ pub enum Error {
         /// The server asked.
         server: Url,
     },
-    /// A file of that name is already in the dataset (409 on setup).
+    /// A file of that name is already in the dataset: the server refused setup
+    /// with 409 saying so (it never overwrites a verified file).
     #[error(
-        "{path}: dataset {dataset} already has a file named {filename:?}; rename the local file \
-         or delete the one in the dataset first"
+        "{path}: {filename:?} is already in dataset {dataset} (verified earlier, {}); nothing \
+         of this file was sent: remove it on the dataset's page, or rename the local file \
+         (--force does not overwrite)",
+        if *recorded {
+            "by a run recorded in the state directory: see `idb status`"
+        } else {
+            "not by a run recorded in the state directory"
+        }
     )]
     AlreadyExists {
         /// The local file.
@@ -74,6 +81,27 @@ pub enum Error {
         filename: String,
         /// The dataset.
         dataset: DatasetKey,
+        /// Whether the state directory has a receipt of a verified upload of
+        /// that name (this file since changed, or `force` ignored the receipt).
+        recorded: bool,
+    },
+    /// The server refused setup with 409 (Conflict) without saying the name is
+    /// taken: in this protocol a conflict on setup is about the name.
+    #[error(
+        "{path}: the server refused to set up {filename:?} in dataset {dataset} with HTTP 409 \
+         (a conflict over the name: it may be in the dataset already), saying: {}; \
+         look at the dataset's page, and remove the file there or rename the local file",
+        if message.is_empty() { "nothing" } else { message.as_str() }
+    )]
+    SetupConflict {
+        /// The local file.
+        path: PathBuf,
+        /// The name in the dataset.
+        filename: String,
+        /// The dataset.
+        dataset: DatasetKey,
+        /// What the server said, shortened (empty if nothing).
+        message: String,
     },
     /// A chunk was over the server's request limit (413).
     #[error(
@@ -208,6 +236,17 @@ pub enum Error {
         server: Url,
         /// The same address with `http://`.
         plain: String,
+    },
+    /// The state directory (or a file in it) cannot be read.
+    #[error(
+        "cannot read the state directory at {dir}: {source}; check --state-dir (or IDB_STATE_DIR)"
+    )]
+    StateDir {
+        /// The directory or file.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]

@@ -93,6 +93,25 @@ pub enum Event {
         /// it sent one).
         blake3: String,
     },
+    /// The file was not uploaded: a receipt in the state directory says this very
+    /// file (same metadata, or same size and blake3) was verified earlier.
+    FileSkipped {
+        /// The local file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// When it was verified, in seconds since the epoch (UTC).
+        verified_at: u64,
+    },
+    /// A receipt of a verified upload could not be saved (`path` is the local
+    /// file), or the receipts could not be read (`path` is the receipts file):
+    /// a re-run does not skip what it does not know of.
+    ReceiptProblem {
+        /// The local file, or the receipts file.
+        path: PathBuf,
+        /// What went wrong, for people.
+        reason: String,
+    },
     /// The file was not uploaded; the [`crate::Report`] has the error itself.
     FileFailed {
         /// The local file.

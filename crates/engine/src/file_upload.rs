@@ -1,11 +1,12 @@
-//! One file's upload, from its turn to its end: the name's lock, opening the file
-//! (it must still be the one checked), resuming from its journal or `setup`,
-//! pumping its chunks (again from where the server is after a realign), `verify`,
-//! and the end-to-end comparison of the server's hash with what was read.
+//! One file's upload, from its turn to its end: its receipt (a file verified
+//! earlier is skipped), the name's lock, opening the file (it must still be the
+//! one checked), resuming from its journal or `setup`, pumping its chunks (again
+//! from where the server is after a realign), `verify`, the end-to-end
+//! comparison of the server's hash with what was read, and its receipt.
 
 use std::sync::Arc;
 
-use idb_read::{ChunkPlan, Reader};
+use idb_read::{ChunkPlan, Delivery, HashState, Reader, SourceFile};
 use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode};
 
 use crate::calls::Failure;
@@ -16,7 +17,8 @@ use crate::open_file::{FileState, OpenFile};
 use crate::preflight::CheckedFile;
 use crate::protocol::Protocol;
 use crate::pump::PumpEnd;
-use crate::resume::{Opened, Opening, Start};
+use crate::receipts::{RECEIPT_VERSION, ReceiptRecord, unix_now};
+use crate::resume::{Opened, Opening, Start, absolute};
 use crate::run::Run;
 use crate::stop::{self, StopKind};
 use crate::{DEFAULT_OFFSET_WINDOW, Error, Event, FileOutcome, RestartReason};
@@ -30,6 +32,19 @@ impl<P: Protocol> Run<'_, P> {
     /// [`FileOutcome::Interrupted`] if the run was stopped), and how many bytes
     /// from the start the server acknowledged, whatever happened.
     pub(crate) async fn upload_file(&self, c: &CheckedFile) -> (Result<FileOutcome, Error>, u64) {
+        if let Some(receipt) = self
+            .receipts
+            .get(&c.filename)
+            .filter(|_| !self.config.force)
+        {
+            // Boxed: the common path (no receipt) keeps a small future.
+            match Box::pin(self.known(c, receipt)).await {
+                Ok(Some(outcome @ FileOutcome::Skipped { .. })) => return (Ok(outcome), c.size()),
+                Ok(Some(outcome)) => return (Ok(outcome), 0),
+                Ok(None) => {}
+                Err(e) => return (Err(e), 0),
+            }
+        }
         let key = Key::of(
             self.config.server.as_str(),
             self.config.dataset.as_str(),
@@ -72,8 +87,83 @@ impl<P: Protocol> Run<'_, P> {
             _ = wait_for_now(&mut stop) => Ok(FileOutcome::Interrupted),
             result = self.transfer(&file, &mut state, reader, start) => result,
         };
-        self.end_file(key, &state, &result, lock);
+        self.end_file(c, key, &state, &result, lock);
         (result, state.acked.prefix)
+    }
+
+    /// Whether `receipt` (of this file's name) says this very file was verified:
+    /// by its metadata alone, or, when they differ but the size is the same, by
+    /// its blake3 (the file is read, off the async threads). `Some(Skipped)` if
+    /// so, `Some(Interrupted)` if the run was stopped while it was read, `None`
+    /// to upload it.
+    async fn known(
+        &self,
+        c: &CheckedFile,
+        receipt: &ReceiptRecord,
+    ) -> Result<Option<FileOutcome>, Error> {
+        if receipt.size != c.size() {
+            return Ok(None);
+        }
+        let path = absolute(&c.path);
+        if receipt.describes(&path, &c.identity) {
+            return Ok(Some(FileOutcome::Skipped {
+                receipt: Box::new(receipt.clone()),
+                hashed: false,
+            }));
+        }
+        let mut stop = self.stop.watch();
+        let blake3 = tokio::select! {
+            biased;
+            _ = wait_for_now(&mut stop) => return Ok(Some(FileOutcome::Interrupted)),
+            blake3 = self.hash_whole(c) => blake3?,
+        };
+        if !blake3.eq_ignore_ascii_case(&receipt.blake3) {
+            return Ok(None);
+        }
+        // Saved again as it is now, so the next run knows it without reading it.
+        let moved = receipt.moved_to(&path, &c.identity);
+        if let Some((_, writer)) = &self.journal {
+            writer.record(moved.clone());
+        }
+        Ok(Some(FileOutcome::Skipped {
+            receipt: Box::new(moved),
+            hashed: true,
+        }))
+    }
+
+    /// The blake3 of the whole file (as hex), read by a reader's threads under
+    /// the run's memory budget; the file must still be the one checked.
+    async fn hash_whole(&self, c: &CheckedFile) -> Result<String, Error> {
+        let (checked, mode, memory) = (c.clone(), self.config.read_mode, self.memory.clone());
+        let config = idb_read::ReaderConfig {
+            file_hash: true,
+            ..self.config.reader.clone()
+        };
+        // An empty plan: the reader hashes the whole file as a stretch to catch
+        // up on, and ends.
+        let reader = tokio::task::spawn_blocking(move || {
+            let source = SourceFile::open_expecting(&checked.path, mode, &checked.identity)?;
+            let hash = HashState::new(checked.size());
+            Ok::<_, Error>(Reader::start(
+                &source,
+                std::iter::empty(),
+                hash,
+                &config,
+                &memory,
+            ))
+        })
+        .await
+        .map_err(|e| blocking_failed(&c.path, e))??;
+        match reader.next().await? {
+            Delivery::End(state) => state.finalize().map(|h| h.to_hex().to_string()),
+            Delivery::Chunk { .. } => None,
+        }
+        .ok_or_else(|| {
+            Error::File(idb_read::ReadError::ReaderFailed {
+                path: c.path.clone(),
+                reason: "the reader ended before hashing the whole file".into(),
+            })
+        })
     }
 
     /// Takes the name's lock (with a journal; without one, nothing is locked).
@@ -109,9 +199,11 @@ impl<P: Protocol> Run<'_, P> {
     }
 
     /// The file's end, for the journal: an unfinished upload keeps its entry
-    /// (written now), a verified one loses it; the name's lock goes after that.
+    /// (written now), a verified one leaves a receipt and loses its entry; the
+    /// name's lock goes after that.
     fn end_file(
         &self,
+        c: &CheckedFile,
         key: Key,
         state: &FileState,
         result: &Result<FileOutcome, Error>,
@@ -126,7 +218,25 @@ impl<P: Protocol> Run<'_, P> {
             Err(e) => e.worth_resuming(),
         };
         let keep = state.record.clone().filter(|_| resumable && state.session);
-        writer.end(key, keep, state.on_disk, lock);
+        let receipt = match (result, &state.record) {
+            (Ok(FileOutcome::Verified { blake3, receipt }), Some(record)) => Some(ReceiptRecord {
+                version: RECEIPT_VERSION,
+                server: record.server.clone(),
+                dataset: record.dataset.clone(),
+                filename: c.filename.clone(),
+                path: record.path.clone(),
+                size: c.size(),
+                modified: c.identity.modified,
+                changed: c.identity.changed,
+                device: c.identity.device,
+                inode: c.identity.inode,
+                blake3: blake3.clone(),
+                server_receipt: receipt.clone(),
+                verified_at: unix_now(),
+            }),
+            _ => None,
+        };
+        writer.end(key, keep, receipt, state.on_disk, lock);
     }
 
     /// Setup (or resume), then chunks until verified.

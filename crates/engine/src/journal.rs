@@ -147,14 +147,7 @@ impl Journal {
 
     /// Creates the directory if needed, readable by the user only.
     pub(crate) fn create_dir(&self) -> io::Result<()> {
-        if !self.dir.is_dir() {
-            fs::create_dir_all(&self.dir)?;
-            fs::set_permissions(
-                &self.dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )?;
-        }
-        Ok(())
+        crate::state::create_private_dir(&self.dir)
     }
 
     /// Where the journal with `key` lives.
@@ -164,36 +157,9 @@ impl Journal {
 
     pub(crate) fn load(&self, server: &str, dataset: &str, filename: &str) -> Loaded {
         let path = self.path(Key::of(server, dataset, filename));
-        let text = match fs::metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Nothing,
-            Err(e) => return Loaded::Unusable(format!("cannot read {}: {e}", path.display())),
-            Ok(meta) if meta.len() > MAX_JOURNAL_BYTES => {
-                return Loaded::Unusable(format!(
-                    "{} is too large to be a journal",
-                    path.display()
-                ));
-            }
-            Ok(_) => match fs::read(&path) {
-                Ok(text) => text,
-                Err(e) => return Loaded::Unusable(format!("cannot read {}: {e}", path.display())),
-            },
-        };
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        match serde_json::from_slice::<Versioned>(&text) {
-            Ok(v) if v.version != JOURNAL_VERSION => {
-                return Loaded::Unusable(format!(
-                    "{} has journal version {}, this idb reads version {JOURNAL_VERSION}",
-                    path.display(),
-                    v.version
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Loaded::Unusable(format!("{} is damaged: {e}", path.display())),
-        }
-        match serde_json::from_slice::<Entry>(&text) {
+        match read(&path) {
+            Err(Unreadable::Missing) => Loaded::Nothing,
+            Err(Unreadable::Bad(reason)) => Loaded::Unusable(reason),
             Ok(entry)
                 if (
                     entry.server.as_str(),
@@ -201,17 +167,35 @@ impl Journal {
                     entry.filename.as_str(),
                 ) == (server, dataset, filename) =>
             {
-                if entry.acked > entry.size {
-                    return Loaded::Unusable(format!(
-                        "{} claims more bytes than the file has",
-                        path.display()
-                    ));
-                }
                 Loaded::Found(entry)
             }
             Ok(_) => Loaded::Unusable(format!("{} belongs to another upload", path.display())),
-            Err(e) => Loaded::Unusable(format!("{} is damaged: {e}", path.display())),
         }
+    }
+
+    /// Every journal file in the directory (none if there is no directory), and
+    /// what reading it found (`Err`: why it is not a usable journal).
+    pub(crate) fn list(&self) -> io::Result<Vec<(PathBuf, Result<Entry, String>)>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for dir_entry in entries {
+            let path = dir_entry?.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match read(&path) {
+                // Removed meanwhile (an upload finished).
+                Err(Unreadable::Missing) => {}
+                Err(Unreadable::Bad(reason)) => found.push((path, Err(reason))),
+                Ok(entry) => found.push((path, Ok(entry))),
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     /// Writes `entry` atomically (a temporary file, flushed to disk, renamed over
@@ -237,6 +221,54 @@ impl Journal {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// Why a journal file was not read.
+enum Unreadable {
+    /// There is none.
+    Missing,
+    /// It is not a usable journal, and why.
+    Bad(String),
+}
+
+/// Reads and checks the journal file at `path`.
+fn read(path: &Path) -> Result<Entry, Unreadable> {
+    let bad = |reason| Err(Unreadable::Bad(reason));
+    let text = match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unreadable::Missing),
+        Err(e) => return bad(format!("cannot read {}: {e}", path.display())),
+        Ok(meta) if meta.len() > MAX_JOURNAL_BYTES => {
+            return bad(format!("{} is too large to be a journal", path.display()));
+        }
+        Ok(_) => match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unreadable::Missing),
+            Err(e) => return bad(format!("cannot read {}: {e}", path.display())),
+        },
+    };
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    match serde_json::from_slice::<Versioned>(&text) {
+        Ok(v) if v.version != JOURNAL_VERSION => {
+            return bad(format!(
+                "{} has journal version {}, this idb reads version {JOURNAL_VERSION}",
+                path.display(),
+                v.version
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return bad(format!("{} is damaged: {e}", path.display())),
+    }
+    match serde_json::from_slice::<Entry>(&text) {
+        Ok(entry) if entry.acked > entry.size => bad(format!(
+            "{} claims more bytes than the file has",
+            path.display()
+        )),
+        Ok(entry) => Ok(entry),
+        Err(e) => bad(format!("{} is damaged: {e}", path.display())),
     }
 }
 

@@ -14,6 +14,13 @@
 //! written or removed before the name is let go. Entries only ever say what the
 //! server acknowledged, so the journal may lag the server, never lead it.
 //!
+//! The writer also appends the receipts of verified uploads ([`crate::receipts`])
+//! in the same wake-ups: a verified upload puts its receipt in the shared list (no
+//! message, no wait) unless its journal is on disk; then its end message makes
+//! the writer append every pending receipt (one write and one `fdatasync` per
+//! receipts file) before it removes the journal, so a crash between the two
+//! leaves the journal, never neither.
+//!
 //! [`UploadConfig::journal_interval`]: crate::UploadConfig::journal_interval
 //! [`UploadConfig::journal_bytes`]: crate::UploadConfig::journal_bytes
 
@@ -29,6 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::journal::{Entry, Journal, Key};
 use crate::name_lock::NameLock;
+use crate::receipts::{ReceiptRecord, Receipts};
 
 /// What the uploads and the writer share.
 #[derive(Default)]
@@ -42,6 +50,8 @@ struct Shared {
     /// Uploads whose journal file may be on disk (found at the start, or taken
     /// by the writer to be written): their end goes through the writer.
     on_disk: HashSet<Key>,
+    /// Receipts of verified uploads not appended yet, oldest first.
+    receipts: Vec<ReceiptRecord>,
     /// Failures, reported by the run as events for the files concerned.
     failures: Vec<WriteFailure>,
 }
@@ -51,9 +61,10 @@ enum Message {
     /// Write what changed now (bytes threshold reached, or no interval).
     Write,
     /// An upload whose journal is, or may be, on disk ended: `keep` is its last
-    /// entry if it is unfinished (written at once), `None` if it was verified (its
-    /// journal is removed). Its lock is let go once that is done, so the next
-    /// uploader of the name finds the journal as it should be.
+    /// entry if it is unfinished (written at once), `None` if it was verified (the
+    /// pending receipts, its own among them, are appended, then its journal is
+    /// removed). Its lock is let go once that is done, so the next uploader of the
+    /// name finds the journal as it should be.
     End {
         key: Key,
         keep: Option<Box<Entry>>,
@@ -64,11 +75,21 @@ enum Message {
     Ping(oneshot::Sender<()>),
 }
 
-/// A journal write that failed: which local file, and why.
+/// A write that failed: which local file, what was not saved, and why.
 #[derive(Debug)]
 pub(crate) struct WriteFailure {
     pub(crate) path: PathBuf,
+    pub(crate) what: Unsaved,
     pub(crate) reason: String,
+}
+
+/// What a failed write did not save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsaved {
+    /// The upload's journal entry (a resume starts earlier, or over).
+    Journal,
+    /// The receipt of a verified upload (a re-run does not skip the file).
+    Receipt,
 }
 
 /// The handle uploads talk to; dropping it (or [`JournalWriter::close`]) writes
@@ -78,7 +99,8 @@ pub(crate) struct JournalWriter {
     shared: Arc<Mutex<Shared>>,
     /// Wakes the writer. Unbounded: a send never waits. Few messages go through
     /// it: one per write the bytes threshold asks for, one per upload that ends
-    /// with its journal on disk.
+    /// with its journal on disk (and, without an interval, one per update and
+    /// receipt).
     tx: Option<mpsc::Sender<Message>>,
     interval: Duration,
     bytes: u64,
@@ -90,12 +112,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl JournalWriter {
-    /// Starts the writer thread for `journal`.
-    pub(crate) fn start(journal: Journal, interval: Duration, bytes: u64) -> Self {
+    /// Starts the writer thread for `journal` and `receipts`.
+    pub(crate) fn start(
+        journal: Journal,
+        receipts: Receipts,
+        interval: Duration,
+        bytes: u64,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut writer = Writer {
             journal,
+            receipts,
             interval,
             shared: Arc::clone(&shared),
             dir_ready: false,
@@ -138,12 +166,14 @@ impl JournalWriter {
     }
 
     /// An upload ended, unfinished (`keep`: its last entry, written at once) or
-    /// verified (`None`: its journal, if any, is removed). `on_disk`: a journal of
-    /// it was found at the start. The name's `lock` goes once that is done.
+    /// verified (`None`: its journal, if any, is removed, after its `receipt` is
+    /// appended). `on_disk`: a journal of it was found at the start. The name's
+    /// `lock` goes once that is done.
     pub(crate) fn end(
         &self,
         key: Key,
         keep: Option<Entry>,
+        receipt: Option<ReceiptRecord>,
         on_disk: bool,
         lock_held: Option<NameLock>,
     ) {
@@ -151,9 +181,15 @@ impl JournalWriter {
         shared.dirty.remove(&key);
         shared.acked.remove(&key);
         let on_disk = shared.on_disk.remove(&key) || on_disk;
+        let has_receipt = receipt.is_some();
+        shared.receipts.extend(receipt);
         drop(shared);
         if keep.is_none() && !on_disk {
-            // Nothing of it on disk and nothing to write: the lock goes now.
+            // Nothing of it on disk and nothing to write: the lock goes now, and
+            // the receipt waits for the next write.
+            if has_receipt && self.interval.is_zero() {
+                self.send(Message::Write);
+            }
             return;
         }
         self.send(Message::End {
@@ -161,6 +197,15 @@ impl JournalWriter {
             keep: keep.map(Box::new),
             lock: lock_held,
         });
+    }
+
+    /// Records a receipt (appended with the next write): a skipped file found
+    /// under another identity, so the next run knows it without reading it.
+    pub(crate) fn record(&self, receipt: ReceiptRecord) {
+        lock(&self.shared).receipts.push(receipt);
+        if self.interval.is_zero() {
+            self.send(Message::Write);
+        }
     }
 
     #[cfg(test)]
@@ -196,6 +241,7 @@ impl Drop for JournalWriter {
 /// The thread's state.
 struct Writer {
     journal: Journal,
+    receipts: Receipts,
     interval: Duration,
     shared: Arc<Mutex<Shared>>,
     dir_ready: bool,
@@ -215,10 +261,14 @@ impl Writer {
                 Ok(Message::End { key, keep, lock }) => {
                     match keep {
                         Some(entry) => self.write(&entry),
-                        // A journal that cannot be removed costs only a useless
-                        // resume attempt on a later run, which the server's
-                        // answer corrects.
                         None => {
+                            // The receipt first: a crash between the two leaves
+                            // the journal (resumed, then refused as verified),
+                            // never neither.
+                            self.append_receipts();
+                            // A journal that cannot be removed costs only a
+                            // useless resume attempt on a later run, which the
+                            // server's answer corrects.
                             let _ = self.journal.remove(key);
                         }
                     }
@@ -236,7 +286,31 @@ impl Writer {
         }
     }
 
-    /// Writes every entry that changed since the last write.
+    /// Appends the pending receipts (one write and one fsync per receipts file).
+    fn append_receipts(&mut self) {
+        let pending = std::mem::take(&mut lock(&self.shared).receipts);
+        if pending.is_empty() {
+            return;
+        }
+        let failed = self.receipts.append(&pending);
+        if failed.is_empty() {
+            return;
+        }
+        let dir = self.receipts.dir().display().to_string();
+        let mut shared = lock(&self.shared);
+        for (e, records) in failed {
+            for record in records {
+                shared.failures.push(WriteFailure {
+                    path: record.path.clone(),
+                    what: Unsaved::Receipt,
+                    reason: format!("cannot record its receipt in {dir}: {e}"),
+                });
+            }
+        }
+    }
+
+    /// Writes every entry that changed since the last write, then the pending
+    /// receipts.
     fn write_dirty(&mut self) {
         let dirty = {
             let mut shared = lock(&self.shared);
@@ -250,6 +324,7 @@ impl Writer {
         for entry in dirty.values() {
             self.write(entry);
         }
+        self.append_receipts();
     }
 
     fn write(&mut self, entry: &Entry) {
@@ -265,6 +340,7 @@ impl Writer {
         if let Err(e) = result {
             lock(&self.shared).failures.push(WriteFailure {
                 path: entry.path.clone(),
+                what: Unsaved::Journal,
                 reason: format!(
                     "cannot write the journal in {}: {e}",
                     self.journal.dir().display()
@@ -279,9 +355,19 @@ mod tests {
     use super::*;
     use crate::journal::tests::entry;
     use crate::journal::{Entry, Journal, Loaded};
+    use crate::receipts::tests::record;
 
     fn load(journal: &Journal) -> Loaded {
         journal.load("https://h/", "IDB-1", "a.bin")
+    }
+
+    /// A writer of `journal`, with the receipts next to it.
+    fn start(journal: &Journal, interval: Duration, bytes: u64) -> JournalWriter {
+        JournalWriter::start(journal.clone(), receipts(journal), interval, bytes)
+    }
+
+    fn receipts(journal: &Journal) -> Receipts {
+        Receipts::new(journal.dir().with_file_name("receipts"))
     }
 
     #[tokio::test]
@@ -289,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::new(dir.path().join("journal"));
         // An interval no test run reaches.
-        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
         writer.update(entry());
         let mut newer = entry();
         newer.acked = 60;
@@ -302,8 +388,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A verified upload's journal found on disk is removed.
-        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
-        writer.end(newer.key(), None, true, None);
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
+        writer.end(newer.key(), None, None, true, None);
         writer.ping().await;
         assert!(matches!(load(&journal), Loaded::Nothing));
         writer.close().await;
@@ -313,7 +399,7 @@ mod tests {
     async fn a_zero_interval_writes_every_update() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::new(dir.path().join("journal"));
-        let writer = JournalWriter::start(journal.clone(), Duration::ZERO, u64::MAX);
+        let writer = start(&journal, Duration::ZERO, u64::MAX);
         writer.update(entry());
         writer.ping().await;
         assert!(matches!(load(&journal), Loaded::Found(_)));
@@ -324,9 +410,9 @@ mod tests {
     async fn an_upload_verified_before_the_next_write_never_touches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::new(dir.path().join("journal"));
-        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), u64::MAX);
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
         writer.update(entry());
-        writer.end(entry().key(), None, false, None);
+        writer.end(entry().key(), None, None, false, None);
         writer.close().await;
         assert!(!journal.dir().exists(), "nothing was written");
     }
@@ -335,7 +421,7 @@ mod tests {
     async fn enough_bytes_write_without_waiting_for_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::new(dir.path().join("journal"));
-        let writer = JournalWriter::start(journal.clone(), Duration::from_secs(3600), 30);
+        let writer = start(&journal, Duration::from_secs(3600), 30);
         let at = |acked| Entry { acked, ..entry() };
         writer.update(at(10));
         writer.ping().await;
@@ -350,7 +436,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // An unfinished upload's end is written at once.
-        writer.end(entry().key(), Some(at(90)), true, None);
+        writer.end(entry().key(), Some(at(90)), None, true, None);
         writer.ping().await;
         match load(&journal) {
             Loaded::Found(found) => assert_eq!(found.acked, 90),
@@ -365,10 +451,76 @@ mod tests {
         // A regular file where the directory should be.
         let blocker = dir.path().join("journal");
         std::fs::write(&blocker, b"").unwrap();
-        let writer = JournalWriter::start(Journal::new(blocker), Duration::ZERO, 0);
+        let writer = start(&Journal::new(blocker), Duration::ZERO, 0);
         writer.update(entry());
         let failures = writer.close().await;
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(failures[0].path, entry().path);
+    }
+
+    #[tokio::test]
+    async fn verified_uploads_are_appended_as_one_receipts_file_in_one_batch() {
+        const N: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let receipts = receipts(&journal);
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
+        for i in 0..N {
+            let receipt = record(&format!("f{i}.bin"));
+            let key = Key::of(&receipt.server, &receipt.dataset, &receipt.filename);
+            writer.end(key, None, Some(receipt), false, None);
+        }
+        writer.ping().await;
+        assert!(!receipts.dir().exists(), "not before the next write");
+        assert!(writer.close().await.is_empty());
+        let files: Vec<_> = std::fs::read_dir(receipts.dir()).unwrap().collect();
+        assert_eq!(files.len(), 1, "one file per dataset");
+        let file = receipts.file("https://h/", "IDB-1");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), N);
+        assert_eq!(receipts.load("https://h/", "IDB-1").unwrap().len(), N);
+        // A crash in the middle of the next batch tears its last line.
+        let torn = serde_json::to_string(&record("torn.bin")).unwrap();
+        let mut appended = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut appended, &torn.as_bytes()[..torn.len() - 9]).unwrap();
+        let loaded = receipts.load("https://h/", "IDB-1").unwrap();
+        assert_eq!(loaded.len(), N, "the torn line is ignored");
+        assert!(!loaded.contains_key("torn.bin"));
+    }
+
+    #[tokio::test]
+    async fn a_verified_upload_with_a_journal_on_disk_leaves_its_receipt_and_no_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let receipts = receipts(&journal);
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
+        writer.end(entry().key(), Some(entry()), None, true, None);
+        writer.ping().await;
+        assert!(matches!(load(&journal), Loaded::Found(_)));
+        writer.end(entry().key(), None, Some(record("a.bin")), true, None);
+        writer.ping().await;
+        // Handled at once (not at the next write): the receipt is there and the
+        // journal gone.
+        assert!(matches!(load(&journal), Loaded::Nothing));
+        let loaded = receipts.load("https://h/", "IDB-1").unwrap();
+        assert_eq!(loaded["a.bin"], record("a.bin"));
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_receipt_that_cannot_be_saved_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        // A regular file where the receipts directory should be.
+        std::fs::write(receipts(&journal).dir(), b"").unwrap();
+        let writer = start(&journal, Duration::ZERO, 0);
+        writer.end(entry().key(), None, Some(record("a.bin")), false, None);
+        let failures = writer.close().await;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].what, Unsaved::Receipt);
+        assert_eq!(failures[0].path, record("a.bin").path);
     }
 }

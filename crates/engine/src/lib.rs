@@ -11,7 +11,9 @@
 //! directory), [`Uploader`] (checks files from their metadata, then runs uploads),
 //! [`CheckedFiles`], [`Event`] / [`EventSink`] (progress for a UI), [`Cancel`]
 //! (stop a run from outside, its journals written), [`Report`] (what happened to
-//! each file).
+//! each file), [`StateDir`] (what the state directory holds between runs:
+//! unfinished uploads, [`ReceiptRecord`]s of verified ones that a re-run skips,
+//! and cleaning stale journals).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,7 +31,7 @@
 //!     Err(problems) => panic!("fix these first: {problems:?}"),
 //! };
 //! let report = uploader.upload(files, &NoEvents).await;
-//! assert!(report.all_verified());
+//! assert!(report.all_done());
 //! # Ok(()) }
 //! ```
 //!
@@ -56,9 +58,11 @@ mod open_file;
 mod preflight;
 mod protocol;
 mod pump;
+mod receipts;
 mod resume;
 mod retry;
 mod run;
+mod state;
 mod stop;
 mod upload;
 
@@ -74,7 +78,11 @@ pub use event::{Event, EventSink, NoEvents, RestartReason};
 pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
+pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use state::{
+    CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
+};
 pub use stop::Cancel;
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user

@@ -167,6 +167,6 @@ impl<P: Protocol> Run<'_, P> {
 
 /// `path` made absolute (against the current directory), so a journal written
 /// from one directory is found from another.
-fn absolute(path: &std::path::Path) -> PathBuf {
+pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -1,5 +1,6 @@
 //! What the files of one run share.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -10,6 +11,7 @@ use crate::congestion::Congestion;
 use crate::journal::Journal;
 use crate::journal_writer::JournalWriter;
 use crate::name_lock::NameLocks;
+use crate::receipts::ReceiptRecord;
 use crate::retry::Backoff;
 use crate::stop::Stop;
 use crate::{Event, EventSink, UploadConfig};
@@ -34,6 +36,9 @@ pub(crate) struct Run<'a, P> {
     /// Where uploads record how far the server got (`None`: not recorded), and
     /// the thread that writes it.
     pub(crate) journal: Option<(Journal, JournalWriter)>,
+    /// The newest receipt of each file name verified earlier in this dataset,
+    /// loaded once at the start (empty without a state directory).
+    pub(crate) receipts: HashMap<String, ReceiptRecord>,
     /// One uploader per name on this machine (with the journal only).
     pub(crate) locks: Option<NameLocks>,
     /// Whether locking failed and uploads go on unlocked (said once).

@@ -1,6 +1,7 @@
 //! Running uploads: files checked first, then up to `parallel` at once, largest
 //! first, sharing one connection pool, byte budget and concurrency limit.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,11 +16,13 @@ use crate::chunking::ChunkSizer;
 use crate::client::DatafileClient;
 use crate::congestion::Congestion;
 use crate::journal::Journal;
-use crate::journal_writer::JournalWriter;
+use crate::journal_writer::{JournalWriter, Unsaved};
 use crate::name_lock::NameLocks;
 use crate::preflight::{CheckedFile, check_all};
+use crate::receipts::ReceiptRecord;
 use crate::retry::Backoff;
 use crate::run::Run;
+use crate::state::StateDir;
 use crate::stop::{Cancel, Stop, StopKind};
 use crate::{Error, Event, EventSink, MAX_CHUNK_SIZE, UploadConfig};
 
@@ -57,6 +60,16 @@ pub enum FileOutcome {
         blake3: String,
         /// The server's receipt, when it sends one (the mock does).
         receipt: Option<VerifyReceipt>,
+    },
+    /// Not uploaded: a receipt in the state directory says this very file was
+    /// verified earlier (see [`crate::UploadConfig::force`]).
+    Skipped {
+        /// The receipt (as saved again when the file was recognized by its hash:
+        /// the file's metadata now, the rest as verified).
+        receipt: Box<ReceiptRecord>,
+        /// Whether the file was read to be recognized (its metadata differ from
+        /// the receipt's: touched, copied or moved, same size and blake3).
+        hashed: bool,
     },
     /// Not uploaded, and why.
     Failed(Error),
@@ -96,11 +109,22 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether every file was verified.
+    /// Whether every file was verified in this run.
     pub fn all_verified(&self) -> bool {
         self.files
             .iter()
             .all(|f| matches!(f.outcome, FileOutcome::Verified { .. }))
+    }
+
+    /// Whether every file is in the dataset: verified in this run, or skipped
+    /// because a receipt says it was verified earlier.
+    pub fn all_done(&self) -> bool {
+        self.files.iter().all(|f| {
+            matches!(
+                f.outcome,
+                FileOutcome::Verified { .. } | FileOutcome::Skipped { .. }
+            )
+        })
     }
 
     /// The error that stopped the run (401, 404), if one did.
@@ -178,7 +202,11 @@ impl Uploader {
         cancel: &Cancel,
     ) -> Report {
         let config = &self.config;
-        let (journal, locks) = self.state_dir(events);
+        let InState {
+            journal,
+            locks,
+            receipts,
+        } = self.state_dir(events);
         let run = Run {
             protocol: &self.client,
             config,
@@ -195,6 +223,7 @@ impl Uploader {
             stop: Stop::default(),
             contacted: AtomicBool::new(false),
             journal,
+            receipts,
             locks,
             unlocked: AtomicBool::new(false),
             token_lock: tokio::sync::Mutex::new(()),
@@ -248,12 +277,22 @@ impl Uploader {
             outcomes[i] = Some((
                 match result {
                     Ok(outcome) => {
-                        if let FileOutcome::Verified { blake3, .. } = &outcome {
-                            events.emit(Event::FileVerified {
-                                path,
-                                size,
-                                blake3: blake3.clone(),
-                            });
+                        match &outcome {
+                            FileOutcome::Verified { blake3, .. } => {
+                                events.emit(Event::FileVerified {
+                                    path,
+                                    size,
+                                    blake3: blake3.clone(),
+                                });
+                            }
+                            FileOutcome::Skipped { receipt, .. } => {
+                                events.emit(Event::FileSkipped {
+                                    path,
+                                    size,
+                                    verified_at: receipt.verified_at,
+                                });
+                            }
+                            _ => {}
                         }
                         outcome
                     }
@@ -283,10 +322,7 @@ impl Uploader {
         } = run;
         if let Some((_, writer)) = journal {
             for failure in writer.close().await {
-                events.emit(Event::JournalIgnored {
-                    path: failure.path,
-                    reason: failure.reason,
-                });
+                events.emit(failure_event(failure));
             }
         }
         let files = files
@@ -310,33 +346,77 @@ impl Uploader {
         }
     }
 
-    /// The journal and the name locks in the state directory, if one is
-    /// configured and usable (otherwise the run goes on without, and says so).
-    fn state_dir(
-        &self,
-        events: &dyn EventSink,
-    ) -> (Option<(Journal, JournalWriter)>, Option<NameLocks>) {
-        let Some(dir) = &self.config.journal_dir else {
-            return (None, None);
+    /// The journal, the name locks and the receipts of this dataset in the state
+    /// directory, if one is configured and usable (otherwise the run goes on
+    /// without, and says so).
+    fn state_dir(&self, events: &dyn EventSink) -> InState {
+        let Some(dir) = &self.config.state_dir else {
+            return InState::default();
         };
-        let journal = Journal::new(dir.clone());
-        match journal.create_dir().and_then(|()| NameLocks::open(dir)) {
+        let state = StateDir::new(dir.clone());
+        let journal = state.journal();
+        let store = state.receipt_store();
+        let (server, dataset) = (self.config.server.as_str(), self.config.dataset.as_str());
+        let receipts = store.load(server, dataset).unwrap_or_else(|e| {
+            events.emit(Event::ReceiptProblem {
+                path: store.file(server, dataset),
+                reason: format!(
+                    "cannot read the receipts of earlier uploads ({e}): files verified \
+                     earlier are not skipped (the server refuses names it holds)"
+                ),
+            });
+            HashMap::new()
+        });
+        match journal
+            .create_dir()
+            .and_then(|()| NameLocks::open(journal.dir()))
+        {
             Ok(locks) => {
                 let writer = JournalWriter::start(
                     journal.clone(),
+                    store,
                     self.config.journal_interval,
                     self.config.journal_bytes,
                 );
-                (Some((journal, writer)), Some(locks))
+                InState {
+                    journal: Some((journal, writer)),
+                    locks: Some(locks),
+                    receipts,
+                }
             }
             Err(e) => {
                 events.emit(Event::StateDirUnusable {
-                    dir: dir.clone(),
+                    dir: journal.dir().to_path_buf(),
                     reason: e.to_string(),
                 });
-                (None, None)
+                InState {
+                    receipts,
+                    ..InState::default()
+                }
             }
         }
+    }
+}
+
+/// What a run uses of the state directory.
+#[derive(Default)]
+struct InState {
+    journal: Option<(Journal, JournalWriter)>,
+    locks: Option<NameLocks>,
+    receipts: HashMap<String, ReceiptRecord>,
+}
+
+/// The event a failed write of the journal writer becomes.
+fn failure_event(failure: crate::journal_writer::WriteFailure) -> Event {
+    match failure.what {
+        Unsaved::Journal => Event::JournalIgnored {
+            path: failure.path,
+            reason: failure.reason,
+        },
+        Unsaved::Receipt => Event::ReceiptProblem {
+            path: failure.path,
+            reason: failure.reason,
+        },
     }
 }
 
@@ -345,10 +425,7 @@ impl<P> Run<'_, P> {
     fn report_journal_failures(&self) {
         if let Some((_, writer)) = &self.journal {
             for failure in writer.failures() {
-                self.emit(Event::JournalIgnored {
-                    path: failure.path,
-                    reason: failure.reason,
-                });
+                self.emit(failure_event(failure));
             }
         }
     }

@@ -33,7 +33,8 @@ fn config(
     )
     .chunk_size(chunk);
     config.max_chunk_size = max;
-    config.journal_dir = Some(journal.to_path_buf());
+    // The journal is `<state dir>/journal`.
+    config.state_dir = journal.parent().map(Path::to_path_buf);
     read.apply(&mut config);
     config
 }

@@ -398,7 +398,7 @@ async fn a_name_being_uploaded_is_refused_to_a_second_uploader() {
     let state = dir.path().join("state");
     let with_journal = |read| {
         let mut config = support::config(&server, 4096, read);
-        config.journal_dir = Some(state.clone());
+        config.state_dir = Some(state.clone());
         Uploader::new(config).unwrap()
     };
     let (a, b) = (with_journal(Read::Default), with_journal(Read::Default));

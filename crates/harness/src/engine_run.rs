@@ -47,7 +47,7 @@ impl EngineSettings {
             memory: config.memory,
             prefetch: config.reader.prefetch,
             read_ahead_bytes: config.reader.read_ahead_bytes,
-            journal: config.journal_dir.is_some(),
+            journal: config.state_dir.is_some(),
             read_mode: format!("{:?}", config.read_mode),
             max_attempts: config.retry.max_attempts,
             idle_timeout_s: config.idle_timeout.as_secs_f64(),

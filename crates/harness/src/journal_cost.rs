@@ -119,11 +119,11 @@ impl Runner<'_> {
             for i in (0..states.len()).map(|i| (i + rep) % states.len()) {
                 let (state, results) = (&states[i], &mut reps[i]);
                 let dir = self.state_dir(*state)?;
-                let journal = dir.as_ref().map(|d| d.path().join("journal"));
+                let state_dir = dir.as_ref().map(|d| d.path().to_path_buf());
                 let r = self
                     .engine_rep(&mock, state.key(), rep, files, &|c| {
                         tweak(c);
-                        c.journal_dir = journal.clone();
+                        c.state_dir = state_dir.clone();
                     })
                     .await?;
                 self.report_rep(scenario, &state.label(&self.config.out_dir), rep, &r);
@@ -144,7 +144,7 @@ impl Runner<'_> {
                 side.engine = Some(engine_run::settings(|c| {
                     tweak(c);
                     if *state != State::None {
-                        c.journal_dir = Some(PathBuf::from("journal"));
+                        c.state_dir = Some(PathBuf::from("state"));
                     }
                 })?);
                 Ok(side)

@@ -69,7 +69,9 @@ pub use config::{
 };
 pub use data::{DataFile, generate as generate_data};
 pub use engine_run::EngineSettings;
-pub use report::{COMMAND_FILE, RESULTS_FILE, SUMMARY_FILE, human as human_bytes, utc_timestamp};
+pub use report::{
+    COMMAND_FILE, RESULTS_FILE, SUMMARY_FILE, human as human_bytes, utc_minute, utc_timestamp,
+};
 pub use results::{
     Machine, Medians, MockFacts, ModelBound, Ratio, Rep, Results, ScenarioResult, Side,
 };

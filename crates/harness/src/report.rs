@@ -31,6 +31,17 @@ pub fn utc_timestamp(at: SystemTime) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM UTC` for `secs` since the epoch, for people.
+pub fn utc_minute(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
 /// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -211,6 +222,16 @@ pub fn human(bytes: u64) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn utc_minutes_of_known_instants() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        // A leap day of a century divisible by 400, one second before midnight.
+        assert_eq!(utc_minute(951_868_799), "2000-02-29 23:59 UTC");
+        assert_eq!(utc_minute(1_700_000_000), "2023-11-14 22:13 UTC");
+        // 2100 is not a leap year.
+        assert_eq!(utc_minute(4_107_542_400), "2100-03-01 00:00 UTC");
+    }
 
     #[test]
     fn human_sizes() {

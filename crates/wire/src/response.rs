@@ -32,7 +32,9 @@ pub enum Outcome {
     /// 409 `{"error": "no_session"}`: the server has no open upload for this name
     /// (never set up, or forgotten); start again from setup.
     NoSession,
-    /// 409 on setup: a file of this name is already in the dataset.
+    /// 409 on setup with `{"error": "already_exists"}`: a file of this name is
+    /// already in the dataset. (A 409 on setup with any other body is
+    /// [`Outcome::Rejected`], so that what the server said is shown.)
     AlreadyExists,
     /// 413: the request is over the server's size limit.
     TooLarge,
@@ -78,7 +80,12 @@ pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str
                 return Outcome::NoSession;
             }
             match phase {
-                Phase::Setup => Outcome::AlreadyExists,
+                Phase::Setup
+                    if conflict.and_then(|c| c.error.as_deref()) == Some("already_exists") =>
+                {
+                    Outcome::AlreadyExists
+                }
+                Phase::Setup => Outcome::Rejected,
                 Phase::Transfer => match conflict.and_then(|c| c.expected_offset) {
                     Some(expected_offset) => Outcome::Realign { expected_offset },
                     None => Outcome::Rejected,
@@ -202,8 +209,19 @@ mod tests {
         );
         assert_eq!(classify(Phase::Verify, 409, b"{}", None), Outcome::Rejected);
         assert_eq!(
-            classify(Phase::Setup, 409, b"", None),
+            classify(
+                Phase::Setup,
+                409,
+                br#"{"error": "already_exists", "message": "x"}"#,
+                None
+            ),
             Outcome::AlreadyExists
+        );
+        // Any other conflict on setup is shown as the server said it.
+        assert_eq!(classify(Phase::Setup, 409, b"", None), Outcome::Rejected);
+        assert_eq!(
+            classify(Phase::Setup, 409, br#"{"error": "locked"}"#, None),
+            Outcome::Rejected
         );
         for phase in [Phase::Transfer, Phase::Verify] {
             assert_eq!(

@@ -1,0 +1,96 @@
+//! `idb status`: what the state directory knows of one dataset, on stdout.
+
+use std::time::SystemTime;
+
+use anyhow::Context;
+use idb_engine::{DatasetKey, LocalFile, Scope, StateDir};
+use url::Url;
+
+use crate::cli::StatusArgs;
+use crate::dates::{age, utc_minute};
+use crate::exit::Exit;
+use crate::size::human;
+
+/// Hex digits of a receipt's blake3 shown (enough to compare by eye).
+const BLAKE3_PREFIX: usize = 12;
+
+pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    let (server, dataset, state) = match configure(&args) {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::BadInput);
+        }
+    };
+    let receipts = state.receipts(&server, &dataset)?;
+    let unfinished = state.unfinished(&Scope {
+        server: Some(server.clone()),
+        dataset: Some(dataset.clone()),
+    })?;
+    println!("state directory: {}", state.root().display());
+    println!(
+        "unfinished uploads into {dataset} on {server}: {}",
+        unfinished.len()
+    );
+    let now = SystemTime::now();
+    for journal in &unfinished {
+        let local = match &journal.local {
+            LocalFile::Unchanged => String::new(),
+            LocalFile::Changed => {
+                "; the local file changed since (a re-run starts it over)".to_owned()
+            }
+            LocalFile::Vanished => "; the local file is gone".to_owned(),
+            LocalFile::Unknown(why) => format!("; the local file cannot be looked at ({why})"),
+        };
+        println!(
+            "  {}  {}  {} of {} acknowledged, saved {} ago{local}",
+            journal.filename,
+            journal.path.display(),
+            human(journal.acked),
+            human(journal.size),
+            age(now.duration_since(journal.saved_at).unwrap_or_default()),
+        );
+    }
+    println!("verified uploads (receipts): {}", receipts.len());
+    for receipt in &receipts {
+        println!(
+            "  {}  {}  verified {}  blake3 {}",
+            receipt.filename,
+            human(receipt.size),
+            utc_minute(receipt.verified_at),
+            receipt
+                .blake3
+                .get(..BLAKE3_PREFIX)
+                .unwrap_or(&receipt.blake3),
+        );
+    }
+    if !unfinished.is_empty() {
+        eprintln!(
+            "the same `idb upload` command resumes the unfinished files; `idb clean` removes \
+             journals that can no longer help"
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// The server and dataset asked about, and the state directory.
+fn configure(args: &StatusArgs) -> anyhow::Result<(Url, DatasetKey, StateDir)> {
+    let dataset = DatasetKey::new(&args.dataset)?;
+    let server = server_url(&args.server)?;
+    Ok((server, dataset, state_dir(args.state_dir.as_deref())?))
+}
+
+/// `--server` as a URL (normalized as `idb upload` records it).
+pub fn server_url(text: &str) -> anyhow::Result<Url> {
+    text.parse().with_context(|| {
+        format!("--server {text:?} is not a URL like https://databank.illinois.edu")
+    })
+}
+
+/// The state directory `idb upload` would use.
+pub fn state_dir(given: Option<&std::path::Path>) -> anyhow::Result<StateDir> {
+    let root = crate::upload::state_dir(given).context(
+        "no state directory: set --state-dir (or IDB_STATE_DIR, XDG_STATE_HOME or HOME)",
+    )?;
+    Ok(StateDir::new(root))
+}

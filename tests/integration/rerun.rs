@@ -1,0 +1,245 @@
+//! Re-running a command: files verified earlier are skipped by their receipts
+//! (by metadata, or by blake3 when only the metadata changed), changed files go
+//! up again (and meet the server's refusal of a verified name), `--force`
+//! ignores receipts, and a run stopped by a signal sends only what is unfinished.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::util::{CHUNK, DS, Dir, Mock, TOKEN, journals};
+
+/// Every file in the test's state directory, however deep.
+pub fn state_files(dir: &Dir) -> Vec<PathBuf> {
+    fn walk(path: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(path).into_iter().flatten() {
+            let path = entry.expect("list the state directory").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&dir.join("state"), &mut files);
+    files
+}
+
+/// The receipts files (`*.jsonl`) in the test's state directory.
+pub fn receipt_files(dir: &Dir) -> Vec<PathBuf> {
+    state_files(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect()
+}
+
+/// The token appears in no file of the state directory (journals, receipts,
+/// the lock file).
+#[track_caller]
+fn assert_token_not_in_state(dir: &Dir) {
+    let files = state_files(dir);
+    assert!(!files.is_empty(), "the state directory is empty");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token is in {}",
+            file.display()
+        );
+    }
+}
+
+/// The line that says `path` was skipped (the date follows).
+fn skipped(path: &Path) -> String {
+    format!("skipped {}: already uploaded on ", path.display())
+}
+
+/// Sets a file's modification time (as `touch -d` would), keeping its bytes.
+pub fn set_mtime(path: &Path, when: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(when))
+        .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
+}
+
+#[test]
+fn a_rerun_after_success_sends_nothing_and_says_skipped() {
+    let dir = Dir::new("a_rerun_after_success_sends_nothing_and_says_skipped");
+    let mock = Mock::standard();
+    let (one, _) = dir.random_file("one.bin", 3 * CHUNK + 1);
+    let (two, _) = dir.random_file("two.bin", 100);
+    let (empty, _) = dir.random_file("empty.bin", 0);
+    let upload = || {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .args([&one, &two, &empty])
+    };
+    upload().run().expect_code(0);
+    let before = mock.stats();
+
+    let run = upload().run();
+
+    run.expect_code(0)
+        .stderr_has(&skipped(&one))
+        .stderr_has(&skipped(&two))
+        .stderr_has(&skipped(&empty))
+        .stderr_has(" UTC (receipt in the state directory)")
+        .stderr_has("0 of 3 files verified (0 B), 3 skipped");
+    assert!(run.verified_lines().is_empty(), "{}", run.describe());
+    assert_eq!(
+        mock.stats().requests_arrived,
+        before.requests_arrived,
+        "no setup, no transfer, no verify"
+    );
+    assert_eq!(receipt_files(&dir).len(), 1, "one receipts file a dataset");
+    assert_token_not_in_state(&dir);
+}
+
+#[test]
+fn a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name() {
+    let dir = Dir::new("a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name");
+    let mock = Mock::standard();
+    let (touched, _) = dir.random_file("touched.bin", 2 * CHUNK + 9);
+    let (modified, first_bytes) = dir.random_file("modified.bin", CHUNK + 3);
+    let upload = || {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .args([&touched, &modified])
+    };
+    upload().run().expect_code(0);
+    // Same bytes, new times; same size, other bytes.
+    set_mtime(
+        &touched,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    );
+    let mut other = first_bytes.clone();
+    other[7] ^= 0xff;
+    std::fs::write(&modified, &other).unwrap();
+    let before = mock.stats();
+
+    let run = upload().run();
+
+    run.expect_code(1)
+        .stderr_has(&skipped(&touched))
+        .stderr_has("\"modified.bin\" is already in dataset IDB-7000001")
+        .stderr_has("by a run recorded in the state directory")
+        .stderr_has("remove it on the dataset's page, or rename the local file")
+        .stderr_has("0 of 2 files verified (0 B), 1 skipped, 1 failed");
+    let after = mock.stats();
+    assert_eq!(
+        after.requests_arrived - before.requests_arrived,
+        1,
+        "one setup, of the modified file, refused; nothing of the touched one"
+    );
+    assert_eq!(after.bytes_received, before.bytes_received, "no transfer");
+    mock.assert_stored(DS, "modified.bin", &first_bytes);
+    // The touched file's receipt was saved again with its new times: the next
+    // run knows it without reading it.
+    let receipts = std::fs::read_to_string(&receipt_files(&dir)[0]).unwrap();
+    let touched_lines: Vec<&str> = receipts
+        .lines()
+        .filter(|l| l.contains("\"touched.bin\""))
+        .collect();
+    assert_eq!(touched_lines.len(), 2, "{receipts}");
+    assert!(
+        touched_lines[1].contains("\"modified\":[1000000,0]"),
+        "{receipts}"
+    );
+}
+
+#[test]
+fn force_sends_setup_again_and_the_refusal_says_already_in_the_dataset() {
+    let dir = Dir::new("force_sends_setup_again_and_the_refusal_says_already_in_the_dataset");
+    let mock = Mock::standard();
+    let (path, bytes) = dir.random_file("data.bin", 2 * CHUNK);
+    dir.upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&path)
+        .run()
+        .expect_code(0);
+    let before = mock.stats();
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg("--force")
+        .arg(&path)
+        .run();
+
+    run.expect_code(1)
+        .stderr_has("\"data.bin\" is already in dataset IDB-7000001")
+        .stderr_has("nothing of this file was sent")
+        .stderr_has("--force does not overwrite")
+        .stderr_has("0 of 1 files verified (0 B), 1 failed");
+    assert!(!run.stderr.contains(&skipped(&path)), "{}", run.describe());
+    assert!(!run.stderr.contains("gave up"), "{}", run.describe());
+    let after = mock.stats();
+    assert_eq!(after.requests_arrived - before.requests_arrived, 1, "setup");
+    assert_eq!(after.bytes_received, before.bytes_received);
+    mock.assert_stored(DS, "data.bin", &bytes);
+}
+
+/// A run stopped by SIGINT with two files verified and one part way: the same
+/// command skips the two, resumes the third, and sends nothing twice.
+#[test]
+fn a_rerun_after_sigint_uploads_only_the_unfinished_files() {
+    let dir = Dir::new("a_rerun_after_sigint_uploads_only_the_unfinished_files");
+    let mock = Mock::standard();
+    // One file at a time, largest first: first, second, then last.
+    let (first, first_bytes) = dir.random_file("first.bin", 12 * CHUNK);
+    let (second, second_bytes) = dir.random_file("second.bin", 11 * CHUNK);
+    let (last, last_bytes) = dir.random_file("last.bin", 10 * CHUNK + 5);
+    let upload = || {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .args(["--parallel", "1"])
+            .args([&last, &second, &first])
+    };
+    let running = upload().spawn();
+    // Three chunks of the last file accepted: the other two are verified (its
+    // setup came after their verify); hold it there.
+    mock.block_on(mock.wait_for_chunks(12 + 11 + 3));
+    mock.pause();
+    running.signal(libc::SIGINT);
+    let run = running.wait();
+    run.expect_code(130)
+        .verified_exactly(&[(&first, &first_bytes), (&second, &second_bytes)])
+        .stderr_has("interrupted: ");
+    assert_eq!(journals(&dir).len(), 1, "{}", run.describe());
+    assert_token_not_in_state(&dir);
+    mock.resume();
+    let before = mock.stats();
+    let held: u64 = mock.accepted(DS, "last.bin").iter().map(|c| c.1).sum();
+
+    let run = upload().run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&last, &last_bytes)])
+        .stderr_has(&skipped(&first))
+        .stderr_has(&skipped(&second))
+        .stderr_has(&format!("resuming {}", last.display()))
+        .stderr_has(" 2 skipped;")
+        .stderr_has("1 of 3 files verified (");
+    let after = mock.stats();
+    assert_eq!(after.files_verified - before.files_verified, 1);
+    // Only the rest of the unfinished file: what the server held when the first
+    // run ended, give or take the chunk it had in flight (its answer lost, or
+    // its body cut short by the exit).
+    let sent = after.bytes_received - before.bytes_received;
+    let rest = last_bytes.len() as u64 - held;
+    assert!(
+        sent <= rest + 2 * CHUNK as u64 && sent < last_bytes.len() as u64,
+        "sent {sent} bytes, the rest was {rest}\n{}",
+        run.describe()
+    );
+    for (name, bytes) in [
+        ("first.bin", &first_bytes),
+        ("second.bin", &second_bytes),
+        ("last.bin", &last_bytes),
+    ] {
+        mock.assert_stored(DS, name, bytes);
+    }
+    assert!(journals(&dir).is_empty());
+    assert_token_not_in_state(&dir);
+}

@@ -1,0 +1,178 @@
+//! `idb status` (what the state directory knows of a dataset) and `idb clean`
+//! (stale journals removed, a name in use kept, receipts never removed).
+
+use std::time::{Duration, SystemTime};
+
+use crate::rerun::{receipt_files, set_mtime};
+use crate::util::{CHUNK, DS, Dir, Mock, TOKEN, blake3_hex, journals};
+
+/// What a stopped run left: `done.bin` (12 chunks) went first and was verified
+/// (a receipt); the run was stopped by SIGINT after 3 chunks of `part.bin` (10
+/// chunks), whose journal stays.
+struct Leftovers {
+    done_bytes: Vec<u8>,
+    part: std::path::PathBuf,
+}
+
+impl Leftovers {
+    fn make(dir: &Dir, mock: &Mock) -> Self {
+        let (done, done_bytes) = dir.random_file("done.bin", 12 * CHUNK);
+        let (part, _) = dir.random_file("part.bin", 10 * CHUNK);
+        let running = dir
+            .upload(mock, DS)
+            .token(TOKEN)
+            .args(["--parallel", "1"])
+            .args([&part, &done])
+            .spawn();
+        mock.block_on(mock.wait_for_chunks(12 + 3));
+        // Hold the rest, so the stop finds it part way.
+        mock.pause();
+        running.signal(libc::SIGINT);
+        running.wait().expect_code(130);
+        mock.resume();
+        assert_eq!(journals(dir).len(), 1);
+        Self { done_bytes, part }
+    }
+}
+
+fn status(dir: &Dir, mock: &Mock, dataset: &str) -> crate::util::Run {
+    dir.idb(["status", "--dataset", dataset, "--server", &mock.url()])
+        .run()
+}
+
+#[test]
+fn status_lists_unfinished_uploads_and_receipts() {
+    let dir = Dir::new("status_lists_unfinished_uploads_and_receipts");
+    let mock = Mock::standard();
+    let left = Leftovers::make(&dir, &mock);
+
+    let run = status(&dir, &mock, DS);
+
+    run.expect_code(0)
+        .stdout_has(&format!(
+            "unfinished uploads into {DS} on {}/: 1\n",
+            mock.url()
+        ))
+        .stdout_has(&format!("  part.bin  {}  ", left.part.display()))
+        .stdout_has(" of 640.0 KiB acknowledged, saved ")
+        .stdout_has("verified uploads (receipts): 1\n")
+        .stdout_has("  done.bin  768.0 KiB  verified 2")
+        .stdout_has(&format!(
+            " UTC  blake3 {}\n",
+            &blake3_hex(&left.done_bytes)[..12]
+        ));
+    assert!(!run.stdout.contains("changed since"), "{}", run.describe());
+
+    // The local file changes: said. Another dataset: nothing.
+    std::fs::write(&left.part, b"other").unwrap();
+    status(&dir, &mock, DS)
+        .expect_code(0)
+        .stdout_has("; the local file changed since (a re-run starts it over)");
+    status(&dir, &mock, "IDB-7000002")
+        .expect_code(0)
+        .stdout_has("unfinished uploads into IDB-7000002 on ")
+        .stdout_has(": 0\n")
+        .stdout_has("verified uploads (receipts): 0\n");
+}
+
+#[test]
+fn clean_removes_the_journal_of_a_changed_file_and_keeps_receipts() {
+    let dir = Dir::new("clean_removes_the_journal_of_a_changed_file_and_keeps_receipts");
+    let mock = Mock::standard();
+    let left = Leftovers::make(&dir, &mock);
+
+    // A fresh journal of an unchanged file is not stale.
+    dir.idb(["clean"])
+        .run()
+        .expect_code(0)
+        .stderr_has("removed 0 stale journals");
+    assert_eq!(journals(&dir).len(), 1);
+
+    let mut bytes = std::fs::read(&left.part).unwrap();
+    bytes.push(1);
+    std::fs::write(&left.part, &bytes).unwrap();
+    let what = format!(
+        "the journal of {} (part.bin into {DS} on ",
+        left.part.display()
+    );
+    dir.idb(["clean", "--dry-run"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("would remove {what}"))
+        .stdout_has("the local file changed since")
+        .stderr_has("nothing was removed (--dry-run)");
+    assert_eq!(journals(&dir).len(), 1, "a dry run removes nothing");
+
+    // Another dataset's scope leaves it alone.
+    dir.idb(["clean", "--dataset", "IDB-7000002"])
+        .run()
+        .expect_code(0)
+        .stderr_has("removed 0 stale journals");
+    assert_eq!(journals(&dir).len(), 1);
+
+    dir.idb(["clean", "--dataset", DS])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("removed {what}"))
+        .stderr_has("removed 1 stale journals")
+        .stderr_has("receipts of verified files are kept");
+    assert!(journals(&dir).is_empty());
+    assert_eq!(receipt_files(&dir).len(), 1, "receipts are never removed");
+}
+
+#[test]
+fn clean_help_says_receipts_are_never_removed() {
+    let dir = Dir::new("clean_help_says_receipts_are_never_removed");
+    dir.idb(["clean", "--help"])
+        .run()
+        .expect_code(0)
+        .stdout_has("Receipts of verified files are never removed");
+}
+
+/// A journal not written for longer than a token lives is stale (its mtime is
+/// set back rather than waited for); while an idb uploads that name, it is kept.
+#[test]
+fn clean_removes_old_journals_but_not_one_in_use() {
+    let dir = Dir::new("clean_removes_old_journals_but_not_one_in_use");
+    let mock = Mock::standard();
+    let left = Leftovers::make(&dir, &mock);
+    let journal = journals(&dir).pop().unwrap();
+    set_mtime(
+        &journal,
+        SystemTime::now() - Duration::from_secs(4 * 24 * 3600 + 60),
+    );
+    let what = format!("the journal of {}", left.part.display());
+    dir.idb(["clean", "--dry-run"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("would remove {what}"))
+        .stdout_has("not written for 4 days (a token lives 3 days)");
+
+    // The same upload resumes; its first transfer is held at the server, so it
+    // holds the name meanwhile (and writes no journal: nothing is acknowledged).
+    mock.pause();
+    let arrived = mock.stats().requests_arrived;
+    let running = dir.upload(&mock, DS).token(TOKEN).arg(&left.part).spawn();
+    mock.block_on(mock.wait_for_requests(arrived + 1));
+    dir.idb(["clean"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("kept {what} (part.bin into {DS} on "))
+        .stdout_has(&format!(
+            "but idb (pid {}) is uploading that name now",
+            running.pid()
+        ))
+        .stderr_has("removed 0 stale journals");
+    assert_eq!(journals(&dir), [journal]);
+
+    // Once it is gone, the old journal goes.
+    running.kill9();
+    mock.resume();
+    dir.idb(["clean"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("removed {what}"))
+        .stdout_has("not written for 4 days")
+        .stderr_has("removed 1 stale journals");
+    assert!(journals(&dir).is_empty());
+}
