@@ -2,13 +2,14 @@
 //! of the round trip. Sends no setup and no transfer (the probe is a `HEAD` of
 //! the server's address, without the token).
 
-use idb_engine::{CheckedFiles, Uploader};
+use idb_engine::{CheckedFiles, Known, Uploader};
 use serde_json::json;
 
 use crate::cli::UploadArgs;
 use crate::console::Console;
+use crate::dates::utc_minute;
 use crate::exit::Exit;
-use crate::progress::{JSON_SCHEMA, duration};
+use crate::progress::JSON_SCHEMA;
 use crate::size::human;
 use crate::text::{escape, escaped};
 
@@ -18,21 +19,59 @@ pub async fn run(
     args: &UploadArgs,
     console: &Console,
 ) -> Exit {
-    let mut calls = 0;
-    for (path, size) in files.iter() {
-        console.data(&format!("would upload {} ({})", escaped(path), human(size)));
+    let known = match uploader.known_by_receipts(files) {
+        Ok(known) => known,
+        Err(e) => {
+            console.error(&format!(
+                "warning: {}; every file is counted as to upload",
+                escape(&e.to_string())
+            ));
+            files.iter().map(|_| None).collect()
+        }
+    };
+    let (mut calls, mut total, mut count, mut skipped) = (0, 0, 0, 0);
+    for ((path, size), known) in files.iter().zip(known) {
+        let (event, line) = match &known {
+            Some(Known::Same(receipt)) => {
+                skipped += 1;
+                let when = utc_minute(receipt.verified_at);
+                let line = format!("would skip {}: already uploaded on {when}", escaped(path));
+                ("would_skip", line)
+            }
+            Some(Known::SameSize(receipt)) => {
+                let when = utc_minute(receipt.verified_at);
+                let line = format!(
+                    "would read {} ({}) and skip it if its blake3 is that of the copy \
+                     uploaded on {when} (it changed on disk since)",
+                    escaped(path),
+                    human(size)
+                );
+                ("would_check", line)
+            }
+            None => {
+                let line = format!("would upload {} ({})", escaped(path), human(size));
+                ("would_upload", line)
+            }
+        };
+        console.data(&line);
         console.json_line(&json!({
             "schema": JSON_SCHEMA,
-            "event": "would_upload",
+            "event": event,
             "path": escaped(path),
             "size": size,
         }));
-        calls += calls_for(size, args.transfer.chunk_size, args.transfer.max_chunk_size);
+        if !matches!(known, Some(Known::Same(_))) {
+            count += 1;
+            total += size;
+            calls += calls_for(size, args.transfer.chunk_size, args.transfer.max_chunk_size);
+        }
     }
-    let total = files.total_bytes();
+    let skipping = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} more skipped: receipts say they were verified earlier)"),
+    };
     console.error(&format!(
-        "dry run: {} files, {} in total; nothing was sent",
-        files.len(),
+        "dry run: {count} files to upload, {} in total{skipping}; nothing was sent",
         human(total)
     ));
     let rtt = match uploader.round_trip().await {
@@ -43,12 +82,12 @@ pub async fn run(
         }
     };
     // One call after another within a file, `parallel` files at once.
-    let parallel = args.transfer.parallel.clamp(1, files.len().max(1)) as u64;
+    let parallel = args.transfer.parallel.clamp(1, count.max(1)) as u64;
     let round_trips = rtt.mul_f64(calls as f64 / parallel as f64);
     let bytes = match args.transfer.bwlimit {
         Some(rate) => format!(
             "; the bytes themselves take {} at --bwlimit {}/s",
-            duration(total.div_ceil(rate)),
+            crate::dates::age(std::time::Duration::from_secs(total.div_ceil(rate))),
             human(rate)
         ),
         None => "; the bytes themselves take what the path's bandwidth allows".to_owned(),
@@ -64,7 +103,8 @@ pub async fn run(
     console.json_line(&json!({
         "schema": JSON_SCHEMA,
         "event": "dry_run",
-        "files": files.len(),
+        "files": count,
+        "skipped": skipped,
         "bytes": total,
         "rtt_ms": rtt.as_secs_f64() * 1e3,
         "calls": calls,

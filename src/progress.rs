@@ -149,7 +149,10 @@ impl Progress {
             .total_bytes
             .saturating_sub(state.ended_bytes + in_progress);
         let eta = match left.div_ceil(rate.max(1)) {
-            secs if rate > 0 && left > 0 => format!(", about {} left", duration(secs)),
+            secs if rate > 0 && left > 0 => format!(
+                ", about {} left",
+                crate::dates::age(Duration::from_secs(secs))
+            ),
             _ => String::new(),
         };
         let line = format!(
@@ -228,15 +231,6 @@ fn rate(bytes: u64, over: Duration) -> u64 {
         (bytes as f64 / secs) as u64
     } else {
         0
-    }
-}
-
-/// `75 s`, `12 min`, `3.5 h`.
-pub fn duration(secs: u64) -> String {
-    match secs {
-        0..120 => format!("{secs} s"),
-        120..7200 => format!("{} min", secs / 60),
-        _ => format!("{:.1} h", secs as f64 / 3600.0),
     }
 }
 

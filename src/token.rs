@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use idb_engine::{Token, TokenRefresh};
 
 use crate::console::Console;
-use crate::progress::duration;
 use crate::text::escaped;
 
 /// The environment variable that holds the token.
@@ -102,7 +101,7 @@ pub fn refresh_from_file(
             console.error(&format!(
                 "the server refused the token; waiting up to {} for a new token in {} \
                  (Ctrl-C to stop; the uploads go on where they are once it is there)",
-                duration(wait.as_secs()),
+                crate::dates::age(wait),
                 escaped(&path)
             ));
             let deadline = Instant::now() + wait;

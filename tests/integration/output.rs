@@ -352,14 +352,21 @@ fn completions_and_the_manual_page() {
     assert!(!usage.contains("--dataset"), "{usage}");
 }
 
-/// A dry run lists the files and the total, probes the round trip, and sends
-/// no setup and no transfer.
+/// A dry run lists the files, the total and what receipts would skip, probes
+/// the round trip, and sends no setup and no transfer.
 #[test]
 fn a_dry_run_lists_and_estimates_and_sends_nothing() {
     let dir = Dir::new("a_dry_run_lists_and_estimates_and_sends_nothing");
     let mock = Mock::standard();
     let (one, _) = dir.random_file("one.bin", 3 * CHUNK);
     let (two, _) = dir.random_file("two.bin", 10);
+    let (done, _) = dir.random_file("done.bin", 10);
+    dir.upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&done)
+        .run()
+        .expect_code(0);
+    let before = mock.stats();
 
     let run = dir
         .upload(&mock, DS)
@@ -367,18 +374,24 @@ fn a_dry_run_lists_and_estimates_and_sends_nothing() {
         .args(["--dry-run", "--bwlimit", "1MiB"])
         .arg(&one)
         .arg(&two)
+        .arg(&done)
         .run();
 
     run.expect_code(0)
         .stdout_has(&format!("would upload {} (192.0 KiB)", one.display()))
         .stdout_has(&format!("would upload {} (10 B)", two.display()))
-        .stderr_has("dry run: 2 files, 192.0 KiB in total; nothing was sent")
+        .stdout_has(&format!(
+            "would skip {}: already uploaded on ",
+            done.display()
+        ))
+        .stderr_has("dry run: 2 files to upload, 192.0 KiB in total (1 more skipped")
         .stderr_has("round trip to ")
         .stderr_has("about 8 calls, 2 files at once")
         .never_shows(TOKEN);
     let stats = mock.stats();
     // The two probes (HEAD of the server's address), and nothing else.
-    assert_eq!(stats.requests, 2, "{stats:?}");
-    assert_eq!((stats.bytes_received, stats.files_verified), (0, 0));
+    assert_eq!(stats.requests - before.requests, 2, "{stats:?}");
+    assert_eq!(stats.bytes_received, before.bytes_received);
+    assert_eq!(stats.files_verified, 1);
     assert!(journals(&dir).is_empty());
 }

@@ -88,4 +88,4 @@ pub use stop::Cancel;
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.
 pub const DEFAULT_OFFSET_WINDOW: usize = 4;
-pub use upload::{CheckedFiles, FileOutcome, FileReport, Report, Uploader};
+pub use upload::{CheckedFiles, FileOutcome, FileReport, Known, Report, Uploader};

@@ -51,6 +51,18 @@ impl CheckedFiles {
     }
 }
 
+/// What a receipt says of a file before its turn ([`Uploader::known_by_receipts`]).
+#[derive(Debug, Clone)]
+pub enum Known {
+    /// The receipt describes this very file (path, size, times, inode): it is
+    /// skipped without being read.
+    Same(Box<ReceiptRecord>),
+    /// A receipt of its name and size, of a file that looks different (touched,
+    /// copied, moved): at its turn the file is read and skipped if its blake3 is
+    /// the receipt's.
+    SameSize(Box<ReceiptRecord>),
+}
+
 /// What happened to one file.
 #[derive(Debug)]
 pub enum FileOutcome {
@@ -148,6 +160,36 @@ impl Uploader {
         config.validate()?;
         let client = DatafileClient::new(&config)?;
         Ok(Self { config, client })
+    }
+
+    /// For each file (in the order given), the receipt of its name in the state
+    /// directory that a run would judge it by, if any, as [`Known`]: what
+    /// `idb upload --dry-run` says would be skipped. Reads no file.
+    pub fn known_by_receipts(&self, files: &CheckedFiles) -> Result<Vec<Option<Known>>, Error> {
+        let Some(dir) = &self.config.state_dir else {
+            return Ok(files.0.iter().map(|_| None).collect());
+        };
+        if self.config.force {
+            return Ok(files.0.iter().map(|_| None).collect());
+        }
+        let receipts: HashMap<String, ReceiptRecord> = StateDir::new(dir.clone())
+            .receipts(&self.config.server, &self.config.dataset)?
+            .into_iter()
+            .map(|r| (r.filename.clone(), r))
+            .collect();
+        Ok(files
+            .0
+            .iter()
+            .map(|c| {
+                let receipt = receipts.get(&c.filename).filter(|r| r.size == c.size())?;
+                let path = crate::resume::absolute(&c.path);
+                Some(if receipt.describes(&path, &c.identity) {
+                    Known::Same(Box::new(receipt.clone()))
+                } else {
+                    Known::SameSize(Box::new(receipt.clone()))
+                })
+            })
+            .collect())
     }
 
     /// The round-trip time to the server, from a second `HEAD` of its address
