@@ -395,3 +395,70 @@ fn a_dry_run_lists_and_estimates_and_sends_nothing() {
     assert_eq!(stats.files_verified, 1);
     assert!(journals(&dir).is_empty());
 }
+
+/// `--json`: every line parses, carries the schema, and a run with a retry, a
+/// skipped and a failing file shows every event type.
+#[test]
+fn json_lines_carry_every_event_of_a_run() {
+    let dir = Dir::new("json_lines_carry_every_event_of_a_run");
+    let faults = idb_mock::FaultConfig {
+        rate: 0.0,
+        kinds: vec![idb_mock::FaultKind::ServerError],
+        ..idb_mock::FaultConfig::default()
+    };
+    let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN).faults(faults));
+    // Earlier runs: one file verified (its receipt skips it), and another local
+    // file's upload of the name `taken.bin`.
+    let (skipped, _) = dir.random_file("skipped.bin", 100);
+    let (earlier, _) = dir.random_file("earlier/taken.bin", 50);
+    for path in [&skipped, &earlier] {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .arg(path)
+            .run()
+            .expect_code(0);
+    }
+    let (taken, _) = dir.random_file("taken.bin", 60);
+    let (good, good_bytes) = dir.random_file("good.bin", 6 * CHUNK);
+
+    // Every datafile request fails with 500 until the first retry is seen.
+    mock.set_fault_rate(1.0).unwrap();
+    let running = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--json", "--parallel", "1"])
+        .args([&good, &taken, &skipped])
+        .spawn();
+    running.wait_for_stderr("retrying ");
+    mock.set_fault_rate(0.0).unwrap();
+    let run = running.wait();
+
+    run.expect_code(1).never_shows(TOKEN);
+    mock.assert_stored(DS, "good.bin", &good_bytes);
+    let mut events = std::collections::BTreeSet::new();
+    for line in run.stdout.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{}", run.describe()));
+        assert_eq!(value["schema"], 1, "{line}");
+        events.insert(value["event"].as_str().unwrap().to_owned());
+    }
+    let expected = [
+        "failed", "progress", "retry", "skipped", "started", "summary", "verified",
+    ];
+    assert_eq!(
+        events.iter().map(String::as_str).collect::<Vec<_>>(),
+        expected,
+        "{}",
+        run.describe()
+    );
+    let last: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &last["event"],
+            &last["verified"],
+            &last["skipped"],
+            &last["failed"]
+        ),
+        (&"summary".into(), &1.into(), &1.into(), &1.into())
+    );
+}
