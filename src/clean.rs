@@ -6,12 +6,12 @@ use crate::cli::CleanArgs;
 use crate::dates::age;
 use crate::exit::Exit;
 use crate::size::human;
-use crate::status::{server_url, state_dir};
+use crate::status::state_dir;
 
 pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
     let configured = (|| {
         let scope = Scope {
-            server: args.server.as_deref().map(server_url).transpose()?,
+            server: args.server.clone(),
             dataset: args.dataset.as_deref().map(DatasetKey::new).transpose()?,
         };
         anyhow::Ok((scope, state_dir(args.state_dir.as_deref())?))

@@ -57,18 +57,8 @@ pub struct UploadArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub select: SelectArgs,
-    /// The dataset key, like IDB-1234567 (or set IDB_DATASET).
-    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
-    pub dataset: Option<String>,
-    /// The Data Bank's address (http:// only for a test server).
-    #[arg(
-        long,
-        env = "IDB_SERVER",
-        default_value = "https://databank.illinois.edu",
-        value_parser = parse_server,
-        value_name = "URL"
-    )]
-    pub server: url::Url,
+    #[command(flatten)]
+    pub target: Target,
     /// Read the token from this file (otherwise from the IDB_TOKEN environment
     /// variable). If the server refuses the token mid-run, idb waits (see
     /// --token-wait) for a new token in this file and goes on with it.
@@ -78,10 +68,6 @@ pub struct UploadArgs {
     /// refuses the one in use, like 30m, 2h or 90s (0: stop at once, exit 3).
     #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
     pub token_wait: std::time::Duration,
-    /// Where unfinished uploads are recorded so the same command resumes them
-    /// (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
-    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
     /// How often, at most, the progress of unfinished uploads is saved in the state
     /// directory, in seconds (a killed run resends at most about this much); 0
     /// saves after every acknowledged chunk. Saving never holds up the upload.
@@ -103,6 +89,42 @@ pub struct UploadArgs {
     pub force: bool,
 }
 
+/// Which dataset on which server, and the state directory that records its
+/// uploads (`upload` and `status`).
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The dataset key, like IDB-1234567 (or set IDB_DATASET).
+    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
+    pub dataset: Option<String>,
+    /// The Data Bank's address (http:// only for a test server).
+    #[arg(
+        long,
+        env = "IDB_SERVER",
+        default_value = "https://databank.illinois.edu",
+        value_parser = parse_server,
+        value_name = "URL"
+    )]
+    pub server: url::Url,
+    /// Where unfinished uploads and receipts of verified files are recorded, so
+    /// the same command resumes or skips them (default: $XDG_STATE_HOME/idb, or
+    /// ~/.local/state/idb).
+    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// `--dataset`, validated (it may come from the environment, so clap does
+    /// not require it and it is checked here).
+    pub fn dataset_key(&self) -> anyhow::Result<idb_engine::DatasetKey> {
+        let Some(key) = &self.dataset else {
+            anyhow::bail!(
+                "no dataset: pass --dataset KEY or set IDB_DATASET (the key looks like IDB-1234567)"
+            );
+        };
+        idb_engine::DatasetKey::new(key).map_err(|e| anyhow::anyhow!("--dataset: {e}"))
+    }
+}
+
 /// What `idb upload` prints.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -113,7 +135,7 @@ pub struct OutputArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Print one JSON object per line on stdout (started, progress, retry,
-    /// verified, skipped, failed, interrupted, notice, summary); text for people
+    /// verified, skipped, failed, interrupted, summary); text for people
     /// goes to stderr only.
     #[arg(long)]
     pub json: bool,
@@ -465,20 +487,8 @@ mod bwlimit_tests {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The dataset key, like IDB-1234567.
-    #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
-    pub dataset: String,
-    /// The Data Bank's address (as given to `idb upload`).
-    #[arg(
-        long,
-        env = "IDB_SERVER",
-        default_value = "https://databank.illinois.edu",
-        value_name = "URL"
-    )]
-    pub server: String,
-    /// The state directory (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
-    #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -491,8 +501,8 @@ pub struct CleanArgs {
     #[arg(long, env = "IDB_DATASET", value_name = "KEY")]
     pub dataset: Option<String>,
     /// Only journals of uploads to this server (default: every server).
-    #[arg(long, env = "IDB_SERVER", value_name = "URL")]
-    pub server: Option<String>,
+    #[arg(long, env = "IDB_SERVER", value_parser = parse_server, value_name = "URL")]
+    pub server: Option<url::Url>,
     /// The state directory (default: $XDG_STATE_HOME/idb, or ~/.local/state/idb).
     #[arg(long, env = "IDB_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

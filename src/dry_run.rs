@@ -95,7 +95,7 @@ pub async fn run(
     console.error(&format!(
         "round trip to {}: {:.1} ms; about {calls} calls, {parallel} file{} at once: \
          about {:.1} s of round trips{bytes}",
-        args.server,
+        args.target.server,
         rtt.as_secs_f64() * 1e3,
         if parallel == 1 { "" } else { "s" },
         round_trips.as_secs_f64(),

@@ -75,16 +75,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
 
 /// The server and dataset asked about, and the state directory.
 fn configure(args: &StatusArgs) -> anyhow::Result<(Url, DatasetKey, StateDir)> {
-    let dataset = DatasetKey::new(&args.dataset)?;
-    let server = server_url(&args.server)?;
-    Ok((server, dataset, state_dir(args.state_dir.as_deref())?))
-}
-
-/// `--server` as a URL (normalized as `idb upload` records it).
-pub fn server_url(text: &str) -> anyhow::Result<Url> {
-    text.parse().with_context(|| {
-        format!("--server {text:?} is not a URL like https://databank.illinois.edu")
-    })
+    let target = &args.target;
+    let dataset = target.dataset_key()?;
+    Ok((
+        target.server.clone(),
+        dataset,
+        state_dir(target.state_dir.as_deref())?,
+    ))
 }
 
 /// The state directory `idb upload` would use.

@@ -5,10 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use idb_engine::{
-    Cancel, DatasetKey, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader,
-};
+use idb_engine::{Cancel, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader};
 use serde_json::json;
 use url::Url;
 
@@ -126,11 +123,8 @@ fn configure(
     console: &Arc<Console>,
     token_worked: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Uploader, TokenSource)> {
-    let Some(dataset) = &args.dataset else {
-        bail!("no dataset: pass --dataset KEY or set IDB_DATASET (the key looks like IDB-1234567)");
-    };
-    let dataset = DatasetKey::new(dataset).context("--dataset")?;
-    let server: Url = args.server.clone();
+    let dataset = args.target.dataset_key()?;
+    let server: Url = args.target.server.clone();
     let (token, source) = token::load(args.token_file.as_deref())?;
     if server.scheme() == "http" && !is_loopback(&server) {
         console.error(&format!(
@@ -143,7 +137,7 @@ fn configure(
         .apply(UploadConfig::new(server, dataset, token));
     config.journal_interval = args.journal_interval;
     config.force = args.force;
-    config.state_dir = match state_dir(args.state_dir.as_deref()) {
+    config.state_dir = match state_dir(args.target.state_dir.as_deref()) {
         Some(dir) => Some(dir),
         None => {
             console.error(
