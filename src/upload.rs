@@ -62,6 +62,7 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
     // Which signal stopped the run, if one did (it sets the exit code).
     let stopped_by = Arc::new(OnceLock::new());
     let signals = tokio::spawn(stop_on_signals(
+        Signals::install(),
         cancel.clone(),
         Arc::clone(&console),
         Arc::clone(&stopped_by),
@@ -105,8 +106,12 @@ async fn plain_progress(progress: Arc<Progress>, every: Duration) {
 /// On the first Ctrl-C or SIGTERM, stops the run (no new chunks; calls in
 /// flight get a few seconds; the journal is written); on a second one, exits
 /// at once.
-async fn stop_on_signals(cancel: Cancel, console: Arc<Console>, stopped_by: Arc<OnceLock<Stop>>) {
-    let mut signals = Signals::install();
+async fn stop_on_signals(
+    mut signals: Signals,
+    cancel: Cancel,
+    console: Arc<Console>,
+    stopped_by: Arc<OnceLock<Stop>>,
+) {
     let first = signals.next().await;
     let _ = stopped_by.set(first);
     console.error(
