@@ -3,12 +3,15 @@
 use idb_engine::{CleanOutcome, DatasetKey, STALE_AFTER, Scope, Stale};
 
 use crate::cli::CleanArgs;
+use crate::console::Console;
 use crate::dates::age;
 use crate::exit::Exit;
 use crate::size::human;
 use crate::status::state_dir;
+use crate::text::{escape, escaped};
 
 pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
+    let out = Console::plain();
     let configured = (|| {
         let scope = Scope {
             server: args.server.clone(),
@@ -19,7 +22,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
     let (scope, state) = match configured {
         Ok(configured) => configured,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            out.error(&format!("error: {}", escape(&format!("{error:#}"))));
             return Ok(Exit::BadInput);
         }
     };
@@ -40,8 +43,8 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
         };
         let what = format!(
             "the journal of {} ({} into {} on {}, {} of {} acknowledged)",
-            j.path.display(),
-            j.filename,
+            escaped(&j.path),
+            escape(&j.filename),
             j.dataset,
             j.server,
             human(j.acked),
@@ -50,35 +53,40 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
         match &c.outcome {
             CleanOutcome::Removed => {
                 removed += 1;
-                println!("removed {what}: {why}");
+                out.data(&format!("removed {what}: {why}"));
             }
-            CleanOutcome::WouldRemove => println!("would remove {what}: {why}"),
+            CleanOutcome::WouldRemove => out.data(&format!("would remove {what}: {why}")),
             CleanOutcome::InUse { pid } => {
                 let by = pid.map_or("another idb".to_owned(), |pid| format!("idb (pid {pid})"));
-                println!("kept {what}: {why}, but {by} is uploading that name now");
+                out.data(&format!(
+                    "kept {what}: {why}, but {by} is uploading that name now"
+                ));
             }
             CleanOutcome::Failed(reason) => {
                 failed += 1;
-                eprintln!(
-                    "error: cannot remove {what} ({}): {reason}",
-                    j.journal.display()
-                );
+                out.error(&format!(
+                    "error: cannot remove {what} ({}): {}",
+                    escaped(&j.journal),
+                    escape(reason)
+                ));
             }
         }
     }
     if args.dry_run {
-        eprintln!(
+        out.error(&format!(
             "{} stale journals in {}; nothing was removed (--dry-run)",
             cleaned.len(),
-            state.root().display()
-        );
+            escaped(state.root())
+        ));
     } else {
-        eprintln!(
+        out.error(&format!(
             "removed {removed} stale journals from {}; receipts of verified files are kept",
-            state.root().display()
-        );
+            escaped(state.root())
+        ));
     }
-    Ok(if failed > 0 {
+    Ok(if out.stdout_closed() {
+        Exit::OutputClosed
+    } else if failed > 0 {
         Exit::Failure
     } else {
         Exit::Success

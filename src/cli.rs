@@ -74,7 +74,7 @@ pub struct UploadArgs {
     #[arg(long, default_value = "1", value_parser = parse_seconds, value_name = "SECS")]
     pub journal_interval: std::time::Duration,
     /// List the files that would be uploaded, their sizes and total, and
-    /// estimate the time from one probe of the round trip; send nothing.
+    /// estimate the time from a probe of the round trip; send nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]

@@ -30,8 +30,8 @@ pub struct Console {
     json: bool,
     /// Progress bars on stderr: only when stderr is a terminal and not quiet.
     bars: Option<MultiProgress>,
-    /// Fired when stdout closes, to stop the run.
-    cancel: Cancel,
+    /// Fired when stdout closes, to stop the run (`None`: nothing to stop).
+    cancel: Option<Cancel>,
     stdout_closed: AtomicBool,
 }
 
@@ -43,7 +43,19 @@ impl Console {
             verbosity,
             json,
             bars,
-            cancel,
+            cancel: Some(cancel),
+            stdout_closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Text on stdout and stderr, no bars, no JSON: for commands that print a
+    /// report and end (a closed stdout only ends their output).
+    pub fn plain() -> Self {
+        Self {
+            verbosity: Verbosity::Normal,
+            json: false,
+            bars: None,
+            cancel: None,
             stdout_closed: AtomicBool::new(false),
         }
     }
@@ -117,11 +129,13 @@ impl Console {
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // A reader that went away (`| head`) or a full disk: what is printed
             // is the record of what was done, so stop doing more, as Ctrl-C would.
-            if !self.stdout_closed.swap(true, Ordering::Relaxed) {
+            if !self.stdout_closed.swap(true, Ordering::Relaxed)
+                && let Some(cancel) = &self.cancel
+            {
                 self.stderr(
                     "stopping: standard output was closed (run the same command to resume)",
                 );
-                self.cancel.cancel();
+                cancel.cancel();
             }
         }
     }

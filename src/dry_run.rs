@@ -1,4 +1,4 @@
-//! `idb upload --dry-run`: what would be sent, and a rough time from one probe
+//! `idb upload --dry-run`: what would be sent, and a rough time from a probe
 //! of the round trip. Sends no setup and no transfer (the probe is a `HEAD` of
 //! the server's address, without the token).
 

@@ -203,16 +203,10 @@ impl Progress {
         self.set_total_prefix(&state);
     }
 
-    fn json(&self, event: &str, path: &Path, mut fields: serde_json::Value) {
-        if !self.console.json() {
-            return;
+    fn json(&self, event: &str, path: &Path, fields: serde_json::Value) {
+        if self.console.json() {
+            self.console.json_line(&file_json(event, path, fields));
         }
-        let object = fields.as_object_mut().expect("an object");
-        object.insert("schema".into(), JSON_SCHEMA.into());
-        object.insert("event".into(), event.into());
-        object.insert("path".into(), escaped(path).into());
-        object.insert("name".into(), short_name(path).into());
-        self.console.json_line(&fields);
     }
 
     /// Bytes the server already held when the run began are not work of this
@@ -222,6 +216,17 @@ impl Progress {
             total.set_length(total.length().unwrap_or(0).saturating_sub(bytes));
         }
     }
+}
+
+/// A `--json` line about one file: `fields` with the schema, the event, the
+/// path and the name in the dataset (both escaped).
+pub fn file_json(event: &str, path: &Path, mut fields: serde_json::Value) -> serde_json::Value {
+    let object = fields.as_object_mut().expect("an object");
+    object.insert("schema".into(), JSON_SCHEMA.into());
+    object.insert("event".into(), event.into());
+    object.insert("path".into(), escaped(path).into());
+    object.insert("name".into(), short_name(path).into());
+    fields
 }
 
 /// Bytes per second.

@@ -7,18 +7,21 @@ use idb_engine::{DatasetKey, LocalFile, Scope, StateDir};
 use url::Url;
 
 use crate::cli::StatusArgs;
+use crate::console::Console;
 use crate::dates::{age, utc_minute};
 use crate::exit::Exit;
 use crate::size::human;
+use crate::text::{escape, escaped};
 
 /// Hex digits of a receipt's blake3 shown (enough to compare by eye).
 const BLAKE3_PREFIX: usize = 12;
 
 pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    let out = Console::plain();
     let (server, dataset, state) = match configure(&args) {
         Ok(configured) => configured,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            out.error(&format!("error: {}", escape(&format!("{error:#}"))));
             return Ok(Exit::BadInput);
         }
     };
@@ -27,11 +30,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         server: Some(server.clone()),
         dataset: Some(dataset.clone()),
     })?;
-    println!("state directory: {}", state.root().display());
-    println!(
+    out.data(&format!("state directory: {}", escaped(state.root())));
+    out.data(&format!(
         "unfinished uploads into {dataset} on {server}: {}",
         unfinished.len()
-    );
+    ));
     let now = SystemTime::now();
     for journal in &unfinished {
         let local = match &journal.local {
@@ -40,37 +43,43 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
                 "; the local file changed since (a re-run starts it over)".to_owned()
             }
             LocalFile::Vanished => "; the local file is gone".to_owned(),
-            LocalFile::Unknown(why) => format!("; the local file cannot be looked at ({why})"),
+            LocalFile::Unknown(why) => {
+                format!("; the local file cannot be looked at ({})", escape(why))
+            }
         };
-        println!(
+        out.data(&format!(
             "  {}  {}  {} of {} acknowledged, saved {} ago{local}",
-            journal.filename,
-            journal.path.display(),
+            escape(&journal.filename),
+            escaped(&journal.path),
             human(journal.acked),
             human(journal.size),
             age(now.duration_since(journal.saved_at).unwrap_or_default()),
-        );
+        ));
     }
-    println!("verified uploads (receipts): {}", receipts.len());
+    out.data(&format!("verified uploads (receipts): {}", receipts.len()));
     for receipt in &receipts {
-        println!(
+        out.data(&format!(
             "  {}  {}  verified {}  blake3 {}",
-            receipt.filename,
+            escape(&receipt.filename),
             human(receipt.size),
             utc_minute(receipt.verified_at),
             receipt
                 .blake3
                 .get(..BLAKE3_PREFIX)
                 .unwrap_or(&receipt.blake3),
-        );
+        ));
     }
     if !unfinished.is_empty() {
-        eprintln!(
+        out.error(
             "the same `idb upload` command resumes the unfinished files; `idb clean` removes \
-             journals that can no longer help"
+             journals that can no longer help",
         );
     }
-    Ok(Exit::Success)
+    Ok(if out.stdout_closed() {
+        Exit::OutputClosed
+    } else {
+        Exit::Success
+    })
 }
 
 /// The server and dataset asked about, and the state directory.

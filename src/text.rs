@@ -26,7 +26,7 @@ pub fn escaped(path: &Path) -> String {
 
 /// `text` escaped as [`escaped`] does; borrowed when there is nothing to escape.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unprintable) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -36,13 +36,31 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Control characters (C0, DEL, C1), and the invisible format characters that
+/// reorder or hide text (bidirectional overrides and isolates, zero-width
+/// characters): shown, never obeyed.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\n' => out.push_str("\\n"),
         '\t' => out.push_str("\\t"),
         '\r' => out.push_str("\\r"),
         c if c.is_ascii_control() => write!(out, "\\x{:02x}", c as u32).expect("write to a String"),
-        c if c.is_control() => write!(out, "\\u{{{:x}}}", c as u32).expect("write to a String"),
+        c if unprintable(c) => write!(out, "\\u{{{:x}}}", c as u32).expect("write to a String"),
         c => out.push(c),
     }
 }
@@ -95,6 +113,16 @@ mod tests {
         let every_byte: Vec<u8> = (1..=255).collect();
         let text = shown(&every_byte);
         assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+
+    #[test]
+    fn text_that_reorders_or_hides_itself_is_escaped() {
+        // A right-to-left override would show `exe.txt` as `txt.exe`.
+        assert_eq!(shown("a\u{202e}txt.exe".as_bytes()), "a\\u{202e}txt.exe");
+        assert_eq!(
+            escape("zero\u{200b}width\u{2066}"),
+            "zero\\u{200b}width\\u{2066}"
+        );
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use idb_engine::{Token, TokenRefresh};
+use tokio::time::Instant;
 
 use crate::console::Console;
 use crate::text::escaped;
@@ -80,9 +81,12 @@ pub fn refresh_from_file(
 ) -> TokenRefresh {
     // The digest of the text the token in use came from.
     let in_use = Arc::new(Mutex::new(read_file(&path).ok().map(|(_, digest)| digest)));
+    // Set when a wait ended without a new token: the run is stopping, and the
+    // calls that met the same 401 meanwhile do not wait all over again.
+    let gave_up = Arc::new(AtomicBool::new(false));
     TokenRefresh::waiting(move || {
         let (path, console, in_use) = (path.clone(), Arc::clone(&console), Arc::clone(&in_use));
-        let token_worked = Arc::clone(&token_worked);
+        let (token_worked, gave_up) = (Arc::clone(&token_worked), Arc::clone(&gave_up));
         async move {
             let fresh = || {
                 let (token, digest) = read_file(&path).ok()?;
@@ -95,7 +99,10 @@ pub fn refresh_from_file(
             if let Some(token) = fresh() {
                 return Some(token);
             }
-            if wait.is_zero() || !token_worked.load(Ordering::Relaxed) {
+            if wait.is_zero()
+                || !token_worked.load(Ordering::Relaxed)
+                || gave_up.load(Ordering::Relaxed)
+            {
                 return None;
             }
             console.error(&format!(
@@ -113,7 +120,81 @@ pub fn refresh_from_file(
                     return Some(token);
                 }
             }
+            gave_up.store(true, Ordering::Relaxed);
+            console.error(&format!(
+                "no new token appeared in {} within {}",
+                escaped(&path),
+                crate::dates::age(wait)
+            ));
             None
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    fn refresh(path: &Path, worked: bool) -> TokenRefresh {
+        let console = Arc::new(Console::new(
+            crate::console::Verbosity::Quiet,
+            false,
+            idb_engine::Cancel::new(),
+        ));
+        refresh_from_file(
+            path.to_owned(),
+            WAIT,
+            console,
+            Arc::new(AtomicBool::new(worked)),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_token_in_the_file_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old-token\n").unwrap();
+        let refresh = refresh(&path, true);
+        let mut waiting = Box::pin(refresh.fetch());
+        assert!(
+            waiting.as_mut().now_or_never().is_none(),
+            "the same token: wait"
+        );
+        tokio::time::advance(WAIT / 2).await;
+        std::fs::write(&path, "new-token\n").unwrap();
+        // The next read of the file finds it.
+        assert!(waiting.await.is_some());
+        // Tried once: the same text again is not new.
+        assert!(refresh.fetch().now_or_never().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_ends_without_a_token_is_not_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old-token\n").unwrap();
+        let refresh = refresh(&path, true);
+        // Paused time runs ahead when every task waits: the whole wait passes.
+        assert!(refresh.fetch().await.is_none());
+        // Other calls that met the same 401 give up at once.
+        assert!(matches!(refresh.fetch().now_or_never(), Some(None)));
+        // A new token still counts.
+        std::fs::write(&path, "new-token\n").unwrap();
+        assert!(matches!(refresh.fetch().now_or_never(), Some(Some(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_that_never_worked_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "wrong-token\n").unwrap();
+        assert!(matches!(
+            refresh(&path, false).fetch().now_or_never(),
+            Some(None)
+        ));
+    }
 }

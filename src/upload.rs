@@ -12,7 +12,7 @@ use url::Url;
 use crate::cli::{TransferArgs, UploadArgs};
 use crate::console::{Console, Verbosity};
 use crate::exit::Exit;
-use crate::progress::{JSON_SCHEMA, Progress, Tally};
+use crate::progress::{JSON_SCHEMA, Progress, Tally, file_json};
 use crate::signals::{Signals, Stop};
 use crate::size::human;
 use crate::text::{escape, escaped};
@@ -40,6 +40,21 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
     let paths = match crate::select::files_to_upload(&args.files, &args.select, &uploader, &console)
     {
         Ok(paths) => paths,
+        // An empty shard: nothing to do, said as a run of no files.
+        Err(Exit::Success) => {
+            let nothing = Report {
+                files: Vec::new(),
+                peak_chunk_bytes: 0,
+                bytes_read: 0,
+                final_chunk_size: 0,
+            };
+            let tally = Tally {
+                sent: 0,
+                retries: 0,
+                elapsed: Duration::ZERO,
+            };
+            return Ok(summarize(&nothing, &tally, &source, &console));
+        }
         Err(exit) => return Ok(exit),
     };
     let files = match uploader.check(&paths) {
@@ -332,12 +347,8 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
     exit
 }
 
-fn json_file(console: &Console, event: &str, path: &Path, mut fields: serde_json::Value) {
-    let object = fields.as_object_mut().expect("an object");
-    object.insert("schema".into(), JSON_SCHEMA.into());
-    object.insert("event".into(), event.into());
-    object.insert("path".into(), escaped(path).into());
-    console.json_line(&fields);
+fn json_file(console: &Console, event: &str, path: &Path, fields: serde_json::Value) {
+    console.json_line(&file_json(event, path, fields));
 }
 
 fn plural(n: usize) -> &'static str {

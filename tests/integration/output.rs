@@ -181,17 +181,24 @@ fn a_closed_stdout_stops_the_run_cleanly() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(first.starts_with("verified "), "{first:?}");
-    // As `head -1` does: read one line, then close the pipe.
+    // As `head -1` does: read one line, then close the pipe; the server holds
+    // the next file's calls until the pipe is closed, so the next line meets
+    // a closed pipe.
+    mock.pause();
     drop(stdout);
+    mock.resume();
     let run = running.wait();
 
     run.expect_code(141)
         .stderr_has("standard output was closed")
         .stderr_has("run the same command to resume");
     assert!(!run.stderr.contains("panicked"), "{}", run.describe());
+    let verified = mock.stats().files_verified;
+    assert!(verified < 6, "the run stopped: {verified} files verified");
 
     // The closed pipe lost nothing: every file ends up in the dataset whole.
     let again = command().run();
+    again.expect_code(0);
     for (path, bytes) in &files {
         let name = path.file_name().unwrap().to_str().unwrap();
         mock.assert_stored(DS, name, bytes);
@@ -285,8 +292,32 @@ fn a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file() {
     mock.assert_stored(DS, "long.bin", &bytes);
 }
 
-/// A wrong token from the start is not waited for, and --token-wait 0 never
-/// waits: exit 3 at once.
+/// --token-wait 0: a token that expires mid-run stops the run at once (exit
+/// 3), as without a token file.
+#[test]
+fn token_wait_zero_never_waits() {
+    let dir = Dir::new("token_wait_zero_never_waits");
+    let mock = Mock::start(
+        MockConfig::new()
+            .dataset(DS, TOKEN)
+            .latency(std::time::Duration::from_millis(5)),
+    );
+    let (path, _) = dir.random_file("long.bin", 40 * CHUNK);
+    let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
+    let running = dir
+        .upload(&mock, DS)
+        .args(["--token-wait", "0", "--token-file"])
+        .arg(&token_file)
+        .arg(&path)
+        .spawn();
+    mock.block_on(mock.wait_for_chunks(3));
+    mock.expire_token(TOKEN);
+    let run = running.wait();
+    run.expect_code(3).stderr_has("put a new token in");
+    assert!(!run.stderr.contains("waiting"), "{}", run.describe());
+}
+
+/// A wrong token from the start is not waited for: exit 3 at once.
 #[test]
 fn a_token_refused_from_the_start_is_not_waited_for() {
     let dir = Dir::new("a_token_refused_from_the_start_is_not_waited_for");

@@ -80,8 +80,11 @@ impl<P: Protocol> Run<'_, P> {
             if matches!(result, Ok(_) | Err(CallError::Refused(_))) {
                 self.contacted.store(true, Ordering::Relaxed);
             }
-            let out_of_attempts =
-                attempt >= policy.max_attempts || started.elapsed() >= policy.deadline;
+            // A run that must stop at once sends nothing again (a verify, let
+            // finish its attempt, ends on a failure).
+            let out_of_attempts = attempt >= policy.max_attempts
+                || started.elapsed() >= policy.deadline
+                || self.stop.is_now();
             let (reason, retry_after) = match result {
                 Ok(value) => {
                     return Ok(Done {
@@ -196,6 +199,11 @@ impl<P: Protocol> Run<'_, P> {
         let _one_at_a_time = self.token_lock.lock().await;
         if self.protocol.token_generation() != generation {
             return true;
+        }
+        // A stopping run (another call's refresh gave up, or a cancel) waits
+        // for no token.
+        if self.stop.is_set() {
+            return false;
         }
         let Some(token) = refresh.fetch().await else {
             return false;

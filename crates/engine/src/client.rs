@@ -143,7 +143,6 @@ impl DatafileClient {
         }
     }
 
-    /// How many times the token was replaced.
     /// One `HEAD` of the server's address (no token, nothing of the dataset):
     /// how long an answer, any answer, takes. A connection is opened first if
     /// none is pooled, and that time is counted.
@@ -157,6 +156,7 @@ impl DatafileClient {
         }
     }
 
+    /// How many times the token was replaced.
     pub(crate) fn token_generation(&self) -> u64 {
         self.auth
             .read()

@@ -72,7 +72,8 @@ impl TokenRefresh {
         Self(Arc::new(move || Box::pin(fetch())))
     }
 
-    pub(crate) async fn fetch(&self) -> Option<Token> {
+    /// Asks for the token to use now (what the engine does after a 401).
+    pub async fn fetch(&self) -> Option<Token> {
         (self.0)().await
     }
 }

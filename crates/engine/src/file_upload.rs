@@ -5,6 +5,7 @@
 //! comparison of the server's hash with what was read, and its receipt.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use idb_read::{ChunkPlan, Delivery, HashState, Reader, SourceFile};
 use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode};
@@ -80,12 +81,15 @@ impl<P: Protocol> Run<'_, P> {
         }
         // A stop from outside ends the upload wherever it is waiting; what it
         // learnt so far is in `state`.
+        // A verify in flight is let finish: it decides whether the file is in
+        // the dataset, and abandoned it would leave that unknown.
         let mut stop = self.stop.watch();
+        let verifying = AtomicBool::new(false);
         let result = tokio::select! {
             // A stop first: no setup goes out once the run is told to stop.
             biased;
-            _ = wait_for_now(&mut stop) => Ok(FileOutcome::Interrupted),
-            result = self.transfer(&file, &mut state, reader, start) => result,
+            _ = wait_for_now(&mut stop, &verifying) => Ok(FileOutcome::Interrupted),
+            result = self.transfer(&file, &mut state, reader, start, &verifying) => result,
         };
         self.end_file(c, key, &state, &result, lock);
         (result, state.acked.prefix)
@@ -105,16 +109,16 @@ impl<P: Protocol> Run<'_, P> {
             return Ok(None);
         }
         let path = absolute(&c.path);
-        if receipt.describes(&path, &c.identity) {
+        if receipt.vouches_for(&path, &c.identity) {
             return Ok(Some(FileOutcome::Skipped {
                 receipt: Box::new(receipt.clone()),
                 hashed: false,
             }));
         }
-        let mut stop = self.stop.watch();
+        let (mut stop, verifying) = (self.stop.watch(), AtomicBool::new(false));
         let blake3 = tokio::select! {
             biased;
-            _ = wait_for_now(&mut stop) => return Ok(Some(FileOutcome::Interrupted)),
+            _ = wait_for_now(&mut stop, &verifying) => return Ok(Some(FileOutcome::Interrupted)),
             blake3 = self.hash_whole(c) => blake3?,
         };
         if !blake3.eq_ignore_ascii_case(&receipt.blake3) {
@@ -246,6 +250,7 @@ impl<P: Protocol> Run<'_, P> {
         state: &mut FileState,
         reader: Reader,
         start: Start,
+        verifying: &AtomicBool,
     ) -> Result<FileOutcome, Error> {
         let mut mode = match start {
             Start::Resume { offset, mode } => {
@@ -301,11 +306,13 @@ impl<P: Protocol> Run<'_, P> {
             // Never verify a file that changed under us: what the server holds
             // would mix two versions.
             f.source.check_identity()?;
+            verifying.store(true, Ordering::Relaxed);
             let verified = self
                 .retrying(f, Phase::Verify, f.size, || {
                     self.protocol.finish(f.file_ref())
                 })
                 .await;
+            verifying.store(false, Ordering::Relaxed);
             match verified {
                 Ok(done) => {
                     tracing::info!(
@@ -318,6 +325,8 @@ impl<P: Protocol> Run<'_, P> {
                     state.session = false;
                     return self.compare(f, state, done.value);
                 }
+                // The run had to stop while the verify was out: it ends here.
+                Err(_) if self.stop.is_now() => return Ok(FileOutcome::Interrupted),
                 Err(failed) => {
                     let reason = match &failed.failure {
                         // The server lost bytes it had acknowledged (all of them
@@ -470,12 +479,16 @@ impl<P: Protocol> Run<'_, P> {
     }
 }
 
-/// Resolves once the run is told to stop at once (a stop from outside).
-async fn wait_for_now(stop: &mut tokio::sync::watch::Receiver<Option<StopKind>>) {
+/// Resolves once the run is told to stop at once (a stop from outside), unless
+/// a verify is in flight then: the upload ends by itself once it is answered.
+async fn wait_for_now(
+    stop: &mut tokio::sync::watch::Receiver<Option<StopKind>>,
+    verifying: &AtomicBool,
+) {
     let mut seen = None;
     loop {
         match stop::changed(stop, seen).await {
-            StopKind::Now => return,
+            StopKind::Now if !verifying.load(Ordering::Relaxed) => return,
             kind => seen = Some(kind),
         }
     }
@@ -487,4 +500,38 @@ fn blocking_failed(path: &std::path::Path, e: tokio::task::JoinError) -> Error {
         path: path.to_path_buf(),
         reason: format!("the thread opening or reading it failed: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::stop::Stop;
+
+    #[test]
+    fn a_stop_at_once_waits_for_a_verify_in_flight() {
+        let stop = Stop::default();
+        let verifying = AtomicBool::new(true);
+        let mut watch = stop.watch();
+        let mut waiting = Box::pin(wait_for_now(&mut watch, &verifying));
+        stop.set(StopKind::Drain);
+        assert!(
+            waiting.as_mut().now_or_never().is_none(),
+            "a drain is not a stop at once"
+        );
+        stop.set(StopKind::Now);
+        assert!(
+            waiting.as_mut().now_or_never().is_none(),
+            "a verify in flight is let finish"
+        );
+        drop(waiting);
+        // Without a verify in flight, a stop at once ends the upload.
+        verifying.store(false, Ordering::Relaxed);
+        assert!(
+            wait_for_now(&mut stop.watch(), &verifying)
+                .now_or_never()
+                .is_some()
+        );
+    }
 }

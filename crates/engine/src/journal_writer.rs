@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -104,6 +105,10 @@ pub(crate) struct JournalWriter {
     tx: Option<mpsc::Sender<Message>>,
     interval: Duration,
     bytes: u64,
+    /// Set once the run is being stopped from outside: every receipt is then
+    /// written at once, since the process may be ended without waiting for the
+    /// next interval (a second Ctrl-C).
+    hurry: AtomicBool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -137,8 +142,20 @@ impl JournalWriter {
             tx: thread.is_some().then_some(tx),
             interval,
             bytes,
+            hurry: AtomicBool::new(false),
             thread,
         }
+    }
+
+    /// From now on writes every receipt at once, and writes what is pending now.
+    pub(crate) fn hurry(&self) {
+        self.hurry.store(true, Ordering::Relaxed);
+        self.send(Message::Write);
+    }
+
+    /// Whether a receipt should be written without waiting for the interval.
+    fn receipts_now(&self) -> bool {
+        self.interval.is_zero() || self.hurry.load(Ordering::Relaxed)
     }
 
     fn send(&self, message: Message) {
@@ -187,7 +204,7 @@ impl JournalWriter {
         if keep.is_none() && !on_disk {
             // Nothing of it on disk and nothing to write: the lock goes now, and
             // the receipt waits for the next write.
-            if has_receipt && self.interval.is_zero() {
+            if has_receipt && self.receipts_now() {
                 self.send(Message::Write);
             }
             return;
@@ -203,7 +220,7 @@ impl JournalWriter {
     /// under another identity, so the next run knows it without reading it.
     pub(crate) fn record(&self, receipt: ReceiptRecord) {
         lock(&self.shared).receipts.push(receipt);
-        if self.interval.is_zero() {
+        if self.receipts_now() {
             self.send(Message::Write);
         }
     }

@@ -64,6 +64,13 @@ impl ReceiptRecord {
         self.path == path && self.identity() == *identity
     }
 
+    /// Whether this receipt alone says the file at `path` with `identity` holds
+    /// the bytes it records: it describes that file, and the file system keeps
+    /// times finer than a second (see [`coarse_times`]).
+    pub(crate) fn vouches_for(&self, path: &Path, identity: &Identity) -> bool {
+        self.describes(path, identity) && !coarse_times(identity)
+    }
+
     /// The identity recorded.
     pub(crate) fn identity(&self) -> Identity {
         Identity {
@@ -89,6 +96,14 @@ impl ReceiptRecord {
             ..self.clone()
         }
     }
+}
+
+/// Whether the file's times look whole-second (no nanoseconds at all, as on
+/// file systems that keep seconds only): a rewrite of the same size within the
+/// second it was checked would then leave its metadata as it was, so metadata
+/// alone cannot vouch for its bytes, and its blake3 is compared instead.
+fn coarse_times(identity: &Identity) -> bool {
+    identity.modified.1 == 0 && identity.changed.1 == 0
 }
 
 /// Now, in seconds since the epoch.
@@ -228,6 +243,24 @@ pub(crate) mod tests {
             server_receipt: None,
             verified_at: 1_700_000_000,
         }
+    }
+
+    #[test]
+    fn metadata_vouches_for_a_file_only_with_times_finer_than_a_second() {
+        let receipt = record("a.bin");
+        let (path, identity) = (receipt.path.clone(), receipt.identity());
+        assert!(receipt.vouches_for(&path, &identity));
+        assert!(!receipt.vouches_for(Path::new("/elsewhere/a.bin"), &identity));
+        // Whole seconds: a same-size rewrite in the second of the check would
+        // look the same, so the bytes must be compared.
+        let coarse = ReceiptRecord {
+            modified: (5, 0),
+            changed: (7, 0),
+            ..record("a.bin")
+        };
+        let identity = coarse.identity();
+        assert!(coarse.describes(&path, &identity));
+        assert!(!coarse.vouches_for(&path, &identity));
     }
 
     #[test]

@@ -47,6 +47,11 @@ impl Stop {
         self.0.borrow().is_some()
     }
 
+    /// Whether the run must stop at once (a cancel whose grace is over).
+    pub(crate) fn is_now(&self) -> bool {
+        *self.0.borrow() == Some(StopKind::Now)
+    }
+
     /// A receiver for [`Stop::changed`].
     pub(crate) fn watch(&self) -> watch::Receiver<Option<StopKind>> {
         self.0.subscribe()

@@ -183,7 +183,7 @@ impl Uploader {
             .map(|c| {
                 let receipt = receipts.get(&c.filename).filter(|r| r.size == c.size())?;
                 let path = crate::resume::absolute(&c.path);
-                Some(if receipt.describes(&path, &c.identity) {
+                Some(if receipt.vouches_for(&path, &c.identity) {
                     Known::Same(Box::new(receipt.clone()))
                 } else {
                     Known::SameSize(Box::new(receipt.clone()))
@@ -295,6 +295,10 @@ impl Uploader {
                 biased;
                 () = cancel.fired(), if !cancelled => {
                     cancelled = true;
+                    // The process may be ended before the next interval.
+                    if let Some((_, writer)) = &run.journal {
+                        writer.hurry();
+                    }
                     if config.cancel_grace.is_zero() {
                         hard_stopped = true;
                         run.stop.set(StopKind::Now);

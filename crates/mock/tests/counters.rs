@@ -116,7 +116,9 @@ async fn payload_arrival_instants_bracket_the_transfer_bytes() {
     api.transfer("t.bin", 0, &bytes[..100]).await.expect(200);
     let one = server.stats();
     let first = one.first_payload_at.expect("the first payload is stamped");
-    assert_eq!(one.last_payload_at, Some(first), "{one:?}");
+    // One request's payload may come in several frames, stamped one by one.
+    let first_last = one.last_payload_at.expect("stamped");
+    assert!(first_last >= first, "{one:?}");
 
     api.transfer("t.bin", 100, &bytes[100..]).await.expect(200);
     let elapsed = started.elapsed();
@@ -125,7 +127,7 @@ async fn payload_arrival_instants_bracket_the_transfer_bytes() {
     assert_eq!(two.first_payload_at, Some(first), "the first stays");
     // The second chunk came after the first, and both within the client's view
     // of the two calls.
-    assert!(last > first, "{two:?}");
+    assert!(last > first_last, "{two:?}");
     assert!(last - first <= elapsed, "{two:?} within {elapsed:?}");
     server.shutdown().await;
 }
