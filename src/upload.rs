@@ -135,6 +135,8 @@ async fn stop_on_signals(
     );
     cancel.cancel();
     let second = signals.next().await;
+    // Not a word more can be said in order: leave a clean screen and go.
+    console.clear();
     std::process::exit(second.exit_code().into());
 }
 
