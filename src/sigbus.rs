@@ -4,29 +4,59 @@
 //! it is read, touching a page past the new end raises SIGBUS, which would kill the
 //! process with no explanation. The reader checks each file before every chunk, so
 //! this needs a truncation in the microseconds between that check and the read;
-//! when it happens, this handler says what it was and exits with code 1. Uploads
+//! when it happens, this handler names the file (from the faulting address, see
+//! `idb_engine::mapped_path_at`), says what happened and exits with code 1. Uploads
 //! that were verified stay verified; nothing half-sent is ever verified.
 
-/// What the handler writes to stderr (async-signal-safe: one `write`, then `_exit`).
-const MESSAGE: &[u8] = b"\nerror: a file was truncated while idb was reading it (SIGBUS); \
-nothing of it was verified. Run the command again once the file is complete, or use --no-mmap \
-for files that other programs may shorten.\n";
+/// What the handler writes to stderr around the file's name (async-signal-safe:
+/// `write`s of static bytes and a stack buffer, then `_exit`).
+const BEFORE: &[u8] = b"\nerror: ";
+const UNKNOWN: &[u8] = b"a file";
+const AFTER: &[u8] = b" was truncated while idb was reading it (SIGBUS); nothing of it was \
+verified. Run the command again once the file is complete, or use --no-mmap for files that \
+other programs may shorten while they upload.\n";
 
-extern "C" fn on_sigbus(_: libc::c_int) {
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is static.
+/// Bytes of the name written (the registry keeps at most this many).
+const NAME_BYTES: usize = 1024;
+
+extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; si_addr
+    // is the faulting address for SIGBUS. `mapped_path_at` only loads atomics
+    // and returns static memory. write(2) and _exit(2) are async-signal-safe.
     unsafe {
-        libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        // Only a fault raised by the kernel has an address (not one sent by kill).
+        let raised = (*info).si_code > 0;
+        let address = if raised {
+            (*info).si_addr() as usize
+        } else {
+            0
+        };
+        let mut name = [0u8; NAME_BYTES];
+        let named = match idb_engine::mapped_path_at(address).filter(|_| raised) {
+            Some(path) => {
+                // Shown, never obeyed: control bytes become '?'.
+                for (out, &b) in name.iter_mut().zip(path) {
+                    *out = if b < 0x20 || b == 0x7f { b'?' } else { b };
+                }
+                &name[..path.len().min(NAME_BYTES)]
+            }
+            None => UNKNOWN,
+        };
+        for part in [BEFORE, named, AFTER] {
+            libc::write(2, part.as_ptr().cast(), part.len());
+        }
         libc::_exit(1);
     }
 }
 
 /// Installs the handler for the whole process.
 pub fn install() {
-    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the
-    // handler is an `extern "C" fn(c_int)` as SA_SIGINFO is not set.
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; with
+    // SA_SIGINFO the handler has the three-argument signature given.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
     }

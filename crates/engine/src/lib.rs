@@ -75,7 +75,7 @@ pub use config::{
 };
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents, RestartReason};
-pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
+pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig, mapped_path_at};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use receipts::{RECEIPT_VERSION, ReceiptRecord};

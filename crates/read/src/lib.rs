@@ -54,6 +54,7 @@
 mod error;
 mod hash;
 mod identity;
+mod mapped;
 mod memory;
 mod plan;
 mod reader;
@@ -62,6 +63,7 @@ mod source;
 pub use error::{Change, FileKind, ReadError};
 pub use hash::{BadHashState, HashState};
 pub use identity::Identity;
+pub use mapped::mapped_path_at;
 pub use memory::{ChunkMemory, Lease, MemoryBudget};
 pub use plan::{ChunkPlan, ChunkPolicy, FixedChunks, SharedChunkSize, Span};
 pub use reader::{

@@ -38,6 +38,9 @@ struct Inner {
     file: File,
     identity: Identity,
     map: Option<Mmap>,
+    /// The map's entry in the registry a SIGBUS handler reads to name the file
+    /// (after `map`: removed once the map is gone).
+    _named: Option<crate::mapped::Registration>,
     /// Positional reads only: buffers of dropped chunks, reused so that each read
     /// neither allocates nor zeroes (a fresh 8 MiB `calloc` costs more than the read).
     /// The lock is held only to push or pop one buffer.
@@ -212,12 +215,16 @@ impl SourceFile {
                 }
             }
         };
+        let named = map
+            .as_ref()
+            .and_then(|map| crate::mapped::register(map.as_ptr(), map.len(), path));
         Ok(Self(Arc::new(Inner {
             spare: Mutex::new(Vec::new()),
             path: path_buf(),
             file,
             identity,
             map,
+            _named: named,
         })))
     }
 
