@@ -1,15 +1,8 @@
 //! Classifying any answer (status, body, Retry-After) of any phase, and reading
 //! a verify receipt: never a panic, and success only for 2xx.
+//! The body is `idb_fuzz::classify_answer`, which `tests/fuzz_corpus.rs` replays.
 #![no_main]
 
-use idb_wire::{Outcome, Phase, VerifyReceipt, classify, summarize_body};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: (u8, u16, &str, &[u8])| {
-    let (phase, status, retry_after, body) = input;
-    let phase = [Phase::Setup, Phase::Transfer, Phase::Verify][phase as usize % 3];
-    let outcome = classify(phase, status, body, Some(retry_after));
-    assert_eq!(outcome == Outcome::Ok, (200..300).contains(&status));
-    let _ = VerifyReceipt::parse(body);
-    assert!(summarize_body(body).chars().count() <= 200);
-});
+fuzz_target!(|data: &[u8]| idb_fuzz::classify_answer(data));

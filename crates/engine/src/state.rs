@@ -172,6 +172,12 @@ impl StateDir {
             .collect())
     }
 
+    /// The file holding the receipts of `dataset` on `server` (one JSON line per
+    /// verified upload, appended).
+    pub fn receipts_file(&self, server: &Url, dataset: &DatasetKey) -> PathBuf {
+        self.receipt_store().file(server.as_str(), dataset.as_str())
+    }
+
     /// The receipts of `dataset` on `server`: the newest per file name, by name.
     pub fn receipts(
         &self,
