@@ -219,3 +219,105 @@ fn server_url_with_credentials_or_another_scheme() {
         run.stderr_has("server").never_shows(TOKEN);
     }
 }
+
+#[test]
+fn socket() {
+    let dir = Dir::new("socket");
+    let mock = Mock::standard();
+    let path = dir.join("control.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&path.display().to_string())
+        .stderr_has("a socket, not a regular file");
+}
+
+#[test]
+fn device() {
+    let dir = Dir::new("device");
+    let mock = Mock::standard();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg("/dev/null").run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("/dev/null: a device, not a regular file");
+}
+
+/// A sparse file over 2 TiB (no disk used) is refused by its size alone.
+#[test]
+fn file_over_two_tebibytes() {
+    let dir = Dir::new("file_over_two_tebibytes");
+    let mock = Mock::standard();
+    let path = dir.join("huge.h5");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(2 * 1024 * 1024 * 1024 * 1024 + 1)
+        .unwrap();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("2199023255553 bytes is over the Data Bank's limit of 2 TiB");
+}
+
+/// A symbolic link to nothing is said to be one, not "no such file".
+#[test]
+fn broken_symbolic_link() {
+    let dir = Dir::new("broken_symbolic_link");
+    let mock = Mock::standard();
+    let link = dir.join("latest.h5");
+    std::os::unix::fs::symlink(dir.join("run-0042.h5"), &link).unwrap();
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&link).run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has("latest.h5: a broken symbolic link")
+        .stderr_has("run-0042.h5 does not exist");
+    assert!(!run.stderr.contains("no such file"), "{}", run.describe());
+}
+
+/// A file this user may not read is refused before anything is sent (as
+/// `nobody` when the tests run as root, where permissions do not apply).
+#[test]
+fn unreadable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("unreadable_file");
+    let mock = Mock::standard();
+    let (path, _) = dir.random_file("secret.bin", 10);
+    let open = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(dir.path(), 0o755);
+    open(&path, 0o000);
+    let state = dir.join("open-state");
+    std::fs::create_dir(&state).unwrap();
+    open(&state, 0o777);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&path)
+        .as_unprivileged()
+        .run();
+
+    refused_before_sending(&run, &mock);
+    run.stderr_has(&path.display().to_string())
+        .stderr_has("ermission denied");
+}
+
+/// Spaces and non-ASCII letters are ordinary in a name: uploaded as they are.
+#[test]
+fn names_with_spaces_and_unicode_upload() {
+    let dir = Dir::new("names_with_spaces_and_unicode_upload");
+    let mock = Mock::standard();
+    let (path, bytes) = dir.random_file("run 7 — Zürich ñ 東京.csv", 1000);
+
+    let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
+
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    mock.assert_stored(DS, "run 7 — Zürich ñ 東京.csv", &bytes);
+}

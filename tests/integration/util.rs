@@ -229,6 +229,32 @@ impl TestCommand {
         self.env("IDB_TOKEN", token)
     }
 
+    /// Runs the command as the user `nobody` when the test runs as root (where
+    /// file permissions do not apply), so a test of an unreadable file means
+    /// the same for everyone. Whatever the command touches must be open to all.
+    pub fn as_unprivileged(mut self) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getuid is always safe to call.
+        if unsafe { libc::getuid() } != 0 {
+            return self;
+        }
+        const NOBODY: libc::uid_t = 65534;
+        // SAFETY: the closure runs in the child between fork and exec and calls
+        // only setgroups, setgid and setuid, which are async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(NOBODY) != 0
+                    || libc::setuid(NOBODY) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Runs the command with a soft limit of `n` open files (as `ulimit -Sn n`).
     pub fn max_open_files(mut self, n: u64) -> Self {
         use std::os::unix::process::CommandExt;

@@ -77,6 +77,18 @@ pub enum ReadError {
         /// The path.
         path: PathBuf,
     },
+    /// A symbolic link whose target does not exist.
+    #[error(
+        "{path}: a broken symbolic link (its target {} does not exist); fix the link or give \
+         the file itself",
+        target.display()
+    )]
+    BrokenLink {
+        /// The link.
+        path: PathBuf,
+        /// What it points to.
+        target: PathBuf,
+    },
     /// Not a regular file.
     #[error("{path}: {kind}, not a regular file; give the files themselves")]
     NotAFile {

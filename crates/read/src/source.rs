@@ -83,8 +83,15 @@ fn kind_of(file_type: std::fs::FileType) -> Option<FileKind> {
 /// regular file (symbolic links followed) of at most [`MAX_FILE_SIZE`] bytes.
 fn examine(path: &Path) -> Result<std::fs::Metadata, ReadError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => ReadError::NotFound {
-            path: path.to_path_buf(),
+        // The path may be there, as a link to nothing: say which.
+        io::ErrorKind::NotFound => match std::fs::read_link(path) {
+            Ok(target) => ReadError::BrokenLink {
+                path: path.to_path_buf(),
+                target,
+            },
+            Err(_) => ReadError::NotFound {
+                path: path.to_path_buf(),
+            },
         },
         _ => ReadError::Unreadable {
             path: path.to_path_buf(),
@@ -147,7 +154,9 @@ impl SourceFile {
         expected: &Identity,
     ) -> Result<Self, ReadError> {
         let source = Self::open(path, mode).map_err(|e| match e {
-            ReadError::NotFound { path } => ReadError::Vanished { path },
+            ReadError::NotFound { path } | ReadError::BrokenLink { path, .. } => {
+                ReadError::Vanished { path }
+            }
             other => other,
         })?;
         match expected.change_to(&source.identity()) {
