@@ -301,7 +301,7 @@ fn unreadable_file() {
         .arg("--state-dir")
         .arg(&state)
         .arg(&path)
-        .as_unprivileged()
+        .unprivileged()
         .run();
 
     refused_before_sending(&run, &mock);

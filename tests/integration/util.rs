@@ -232,7 +232,7 @@ impl TestCommand {
     /// Runs the command as the user `nobody` when the test runs as root (where
     /// file permissions do not apply), so a test of an unreadable file means
     /// the same for everyone. Whatever the command touches must be open to all.
-    pub fn as_unprivileged(mut self) -> Self {
+    pub fn unprivileged(mut self) -> Self {
         use std::os::unix::process::CommandExt;
         // SAFETY: getuid is always safe to call.
         if unsafe { libc::getuid() } != 0 {
