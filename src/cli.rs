@@ -268,6 +268,13 @@ pub struct TransferArgs {
     /// at RATE bytes per second (like 4MiB, 100M or 12MiB/s). Default: no cap.
     #[arg(long, value_parser = parse_bwlimit, value_name = "RATE")]
     pub bwlimit: Option<u64>,
+
+    // --- Trust: private certificate authorities (`--ca-cert`) ---
+    /// Also trust the certificate authority in PEM (repeatable), on top of the
+    /// system's: for a server whose certificate a private CA issued. Certificates
+    /// are always verified; there is no way to turn that off.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
