@@ -268,6 +268,13 @@ pub struct TransferArgs {
     /// at RATE bytes per second (like 4MiB, 100M or 12MiB/s). Default: no cap.
     #[arg(long, value_parser = parse_bwlimit, value_name = "RATE")]
     pub bwlimit: Option<u64>,
+
+    // --- Trust: private certificate authorities (`--ca-cert`) ---
+    /// Also trust the certificate authority in PEM (repeatable), on top of the
+    /// system's: for a server whose certificate a private CA issued. Certificates
+    /// are always verified; there is no way to turn that off.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +352,31 @@ pub struct MockServerArgs {
     /// Cap what each connection receives at RATE per second (like 12MiB).
     #[arg(long, value_parser = parse_bandwidth, value_name = "RATE")]
     pub bandwidth: Option<u64>,
+
+    // --- HTTPS (src/mock_server.rs `with_tls`) ---
+    /// Serve HTTPS with this certificate (PEM: the server's certificate first,
+    /// then any intermediates); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key", help_heading = "HTTPS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "HTTPS"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate for localhost, 127.0.0.1 and ::1 (and the
+    /// --listen address) signed by a throwaway certificate authority made at
+    /// start, and write that authority's certificate (PEM) to CA_FILE for
+    /// clients: `idb upload --ca-cert CA_FILE`. CA_FILE is replaced.
+    #[arg(
+        long,
+        value_name = "CA_FILE",
+        conflicts_with = "tls_cert",
+        help_heading = "HTTPS"
+    )]
+    pub tls_self_signed: Option<PathBuf>,
 }
 
 /// `--mode`: `strict` or `offset`.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use idb_mock::{FaultConfig, MockConfig, MockServer, Storage, WriteMode};
+use idb_mock::{FaultConfig, GeneratedCa, MockConfig, MockServer, Storage, TlsIdentity, WriteMode};
 use tokio::net::TcpListener;
 
 use crate::cli::MockServerArgs;
@@ -56,6 +56,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         config = config.storage(Storage::Dir(dir.clone()));
         format!("{} (as DATASET/FILENAME)", dir.display())
     };
+    let (config, tls_note) = with_tls(config, &args)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -71,6 +72,9 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     println!("listening on {}", server.url());
     eprintln!("storing files in {where_stored}; stop with Ctrl-C");
     eprintln!("{}", describe(&args));
+    if let Some(note) = tls_note {
+        eprintln!("{note}");
+    }
     signals.next().await;
     server.shutdown().await;
     eprintln!("stopped");
@@ -96,4 +100,48 @@ fn describe(args: &MockServerArgs) -> String {
         line.push_str(&format!("; at most {}/s per connection", human(rate)));
     }
     line
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS: `--tls-cert`/`--tls-key`, `--tls-self-signed`
+// ---------------------------------------------------------------------------
+
+/// Adds the certificate to serve, if one was asked for, and says what a client
+/// needs to trust it. A generated authority's certificate is written to its
+/// file before the readiness line, so a client started on that line finds it.
+fn with_tls(
+    config: MockConfig,
+    args: &MockServerArgs,
+) -> anyhow::Result<(MockConfig, Option<String>)> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = TlsIdentity::from_pem_files(cert, key)?;
+        let note = format!("serving HTTPS with the certificate in {}", cert.display());
+        return Ok((config.tls(identity), Some(note)));
+    }
+    let Some(ca_file) = &args.tls_self_signed else {
+        return Ok((config, None));
+    };
+    // The listen address too, when it names one interface other than loopback.
+    let ip = args.listen.ip();
+    let hosts: Vec<String> = if ip.is_unspecified() || ip.is_loopback() {
+        Vec::new()
+    } else {
+        vec![ip.to_string()]
+    };
+    let generated = GeneratedCa::generate(&hosts)?;
+    std::fs::write(ca_file, &generated.ca_pem).with_context(|| {
+        format!(
+            "cannot write the certificate authority to {} (--tls-self-signed)",
+            ca_file.display()
+        )
+    })?;
+    let mut names: Vec<&str> = idb_mock::LOOPBACK_NAMES.to_vec();
+    names.extend(hosts.iter().map(String::as_str));
+    let note = format!(
+        "serving HTTPS with a throwaway certificate for {}; clients trust it with \
+         --ca-cert {}",
+        names.join(", "),
+        ca_file.display()
+    );
+    Ok((config.tls(generated.identity()), Some(note)))
 }

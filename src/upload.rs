@@ -197,6 +197,8 @@ impl TransferArgs {
         };
         // The run's bandwidth cap (`--bwlimit`).
         config.bandwidth = self.bwlimit;
+        // Private certificate authorities (`--ca-cert`).
+        config.ca_certs = self.ca_certs.clone();
         config
     }
 }

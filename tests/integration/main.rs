@@ -29,6 +29,9 @@
 //! - `status_clean`: `idb status` and `idb clean` (changed, old, and in-use
 //!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
+//! - `tls`: HTTPS against a mock whose certificate a throwaway authority issued:
+//!   refused plainly by default, byte-exact with `--ca-cert` (also across a
+//!   `kill -9`), bad `--ca-cert` files (exit 2), `idb mock-server`'s TLS flags.
 
 mod auth;
 mod bwlimit;
@@ -43,5 +46,6 @@ mod resume;
 mod runs;
 mod select;
 mod status_clean;
+mod tls;
 mod upload;
 mod util;

@@ -826,7 +826,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `idb mock-server` with `args` in `dir`, and waits for its first line
-    /// (`listening on http://ADDR`), the readiness signal.
+    /// (`listening on http://ADDR`, or `https://`), the readiness signal.
     pub fn start(dir: &Dir, args: &[&str]) -> Self {
         let mut cmd = dir.idb(["mock-server"]).args(args);
         let shown = cmd.shown();
@@ -856,7 +856,11 @@ impl ServerProcess {
             pipes_closed,
         };
         match (read, first.trim_end().strip_prefix("listening on ")) {
-            (Ok(_), Some(url)) if url.starts_with("http://127.0.0.1:") => {
+            // https:// when it serves TLS.
+            (Ok(_), Some(url))
+                if url.starts_with("http://127.0.0.1:")
+                    || url.starts_with("https://127.0.0.1:") =>
+            {
                 server.url = url.to_owned();
                 server
             }

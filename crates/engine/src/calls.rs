@@ -105,7 +105,8 @@ impl<P: Protocol> Run<'_, P> {
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
                     let reason = error_chain(&e);
-                    if let Some(error) = self.plain_http_answer(&reason) {
+                    let certificate = || crate::tls::untrusted_certificate(self.config, &e);
+                    if let Some(error) = self.plain_http_answer(&reason).or_else(certificate) {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
                     // A server never reached in this run is more likely a wrong

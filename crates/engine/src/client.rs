@@ -77,8 +77,10 @@ impl DatafileClient {
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
+            // Private authorities on top of the platform's roots (tls.rs).
+            .tls_certs_merge(crate::tls::load_ca_certs(&config.ca_certs)?)
             .build()
-            .map_err(Error::Client)?;
+            .map_err(crate::tls::client_error)?;
         let endpoint = endpoint(&config.server, &config.dataset)?;
         Ok(Self {
             http,

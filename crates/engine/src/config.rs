@@ -145,6 +145,11 @@ pub struct UploadConfig {
     /// HTTP client, frame by frame, at most [`crate::BANDWIDTH_BURST`] ahead of the
     /// rate; setup and verify bodies (a few hundred bytes) are not held back.
     pub bandwidth: Option<u64>,
+    // --- Trust ---
+    /// Private certificate authorities (PEM files, one or more certificates
+    /// each) trusted on top of the platform's, for a server whose certificate
+    /// one of them issued. Verification cannot be turned off.
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl UploadConfig {
@@ -175,6 +180,7 @@ impl UploadConfig {
                 ..ReaderConfig::default()
             },
             bandwidth: None,
+            ca_certs: Vec::new(),
         }
     }
 

@@ -5,6 +5,8 @@ use idb_wire::{DatasetKey, Phase, WireError};
 use thiserror::Error;
 use url::Url;
 
+use crate::tls::{CaCertProblem, CertificateProblem};
+
 /// Why a file's name cannot be used (found before anything is sent).
 #[derive(Debug, Error)]
 pub enum NameProblem {
@@ -237,6 +239,32 @@ pub enum Error {
         /// The same address with `http://`.
         plain: String,
     },
+    /// The server's TLS certificate was refused (an unknown issuer, another
+    /// host's name, expired): every call would meet it. Fatal for the run.
+    #[error("the server's certificate is not trusted ({server}): {problem}")]
+    UntrustedCertificate {
+        /// The server as given.
+        server: Url,
+        /// Why it was refused, and what to do.
+        problem: CertificateProblem,
+    },
+    /// A `--ca-cert` file (a private certificate authority) cannot be used;
+    /// found before anything is sent.
+    #[error("cannot use {} as a certificate authority (--ca-cert): {problem}", path.display())]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: CaCertProblem,
+    },
+    /// The platform has no certificate authorities to verify servers with, and
+    /// none were given (`--ca-cert`): nothing can be sent.
+    #[error(
+        "this system has no trusted certificate authorities (no CA bundle where SSL_CERT_FILE, \
+         SSL_CERT_DIR or the system's default point); install the ca-certificates package, \
+         set SSL_CERT_FILE to a CA bundle, or pass --ca-cert with the server's CA"
+    )]
+    NoSystemRoots,
     /// The state directory (or a file in it) cannot be read.
     #[error(
         "cannot read the state directory at {dir}: {source}; check --state-dir (or IDB_STATE_DIR)"
@@ -285,6 +313,7 @@ impl Error {
                 | Error::DatasetNotFound { .. }
                 | Error::Unreachable { .. }
                 | Error::NotTls { .. }
+                | Error::UntrustedCertificate { .. }
         )
     }
 }

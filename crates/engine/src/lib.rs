@@ -36,7 +36,9 @@
 //! ```
 //!
 //! It never prints and never exits: progress goes out as events, results as values.
-//! The token travels only in a sensitive `Authorization` header.
+//! The token travels only in a sensitive `Authorization` header, and over HTTPS only
+//! to a server whose certificate verifies (the platform's roots, plus
+//! [`UploadConfig::ca_certs`]; there is no way to turn verification off).
 #![deny(missing_docs)]
 
 mod acked;
@@ -64,6 +66,7 @@ mod retry;
 mod run;
 mod state;
 mod stop;
+mod tls;
 mod upload;
 
 pub use bandwidth::BANDWIDTH_BURST;
@@ -84,6 +87,7 @@ pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
 };
 pub use stop::Cancel;
+pub use tls::{CaCertProblem, CertificateProblem};
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.

@@ -199,7 +199,13 @@ impl Uploader {
         let unreachable = |e: crate::client::Transport| Error::Unreachable {
             server: self.config.server.clone(),
             last: match e {
-                crate::client::Transport::Http(e) => crate::calls::error_chain(&e),
+                // A refused certificate is said as in an upload.
+                crate::client::Transport::Http(e) => {
+                    if let Some(error) = crate::tls::untrusted_certificate(&self.config, &e) {
+                        return error;
+                    }
+                    crate::calls::error_chain(&e)
+                }
                 crate::client::Transport::Idle(after) => {
                     format!("no answer in {}s", after.as_secs())
                 }

@@ -4,7 +4,9 @@
 //! Connections are served here rather than by `axum::serve`, for three reasons: a
 //! `reset` fault must drop a connection without writing any answer (a handler can
 //! only ever produce a response), the bandwidth cap wraps each socket, and the
-//! admin route needs the peer's address.
+//! admin route needs the peer's address. With a certificate
+//! ([`crate::MockConfig::tls`]) each connection's task runs the TLS handshake
+//! first (never the accept loop, so a slow handshake holds up no one else).
 
 use std::future::Future;
 use std::io;
@@ -20,9 +22,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower_service::Service;
 
 use crate::admin::{ADMIN_TOKENS_PATH, Peer, admin_tokens};
@@ -31,6 +36,7 @@ use crate::config::MockConfig;
 use crate::datafile::{ConnectionControl, count_hold_and_delay, datafile};
 use crate::error::MockError;
 use crate::throttle::Throttled;
+use crate::tls::TLS_HANDSHAKE_TIMEOUT;
 
 /// How long the accept loop pauses after an accept error that is not about one
 /// connection (such as running out of file descriptors), as hyper and axum do.
@@ -95,11 +101,43 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection (HTTP/1.1) until it ends, a `reset` fault drops it, or
-/// shutdown closes it after its request in flight.
+/// Serves one connection (HTTP/1.1, inside TLS when the server has a
+/// certificate) until it ends, a `reset` fault drops it, or shutdown closes it
+/// after its request in flight.
 async fn serve_connection(stream: TcpStream, peer: Peer, router: Router, app: Arc<App>) {
     // Answers are small and sent at once: never hold them back for Nagle.
     let _ = stream.set_nodelay(true);
+    // The cap counts the bytes on the wire, TLS records included.
+    let io = Throttled::new(stream, app.bandwidth);
+    match app.tls.clone() {
+        None => serve_http(io, peer, router, app).await,
+        Some(tls) => {
+            if let Some(io) = tls_handshake(&tls, io, &app).await {
+                serve_http(io, peer, router, app).await;
+            }
+        }
+    }
+}
+
+/// The server side of a TLS handshake, given at most [`TLS_HANDSHAKE_TIMEOUT`].
+/// `None` (the connection is then dropped) when it failed, timed out, or
+/// shutdown began: a client that never finishes a handshake holds nothing.
+async fn tls_handshake<S>(tls: &TlsAcceptor, io: S, app: &App) -> Option<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut closing = app.closing.subscribe();
+    tokio::select! {
+        done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(io)) => done.ok()?.ok(),
+        _ = closing.wait_for(|closing| *closing) => None,
+    }
+}
+
+/// Serves HTTP/1.1 on one connection's byte stream (plain or TLS).
+async fn serve_http<S>(io: S, peer: Peer, router: Router, app: Arc<App>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let control = ConnectionControl {
         reset: Arc::new(Notify::new()),
     };
@@ -111,7 +149,7 @@ async fn serve_connection(stream: TcpStream, peer: Peer, router: Router, app: Ar
         // axum's router is always ready, so `call` needs no `poll_ready` first.
         async move { router.call(request).await }
     });
-    let io = TokioIo::new(Throttled::new(stream, app.bandwidth));
+    let io = TokioIo::new(io);
     let mut connection = pin!(http1::Builder::new().serve_connection(io, service));
     let mut closing = app.closing.subscribe();
     let mut closing_seen = false;

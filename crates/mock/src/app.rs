@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use idb_wire::WriteMode;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Datasets;
 use crate::config::{MockConfig, Storage};
@@ -16,6 +17,7 @@ use crate::error::MockError;
 use crate::faults::Faults;
 use crate::pause::Pause;
 use crate::sessions::Sessions;
+use crate::tls::TlsIdentity;
 
 /// Shared state of a running mock.
 pub(crate) struct App {
@@ -39,6 +41,9 @@ pub(crate) struct App {
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
     pub(crate) store: Option<PathBuf>,
+    /// Runs the server side of the TLS handshake on every accepted connection
+    /// (`None`: plain HTTP).
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 impl App {
@@ -48,6 +53,7 @@ impl App {
         if config.bandwidth == Some(0) {
             return Err(MockError::ZeroBandwidth);
         }
+        let tls = config.tls.as_ref().map(TlsIdentity::acceptor).transpose()?;
         // Only a directory of the caller's is worth saving state into: a
         // temporary store starts empty every time.
         let persist = matches!(config.storage, Storage::Dir(_));
@@ -86,6 +92,7 @@ impl App {
             pause: Pause::new(),
             _temp: temp,
             store,
+            tls,
         })
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use idb_wire::WriteMode;
 
 use crate::faults::FaultConfig;
+use crate::tls::TlsIdentity;
 
 /// The default largest `bytechunk` the mock accepts before answering 413: 64 MiB.
 pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
@@ -62,6 +63,10 @@ pub struct MockConfig {
     /// The most bytes per second each connection receives (request bodies and
     /// headers alike); `None` for no cap.
     pub bandwidth: Option<u64>,
+    // --- HTTPS ---
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP, the
+    /// default). [`crate::GeneratedCa`] makes one for the loopback names.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -82,6 +87,7 @@ impl std::fmt::Debug for MockConfig {
             .field("mode", &self.mode)
             .field("faults", &self.faults)
             .field("bandwidth", &self.bandwidth)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -98,6 +104,7 @@ impl Default for MockConfig {
             mode: WriteMode::default(),
             faults: FaultConfig::default(),
             bandwidth: DEFAULT_BANDWIDTH,
+            tls: None,
         }
     }
 }
@@ -184,6 +191,14 @@ impl MockConfig {
     /// Sets [`MockConfig::listen`].
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Sets [`MockConfig::tls`]: serve HTTPS with `identity` (a key that does
+    /// not belong to the certificate is refused when the server starts:
+    /// [`crate::MockError::Tls`]).
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
         self
     }
 

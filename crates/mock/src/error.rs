@@ -55,4 +55,27 @@ pub enum MockError {
         /// The key given (at most 64 characters of it).
         dataset: String,
     },
+
+    // --- HTTPS (`MockConfig::tls`, tls.rs) ---
+    /// A TLS certificate or private key file cannot be used.
+    #[error("cannot use {} as the server's TLS {what}: {problem}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What it was given as: `certificate` or `private key`.
+        what: &'static str,
+        /// What is wrong with it.
+        #[source]
+        problem: crate::tls::PemProblem,
+    },
+    /// rustls cannot serve with the certificate and key (the key does not belong
+    /// to the certificate, or is of a kind it does not support).
+    #[error(
+        "cannot serve TLS with this certificate and key: {0}; check that the key belongs to \
+         the certificate"
+    )]
+    Tls(#[source] rustls::Error),
+    /// The throwaway certificate authority or its server certificate could not be made.
+    #[error("cannot generate a TLS certificate: {0}")]
+    TlsGenerate(#[source] rcgen::Error),
 }

@@ -76,9 +76,15 @@ impl MockServer {
         self.addr
     }
 
-    /// The base URL, `http://127.0.0.1:PORT` (give it to the client as the server).
+    /// The base URL, `http://127.0.0.1:PORT`, or `https://` when it serves TLS
+    /// (give it to the client as the server).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.app.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Where the server stores files (`None` in sink mode).

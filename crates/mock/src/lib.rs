@@ -10,7 +10,8 @@
 //! store directory (`+state.json`: a server started again on the same directory
 //! resumes its strict uploads and keeps its receipts), and knobs: latency, the
 //! chunk limit, a bandwidth cap per connection, and seeded fault injection (500,
-//! 429, reset connections, stalled answers, truncated chunks).
+//! 429, reset connections, stalled answers, truncated chunks); and HTTPS, with a
+//! certificate and key given or one issued by a throwaway certificate authority.
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],
@@ -19,7 +20,7 @@
 //! arrive, [`MockServer::wait_for_requests`] waits for them to arrive, so a test
 //! acts at a known moment without sleeping), [`serve`] (run on a listener you
 //! bound, until a shutdown future resolves), [`WriteMode`] (from `idb-wire`),
-//! [`FaultConfig`].
+//! [`FaultConfig`], [`TlsIdentity`] and [`GeneratedCa`] (what HTTPS serves).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), idb_mock::MockError> {
@@ -62,6 +63,7 @@ mod reply;
 mod restore;
 mod sessions;
 mod throttle;
+mod tls;
 
 pub use accept::serve;
 pub use admin::ADMIN_TOKENS_PATH;
@@ -78,3 +80,4 @@ pub use handle::MockServer;
 pub use idb_wire::{VerifyReceipt, WriteMode};
 pub use persist::{MAX_PERSISTED_LOG, STATE_FILE, STATE_VERSION};
 pub use throttle::BANDWIDTH_BURST;
+pub use tls::{GeneratedCa, LOOPBACK_NAMES, PemProblem, TLS_HANDSHAKE_TIMEOUT, TlsIdentity};
