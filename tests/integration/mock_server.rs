@@ -210,3 +210,47 @@ fn sigbus_is_explained() {
         "{stderr}"
     );
 }
+
+/// Runs `idb mock-server` with `args` (it should refuse to start) and returns its
+/// stderr, checking it exited non-zero without claiming to listen.
+fn refused_start(dir: &Dir, args: &[&str]) -> String {
+    let run = dir
+        .idb(["mock-server", "--listen", "127.0.0.1:0", "--sink"])
+        .args(args)
+        .run();
+    assert!(
+        run.code().is_some_and(|code| code != 0) && !run.stdout.contains("listening on"),
+        "expected a refused start\n{}",
+        run.describe()
+    );
+    run.stderr.clone()
+}
+
+#[test]
+fn a_dataset_given_twice_or_a_token_given_to_two_datasets_is_refused_at_start() {
+    let dir =
+        Dir::new("a_dataset_given_twice_or_a_token_given_to_two_datasets_is_refused_at_start");
+    let twice = refused_start(
+        &dir,
+        &["--dataset", "IDB-X:tok-x", "--dataset", "IDB-X:tok-z"],
+    );
+    assert!(
+        twice.contains("IDB-X") && twice.contains("twice"),
+        "{twice}"
+    );
+    let shared = refused_start(
+        &dir,
+        &["--dataset", "IDB-X:tok-x", "--dataset", "IDB-Y:tok-x"],
+    );
+    assert!(
+        shared.contains("IDB-X") && shared.contains("IDB-Y") && !shared.contains("tok-x"),
+        "{shared}"
+    );
+}
+
+#[test]
+fn a_bad_dataset_key_is_said_once() {
+    let dir = Dir::new("a_bad_dataset_key_is_said_once");
+    let stderr = refused_start(&dir, &["--dataset", ":tok-x"]);
+    assert_eq!(stderr.matches("it is empty").count(), 1, "{stderr}");
+}

@@ -108,8 +108,11 @@ impl MockConfig {
         Self::default()
     }
 
-    /// Adds a draft dataset `key` that accepts `token`. Adding the same key again
-    /// with another token makes both tokens valid for it.
+    /// Adds a draft dataset `key` that accepts `token`. Each key may be added
+    /// once, and each token given to one dataset only (as on the Data Bank);
+    /// the server refuses anything else when it starts
+    /// ([`crate::MockError::DuplicateDataset`], [`crate::MockError::SharedToken`]).
+    /// More tokens for a dataset: [`crate::MockServer::add_token`].
     pub fn dataset(mut self, key: &str, token: &str) -> Self {
         self.datasets.push(DatasetConfig {
             key: key.into(),
