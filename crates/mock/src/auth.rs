@@ -24,6 +24,9 @@ pub(crate) struct Dataset {
 /// One token of a dataset.
 struct Grant {
     token: Token,
+    /// The blake3 of the token, which requests are compared with (see
+    /// [`Dataset::authorized`]).
+    digest: blake3::Hash,
     /// It stops working at this instant (`None`: never).
     expires: Option<Instant>,
 }
@@ -33,6 +36,7 @@ impl Grant {
     /// the clock can count also means for ever).
     fn new(token: Token, ttl: Option<Duration>) -> Self {
         Self {
+            digest: blake3::hash(token.expose().as_bytes()),
             token,
             expires: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
         }
@@ -41,6 +45,14 @@ impl Grant {
 
 impl Dataset {
     /// Whether `headers` carry a token of this dataset that has not expired.
+    ///
+    /// The time this takes does not depend on how much of a token an attacker
+    /// guessed right: the given token is hashed (blake3) and the digest compared
+    /// with each grant's digest by `blake3::Hash`'s `==`, which is constant-time
+    /// over the 32 bytes (the crate documents it so). Comparing digests also
+    /// hides the tokens' lengths, which a byte-by-byte comparison of unequal
+    /// lengths would reveal, and needs no new dependency. Every grant is looked
+    /// at (no early return), so the time does not say which grant matched.
     pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(given) = headers
             .get(header::AUTHORIZATION)
@@ -49,10 +61,12 @@ impl Dataset {
         else {
             return false;
         };
+        let given = blake3::hash(given.as_bytes());
         let now = Instant::now();
-        lock(&self.tokens)
-            .iter()
-            .any(|g| g.token.expose() == given && g.expires.is_none_or(|at| now < at))
+        lock(&self.tokens).iter().fold(false, |found, g| {
+            // `|` and `&`, not `||` and `&&`: no comparison is skipped.
+            found | ((g.digest == given) & g.expires.is_none_or(|at| now < at))
+        })
     }
 }
 
@@ -169,4 +183,38 @@ fn holder_of<'a>(by_key: &'a HashMap<String, Dataset>, token: &Token) -> Option<
             .any(|g| g.token == *token)
             .then_some(key.as_str())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_token(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("Token token={token}");
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_the_exact_token_is_authorized_by_its_digest() {
+        let configured = [DatasetConfig {
+            key: "IDB-1".into(),
+            token: "tok-secret".into(),
+            published: false,
+        }];
+        let datasets = Datasets::new(&configured, None).unwrap();
+        let dataset = datasets.get("IDB-1").unwrap();
+        assert!(dataset.authorized(&with_token("tok-secret")));
+        for wrong in [
+            "tok-secre",
+            "tok-secret2",
+            "tok-secreT",
+            "x",
+            "tok-secrettok-secret",
+        ] {
+            assert!(!dataset.authorized(&with_token(wrong)), "{wrong}");
+        }
+        assert!(!dataset.authorized(&HeaderMap::new()));
+    }
 }
