@@ -38,21 +38,24 @@ fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
     );
 }
 
+/// `mock-server`'s arguments for dataset [`KEY`] with [`TOK`], stored in `store`.
+fn store_args(store: &std::path::Path) -> [&str; 6] {
+    let store = store.to_str().expect("the test's paths are UTF-8");
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--dataset",
+        "IDB-X:tok-x",
+        "--store",
+        store,
+    ]
+}
+
 #[test]
 fn store_dir_holds_the_file_byte_identical() {
     let dir = Dir::new("store_dir_holds_the_file_byte_identical");
     let store = dir.join("store");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start(&dir, &store_args(&store));
     let (path, bytes) = dir.random_file("upload/kept.h5", 2 * CHUNK + 77);
 
     let run = dir
@@ -253,4 +256,34 @@ fn a_bad_dataset_key_is_said_once() {
     let dir = Dir::new("a_bad_dataset_key_is_said_once");
     let stderr = refused_start(&dir, &["--dataset", ":tok-x"]);
     assert_eq!(stderr.matches("it is empty").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_second_server_on_the_same_store_exits_at_once_naming_the_first() {
+    let dir = Dir::new("a_second_server_on_the_same_store_exits_at_once_naming_the_first");
+    let store = dir.join("store");
+    let args = store_args(&store);
+    let first = ServerProcess::start(&dir, &args);
+
+    // Waited for to its end (bounded): a second server that served would hang here.
+    let second = dir.idb(["mock-server"]).args(args).run();
+    assert_eq!(second.code(), Some(1), "{}", second.describe());
+    let expected = format!("store {} is in use by pid {}", store.display(), first.pid());
+    second.stderr_has(&expected);
+    assert!(
+        !second.stdout.contains("listening on"),
+        "{}",
+        second.describe()
+    );
+
+    // The first one still serves its store.
+    let (path, bytes) = dir.random_file("after.bin", CHUNK + 3);
+    dir.upload_to(&first.url, KEY, "64KiB")
+        .token(TOK)
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    let (status, _, stderr) = first.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }

@@ -846,6 +846,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Sends SIGTERM (with the `kill` command, to this child's pid only) and waits
     /// for the exit. Returns the status, the rest of stdout, and stderr.
     pub fn terminate(self) -> (ExitStatus, String, String) {

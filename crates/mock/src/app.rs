@@ -16,6 +16,7 @@ use crate::error::MockError;
 use crate::faults::Faults;
 use crate::pause::Pause;
 use crate::sessions::Sessions;
+use crate::store_lock::StoreLock;
 
 /// Shared state of a running mock.
 pub(crate) struct App {
@@ -38,6 +39,9 @@ pub(crate) struct App {
     pub(crate) pause: Pause,
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
+    /// A store directory of the caller's is this server's alone while it
+    /// runs; let go when the last reference to the state is dropped.
+    _store_lock: Option<StoreLock>,
     pub(crate) store: Option<PathBuf>,
 }
 
@@ -51,6 +55,7 @@ impl App {
         // Only a directory of the caller's is worth saving state into: a
         // temporary store starts empty every time.
         let persist = matches!(config.storage, Storage::Dir(_));
+        let mut store_lock = None;
         let (temp, store) = match &config.storage {
             Storage::Sink => (None, None),
             Storage::Dir(path) => {
@@ -58,6 +63,9 @@ impl App {
                     path: path.clone(),
                     source,
                 })?;
+                // Before anything of the store is read: its state is this
+                // server's alone from here on.
+                store_lock = Some(StoreLock::acquire(path)?);
                 (None, Some(path.clone()))
             }
             Storage::TempDir => {
@@ -85,6 +93,7 @@ impl App {
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             _temp: temp,
+            _store_lock: store_lock,
             store,
         })
     }

@@ -21,7 +21,10 @@ pub enum Storage {
     TempDir,
     /// This directory; files appear as `<dir>/<dataset>/<filename>` after verify.
     /// The server's state is saved in it ([`crate::STATE_FILE`]) and resumed by
-    /// a server started on it again (see [`crate::MockServer`]).
+    /// a server started on it again (see [`crate::MockServer`]). One server at a
+    /// time: it holds [`crate::STORE_LOCK_FILE`] locked while it runs, and a
+    /// second server on the same directory is refused at start
+    /// ([`crate::MockError::StoreInUse`]).
     Dir(PathBuf),
     /// Keep nothing: count and hash the bytes only (for benchmarks).
     Sink,

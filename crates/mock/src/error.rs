@@ -26,6 +26,20 @@ pub enum MockError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Another server (in this process or another) serves the same store
+    /// directory: two servers on one store would replace each other's files.
+    #[error(
+        "store {} is in use by {}; stop that server first, or give this one another store directory",
+        path.display(),
+        holder(*pid)
+    )]
+    StoreInUse {
+        /// The store directory.
+        path: PathBuf,
+        /// The process holding it, as it wrote in the lock file (`None` if it
+        /// had not written it yet).
+        pid: Option<u32>,
+    },
     /// The server stopped with an I/O error.
     #[error("the mock server failed")]
     Serve(#[source] io::Error),
@@ -92,6 +106,14 @@ pub enum MockError {
         /// The key given (at most 64 characters of it).
         dataset: String,
     },
+}
+
+/// Who holds a store, for [`MockError::StoreInUse`].
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another server that is starting".to_owned(),
+    }
 }
 
 /// The first 64 characters of a name given by the caller, for an error.

@@ -61,6 +61,7 @@ mod persist;
 mod reply;
 mod restore;
 mod sessions;
+mod store_lock;
 mod throttle;
 
 pub use accept::serve;
@@ -73,6 +74,7 @@ pub use faults::{
     FaultKind, FaultStats,
 };
 pub use handle::MockServer;
+pub use layout::STORE_LOCK_FILE;
 // Defined in the wire crate, which the client shares; re-exported so that
 // `idb_mock::WriteMode` keeps working.
 pub use idb_wire::{VerifyReceipt, WriteMode};
