@@ -115,6 +115,14 @@ pub(crate) struct Sessions {
     /// Verified files, so a second setup of the name is refused, a repeated
     /// verify gets the same receipt, and the transfer log outlives the session.
     done: Mutex<HashMap<Key, Done>>,
+    /// One lock per name ever called, held by [`Sessions::apply`] for the whole
+    /// of a call: the calls on one (dataset, file name) are applied one at a
+    /// time, in any mix of phases, while different names go on in parallel.
+    /// Without it two verifies of one upload both moved its staged file (the
+    /// second answered 500), and a setup could truncate the staged bytes of a
+    /// verify in progress. Bounds nothing but that; an entry lives as long as
+    /// the server (as `done` does), a few dozen bytes a name.
+    names: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
     pub(crate) counters: Counters,
     /// Saves the state of a store directory; `None` for a sink or a temporary
     /// store (nothing to resume from).
@@ -170,6 +178,7 @@ impl Sessions {
             mode,
             open: Mutex::new(open),
             done: Mutex::new(done),
+            names: Mutex::default(),
             counters: Counters::default(),
             persist: saver,
             next_id,
@@ -217,6 +226,9 @@ impl Sessions {
     /// (the injected fault, counted here).
     pub(crate) fn apply(&self, dataset: &str, request: PhaseRequest, truncate: bool) -> Reply {
         let key = (dataset.to_owned(), request.filename().to_owned());
+        let name = Arc::clone(lock(&self.names).entry(key.clone()).or_default());
+        // Held to the end of the call (see `names`).
+        let _one_call_at_a_time = lock(&name);
         match request {
             PhaseRequest::Setup { filesize, .. } => self.setup(key, filesize),
             PhaseRequest::Transfer {
