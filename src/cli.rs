@@ -345,6 +345,27 @@ pub struct MockServerArgs {
     /// Cap what each connection receives at RATE per second (like 12MiB).
     #[arg(long, value_parser = parse_bandwidth, value_name = "RATE")]
     pub bandwidth: Option<u64>,
+    // --- Limits against slow or many clients (src/mock_server.rs) ---
+    /// Close a connection that has not sent a request's headers within SECS (also
+    /// how long a kept-alive connection may sit idle between requests).
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_name = "SECS"
+    )]
+    pub header_timeout: u64,
+    /// Cut a request whose body sends nothing for SECS while the server waits for
+    /// it (answered 400, connection closed).
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_BODY_IDLE_TIMEOUT.as_secs(),
+        value_name = "SECS"
+    )]
+    pub body_timeout: u64,
+    /// Serve at most N connections at once; a connection beyond them waits to be
+    /// accepted until one ends (it is not refused).
+    #[arg(long, default_value_t = idb_mock::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
 }
 
 /// `--mode`: `strict` or `offset`.

@@ -23,7 +23,10 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .max_chunk(args.max_chunk)
         .mode(args.mode)
         .faults(faults)
-        .bandwidth(args.bandwidth);
+        .bandwidth(args.bandwidth)
+        .header_read_timeout(Duration::from_secs(args.header_timeout))
+        .body_idle_timeout(Duration::from_secs(args.body_timeout))
+        .max_connections(args.max_connections);
     for spec in &args.datasets {
         let Some((key, token)) = spec.split_once(':') else {
             bail!("--dataset {spec:?} should be KEY:TOKEN, like IDB-1234567:s3cret");

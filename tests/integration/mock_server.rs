@@ -10,16 +10,7 @@ const TOK: &str = "tok-x";
 #[test]
 fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
     let dir = Dir::new("sink_mode_takes_an_upload_and_stops_on_sigterm");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (path, bytes) = dir.random_file("sunk.bin", 3 * CHUNK + 1);
 
     let run = dir
@@ -83,16 +74,7 @@ fn store_dir_holds_the_file_byte_identical() {
 #[test]
 fn wrong_token_against_the_process_exits_3() {
     let dir = Dir::new("wrong_token_against_the_process_exits_3");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (path, _) = dir.random_file("data.bin", 10);
 
     let run = dir
@@ -112,18 +94,7 @@ fn wrong_token_against_the_process_exits_3() {
 #[test]
 fn published_dataset_refuses_uploads() {
     let dir = Dir::new("published_dataset_refuses_uploads");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--published",
-            "IDB-X",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &["--published", "IDB-X"]);
     let (path, _) = dir.random_file("data.bin", 10);
 
     let run = dir
@@ -196,16 +167,7 @@ fn published_without_its_dataset_fails_with_a_message() {
 #[test]
 fn sigbus_is_explained() {
     let dir = Dir::new("sigbus_is_explained");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (status, _, stderr) = server.signal("-BUS");
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
@@ -285,5 +247,33 @@ fn a_second_server_on_the_same_store_exits_at_once_naming_the_first() {
         .expect_code(0)
         .verified_exactly(&[(&path, &bytes)]);
     let (status, _, stderr) = first.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed_after_header_timeout() {
+    use std::io::{Read, Write};
+
+    let dir =
+        Dir::new("a_connection_that_never_finishes_its_headers_is_closed_after_header_timeout");
+    let server = ServerProcess::sink(&dir, &["--header-timeout", "1"]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the mock");
+    stream
+        .write_all(b"POST /api/dataset/IDB-X/datafile HTTP/1.1\r\nHost: mock\r\n")
+        .expect("send half a header");
+    // The read returns at the server's close (bounded, so a server that never
+    // closes fails the test rather than hanging it).
+    stream
+        .set_read_timeout(Some(crate::util::HANG))
+        .expect("set a read timeout");
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(
+        matches!(read, Ok(0)),
+        "expected a close without an answer, got {read:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let (status, _, stderr) = server.terminate();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }

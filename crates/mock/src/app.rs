@@ -31,6 +31,12 @@ pub(crate) struct App {
     pub(crate) faults: Faults,
     /// Bytes per second each connection may receive; `None`: no cap.
     pub(crate) bandwidth: Option<u64>,
+    /// See [`MockConfig::header_read_timeout`].
+    pub(crate) header_read_timeout: Duration,
+    /// See [`MockConfig::body_idle_timeout`].
+    pub(crate) body_idle_timeout: Duration,
+    /// See [`MockConfig::max_connections`].
+    pub(crate) max_connections: usize,
     /// Becomes `true` when shutdown begins: every connection then finishes its
     /// request in flight and closes, and stalled answers and requests held by
     /// a pause are let go at once. Never goes back to `false`.
@@ -51,6 +57,15 @@ impl App {
         let faults = Faults::new(&config.faults)?;
         if config.bandwidth == Some(0) {
             return Err(MockError::ZeroBandwidth);
+        }
+        for (zero, limit) in [
+            (config.header_read_timeout.is_zero(), "header read timeout"),
+            (config.body_idle_timeout.is_zero(), "body idle timeout"),
+            (config.max_connections == 0, "connection limit"),
+        ] {
+            if zero {
+                return Err(MockError::ZeroLimit { limit });
+            }
         }
         // Only a directory of the caller's is worth saving state into: a
         // temporary store starts empty every time.
@@ -90,6 +105,9 @@ impl App {
             mode: config.mode,
             faults,
             bandwidth: config.bandwidth,
+            header_read_timeout: config.header_read_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            max_connections: config.max_connections,
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             _temp: temp,

@@ -12,6 +12,19 @@ pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
 /// The default bandwidth cap per connection: none.
 pub const DEFAULT_BANDWIDTH: Option<u64> = None;
 
+/// The default time a client has to send a request's headers (counted from the
+/// moment the server starts reading them, so also how long a kept-alive
+/// connection may sit idle between requests): 30 s, hyper's own default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a request body may stop moving, while the server waits for
+/// it, before the request is cut: 60 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default most connections served at once: 512. Beyond it a new
+/// connection waits in the listen backlog (the kernel's queue) until one ends.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Where received bytes go.
 #[derive(Debug, Clone, Default)]
 pub enum Storage {
@@ -65,6 +78,17 @@ pub struct MockConfig {
     /// The most bytes per second each connection receives (request bodies and
     /// headers alike); `None` for no cap.
     pub bandwidth: Option<u64>,
+    // --- Limits against slow or many clients (a hostile client cannot hold the
+    // server): see `accept.rs` and `body_idle.rs`.
+    /// How long a client may take to send a request's headers; the connection
+    /// is closed after it, with no answer.
+    pub header_read_timeout: Duration,
+    /// How long a request body may stop moving while the server waits for it;
+    /// the request is then answered 400 and the connection closed.
+    pub body_idle_timeout: Duration,
+    /// The most connections served at once; a new connection beyond it waits
+    /// to be accepted until one ends (it is not refused).
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -85,6 +109,9 @@ impl std::fmt::Debug for MockConfig {
             .field("mode", &self.mode)
             .field("faults", &self.faults)
             .field("bandwidth", &self.bandwidth)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -101,6 +128,9 @@ impl Default for MockConfig {
             mode: WriteMode::default(),
             faults: FaultConfig::default(),
             bandwidth: DEFAULT_BANDWIDTH,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -190,6 +220,27 @@ impl MockConfig {
     /// Sets [`MockConfig::listen`].
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Sets [`MockConfig::header_read_timeout`] (zero is refused when the
+    /// server starts: [`crate::MockError::ZeroLimit`]).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`MockConfig::body_idle_timeout`] (zero is refused when the server
+    /// starts: [`crate::MockError::ZeroLimit`]).
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`MockConfig::max_connections`] (zero is refused when the server
+    /// starts: [`crate::MockError::ZeroLimit`]).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
         self
     }
 

@@ -100,6 +100,13 @@ pub enum MockError {
     /// A bandwidth cap of 0 bytes per second, which would let nothing through.
     #[error("a bandwidth of 0 bytes per second lets nothing through; leave it unset for no cap")]
     ZeroBandwidth,
+    /// A limit of zero (a timeout or a connection limit), which would refuse
+    /// every request.
+    #[error("a {limit} of 0 would refuse every request; give a value above 0")]
+    ZeroLimit {
+        /// Which limit (like "header read timeout").
+        limit: &'static str,
+    },
     /// A token was offered for a dataset key this server does not serve.
     #[error("this mock server has no dataset {dataset}; start it with --dataset {dataset}:TOKEN")]
     UnknownDataset {

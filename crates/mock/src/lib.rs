@@ -48,6 +48,7 @@ mod app;
 mod assembly;
 mod auth;
 mod body;
+mod body_idle;
 mod config;
 mod counters;
 mod datafile;
@@ -66,7 +67,10 @@ mod throttle;
 
 pub use accept::serve;
 pub use admin::ADMIN_TOKENS_PATH;
-pub use config::{DEFAULT_BANDWIDTH, DEFAULT_MAX_CHUNK, MockConfig, Storage};
+pub use config::{
+    DEFAULT_BANDWIDTH, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CHUNK,
+    DEFAULT_MAX_CONNECTIONS, MockConfig, Storage,
+};
 pub use counters::Stats;
 pub use error::MockError;
 pub use faults::{
