@@ -366,6 +366,13 @@ pub struct MockServerArgs {
     /// accepted until one ends (it is not refused).
     #[arg(long, default_value_t = idb_mock::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
+    // --- A server that speaks less than the mock (src/mock_server.rs) ---
+    /// Answer every error as a plain HTML page that gives only the status (no
+    /// JSON, no offsets), and a retried identical chunk with 409 like any other
+    /// offset mismatch (strict mode): the model of a server whose errors are not
+    /// the mock's.
+    #[arg(long)]
+    pub plain_errors: bool,
 }
 
 /// `--mode`: `strict` or `offset`.

@@ -277,3 +277,21 @@ fn a_connection_that_never_finishes_its_headers_is_closed_after_header_timeout()
     let (status, _, stderr) = server.terminate();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+/// A run that meets no error uploads as usual against a server whose errors
+/// would be HTML pages.
+#[test]
+fn an_upload_to_a_plain_errors_server_is_verified_byte_exact() {
+    let dir = Dir::new("an_upload_to_a_plain_errors_server_is_verified_byte_exact");
+    let server = ServerProcess::sink(&dir, &["--plain-errors"]);
+    let (path, bytes) = dir.random_file("plain.bin", 3 * CHUNK + 5);
+    dir.upload_to(&server.url, KEY, "64KiB")
+        .token(TOK)
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("plain HTML"), "{stderr}");
+}

@@ -42,6 +42,7 @@ use crate::config::MockConfig;
 use crate::counters::OpenConnection;
 use crate::datafile::{ConnectionControl, count_hold_and_delay, datafile};
 use crate::error::MockError;
+use crate::html_errors::html_errors;
 use crate::throttle::Throttled;
 
 /// How long the accept loop pauses after an accept error that is not about one
@@ -61,6 +62,11 @@ fn router(app: Arc<App>) -> Router {
         .route(ADMIN_TOKENS_PATH, post(admin_tokens))
         // Bodies are streamed and limited by `max_chunk` in `read_fields`.
         .layer(DefaultBodyLimit::disable())
+        // Outermost: with `plain_errors` every error of every route is HTML.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            html_errors,
+        ))
         .with_state(app)
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct App {
     pub(crate) body_idle_timeout: Duration,
     /// See [`MockConfig::max_connections`].
     pub(crate) max_connections: usize,
+    /// See [`MockConfig::plain_errors`].
+    pub(crate) plain_errors: bool,
     /// Becomes `true` when shutdown begins: every connection then finishes its
     /// request in flight and closes, and stalled answers and requests held by
     /// a pause are let go at once. Never goes back to `false`.
@@ -95,7 +97,10 @@ impl App {
                 (Some(temp), Some(path))
             }
         };
-        let (sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        let (mut sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        if config.plain_errors {
+            sessions = sessions.refuse_identical_retries();
+        }
         Ok(Self {
             datasets,
             latency: config.latency,
@@ -108,6 +113,7 @@ impl App {
             header_read_timeout: config.header_read_timeout,
             body_idle_timeout: config.body_idle_timeout,
             max_connections: config.max_connections,
+            plain_errors: config.plain_errors,
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             _temp: temp,

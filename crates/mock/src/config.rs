@@ -89,6 +89,14 @@ pub struct MockConfig {
     /// The most connections served at once; a new connection beyond it waits
     /// to be accepted until one ends (it is not refused).
     pub max_connections: usize,
+    /// Model a server that speaks less than the mock: every error (any status
+    /// from 400 up, on any route) is answered as a small HTML page
+    /// (`text/html`) that gives only the status, never the mock's JSON (no
+    /// `expected_offset`, `received` or `error` fields); and in strict mode a
+    /// retried chunk identical to bytes already stored gets the 409 of any
+    /// other offset mismatch instead of 200. Successes are unchanged. Off by
+    /// default.
+    pub plain_errors: bool,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -112,6 +120,7 @@ impl std::fmt::Debug for MockConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_idle_timeout", &self.body_idle_timeout)
             .field("max_connections", &self.max_connections)
+            .field("plain_errors", &self.plain_errors)
             .finish()
     }
 }
@@ -131,6 +140,7 @@ impl Default for MockConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            plain_errors: false,
         }
     }
 }
@@ -241,6 +251,12 @@ impl MockConfig {
     /// starts: [`crate::MockError::ZeroLimit`]).
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`MockConfig::plain_errors`].
+    pub fn plain_errors(mut self, plain: bool) -> Self {
+        self.plain_errors = plain;
         self
     }
 

@@ -8,9 +8,12 @@
 //! in order) or offset mode (each chunk written at its offset, in any order),
 //! storage (a directory, or a sink that keeps only a hash), the saved state of a
 //! store directory (`+state.json`: a server started again on the same directory
-//! resumes its strict uploads and keeps its receipts), and knobs: latency, the
-//! chunk limit, a bandwidth cap per connection, and seeded fault injection (500,
-//! 429, reset connections, stalled answers, truncated chunks).
+//! resumes its strict uploads and keeps its receipts; one server per store,
+//! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
+//! per connection, seeded fault injection (500, 429, reset connections, stalled
+//! answers, truncated chunks), plain HTML errors (a server that speaks less than
+//! the mock: [`MockConfig::plain_errors`]), and limits against slow and many
+//! clients (a header read timeout, a body idle timeout, a connection limit).
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],
@@ -55,6 +58,7 @@ mod datafile;
 mod error;
 mod faults;
 mod handle;
+mod html_errors;
 mod layout;
 mod lock;
 mod pause;

@@ -129,6 +129,11 @@ pub(crate) struct Sessions {
     persist: Option<Persist>,
     /// The id of the next session.
     next_id: AtomicU64,
+    /// Whether a strict transfer identical to bytes already stored is answered
+    /// 200 (the mock contract's idempotent retry). `false` with
+    /// [`crate::MockConfig::plain_errors`]: such a chunk gets the 409 of any
+    /// other offset mismatch, as a server that knows only its offset would.
+    identical_retry_ok: bool,
 }
 
 /// The 500 of a change that could not be saved.
@@ -182,8 +187,16 @@ impl Sessions {
             counters: Counters::default(),
             persist: saver,
             next_id,
+            identical_retry_ok: true,
         };
         (sessions, warnings)
+    }
+
+    /// Answers an identical retried chunk with the 409 of any offset mismatch
+    /// instead of 200 (see `identical_retry_ok`).
+    pub(crate) fn refuse_identical_retries(mut self) -> Self {
+        self.identical_retry_ok = false;
+        self
     }
 
     /// Records `change` and saves it (nothing without persistence).
@@ -348,7 +361,7 @@ impl Sessions {
         match &mut s.order {
             Order::Strict(strict) => {
                 if offset != strict.received {
-                    if strict.holds(s.file.as_ref(), offset, &chunk) {
+                    if self.identical_retry_ok && strict.holds(s.file.as_ref(), offset, &chunk) {
                         if truncate {
                             // Its first half is there already: nothing new to keep.
                             return self.truncated(len / 2, len);
