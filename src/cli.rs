@@ -377,6 +377,34 @@ pub struct MockServerArgs {
         help_heading = "HTTPS"
     )]
     pub tls_self_signed: Option<PathBuf>,
+    // --- Limits against slow or many clients (src/mock_server.rs) ---
+    /// Close a connection that has not sent a request's headers within SECS (also
+    /// how long a kept-alive connection may sit idle between requests).
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_name = "SECS"
+    )]
+    pub header_timeout: u64,
+    /// Cut a request whose body sends nothing for SECS while the server waits for
+    /// it (answered 400, connection closed).
+    #[arg(
+        long,
+        default_value_t = idb_mock::DEFAULT_BODY_IDLE_TIMEOUT.as_secs(),
+        value_name = "SECS"
+    )]
+    pub body_timeout: u64,
+    /// Serve at most N connections at once; a connection beyond them waits to be
+    /// accepted until one ends (it is not refused).
+    #[arg(long, default_value_t = idb_mock::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    // --- A server that speaks less than the mock (src/mock_server.rs) ---
+    /// Answer every error as a plain HTML page that gives only the status (no
+    /// JSON, no offsets), and a retried identical chunk with 409 like any other
+    /// offset mismatch (strict mode): the model of a server whose errors are not
+    /// the mock's.
+    #[arg(long)]
+    pub plain_errors: bool,
 }
 
 /// `--mode`: `strict` or `offset`.

@@ -23,7 +23,11 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .max_chunk(args.max_chunk)
         .mode(args.mode)
         .faults(faults)
-        .bandwidth(args.bandwidth);
+        .bandwidth(args.bandwidth)
+        .header_read_timeout(Duration::from_secs(args.header_timeout))
+        .body_idle_timeout(Duration::from_secs(args.body_timeout))
+        .max_connections(args.max_connections)
+        .plain_errors(args.plain_errors);
     for spec in &args.datasets {
         let Some((key, token)) = spec.split_once(':') else {
             bail!("--dataset {spec:?} should be KEY:TOKEN, like IDB-1234567:s3cret");
@@ -98,6 +102,9 @@ fn describe(args: &MockServerArgs) -> String {
     }
     if let Some(rate) = args.bandwidth {
         line.push_str(&format!("; at most {}/s per connection", human(rate)));
+    }
+    if args.plain_errors {
+        line.push_str("; errors as plain HTML pages (no JSON, no offsets, no 200 for a repeat)");
     }
     line
 }

@@ -14,15 +14,7 @@ const TOK: &str = "tok-x";
 
 /// `--listen 127.0.0.1:0 --dataset IDB-X:tok-x --sink` and `extra`.
 fn start(dir: &Dir, extra: &[&str]) -> ServerProcess {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--dataset",
-        "IDB-X:tok-x",
-        "--sink",
-    ];
-    args.extend_from_slice(extra);
-    ServerProcess::start(dir, &args)
+    ServerProcess::sink(dir, extra)
 }
 
 /// Stops a server and asserts it exits 0.

@@ -10,16 +10,7 @@ const TOK: &str = "tok-x";
 #[test]
 fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
     let dir = Dir::new("sink_mode_takes_an_upload_and_stops_on_sigterm");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (path, bytes) = dir.random_file("sunk.bin", 3 * CHUNK + 1);
 
     let run = dir
@@ -38,21 +29,24 @@ fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
     );
 }
 
+/// `mock-server`'s arguments for dataset [`KEY`] with [`TOK`], stored in `store`.
+fn store_args(store: &std::path::Path) -> [&str; 6] {
+    let store = store.to_str().expect("the test's paths are UTF-8");
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--dataset",
+        "IDB-X:tok-x",
+        "--store",
+        store,
+    ]
+}
+
 #[test]
 fn store_dir_holds_the_file_byte_identical() {
     let dir = Dir::new("store_dir_holds_the_file_byte_identical");
     let store = dir.join("store");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start(&dir, &store_args(&store));
     let (path, bytes) = dir.random_file("upload/kept.h5", 2 * CHUNK + 77);
 
     let run = dir
@@ -80,16 +74,7 @@ fn store_dir_holds_the_file_byte_identical() {
 #[test]
 fn wrong_token_against_the_process_exits_3() {
     let dir = Dir::new("wrong_token_against_the_process_exits_3");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (path, _) = dir.random_file("data.bin", 10);
 
     let run = dir
@@ -109,18 +94,7 @@ fn wrong_token_against_the_process_exits_3() {
 #[test]
 fn published_dataset_refuses_uploads() {
     let dir = Dir::new("published_dataset_refuses_uploads");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--published",
-            "IDB-X",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &["--published", "IDB-X"]);
     let (path, _) = dir.random_file("data.bin", 10);
 
     let run = dir
@@ -193,20 +167,131 @@ fn published_without_its_dataset_fails_with_a_message() {
 #[test]
 fn sigbus_is_explained() {
     let dir = Dir::new("sigbus_is_explained");
-    let server = ServerProcess::start(
-        &dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--dataset",
-            "IDB-X:tok-x",
-            "--sink",
-        ],
-    );
+    let server = ServerProcess::sink(&dir, &[]);
     let (status, _, stderr) = server.signal("-BUS");
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("truncated") && stderr.contains("SIGBUS"),
         "{stderr}"
     );
+}
+
+/// Runs `idb mock-server` with `args` (it should refuse to start) and returns its
+/// stderr, checking it exited non-zero without claiming to listen.
+fn refused_start(dir: &Dir, args: &[&str]) -> String {
+    let run = dir
+        .idb(["mock-server", "--listen", "127.0.0.1:0", "--sink"])
+        .args(args)
+        .run();
+    assert!(
+        run.code().is_some_and(|code| code != 0) && !run.stdout.contains("listening on"),
+        "expected a refused start\n{}",
+        run.describe()
+    );
+    run.stderr.clone()
+}
+
+#[test]
+fn a_dataset_given_twice_or_a_token_given_to_two_datasets_is_refused_at_start() {
+    let dir =
+        Dir::new("a_dataset_given_twice_or_a_token_given_to_two_datasets_is_refused_at_start");
+    let twice = refused_start(
+        &dir,
+        &["--dataset", "IDB-X:tok-x", "--dataset", "IDB-X:tok-z"],
+    );
+    assert!(
+        twice.contains("IDB-X") && twice.contains("twice"),
+        "{twice}"
+    );
+    let shared = refused_start(
+        &dir,
+        &["--dataset", "IDB-X:tok-x", "--dataset", "IDB-Y:tok-x"],
+    );
+    assert!(
+        shared.contains("IDB-X") && shared.contains("IDB-Y") && !shared.contains("tok-x"),
+        "{shared}"
+    );
+}
+
+#[test]
+fn a_bad_dataset_key_is_said_once() {
+    let dir = Dir::new("a_bad_dataset_key_is_said_once");
+    let stderr = refused_start(&dir, &["--dataset", ":tok-x"]);
+    assert_eq!(stderr.matches("it is empty").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_second_server_on_the_same_store_exits_at_once_naming_the_first() {
+    let dir = Dir::new("a_second_server_on_the_same_store_exits_at_once_naming_the_first");
+    let store = dir.join("store");
+    let args = store_args(&store);
+    let first = ServerProcess::start(&dir, &args);
+
+    // Waited for to its end (bounded): a second server that served would hang here.
+    let second = dir.idb(["mock-server"]).args(args).run();
+    assert_eq!(second.code(), Some(1), "{}", second.describe());
+    let expected = format!("store {} is in use by pid {}", store.display(), first.pid());
+    second.stderr_has(&expected);
+    assert!(
+        !second.stdout.contains("listening on"),
+        "{}",
+        second.describe()
+    );
+
+    // The first one still serves its store.
+    let (path, bytes) = dir.random_file("after.bin", CHUNK + 3);
+    dir.upload_to(&first.url, KEY, "64KiB")
+        .token(TOK)
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    let (status, _, stderr) = first.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed_after_header_timeout() {
+    use std::io::{Read, Write};
+
+    let dir =
+        Dir::new("a_connection_that_never_finishes_its_headers_is_closed_after_header_timeout");
+    let server = ServerProcess::sink(&dir, &["--header-timeout", "1"]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the mock");
+    stream
+        .write_all(b"POST /api/dataset/IDB-X/datafile HTTP/1.1\r\nHost: mock\r\n")
+        .expect("send half a header");
+    // The read returns at the server's close (bounded, so a server that never
+    // closes fails the test rather than hanging it).
+    stream
+        .set_read_timeout(Some(crate::util::HANG))
+        .expect("set a read timeout");
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(
+        matches!(read, Ok(0)),
+        "expected a close without an answer, got {read:?} {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A run that meets no error uploads as usual against a server whose errors
+/// would be HTML pages.
+#[test]
+fn an_upload_to_a_plain_errors_server_is_verified_byte_exact() {
+    let dir = Dir::new("an_upload_to_a_plain_errors_server_is_verified_byte_exact");
+    let server = ServerProcess::sink(&dir, &["--plain-errors"]);
+    let (path, bytes) = dir.random_file("plain.bin", 3 * CHUNK + 5);
+    dir.upload_to(&server.url, KEY, "64KiB")
+        .token(TOK)
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("plain HTML"), "{stderr}");
 }

@@ -876,6 +876,25 @@ impl ServerProcess {
         }
     }
 
+    /// [`ServerProcess::start`] in sink mode with the dataset `IDB-X` and token
+    /// `tok-x`, on a free port, with `extra` arguments.
+    pub fn sink(dir: &Dir, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--sink",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(dir, &args)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Sends SIGTERM (with the `kill` command, to this child's pid only) and waits
     /// for the exit. Returns the status, the rest of stdout, and stderr.
     pub fn terminate(self) -> (ExitStatus, String, String) {

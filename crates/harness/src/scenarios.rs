@@ -20,8 +20,8 @@ use crate::report::human;
 use crate::results::{Medians, MockFacts, ModelBound, Ratio, Rep, ScenarioResult, Side};
 use crate::{BenchConfig, ProgressSink, sample_client, single_request};
 
-/// The token every mock dataset accepts (a mock's token, not a secret).
-const TOKEN: &str = "idb-harness-token";
+/// The start of every mock dataset's token (a mock's token, not a secret).
+const TOKEN_PREFIX: &str = "idb-harness-token";
 
 /// The dataset the round-trip probe sets up its empty file in.
 const PROBE_DATASET: &str = "IDB-BENCH-PROBE";
@@ -53,6 +53,12 @@ fn dataset(side: &str, rep: usize) -> String {
     format!("IDB-BENCH-{side}-{rep}")
 }
 
+/// The token of `dataset`: its own, since a token opens one dataset only (the
+/// mock refuses one token given to two).
+fn token(dataset: &str) -> String {
+    format!("{TOKEN_PREFIX}-{dataset}")
+}
+
 pub(crate) async fn start_mock(
     label: &str,
     latency: Duration,
@@ -65,10 +71,11 @@ pub(crate) async fn start_mock(
         .mode(WriteMode::Strict)
         .latency(latency)
         .max_chunk(max_chunk)
-        .dataset(PROBE_DATASET, TOKEN);
+        .dataset(PROBE_DATASET, &token(PROBE_DATASET));
     for side in sides {
         for rep in 0..reps {
-            config = config.dataset(&dataset(side, rep), TOKEN);
+            let dataset = dataset(side, rep);
+            config = config.dataset(&dataset, &token(&dataset));
         }
     }
     let server = MockServer::start(config)
@@ -179,7 +186,8 @@ impl Runner<'_> {
         tweak: &dyn Fn(&mut UploadConfig),
     ) -> anyhow::Result<Rep> {
         let dataset = dataset(key, rep);
-        let config = engine_run::config(&mock.server.url(), &dataset, TOKEN, |c| tweak(c))?;
+        let config =
+            engine_run::config(&mock.server.url(), &dataset, &token(&dataset), |c| tweak(c))?;
         let prepared = engine_run::prepare(config, files)?;
         let before = mock.server.stats().requests;
         let meter = Meter::start();
@@ -207,7 +215,7 @@ impl Runner<'_> {
         files: &[DataFile],
     ) -> anyhow::Result<Rep> {
         let dataset = dataset(key, rep);
-        let calls = Calls::new(&mock.server.url(), &dataset, &Token::new(TOKEN)?)?;
+        let calls = Calls::new(&mock.server.url(), &dataset, &Token::new(&token(&dataset))?)?;
         let before = mock.server.stats().requests;
         let meter = Meter::start();
         let mut outcome = Ok(());
@@ -234,7 +242,7 @@ impl Runner<'_> {
         file: &DataFile,
     ) -> anyhow::Result<Rep> {
         let dataset = dataset(key, rep);
-        let calls = Calls::new(&mock.server.url(), &dataset, &Token::new(TOKEN)?)?;
+        let calls = Calls::new(&mock.server.url(), &dataset, &Token::new(&token(&dataset))?)?;
         let prepared = single_request::prepare(&calls, file).await?;
         let before = mock.server.stats().requests;
         let meter = Meter::start();
@@ -257,7 +265,11 @@ impl Runner<'_> {
     /// The median of `rtt_probes` empty calls on one connection (after one call
     /// that opens it), in seconds.
     async fn empty_call(&self, mock: &Mock) -> anyhow::Result<f64> {
-        let calls = Calls::new(&mock.server.url(), PROBE_DATASET, &Token::new(TOKEN)?)?;
+        let calls = Calls::new(
+            &mock.server.url(),
+            PROBE_DATASET,
+            &Token::new(&token(PROBE_DATASET))?,
+        )?;
         calls.empty_call("rtt-probe.bin").await?;
         let mut times = Vec::with_capacity(self.config.rtt_probes);
         for _ in 0..self.config.rtt_probes {

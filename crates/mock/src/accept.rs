@@ -7,6 +7,16 @@
 //! admin route needs the peer's address. With a certificate
 //! ([`crate::MockConfig::tls`]) each connection's task runs the TLS handshake
 //! first (never the accept loop, so a slow handshake holds up no one else).
+//!
+//! Limits against slow or many clients: at most
+//! [`crate::MockConfig::max_connections`] connections are served at once (the
+//! accept loop takes a slot before it accepts, so beyond the limit a new
+//! connection waits in the kernel's listen backlog until one ends, rather than
+//! being refused: a client sees a slow connect, not an error); a connection
+//! that does not send a request's headers within
+//! [`crate::MockConfig::header_read_timeout`] is closed (hyper's timer, which
+//! also bounds how long a kept-alive connection sits idle); and a request body
+//! that stops moving is cut (`body_idle.rs`).
 
 use std::future::Future;
 use std::io;
@@ -21,10 +31,10 @@ use axum::routing::post;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -32,9 +42,12 @@ use tower_service::Service;
 
 use crate::admin::{ADMIN_TOKENS_PATH, Peer, admin_tokens};
 use crate::app::App;
+use crate::body_idle::IdleTimeout;
 use crate::config::MockConfig;
+use crate::counters::OpenConnection;
 use crate::datafile::{ConnectionControl, count_hold_and_delay, datafile};
 use crate::error::MockError;
+use crate::html_errors::html_errors;
 use crate::throttle::Throttled;
 use crate::tls::TLS_HANDSHAKE_TIMEOUT;
 
@@ -55,6 +68,11 @@ fn router(app: Arc<App>) -> Router {
         .route(ADMIN_TOKENS_PATH, post(admin_tokens))
         // Bodies are streamed and limited by `max_chunk` in `read_fields`.
         .layer(DefaultBodyLimit::disable())
+        // Outermost: with `plain_errors` every error of every route is HTML.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            html_errors,
+        ))
         .with_state(app)
 }
 
@@ -69,14 +87,23 @@ pub(crate) async fn serve_app(
     // Owns every connection's task: dropping it (this future aborted, as when a
     // `MockServer` is dropped) aborts them all; on shutdown it is drained.
     let mut connections = JoinSet::new();
+    // Bounds the connections served at once: one permit a connection, taken
+    // before `accept` and held by the connection's task to its end. Never
+    // closed.
+    let slots = Arc::new(Semaphore::new(app.max_connections));
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            // Cancel-safe: a slot taken for an accept that loses the race is
+            // given back, and `accept` itself loses no connection.
+            (slot, accepted) = accept_in_a_slot(&listener, &slots) => match accepted {
                 Ok((stream, peer)) => {
                     let connection = serve_connection(stream, Peer(peer), router.clone(), Arc::clone(&app));
-                    connections.spawn(connection);
+                    connections.spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
@@ -90,6 +117,19 @@ pub(crate) async fn serve_app(
     app.closing.send_replace(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Waits for a free connection slot, then for a connection.
+async fn accept_in_a_slot(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    io::Result<(TcpStream, std::net::SocketAddr)>,
+) {
+    // `ok()`: the semaphore is never closed, so this is always `Some`.
+    let slot = Arc::clone(slots).acquire_owned().await.ok();
+    (slot, listener.accept().await)
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -142,7 +182,11 @@ where
         reset: Arc::new(Notify::new()),
     };
     let reset = Arc::clone(&control.reset);
-    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+    let _open = OpenConnection::new(&app.sessions.counters);
+    let body_idle_timeout = app.body_idle_timeout;
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let mut request =
+            request.map(|body| axum::body::Body::new(IdleTimeout::new(body, body_idle_timeout)));
         request.extensions_mut().insert(control.clone());
         request.extensions_mut().insert(peer);
         let mut router = router.clone();
@@ -150,7 +194,12 @@ where
         async move { router.call(request).await }
     });
     let io = TokioIo::new(io);
-    let mut connection = pin!(http1::Builder::new().serve_connection(io, service));
+    let mut connection = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(app.header_read_timeout)
+            .serve_connection(io, service)
+    );
     let mut closing = app.closing.subscribe();
     let mut closing_seen = false;
     loop {

@@ -94,6 +94,9 @@ pub(crate) async fn admin_tokens(
         Err(e @ MockError::UnknownDataset { .. }) => {
             Reply::error(404, "unknown_dataset", e.to_string()).into_response()
         }
+        Err(e @ MockError::SharedToken { .. }) => {
+            Reply::error(409, "token_in_use", e.to_string()).into_response()
+        }
         // The token's text is never part of the message.
         Err(e) => Reply::error(400, "bad_token", e.to_string()).into_response(),
     }

@@ -17,6 +17,7 @@ use crate::error::MockError;
 use crate::faults::Faults;
 use crate::pause::Pause;
 use crate::sessions::Sessions;
+use crate::store_lock::StoreLock;
 use crate::tls::TlsIdentity;
 
 /// Shared state of a running mock.
@@ -32,6 +33,14 @@ pub(crate) struct App {
     pub(crate) faults: Faults,
     /// Bytes per second each connection may receive; `None`: no cap.
     pub(crate) bandwidth: Option<u64>,
+    /// See [`MockConfig::header_read_timeout`].
+    pub(crate) header_read_timeout: Duration,
+    /// See [`MockConfig::body_idle_timeout`].
+    pub(crate) body_idle_timeout: Duration,
+    /// See [`MockConfig::max_connections`].
+    pub(crate) max_connections: usize,
+    /// See [`MockConfig::plain_errors`].
+    pub(crate) plain_errors: bool,
     /// Becomes `true` when shutdown begins: every connection then finishes its
     /// request in flight and closes, and stalled answers and requests held by
     /// a pause are let go at once. Never goes back to `false`.
@@ -40,6 +49,9 @@ pub(crate) struct App {
     pub(crate) pause: Pause,
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
+    /// A store directory of the caller's is this server's alone while it
+    /// runs; let go when the last reference to the state is dropped.
+    _store_lock: Option<StoreLock>,
     pub(crate) store: Option<PathBuf>,
     /// Runs the server side of the TLS handshake on every accepted connection
     /// (`None`: plain HTTP).
@@ -54,9 +66,19 @@ impl App {
             return Err(MockError::ZeroBandwidth);
         }
         let tls = config.tls.as_ref().map(TlsIdentity::acceptor).transpose()?;
+        for (zero, limit) in [
+            (config.header_read_timeout.is_zero(), "header read timeout"),
+            (config.body_idle_timeout.is_zero(), "body idle timeout"),
+            (config.max_connections == 0, "connection limit"),
+        ] {
+            if zero {
+                return Err(MockError::ZeroLimit { limit });
+            }
+        }
         // Only a directory of the caller's is worth saving state into: a
         // temporary store starts empty every time.
         let persist = matches!(config.storage, Storage::Dir(_));
+        let mut store_lock = None;
         let (temp, store) = match &config.storage {
             Storage::Sink => (None, None),
             Storage::Dir(path) => {
@@ -64,6 +86,9 @@ impl App {
                     path: path.clone(),
                     source,
                 })?;
+                // Before anything of the store is read: its state is this
+                // server's alone from here on.
+                store_lock = Some(StoreLock::acquire(path)?);
                 (None, Some(path.clone()))
             }
             Storage::TempDir => {
@@ -78,7 +103,10 @@ impl App {
                 (Some(temp), Some(path))
             }
         };
-        let (sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        let (mut sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        if config.plain_errors {
+            sessions = sessions.refuse_identical_retries();
+        }
         Ok(Self {
             datasets,
             latency: config.latency,
@@ -88,9 +116,14 @@ impl App {
             mode: config.mode,
             faults,
             bandwidth: config.bandwidth,
+            header_read_timeout: config.header_read_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            max_connections: config.max_connections,
+            plain_errors: config.plain_errors,
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             _temp: temp,
+            _store_lock: store_lock,
             store,
             tls,
         })

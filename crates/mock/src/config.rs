@@ -13,6 +13,19 @@ pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
 /// The default bandwidth cap per connection: none.
 pub const DEFAULT_BANDWIDTH: Option<u64> = None;
 
+/// The default time a client has to send a request's headers (counted from the
+/// moment the server starts reading them, so also how long a kept-alive
+/// connection may sit idle between requests): 30 s, hyper's own default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a request body may stop moving, while the server waits for
+/// it, before the request is cut: 60 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default most connections served at once: 512. Beyond it a new
+/// connection waits in the listen backlog (the kernel's queue) until one ends.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Where received bytes go.
 #[derive(Debug, Clone, Default)]
 pub enum Storage {
@@ -22,7 +35,10 @@ pub enum Storage {
     TempDir,
     /// This directory; files appear as `<dir>/<dataset>/<filename>` after verify.
     /// The server's state is saved in it ([`crate::STATE_FILE`]) and resumed by
-    /// a server started on it again (see [`crate::MockServer`]).
+    /// a server started on it again (see [`crate::MockServer`]). One server at a
+    /// time: it holds [`crate::STORE_LOCK_FILE`] locked while it runs, and a
+    /// second server on the same directory is refused at start
+    /// ([`crate::MockError::StoreInUse`]).
     Dir(PathBuf),
     /// Keep nothing: count and hash the bytes only (for benchmarks).
     Sink,
@@ -67,6 +83,25 @@ pub struct MockConfig {
     /// Serve HTTPS with this certificate and key (`None`: plain HTTP, the
     /// default). [`crate::GeneratedCa`] makes one for the loopback names.
     pub tls: Option<TlsIdentity>,
+    // --- Limits against slow or many clients (a hostile client cannot hold the
+    // server): see `accept.rs` and `body_idle.rs`.
+    /// How long a client may take to send a request's headers; the connection
+    /// is closed after it, with no answer.
+    pub header_read_timeout: Duration,
+    /// How long a request body may stop moving while the server waits for it;
+    /// the request is then answered 400 and the connection closed.
+    pub body_idle_timeout: Duration,
+    /// The most connections served at once; a new connection beyond it waits
+    /// to be accepted until one ends (it is not refused).
+    pub max_connections: usize,
+    /// Model a server that speaks less than the mock: every error (any status
+    /// from 400 up, on any route) is answered as a small HTML page
+    /// (`text/html`) that gives only the status, never the mock's JSON (no
+    /// `expected_offset`, `received` or `error` fields); and in strict mode a
+    /// retried chunk identical to bytes already stored gets the 409 of any
+    /// other offset mismatch instead of 200. Successes are unchanged. Off by
+    /// default.
+    pub plain_errors: bool,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -88,6 +123,10 @@ impl std::fmt::Debug for MockConfig {
             .field("faults", &self.faults)
             .field("bandwidth", &self.bandwidth)
             .field("tls", &self.tls)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("plain_errors", &self.plain_errors)
             .finish()
     }
 }
@@ -105,6 +144,10 @@ impl Default for MockConfig {
             faults: FaultConfig::default(),
             bandwidth: DEFAULT_BANDWIDTH,
             tls: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            plain_errors: false,
         }
     }
 }
@@ -115,8 +158,11 @@ impl MockConfig {
         Self::default()
     }
 
-    /// Adds a draft dataset `key` that accepts `token`. Adding the same key again
-    /// with another token makes both tokens valid for it.
+    /// Adds a draft dataset `key` that accepts `token`. Each key may be added
+    /// once, and each token given to one dataset only (as on the Data Bank);
+    /// the server refuses anything else when it starts
+    /// ([`crate::MockError::DuplicateDataset`], [`crate::MockError::SharedToken`]).
+    /// More tokens for a dataset: [`crate::MockServer::add_token`].
     pub fn dataset(mut self, key: &str, token: &str) -> Self {
         self.datasets.push(DatasetConfig {
             key: key.into(),
@@ -199,6 +245,33 @@ impl MockConfig {
     /// [`crate::MockError::Tls`]).
     pub fn tls(mut self, identity: TlsIdentity) -> Self {
         self.tls = Some(identity);
+        self
+    }
+
+    /// Sets [`MockConfig::header_read_timeout`] (zero is refused when the
+    /// server starts: [`crate::MockError::ZeroLimit`]).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Sets [`MockConfig::body_idle_timeout`] (zero is refused when the server
+    /// starts: [`crate::MockError::ZeroLimit`]).
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`MockConfig::max_connections`] (zero is refused when the server
+    /// starts: [`crate::MockError::ZeroLimit`]).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`MockConfig::plain_errors`].
+    pub fn plain_errors(mut self, plain: bool) -> Self {
+        self.plain_errors = plain;
         self
     }
 

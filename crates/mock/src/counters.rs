@@ -38,6 +38,8 @@ pub struct Stats {
     pub files_verified: u64,
     /// Injected faults, per kind.
     pub faults: FaultStats,
+    /// Connections open now (accepted and not yet closed), any route.
+    pub connections_open: u64,
 }
 
 /// The live counters of a running server.
@@ -61,6 +63,25 @@ pub(crate) struct Counters {
     files_verified: AtomicU64,
     /// Injected faults, indexed by [`counter_index`].
     faults: [AtomicU64; 5],
+    /// See [`Stats::connections_open`]; kept by [`OpenConnection`].
+    connections_open: AtomicU64,
+}
+
+/// One open connection, counted in [`Stats::connections_open`] from its
+/// making to its drop.
+pub(crate) struct OpenConnection<'a>(&'a Counters);
+
+impl<'a> OpenConnection<'a> {
+    pub(crate) fn new(counters: &'a Counters) -> Self {
+        counters.connections_open.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Transfer payload bytes received, and when the first and the newest came.
@@ -134,6 +155,7 @@ impl Counters {
             faults: FaultStats::from_counts(
                 self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
             ),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
         }
     }
 

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// Why the mock server could not start or run.
+///
+/// A variant with a `source` does not repeat it in its own message: printed with
+/// its chain (as `anyhow`'s `{:#}` does) each cause is said once.
 #[derive(Debug, Error)]
 pub enum MockError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -16,19 +19,67 @@ pub enum MockError {
         source: io::Error,
     },
     /// The storage directory could not be created or used.
-    #[error("cannot use storage directory {path}: {source}")]
+    #[error("cannot use storage directory {path}")]
     Store {
         /// The directory.
         path: PathBuf,
         /// What the OS said.
         source: io::Error,
     },
+    /// Another server (in this process or another) serves the same store
+    /// directory: two servers on one store would replace each other's files.
+    #[error(
+        "store {} is in use by {}; stop that server first, or give this one another store directory",
+        path.display(),
+        holder(*pid)
+    )]
+    StoreInUse {
+        /// The store directory.
+        path: PathBuf,
+        /// The process holding it, as it wrote in the lock file (`None` if it
+        /// had not written it yet).
+        pid: Option<u32>,
+    },
     /// The server stopped with an I/O error.
-    #[error("the mock server failed: {0}")]
+    #[error("the mock server failed")]
     Serve(#[source] io::Error),
-    /// A dataset key or token in the configuration is not valid.
-    #[error("invalid mock configuration: {0}")]
-    Config(#[from] idb_wire::WireError),
+    /// A configured dataset key that cannot be a Data Bank dataset key.
+    #[error("dataset key {key:?} is not valid: {reason}")]
+    BadDatasetKey {
+        /// The key given (at most 64 characters of it).
+        key: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A token (configured or added) that cannot be sent in an `Authorization`
+    /// header. The token itself is never part of the error.
+    #[error("the token given for dataset {dataset} is not valid: {reason}")]
+    BadToken {
+        /// The dataset it was given for (at most 64 characters of its key).
+        dataset: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The same dataset key configured twice.
+    #[error(
+        "dataset {key} is given twice; give each dataset once, with its token (add more tokens \
+         to a running server through the admin route)"
+    )]
+    DuplicateDataset {
+        /// The key.
+        key: String,
+    },
+    /// One token given to two datasets: a Data Bank token opens one dataset only.
+    #[error(
+        "datasets {first} and {second} are given the same token; a Data Bank token opens one \
+         dataset only, so give each dataset its own"
+    )]
+    SharedToken {
+        /// The dataset that has the token already.
+        first: String,
+        /// The dataset it was given to again.
+        second: String,
+    },
     /// A fault rate that is not a probability.
     #[error("the fault rate {rate} is not a probability; give a number from 0 to 1")]
     FaultRate {
@@ -49,6 +100,13 @@ pub enum MockError {
     /// A bandwidth cap of 0 bytes per second, which would let nothing through.
     #[error("a bandwidth of 0 bytes per second lets nothing through; leave it unset for no cap")]
     ZeroBandwidth,
+    /// A limit of zero (a timeout or a connection limit), which would refuse
+    /// every request.
+    #[error("a {limit} of 0 would refuse every request; give a value above 0")]
+    ZeroLimit {
+        /// Which limit (like "header read timeout").
+        limit: &'static str,
+    },
     /// A token was offered for a dataset key this server does not serve.
     #[error("this mock server has no dataset {dataset}; start it with --dataset {dataset}:TOKEN")]
     UnknownDataset {
@@ -78,4 +136,27 @@ pub enum MockError {
     /// The throwaway certificate authority or its server certificate could not be made.
     #[error("cannot generate a TLS certificate: {0}")]
     TlsGenerate(#[source] rcgen::Error),
+}
+
+/// Who holds a store, for [`MockError::StoreInUse`].
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another server that is starting".to_owned(),
+    }
+}
+
+/// The first 64 characters of a name given by the caller, for an error.
+pub(crate) fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// The rule a [`idb_wire::WireError`] about a key or token says was broken.
+pub(crate) fn rule(error: &idb_wire::WireError) -> &'static str {
+    match error {
+        idb_wire::WireError::BadDatasetKey { reason, .. }
+        | idb_wire::WireError::BadToken { reason } => reason,
+        // The checks used here return only the two variants above.
+        _ => "it breaks the protocol's rules",
+    }
 }

@@ -110,7 +110,7 @@ impl MockServer {
         self.app.datasets.expire(|_| true);
     }
 
-    /// Makes `token` expire now, for every dataset that has it; the other tokens
+    /// Makes `token` expire now, for the dataset that has it; the other tokens
     /// keep their expiry (a depositor's old token running out after a new one
     /// was issued). Returns whether any dataset had it.
     pub fn expire_token(&self, token: &str) -> bool {
@@ -123,7 +123,8 @@ impl MockServer {
     /// server offers the same through `POST /admin/tokens` (loopback only).
     ///
     /// Errors: [`MockError::UnknownDataset`] for a key the server was not started
-    /// with, [`MockError::Config`] for a token that is not valid.
+    /// with, [`MockError::BadToken`] for a token that is not valid,
+    /// [`MockError::SharedToken`] for a token another dataset has.
     pub fn add_token(
         &self,
         dataset: &str,

@@ -8,10 +8,14 @@
 //! in order) or offset mode (each chunk written at its offset, in any order),
 //! storage (a directory, or a sink that keeps only a hash), the saved state of a
 //! store directory (`+state.json`: a server started again on the same directory
-//! resumes its strict uploads and keeps its receipts), and knobs: latency, the
-//! chunk limit, a bandwidth cap per connection, and seeded fault injection (500,
-//! 429, reset connections, stalled answers, truncated chunks); and HTTPS, with a
-//! certificate and key given or one issued by a throwaway certificate authority.
+//! resumes its strict uploads and keeps its receipts; one server per store,
+//! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
+//! per connection, seeded fault injection (500, 429, reset connections, stalled
+//! answers, truncated chunks), plain HTML errors (a server that speaks less than
+//! the mock: [`MockConfig::plain_errors`]), limits against slow and many
+//! clients (a header read timeout, a body idle timeout, a connection limit);
+//! and HTTPS, with a certificate and key given or one issued by a throwaway
+//! certificate authority.
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],
@@ -49,12 +53,14 @@ mod app;
 mod assembly;
 mod auth;
 mod body;
+mod body_idle;
 mod config;
 mod counters;
 mod datafile;
 mod error;
 mod faults;
 mod handle;
+mod html_errors;
 mod layout;
 mod lock;
 mod pause;
@@ -62,12 +68,16 @@ mod persist;
 mod reply;
 mod restore;
 mod sessions;
+mod store_lock;
 mod throttle;
 mod tls;
 
 pub use accept::serve;
 pub use admin::ADMIN_TOKENS_PATH;
-pub use config::{DEFAULT_BANDWIDTH, DEFAULT_MAX_CHUNK, MockConfig, Storage};
+pub use config::{
+    DEFAULT_BANDWIDTH, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CHUNK,
+    DEFAULT_MAX_CONNECTIONS, MockConfig, Storage,
+};
 pub use counters::Stats;
 pub use error::MockError;
 pub use faults::{
@@ -75,6 +85,7 @@ pub use faults::{
     FaultKind, FaultStats,
 };
 pub use handle::MockServer;
+pub use layout::STORE_LOCK_FILE;
 // Defined in the wire crate, which the client shares; re-exported so that
 // `idb_mock::WriteMode` keeps working.
 pub use idb_wire::{VerifyReceipt, WriteMode};

@@ -115,12 +115,25 @@ pub(crate) struct Sessions {
     /// Verified files, so a second setup of the name is refused, a repeated
     /// verify gets the same receipt, and the transfer log outlives the session.
     done: Mutex<HashMap<Key, Done>>,
+    /// One lock per name ever called, held by [`Sessions::apply`] for the whole
+    /// of a call: the calls on one (dataset, file name) are applied one at a
+    /// time, in any mix of phases, while different names go on in parallel.
+    /// Without it two verifies of one upload both moved its staged file (the
+    /// second answered 500), and a setup could truncate the staged bytes of a
+    /// verify in progress. Bounds nothing but that; an entry lives as long as
+    /// the server (as `done` does), a few dozen bytes a name.
+    names: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
     pub(crate) counters: Counters,
     /// Saves the state of a store directory; `None` for a sink or a temporary
     /// store (nothing to resume from).
     persist: Option<Persist>,
     /// The id of the next session.
     next_id: AtomicU64,
+    /// Whether a strict transfer identical to bytes already stored is answered
+    /// 200 (the mock contract's idempotent retry). `false` with
+    /// [`crate::MockConfig::plain_errors`]: such a chunk gets the 409 of any
+    /// other offset mismatch, as a server that knows only its offset would.
+    identical_retry_ok: bool,
 }
 
 /// The 500 of a change that could not be saved.
@@ -170,11 +183,20 @@ impl Sessions {
             mode,
             open: Mutex::new(open),
             done: Mutex::new(done),
+            names: Mutex::default(),
             counters: Counters::default(),
             persist: saver,
             next_id,
+            identical_retry_ok: true,
         };
         (sessions, warnings)
+    }
+
+    /// Answers an identical retried chunk with the 409 of any offset mismatch
+    /// instead of 200 (see `identical_retry_ok`).
+    pub(crate) fn refuse_identical_retries(mut self) -> Self {
+        self.identical_retry_ok = false;
+        self
     }
 
     /// Records `change` and saves it (nothing without persistence).
@@ -217,6 +239,9 @@ impl Sessions {
     /// (the injected fault, counted here).
     pub(crate) fn apply(&self, dataset: &str, request: PhaseRequest, truncate: bool) -> Reply {
         let key = (dataset.to_owned(), request.filename().to_owned());
+        let name = Arc::clone(lock(&self.names).entry(key.clone()).or_default());
+        // Held to the end of the call (see `names`).
+        let _one_call_at_a_time = lock(&name);
         match request {
             PhaseRequest::Setup { filesize, .. } => self.setup(key, filesize),
             PhaseRequest::Transfer {
@@ -336,7 +361,7 @@ impl Sessions {
         match &mut s.order {
             Order::Strict(strict) => {
                 if offset != strict.received {
-                    if strict.holds(s.file.as_ref(), offset, &chunk) {
+                    if self.identical_retry_ok && strict.holds(s.file.as_ref(), offset, &chunk) {
                         if truncate {
                             // Its first half is there already: nothing new to keep.
                             return self.truncated(len / 2, len);

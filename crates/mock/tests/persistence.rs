@@ -3,14 +3,15 @@
 //! address, at the offset the first one reached (an older offset gets 409
 //! `expected_offset`), and verifies byte-exact; receipts survive restarts; the
 //! staged bytes win over the saved count; a corrupt or unknown-version state file
-//! starts the server empty with a warning; offset-mode uploads are not resumed.
+//! starts the server empty with a warning; offset-mode uploads are not resumed;
+//! a second server on a store in use is refused, naming the holder's pid.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use idb_mock::{MockConfig, MockServer, STATE_FILE, Storage, WriteMode};
+use idb_mock::{MockConfig, MockError, MockServer, STATE_FILE, Storage, WriteMode};
 use serde_json::{Value, json};
 use support::{Api, DS, assert_verified, blake3_hex, config, data, start};
 
@@ -315,4 +316,45 @@ async fn temporary_stores_and_sinks_save_nothing() {
         }
         server.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_a_store_in_use_is_refused_naming_the_holder() {
+    let store = tempfile::tempdir().unwrap();
+    let first = start(stored_in(store.path())).await;
+    let api = Api::new(&first);
+    let sent = data(C + 5, 3);
+    api.upload("kept.bin", &sent, C).await;
+
+    match MockServer::start(stored_in(store.path())).await {
+        Err(e @ MockError::StoreInUse { .. }) => {
+            let MockError::StoreInUse { path, pid } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path, store.path());
+            assert_eq!(*pid, Some(std::process::id()), "{e}");
+            let text = e.to_string();
+            let expected = format!(
+                "store {} is in use by pid {}",
+                store.path().display(),
+                std::process::id()
+            );
+            assert!(text.contains(&expected), "{text}");
+        }
+        Err(other) => panic!("expected StoreInUse, got {other}"),
+        Ok(_) => panic!("a second server started on a store in use"),
+    }
+    // The refused start touched nothing: the first server still has its file.
+    let stored = std::fs::read(first.stored_file(DS, "kept.bin").unwrap()).unwrap();
+    assert!(stored == sent, "the verified file changed");
+
+    let addr = first.addr();
+    first.shutdown().await;
+    // Stopped, it lets the store go.
+    let again = restart(store.path(), addr).await;
+    assert_eq!(
+        again.receipt(DS, "kept.bin").unwrap().blake3,
+        blake3_hex(&sent)
+    );
+    again.shutdown().await;
 }

@@ -17,8 +17,8 @@ use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
 use reqwest::multipart::Form;
 use serde_json::json;
 use support::{
-    AUTH, Answer, Api, DS, HANG, URLENCODED, assert_verified_in, config, data, setup_form,
-    setup_form_text, start, until, verify_form,
+    AUTH, Answer, Api, DS, HANG, URLENCODED, assert_verified_in, config, data, raw_post,
+    setup_form, setup_form_text, start, until, urlencode, verify_form,
 };
 
 /// The sample client's chunk size.
@@ -559,6 +559,47 @@ async fn chunk_past_the_declared_size_is_400() {
     // Even one byte after a complete file is past the end.
     api.setup("zero.bin", 0).await.expect(200);
     api.transfer("zero.bin", 0, b"x").await.expect(400);
+}
+
+/// PROTOCOL.md's mock contract: a name with a control character (U+0001 to
+/// U+001F, U+007F) is refused with 400 in every phase, sent over raw HTTP as a
+/// client that skips its own check would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_with_control_characters_are_400_in_every_phase() {
+    let server = start(config()).await;
+    for name in [
+        "a\u{1}b",
+        "line\nbreak",
+        "tab\tname",
+        "esc\u{1b}[31m",
+        "del\u{7f}",
+        "\u{1f}",
+    ] {
+        let phases: [&[(&str, &str)]; 3] = [
+            &[("phase", "setup"), ("filename", name), ("filesize", "1")],
+            &[
+                ("phase", "transfer"),
+                ("filename", name),
+                ("previous_size", "0"),
+                ("bytechunk", "x"),
+            ],
+            &[("phase", "verify"), ("filename", name)],
+        ];
+        for pairs in phases {
+            let exchange = raw_post(&server, urlencode(pairs).as_bytes()).await;
+            let text = String::from_utf8_lossy(&exchange.received);
+            assert_eq!(exchange.status(), Some(400), "{pairs:?}: {text}");
+            assert!(text.contains("control character"), "{pairs:?}: {text}");
+        }
+    }
+    // Nothing was staged for any of them.
+    assert_eq!(server.stats().chunks_accepted, 0);
+    let store = server.store_dir().expect("TempDir storage has a directory");
+    assert_eq!(
+        std::fs::read_dir(store).unwrap().count(),
+        0,
+        "the store is not empty"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

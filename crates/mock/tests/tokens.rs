@@ -45,9 +45,74 @@ async fn an_added_token_works_at_once_and_for_its_dataset_only() {
     ));
     assert!(matches!(
         server.add_token(DS, "has a space", None),
-        Err(MockError::Config(_))
+        Err(MockError::BadToken { dataset, .. }) if dataset == DS
     ));
+    // A token opens one dataset only: the other dataset's token is refused,
+    // naming both, and still opens its own dataset only.
+    match server.add_token(DS, TOKEN2, None) {
+        Err(MockError::SharedToken { first, second }) => {
+            assert_eq!((first.as_str(), second.as_str()), (DS2, DS));
+        }
+        other => panic!("expected SharedToken, got {other:?}"),
+    }
+    assert_eq!(setup_status(&server, DS, TOKEN2).await, 401);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_given_twice_or_a_token_given_to_two_datasets_is_refused_at_start() {
+    let twice = MockServer::start(config().dataset(DS, "tok-other")).await;
+    match twice {
+        Err(e @ MockError::DuplicateDataset { .. }) => {
+            assert!(e.to_string().contains(DS), "{e}");
+        }
+        other => panic!("expected DuplicateDataset, got {:?}", other.err()),
+    }
+    let published_too = MockServer::start(config().published_dataset(DS, "tok-other")).await;
+    assert!(matches!(
+        published_too,
+        Err(MockError::DuplicateDataset { key }) if key == DS
+    ));
+    let shared = MockServer::start(config().dataset(DS2, TOKEN)).await;
+    match shared {
+        Err(e @ MockError::SharedToken { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(DS) && text.contains(DS2), "{text}");
+            assert!(!text.contains(TOKEN), "the token leaked: {text}");
+        }
+        other => panic!("expected SharedToken, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_or_token_at_start_is_said_once() {
+    let errors = [
+        MockServer::start(MockConfig::new().dataset("", "tok"))
+            .await
+            .err(),
+        MockServer::start(MockConfig::new().dataset("IDB-1", "a b"))
+            .await
+            .err(),
+    ];
+    for error in errors {
+        let error = error.expect("the start is refused");
+        // The whole chain, as the CLI prints it.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        let reason = match &error {
+            MockError::BadDatasetKey { reason, .. } | MockError::BadToken { reason, .. } => *reason,
+            other => panic!("expected a bad key or token, got {other:?}"),
+        };
+        assert_eq!(
+            text.matches(reason).count(),
+            1,
+            "said more than once: {text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,12 +150,11 @@ async fn expire_tokens_ends_the_tokens_known_so_far_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_token_ends_that_token_only() {
-    let server = start(two_datasets().dataset(DS2, TOKEN)).await;
+    let server = start(two_datasets()).await;
     server.add_token(DS, "tok-new", None).unwrap();
     assert!(server.expire_token(TOKEN));
     assert!(!server.expire_token("tok-never-given"));
     assert_eq!(setup_status(&server, DS, TOKEN).await, 401);
-    assert_eq!(setup_status(&server, DS2, TOKEN).await, 401);
     assert_eq!(setup_status(&server, DS, "tok-new").await, 200);
     assert_eq!(setup_status(&server, DS2, TOKEN2).await, 200);
     server.shutdown().await;
