@@ -29,6 +29,8 @@
 //! - `status_clean`: `idb status` and `idb clean` (changed, old, and in-use
 //!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
+//! - `servers`: servers the mock will not play (raw HTTP): one echoing the
+//!   request's headers in its errors (the token never printed or saved).
 
 mod auth;
 mod bwlimit;
@@ -42,6 +44,7 @@ mod rerun;
 mod resume;
 mod runs;
 mod select;
+mod servers;
 mod status_clean;
 mod upload;
 mod util;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use idb_wire::{Outcome, Phase, summarize_body};
+use idb_wire::{Outcome, Phase};
 
 use crate::client::{Answer, Transport};
 use crate::open_file::OpenFile;
@@ -73,7 +73,9 @@ impl<P: Protocol> Run<'_, P> {
                     Ok(_) => "ok".to_owned(),
                     Err(CallError::Refused(answer)) => format!("HTTP {}", answer.status),
                     Err(CallError::Transport(Transport::Idle(_))) => "idle timeout".to_owned(),
-                    Err(CallError::Transport(Transport::Http(_))) => "connection error".to_owned(),
+                    Err(CallError::Transport(Transport::Http { .. })) => {
+                        "connection error".to_owned()
+                    }
                 },
                 "call"
             );
@@ -97,15 +99,14 @@ impl<P: Protocol> Run<'_, P> {
                     uncertain = true;
                     (format!("nothing moved for {}s", after.as_secs()), None)
                 }
-                Err(CallError::Transport(Transport::Http(e))) => {
+                Err(CallError::Transport(Transport::Http { reason, plain_http })) => {
                     // A mapped chunk of a file truncated meanwhile fails to send
                     // (the kernel answers EFAULT): name the real cause.
                     f.source
                         .check_identity()
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
-                    let reason = error_chain(&e);
-                    if let Some(error) = self.plain_http_answer(&reason) {
+                    if plain_http && let Some(error) = self.plain_http_answer() {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
                     // A server never reached in this run is more likely a wrong
@@ -126,7 +127,7 @@ impl<P: Protocol> Run<'_, P> {
                     Outcome::Retry { after } => {
                         // A 5xx may come after the server applied the call.
                         uncertain |= answer.status >= 500;
-                        (format!("HTTP {}", answer.status), after)
+                        (status_and_said(&answer), after)
                     }
                     // A new token is in place (fetched now or by another call since
                     // this one went out): send again, at once the first time, after
@@ -171,11 +172,10 @@ impl<P: Protocol> Run<'_, P> {
         }
     }
 
-    /// A TLS handshake answered in plain HTTP (rustls reads the HTTP status line
-    /// as a record of an unknown type): sending again cannot help.
-    fn plain_http_answer(&self, reason: &str) -> Option<Error> {
+    /// A TLS handshake answered in plain HTTP: sending again cannot help.
+    fn plain_http_answer(&self) -> Option<Error> {
         let server = &self.config.server;
-        if server.scheme() != "https" || !reason.contains("InvalidContentType") {
+        if server.scheme() != "https" {
             return None;
         }
         // The same port: the one that answered in plain HTTP.
@@ -245,7 +245,7 @@ impl<P: Protocol> Run<'_, P> {
                     path,
                     filename: f.filename.clone(),
                     dataset,
-                    message: summarize_body(&answer.body),
+                    message: answer.said,
                 }
             }
             Outcome::TooLarge if phase == Phase::Transfer => Error::ChunkTooLarge { path, len },
@@ -261,13 +261,13 @@ impl<P: Protocol> Run<'_, P> {
             },
             Outcome::NoSession => Error::SessionLost { path },
             Outcome::Ok | Outcome::Retry { .. } | Outcome::TooLarge | Outcome::Rejected => {
-                let message = match (answer.status, &answer.location) {
+                let message = match (answer.status, answer.location) {
                     (300..=399, Some(location)) => {
                         format!(
                             "the server redirects to {location}; use that address as the server"
                         )
                     }
-                    _ => summarize_body(&answer.body),
+                    _ => answer.said,
                 };
                 Error::Rejected {
                     path,
@@ -294,15 +294,11 @@ impl<P: Protocol> Run<'_, P> {
     }
 }
 
-/// An error and its sources on one line ("error sending request: connection
-/// refused"), since reqwest's own message is only the outermost layer.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
+/// `HTTP 503`, and what the server said with it, if anything (cleaned).
+fn status_and_said(answer: &Answer) -> String {
+    if answer.said.is_empty() {
+        format!("HTTP {}", answer.status)
+    } else {
+        format!("HTTP {}: {}", answer.status, answer.said)
     }
-    text
 }

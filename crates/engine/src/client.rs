@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use idb_wire::{
-    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, WRITE_MODE_HEADER,
-    WRITE_MODE_OFFSET, classify, datafile_path,
+    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, VerifyReceipt, WRITE_MODE_HEADER,
+    WRITE_MODE_OFFSET, body_message, classify, datafile_path,
 };
 use reqwest::header::{self, HeaderValue};
 use url::Url;
@@ -14,29 +14,43 @@ use url::Url;
 use crate::bandwidth::Bandwidth;
 use crate::body::{Progress, SegmentedBody};
 use crate::idle::with_idle_timeout;
+use crate::server_text::Secrets;
 use crate::{Error, UploadConfig};
 
 /// The most bytes of a response body kept (enough for any JSON answer).
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
-/// The server's answer to one call.
+/// The server's answer to one call, as the engine sees it: classified, and
+/// every text in it safe to show ([`Secrets::clean`]: the token scrubbed,
+/// control characters escaped, cut). The raw body never leaves the client.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) outcome: Outcome,
-    pub(crate) body: Bytes,
+    /// What the server said, for people: the `message` of a JSON body, or the
+    /// body's text (empty if it sent none).
+    pub(crate) said: String,
     /// `Location`, for redirects (which are never followed: a POST must not turn
     /// into a GET, and the token must not go to another host).
     pub(crate) location: Option<String>,
     /// Whether the server said it writes chunks at their offsets.
     pub(crate) offset_mode: bool,
+    /// The receipt in a successful verify's answer, if it sent one (boxed:
+    /// every other answer carries none).
+    pub(crate) receipt: Option<Box<VerifyReceipt>>,
 }
 
 /// Why a call got no answer.
 #[derive(Debug)]
 pub(crate) enum Transport {
     /// Connecting, sending or receiving failed.
-    Http(reqwest::Error),
+    Http {
+        /// The error and its causes on one line, safe to show.
+        reason: String,
+        /// A TLS handshake was answered in plain HTTP (rustls read the HTTP
+        /// status line as a record of an unknown type).
+        plain_http: bool,
+    },
     /// Nothing moved for the idle timeout.
     Idle(Duration),
 }
@@ -61,6 +75,8 @@ struct Auth {
     /// `Token token=...`, marked sensitive so it never shows in debug output.
     header: HeaderValue,
     generation: u64,
+    /// This token and every earlier one: what the server's texts are cleaned of.
+    secrets: Secrets,
 }
 
 impl DatafileClient {
@@ -87,6 +103,7 @@ impl DatafileClient {
                 token: config.token.clone(),
                 header: authorization(&config.token)?,
                 generation: 0,
+                secrets: Secrets::new(&config.token),
             }),
             idle_timeout: config.idle_timeout,
             bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
@@ -121,25 +138,50 @@ impl DatafileClient {
             )));
         let exchange = async {
             let response = request.send().await?;
-            let status = response.status().as_u16();
-            let retry_after = header_text(&response, header::RETRY_AFTER);
-            let location = header_text(&response, header::LOCATION);
-            let offset_mode =
-                header_text(&response, WRITE_MODE_HEADER.try_into().expect("valid name"))
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET));
-            let body = read_limited(response).await?;
-            let outcome = classify(phase, status, &body, retry_after.as_deref());
-            Ok(Answer {
-                status,
-                outcome,
-                body,
-                location,
-                offset_mode,
-            })
+            let head = Head::of(&response);
+            let (body, cut) = read_limited(response).await?;
+            Ok(self.answer(phase, head, &body, cut))
         };
         match with_idle_timeout(&progress, self.idle_timeout, exchange).await {
-            Some(result) => result.map_err(Transport::Http),
+            Some(result) => result.map_err(|e| self.transport_error(&e)),
             None => Err(Transport::Idle(self.idle_timeout)),
+        }
+    }
+
+    /// The answer as the engine sees it: every text from the server cleaned,
+    /// here and only here, and the raw body dropped.
+    fn answer(&self, phase: Phase, head: Head, body: &[u8], cut: bool) -> Answer {
+        let outcome = classify(phase, head.status, body, head.retry_after.as_deref());
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        let secrets = &auth.secrets;
+        let receipt = (phase == Phase::Verify && outcome.is_ok())
+            .then(|| VerifyReceipt::parse(body))
+            .flatten()
+            .map(|r| {
+                Box::new(VerifyReceipt {
+                    filename: secrets.clean(&r.filename, false),
+                    blake3: secrets.clean(&r.blake3, false),
+                    size: r.size,
+                })
+            });
+        Answer {
+            status: head.status,
+            outcome,
+            said: secrets.clean(&body_message(body), cut),
+            location: head.location.map(|l| secrets.clean(&l, false)),
+            offset_mode: head.offset_mode,
+            receipt,
+        }
+    }
+
+    /// A failed exchange, its text cleaned (reqwest's errors name the URL,
+    /// which never holds the token; cleaned all the same).
+    fn transport_error(&self, error: &reqwest::Error) -> Transport {
+        let chain = error_chain(error);
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        Transport::Http {
+            plain_http: chain.contains("InvalidContentType"),
+            reason: auth.secrets.clean(&chain, false),
         }
     }
 
@@ -151,7 +193,7 @@ impl DatafileClient {
         let request = self.http.head(server.clone()).send();
         match tokio::time::timeout(self.idle_timeout, request).await {
             Ok(Ok(_)) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(Transport::Http(e)),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
             Err(_) => Err(Transport::Idle(self.idle_timeout)),
         }
     }
@@ -171,16 +213,36 @@ impl DatafileClient {
         if auth.token == *token {
             return Ok(false);
         }
-        *auth = Auth {
-            token: token.clone(),
-            header,
-            generation: auth.generation + 1,
-        };
+        auth.token = token.clone();
+        auth.header = header;
+        auth.generation += 1;
+        auth.secrets.add(token);
         Ok(true)
     }
 
     pub(crate) fn boundary() -> Boundary {
         Boundary::from_random(rand::random())
+    }
+}
+
+/// What the engine reads of an answer's status line and headers (raw: only
+/// [`DatafileClient::answer`] sees it).
+struct Head {
+    status: u16,
+    retry_after: Option<String>,
+    location: Option<String>,
+    offset_mode: bool,
+}
+
+impl Head {
+    fn of(response: &reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            retry_after: header_text(response, header::RETRY_AFTER),
+            location: header_text(response, header::LOCATION),
+            offset_mode: header_text(response, WRITE_MODE_HEADER.try_into().expect("valid name"))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET)),
+        }
     }
 }
 
@@ -192,13 +254,31 @@ fn header_text(response: &reqwest::Response, name: header::HeaderName) -> Option
         .map(str::to_owned)
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+/// The body, up to [`RESPONSE_BODY_LIMIT`] bytes, and whether it was longer.
+async fn read_limited(mut response: reqwest::Response) -> Result<(Bytes, bool), reqwest::Error> {
     let mut body = Vec::new();
     while let Some(piece) = response.chunk().await? {
         let room = RESPONSE_BODY_LIMIT.saturating_sub(body.len());
         body.extend_from_slice(&piece[..piece.len().min(room)]);
+        if piece.len() > room {
+            // The rest is not read: an endless answer ends here.
+            return Ok((body.into(), true));
+        }
     }
-    Ok(body.into())
+    Ok((body.into(), false))
+}
+
+/// An error and its sources on one line ("error sending request: connection
+/// refused"), since reqwest's own message is only the outermost layer.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 fn authorization(token: &Token) -> Result<HeaderValue, Error> {

@@ -100,7 +100,8 @@ pub enum Error {
         filename: String,
         /// The dataset.
         dataset: DatasetKey,
-        /// What the server said, shortened (empty if nothing).
+        /// What the server said, cleaned (no token, no control characters,
+        /// cut; empty if nothing).
         message: String,
     },
     /// A chunk was over the server's request limit (413).
@@ -190,7 +191,8 @@ pub enum Error {
         offset: u64,
         /// Attempts made.
         attempts: u32,
-        /// The last reason, for people.
+        /// The last reason, for people (what the server said is cleaned: no
+        /// token, no control characters, cut).
         last: String,
     },
     /// The server kept moving the offset (realign, 413, incomplete verify).
@@ -204,7 +206,10 @@ pub enum Error {
         restarts: u32,
     },
     /// Any other refusal (400 and the like).
-    #[error("{path}: the server refused {phase} at byte {offset} (HTTP {status}): {message}")]
+    #[error(
+        "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}",
+        said(message)
+    )]
     Rejected {
         /// The local file.
         path: PathBuf,
@@ -214,7 +219,8 @@ pub enum Error {
         offset: u64,
         /// The status.
         status: u16,
-        /// The server's explanation, shortened.
+        /// The server's explanation, cleaned (no token, no control characters,
+        /// cut), possibly empty.
         message: String,
     },
     /// The server never answered in this run: wrong address, or no network.
@@ -286,5 +292,14 @@ impl Error {
                 | Error::Unreachable { .. }
                 | Error::NotTls { .. }
         )
+    }
+}
+
+/// `": what"`, or nothing when the server said nothing.
+fn said(what: &str) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!(": {what}")
     }
 }

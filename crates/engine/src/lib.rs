@@ -36,7 +36,10 @@
 //! ```
 //!
 //! It never prints and never exits: progress goes out as events, results as values.
-//! The token travels only in a sensitive `Authorization` header.
+//! The token travels only in a sensitive `Authorization` header, and whatever a
+//! server sends back is cleaned where it enters the engine (every token of the
+//! run scrubbed out, control characters escaped, at most [`SERVER_TEXT_LIMIT`]
+//! characters) before it reaches an error, an event or the log.
 #![deny(missing_docs)]
 
 mod acked;
@@ -62,6 +65,7 @@ mod receipts;
 mod resume;
 mod retry;
 mod run;
+mod server_text;
 mod state;
 mod stop;
 mod upload;
@@ -80,6 +84,7 @@ pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use server_text::{SERVER_TEXT_LIMIT, escape_controls};
 pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
 };

@@ -111,7 +111,6 @@ impl Protocol for DatafileClient {
             .call(Phase::Verify, body)
             .await
             .map_err(CallError::Transport)?;
-        let answer = ok_or_refused(answer)?;
-        Ok(VerifyReceipt::parse(&answer.body))
+        Ok(ok_or_refused(answer)?.receipt.map(|receipt| *receipt))
     }
 }

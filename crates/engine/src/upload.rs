@@ -199,7 +199,7 @@ impl Uploader {
         let unreachable = |e: crate::client::Transport| Error::Unreachable {
             server: self.config.server.clone(),
             last: match e {
-                crate::client::Transport::Http(e) => crate::calls::error_chain(&e),
+                crate::client::Transport::Http { reason, .. } => reason,
                 crate::client::Transport::Idle(after) => {
                     format!("no answer in {}s", after.as_secs())
                 }

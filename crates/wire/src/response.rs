@@ -107,23 +107,29 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs(seconds.min(3600)))
 }
 
-/// A short, printable summary of an error response body for a person: the
-/// `message` (or `error`) of a JSON body, else the text itself; control characters
-/// removed, at most 200 characters.
-pub fn summarize_body(body: &[u8]) -> String {
+/// What an error response body says, for a person, whole and raw: the
+/// `message` (or `error`) of a JSON body, else the body as text. The caller
+/// makes it safe to show (cut, control characters escaped, secrets removed).
+pub fn body_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         message: Option<String>,
         error: Option<String>,
     }
-    let text = match serde_json::from_slice::<ErrorBody>(body) {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             message: Some(m), ..
         })
         | Ok(ErrorBody { error: Some(m), .. }) => m,
         _ => String::from_utf8_lossy(body).into_owned(),
-    };
-    let clean: String = text
+    }
+}
+
+/// A short, printable summary of an error response body for a person:
+/// [`body_message`] with control characters removed, at most 200 characters.
+/// (It does not know any secret: the engine has its own, which removes the token.)
+pub fn summarize_body(body: &[u8]) -> String {
+    let clean: String = body_message(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
@@ -234,6 +240,12 @@ mod tests {
                 Outcome::NoSession
             );
         }
+    }
+
+    #[test]
+    fn body_messages_are_whole() {
+        assert_eq!(body_message(&[b'a'; 500]).len(), 500);
+        assert_eq!(body_message(br#"{"message":"m","error":"e"}"#), "m");
     }
 
     #[test]
