@@ -30,7 +30,8 @@
 //!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
 //! - `servers`: servers the mock will not play (raw HTTP): one echoing the
-//!   request's headers in its errors (the token never printed or saved).
+//!   request's headers in its errors (the token never printed or saved), one
+//!   that never answers, a web server that is no Data Bank.
 
 mod auth;
 mod bwlimit;

@@ -1,6 +1,7 @@
 //! `idb upload` against servers the mock will not play, each a few lines of raw
 //! HTTP on 127.0.0.1:0: one that quotes the request's headers back in its
-//! errors.
+//! errors, one that accepts connections and never answers, and a plain web
+//! server that is no Data Bank.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -180,5 +181,60 @@ fn a_server_echoing_the_headers_in_its_errors_never_gets_the_token_printed() {
             run.describe()
         );
         assert_eq!(server.requests(), requests, "{case}\n{}", run.describe());
+    }
+}
+
+/// A server that takes connections and never answers: reported after the
+/// attempts, saying so, exit 1. (A short idle timeout keeps the test quick.)
+#[test]
+fn a_server_that_never_answers_is_reported_as_such() {
+    let dir = Dir::new("silent_server");
+    let server = RawServer::start(Arc::new(|_: &str, _: &[String]| None));
+    let (path, _) = dir.random_file("data.bin", 1000);
+    let run = dir
+        .upload_to(&server.url, DS, "64KiB")
+        .token(SECRET)
+        .args(["--idle-timeout", "1", "--attempts", "2"])
+        .arg(&path)
+        .run();
+
+    run.expect_code(1)
+        .stderr_has(&format!(
+            "{}/ accepted the connection but never answered (2 attempts, idle timeout 1 s each)",
+            server.url
+        ))
+        .never_shows(SECRET);
+    assert_eq!(server.requests(), 2, "{}", run.describe());
+}
+
+/// A plain web server: its answer to setup (501, or a page with 200) says it
+/// is no Data Bank; one request, exit 1, and what it sent is quoted.
+#[test]
+fn a_web_server_is_not_taken_for_a_data_bank() {
+    let page = b"<!DOCTYPE html><html><title>Welcome to nginx!</title></html>";
+    for (status, body) in [(501, &b"Not Implemented"[..]), (200, &page[..])] {
+        let dir = Dir::new("web_server");
+        let server = RawServer::start(Arc::new(move |_: &str, _: &[String]| {
+            Some((status, "Whatever".to_owned(), body.to_vec()))
+        }));
+        let (one, _) = dir.random_file("one.bin", 1000);
+        let (two, _) = dir.random_file("two.bin", 1000);
+        let run = dir
+            .upload_to(&server.url, DS, "64KiB")
+            .token(SECRET)
+            .args(["--parallel", "1"])
+            .arg(&one)
+            .arg(&two)
+            .run();
+
+        run.expect_code(1)
+            .stderr_has(&format!(
+                "this does not look like a Data Bank API at {}/",
+                server.url
+            ))
+            .stderr_has(std::str::from_utf8(&body[..10]).unwrap())
+            .stderr_has("1 file unfinished; fix the error above, then run the same command")
+            .never_shows(SECRET);
+        assert_eq!(server.requests(), 1, "{}", run.describe());
     }
 }

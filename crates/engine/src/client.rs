@@ -1,5 +1,6 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -51,7 +52,8 @@ pub(crate) enum Transport {
         /// status line as a record of an unknown type).
         plain_http: bool,
     },
-    /// Nothing moved for the idle timeout.
+    /// Nothing moved for this long (the idle timeout, or the shorter wait for a
+    /// server not heard from yet).
     Idle(Duration),
 }
 
@@ -63,6 +65,12 @@ pub(crate) struct DatafileClient {
     /// to copy the header out or swap it.
     auth: RwLock<Auth>,
     idle_timeout: Duration,
+    /// How long a call waits while nothing moves before the server answered
+    /// anything (see [`crate::UploadConfig::first_answer_timeout`]).
+    first_answer_timeout: Duration,
+    /// Whether any call got an answer (any status) from the server: until then
+    /// a silence is more likely a wrong address than a slow server.
+    heard_from: AtomicBool,
     /// The cap on the bytes of every transfer body this client sends, shared by
     /// all of them (`None`: no cap, and no bucket at all). Setup and verify bodies
     /// are a few hundred bytes and are never held back.
@@ -106,12 +114,15 @@ impl DatafileClient {
                 secrets: Secrets::new(&config.token),
             }),
             idle_timeout: config.idle_timeout,
+            first_answer_timeout: config.first_answer_timeout,
+            heard_from: AtomicBool::new(false),
             bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
         })
     }
 
     /// Sends one call and classifies the answer. Fails with [`Transport::Idle`]
-    /// when no request byte went out and no answer came for the idle timeout.
+    /// when no request byte went out and no answer came for the idle timeout
+    /// (or, before the server answered anything, the first answer timeout).
     pub(crate) async fn call(
         &self,
         phase: Phase,
@@ -138,13 +149,15 @@ impl DatafileClient {
             )));
         let exchange = async {
             let response = request.send().await?;
+            self.heard_from.store(true, Ordering::Relaxed);
             let head = Head::of(&response);
             let (body, cut) = read_limited(response).await?;
             Ok(self.answer(phase, head, &body, cut))
         };
-        match with_idle_timeout(&progress, self.idle_timeout, exchange).await {
+        let timeout = self.idle_timeout_now();
+        match with_idle_timeout(&progress, timeout, exchange).await {
             Some(result) => result.map_err(|e| self.transport_error(&e)),
-            None => Err(Transport::Idle(self.idle_timeout)),
+            None => Err(Transport::Idle(timeout)),
         }
     }
 
@@ -183,6 +196,21 @@ impl DatafileClient {
             plain_http: chain.contains("InvalidContentType"),
             reason: auth.secrets.clean(&chain, false),
         }
+    }
+
+    /// How long a call may go with nothing moving: the idle timeout, or less
+    /// while the server never answered (a silent server is found sooner).
+    fn idle_timeout_now(&self) -> Duration {
+        if self.heard_from() {
+            self.idle_timeout
+        } else {
+            self.idle_timeout.min(self.first_answer_timeout)
+        }
+    }
+
+    /// Whether any call got an answer (any status) from the server.
+    pub(crate) fn heard_from(&self) -> bool {
+        self.heard_from.load(Ordering::Relaxed)
     }
 
     /// One `HEAD` of the server's address (no token, nothing of the dataset):

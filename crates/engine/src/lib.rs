@@ -73,9 +73,10 @@ mod upload;
 pub use bandwidth::BANDWIDTH_BURST;
 pub use chunking::MIN_ADAPTIVE_CHUNK;
 pub use config::{
-    DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY,
-    DEFAULT_PARALLEL, MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
+    DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FILE_DEADLINE,
+    DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JOURNAL_BYTES,
+    DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY, DEFAULT_PARALLEL,
+    MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents, RestartReason};
@@ -83,7 +84,7 @@ pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
-pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use retry::{DEFAULT_CALL_DEADLINE, DEFAULT_MAX_ATTEMPTS, RetryPolicy};
 pub use server_text::{SERVER_TEXT_LIMIT, escape_controls};
 pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,

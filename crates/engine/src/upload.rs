@@ -263,7 +263,6 @@ impl Uploader {
             ),
             backoff: Backoff::new(config.retry.clone()),
             stop: Stop::default(),
-            contacted: AtomicBool::new(false),
             journal,
             receipts,
             locks,
@@ -509,8 +508,16 @@ impl UploadConfig {
                     .into(),
             );
         }
-        if self.idle_timeout.is_zero() {
+        if self.idle_timeout.is_zero() || self.first_answer_timeout.is_zero() {
             return bad("the idle timeout must be more than 0 seconds".into());
+        }
+        if self.retry.deadline.is_zero() {
+            return bad("the call deadline (--call-deadline) must be more than 0 seconds".into());
+        }
+        if self.file_deadline.is_some_and(|d| d.is_zero()) {
+            return bad(
+                "the file deadline (--file-deadline) must be more than 0 seconds; leave it out for no limit".into(),
+            );
         }
         if self.reader.prefetch == 0 || self.reader.read_ahead_bytes == 0 {
             return bad("the reader must read at least one chunk ahead".into());
