@@ -275,6 +275,16 @@ pub struct TransferArgs {
     /// are always verified; there is no way to turn that off.
     #[arg(long = "ca-cert", value_name = "PEM")]
     pub ca_certs: Vec<PathBuf>,
+    // --- Knowing when to give up (`--call-deadline`, `--file-deadline`) ---
+    /// Stop retrying a call (a setup, a chunk, a verify) this long after its
+    /// first attempt, like 15m or 90s: no attempt starts, and no wait is
+    /// begun, past it (an attempt still sending is let finish).
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    pub call_deadline: std::time::Duration,
+    /// Give up on a file not verified this long after its upload began, like
+    /// 12h (default: no limit); the same command goes on from where it stopped.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub file_deadline: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -508,6 +518,29 @@ fn parse_bwlimit(text: &str) -> Result<u64, String> {
                 .into(),
         ),
         rate => Ok(rate),
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_call_deadline_defaults_to_the_engines_and_the_file_deadline_to_none() {
+        let cli = Cli::try_parse_from(["idb", "upload", "f"]).unwrap();
+        let Command::Upload(args) = cli.command else {
+            panic!("an upload");
+        };
+        assert_eq!(
+            args.transfer.call_deadline,
+            idb_engine::DEFAULT_CALL_DEADLINE
+        );
+        assert_eq!(
+            args.transfer.file_deadline,
+            idb_engine::DEFAULT_FILE_DEADLINE
+        );
     }
 }
 

@@ -7,16 +7,18 @@ use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use idb_engine::escape_controls;
+
 /// `path` with every control character written as an escape: `\n`, `\t`, `\r`
-/// by name, the others as `\xNN` (like `\x1b`, `\x7f`; C1 controls as `\u{9b}`),
-/// and bytes that are not UTF-8 as `\xNN`. A backslash is left as it is, so
-/// an ordinary path prints unchanged.
+/// by name, the others as `\xNN` (like `\x1b`, `\x7f`; C1 controls and the
+/// invisible characters that reorder or hide text as `\u{9b}`), and bytes that
+/// are not UTF-8 as `\xNN`. A backslash is left as it is, so an ordinary path
+/// prints unchanged. (The engine's [`escape_controls`], which also cleans what
+/// servers say.)
 pub fn escaped(path: &Path) -> String {
     let mut out = String::with_capacity(path.as_os_str().len());
     for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        for c in chunk.valid().chars() {
-            push_escaped(&mut out, c);
-        }
+        out.push_str(&escape_controls(chunk.valid()));
         for byte in chunk.invalid() {
             write!(out, "\\x{byte:02x}").expect("write to a String");
         }
@@ -26,43 +28,7 @@ pub fn escaped(path: &Path) -> String {
 
 /// `text` escaped as [`escaped`] does; borrowed when there is nothing to escape.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(unprintable) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        push_escaped(&mut out, c);
-    }
-    Cow::Owned(out)
-}
-
-/// Control characters (C0, DEL, C1), and the invisible format characters that
-/// reorder or hide text (bidirectional overrides and isolates, zero-width
-/// characters): shown, never obeyed.
-fn unprintable(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
-}
-
-fn push_escaped(out: &mut String, c: char) {
-    match c {
-        '\n' => out.push_str("\\n"),
-        '\t' => out.push_str("\\t"),
-        '\r' => out.push_str("\\r"),
-        c if c.is_ascii_control() => write!(out, "\\x{:02x}", c as u32).expect("write to a String"),
-        c if unprintable(c) => write!(out, "\\u{{{:x}}}", c as u32).expect("write to a String"),
-        c => out.push(c),
-    }
+    escape_controls(text)
 }
 
 #[cfg(test)]

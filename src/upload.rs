@@ -199,6 +199,9 @@ impl TransferArgs {
         config.bandwidth = self.bwlimit;
         // Private certificate authorities (`--ca-cert`).
         config.ca_certs = self.ca_certs.clone();
+        // When to give up (`--call-deadline`, `--file-deadline`).
+        config.retry.deadline = self.call_deadline;
+        config.file_deadline = self.file_deadline;
         config
     }
 }
@@ -294,8 +297,16 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         f.acked > 0 && matches!(f.outcome, FileOutcome::Failed(ref e) if e.worth_resuming())
     });
     if unfinished > 0 {
+        // A run stopped by an answer that a re-run would get again (no Data
+        // Bank there, no TLS) is not worth resuming as it is.
+        let next = match fatal {
+            Some(error) if !error.worth_resuming() => {
+                "fix the error above, then run the same command"
+            }
+            _ => "run the same command to resume",
+        };
         console.error(&format!(
-            "interrupted: {unfinished} file{} unfinished; run the same command to resume",
+            "interrupted: {unfinished} file{} unfinished; {next}",
             plural(unfinished)
         ));
     } else if resumable && fatal.is_none() {

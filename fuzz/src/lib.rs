@@ -94,7 +94,8 @@ pub fn forms(body: &[u8]) {
 }
 
 /// Any answer (phase byte, status as two bytes, `Retry-After` up to a NUL, the
-/// body) is classified: success exactly for 2xx, and a short summary.
+/// body) is classified: success for a 2xx (but a web page answering setup),
+/// and a short summary.
 pub fn classify_answer(data: &[u8]) {
     let [phase, high, low, rest @ ..] = data else {
         return;
@@ -104,7 +105,10 @@ pub fn classify_answer(data: &[u8]) {
     let (retry_after, body) = split_at_nul(rest);
     let retry_after = String::from_utf8_lossy(retry_after);
     let outcome = classify(phase, status, body, Some(&retry_after));
-    assert_eq!(outcome == Outcome::Ok, (200..300).contains(&status));
+    // Success is a 2xx, but a web page answering setup is no Data Bank's.
+    let success = (200..300).contains(&status);
+    let page_for_setup = phase == Phase::Setup && idb_wire::looks_like_html(body);
+    assert_eq!(outcome == Outcome::Ok, success && !page_for_setup);
     let _ = VerifyReceipt::parse(body);
     assert!(summarize_body(body).chars().count() <= 200);
 }

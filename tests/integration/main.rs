@@ -32,6 +32,9 @@
 //! - `tls`: HTTPS against a mock whose certificate a throwaway authority issued:
 //!   refused plainly by default, byte-exact with `--ca-cert` (also across a
 //!   `kill -9`), bad `--ca-cert` files (exit 2), `idb mock-server`'s TLS flags.
+//! - `servers`: servers the mock will not play (raw HTTP): one echoing the
+//!   request's headers in its errors (the token never printed or saved), one
+//!   that never answers, a web server that is no Data Bank.
 
 mod auth;
 mod bwlimit;
@@ -45,6 +48,7 @@ mod rerun;
 mod resume;
 mod runs;
 mod select;
+mod servers;
 mod status_clean;
 mod tls;
 mod upload;

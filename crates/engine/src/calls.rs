@@ -2,10 +2,10 @@
 //! a 401, and the error each refusal becomes.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use idb_wire::{Outcome, Phase, summarize_body};
+use idb_wire::{Outcome, Phase};
+use tokio::time::Instant;
 
 use crate::client::{Answer, Transport};
 use crate::open_file::OpenFile;
@@ -13,7 +13,9 @@ use crate::protocol::{CallError, Protocol};
 use crate::run::Run;
 use crate::{Error, Event};
 
-/// Attempts before a server that never answered in this run is called unreachable.
+/// Attempts (at most) before a server that never answered in this run is called
+/// unreachable (connections fail) or silent (nothing answered): with the first
+/// answer timeout of 30 s, a silent server is reported in about 90 s.
 const FIRST_CONTACT_ATTEMPTS: u32 = 3;
 
 /// Why a call with retries did not succeed.
@@ -40,7 +42,8 @@ pub(crate) struct Failed {
 
 impl<P: Protocol> Run<'_, P> {
     /// Sends a call until it succeeds, a non-retryable answer comes, or the retry
-    /// policy gives up (attempts or deadline; refreshed tokens count as attempts).
+    /// policy gives up (attempts or the call's deadline; refreshed tokens count
+    /// as attempts), or the file's deadline passes.
     pub(crate) async fn retrying<T, F, Fut>(
         &self,
         f: &OpenFile,
@@ -55,10 +58,16 @@ impl<P: Protocol> Run<'_, P> {
         let started = Instant::now();
         let policy = self.backoff.policy();
         let (mut attempt, mut refreshed) = (0, 0);
+        // Time spent waiting for a new token (a person may take a while): not
+        // held against the call's deadline.
+        let mut token_waits = Duration::ZERO;
         // Whether an earlier attempt may have reached the server and been applied.
         let mut uncertain = false;
         let failed = |failure, uncertain| Failed { failure, uncertain };
         loop {
+            if let Some(error) = f.past_deadline(Instant::now()) {
+                return Err(failed(Failure::Error(error), uncertain));
+            }
             attempt += 1;
             let t0 = Instant::now();
             let generation = self.protocol.token_generation();
@@ -73,18 +82,23 @@ impl<P: Protocol> Run<'_, P> {
                     Ok(_) => "ok".to_owned(),
                     Err(CallError::Refused(answer)) => format!("HTTP {}", answer.status),
                     Err(CallError::Transport(Transport::Idle(_))) => "idle timeout".to_owned(),
-                    Err(CallError::Transport(Transport::Http(_))) => "connection error".to_owned(),
+                    Err(CallError::Transport(Transport::Http { .. })) => {
+                        "connection error".to_owned()
+                    }
                 },
                 "call"
             );
-            if matches!(result, Ok(_) | Err(CallError::Refused(_))) {
-                self.contacted.store(true, Ordering::Relaxed);
-            }
+            let call_deadline = started + policy.deadline + token_waits;
             // A run that must stop at once sends nothing again (a verify, let
             // finish its attempt, ends on a failure).
             let out_of_attempts = attempt >= policy.max_attempts
-                || started.elapsed() >= policy.deadline
+                || Instant::now() >= call_deadline
                 || self.stop.is_now();
+            // A server never heard from in this run is more likely a wrong
+            // address (or not listening) than a blip: say so after a few
+            // quick attempts, and stop the run.
+            let first_contact_over = !self.protocol.heard_from()
+                && (attempt >= FIRST_CONTACT_ATTEMPTS || out_of_attempts);
             let (reason, retry_after) = match result {
                 Ok(value) => {
                     return Ok(Done {
@@ -95,24 +109,40 @@ impl<P: Protocol> Run<'_, P> {
                 Err(CallError::Transport(Transport::Idle(after))) => {
                     self.sizer.after_timeout();
                     uncertain = true;
-                    (format!("nothing moved for {}s", after.as_secs()), None)
+                    if first_contact_over {
+                        return Err(failed(
+                            Failure::Error(Error::NoAnswer {
+                                server: self.config.server.clone(),
+                                attempts: attempt,
+                                waited: after,
+                            }),
+                            uncertain,
+                        ));
+                    }
+                    (format!("nothing moved for {}s", after.as_secs_f32()), None)
                 }
-                Err(CallError::Transport(Transport::Http(e))) => {
+                Err(CallError::Transport(Transport::Http {
+                    reason,
+                    plain_http,
+                    certificate,
+                })) => {
                     // A mapped chunk of a file truncated meanwhile fails to send
                     // (the kernel answers EFAULT): name the real cause.
                     f.source
                         .check_identity()
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
-                    let reason = error_chain(&e);
-                    let certificate = || crate::tls::untrusted_certificate(self.config, &e);
-                    if let Some(error) = self.plain_http_answer(&reason).or_else(certificate) {
+                    if plain_http && let Some(error) = self.plain_http_answer() {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
-                    // A server never reached in this run is more likely a wrong
-                    // address than a blip: say so after a few quick attempts.
-                    if !self.contacted.load(Ordering::Relaxed) && attempt >= FIRST_CONTACT_ATTEMPTS
-                    {
+                    if let Some(problem) = certificate {
+                        let error = Error::UntrustedCertificate {
+                            server: self.config.server.clone(),
+                            problem,
+                        };
+                        return Err(failed(Failure::Error(error), uncertain));
+                    }
+                    if first_contact_over {
                         return Err(failed(
                             Failure::Error(Error::Unreachable {
                                 server: self.config.server.clone(),
@@ -127,14 +157,18 @@ impl<P: Protocol> Run<'_, P> {
                     Outcome::Retry { after } => {
                         // A 5xx may come after the server applied the call.
                         uncertain |= answer.status >= 500;
-                        (format!("HTTP {}", answer.status), after)
+                        (status_and_said(&answer), after)
                     }
                     // A new token is in place (fetched now or by another call since
                     // this one went out): send again, at once the first time, after
                     // a backoff if the server keeps refusing new tokens.
-                    Outcome::Unauthorized
-                        if !out_of_attempts && self.refresh_token(generation).await =>
-                    {
+                    Outcome::Unauthorized if !out_of_attempts => {
+                        let asked = Instant::now();
+                        let renewed = self.refresh_token(generation).await;
+                        token_waits += asked.elapsed();
+                        if !renewed {
+                            return Err(failed(Failure::Answer(answer), uncertain));
+                        }
                         refreshed += 1;
                         if refreshed > 1 {
                             // The backoff itself: behaviour, not a wait for something.
@@ -146,19 +180,35 @@ impl<P: Protocol> Run<'_, P> {
                 },
             };
             self.congestion.on_trouble();
-            if out_of_attempts {
+            let delay = self.backoff.delay(attempt, retry_after);
+            let next = Instant::now() + delay;
+            if let Some(error) = f.past_deadline(next) {
+                return Err(failed(Failure::Error(error), uncertain));
+            }
+            // Waiting past the deadline (a long `Retry-After`) only to give up
+            // then: give up now.
+            let waits_past_deadline = next > call_deadline;
+            if out_of_attempts || waits_past_deadline {
+                let last = if waits_past_deadline && !out_of_attempts {
+                    format!(
+                        "{reason}; the next attempt, in {}s, would come after the call deadline",
+                        delay.as_secs()
+                    )
+                } else {
+                    reason
+                };
                 return Err(failed(
                     Failure::Error(Error::GaveUp {
                         path: f.path.clone(),
                         phase,
                         offset,
                         attempts: attempt,
-                        last: reason,
+                        elapsed: started.elapsed().saturating_sub(token_waits),
+                        last,
                     }),
                     uncertain,
                 ));
             }
-            let delay = self.backoff.delay(attempt, retry_after);
             self.emit(Event::Retry {
                 path: f.path.clone(),
                 phase,
@@ -172,11 +222,10 @@ impl<P: Protocol> Run<'_, P> {
         }
     }
 
-    /// A TLS handshake answered in plain HTTP (rustls reads the HTTP status line
-    /// as a record of an unknown type): sending again cannot help.
-    fn plain_http_answer(&self, reason: &str) -> Option<Error> {
+    /// A TLS handshake answered in plain HTTP: sending again cannot help.
+    fn plain_http_answer(&self) -> Option<Error> {
         let server = &self.config.server;
-        if server.scheme() != "https" || !reason.contains("InvalidContentType") {
+        if server.scheme() != "https" {
             return None;
         }
         // The same port: the one that answered in plain HTTP.
@@ -246,7 +295,7 @@ impl<P: Protocol> Run<'_, P> {
                     path,
                     filename: f.filename.clone(),
                     dataset,
-                    message: summarize_body(&answer.body),
+                    message: answer.said,
                 }
             }
             Outcome::TooLarge if phase == Phase::Transfer => Error::ChunkTooLarge { path, len },
@@ -261,14 +310,20 @@ impl<P: Protocol> Run<'_, P> {
                 expected,
             },
             Outcome::NoSession => Error::SessionLost { path },
+            Outcome::NotDataBank => Error::NotDataBank {
+                server: self.config.server.clone(),
+                phase,
+                status: answer.status,
+                received: answer.said,
+            },
             Outcome::Ok | Outcome::Retry { .. } | Outcome::TooLarge | Outcome::Rejected => {
-                let message = match (answer.status, &answer.location) {
+                let message = match (answer.status, answer.location) {
                     (300..=399, Some(location)) => {
                         format!(
                             "the server redirects to {location}; use that address as the server"
                         )
                     }
-                    _ => summarize_body(&answer.body),
+                    _ => answer.said,
                 };
                 Error::Rejected {
                     path,
@@ -295,15 +350,11 @@ impl<P: Protocol> Run<'_, P> {
     }
 }
 
-/// An error and its sources on one line ("error sending request: connection
-/// refused"), since reqwest's own message is only the outermost layer.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
+/// `HTTP 503`, and what the server said with it, if anything (cleaned).
+fn status_and_said(answer: &Answer) -> String {
+    if answer.said.is_empty() {
+        format!("HTTP {}", answer.status)
+    } else {
+        format!("HTTP {}: {}", answer.status, answer.said)
     }
-    text
 }

@@ -1,12 +1,13 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use idb_wire::{
-    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, WRITE_MODE_HEADER,
-    WRITE_MODE_OFFSET, classify, datafile_path,
+    Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, VerifyReceipt, WRITE_MODE_HEADER,
+    WRITE_MODE_OFFSET, body_message, classify, datafile_path,
 };
 use reqwest::header::{self, HeaderValue};
 use url::Url;
@@ -14,30 +15,47 @@ use url::Url;
 use crate::bandwidth::Bandwidth;
 use crate::body::{Progress, SegmentedBody};
 use crate::idle::with_idle_timeout;
+use crate::server_text::Secrets;
 use crate::{Error, UploadConfig};
 
 /// The most bytes of a response body kept (enough for any JSON answer).
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
-/// The server's answer to one call.
+/// The server's answer to one call, as the engine sees it: classified, and
+/// every text in it safe to show ([`Secrets::clean`]: the token scrubbed,
+/// control characters escaped, cut). The raw body never leaves the client.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) outcome: Outcome,
-    pub(crate) body: Bytes,
+    /// What the server said, for people: the `message` of a JSON body, or the
+    /// body's text (empty if it sent none).
+    pub(crate) said: String,
     /// `Location`, for redirects (which are never followed: a POST must not turn
     /// into a GET, and the token must not go to another host).
     pub(crate) location: Option<String>,
     /// Whether the server said it writes chunks at their offsets.
     pub(crate) offset_mode: bool,
+    /// The receipt in a successful verify's answer, if it sent one (boxed:
+    /// every other answer carries none).
+    pub(crate) receipt: Option<Box<VerifyReceipt>>,
 }
 
 /// Why a call got no answer.
 #[derive(Debug)]
 pub(crate) enum Transport {
     /// Connecting, sending or receiving failed.
-    Http(reqwest::Error),
-    /// Nothing moved for the idle timeout.
+    Http {
+        /// The error and its causes on one line, safe to show.
+        reason: String,
+        /// A TLS handshake was answered in plain HTTP (rustls read the HTTP
+        /// status line as a record of an unknown type).
+        plain_http: bool,
+        /// The TLS handshake refused the server's certificate, and why.
+        certificate: Option<crate::tls::CertificateProblem>,
+    },
+    /// Nothing moved for this long (the idle timeout, or the shorter wait for a
+    /// server not heard from yet).
     Idle(Duration),
 }
 
@@ -49,6 +67,14 @@ pub(crate) struct DatafileClient {
     /// to copy the header out or swap it.
     auth: RwLock<Auth>,
     idle_timeout: Duration,
+    /// How long a call waits while nothing moves before the server answered
+    /// anything (see [`crate::UploadConfig::first_answer_timeout`]).
+    first_answer_timeout: Duration,
+    /// The run added private CAs (`--ca-cert`): a refused certificate says so.
+    private_ca: bool,
+    /// Whether any call got an answer (any status) from the server: until then
+    /// a silence is more likely a wrong address than a slow server.
+    heard_from: AtomicBool,
     /// The cap on the bytes of every transfer body this client sends, shared by
     /// all of them (`None`: no cap, and no bucket at all). Setup and verify bodies
     /// are a few hundred bytes and are never held back.
@@ -61,6 +87,8 @@ struct Auth {
     /// `Token token=...`, marked sensitive so it never shows in debug output.
     header: HeaderValue,
     generation: u64,
+    /// This token and every earlier one: what the server's texts are cleaned of.
+    secrets: Secrets,
 }
 
 impl DatafileClient {
@@ -89,14 +117,19 @@ impl DatafileClient {
                 token: config.token.clone(),
                 header: authorization(&config.token)?,
                 generation: 0,
+                secrets: Secrets::new(&config.token),
             }),
             idle_timeout: config.idle_timeout,
+            first_answer_timeout: config.first_answer_timeout,
+            private_ca: !config.ca_certs.is_empty(),
+            heard_from: AtomicBool::new(false),
             bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
         })
     }
 
     /// Sends one call and classifies the answer. Fails with [`Transport::Idle`]
-    /// when no request byte went out and no answer came for the idle timeout.
+    /// when no request byte went out and no answer came for the idle timeout
+    /// (or, before the server answered anything, the first answer timeout).
     pub(crate) async fn call(
         &self,
         phase: Phase,
@@ -123,26 +156,69 @@ impl DatafileClient {
             )));
         let exchange = async {
             let response = request.send().await?;
-            let status = response.status().as_u16();
-            let retry_after = header_text(&response, header::RETRY_AFTER);
-            let location = header_text(&response, header::LOCATION);
-            let offset_mode =
-                header_text(&response, WRITE_MODE_HEADER.try_into().expect("valid name"))
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET));
-            let body = read_limited(response).await?;
-            let outcome = classify(phase, status, &body, retry_after.as_deref());
-            Ok(Answer {
-                status,
-                outcome,
-                body,
-                location,
-                offset_mode,
-            })
+            self.heard_from.store(true, Ordering::Relaxed);
+            let head = Head::of(&response);
+            let (body, cut) = read_limited(response).await?;
+            Ok(self.answer(phase, head, &body, cut))
         };
-        match with_idle_timeout(&progress, self.idle_timeout, exchange).await {
-            Some(result) => result.map_err(Transport::Http),
-            None => Err(Transport::Idle(self.idle_timeout)),
+        let timeout = self.idle_timeout_now();
+        match with_idle_timeout(&progress, timeout, exchange).await {
+            Some(result) => result.map_err(|e| self.transport_error(&e)),
+            None => Err(Transport::Idle(timeout)),
         }
+    }
+
+    /// The answer as the engine sees it: every text from the server cleaned,
+    /// here and only here, and the raw body dropped.
+    fn answer(&self, phase: Phase, head: Head, body: &[u8], cut: bool) -> Answer {
+        let outcome = classify(phase, head.status, body, head.retry_after.as_deref());
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        let secrets = &auth.secrets;
+        let receipt = (phase == Phase::Verify && outcome.is_ok())
+            .then(|| VerifyReceipt::parse(body))
+            .flatten()
+            .map(|r| {
+                Box::new(VerifyReceipt {
+                    filename: secrets.clean(&r.filename, false),
+                    blake3: secrets.clean(&r.blake3, false),
+                    size: r.size,
+                })
+            });
+        Answer {
+            status: head.status,
+            outcome,
+            said: secrets.clean(&body_message(body), cut),
+            location: head.location.map(|l| secrets.clean(&l, false)),
+            offset_mode: head.offset_mode,
+            receipt,
+        }
+    }
+
+    /// A failed exchange, its text cleaned (reqwest's errors name the URL,
+    /// which never holds the token; cleaned all the same).
+    fn transport_error(&self, error: &reqwest::Error) -> Transport {
+        let chain = error_chain(error);
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        Transport::Http {
+            plain_http: chain.contains("InvalidContentType"),
+            certificate: crate::tls::certificate_problem(error, self.private_ca),
+            reason: auth.secrets.clean(&chain, false),
+        }
+    }
+
+    /// How long a call may go with nothing moving: the idle timeout, or less
+    /// while the server never answered (a silent server is found sooner).
+    fn idle_timeout_now(&self) -> Duration {
+        if self.heard_from() {
+            self.idle_timeout
+        } else {
+            self.idle_timeout.min(self.first_answer_timeout)
+        }
+    }
+
+    /// Whether any call got an answer (any status) from the server.
+    pub(crate) fn heard_from(&self) -> bool {
+        self.heard_from.load(Ordering::Relaxed)
     }
 
     /// One `HEAD` of the server's address (no token, nothing of the dataset):
@@ -153,7 +229,7 @@ impl DatafileClient {
         let request = self.http.head(server.clone()).send();
         match tokio::time::timeout(self.idle_timeout, request).await {
             Ok(Ok(_)) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(Transport::Http(e)),
+            Ok(Err(e)) => Err(self.transport_error(&e)),
             Err(_) => Err(Transport::Idle(self.idle_timeout)),
         }
     }
@@ -173,16 +249,36 @@ impl DatafileClient {
         if auth.token == *token {
             return Ok(false);
         }
-        *auth = Auth {
-            token: token.clone(),
-            header,
-            generation: auth.generation + 1,
-        };
+        auth.token = token.clone();
+        auth.header = header;
+        auth.generation += 1;
+        auth.secrets.add(token);
         Ok(true)
     }
 
     pub(crate) fn boundary() -> Boundary {
         Boundary::from_random(rand::random())
+    }
+}
+
+/// What the engine reads of an answer's status line and headers (raw: only
+/// [`DatafileClient::answer`] sees it).
+struct Head {
+    status: u16,
+    retry_after: Option<String>,
+    location: Option<String>,
+    offset_mode: bool,
+}
+
+impl Head {
+    fn of(response: &reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            retry_after: header_text(response, header::RETRY_AFTER),
+            location: header_text(response, header::LOCATION),
+            offset_mode: header_text(response, WRITE_MODE_HEADER.try_into().expect("valid name"))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET)),
+        }
     }
 }
 
@@ -194,13 +290,31 @@ fn header_text(response: &reqwest::Response, name: header::HeaderName) -> Option
         .map(str::to_owned)
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+/// The body, up to [`RESPONSE_BODY_LIMIT`] bytes, and whether it was longer.
+async fn read_limited(mut response: reqwest::Response) -> Result<(Bytes, bool), reqwest::Error> {
     let mut body = Vec::new();
     while let Some(piece) = response.chunk().await? {
         let room = RESPONSE_BODY_LIMIT.saturating_sub(body.len());
         body.extend_from_slice(&piece[..piece.len().min(room)]);
+        if piece.len() > room {
+            // The rest is not read: an endless answer ends here.
+            return Ok((body.into(), true));
+        }
     }
-    Ok(body.into())
+    Ok((body.into(), false))
+}
+
+/// An error and its sources on one line ("error sending request: connection
+/// refused"), since reqwest's own message is only the outermost layer.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 fn authorization(token: &Token) -> Result<HeaderValue, Error> {

@@ -33,6 +33,18 @@ pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Give up on a call when nothing moved (no request byte out, no answer) this long.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Until the server has answered anything in a run, a call with nothing moving
+/// is given up after this long instead of the idle timeout. A run's first calls
+/// are setups (a few hundred bytes, no heavy work for the server), so a server
+/// silent this long is more likely not listening than slow; with three
+/// attempts a silent server is reported after about 90 seconds, not 10 minutes.
+pub const DEFAULT_FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// No deadline per file by default: a file of 2 TiB on a slow path may rightly
+/// take days, and each call is bounded already (attempts, idle timeout, call
+/// deadline).
+pub const DEFAULT_FILE_DEADLINE: Option<Duration> = None;
+
 /// How often, at most, the journal writer writes what changed: a killed run
 /// resends at most about this much work.
 pub const DEFAULT_JOURNAL_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,7 +122,19 @@ pub struct UploadConfig {
     pub memory: u64,
     /// Give up on a call (and retry it) when nothing moved for this long.
     pub idle_timeout: Duration,
-    /// Retries of calls that may succeed when sent again.
+    /// Until the server answered anything in this run, give up on a call when
+    /// nothing moved for this long, if shorter than `idle_timeout`
+    /// ([`DEFAULT_FIRST_ANSWER_TIMEOUT`]); such silences, like connection
+    /// failures, stop the run after 3 attempts (or `retry.max_attempts`, if
+    /// fewer): [`crate::Error::NoAnswer`].
+    pub first_answer_timeout: Duration,
+    /// Give up on a file not verified this long after its turn came: its calls
+    /// in flight are abandoned (a verify in flight is let finish), what the
+    /// server acknowledged is kept in the journal ([`crate::Error::FileDeadline`]).
+    /// `None`: no limit ([`DEFAULT_FILE_DEADLINE`]).
+    pub file_deadline: Option<Duration>,
+    /// Retries of calls that may succeed when sent again, and each call's
+    /// deadline ([`RetryPolicy::deadline`]).
     pub retry: RetryPolicy,
     /// The state directory ([`crate::state::StateDir`]): where each upload
     /// records how far the server got, so a killed run resumes (`journal/`), where
@@ -165,6 +189,8 @@ impl UploadConfig {
             window: None,
             memory: DEFAULT_MEMORY,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            first_answer_timeout: DEFAULT_FIRST_ANSWER_TIMEOUT,
+            file_deadline: DEFAULT_FILE_DEADLINE,
             retry: RetryPolicy::default(),
             state_dir: None,
             force: false,

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use idb_read::ReadError;
 use idb_wire::{DatasetKey, Phase, WireError};
@@ -102,7 +103,8 @@ pub enum Error {
         filename: String,
         /// The dataset.
         dataset: DatasetKey,
-        /// What the server said, shortened (empty if nothing).
+        /// What the server said, cleaned (no token, no control characters,
+        /// cut; empty if nothing).
         message: String,
     },
     /// A chunk was over the server's request limit (413).
@@ -178,10 +180,13 @@ pub enum Error {
         what: String,
     },
     /// A call kept failing in ways that may pass (connection errors, timeouts,
-    /// 5xx, 429) until the retry policy gave up.
+    /// 5xx, 429) until the retry policy gave up: its attempts were used, or the
+    /// next one would have come after its deadline.
     #[error(
-        "{path}: gave up on {phase} at byte {offset} after {attempts} attempts (last: {last}); \
-         the server or the network may be down: run the same command again later"
+        "{path}: gave up on {phase} at byte {offset} after {attempts} attempts in {} (last: {last}); \
+         the server or the network may be down: run the same command again later \
+         (--attempts and --call-deadline say how long a call is tried)",
+        seconds(*elapsed)
     )]
     GaveUp {
         /// The local file.
@@ -192,8 +197,25 @@ pub enum Error {
         offset: u64,
         /// Attempts made.
         attempts: u32,
-        /// The last reason, for people.
+        /// From the first attempt to giving up (waits for a new token not counted).
+        elapsed: Duration,
+        /// The last reason, for people (what the server said is cleaned: no
+        /// token, no control characters, cut).
         last: String,
+    },
+    /// The file was not verified within its deadline
+    /// ([`crate::UploadConfig::file_deadline`]); what the server acknowledged
+    /// is kept for the next run.
+    #[error(
+        "{path}: not uploaded within its deadline of {} (--file-deadline); what the server \
+         acknowledged is kept: run the same command again to go on from there",
+        seconds(*deadline)
+    )]
+    FileDeadline {
+        /// The local file.
+        path: PathBuf,
+        /// The deadline, from the file's turn.
+        deadline: Duration,
     },
     /// The server kept moving the offset (realign, 413, incomplete verify).
     #[error(
@@ -206,7 +228,10 @@ pub enum Error {
         restarts: u32,
     },
     /// Any other refusal (400 and the like).
-    #[error("{path}: the server refused {phase} at byte {offset} (HTTP {status}): {message}")]
+    #[error(
+        "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}",
+        said(message)
+    )]
     Rejected {
         /// The local file.
         path: PathBuf,
@@ -216,7 +241,8 @@ pub enum Error {
         offset: u64,
         /// The status.
         status: u16,
-        /// The server's explanation, shortened.
+        /// The server's explanation, cleaned (no token, no control characters,
+        /// cut), possibly empty.
         message: String,
     },
     /// The server never answered in this run: wrong address, or no network.
@@ -226,6 +252,47 @@ pub enum Error {
         server: Url,
         /// The last failure, for people.
         last: String,
+    },
+    /// The server took connections but never answered a call in this run: not
+    /// a byte of an answer in any attempt. Fatal for the run.
+    #[error(
+        "{server} accepted the connection but never answered ({attempts} attempt{}, idle timeout \
+         {} each); check that it is the Data Bank's address, or try again later",
+        if *attempts == 1 { "" } else { "s" },
+        seconds(*waited)
+    )]
+    NoAnswer {
+        /// The server.
+        server: Url,
+        /// Attempts made.
+        attempts: u32,
+        /// How long each attempt waited with nothing moving.
+        waited: Duration,
+    },
+    /// The server answered what no Data Bank answers: 501 or 405 to the
+    /// upload API's POST, or a web page (HTML) as the success answer to setup.
+    /// Not retried; fatal for the run.
+    #[error(
+        "this does not look like a Data Bank API at {server}: it answered {phase} with {}{}; \
+         check the server address (--server), which is the Data Bank's own, like \
+         https://databank.illinois.edu",
+        if (200..300).contains(status) {
+            format!("a web page (HTTP {status})")
+        } else {
+            format!("HTTP {status}")
+        },
+        said(received)
+    )]
+    NotDataBank {
+        /// The server.
+        server: Url,
+        /// The call answered.
+        phase: Phase,
+        /// The status.
+        status: u16,
+        /// What it sent, cleaned (no token, no control characters, cut),
+        /// possibly empty.
+        received: String,
     },
     /// An `https://` address whose server answered in plain HTTP: TLS cannot
     /// work there. Fatal for the run.
@@ -298,7 +365,9 @@ impl Error {
             ) | Error::Unauthorized { .. }
                 | Error::DatasetNotFound { .. }
                 | Error::Unreachable { .. }
+                | Error::NoAnswer { .. }
                 | Error::GaveUp { .. }
+                | Error::FileDeadline { .. }
                 | Error::Incomplete { .. }
                 | Error::ChunkTooLarge { .. }
                 | Error::Rejected { .. }
@@ -312,8 +381,29 @@ impl Error {
             Error::Unauthorized { .. }
                 | Error::DatasetNotFound { .. }
                 | Error::Unreachable { .. }
+                | Error::NoAnswer { .. }
+                | Error::NotDataBank { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }
         )
+    }
+}
+
+/// `": what"`, or nothing when the server said nothing.
+fn said(what: &str) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!(": {what}")
+    }
+}
+
+/// A duration for a message: `30 s`, `1.5 s`, `0.25 s`.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs >= 10.0 || duration.subsec_millis() == 0 {
+        format!("{} s", secs.round())
+    } else {
+        format!("{} s", (secs * 1000.0).round() / 1000.0)
     }
 }

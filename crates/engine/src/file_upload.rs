@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use idb_read::{ChunkPlan, Delivery, HashState, Reader, SourceFile};
 use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode};
+use tokio::time::Instant;
 
 use crate::calls::Failure;
 use crate::client::Answer;
 use crate::journal::Key;
 use crate::name_lock::{Holder, LockError, NameLock};
-use crate::open_file::{FileState, OpenFile};
+use crate::open_file::{Deadline, FileState, OpenFile};
 use crate::preflight::CheckedFile;
 use crate::protocol::Protocol;
 use crate::pump::PumpEnd;
@@ -63,6 +64,11 @@ impl<P: Protocol> Run<'_, P> {
             sizer: Arc::clone(&self.sizer),
             journal: self.journal.as_ref().map(|(journal, _)| journal.clone()),
             template: self.journal.as_ref().map(|_| self.journal_entry(c)),
+            // The file's deadline runs from here: its upload begins.
+            deadline: self.config.file_deadline.map(|after| Deadline {
+                at: Instant::now() + after,
+                after,
+            }),
         };
         let opened = match tokio::task::spawn_blocking(move || opening.run()).await {
             Ok(Ok(opened)) => opened,
@@ -89,6 +95,9 @@ impl<P: Protocol> Run<'_, P> {
             // A stop first: no setup goes out once the run is told to stop.
             biased;
             _ = wait_for_now(&mut stop, &verifying) => Ok(FileOutcome::Interrupted),
+            // The file's deadline abandons its calls in flight, but for a
+            // verify; no call starts after it (see `retrying`).
+            error = past_deadline(&file, &verifying) => Err(error),
             result = self.transfer(&file, &mut state, reader, start, &verifying) => result,
         };
         self.end_file(c, key, &state, &result, lock);
@@ -491,6 +500,20 @@ async fn wait_for_now(
             StopKind::Now if !verifying.load(Ordering::Relaxed) => return,
             kind => seen = Some(kind),
         }
+    }
+}
+
+/// Resolves with the file's [`Error::FileDeadline`] once its deadline passed,
+/// unless a verify is in flight then: the verify is let finish, and the upload
+/// ends by itself after it (no call starts past the deadline).
+async fn past_deadline(file: &OpenFile, verifying: &AtomicBool) -> Error {
+    let Some(deadline) = file.deadline else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(deadline.at).await;
+    match file.past_deadline(deadline.at) {
+        Some(error) if !verifying.load(Ordering::Relaxed) => error,
+        _ => std::future::pending().await,
     }
 }
 

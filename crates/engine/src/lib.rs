@@ -36,9 +36,13 @@
 //! ```
 //!
 //! It never prints and never exits: progress goes out as events, results as values.
-//! The token travels only in a sensitive `Authorization` header, and over HTTPS only
-//! to a server whose certificate verifies (the platform's roots, plus
-//! [`UploadConfig::ca_certs`]; there is no way to turn verification off).
+//! The token travels only in a sensitive `Authorization` header, and whatever a
+//! server sends back is cleaned where it enters the engine (every token of the
+//! run scrubbed out, control characters escaped, at most [`SERVER_TEXT_LIMIT`]
+//! characters) before it reaches an error, an event or the log.
+//! Over HTTPS the token goes only to a server whose certificate verifies (the
+//! platform's roots, plus [`UploadConfig::ca_certs`]; there is no way to turn
+//! verification off).
 #![deny(missing_docs)]
 
 mod acked;
@@ -64,6 +68,7 @@ mod receipts;
 mod resume;
 mod retry;
 mod run;
+mod server_text;
 mod state;
 mod stop;
 mod tls;
@@ -72,9 +77,10 @@ mod upload;
 pub use bandwidth::BANDWIDTH_BURST;
 pub use chunking::MIN_ADAPTIVE_CHUNK;
 pub use config::{
-    DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY,
-    DEFAULT_PARALLEL, MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
+    DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FILE_DEADLINE,
+    DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JOURNAL_BYTES,
+    DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY, DEFAULT_PARALLEL,
+    MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents, RestartReason};
@@ -82,7 +88,8 @@ pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig, mapped_path_at};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
 pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
-pub use retry::{DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use retry::{DEFAULT_CALL_DEADLINE, DEFAULT_MAX_ATTEMPTS, RetryPolicy};
+pub use server_text::{SERVER_TEXT_LIMIT, escape_controls};
 pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
 };

@@ -2,9 +2,12 @@
 //! what the upload knows as it goes.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use idb_read::{HashState, SourceFile};
+use tokio::time::Instant;
 
+use crate::Error;
 use crate::acked::Acked;
 use crate::journal::Entry;
 use crate::protocol::FileRef;
@@ -17,9 +20,29 @@ pub(crate) struct OpenFile {
     pub(crate) filename: String,
     pub(crate) size: u64,
     pub(crate) source: SourceFile,
+    /// When its upload gives up, if it has a deadline.
+    pub(crate) deadline: Option<Deadline>,
+}
+
+/// A file's deadline ([`crate::UploadConfig::file_deadline`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// When it passes.
+    pub(crate) at: Instant,
+    /// How long it was, from the file's turn.
+    pub(crate) after: Duration,
 }
 
 impl OpenFile {
+    /// The error to end with if the file's deadline is passed at `when`.
+    pub(crate) fn past_deadline(&self, when: Instant) -> Option<Error> {
+        let deadline = self.deadline.filter(|d| when >= d.at)?;
+        Some(Error::FileDeadline {
+            path: self.path.clone(),
+            deadline: deadline.after,
+        })
+    }
+
     pub(crate) fn file_ref(&self) -> FileRef<'_> {
         FileRef {
             filename: &self.filename,

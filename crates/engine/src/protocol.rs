@@ -52,6 +52,9 @@ pub(crate) trait Protocol: Send + Sync {
     /// Uses `token` from now on; `Ok(false)` if it is the one in use already.
     fn replace_token(&self, token: &Token) -> Result<bool, Error>;
 
+    /// Whether the server answered anything (any status) yet.
+    fn heard_from(&self) -> bool;
+
     /// Closes the upload; the server's receipt, if it sends one.
     fn finish(
         &self,
@@ -105,13 +108,16 @@ impl Protocol for DatafileClient {
         DatafileClient::replace_token(self, token)
     }
 
+    fn heard_from(&self) -> bool {
+        DatafileClient::heard_from(self)
+    }
+
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {
         let body = verify_body(&Self::boundary(), file.filename);
         let answer = self
             .call(Phase::Verify, body)
             .await
             .map_err(CallError::Transport)?;
-        let answer = ok_or_refused(answer)?;
-        Ok(VerifyReceipt::parse(&answer.body))
+        Ok(ok_or_refused(answer)?.receipt.map(|receipt| *receipt))
     }
 }

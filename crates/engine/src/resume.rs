@@ -11,7 +11,7 @@ use idb_wire::WriteMode;
 use crate::acked::Acked;
 use crate::chunking::ChunkSizer;
 use crate::journal::{Entry, JOURNAL_VERSION, Journal, Loaded};
-use crate::open_file::{FileState, OpenFile};
+use crate::open_file::{Deadline, FileState, OpenFile};
 use crate::preflight::CheckedFile;
 use crate::protocol::Protocol;
 use crate::run::Run;
@@ -43,6 +43,8 @@ pub(crate) struct Opening {
     pub(crate) sizer: Arc<ChunkSizer>,
     pub(crate) journal: Option<Journal>,
     pub(crate) template: Option<Entry>,
+    /// When the file's upload gives up, if it has a deadline.
+    pub(crate) deadline: Option<Deadline>,
 }
 
 impl Opening {
@@ -117,6 +119,7 @@ impl Opening {
                 filename: c.filename.clone(),
                 size: c.size(),
                 source,
+                deadline: self.deadline,
             },
             start,
             state: FileState {

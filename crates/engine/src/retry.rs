@@ -16,7 +16,11 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The longest backoff (a server's `Retry-After` may ask for more, up to an hour).
     pub max_delay: Duration,
-    /// Give up on a call when it has not succeeded this long after its first attempt.
+    /// Give up on a call when it has not succeeded this long after its first
+    /// attempt: no attempt starts, and no backoff (nor a server's `Retry-After`)
+    /// is waited out, past it. An attempt still moving bytes at the deadline is
+    /// let finish (the idle timeout watches it), so a healthy slow chunk is
+    /// never cut; waits for a new token after a 401 are not counted.
     pub deadline: Duration,
     /// Seeds the jitter; `None` seeds from the OS. Tests fix it.
     pub seed: Option<u64>,
@@ -25,13 +29,18 @@ pub struct RetryPolicy {
 /// The default attempts per call.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 
+/// The default deadline of a call ([`RetryPolicy::deadline`]): ten attempts of a
+/// full idle timeout (60 s) and their backoffs take about 11 minutes, so this
+/// binds only when a server asks for long waits (`Retry-After`).
+pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
-            deadline: Duration::from_secs(15 * 60),
+            deadline: DEFAULT_CALL_DEADLINE,
             seed: None,
         }
     }

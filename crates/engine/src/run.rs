@@ -31,8 +31,6 @@ pub(crate) struct Run<'a, P> {
     /// Set when the run must stop: files take no new chunks (see
     /// [`crate::stop::StopKind`]) and report what the server acknowledged.
     pub(crate) stop: Stop,
-    /// Whether any call of the run got an answer (any status) from the server.
-    pub(crate) contacted: AtomicBool,
     /// Where uploads record how far the server got (`None`: not recorded), and
     /// the thread that writes it.
     pub(crate) journal: Option<(Journal, JournalWriter)>,

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, UploadConfig};
+use crate::Error;
 use rustls::CertificateError;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
@@ -125,20 +125,19 @@ fn pem_problem(error: &pem::Error) -> String {
     }
 }
 
-/// The error for a call whose TLS handshake failed because the server's
-/// certificate was refused (`None` for any other failure). Sending again cannot
-/// help: the run stops with what to do.
-pub(crate) fn untrusted_certificate(
-    config: &UploadConfig,
+/// Why the server's certificate was refused, when a call's TLS handshake failed
+/// for that (`None` for any other failure; `with_ca_certs`: the run added
+/// private CAs). Sending again cannot help: the run stops with what to do
+/// ([`Error::UntrustedCertificate`]).
+pub(crate) fn certificate_problem(
     error: &reqwest::Error,
-) -> Option<Error> {
+    with_ca_certs: bool,
+) -> Option<CertificateProblem> {
     let problem = match certificate_error(error)? {
         // A bad signature: a trusted authority has the issuer's name but not
         // its key (a private CA made again under the same name).
         CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-            CertificateProblem::UnknownIssuer {
-                with_ca_certs: !config.ca_certs.is_empty(),
-            }
+            CertificateProblem::UnknownIssuer { with_ca_certs }
         }
         e @ (CertificateError::NotValidForName
         | CertificateError::NotValidForNameContext { .. }) => CertificateProblem::WrongName {
@@ -154,10 +153,7 @@ pub(crate) fn untrusted_certificate(
             detail: e.to_string(),
         },
     };
-    Some(Error::UntrustedCertificate {
-        server: config.server.clone(),
-        problem,
-    })
+    Some(problem)
 }
 
 /// The certificate error somewhere in `error`'s sources.

@@ -200,12 +200,16 @@ impl Uploader {
             server: self.config.server.clone(),
             last: match e {
                 // A refused certificate is said as in an upload.
-                crate::client::Transport::Http(e) => {
-                    if let Some(error) = crate::tls::untrusted_certificate(&self.config, &e) {
-                        return error;
-                    }
-                    crate::calls::error_chain(&e)
+                crate::client::Transport::Http {
+                    certificate: Some(problem),
+                    ..
+                } => {
+                    return Error::UntrustedCertificate {
+                        server: self.config.server.clone(),
+                        problem,
+                    };
                 }
+                crate::client::Transport::Http { reason, .. } => reason,
                 crate::client::Transport::Idle(after) => {
                     format!("no answer in {}s", after.as_secs())
                 }
@@ -269,7 +273,6 @@ impl Uploader {
             ),
             backoff: Backoff::new(config.retry.clone()),
             stop: Stop::default(),
-            contacted: AtomicBool::new(false),
             journal,
             receipts,
             locks,
@@ -515,8 +518,16 @@ impl UploadConfig {
                     .into(),
             );
         }
-        if self.idle_timeout.is_zero() {
+        if self.idle_timeout.is_zero() || self.first_answer_timeout.is_zero() {
             return bad("the idle timeout must be more than 0 seconds".into());
+        }
+        if self.retry.deadline.is_zero() {
+            return bad("the call deadline (--call-deadline) must be more than 0 seconds".into());
+        }
+        if self.file_deadline.is_some_and(|d| d.is_zero()) {
+            return bad(
+                "the file deadline (--file-deadline) must be more than 0 seconds; leave it out for no limit".into(),
+            );
         }
         if self.reader.prefetch == 0 || self.reader.read_ahead_bytes == 0 {
             return bad("the reader must read at least one chunk ahead".into());

@@ -169,7 +169,7 @@ fn retry_after_is_honoured() {
             assert!(!delays.is_empty(), "the seed gives some 429s");
             assert_eq!(server.stats().faults.too_many_requests, delays.len() as u64);
             for (reason, delay) in delays {
-                assert_eq!(reason, "HTTP 429");
+                assert!(reason.starts_with("HTTP 429"), "{reason}");
                 assert_eq!(delay, Duration::ZERO);
             }
         });

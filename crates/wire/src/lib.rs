@@ -58,6 +58,9 @@ pub use multipart::{
 pub use request::{
     Fields, Phase, PhaseRequest, TEXT_FIELD_LIMIT, setup_body, transfer_body, verify_body,
 };
-pub use response::{Outcome, VerifyReceipt, classify, parse_retry_after, summarize_body};
+pub use response::{
+    Outcome, VerifyReceipt, body_message, classify, looks_like_html, parse_retry_after,
+    summarize_body,
+};
 pub use token::{Token, WWW_AUTHENTICATE, parse_authorization};
 pub use write_mode::{WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WriteMode};

@@ -42,6 +42,10 @@ pub enum Outcome {
     Unauthorized,
     /// 404: no such dataset, or it is not a draft.
     NotFound,
+    /// An answer no Data Bank gives: 501 (Not Implemented) or 405 (Method Not
+    /// Allowed) to the API's POST, or a web page (HTML) as the success answer to
+    /// setup. The address is not a Data Bank API; sending again will not help.
+    NotDataBank,
     /// Anything else (400, other 4xx, an unexpected 1xx/3xx): the server refused
     /// this call and sending it again will not help.
     Rejected,
@@ -66,9 +70,12 @@ struct ConflictBody {
 /// `Retry-After` header.
 pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str>) -> Outcome {
     match status {
+        // A plain web server answers a POST to any path with a page of its own.
+        200..=299 if phase == Phase::Setup && looks_like_html(body) => Outcome::NotDataBank,
         200..=299 => Outcome::Ok,
         401 => Outcome::Unauthorized,
         404 => Outcome::NotFound,
+        405 | 501 => Outcome::NotDataBank,
         413 => Outcome::TooLarge,
         408 | 429 | 500..=599 => Outcome::Retry {
             after: retry_after.and_then(parse_retry_after),
@@ -107,23 +114,57 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs(seconds.min(3600)))
 }
 
-/// A short, printable summary of an error response body for a person: the
-/// `message` (or `error`) of a JSON body, else the text itself; control characters
-/// removed, at most 200 characters.
-pub fn summarize_body(body: &[u8]) -> String {
+/// Whether a response body is a web page: after white space (and a byte order
+/// mark), it opens with `<!DOCTYPE html`, `<html`, `<head`, `<body` or `<title`,
+/// in any case. A JSON or plain-text answer never does.
+pub fn looks_like_html(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let body = &body[start..];
+    [
+        &b"<!doctype html"[..],
+        b"<html",
+        b"<head",
+        b"<body",
+        b"<title",
+    ]
+    .iter()
+    .any(|tag| {
+        body.len() >= tag.len()
+                && body[..tag.len()].eq_ignore_ascii_case(tag)
+                // `<html>`, `<html lang=..>`, not `<htmlfoo`.
+                && body
+                    .get(tag.len())
+                    .is_none_or(|b| !b.is_ascii_alphanumeric())
+    })
+}
+
+/// What an error response body says, for a person, whole and raw: the
+/// `message` (or `error`) of a JSON body, else the body as text. The caller
+/// makes it safe to show (cut, control characters escaped, secrets removed).
+pub fn body_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         message: Option<String>,
         error: Option<String>,
     }
-    let text = match serde_json::from_slice::<ErrorBody>(body) {
+    match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             message: Some(m), ..
         })
         | Ok(ErrorBody { error: Some(m), .. }) => m,
         _ => String::from_utf8_lossy(body).into_owned(),
-    };
-    let clean: String = text
+    }
+}
+
+/// A short, printable summary of an error response body for a person:
+/// [`body_message`] with control characters removed, at most 200 characters.
+/// (It does not know any secret: the engine has its own, which removes the token.)
+pub fn summarize_body(body: &[u8]) -> String {
+    let clean: String = body_message(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(200)
@@ -165,6 +206,8 @@ mod tests {
         assert_eq!(c(400, b""), Outcome::Rejected);
         assert_eq!(c(403, b""), Outcome::Rejected);
         assert_eq!(c(302, b""), Outcome::Rejected);
+        assert_eq!(c(405, b""), Outcome::NotDataBank);
+        assert_eq!(c(501, b"<html>"), Outcome::NotDataBank);
         for s in [408, 429, 500, 502, 503, 504] {
             assert_eq!(c(s, b""), Outcome::Retry { after: None }, "{s}");
         }
@@ -234,6 +277,64 @@ mod tests {
                 Outcome::NoSession
             );
         }
+    }
+
+    #[test]
+    fn a_web_page_answering_setup_is_not_a_data_bank() {
+        let page = b"\n  <!DOCTYPE html>\n<html><body>Welcome</body></html>";
+        assert_eq!(
+            classify(Phase::Setup, 200, page, None),
+            Outcome::NotDataBank
+        );
+        // Only setup's answer is judged by its body; other phases' success stands.
+        assert_eq!(classify(Phase::Transfer, 200, page, None), Outcome::Ok);
+        assert_eq!(classify(Phase::Setup, 200, b"", None), Outcome::Ok);
+        assert_eq!(
+            classify(Phase::Setup, 200, b"{\"ok\":1}", None),
+            Outcome::Ok
+        );
+        // An error status with a web page is still an ordinary answer.
+        assert_eq!(
+            classify(Phase::Setup, 500, page, None),
+            Outcome::Retry { after: None }
+        );
+        assert_eq!(
+            classify(Phase::Setup, 401, page, None),
+            Outcome::Unauthorized
+        );
+    }
+
+    #[test]
+    fn html_is_recognized_by_its_opening_tag() {
+        for page in [
+            &b"<!doctype html><p>x"[..],
+            b"\xef\xbb\xbf<HTML lang=en>",
+            b"\r\n<head><title>x</title>",
+            b"<body>",
+            b"<title>Index of /</title>",
+        ] {
+            assert!(looks_like_html(page), "{}", String::from_utf8_lossy(page));
+        }
+        for other in [
+            &b""[..],
+            b"OK",
+            b"{\"html\": \"<html>\"}",
+            b"<htmlish>",
+            b"<?xml version=\"1.0\"?>",
+            b"<htm",
+        ] {
+            assert!(
+                !looks_like_html(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn body_messages_are_whole() {
+        assert_eq!(body_message(&[b'a'; 500]).len(), 500);
+        assert_eq!(body_message(br#"{"message":"m","error":"e"}"#), "m");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use idb_engine::{
 };
 use idb_mock::{MockConfig, MockServer, WriteMode};
 
+pub mod raw_server;
+
 pub const DS: &str = "IDB-E1";
 pub const TOKEN: &str = "engine-token";
 

@@ -1,0 +1,287 @@
+//! Knowing when to give up, against servers the mock will not play: a server
+//! that never answers is reported within minutes, an address that is no Data
+//! Bank after one answer, and calls and files end at their deadlines. Timeouts
+//! run on tokio's paused clock: nothing here waits for real.
+
+mod support;
+
+use std::time::Duration;
+
+use idb_engine::{
+    DEFAULT_FIRST_ANSWER_TIMEOUT, DatasetKey, Error, FileOutcome, NoEvents, Phase, Report,
+    RetryPolicy, Token, UploadConfig,
+};
+use support::raw_server::{RawServer, Reply};
+use support::{DS, data, upload, write};
+use tokio::time::Instant;
+
+const TOKEN: &str = "give-up-token";
+
+/// The defaults, but for a fixed jitter seed.
+fn defaults(server: &RawServer) -> UploadConfig {
+    let mut config = UploadConfig::new(
+        server.url().parse().unwrap(),
+        DatasetKey::new(DS).unwrap(),
+        Token::new(TOKEN).unwrap(),
+    );
+    config.retry.seed = Some(5);
+    config
+}
+
+/// Uploads `files` small files to `server` with `config`.
+async fn run(config: UploadConfig, files: usize) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..files)
+        .map(|i| write(dir.path(), &format!("f{i}.bin"), &data(1000 + i, i as u64)))
+        .collect();
+    upload(config, &paths, &NoEvents).await
+}
+
+/// A web page, as a plain web server sends for any path.
+const PAGE: &[u8] = b"<!DOCTYPE html>\n<html><head><title>It works</title></head></html>";
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_answers_is_reported_after_three_attempts_within_three_minutes() {
+    let server = RawServer::start(|_| Reply::Silent).await;
+    let started = Instant::now();
+    let report = run(defaults(&server), 1).await;
+    let took = started.elapsed();
+
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::NoAnswer { attempts: 3, waited, .. } if *waited == DEFAULT_FIRST_ANSWER_TIMEOUT),
+        "{error:?}"
+    );
+    assert!(error.is_fatal_for_run());
+    assert!(
+        error
+            .to_string()
+            .contains("accepted the connection but never answered (3 attempts"),
+        "{error}"
+    );
+    assert_eq!(server.requests(), 3);
+    // Three waits of 30 s (the watchdog looks four times a wait) and two
+    // backoffs of under a second: on the paused clock, about 95 s.
+    assert!(took < Duration::from_secs(180), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fewer_attempts_than_three_report_a_silent_server_sooner() {
+    let server = RawServer::start(|_| Reply::Silent).await;
+    let mut config = defaults(&server);
+    config.retry.max_attempts = 1;
+    let report = run(config, 1).await;
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::NoAnswer { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_heard_from_that_goes_silent_gets_every_attempt_and_the_full_idle_timeout() {
+    // Setup answers; every transfer is left unanswered.
+    let server = RawServer::start(|request| match request.phase.as_deref() {
+        Some("setup") => Reply::status(200, b""),
+        _ => Reply::Silent,
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.retry.max_attempts = 4;
+    let started = Instant::now();
+    let report = run(config, 1).await;
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(
+            error,
+            Error::GaveUp {
+                phase: Phase::Transfer,
+                attempts: 4,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_fatal_for_run());
+    // Four idle timeouts of 60 s: the shorter first-answer wait is for a server
+    // never heard from.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4 * 60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn answers_no_data_bank_gives_stop_the_run_after_one_attempt() {
+    for (status, body) in [
+        (501, &b"Not Implemented"[..]),
+        (405, b""),
+        (200, PAGE),
+        (201, PAGE),
+    ] {
+        let server = RawServer::start(move |_| Reply::status(status, body)).await;
+        let mut config = defaults(&server);
+        config.parallel = 1;
+        let report = run(config, 2).await;
+        let error = report
+            .fatal_error()
+            .unwrap_or_else(|| panic!("{status}: no fatal error: {report:?}"));
+        assert!(
+            matches!(error, Error::NotDataBank { status: s, phase: Phase::Setup, .. } if *s == status),
+            "{status}: {error:?}"
+        );
+        assert!(!error.worth_resuming());
+        let shown = error.to_string();
+        assert!(
+            shown.contains("does not look like a Data Bank API at http://127.0.0.1:"),
+            "{shown}"
+        );
+        if body == PAGE {
+            assert!(
+                shown.contains("a web page") && shown.contains("It works"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            server.requests(),
+            1,
+            "{status}: one attempt, then the run stops"
+        );
+        assert!(
+            report
+                .files
+                .iter()
+                .any(|f| matches!(f.outcome, FileOutcome::NotStarted)),
+            "{report:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_error_status_with_a_web_page_is_an_ordinary_answer() {
+    // 500 with a page is retried; 401 with a page is a refused token.
+    let server = RawServer::start(|_| Reply::status(500, PAGE)).await;
+    let mut config = defaults(&server);
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+        ..config.retry
+    };
+    let report = run(config, 1).await;
+    assert!(
+        matches!(
+            support::failure(&report, 0),
+            Error::GaveUp { attempts: 3, .. }
+        ),
+        "{report:?}"
+    );
+    assert_eq!(server.requests(), 3);
+
+    let server = RawServer::start(|_| Reply::status(401, PAGE)).await;
+    let report = run(defaults(&server), 1).await;
+    assert!(
+        matches!(support::failure(&report, 0), Error::Unauthorized { .. }),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_past_the_call_deadline_gives_up_at_once() {
+    let server = RawServer::start(|_| Reply::Answer {
+        status: 503,
+        reason: "Busy".into(),
+        headers: vec![("retry-after".into(), "3600".into())],
+        body: Vec::new(),
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.retry.deadline = Duration::from_secs(15 * 60);
+    let started = Instant::now();
+    let report = run(config, 1).await;
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::GaveUp { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("call deadline"), "{error}");
+    assert_eq!(server.requests(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "it did not wait an hour"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_is_given_up_at_its_deadline_before_its_attempts_run_out() {
+    let server = RawServer::start(|_| Reply::status(500, b"down")).await;
+    let mut config = defaults(&server);
+    config.retry = RetryPolicy {
+        max_attempts: 1000,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(8),
+        deadline: Duration::from_secs(60),
+        ..config.retry
+    };
+    let started = Instant::now();
+    let report = run(config, 1).await;
+    let error = support::failure(&report, 0);
+    let Error::GaveUp {
+        attempts, elapsed, ..
+    } = error
+    else {
+        panic!("{error:?}")
+    };
+    assert!(*attempts > 3 && *attempts < 20, "{attempts}");
+    // No wait was begun that would end past the deadline.
+    assert!(*elapsed <= Duration::from_secs(60), "{elapsed:?}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_is_given_up_at_its_deadline_with_its_calls_in_flight() {
+    // Setup answers; the transfer is never answered and the idle timeout is
+    // long: only the file's deadline ends it.
+    let server = RawServer::start(|request| match request.phase.as_deref() {
+        Some("setup") => Reply::status(200, b""),
+        _ => Reply::Silent,
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.idle_timeout = Duration::from_secs(3600);
+    config.file_deadline = Some(Duration::from_secs(100));
+    let started = Instant::now();
+    let report = run(config, 1).await;
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::FileDeadline { deadline, .. } if *deadline == Duration::from_secs(100)),
+        "{error:?}"
+    );
+    assert!(error.worth_resuming());
+    assert!(!error.is_fatal_for_run());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(100) && took < Duration::from_secs(101),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verify_in_flight_at_the_file_deadline_is_let_finish() {
+    // Verify takes 30 s to answer; the file's deadline passes meanwhile.
+    let server = RawServer::start(|request| match request.phase.as_deref() {
+        Some("verify") => Reply::Later(Duration::from_secs(30), Box::new(Reply::status(200, b""))),
+        _ => Reply::status(200, b""),
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.file_deadline = Some(Duration::from_secs(10));
+    let report = run(config, 1).await;
+    assert!(report.all_verified(), "{report:?}");
+}

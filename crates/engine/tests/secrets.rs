@@ -1,0 +1,238 @@
+//! A server that quotes the request's headers back in its errors (as a debug
+//! page or a careless framework does) gets none of them past the engine: the
+//! token is in no error, no event and no file of the state directory, in any
+//! phase, for any refusal, in any encoding the server echoes it in.
+
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use idb_engine::{
+    DatasetKey, Error, Event, FileOutcome, Report, RetryPolicy, Token, TokenRefresh, UploadConfig,
+};
+use support::raw_server::{RawServer, Reply, Request};
+use support::{DS, data, upload, write};
+
+/// A token with characters that percent-encoding and HTML change.
+const SECRET: &str = "s3cr3t/Tok+en=9&x%z";
+/// The token a refresh hands over.
+const RENEWED: &str = "n3w/t0ken+after&401";
+
+/// Where an answer cleaned of the token says it was.
+const REDACTED: &str = "<redacted>";
+
+/// `text` percent-encoded, every byte but letters and digits.
+fn percent(text: &str, upper: bool) -> String {
+    text.bytes()
+        .map(|b| match (b.is_ascii_alphanumeric(), upper) {
+            (true, _) => (b as char).to_string(),
+            (false, true) => format!("%{b:02X}"),
+            (false, false) => format!("%{b:02x}"),
+        })
+        .collect()
+}
+
+/// The ways the test server quotes a header back.
+fn encodings(text: &str) -> [String; 4] {
+    [
+        text.to_owned(),
+        percent(text, true),
+        percent(text, false),
+        text.replace('&', "&amp;").replace('<', "&lt;"),
+    ]
+}
+
+/// Every header of `request`, `Authorization` first, each in every encoding.
+fn echo(request: &Request) -> String {
+    let mut headers = request.headers.clone();
+    headers.sort_by_key(|h| !h.to_ascii_lowercase().starts_with("authorization"));
+    headers
+        .iter()
+        .flat_map(|h| encodings(h))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The phases in order; a server answering `failing` with `status` answers
+/// the ones before it with 200.
+const PHASES: [&str; 3] = ["setup", "transfer", "verify"];
+
+/// Answers each phase before `failing` with 200, and `failing` with `status`,
+/// echoing every request header in the body (JSON for 400), the reason phrase
+/// and, for a redirect, `Location`.
+fn echoing(failing: &'static str, status: u16) -> impl Fn(&Request) -> Reply + Send + Sync {
+    move |request| {
+        let phase = request.phase.as_deref().unwrap_or("");
+        let before =
+            PHASES.iter().position(|p| *p == phase) < PHASES.iter().position(|p| *p == failing);
+        if before {
+            return Reply::status(200, b"");
+        }
+        let echo = echo(request);
+        let body = match status {
+            400 => serde_json::json!({ "error": "bad_request", "message": echo }).to_string(),
+            _ => format!("refused: {echo}"),
+        };
+        let mut headers = Vec::new();
+        if status == 307 {
+            let auth = request
+                .headers
+                .iter()
+                .find(|h| h.starts_with("authorization"));
+            headers.push((
+                "location".to_owned(),
+                format!(
+                    "http://elsewhere.invalid/?h={}",
+                    percent(auth.unwrap(), true)
+                ),
+            ));
+        }
+        Reply::Answer {
+            status,
+            reason: echo,
+            headers,
+            body: body.into_bytes(),
+        }
+    }
+}
+
+/// One small file, one at a time, a short idle timeout, three quick attempts.
+fn config(server: &RawServer, state: &Path) -> UploadConfig {
+    let mut config = UploadConfig::new(
+        server.url().parse().unwrap(),
+        DatasetKey::new(DS).unwrap(),
+        Token::new(SECRET).unwrap(),
+    )
+    .fixed_chunk_size(64 * 1024);
+    config.parallel = 1;
+    config.idle_timeout = Duration::from_secs(10);
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        deadline: Duration::from_secs(60),
+        seed: Some(3),
+    };
+    config.state_dir = Some(state.to_path_buf());
+    config
+}
+
+/// Everything a run let out: its errors (shown and debugged), its events, and
+/// every file it left in the state directory.
+fn everything(report: &Report, events: &[Event], state: &Path) -> String {
+    let mut all = String::new();
+    for file in &report.files {
+        if let FileOutcome::Failed(error) = &file.outcome {
+            all.push_str(&format!("{error}\n{error:?}\n"));
+        }
+        all.push_str(&format!("{:?}\n", file.outcome));
+    }
+    for event in events {
+        all.push_str(&format!("{event:?}\n"));
+    }
+    let mut dirs = vec![state.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                all.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    all
+}
+
+#[track_caller]
+fn assert_no_token(all: &str, token: &str, case: &str) {
+    for form in encodings(token) {
+        assert!(!all.contains(&form), "{case}: {form:?} got out:\n{all}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_echoing_the_headers_in_any_refusal_never_gets_the_token_out() {
+    for failing in PHASES {
+        for status in [400, 403, 409, 413, 422, 500, 307] {
+            let case = format!("{failing} answered {status}");
+            let server = RawServer::start(echoing(failing, status)).await;
+            let dir = tempfile::tempdir().unwrap();
+            let path = write(dir.path(), "data.bin", &data(100_000, 1));
+            let state = dir.path().join("state");
+            let events = Mutex::new(Vec::new());
+            let sink = |e: Event| events.lock().unwrap().push(e);
+            let report = upload(config(&server, &state), &[path], &sink).await;
+
+            let error = support::failure(&report, 0);
+            let all = everything(&report, &events.lock().unwrap(), &state);
+            assert_no_token(&all, SECRET, &case);
+            // The server's words were shown (cleaned), but where the error
+            // quotes nothing of the server: a chunk of the smallest size
+            // refused as too large.
+            if !matches!(error, Error::ChunkTooLarge { .. }) {
+                assert!(all.contains(REDACTED), "{case}: nothing quoted:\n{all}");
+            }
+            match status {
+                500 => assert!(
+                    matches!(error, Error::GaveUp { attempts: 3, .. }),
+                    "{case}: {error:?}"
+                ),
+                409 if failing == "setup" => {
+                    assert!(
+                        matches!(error, Error::SetupConflict { .. }),
+                        "{case}: {error:?}"
+                    )
+                }
+                413 if failing == "transfer" => {
+                    assert!(
+                        matches!(error, Error::ChunkTooLarge { .. }),
+                        "{case}: {error:?}"
+                    )
+                }
+                _ => assert!(matches!(error, Error::Rejected { .. }), "{case}: {error:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_refresh_both_the_old_and_the_new_token_are_scrubbed() {
+    // The first request is refused (401); the server then echoes the header of
+    // the request it refused and of the one it refuses now.
+    let first = Arc::new(Mutex::new(String::new()));
+    let seen = Arc::clone(&first);
+    let server = RawServer::start(move |request: &Request| {
+        if request.index == 0 {
+            *seen.lock().unwrap() = echo(request);
+            return Reply::status(401, b"Bad credentials");
+        }
+        let body = format!("was: {} now: {}", seen.lock().unwrap(), echo(request));
+        Reply::status(400, body.as_bytes())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "data.bin", &data(1000, 2));
+    let state = dir.path().join("state");
+    let mut config = config(&server, &state);
+    config.token_refresh = Some(TokenRefresh::new(|| Some(Token::new(RENEWED).unwrap())));
+    let events = Mutex::new(Vec::new());
+    let sink = |e: Event| events.lock().unwrap().push(e);
+    let report = upload(config, &[path], &sink).await;
+
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::Rejected { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(
+        first.lock().unwrap().contains(SECRET),
+        "the old token was sent first"
+    );
+    let all = everything(&report, &events.lock().unwrap(), &state);
+    assert_no_token(&all, SECRET, "the old token");
+    assert_no_token(&all, RENEWED, "the new token");
+    assert!(all.matches(REDACTED).count() >= 2, "{all}");
+}
