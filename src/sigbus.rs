@@ -22,7 +22,9 @@ const NAME_BYTES: usize = 1024;
 extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers; si_addr
     // is the faulting address for SIGBUS. `mapped_path_at` only loads atomics
-    // and returns static memory. write(2) and _exit(2) are async-signal-safe.
+    // and returns static memory, the slot of the map that faulted, which is
+    // alive while this handler runs and is never dropped: the process ends
+    // here. write(2) and _exit(2) are async-signal-safe.
     unsafe {
         // Only a fault raised by the kernel has an address (not one sent by kill).
         let raised = (*info).si_code > 0;
@@ -34,9 +36,17 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         let mut name = [0u8; NAME_BYTES];
         let named = match idb_engine::mapped_path_at(address).filter(|_| raised) {
             Some(path) => {
-                // Shown, never obeyed: control bytes become '?'.
-                for (out, &b) in name.iter_mut().zip(path) {
-                    *out = if b < 0x20 || b == 0x7f { b'?' } else { b };
+                // Shown, never obeyed: control characters (C0, DEL, and C1 as
+                // UTF-8, 0xC2 0x80..0x9F) become '?'.
+                for (i, (out, &b)) in name.iter_mut().zip(path).enumerate() {
+                    let c1_lead =
+                        b == 0xc2 && path.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n));
+                    let c1_tail = (0x80..0xa0).contains(&b) && i > 0 && path[i - 1] == 0xc2;
+                    *out = if b < 0x20 || b == 0x7f || c1_lead || c1_tail {
+                        b'?'
+                    } else {
+                        b
+                    };
                 }
                 &name[..path.len().min(NAME_BYTES)]
             }

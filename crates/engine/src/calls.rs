@@ -99,6 +99,9 @@ impl<P: Protocol> Run<'_, P> {
             // quick attempts, and stop the run.
             let first_contact_over = !self.protocol.heard_from()
                 && (attempt >= FIRST_CONTACT_ATTEMPTS || out_of_attempts);
+            // Silence is "never answered" only for a setup (see the client's
+            // idle timeout): other calls wait their full idle timeout.
+            let silent_first_contact = first_contact_over && phase == Phase::Setup;
             let (reason, retry_after) = match result {
                 Ok(value) => {
                     return Ok(Done {
@@ -109,7 +112,7 @@ impl<P: Protocol> Run<'_, P> {
                 Err(CallError::Transport(Transport::Idle(after))) => {
                     self.sizer.after_timeout();
                     uncertain = true;
-                    if first_contact_over {
+                    if silent_first_contact {
                         return Err(failed(
                             Failure::Error(Error::NoAnswer {
                                 server: self.config.server.clone(),

@@ -161,7 +161,7 @@ impl DatafileClient {
             let (body, cut) = read_limited(response).await?;
             Ok(self.answer(phase, head, &body, cut))
         };
-        let timeout = self.idle_timeout_now();
+        let timeout = self.idle_timeout_for(phase);
         match with_idle_timeout(&progress, timeout, exchange).await {
             Some(result) => result.map_err(|e| self.transport_error(&e)),
             None => Err(Transport::Idle(timeout)),
@@ -207,12 +207,14 @@ impl DatafileClient {
     }
 
     /// How long a call may go with nothing moving: the idle timeout, or less
-    /// while the server never answered (a silent server is found sooner).
-    fn idle_timeout_now(&self) -> Duration {
-        if self.heard_from() {
-            self.idle_timeout
-        } else {
+    /// for a setup while the server never answered (a silent server is found
+    /// sooner). Only a setup: a resumed upload's first call may be a verify
+    /// that a healthy server takes long to answer (it hashes the whole file).
+    fn idle_timeout_for(&self, phase: Phase) -> Duration {
+        if phase == Phase::Setup && !self.heard_from() {
             self.idle_timeout.min(self.first_answer_timeout)
+        } else {
+            self.idle_timeout
         }
     }
 

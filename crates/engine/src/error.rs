@@ -269,8 +269,8 @@ pub enum Error {
         /// How long each attempt waited with nothing moving.
         waited: Duration,
     },
-    /// The server answered what no Data Bank answers: 501 or 405 to the
-    /// upload API's POST, or a web page (HTML) as the success answer to setup.
+    /// The server answered setup as no Data Bank does: 501 or 405 to the
+    /// upload API's POST, or a web page (HTML) as the success answer.
     /// Not retried; fatal for the run.
     #[error(
         "this does not look like a Data Bank API at {server}: it answered {phase} with {}{}; \

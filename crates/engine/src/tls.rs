@@ -141,19 +141,27 @@ pub(crate) fn certificate_problem(
         }
         e @ (CertificateError::NotValidForName
         | CertificateError::NotValidForNameContext { .. }) => CertificateProblem::WrongName {
-            detail: e.to_string(),
+            detail: certificate_text(e),
         },
         e @ (CertificateError::Expired
         | CertificateError::ExpiredContext { .. }
         | CertificateError::NotValidYet
         | CertificateError::NotValidYetContext { .. }) => CertificateProblem::OutOfDate {
-            detail: e.to_string(),
+            detail: certificate_text(e),
         },
         e => CertificateProblem::Other {
-            detail: e.to_string(),
+            detail: certificate_text(e),
         },
     };
     Some(problem)
+}
+
+/// A certificate error's text: it may quote names from the server's
+/// certificate, so it is escaped and cut like anything else a server says.
+fn certificate_text(error: &CertificateError) -> String {
+    let text = error.to_string();
+    let escaped = crate::escape_controls(&text);
+    escaped.chars().take(crate::SERVER_TEXT_LIMIT).collect()
 }
 
 /// The certificate error somewhere in `error`'s sources.

@@ -116,7 +116,7 @@ pub enum MockError {
 
     // --- HTTPS (`MockConfig::tls`, tls.rs) ---
     /// A TLS certificate or private key file cannot be used.
-    #[error("cannot use {} as the server's TLS {what}: {problem}", path.display())]
+    #[error("cannot use {} as the server's TLS {what}", path.display())]
     TlsFile {
         /// The file.
         path: PathBuf,
@@ -129,12 +129,12 @@ pub enum MockError {
     /// rustls cannot serve with the certificate and key (the key does not belong
     /// to the certificate, or is of a kind it does not support).
     #[error(
-        "cannot serve TLS with this certificate and key: {0}; check that the key belongs to \
-         the certificate"
+        "cannot serve TLS with this certificate and key (check that the key belongs to the \
+         certificate)"
     )]
     Tls(#[source] rustls::Error),
     /// The throwaway certificate authority or its server certificate could not be made.
-    #[error("cannot generate a TLS certificate: {0}")]
+    #[error("cannot generate a TLS certificate")]
     TlsGenerate(#[source] rcgen::Error),
 }
 

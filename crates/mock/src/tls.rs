@@ -48,10 +48,10 @@ impl std::fmt::Debug for TlsIdentity {
 #[derive(Debug, Error)]
 pub enum PemProblem {
     /// The file cannot be read.
-    #[error("cannot read it: {0}")]
+    #[error("cannot read it")]
     Read(#[source] io::Error),
     /// Its PEM text is malformed.
-    #[error("it is not valid PEM ({0})")]
+    #[error("it is not valid PEM")]
     Malformed(#[source] pem::Error),
     /// It is PEM, but holds no block of the kind needed.
     #[error("it holds no {block} block (-----BEGIN {block}-----)")]

@@ -87,7 +87,14 @@ impl Drop for Registration {
 
 /// The path of the mapped file that `address` falls in, if a live map holds it.
 /// Async-signal-safe: atomic loads and a slice of static memory only.
-pub fn mapped_path_at(address: usize) -> Option<&'static [u8]> {
+///
+/// # Safety
+///
+/// The bytes returned belong to the map's registry slot: the caller must be
+/// done with them before that map is dropped (its slot may then be reused and
+/// written). A SIGBUS handler that reads them and ends the process, while the
+/// faulting map is still alive, meets this.
+pub unsafe fn mapped_path_at(address: usize) -> Option<&'static [u8]> {
     REGISTRY.iter().find_map(|slot| {
         let start = slot.start.load(Ordering::Acquire);
         let end = slot.end.load(Ordering::Relaxed);
@@ -112,6 +119,8 @@ mod tests {
         let first = register(one.as_ptr(), one.len(), Path::new("/data/one.h5")).unwrap();
         let second = register(two.as_ptr(), two.len(), Path::new("/data/two.h5")).unwrap();
         let at = |buffer: &[u8], offset: usize| buffer.as_ptr() as usize + offset;
+        // SAFETY (every call below): the maps asked about outlive the answers.
+        let mapped_path_at = |address| unsafe { mapped_path_at(address) };
         assert_eq!(mapped_path_at(at(&one, 0)), Some(&b"/data/one.h5"[..]));
         assert_eq!(mapped_path_at(at(&one, 63)), Some(&b"/data/one.h5"[..]));
         assert_eq!(mapped_path_at(at(&two, 31)), Some(&b"/data/two.h5"[..]));
@@ -127,7 +136,8 @@ mod tests {
         let buffer = [0u8; 8];
         let long = format!("/{}/tail.bin", "d".repeat(2000));
         let registration = register(buffer.as_ptr(), buffer.len(), Path::new(&long)).unwrap();
-        let named = mapped_path_at(buffer.as_ptr() as usize).unwrap();
+        // SAFETY: the registration outlives the bytes' use.
+        let named = unsafe { mapped_path_at(buffer.as_ptr() as usize) }.unwrap();
         assert_eq!(named.len(), PATH_BYTES);
         assert!(named.ends_with(b"/tail.bin"));
         drop(registration);

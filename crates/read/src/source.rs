@@ -37,10 +37,11 @@ struct Inner {
     path: PathBuf,
     file: File,
     identity: Identity,
-    map: Option<Mmap>,
-    /// The map's entry in the registry a SIGBUS handler reads to name the file
-    /// (after `map`: removed once the map is gone).
+    /// The map's entry in the registry a SIGBUS handler reads to name the file.
+    /// Before `map`: fields drop in order, so the entry goes before the map is
+    /// unmapped, never naming a range another map may take next.
     _named: Option<crate::mapped::Registration>,
+    map: Option<Mmap>,
     /// Positional reads only: buffers of dropped chunks, reused so that each read
     /// neither allocates nor zeroes (a fresh 8 MiB `calloc` costs more than the read).
     /// The lock is held only to push or pop one buffer.

@@ -17,7 +17,8 @@ const HANDLED: i32 = 42;
 
 extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: a kernel-raised SIGBUS carries the faulting address; the lookup
-    // reads atomics and static memory; write and _exit are async-signal-safe.
+    // reads atomics and the slot of the faulting map, alive until the process
+    // ends here; write and _exit are async-signal-safe.
     unsafe {
         let address = (*info).si_addr() as usize;
         let named = idb_read::mapped_path_at(address).unwrap_or(b"<unnamed>");

@@ -75,7 +75,8 @@ pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str
         200..=299 => Outcome::Ok,
         401 => Outcome::Unauthorized,
         404 => Outcome::NotFound,
-        405 | 501 => Outcome::NotDataBank,
+        // On setup only: later, such an answer is more likely a proxy's blip.
+        405 | 501 if phase == Phase::Setup => Outcome::NotDataBank,
         413 => Outcome::TooLarge,
         408 | 429 | 500..=599 => Outcome::Retry {
             after: retry_after.and_then(parse_retry_after),
@@ -206,8 +207,12 @@ mod tests {
         assert_eq!(c(400, b""), Outcome::Rejected);
         assert_eq!(c(403, b""), Outcome::Rejected);
         assert_eq!(c(302, b""), Outcome::Rejected);
-        assert_eq!(c(405, b""), Outcome::NotDataBank);
-        assert_eq!(c(501, b"<html>"), Outcome::NotDataBank);
+        // Not a Data Bank only when setup meets it; later, a proxy's blip.
+        let setup = |status, body: &[u8]| classify(Phase::Setup, status, body, None);
+        assert_eq!(setup(405, b""), Outcome::NotDataBank);
+        assert_eq!(setup(501, b"<html>"), Outcome::NotDataBank);
+        assert_eq!(c(405, b""), Outcome::Rejected);
+        assert_eq!(c(501, b"<html>"), Outcome::Retry { after: None });
         for s in [408, 429, 500, 502, 503, 504] {
             assert_eq!(c(s, b""), Outcome::Retry { after: None }, "{s}");
         }
