@@ -356,13 +356,34 @@ impl EventSink for Progress {
                 ));
                 self.moved(&path, to);
             }
+            Event::AnswerLost {
+                path,
+                offset,
+                to,
+                status,
+            } => {
+                self.console.note(&format!(
+                    "{}: the answer to the chunk at byte {offset} was lost, and the server refused it \
+                     when sent again (HTTP {status}) without saying what it holds; taking it as \
+                     received and going on from byte {to} (the next answer settles it)",
+                    escaped(&path)
+                ));
+            }
             Event::Restarted { path, reason } => {
                 let why = match reason {
-                    RestartReason::FileChanged => "the file changed since the last run",
-                    RestartReason::ServerForgot => "the server has no open upload of it any more",
-                    RestartReason::ServerLostBytes => {
-                        "the server holds fewer bytes than it had acknowledged"
+                    RestartReason::FileChanged => "the file changed since the last run".to_owned(),
+                    RestartReason::ServerForgot => {
+                        "the server has no open upload of it any more".to_owned()
                     }
+                    RestartReason::ServerLostBytes => {
+                        "the server holds fewer bytes than it had acknowledged".to_owned()
+                    }
+                    RestartReason::ResumeRefused { status } => format!(
+                        "the server refused to resume it (HTTP {status}) without saying what it holds"
+                    ),
+                    RestartReason::AnswerLostUnconfirmed { status } => format!(
+                        "the server refused the next call too (HTTP {status}), so what it holds is not known"
+                    ),
                 };
                 self.console.note(&format!(
                     "starting {} over from byte 0: {why}",

@@ -65,10 +65,31 @@ fn journaled(dir: &Dir) -> u64 {
         .expect("a journal says what was acknowledged")
 }
 
+/// The mock, answering errors as its JSON or, with `plain`, as web pages that
+/// name no offset (a server that speaks less than the mock).
+fn errors(config: MockConfig, plain: bool) -> MockConfig {
+    config.plain_errors(plain)
+}
+
 #[test]
 fn a_killed_upload_resumes_where_the_server_is() {
-    let dir = Dir::new("a_killed_upload_resumes_where_the_server_is");
-    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    killed_upload_resumes("a_killed_upload_resumes_where_the_server_is", false);
+}
+
+/// The resumed chunk lands where the server is (it goes on), or the journal
+/// lags and the server refuses it with a page naming no offset: the file starts
+/// over once. Either way it verifies.
+#[test]
+fn a_killed_upload_resumes_against_a_server_with_plain_errors() {
+    killed_upload_resumes(
+        "a_killed_upload_resumes_against_a_server_with_plain_errors",
+        true,
+    );
+}
+
+fn killed_upload_resumes(test: &str, plain: bool) {
+    let dir = Dir::new(test);
+    let mock = Mock::start(errors(slow(MockConfig::new().dataset(DS, TOKEN)), plain));
     let (path, bytes) = dir.random_file(NAME, SIZE);
 
     // Progress is saved after every acknowledgement (off its path), and the kill
@@ -101,6 +122,12 @@ fn a_killed_upload_resumes_where_the_server_is() {
         .verified_exactly(&[(&path, &bytes)])
         .stderr_has("resuming");
     mock.assert_stored(DS, NAME, &bytes);
+    if plain {
+        if run.stderr.contains("over from byte 0") {
+            run.stderr_has("the server refused to resume it (HTTP 409)");
+        }
+        return;
+    }
     assert_one_session(&mock, NAME, SIZE);
     // What the journal recorded before the kill is not sent again. The journal
     // is written off the acknowledgement's path, so it may lag the server (by
@@ -119,13 +146,30 @@ fn a_killed_upload_resumes_where_the_server_is() {
 
 #[test]
 fn an_upload_survives_a_server_restart() {
-    let dir = Dir::new("an_upload_survives_a_server_restart");
+    upload_survives_a_server_restart("an_upload_survives_a_server_restart", false);
+}
+
+/// A chunk in flight at the restart may have been stored: sent again, a page
+/// refuses it without an offset, and the next chunk settles it.
+#[test]
+fn an_upload_survives_a_restart_of_a_server_with_plain_errors() {
+    upload_survives_a_server_restart(
+        "an_upload_survives_a_restart_of_a_server_with_plain_errors",
+        true,
+    );
+}
+
+fn upload_survives_a_server_restart(test: &str, plain: bool) {
+    let dir = Dir::new(test);
     let store = dir.join("store");
     let config = || {
-        slow(
-            MockConfig::new()
-                .dataset(DS, TOKEN)
-                .storage(Storage::Dir(store.clone())),
+        errors(
+            slow(
+                MockConfig::new()
+                    .dataset(DS, TOKEN)
+                    .storage(Storage::Dir(store.clone())),
+            ),
+            plain,
         )
     };
     let mut mock = Mock::start(config());
@@ -213,19 +257,40 @@ fn a_file_changed_since_the_last_run_starts_over() {
 
 #[test]
 fn a_server_that_forgot_the_upload_gets_it_from_the_start() {
-    let dir = Dir::new("a_server_that_forgot_the_upload_gets_it_from_the_start");
-    let mut mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    server_that_forgot_the_upload(
+        "a_server_that_forgot_the_upload_gets_it_from_the_start",
+        false,
+    );
+}
+
+/// The trap: a restarted server whose errors are pages refused the
+/// resumed transfer with a 409 naming no offset, on every re-run.
+#[test]
+fn a_server_with_plain_errors_that_forgot_the_upload_gets_it_from_the_start() {
+    server_that_forgot_the_upload(
+        "a_server_with_plain_errors_that_forgot_the_upload_gets_it_from_the_start",
+        true,
+    );
+}
+
+fn server_that_forgot_the_upload(test: &str, plain: bool) {
+    let dir = Dir::new(test);
+    let mut mock = Mock::start(errors(slow(MockConfig::new().dataset(DS, TOKEN)), plain));
     let (path, bytes) = dir.random_file(NAME, SIZE);
     interrupted_by_401(&dir, &mock, &path, 5);
     // A new server on the same address, with nothing of the old one's state.
-    mock.restart(MockConfig::new().dataset(DS, TOKEN));
+    mock.restart(errors(MockConfig::new().dataset(DS, TOKEN), plain));
 
     let run = dir.upload(&mock, DS).token(TOKEN).arg(&path).run();
 
     run.expect_code(0)
         .verified_exactly(&[(&path, &bytes)])
         .stderr_has("resuming")
-        .stderr_has("no open upload of it any more");
+        .stderr_has(if plain {
+            "the server refused to resume it (HTTP 409) without saying what it holds"
+        } else {
+            "no open upload of it any more"
+        });
     mock.assert_stored(DS, NAME, &bytes);
     assert_one_session(&mock, NAME, SIZE);
 }

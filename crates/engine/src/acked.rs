@@ -1,5 +1,7 @@
 //! What the server has acknowledged of one file: a contiguous prefix, plus chunks
-//! acknowledged beyond it out of order (offset servers only).
+//! acknowledged beyond it out of order (offset servers only); how much of the
+//! prefix the server confirmed in this run; and a guess being checked (a chunk
+//! whose answer was lost, taken as received until the next chunk says so).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,23 @@ pub(crate) struct Acked {
     /// Ranges `start..end` acknowledged beyond the prefix.
     beyond: BTreeMap<u64, u64>,
     /// The prefix comes from a journal and the server has not confirmed anything
-    /// since: it may hold more than the journal says (the journal lags).
+    /// since: it may hold more than the journal says (the journal lags), or
+    /// nothing at all (it forgot the upload).
     pub(crate) from_journal: bool,
+    /// Bytes `0..confirmed` are on the server by its own word in this run: a
+    /// setup (0), an offset it named, or an acknowledgement that follows on
+    /// from them (a resumed offset counts once a chunk at it is accepted).
+    confirmed: u64,
+    /// A chunk whose answer was lost, taken as received (see [`Acked::guess`]).
+    guess: Option<Guess>,
+}
+
+/// A chunk taken as received though its answer was lost: the prefix moved from
+/// `from` to `to` on trust, until the server accepts a chunk at `to` or later.
+#[derive(Debug, Clone, Copy)]
+struct Guess {
+    from: u64,
+    to: u64,
 }
 
 impl Acked {
@@ -23,18 +40,59 @@ impl Acked {
             prefix,
             beyond: BTreeMap::new(),
             from_journal: true,
+            confirmed: 0,
+            guess: None,
         }
     }
 
     /// The server acknowledged `len` bytes at `offset`.
     pub(crate) fn add(&mut self, offset: u64, len: u64) {
         self.from_journal = false;
+        // A chunk accepted at the guessed end or past it: the server held the
+        // guessed chunk (a strict server takes a chunk only at its own size).
+        if self.guess.is_some_and(|g| offset >= g.to) {
+            self.guess = None;
+        }
         self.beyond.insert(offset, offset + len);
         while let Some(end) = self.beyond.remove(&self.prefix) {
             self.prefix = self.prefix.max(end);
         }
         // Drop ranges the prefix swallowed.
         self.beyond.retain(|&start, _| start > self.prefix);
+        if self.guess.is_none() {
+            self.confirmed = self.prefix;
+        }
+    }
+
+    /// Takes the chunk `prefix..to`, whose answer was lost, as received: the
+    /// prefix moves to `to` on trust, and what was confirmed stays as it was
+    /// until the server accepts a chunk at `to` ([`Acked::add`]). The journal
+    /// keeps the prefix from before the guess ([`Acked::journal_offset`]).
+    pub(crate) fn guess(&mut self, to: u64) {
+        self.guess = Some(Guess {
+            from: self.prefix,
+            to,
+        });
+        self.prefix = to;
+        self.beyond.clear();
+    }
+
+    /// Whether a guess is being checked.
+    pub(crate) fn guessing(&self) -> bool {
+        self.guess.is_some()
+    }
+
+    /// Bytes from the start that the server confirmed in this run (or, resumed,
+    /// once it accepted a chunk at the journal's offset): the only bytes an
+    /// upload may call safely on the server.
+    pub(crate) fn confirmed(&self) -> u64 {
+        self.confirmed
+    }
+
+    /// The prefix to save in the journal: the acknowledged one, without a guess
+    /// not checked yet.
+    pub(crate) fn journal_offset(&self) -> u64 {
+        self.guess.map_or(self.prefix, |g| g.from)
     }
 
     /// The parts of `chunk` not acknowledged yet, as zero-copy slices of it.
@@ -72,6 +130,8 @@ impl Acked {
         self.prefix = offset;
         self.beyond.clear();
         self.from_journal = false;
+        self.confirmed = offset;
+        self.guess = None;
     }
 }
 
@@ -103,6 +163,40 @@ mod tests {
         let mut acked = Acked::from_journal(100);
         acked.reset_to(150);
         assert!(!acked.from_journal);
+    }
+
+    #[test]
+    fn only_what_the_server_said_is_confirmed() {
+        // Resumed: nothing is confirmed until a chunk at the journal's offset is
+        // accepted.
+        let mut acked = Acked::from_journal(100);
+        assert_eq!((acked.prefix, acked.confirmed()), (100, 0));
+        acked.add(100, 10);
+        assert_eq!(acked.confirmed(), 110);
+        acked.reset_to(40);
+        assert_eq!((acked.prefix, acked.confirmed()), (40, 40));
+    }
+
+    #[test]
+    fn a_guess_is_trusted_only_once_a_chunk_after_it_is_accepted() {
+        let mut acked = Acked::default();
+        acked.add(0, 10);
+        acked.guess(20);
+        assert!(acked.guessing());
+        assert_eq!(acked.prefix, 20);
+        assert_eq!(acked.confirmed(), 10);
+        assert_eq!(acked.journal_offset(), 10);
+        acked.add(20, 10);
+        assert!(!acked.guessing());
+        assert_eq!(
+            (acked.prefix, acked.confirmed(), acked.journal_offset()),
+            (30, 30, 30)
+        );
+        // A guess undone by the server naming where it is.
+        acked.guess(40);
+        acked.reset_to(30);
+        assert!(!acked.guessing());
+        assert_eq!(acked.confirmed(), 30);
     }
 
     fn chunk(offset: u64, len: usize) -> Chunk {

@@ -48,6 +48,20 @@ pub enum Event {
         /// The offset the server holds.
         to: u64,
     },
+    /// A chunk's answer was lost and the server refused it when sent again,
+    /// without saying where it is (no offset): it most likely holds the chunk
+    /// already. The upload goes on from the chunk's end, and the next chunk's
+    /// answer settles it (refused too: the upload starts over).
+    AnswerLost {
+        /// The local file.
+        path: PathBuf,
+        /// Where the chunk starts.
+        offset: u64,
+        /// Where it ends: the upload goes on from here.
+        to: u64,
+        /// The refusal's HTTP status.
+        status: u16,
+    },
     /// A journal says the server holds the first `offset` bytes of this very file:
     /// the upload goes on from there, without a new setup.
     Resumed {
@@ -118,7 +132,9 @@ pub enum Event {
         path: PathBuf,
         /// What went wrong, for people (the error's message).
         error: String,
-        /// Bytes from the start the server holds.
+        /// Bytes from the start the server confirmed holding in this run (a
+        /// resumed upload's journal offset counts once the server accepted a
+        /// chunk at it).
         acked: u64,
         /// Whether the same command resumes it from `acked`.
         resumable: bool,
@@ -135,6 +151,20 @@ pub enum RestartReason {
     /// The server holds fewer bytes than it acknowledged: what it kept cannot be
     /// told apart from bytes someone else sent, so all of it is sent again.
     ServerLostBytes,
+    /// A resumed upload's first call was refused without the server saying
+    /// where it is (an error with no offset, as a server whose errors are web
+    /// pages gives): it has no usable upload of the file. Happens at most once
+    /// per file and run (a new setup is not a resume).
+    ResumeRefused {
+        /// The refusal's HTTP status.
+        status: u16,
+    },
+    /// A chunk whose answer was lost was taken as received ([`Event::AnswerLost`]),
+    /// and the server refused the next call too, without saying where it is.
+    AnswerLostUnconfirmed {
+        /// The refusal's HTTP status.
+        status: u16,
+    },
 }
 
 /// Receives [`Event`]s. Called from the engine's tasks: keep it quick.

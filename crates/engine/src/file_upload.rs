@@ -18,7 +18,7 @@ use crate::name_lock::{Holder, LockError, NameLock};
 use crate::open_file::{Deadline, FileState, OpenFile};
 use crate::preflight::CheckedFile;
 use crate::protocol::Protocol;
-use crate::pump::PumpEnd;
+use crate::pump::{PumpEnd, says_nothing};
 use crate::receipts::{RECEIPT_VERSION, ReceiptRecord, unix_now};
 use crate::resume::{Opened, Opening, Start, absolute};
 use crate::run::Run;
@@ -101,7 +101,7 @@ impl<P: Protocol> Run<'_, P> {
             result = self.transfer(&file, &mut state, reader, start, &verifying) => result,
         };
         self.end_file(c, key, &state, &result, lock);
-        (result, state.acked.prefix)
+        (result, state.acked.confirmed())
     }
 
     /// Whether `receipt` (of this file's name) says this very file was verified:
@@ -301,6 +301,17 @@ impl<P: Protocol> Run<'_, P> {
                     self.ask_offset(f, state).await?;
                     continue;
                 }
+                PumpEnd::Guess { offset, to, status } => {
+                    self.restarted(f, &mut restarts)?;
+                    self.emit(Event::AnswerLost {
+                        path: f.path.clone(),
+                        offset,
+                        to,
+                        status,
+                    });
+                    state.acked.guess(to);
+                    continue;
+                }
                 PumpEnd::Shrink => {
                     self.restarted(f, &mut restarts)?;
                     self.ask_offset(f, state).await?;
@@ -349,6 +360,22 @@ impl<P: Protocol> Run<'_, P> {
                             outcome: Outcome::NoSession,
                             ..
                         }) => RestartReason::ServerForgot,
+                        // As for a chunk (see `refused_chunk`): the last chunk
+                        // was a guess, or a resumed upload had nothing to send.
+                        Failure::Answer(answer)
+                            if says_nothing(answer) && state.acked.guessing() =>
+                        {
+                            RestartReason::AnswerLostUnconfirmed {
+                                status: answer.status,
+                            }
+                        }
+                        Failure::Answer(answer)
+                            if says_nothing(answer) && state.acked.from_journal =>
+                        {
+                            RestartReason::ResumeRefused {
+                                status: answer.status,
+                            }
+                        }
                         _ => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
                     };
                     self.restarted(f, &mut restarts)?;
@@ -424,6 +451,7 @@ impl<P: Protocol> Run<'_, P> {
             "setup answered"
         );
         state.session = true;
+        state.mode = mode;
         state.acked.reset_to(0);
         if let Some(entry) = &mut state.record {
             entry.offset_mode = mode == WriteMode::Offset;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use idb_read::{HashState, SourceFile};
+use idb_wire::WriteMode;
 use tokio::time::Instant;
 
 use crate::Error;
@@ -65,4 +66,6 @@ pub(crate) struct FileState {
     pub(crate) session: bool,
     /// Whether a journal file of this upload is on disk (found at the start).
     pub(crate) on_disk: bool,
+    /// How the server writes chunks (as its setup, or the journal, said).
+    pub(crate) mode: WriteMode,
 }

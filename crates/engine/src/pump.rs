@@ -8,9 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use idb_read::{Chunk, Delivery, Reader};
-use idb_wire::{Outcome, Phase};
+use idb_wire::{Outcome, Phase, WriteMode};
 
 use crate::calls::{Failed, Failure};
+use crate::client::Answer;
 use crate::open_file::{FileState, OpenFile};
 use crate::protocol::Protocol;
 use crate::run::Run;
@@ -33,6 +34,17 @@ pub(crate) enum PumpEnd {
     /// The server refused a chunk as too large and the size shrank: go on from
     /// the acknowledged offset.
     Shrink,
+    /// A chunk's answer was lost, and the server refused it when sent again
+    /// without naming an offset: take `offset..to` as received and go on from
+    /// `to` (the next answer settles it).
+    Guess {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Where it ends.
+        to: u64,
+        /// The refusal's HTTP status.
+        status: u16,
+    },
     /// The server holds `to` bytes (a 409 named it): go on from there.
     Realign {
         /// The offset the server named (the smallest, if several did).
@@ -55,9 +67,11 @@ impl PumpEnd {
             PumpEnd::Done | PumpEnd::Replan => 0,
             PumpEnd::Stopped => 1,
             PumpEnd::Shrink => 2,
-            PumpEnd::Realign { .. } => 3,
-            PumpEnd::StartOver(_) => 4,
-            PumpEnd::Failed(_) => 5,
+            // What the server named beats a guess.
+            PumpEnd::Guess { .. } => 3,
+            PumpEnd::Realign { .. } => 4,
+            PumpEnd::StartOver(_) => 5,
+            PumpEnd::Failed(_) => 6,
         }
     }
 }
@@ -82,6 +96,14 @@ enum ChunkEnd {
         len: u64,
     },
     SessionLost,
+    /// Refused with an answer that has no rule of its own here.
+    Refused {
+        answer: Answer,
+        offset: u64,
+        len: u64,
+        /// As in [`ChunkEnd::Realign`].
+        uncertain: bool,
+    },
     Failed(Error),
 }
 
@@ -229,8 +251,59 @@ impl<P: Protocol> Run<'_, P> {
                 }),
             }),
             ChunkEnd::SessionLost => Some(PumpEnd::StartOver(RestartReason::ServerForgot)),
+            ChunkEnd::Refused {
+                answer,
+                offset,
+                len,
+                uncertain,
+            } => {
+                unanswered.remove(&offset);
+                Some(self.refused_chunk(f, state, answer, offset, len, uncertain))
+            }
             ChunkEnd::Failed(e) => Some(PumpEnd::Failed(e)),
         }
+    }
+
+    /// A chunk refused by an answer that [`says_nothing`] (a server whose errors
+    /// are web pages), or by one the pump has no rule for (the file fails).
+    ///
+    /// - A guess being checked is wrong, or cannot be told right: start over.
+    /// - A resumed upload refused before the server confirmed anything: the
+    ///   server has no usable upload of the file (it forgot it, or holds another
+    ///   offset it will not name): start over, once (a setup is not a resume).
+    /// - A 409 on a strict server after a lost answer: it most likely holds the
+    ///   chunk already, and refuses it as the wrong offset. Take it as received
+    ///   and let the next answer settle it.
+    fn refused_chunk(
+        &self,
+        f: &OpenFile,
+        state: &FileState,
+        answer: Answer,
+        offset: u64,
+        len: u64,
+        uncertain: bool,
+    ) -> PumpEnd {
+        if says_nothing(&answer) {
+            let status = answer.status;
+            if state.acked.guessing() {
+                return PumpEnd::StartOver(RestartReason::AnswerLostUnconfirmed { status });
+            }
+            if state.acked.from_journal {
+                return PumpEnd::StartOver(RestartReason::ResumeRefused { status });
+            }
+            if status == 409
+                && uncertain
+                && state.mode == WriteMode::Strict
+                && offset == state.acked.prefix
+            {
+                return PumpEnd::Guess {
+                    offset,
+                    to: offset + len,
+                    status,
+                };
+            }
+        }
+        PumpEnd::Failed(self.refusal(f, Phase::Transfer, offset, len, answer))
     }
 
     /// Sends one chunk with retries, holding a slot of the run's concurrency
@@ -268,7 +341,12 @@ impl<P: Protocol> Run<'_, P> {
                 },
                 Outcome::TooLarge => ChunkEnd::TooLarge { len },
                 Outcome::NoSession => ChunkEnd::SessionLost,
-                _ => ChunkEnd::Failed(self.refusal(f, Phase::Transfer, offset, len, answer)),
+                _ => ChunkEnd::Refused {
+                    answer,
+                    offset,
+                    len,
+                    uncertain,
+                },
             },
             Err(Failed {
                 failure: Failure::Error(e),
@@ -276,6 +354,14 @@ impl<P: Protocol> Run<'_, P> {
             }) => ChunkEnd::Failed(e),
         }
     }
+}
+
+/// Whether `answer` refuses a call without saying anything the engine can act
+/// on: a 400, 404, 409 or 410 with no offset, no count and no `no_session` (as
+/// a server whose errors are web pages answers).
+pub(crate) fn says_nothing(answer: &Answer) -> bool {
+    matches!(answer.outcome, Outcome::Rejected | Outcome::NotFound)
+        && matches!(answer.status, 400 | 404 | 409 | 410)
 }
 
 /// Two ends decided before the calls in flight drained: realigns keep the

@@ -110,6 +110,11 @@ impl Opening {
             }
         }
         let session = matches!(start, Start::Resume { .. });
+        // Fresh: until the setup says otherwise.
+        let write_mode = match start {
+            Start::Resume { mode, .. } => mode,
+            Start::Fresh => WriteMode::Strict,
+        };
         let record = resumed.or(self.template);
         let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy());
         let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
@@ -128,6 +133,7 @@ impl Opening {
                 record,
                 session,
                 on_disk,
+                mode: write_mode,
             },
             reader,
             note,
@@ -141,7 +147,7 @@ impl<P: Protocol> Run<'_, P> {
         let (Some((_, writer)), Some(entry)) = (&self.journal, &mut state.record) else {
             return;
         };
-        entry.acked = state.acked.prefix;
+        entry.acked = state.acked.journal_offset();
         entry.chunk_size = self.sizer.current();
         entry.hash = Some(state.hash.clone());
         writer.update(entry.clone());

@@ -99,8 +99,11 @@ pub struct FileReport {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
-    /// Bytes from the start of the file the server acknowledged (all of them once
-    /// verified; what it holds after a failure or an interruption).
+    /// Bytes from the start of the file the server confirmed holding in this run
+    /// (all of them once verified; after a failure or an interruption, what it
+    /// surely holds: a resumed journal's offset counts once the server accepted
+    /// a chunk at it, a chunk whose answer was lost once a later one was
+    /// accepted).
     pub acked: u64,
     /// What happened.
     pub outcome: FileOutcome,

@@ -23,8 +23,12 @@ fn mock(mode: WriteMode, faults: FaultConfig) -> MockConfig {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// Random files under a random seeded fault schedule, in both modes: every
-    /// file arrives byte-exact; in strict mode, in order with no gap.
+    /// Random files under a random seeded fault schedule, in both modes, with
+    /// the mock's JSON errors or plain ones (web pages naming no offset): every
+    /// file arrives byte-exact; in strict mode, in order with no gap. (Plain
+    /// errors leave out `truncate`: a server that keeps half a chunk and will
+    /// not say so can only be answered by starting over, which a high fault
+    /// rate turns into too many restarts.)
     #[test]
     fn every_file_arrives_exactly_whatever_fails(
         sizes in proptest::collection::vec(0usize..120_000, 1..5),
@@ -32,15 +36,21 @@ proptest! {
         rate in 0.0f64..0.35,
         fault_seed in any::<u64>(),
         offset_mode in any::<bool>(),
+        plain in any::<bool>(),
         read in proptest::sample::select(READS.to_vec()),
     ) {
         let mode = if offset_mode { WriteMode::Offset } else { WriteMode::Strict };
-        let mut faults = FaultConfig::new(rate, FaultKind::ALL);
+        let kinds = FaultKind::ALL
+            .into_iter()
+            .filter(|&kind| !(plain && kind == FaultKind::Truncate));
+        let mut faults = FaultConfig::new(rate, kinds);
         faults.seed = fault_seed;
         faults.stall = Duration::from_millis(600);
         faults.retry_after = Duration::ZERO;
         runtime().block_on(async {
-            let server = MockServer::start(mock(mode, faults)).await.unwrap();
+            let server = MockServer::start(mock(mode, faults).plain_errors(plain))
+                .await
+                .unwrap();
             let dir = tempfile::tempdir().unwrap();
             let files = write_files(dir.path(), &sizes, fault_seed);
             let report = upload(config(&server, chunk, read), &paths(&files), &NoEvents).await;

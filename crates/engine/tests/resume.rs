@@ -3,10 +3,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+
 use std::time::Duration;
 
-use idb_engine::{DatasetKey, Error, Event, FileOutcome, Report, Token, UploadConfig, Uploader};
+use idb_engine::{DatasetKey, Error, FileOutcome, Report, Token, UploadConfig, Uploader};
 use idb_mock::{MockConfig, MockServer, Storage};
 
 use support::{DS, READS, Read};
@@ -53,16 +53,7 @@ async fn interrupted(
     path: &Path,
     stop_at: usize,
 ) -> u64 {
-    let acks = Mutex::new(0);
-    let sink = |e: Event| {
-        if let Event::ChunkAcked { .. } = e {
-            let mut acks = acks.lock().unwrap();
-            *acks += 1;
-            if *acks == stop_at {
-                server.expire_tokens();
-            }
-        }
-    };
+    let sink = support::expire_tokens_after(server, stop_at);
     let report = upload(config, path, &sink).await;
     assert!(
         matches!(report.fatal_error(), Some(Error::Unauthorized { .. })),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use idb_engine::{
-    DatasetKey, Error, EventSink, FileOutcome, ReadMode, Report, RetryPolicy, Token, UploadConfig,
-    Uploader,
+    DatasetKey, Error, Event, EventSink, FileOutcome, ReadMode, Report, RetryPolicy, Token,
+    UploadConfig, Uploader,
 };
 use idb_mock::{MockConfig, MockServer, WriteMode};
 
@@ -91,6 +91,14 @@ pub fn config(server: &MockServer, chunk: u64, read: Read) -> UploadConfig {
         Token::new(TOKEN).unwrap(),
     )
     .fixed_chunk_size(chunk);
+    quick(&mut config);
+    read.apply(&mut config);
+    config
+}
+
+/// Quick retries (the faults are many), a short idle timeout (stalls end
+/// fast), a fixed jitter seed.
+pub fn quick(config: &mut UploadConfig) {
     config.idle_timeout = Duration::from_millis(300);
     config.retry = RetryPolicy {
         max_attempts: 60,
@@ -99,14 +107,25 @@ pub fn config(server: &MockServer, chunk: u64, read: Read) -> UploadConfig {
         deadline: Duration::from_secs(120),
         seed: Some(7),
     };
-    read.apply(&mut config);
-    config
 }
 
 pub async fn upload(config: UploadConfig, paths: &[PathBuf], events: &dyn EventSink) -> Report {
     let uploader = Uploader::new(config).unwrap();
     let files = uploader.check(paths).expect("the files pass the checks");
     uploader.upload(files, events).await
+}
+
+/// An event sink that expires every token of `server` once `n` chunks are
+/// acknowledged: the run stops on the next call's 401.
+pub fn expire_tokens_after(server: &MockServer, n: usize) -> impl Fn(Event) + Sync + '_ {
+    let acks = std::sync::atomic::AtomicUsize::new(0);
+    move |e| {
+        if let Event::ChunkAcked { .. } = e
+            && acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n
+        {
+            server.expire_tokens();
+        }
+    }
 }
 
 /// A mock with [`DS`] and [`TOKEN`] in `mode`.

@@ -18,6 +18,8 @@ pub struct Request {
     pub headers: Vec<String>,
     /// The `phase` field of the form (`setup`, `transfer`, `verify`), if any.
     pub phase: Option<String>,
+    /// The `previous_size` field of a transfer's form.
+    pub previous_size: Option<u64>,
 }
 
 /// What the server does with a request.
@@ -33,6 +35,9 @@ pub enum Reply {
     Later(Duration, Box<Reply>),
     /// Reads the request and never answers; the connection stays open.
     Silent,
+    /// Reads the request and closes the connection without answering (an
+    /// answer lost on the way back, or a server that went down).
+    Close,
 }
 
 impl Reply {
@@ -128,6 +133,7 @@ async fn serve(
             index: count.fetch_add(1, Ordering::SeqCst),
             headers,
             phase: form_field(&body, "phase"),
+            previous_size: form_field(&body, "previous_size").and_then(|s| s.parse().ok()),
         };
         let mut answer = reply(&request);
         while let Reply::Later(after, then) = answer {
@@ -135,16 +141,16 @@ async fn serve(
             tokio::time::sleep(after).await;
             answer = *then;
         }
-        let Reply::Answer {
-            status,
-            reason,
-            headers,
-            body,
-        } = answer
-        else {
-            // Silent: hold the connection open, reading nothing more.
-            std::future::pending::<()>().await;
-            return;
+        let (status, reason, headers, body) = match answer {
+            Reply::Answer {
+                status,
+                reason,
+                headers,
+                body,
+            } => (status, reason, headers, body),
+            // Hold the connection open, reading nothing more.
+            Reply::Silent => std::future::pending().await,
+            Reply::Close | Reply::Later(..) => return,
         };
         let mut out = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\n",
