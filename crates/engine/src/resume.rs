@@ -58,6 +58,14 @@ impl Opening {
             mode => mode,
         };
         let source = SourceFile::open_expecting(&c.path, mode, &c.identity)?;
+        if let Some(fs) = source.network_fs().filter(|_| mode == ReadMode::Auto) {
+            tracing::info!(
+                path = %c.path.display(),
+                file_system = fs.name(),
+                "read with positional reads: on a network file system another host may \
+                 truncate a mapped file"
+            );
+        }
         let mut note = None;
         let mut on_disk = false;
         let mut start = Start::Fresh;

@@ -56,6 +56,7 @@ mod hash;
 mod identity;
 mod mapped;
 mod memory;
+mod network_fs;
 mod plan;
 mod reader;
 mod source;
@@ -65,6 +66,7 @@ pub use hash::{BadHashState, HashState};
 pub use identity::Identity;
 pub use mapped::mapped_path_at;
 pub use memory::{ChunkMemory, Lease, MemoryBudget};
+pub use network_fs::NetworkFs;
 pub use plan::{ChunkPlan, ChunkPolicy, FixedChunks, SharedChunkSize, Span};
 pub use reader::{
     Chunk, DEFAULT_IN_PLACE_MAX, DEFAULT_PREFETCH, DEFAULT_READ_AHEAD_BYTES, Delivery, Reader,

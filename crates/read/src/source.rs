@@ -10,6 +10,7 @@ use bytes::Bytes;
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 use crate::memory::{Lease, Live};
+use crate::network_fs::NetworkFs;
 use crate::{Change, ChunkMemory, FileKind, Identity, ReadError, Span};
 
 /// The largest file the Data Bank accepts: 2 TiB. Checked at open, before anything
@@ -19,7 +20,9 @@ pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024 * 1024;
 /// How chunk bytes are read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReadMode {
-    /// Memory-map when possible, positional reads otherwise.
+    /// Memory-map when possible, positional reads otherwise, and always on a
+    /// network file system ([`crate::NetworkFs`]), where another host may
+    /// truncate the file under the map.
     #[default]
     Auto,
     /// Memory-map, or fail with [`ReadError::Map`].
@@ -37,6 +40,8 @@ struct Inner {
     path: PathBuf,
     file: File,
     identity: Identity,
+    /// The network file system it is on, if it is.
+    network: Option<NetworkFs>,
     /// The map's entry in the registry a SIGBUS handler reads to name the file.
     /// Before `map`: fields drop in order, so the entry goes before the map is
     /// unmapped, never naming a range another map may take next.
@@ -199,8 +204,10 @@ impl SourceFile {
                 size: identity.size,
             });
         }
+        let network = NetworkFs::of(&file);
         let map = match mode {
             ReadMode::Positional => None,
+            ReadMode::Auto if network.is_some() => None,
             // An empty file cannot be mapped, and needs no reading.
             _ if identity.size == 0 => None,
             ReadMode::Auto | ReadMode::Mmap => {
@@ -233,6 +240,7 @@ impl SourceFile {
             path: path_buf(),
             file,
             identity,
+            network,
             map,
             _named: named,
         })))
@@ -256,6 +264,12 @@ impl SourceFile {
     /// Whether chunks are views of a memory map (else positional reads).
     pub fn is_mapped(&self) -> bool {
         self.0.map.is_some()
+    }
+
+    /// The network file system it is on, if it is one (then [`ReadMode::Auto`]
+    /// reads it with positional reads).
+    pub fn network_fs(&self) -> Option<NetworkFs> {
+        self.0.network
     }
 
     /// Fails with [`ReadError::Changed`] if the file is not what it was at open.
