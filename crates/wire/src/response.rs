@@ -144,9 +144,13 @@ pub fn looks_like_html(body: &[u8]) -> bool {
 }
 
 /// What an error response body says, for a person, whole and raw: the
-/// `message` (or `error`) of a JSON body, else the body as text. The caller
-/// makes it safe to show (cut, control characters escaped, secrets removed).
+/// `message` (or `error`) of a JSON body, what a web page says ([`page_text`]),
+/// else the body as text. The caller makes it safe to show (cut, control
+/// characters escaped, secrets removed).
 pub fn body_message(body: &[u8]) -> String {
+    if looks_like_html(body) {
+        return page_text(&String::from_utf8_lossy(body));
+    }
     #[derive(Deserialize)]
     struct ErrorBody {
         message: Option<String>,
@@ -159,6 +163,40 @@ pub fn body_message(body: &[u8]) -> String {
         | Ok(ErrorBody { error: Some(m), .. }) => m,
         _ => String::from_utf8_lossy(body).into_owned(),
     }
+}
+
+/// What a web page says, on one line: its `<title>` when it has a non-empty
+/// one (an error page's title is its status, such as `409 Conflict`), else its
+/// text without tags; runs of white space become one space.
+fn page_text(page: &str) -> String {
+    // ASCII lowercasing keeps every byte where it was.
+    let lower = page.to_ascii_lowercase();
+    let title = lower.find("<title").and_then(|open| {
+        let start = open + lower[open..].find('>')? + 1;
+        let end = start + lower[start..].find("</title")?;
+        Some(&page[start..end])
+    });
+    let text = match title {
+        Some(title) if !title.trim().is_empty() => title.to_owned(),
+        _ => {
+            let mut text = String::with_capacity(page.len());
+            let mut in_tag = false;
+            for c in page.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    // A tag is a word break.
+                    '>' if in_tag => {
+                        in_tag = false;
+                        text.push(' ');
+                    }
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A short, printable summary of an error response body for a person:
@@ -340,6 +378,18 @@ mod tests {
     fn body_messages_are_whole() {
         assert_eq!(body_message(&[b'a'; 500]).len(), 500);
         assert_eq!(body_message(br#"{"message":"m","error":"e"}"#), "m");
+    }
+
+    #[test]
+    fn a_web_page_says_its_title_or_its_text_on_one_line() {
+        let page = b"<!DOCTYPE html>\n<html>\n<head><TITLE>409\n Conflict</TITLE></head>\n\
+                     <body><h1>409 Conflict</h1></body>\n</html>\n";
+        assert_eq!(body_message(page), "409 Conflict");
+        let untitled = b"<html><head><title> </title></head><body><h1>Oops</h1>\n<p>It \
+                         broke<br>here.</p></body></html>";
+        assert_eq!(body_message(untitled), "Oops It broke here.");
+        // Cut before the title ends: the text without tags.
+        assert_eq!(body_message(b"<html><title>Ser"), "Ser");
     }
 
     #[test]
