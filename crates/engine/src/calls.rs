@@ -56,6 +56,8 @@ impl<P: Protocol> Run<'_, P> {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let started = Instant::now();
+        // Answers the server gave the whole run before this call's first attempt.
+        let answers_before = self.protocol.answers();
         let policy = self.backoff.policy();
         let (mut attempt, mut refreshed) = (0, 0);
         // Time spent waiting for a new token (a person may take a while): not
@@ -200,17 +202,23 @@ impl<P: Protocol> Run<'_, P> {
                 } else {
                     reason
                 };
-                return Err(failed(
-                    Failure::Error(Error::GaveUp {
-                        path: f.path.clone(),
-                        phase,
-                        offset,
-                        attempts: attempt,
-                        elapsed: started.elapsed().saturating_sub(token_waits),
-                        last,
-                    }),
-                    uncertain,
-                ));
+                let mut error = Error::GaveUp {
+                    path: f.path.clone(),
+                    phase,
+                    offset,
+                    attempts: attempt,
+                    elapsed: started.elapsed().saturating_sub(token_waits),
+                    last,
+                };
+                // Not one answer to any call since this one began: not this
+                // call's trouble but the server's; the run stops.
+                if self.protocol.answers() == answers_before {
+                    error = Error::ServerStopped {
+                        server: self.config.server.clone(),
+                        gave_up: Box::new(error),
+                    };
+                }
+                return Err(failed(Failure::Error(error), uncertain));
             }
             self.emit(Event::Retry {
                 path: f.path.clone(),

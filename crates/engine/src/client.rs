@@ -1,6 +1,6 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -72,9 +72,10 @@ pub(crate) struct DatafileClient {
     first_answer_timeout: Duration,
     /// The run added private CAs (`--ca-cert`): a refused certificate says so.
     private_ca: bool,
-    /// Whether any call got an answer (any status) from the server: until then
-    /// a silence is more likely a wrong address than a slow server.
-    heard_from: AtomicBool,
+    /// Answers (any status) from the server so far: until the first, a silence
+    /// is more likely a wrong address than a slow server; a call that got none
+    /// while no other call got one either means the server stopped answering.
+    answers: AtomicU64,
     /// The cap on the bytes of every transfer body this client sends, shared by
     /// all of them (`None`: no cap, and no bucket at all). Setup and verify bodies
     /// are a few hundred bytes and are never held back.
@@ -122,7 +123,7 @@ impl DatafileClient {
             idle_timeout: config.idle_timeout,
             first_answer_timeout: config.first_answer_timeout,
             private_ca: !config.ca_certs.is_empty(),
-            heard_from: AtomicBool::new(false),
+            answers: AtomicU64::new(0),
             bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
         })
     }
@@ -156,7 +157,7 @@ impl DatafileClient {
             )));
         let exchange = async {
             let response = request.send().await?;
-            self.heard_from.store(true, Ordering::Relaxed);
+            self.answers.fetch_add(1, Ordering::Relaxed);
             let head = Head::of(&response);
             let (body, cut) = read_limited(response).await?;
             Ok(self.answer(phase, head, &body, cut))
@@ -211,16 +212,16 @@ impl DatafileClient {
     /// sooner). Only a setup: a resumed upload's first call may be a verify
     /// that a healthy server takes long to answer (it hashes the whole file).
     fn idle_timeout_for(&self, phase: Phase) -> Duration {
-        if phase == Phase::Setup && !self.heard_from() {
+        if phase == Phase::Setup && self.answers() == 0 {
             self.idle_timeout.min(self.first_answer_timeout)
         } else {
             self.idle_timeout
         }
     }
 
-    /// Whether any call got an answer (any status) from the server.
-    pub(crate) fn heard_from(&self) -> bool {
-        self.heard_from.load(Ordering::Relaxed)
+    /// Answers (any status) the server gave so far.
+    pub(crate) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
     }
 
     /// One `HEAD` of the server's address (no token, nothing of the dataset):

@@ -203,6 +203,17 @@ pub enum Error {
         /// token, no control characters, cut).
         last: String,
     },
+    /// Every attempt of a call went unanswered (connections refused or broken,
+    /// nothing moving for the idle timeout), and no other call of the run got an
+    /// answer meanwhile: the server stopped answering. Fatal for the run, since
+    /// every other file would wait as long; what was acknowledged is kept.
+    #[error("{server} stopped answering (no call got an answer meanwhile): {gave_up}")]
+    ServerStopped {
+        /// The server.
+        server: Url,
+        /// The call that gave up ([`Error::GaveUp`]).
+        gave_up: Box<Error>,
+    },
     /// The file was not verified within its deadline
     /// ([`crate::UploadConfig::file_deadline`]); what the server acknowledged
     /// is kept for the next run.
@@ -367,6 +378,7 @@ impl Error {
                 | Error::Unreachable { .. }
                 | Error::NoAnswer { .. }
                 | Error::GaveUp { .. }
+                | Error::ServerStopped { .. }
                 | Error::FileDeadline { .. }
                 | Error::Incomplete { .. }
                 | Error::ChunkTooLarge { .. }
@@ -382,6 +394,7 @@ impl Error {
                 | Error::DatasetNotFound { .. }
                 | Error::Unreachable { .. }
                 | Error::NoAnswer { .. }
+                | Error::ServerStopped { .. }
                 | Error::NotDataBank { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }

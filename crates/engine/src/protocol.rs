@@ -52,8 +52,13 @@ pub(crate) trait Protocol: Send + Sync {
     /// Uses `token` from now on; `Ok(false)` if it is the one in use already.
     fn replace_token(&self, token: &Token) -> Result<bool, Error>;
 
+    /// How many answers (any status) the server gave in this run so far.
+    fn answers(&self) -> u64;
+
     /// Whether the server answered anything (any status) yet.
-    fn heard_from(&self) -> bool;
+    fn heard_from(&self) -> bool {
+        self.answers() > 0
+    }
 
     /// Closes the upload; the server's receipt, if it sends one.
     fn finish(
@@ -108,8 +113,8 @@ impl Protocol for DatafileClient {
         DatafileClient::replace_token(self, token)
     }
 
-    fn heard_from(&self) -> bool {
-        DatafileClient::heard_from(self)
+    fn answers(&self) -> u64 {
+        DatafileClient::answers(self)
     }
 
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {

@@ -79,8 +79,13 @@ async fn fewer_attempts_than_three_report_a_silent_server_sooner() {
     assert_eq!(server.requests(), 1);
 }
 
+/// A server that answered setup, then goes silent: each call gets every
+/// attempt and the full idle timeout (the shorter first-answer wait is for a
+/// server never heard from), and once one call gave up without the server
+/// answering any call meanwhile, the run stops: the other files would wait as
+/// long, one after another.
 #[tokio::test(start_paused = true)]
-async fn a_server_heard_from_that_goes_silent_gets_every_attempt_and_the_full_idle_timeout() {
+async fn a_server_heard_from_that_goes_silent_stops_the_run_after_one_calls_attempts() {
     // Setup answers; every transfer is left unanswered.
     let server = RawServer::start(|request| match request.phase.as_deref() {
         Some("setup") => Reply::status(200, b""),
@@ -89,27 +94,72 @@ async fn a_server_heard_from_that_goes_silent_gets_every_attempt_and_the_full_id
     .await;
     let mut config = defaults(&server);
     config.retry.max_attempts = 4;
+    config.parallel = 1;
     let started = Instant::now();
-    let report = run(config, 1).await;
-    let error = support::failure(&report, 0);
+    let report = run(config, 3).await;
+    let error = report.fatal_error().expect("the run stopped");
+    let Error::ServerStopped { gave_up, .. } = error else {
+        panic!("{error:?}");
+    };
     assert!(
         matches!(
-            error,
+            **gave_up,
             Error::GaveUp {
                 phase: Phase::Transfer,
                 attempts: 4,
                 ..
             }
         ),
-        "{error:?}"
+        "{gave_up:?}"
     );
-    assert!(!error.is_fatal_for_run());
-    // Four idle timeouts of 60 s: the shorter first-answer wait is for a server
-    // never heard from.
+    assert!(error.to_string().contains("stopped answering"), "{error}");
+    // One file's setup and four transfers; the others never started.
+    assert_eq!(server.requests(), 5);
+    let started_files = report
+        .files
+        .iter()
+        .filter(|f| !matches!(f.outcome, FileOutcome::NotStarted))
+        .count();
+    assert_eq!(started_files, 1, "{report:#?}");
+    // Four idle timeouts of 60 s.
     assert!(
         started.elapsed() >= Duration::from_secs(4 * 60),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// While another call gets answers, a call that runs out of attempts is that
+/// call's trouble: its file fails, the run goes on.
+#[tokio::test(start_paused = true)]
+async fn a_call_given_up_while_others_are_answered_fails_only_its_file() {
+    // Transfers of f0 (1000 bytes) are left unanswered; everything else is.
+    let server = RawServer::start(|request| {
+        let silent = request.phase.as_deref() == Some("transfer")
+            && request.filename.as_deref() == Some("f0.bin");
+        let ok = Reply::status(200, b"");
+        match request.phase.as_deref() {
+            _ if silent => Reply::Silent,
+            Some("setup") => ok,
+            // The other file's later calls come back after f0's transfer went
+            // out (well within the idle timeout): answers while it waits.
+            _ => Reply::Later(Duration::from_secs(20), Box::new(ok)),
+        }
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.retry.max_attempts = 2;
+    config.parallel = 2;
+    let report = run(config, 2).await;
+    let error = support::failure(&report, 0);
+    assert!(
+        matches!(error, Error::GaveUp { attempts: 2, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_fatal_for_run());
+    assert!(
+        matches!(report.files[1].outcome, FileOutcome::Verified { .. }),
+        "{report:#?}"
     );
 }
 

@@ -20,6 +20,8 @@ pub struct Request {
     pub phase: Option<String>,
     /// The `previous_size` field of a transfer's form.
     pub previous_size: Option<u64>,
+    /// The `filename` field of the form.
+    pub filename: Option<String>,
 }
 
 /// What the server does with a request.
@@ -134,6 +136,7 @@ async fn serve(
             headers,
             phase: form_field(&body, "phase"),
             previous_size: form_field(&body, "previous_size").and_then(|s| s.parse().ok()),
+            filename: form_field(&body, "filename"),
         };
         let mut answer = reply(&request);
         while let Reply::Later(after, then) = answer {
