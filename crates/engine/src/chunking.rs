@@ -1,17 +1,31 @@
 //! Adaptive chunk size: large enough that the round trip is a small part of each
 //! call, small enough for the server's limit and the link.
+//!
+//! On a strict server one chunk of a file is in flight, so the link idles for
+//! one round trip per chunk. Chunks are sized so that this idle round trip is
+//! at most [`IDLE_SHARE`] of a chunk's time: at 400 Mbit/s and 20 ms that is
+//! about 32 MiB (the earlier target of a tenth left a shaped link idle a tenth
+//! of the time). The first chunk is sized from the first setup's round trip,
+//! not left at the starting size for the ramp-up to correct.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use idb_read::SharedChunkSize;
 
-/// Grow while the round trip is more than this share of a call's time.
-const GROW_WHILE_RTT_SHARE_ABOVE: f64 = 0.1;
+/// The share of a chunk's time the idle round trip may take: grow while it is
+/// more.
+const IDLE_SHARE: f64 = 0.03;
 
-/// When growing, aim for chunks whose transfer takes this many round trips (the
-/// round trip is then a tenth of the call).
-const TARGET_TRANSFER_PER_RTT: f64 = 9.0;
+/// When growing, aim for chunks whose transfer takes this many round trips: the
+/// round trip is then [`IDLE_SHARE`] of the call (about 32).
+const TARGET_TRANSFER_PER_RTT: f64 = (1.0 - IDLE_SHARE) / IDLE_SHARE;
+
+/// The rate the first chunk is sized for, before any chunk was measured: 1
+/// Gbit/s, a research network's usual uplink. A slower link only makes the first
+/// chunk take longer (the idle timeout counts only time with nothing moving); a
+/// faster one is caught up with by growth.
+const FIRST_CHUNK_RATE: f64 = 125_000_000.0;
 
 /// Growth per step at most: this many times the chunk just measured.
 const MAX_GROWTH_STEP: u64 = 8;
@@ -58,8 +72,15 @@ impl ChunkSizer {
     }
 
     /// A setup or verify call took `elapsed`: an upper bound on the round trip.
+    /// The first one sizes the chunks for a link of [`FIRST_CHUNK_RATE`] (never
+    /// below the current size).
     pub(crate) fn observe_small_call(&self, elapsed: Duration) {
         let mut s = self.lock();
+        if s.rtt.is_none() {
+            let first = (TARGET_TRANSFER_PER_RTT * elapsed.as_secs_f64() * FIRST_CHUNK_RATE) as u64;
+            let current = self.size.get();
+            self.size.set(current.max(first.min(s.max)));
+        }
         s.rtt = Some(s.rtt.map_or(elapsed, |rtt| rtt.min(elapsed)));
     }
 
@@ -71,7 +92,7 @@ impl ChunkSizer {
         if elapsed.is_zero() {
             return;
         }
-        if rtt.as_secs_f64() / elapsed.as_secs_f64() > GROW_WHILE_RTT_SHARE_ABOVE {
+        if rtt.as_secs_f64() / elapsed.as_secs_f64() > IDLE_SHARE {
             // Aim straight for the size whose transfer takes TARGET_TRANSFER_PER_RTT
             // round trips at the rate this chunk went, but grow at most
             // MAX_GROWTH_STEP times this chunk per step. Measured from this chunk,
@@ -119,25 +140,58 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn aims_for_transfers_of_nine_round_trips() {
-        let sizer = ChunkSizer::new(MIB, 1024 * MIB);
+    fn the_first_round_trip_sizes_the_first_chunk() {
+        // 50 ms: 32 round trips at 1 Gbit/s is about 200 MB; the maximum holds.
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
         sizer.observe_small_call(Duration::from_millis(50));
-        // 1 MiB in 60 ms with a 50 ms round trip: 100 MiB/s. Nine round trips of
-        // transfer at that rate is 45 MiB, but one step grows at most 8x.
-        sizer.after_chunk(MIB, Duration::from_millis(60));
-        assert_eq!(sizer.current(), 8 * MIB);
-        // 8 MiB in 130 ms: 100 MiB/s again; the target, 45 MiB, is now in reach.
-        sizer.after_chunk(8 * MIB, Duration::from_millis(130));
-        let target = 45 * MIB;
+        assert_eq!(sizer.current(), 64 * MIB);
+        // 10 ms: about 40 MB.
+        let sizer = ChunkSizer::new(8 * MIB, 1024 * MIB);
+        sizer.observe_small_call(Duration::from_millis(10));
+        let expected = TARGET_TRANSFER_PER_RTT * 0.010 * FIRST_CHUNK_RATE;
         assert!(
-            sizer.current().abs_diff(target) < 1024,
+            (sizer.current() as f64 - expected).abs() < 1024.0,
             "{}",
             sizer.current()
         );
-        // Chunks read ahead at the older size do not pull it back or push it on.
+        // Only the first call sizes it.
         let now = sizer.current();
-        sizer.after_chunk(MIB, Duration::from_millis(60));
+        sizer.observe_small_call(Duration::from_millis(50));
         assert_eq!(sizer.current(), now);
+        // A local round trip asks for less than the start: it stays.
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
+        sizer.observe_small_call(Duration::from_micros(200));
+        assert_eq!(sizer.current(), 8 * MIB);
+    }
+
+    #[test]
+    fn aims_for_an_idle_round_trip_of_three_percent() {
+        let sizer = ChunkSizer::new(MIB, 1024 * MIB);
+        // A 100 µs round trip: the first chunk stays at the start.
+        sizer.observe_small_call(Duration::from_micros(100));
+        assert_eq!(sizer.current(), MIB);
+        // 1 MiB in 1.1 ms: the round trip is 9% of the call. The target (32
+        // round trips at this rate, about 3.4 MB) is within one step of 8x.
+        sizer.after_chunk(MIB, Duration::from_micros(1100));
+        let rate = MIB as f64 / 0.001;
+        let target = TARGET_TRANSFER_PER_RTT * 0.0001 * rate;
+        assert!(
+            (sizer.current() as f64 - target).abs() < 1024.0,
+            "{} vs {target}",
+            sizer.current()
+        );
+        // A chunk whose round trip is 2% of its call: no growth.
+        let now = sizer.current();
+        sizer.after_chunk(now, Duration::from_millis(5));
+        assert_eq!(sizer.current(), now);
+        // One step grows at most 8x the chunk measured.
+        let sizer = ChunkSizer::new(MIB, 1024 * MIB);
+        sizer.observe_small_call(Duration::from_micros(100));
+        sizer.after_chunk(MIB, Duration::from_micros(101));
+        assert_eq!(sizer.current(), 8 * MIB);
+        // Chunks read ahead at the older size do not pull it back.
+        sizer.after_chunk(MIB, Duration::from_micros(1100));
+        assert_eq!(sizer.current(), 8 * MIB);
     }
 
     #[test]
@@ -145,12 +199,14 @@ mod tests {
         let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
         sizer.after_chunk(8 * MIB, Duration::from_millis(60));
         assert_eq!(sizer.current(), 8 * MIB, "no round-trip estimate yet");
-        sizer.observe_small_call(Duration::from_millis(50));
-        // 50 ms of a 60 ms call is the round trip: grow, here straight to the top.
-        sizer.after_chunk(8 * MIB, Duration::from_millis(60));
+        // 1 ms: the first chunk is sized at about 4 MB, below the start.
+        sizer.observe_small_call(Duration::from_millis(1));
+        assert_eq!(sizer.current(), 8 * MIB);
+        // 1 ms of a 2 ms call is the round trip: grow, here straight to the top.
+        sizer.after_chunk(8 * MIB, Duration::from_millis(2));
         assert_eq!(sizer.current(), 64 * MIB);
         // A short last chunk says nothing.
-        sizer.after_chunk(MIB, Duration::from_millis(51));
+        sizer.after_chunk(MIB, Duration::from_millis(1));
         assert_eq!(sizer.current(), 64 * MIB);
     }
 
@@ -168,6 +224,7 @@ mod tests {
         sizer.too_large(8 * MIB).unwrap();
         assert_eq!(sizer.current(), 4 * MIB);
         sizer.observe_small_call(Duration::from_millis(50));
+        assert_eq!(sizer.current(), 4 * MIB, "the ceiling holds");
         sizer.after_chunk(4 * MIB, Duration::from_millis(55));
         assert_eq!(sizer.current(), 4 * MIB, "the ceiling holds");
         while sizer.current() > MIN_ADAPTIVE_CHUNK {

@@ -18,7 +18,7 @@ use crate::name_lock::{Holder, LockError, NameLock};
 use crate::open_file::{Deadline, FileState, OpenFile};
 use crate::preflight::CheckedFile;
 use crate::protocol::Protocol;
-use crate::pump::{PumpEnd, says_nothing};
+use crate::pump::{PumpEnd, REPLAN_GROWTH, says_nothing};
 use crate::receipts::{RECEIPT_VERSION, ReceiptRecord, unix_now};
 use crate::resume::{Opened, Opening, Start, absolute};
 use crate::run::Run;
@@ -80,6 +80,7 @@ impl<P: Protocol> Run<'_, P> {
             start,
             mut state,
             reader,
+            planned_chunk,
             note,
         } = opened;
         if let Some(note) = note {
@@ -98,7 +99,7 @@ impl<P: Protocol> Run<'_, P> {
             // The file's deadline abandons its calls in flight, but for a
             // verify; no call starts after it (see `retrying`).
             error = past_deadline(&file, &verifying) => Err(error),
-            result = self.transfer(&file, &mut state, reader, start, &verifying) => result,
+            result = self.transfer(&file, &mut state, (reader, planned_chunk), start, &verifying) => result,
         };
         self.end_file(c, key, &state, &result, lock);
         (result, state.acked.confirmed())
@@ -252,12 +253,13 @@ impl<P: Protocol> Run<'_, P> {
         writer.end(key, keep, receipt, state.on_disk, lock);
     }
 
-    /// Setup (or resume), then chunks until verified.
+    /// Setup (or resume), then chunks until verified. `reader` was started
+    /// (reading ahead) at the given chunk size while the file was opened.
     async fn transfer(
         &self,
         f: &OpenFile,
         state: &mut FileState,
-        reader: Reader,
+        (reader, planned_chunk): (Reader, u64),
         start: Start,
         verifying: &AtomicBool,
     ) -> Result<FileOutcome, Error> {
@@ -277,7 +279,11 @@ impl<P: Protocol> Run<'_, P> {
             path: f.path.clone(),
             size: f.size,
         });
-        let mut reader = Some(reader);
+        // The setup's round trip may have grown the chunk size well past what
+        // was read ahead meanwhile: read on at the new size from the start,
+        // rather than spend a round trip on each chunk read ahead.
+        let grown = self.sizer.current() >= planned_chunk.saturating_mul(REPLAN_GROWTH);
+        let mut reader = Some(reader).filter(|_| !grown);
         let mut restarts = 0;
         loop {
             let current = match reader.take() {

@@ -20,7 +20,7 @@ use crate::{Error, Event, RestartReason};
 
 /// Growth of the chunk size (over the chunk just acknowledged) that makes the
 /// chunks already read ahead at the old size worth dropping.
-const REPLAN_GROWTH: u64 = 4;
+pub(crate) const REPLAN_GROWTH: u64 = 4;
 
 /// Why a pump ended. Every end but `Failed` comes after the calls in flight
 /// finished (or, for a stop from outside, were abandoned).

@@ -29,6 +29,8 @@ pub(crate) struct Opened {
     pub(crate) start: Start,
     pub(crate) state: FileState,
     pub(crate) reader: Reader,
+    /// The chunk size the reader started with.
+    pub(crate) planned_chunk: u64,
     /// Something to tell about the journal.
     pub(crate) note: Option<Event>,
 }
@@ -124,6 +126,7 @@ impl Opening {
             Start::Fresh => WriteMode::Strict,
         };
         let record = resumed.or(self.template);
+        let planned_chunk = self.sizer.current();
         let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy());
         let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
         Ok(Opened {
@@ -144,6 +147,7 @@ impl Opening {
                 mode: write_mode,
             },
             reader,
+            planned_chunk,
             note,
         })
     }
