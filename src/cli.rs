@@ -222,14 +222,26 @@ pub struct SelectArgs {
     pub shard: Option<crate::select::Shard>,
 }
 
-/// A duration in seconds, like `1` or `0.25`.
+/// A duration in seconds, like `1` or `0.25`, or with a unit, like `500ms` or
+/// `2m`.
 pub fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds, like 1 or 0.5"))?;
-    std::time::Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("{text} is not a duration: give a number of seconds from 0 up"))
+    let text = text.trim();
+    match text.parse::<f64>() {
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{text} is not a duration: give a number of seconds from 0 up")),
+        Err(_) => humantime::parse_duration(text).map_err(|_| {
+            format!("{text:?} is not a duration: write seconds (1, 0.5) or with a unit (500ms, 2m)")
+        }),
+    }
+}
+
+/// A duration above zero, as [`parse_seconds`] reads it.
+pub fn parse_positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_seconds(text)?;
+    if duration.is_zero() {
+        return Err(format!("{text} is too short: give a duration above 0"));
+    }
+    Ok(duration)
 }
 
 /// How files are sent (shared by `upload` and `demo`).
@@ -252,9 +264,15 @@ pub struct TransferArgs {
     /// Chunk bytes held in flight by the whole run.
     #[arg(long, default_value = "512MiB", value_parser = parse_size, value_name = "SIZE")]
     pub memory: u64,
-    /// Retry a call when nothing moved for this many seconds.
-    #[arg(long, default_value_t = idb_engine::DEFAULT_IDLE_TIMEOUT.as_secs(), value_name = "SECS")]
-    pub idle_timeout: u64,
+    /// Retry a call when nothing moved for this long, in seconds (or with a
+    /// unit: 500ms, 2m).
+    #[arg(
+        long,
+        default_value = "60",
+        value_parser = parse_positive_seconds,
+        value_name = "SECS"
+    )]
+    pub idle_timeout: std::time::Duration,
     /// Attempts per call before giving up (connection errors, timeouts, 5xx, 429).
     #[arg(long, default_value_t = idb_engine::DEFAULT_MAX_ATTEMPTS, value_name = "N")]
     pub attempts: u32,
@@ -602,4 +620,34 @@ pub struct CleanArgs {
     /// Say what would be removed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_have_a_unit() {
+        assert_eq!(parse_seconds("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_seconds(" 0.25 "), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_seconds("soon").unwrap_err().contains("500ms"));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_positive_seconds("0").is_err());
+        assert!(parse_positive_seconds("0s").is_err());
+    }
+
+    #[test]
+    fn the_idle_timeout_defaults_to_the_engines() {
+        let cli = Cli::try_parse_from(["idb", "upload", "--dataset", "D", "f"]).unwrap();
+        let Command::Upload(args) = cli.command else {
+            panic!("not an upload");
+        };
+        assert_eq!(args.transfer.idle_timeout, idb_engine::DEFAULT_IDLE_TIMEOUT);
+    }
 }

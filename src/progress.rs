@@ -272,7 +272,7 @@ impl EventSink for Progress {
             }
             Event::Resumed { path, offset } => {
                 self.console.note(&format!(
-                    "resuming {} at byte {offset}: the server holds the bytes before it",
+                    "resuming {} at byte {offset}, where the last run left it",
                     escaped(&path)
                 ));
                 self.not_this_run(offset);
@@ -368,6 +368,12 @@ impl EventSink for Progress {
                      received and going on from byte {to} (the next answer settles it)",
                     escaped(&path)
                 ));
+                // Sent, and most likely stored: counted as an acknowledged chunk.
+                lock(&self.state).sent += to - offset;
+                if let Some(total) = &self.total {
+                    total.inc(to - offset);
+                }
+                self.moved(&path, to);
             }
             Event::Restarted { path, reason } => {
                 let why = match reason {

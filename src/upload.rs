@@ -188,7 +188,7 @@ impl TransferArgs {
         config.parallel = self.parallel;
         config.window = self.window;
         config.memory = self.memory;
-        config.idle_timeout = Duration::from_secs(self.idle_timeout);
+        config.idle_timeout = self.idle_timeout;
         config.retry.max_attempts = self.attempts.max(1);
         config.read_mode = if self.no_mmap {
             ReadMode::Positional
