@@ -102,7 +102,12 @@ impl<P: Protocol> Run<'_, P> {
             result = self.transfer(&file, &mut state, (reader, planned_chunk), start, &verifying) => result,
         };
         self.end_file(c, key, &state, &result, lock);
-        (result, state.acked.confirmed())
+        // A verified file is on the server whole (a guess its verify settled too).
+        let acked = match &result {
+            Ok(FileOutcome::Verified { .. }) => c.size(),
+            _ => state.acked.confirmed(),
+        };
+        (result, acked)
     }
 
     /// Whether `receipt` (of this file's name) says this very file was verified:

@@ -225,6 +225,7 @@ async fn a_lost_answer_refused_again_is_taken_as_received_and_confirmed() {
         let report = run(upload.config(&server.url(), TOKEN), &upload.path, &sink).await;
 
         assert!(report.all_verified(), "{report:#?}");
+        assert_eq!(report.files[0].acked, upload.bytes.len() as u64);
         let start = (stalled as u64 - 1) * C;
         let end = (start + C).min(upload.bytes.len() as u64);
         assert_eq!(events.answers_lost(), [(start, end)]);
