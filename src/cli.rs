@@ -342,7 +342,8 @@ pub struct MockServerArgs {
         value_name = "LIST"
     )]
     pub fault_kinds: Vec<idb_mock::FaultKind>,
-    /// Seed of the fault RNG: the same seed and request order give the same faults.
+    /// Seed of the fault draws: the same seed and the same calls (file, phase,
+    /// offset, attempt) give the same faults, in any order of arrival.
     #[arg(long, default_value_t = idb_mock::DEFAULT_FAULT_SEED, value_name = "N")]
     pub seed: u64,
     /// How long a `stall` fault holds its answer, in milliseconds.
