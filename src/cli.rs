@@ -416,6 +416,12 @@ pub struct MockServerArgs {
     /// the mock's.
     #[arg(long)]
     pub plain_errors: bool,
+    // --- A full disk (src/mock_server.rs) ---
+    /// Fill the disk after SIZE payload bytes (all files, counted from start, in
+    /// --sink mode too): every later write of payload fails as ENOSPC would, and
+    /// that transfer is answered 507 Insufficient Storage, not applied.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub disk_full_after: Option<u64>,
 }
 
 /// `--mode`: `strict` or `offset`.

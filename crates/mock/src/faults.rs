@@ -186,12 +186,21 @@ pub struct FaultStats {
     pub stall: u64,
     /// `truncate` faults: transfers of which only the first part was stored.
     pub truncate: u64,
+    /// Transfers refused because the store is full (507): after
+    /// [`crate::MockConfig::disk_full_after`] payload bytes were written, or
+    /// when the store's file system is full.
+    pub disk_full: u64,
 }
 
 impl FaultStats {
-    /// All injected faults.
+    /// All injected faults, the disk-full refusals included.
     pub fn total(&self) -> u64 {
-        self.server_error + self.too_many_requests + self.reset + self.stall + self.truncate
+        self.server_error
+            + self.too_many_requests
+            + self.reset
+            + self.stall
+            + self.truncate
+            + self.disk_full
     }
 
     /// The count of one kind.
@@ -205,7 +214,7 @@ impl FaultStats {
         }
     }
 
-    pub(crate) fn from_counts(counts: [u64; 5]) -> Self {
+    pub(crate) fn from_counts(counts: [u64; 5], disk_full: u64) -> Self {
         let of = |kind: FaultKind| counts[kind.index()];
         Self {
             server_error: of(FaultKind::ServerError),
@@ -213,6 +222,7 @@ impl FaultStats {
             reset: of(FaultKind::Reset),
             stall: of(FaultKind::Stall),
             truncate: of(FaultKind::Truncate),
+            disk_full,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
 //! per connection, seeded fault injection (500, 429, reset connections, stalled
 //! answers, truncated chunks; drawn for each call, so the same calls meet the
-//! same faults in any order of arrival), plain HTML errors (a server that speaks less than
+//! same faults in any order of arrival), a disk that fills after so many bytes
+//! ([`MockConfig::disk_full_after`]: 507), plain HTML errors (a server that speaks less than
 //! the mock: [`MockConfig::plain_errors`]), limits against slow and many
 //! clients (a header read timeout, a body idle timeout, a connection limit);
 //! and HTTPS, with a certificate and key given or one issued by a throwaway
@@ -59,6 +60,7 @@ mod call_peek;
 mod config;
 mod counters;
 mod datafile;
+mod disk_space;
 mod error;
 mod faults;
 mod handle;
