@@ -100,8 +100,11 @@ pub(crate) async fn datafile(
     if let Some(call) = &call
         && call.phase == Some(Phase::Verify)
         && response.status() == StatusCode::OK
+        && fault.is_none()
     {
-        // The name is done: its attempt counters are not needed any more.
+        // The name is done and the client gets its answer: its attempt
+        // counters are not needed any more. (After a stalled verify the client
+        // sends it again, and that retry must get a fresh draw.)
         app.faults.forget(&call.dataset, &call.filename);
     }
     if fault == Some(FaultKind::Stall) {

@@ -11,8 +11,10 @@
 //! at a rate below 1 a retry always gets through eventually.
 //!
 //! The attempt counters are the only state: one per distinct call on a name
-//! whose verify has not succeeded yet, dropped with all of that name's when it
-//! does. A client that finishes its files therefore leaves about one counter per
+//! whose verify has not succeeded yet, dropped with all of that name's when a
+//! verify is answered 200 without a fault (one held by a `stall` keeps them: the
+//! client sends that verify again, and its retry must get a fresh draw, not
+//! the first one's stall once more). A client that finishes its files therefore leaves about one counter per
 //! call of the files it has open (each chunk offset, its setup and its verify);
 //! at most [`MAX_COUNTED_CALLS`] are kept, and a server that reaches them (calls
 //! on names never verified) forgets all and counts from 1 again.
@@ -376,7 +378,8 @@ impl Faults {
         Some(self.kinds[pick])
     }
 
-    /// Drops the attempt counters of a name whose verify succeeded.
+    /// Drops the attempt counters of a name whose verify succeeded (and was
+    /// answered without a fault).
     pub(crate) fn forget(&self, dataset: &str, filename: &str) {
         lock(&self.seen).forget(dataset, filename);
     }

@@ -358,6 +358,40 @@ async fn the_same_calls_in_any_order_meet_the_same_faults() {
     );
 }
 
+/// A verify is applied before its stall, so its answer is a 200; the client
+/// that gave up sends it again, and that retry must be a new attempt with a
+/// fresh draw (had the 200 reset the name's attempts, every retry would meet
+/// the first attempt's stall again, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_held_by_a_stall_gets_a_fresh_draw_when_sent_again() {
+    let server = start(stalling(Duration::ZERO)).await;
+    let api = Api::new(&server);
+    let names: Vec<String> = (0..20).map(|i| format!("v{i}.bin")).collect();
+    for name in &names {
+        api.setup(name, 3).await.expect(200);
+        api.transfer(name, 0, b"abc").await.expect(200);
+    }
+    server.set_fault_rate(0.5).unwrap();
+    let mut stalled_first = 0;
+    for name in &names {
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            assert!(sends <= 40, "{name}: 40 verifies, every one stalled");
+            let before = server.stats().faults.stall;
+            api.verify(name).await.expect(200);
+            if server.stats().faults.stall == before {
+                break;
+            }
+        }
+        stalled_first += u32::from(sends > 1);
+    }
+    assert!(
+        stalled_first > 0,
+        "no verify was stalled: the test tested nothing"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------
