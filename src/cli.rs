@@ -360,7 +360,8 @@ pub struct MockServerArgs {
         value_name = "LIST"
     )]
     pub fault_kinds: Vec<idb_mock::FaultKind>,
-    /// Seed of the fault RNG: the same seed and request order give the same faults.
+    /// Seed of the fault draws: the same seed and the same calls (file, phase,
+    /// offset, attempt) give the same faults, in any order of arrival.
     #[arg(long, default_value_t = idb_mock::DEFAULT_FAULT_SEED, value_name = "N")]
     pub seed: u64,
     /// How long a `stall` fault holds its answer, in milliseconds.
@@ -433,6 +434,12 @@ pub struct MockServerArgs {
     /// the mock's.
     #[arg(long)]
     pub plain_errors: bool,
+    // --- A full disk (src/mock_server.rs) ---
+    /// Fill the disk after SIZE payload bytes (all files, counted from start, in
+    /// --sink mode too): every later write of payload fails as ENOSPC would, and
+    /// that transfer is answered 507 Insufficient Storage, not applied.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub disk_full_after: Option<u64>,
 }
 
 /// `--mode`: `strict` or `offset`.

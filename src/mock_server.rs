@@ -28,6 +28,9 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .body_idle_timeout(Duration::from_secs(args.body_timeout))
         .max_connections(args.max_connections)
         .plain_errors(args.plain_errors);
+    if let Some(bytes) = args.disk_full_after {
+        config = config.disk_full_after(bytes);
+    }
     for spec in &args.datasets {
         let Some((key, token)) = spec.split_once(':') else {
             bail!("--dataset {spec:?} should be KEY:TOKEN, like IDB-1234567:s3cret");
@@ -105,6 +108,12 @@ fn describe(args: &MockServerArgs) -> String {
     }
     if args.plain_errors {
         line.push_str("; errors as plain HTML pages (no JSON, no offsets, no 200 for a repeat)");
+    }
+    if let Some(bytes) = args.disk_full_after {
+        line.push_str(&format!(
+            "; the disk is full after {} of payload (then 507)",
+            human(bytes)
+        ));
     }
     line
 }

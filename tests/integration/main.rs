@@ -32,6 +32,10 @@
 //! - `tls`: HTTPS against a mock whose certificate a throwaway authority issued:
 //!   refused plainly by default, byte-exact with `--ca-cert` (also across a
 //!   `kill -9`), bad `--ca-cert` files (exit 2), `idb mock-server`'s TLS flags.
+//! - `fault_matrix`: `idb upload --json` under each kind of fault (resets, 500
+//!   bursts, 429, stalls, truncated chunks, lost answers, a killed and restarted
+//!   server, a full disk), seeded: every file verified byte-exact or failed with
+//!   its reason; a summary line per scenario on stderr.
 //! - `servers`: servers the mock will not play (raw HTTP): one echoing the
 //!   request's headers in its errors (the token never printed or saved), one
 //!   that never answers, a web server that is no Data Bank.
@@ -39,6 +43,7 @@
 mod auth;
 mod bwlimit;
 mod cli;
+mod fault_matrix;
 mod input;
 mod mock_faults;
 mod mock_server;

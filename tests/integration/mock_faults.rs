@@ -199,6 +199,7 @@ fn help_lists_the_knobs() {
         "--stall-ms",
         "--retry-after",
         "--bandwidth",
+        "--disk-full-after",
     ] {
         run.stdout_has(flag);
     }
@@ -328,6 +329,29 @@ fn the_same_seed_gives_the_same_faults_across_processes() {
     for status in [200, 500, 429] {
         assert!(a.contains(&Some(status)), "no {status} in {a:?}");
     }
+}
+
+#[test]
+fn disk_full_after_answers_507_once_the_payload_is_over_the_size() {
+    let dir = Dir::new("disk_full_after_answers_507");
+    let server = start(&dir, &["--disk-full-after", "5"]);
+    let answer = post(&server.url, &setup_body("a.bin", 8));
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+    let transfer = |offset: u64, chunk: &str| {
+        let body =
+            format!("phase=transfer&filename=a.bin&previous_size={offset}&bytechunk={chunk}");
+        post(&server.url, body.as_bytes())
+    };
+    let answer = transfer(0, "abcd");
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+    let answer = transfer(4, "efgh");
+    assert_eq!(answer.status(), Some(507), "{}", answer.text());
+    assert!(
+        answer.text().contains("insufficient_storage"),
+        "{}",
+        answer.text()
+    );
+    stop(server);
 }
 
 /// A body of B bytes to a server capped at R bytes/s takes at least B/R (a lower

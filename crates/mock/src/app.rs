@@ -107,6 +107,9 @@ impl App {
         if config.plain_errors {
             sessions = sessions.refuse_identical_retries();
         }
+        if let Some(bytes) = config.disk_full_after {
+            sessions = sessions.disk_full_after(bytes);
+        }
         Ok(Self {
             datasets,
             latency: config.latency,

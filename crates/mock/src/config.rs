@@ -102,6 +102,13 @@ pub struct MockConfig {
     /// other offset mismatch instead of 200. Successes are unchanged. Off by
     /// default.
     pub plain_errors: bool,
+    /// Model a full disk: once this many payload bytes were written (across
+    /// files, counted from the server's start, in sink mode too), every further
+    /// write of payload fails as the OS's `ENOSPC` would, and the transfer is
+    /// answered 507 Insufficient Storage (`{"error": "insufficient_storage"}`)
+    /// without being applied. A chunk that does not fit is refused whole and
+    /// fills the disk. `None` (the default): the disk never fills.
+    pub disk_full_after: Option<u64>,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -127,6 +134,7 @@ impl std::fmt::Debug for MockConfig {
             .field("body_idle_timeout", &self.body_idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("plain_errors", &self.plain_errors)
+            .field("disk_full_after", &self.disk_full_after)
             .finish()
     }
 }
@@ -148,6 +156,7 @@ impl Default for MockConfig {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             plain_errors: false,
+            disk_full_after: None,
         }
     }
 }
@@ -272,6 +281,13 @@ impl MockConfig {
     /// Sets [`MockConfig::plain_errors`].
     pub fn plain_errors(mut self, plain: bool) -> Self {
         self.plain_errors = plain;
+        self
+    }
+
+    /// Sets [`MockConfig::disk_full_after`]: the disk fills after `bytes`
+    /// payload bytes.
+    pub fn disk_full_after(mut self, bytes: u64) -> Self {
+        self.disk_full_after = Some(bytes);
         self
     }
 

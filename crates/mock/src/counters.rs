@@ -63,6 +63,8 @@ pub(crate) struct Counters {
     files_verified: AtomicU64,
     /// Injected faults, indexed by [`counter_index`].
     faults: [AtomicU64; 5],
+    /// Transfers refused for a full disk ([`FaultStats::disk_full`]).
+    disk_full: AtomicU64,
     /// See [`Stats::connections_open`]; kept by [`OpenConnection`].
     connections_open: AtomicU64,
 }
@@ -154,6 +156,7 @@ impl Counters {
             files_verified: self.files_verified.load(Ordering::Relaxed),
             faults: FaultStats::from_counts(
                 self.faults.each_ref().map(|c| c.load(Ordering::Relaxed)),
+                self.disk_full.load(Ordering::Relaxed),
             ),
             connections_open: self.connections_open.load(Ordering::Relaxed),
         }
@@ -162,6 +165,11 @@ impl Counters {
     /// Counts one injected fault.
     pub(crate) fn fault(&self, kind: FaultKind) {
         self.faults[counter_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one transfer refused for a full disk.
+    pub(crate) fn disk_full(&self) {
+        self.disk_full.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one datafile request on its arrival, waking its waiters.

@@ -1,6 +1,6 @@
 //! The datafile endpoint, `POST /api/dataset/{key}/datafile`: the faults drawn
-//! for a request, authentication, reading the body, and the answer of the
-//! sessions as HTTP.
+//! for a request (for the call read from the start of its body, `call_peek.rs`),
+//! authentication, reading the body, and the answer of the sessions as HTTP.
 
 use std::future::pending;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::app::App;
 use crate::body::{BodyError, read_fields, read_some};
+use crate::call_peek::peek_call;
 use crate::faults::FaultKind;
 use crate::reply::Reply;
 
@@ -40,7 +41,14 @@ pub(crate) async fn datafile(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let fault = app.faults.draw();
+    // Faults are drawn for the call, not the arrival: its fields come first.
+    let (call, body) = if app.faults.active() {
+        let (call, body) = peek_call(&key, &headers, body).await;
+        (Some(call), body)
+    } else {
+        (None, body)
+    };
+    let fault = call.as_ref().and_then(|call| app.faults.draw(call));
     match fault {
         Some(FaultKind::ServerError) => {
             // Read the body first, so the client sees the 500, not a reset.
@@ -89,6 +97,16 @@ pub(crate) async fn datafile(
     }
     let truncate = fault == Some(FaultKind::Truncate);
     let response = answer(&app, key, &headers, body, truncate).await;
+    if let Some(call) = &call
+        && call.phase == Some(Phase::Verify)
+        && response.status() == StatusCode::OK
+        && fault.is_none()
+    {
+        // The name is done and the client gets its answer: its attempt
+        // counters are not needed any more. (After a stalled verify the client
+        // sends it again, and that retry must get a fresh draw.)
+        app.faults.forget(&call.dataset, &call.filename);
+    }
     if fault == Some(FaultKind::Stall) {
         app.sessions.counters.fault(FaultKind::Stall);
         let mut closing = app.closing.subscribe();

@@ -192,8 +192,9 @@ impl MockServer {
         self.app.sessions.accepted(dataset, filename)
     }
 
-    /// Changes the fault rate from the next request on (the kinds, seed and RNG
-    /// position stay): a test can let setup through, then break the transfers.
+    /// Changes the fault rate from the next request on (the kinds, seed and
+    /// attempt counters stay): a test can let setup through, then break the
+    /// transfers.
     pub fn set_fault_rate(&self, rate: f64) -> Result<(), MockError> {
         self.app.faults.set_rate(rate)
     }

@@ -11,7 +11,9 @@
 //! resumes its strict uploads and keeps its receipts; one server per store,
 //! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
 //! per connection, seeded fault injection (500, 429, reset connections, stalled
-//! answers, truncated chunks), plain HTML errors (a server that speaks less than
+//! answers, truncated chunks; drawn for each call, so the same calls meet the
+//! same faults in any order of arrival), a disk that fills after so many bytes
+//! ([`MockConfig::disk_full_after`]: 507), plain HTML errors (a server that speaks less than
 //! the mock: [`MockConfig::plain_errors`]), limits against slow and many
 //! clients (a header read timeout, a body idle timeout, a connection limit);
 //! and HTTPS, with a certificate and key given or one issued by a throwaway
@@ -54,9 +56,11 @@ mod assembly;
 mod auth;
 mod body;
 mod body_idle;
+mod call_peek;
 mod config;
 mod counters;
 mod datafile;
+mod disk_space;
 mod error;
 mod faults;
 mod handle;
@@ -82,7 +86,7 @@ pub use counters::Stats;
 pub use error::MockError;
 pub use faults::{
     DEFAULT_FAULT_RATE, DEFAULT_FAULT_SEED, DEFAULT_RETRY_AFTER, DEFAULT_STALL, FaultConfig,
-    FaultKind, FaultStats,
+    FaultKind, FaultStats, MAX_COUNTED_CALLS,
 };
 pub use handle::MockServer;
 pub use layout::STORE_LOCK_FILE;

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::assembly::{Assembly, Conflict};
 use crate::counters::Counters;
+use crate::disk_space::{DiskSpace, is_full, write_failed};
 use crate::faults::FaultKind;
 use crate::layout::{dataset_dir, incoming_path};
 use crate::lock::lock;
@@ -134,6 +135,9 @@ pub(crate) struct Sessions {
     /// [`crate::MockConfig::plain_errors`]: such a chunk gets the 409 of any
     /// other offset mismatch, as a server that knows only its offset would.
     identical_retry_ok: bool,
+    /// Room for payload bytes (unlimited unless
+    /// [`crate::MockConfig::disk_full_after`] is set).
+    disk: DiskSpace,
 }
 
 /// The 500 of a change that could not be saved.
@@ -188,6 +192,7 @@ impl Sessions {
             persist: saver,
             next_id,
             identical_retry_ok: true,
+            disk: DiskSpace::default(),
         };
         (sessions, warnings)
     }
@@ -197,6 +202,33 @@ impl Sessions {
     pub(crate) fn refuse_identical_retries(mut self) -> Self {
         self.identical_retry_ok = false;
         self
+    }
+
+    /// Fills the disk after `bytes` payload bytes (see `disk_space.rs`).
+    pub(crate) fn disk_full_after(mut self, bytes: u64) -> Self {
+        self.disk = DiskSpace::with_capacity(bytes);
+        self
+    }
+
+    /// Writes payload `bytes` at `offset` of `file` (none in sink mode), in
+    /// the room of the disk; the answer to a failed write.
+    fn write_payload(&self, file: Option<&File>, bytes: &[u8], offset: u64) -> Result<(), Reply> {
+        let written = self
+            .disk
+            .take(bytes.len() as u64)
+            .and_then(|()| match file {
+                Some(file) => file.write_all_at(bytes, offset),
+                None => Ok(()),
+            });
+        written.map_err(|e| self.write_failed(&e))
+    }
+
+    /// The answer to a failed write of payload, counted if the disk is full.
+    fn write_failed(&self, e: &io::Error) -> Reply {
+        if is_full(e) {
+            self.counters.disk_full();
+        }
+        write_failed(e)
     }
 
     /// Records `change` and saves it (nothing without persistence).
@@ -378,10 +410,8 @@ impl Sessions {
                 let end = offset + stored;
                 // A truncated zero-length piece stores nothing at all.
                 if !(truncate && stored == 0) {
-                    if let Some(file) = &s.file
-                        && let Err(e) = file.write_all_at(&chunk, offset)
-                    {
-                        return Reply::error(500, "storage", format!("cannot store: {e}"));
+                    if let Err(refused) = self.write_payload(s.file.as_ref(), &chunk, offset) {
+                        return refused;
                     }
                     strict.hasher.update(&chunk);
                     strict.received = end;
@@ -421,11 +451,14 @@ impl Sessions {
                 };
                 let stored = chunk.len() as u64;
                 if !gaps.is_empty() {
-                    let new = match assembly.accept(offset, &chunk, &gaps, file) {
+                    let room = gaps.iter().map(|gap| gap.end - gap.start).sum();
+                    let written = self
+                        .disk
+                        .take(room)
+                        .and_then(|()| assembly.accept(offset, &chunk, &gaps, file));
+                    let new = match written {
                         Ok(new) => new,
-                        Err(e) => {
-                            return Reply::error(500, "storage", format!("cannot store: {e}"));
-                        }
+                        Err(e) => return self.write_failed(&e),
                     };
                     s.log.push((offset, stored));
                     self.counters.accepted(new);

@@ -1,8 +1,8 @@
 //! Fault injection and the bandwidth cap over real HTTP: each fault kind at rate 1
 //! does what it promises (and applies, or does not apply, the call), a reset is a
 //! connection closed without any status line (seen with a raw TcpStream), the
-//! same seed gives the same faults, and a capped connection is never faster than
-//! its rate.
+//! same seed gives the same faults, the same calls meet the same faults in any
+//! order of arrival, and a capped connection is never faster than its rate.
 //!
 //! Tests switch faults on after setup with `set_fault_rate`, so the call under
 //! test is the one that fails.
@@ -303,6 +303,93 @@ async fn the_same_seed_gives_the_same_faults() {
     assert_eq!(count(200) + count(500) + count(429), 40, "{a:?}");
     assert_eq!(stats.faults.server_error, count(500));
     assert_eq!(stats.faults.too_many_requests, count(429));
+}
+
+/// The statuses of one transfer per file, sent to a fresh server concurrently
+/// (all at once, arriving in whatever order the scheduler gives), or one after
+/// another in `order`.
+async fn transfer_statuses(order: &[usize], concurrent: bool) -> Vec<u16> {
+    let server = start(config().faults(FaultConfig {
+        seed: 42,
+        retry_after: Duration::ZERO,
+        ..FaultConfig::new(0.0, [FaultKind::ServerError, FaultKind::TooManyRequests])
+    }))
+    .await;
+    let api = Api::new(&server);
+    let chunk = data(100, 9);
+    for i in 0..order.len() {
+        api.setup(&format!("f{i}.bin"), 200).await.expect(200);
+    }
+    server.set_fault_rate(0.5).unwrap();
+    let mut statuses = vec![0; order.len()];
+    if concurrent {
+        let mut calls = tokio::task::JoinSet::new();
+        for &i in order {
+            let (api, chunk) = (api.clone(), chunk.clone());
+            calls.spawn(async move { (i, api.transfer(&format!("f{i}.bin"), 100, &chunk).await) });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (i, answer) = done.expect("the call's task");
+            statuses[i] = answer.status;
+        }
+    } else {
+        for &i in order {
+            statuses[i] = api.transfer(&format!("f{i}.bin"), 100, &chunk).await.status;
+        }
+    }
+    statuses
+}
+
+/// Faults are drawn from the call (file, phase, offset, attempt), not from the
+/// order of arrival: the same transfers sent forward, backward and all at once
+/// meet the same faults, file by file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_calls_in_any_order_meet_the_same_faults() {
+    let forward: Vec<usize> = (0..24).collect();
+    let backward: Vec<usize> = forward.iter().rev().copied().collect();
+    let a = transfer_statuses(&forward, false).await;
+    assert_eq!(transfer_statuses(&backward, false).await, a);
+    assert_eq!(transfer_statuses(&forward, true).await, a);
+    // Offset 100 is past what each file holds (0): a call let through is refused
+    // with 409; a faulted one gets its fault instead.
+    assert!(
+        a.contains(&409) && (a.contains(&500) || a.contains(&429)),
+        "{a:?}"
+    );
+}
+
+/// A verify is applied before its stall, so its answer is a 200; the client
+/// that gave up sends it again, and that retry must be a new attempt with a
+/// fresh draw (had the 200 reset the name's attempts, every retry would meet
+/// the first attempt's stall again, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_held_by_a_stall_gets_a_fresh_draw_when_sent_again() {
+    let server = start(stalling(Duration::ZERO)).await;
+    let api = Api::new(&server);
+    let names: Vec<String> = (0..20).map(|i| format!("v{i}.bin")).collect();
+    for name in &names {
+        api.setup(name, 3).await.expect(200);
+        api.transfer(name, 0, b"abc").await.expect(200);
+    }
+    server.set_fault_rate(0.5).unwrap();
+    let mut stalled_first = 0;
+    for name in &names {
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            assert!(sends <= 40, "{name}: 40 verifies, every one stalled");
+            let before = server.stats().faults.stall;
+            api.verify(name).await.expect(200);
+            if server.stats().faults.stall == before {
+                break;
+            }
+        }
+        stalled_first += u32::from(sends > 1);
+    }
+    assert!(
+        stalled_first > 0,
+        "no verify was stalled: the test tested nothing"
+    );
 }
 
 // ---------------------------------------------------------------------------
