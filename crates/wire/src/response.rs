@@ -11,7 +11,8 @@ use crate::Phase;
 pub enum Outcome {
     /// 2xx: the call did what it should.
     Ok,
-    /// 5xx, 429, 408: safe to send again, after `after` if the server said so.
+    /// 5xx (but 507), 429, 408: safe to send again, after `after` if the server
+    /// said so.
     Retry {
         /// `Retry-After`, when given in seconds.
         after: Option<Duration>,
@@ -46,8 +47,9 @@ pub enum Outcome {
     /// Allowed) to the API's POST, or a web page (HTML) as the success answer to
     /// setup. The address is not a Data Bank API; sending again will not help.
     NotDataBank,
-    /// Anything else (400, other 4xx, an unexpected 1xx/3xx): the server refused
-    /// this call and sending it again will not help.
+    /// Anything else (400, other 4xx, 507 Insufficient Storage, an unexpected
+    /// 1xx/3xx): the server refused this call and sending it again will not
+    /// help (soon: a full disk is not a blip).
     Rejected,
 }
 
@@ -78,6 +80,9 @@ pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str
         // On setup only: later, such an answer is more likely a proxy's blip.
         405 | 501 if phase == Phase::Setup => Outcome::NotDataBank,
         413 => Outcome::TooLarge,
+        // The server has no room for what it was sent: sending again at once
+        // finds it as full.
+        507 => Outcome::Rejected,
         408 | 429 | 500..=599 => Outcome::Retry {
             after: retry_after.and_then(parse_retry_after),
         },
@@ -245,6 +250,8 @@ mod tests {
         assert_eq!(c(400, b""), Outcome::Rejected);
         assert_eq!(c(403, b""), Outcome::Rejected);
         assert_eq!(c(302, b""), Outcome::Rejected);
+        // A full disk is not retried at once.
+        assert_eq!(c(507, b"No space left on device"), Outcome::Rejected);
         // Not a Data Bank only when setup meets it; later, a proxy's blip.
         let setup = |status, body: &[u8]| classify(Phase::Setup, status, body, None);
         assert_eq!(setup(405, b""), Outcome::NotDataBank);
