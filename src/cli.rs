@@ -66,7 +66,7 @@ pub struct UploadArgs {
     pub token_file: Option<PathBuf>,
     /// With --token-file: how long to wait for a new token after the server
     /// refuses the one in use, like 30m, 2h or 90s (0: stop at once, exit 3).
-    #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "30m", value_parser = parse_seconds, value_name = "DURATION")]
     pub token_wait: std::time::Duration,
     /// How often, at most, the progress of unfinished uploads is saved in the state
     /// directory, in seconds (a killed run resends at most about this much); 0
@@ -174,16 +174,6 @@ pub fn parse_server(text: &str) -> Result<url::Url, String> {
     }
 }
 
-/// A duration like `30m`, `2h`, `90s` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration ({e}); write it like 30m, 2h or 90s"))
-}
-
 /// The help heading of [`SelectArgs`].
 const WHICH_FILES: &str = "Which files";
 
@@ -257,8 +247,8 @@ pub struct TransferArgs {
     /// Files uploaded at once.
     #[arg(long, default_value_t = idb_engine::DEFAULT_PARALLEL, value_name = "N")]
     pub parallel: usize,
-    /// Chunks of one file in flight (default: 1 on a strict server, 4 on a server
-    /// that writes at offsets; more than 1 on a strict server only causes conflicts).
+    /// Chunks of one file in flight on a server that writes each chunk at its
+    /// offset (default: 4); a strict server always takes one at a time.
     #[arg(long, value_name = "W")]
     pub window: Option<usize>,
     /// Chunk bytes held in flight by the whole run.
@@ -297,11 +287,11 @@ pub struct TransferArgs {
     /// Stop retrying a call (a setup, a chunk, a verify) this long after its
     /// first attempt, like 15m or 90s: no attempt starts, and no wait is
     /// begun, past it (an attempt still sending is let finish).
-    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "15m", value_parser = parse_positive_seconds, value_name = "DURATION")]
     pub call_deadline: std::time::Duration,
     /// Give up on a file not verified this long after its upload began, like
     /// 12h (default: no limit); the same command goes on from where it stopped.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_seconds, value_name = "DURATION")]
     pub file_deadline: Option<std::time::Duration>,
 }
 

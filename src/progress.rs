@@ -436,9 +436,10 @@ impl EventSink for Progress {
                 let size = lock(&self.state).active.get(&path).map(|f| f.size);
                 self.ended(&path, size.unwrap_or(0));
                 let held = match size {
-                    Some(size) if resumable => {
+                    Some(size) if resumable && acked > 0 => {
                         format!(" ({acked} of {size} bytes are safely on the server)")
                     }
+                    Some(_) if resumable => " (its journal is kept to resume it)".to_owned(),
                     _ => String::new(),
                 };
                 let line = format!("error: {}{held}", crate::text::escape(&error));

@@ -257,12 +257,12 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
             FileOutcome::Failed(_) => counts.failed += 1,
             FileOutcome::Interrupted => {
                 counts.interrupted += 1;
-                console.note(&format!(
-                    "interrupted: {} ({} of {} bytes are on the server)",
-                    escaped(&file.path),
-                    file.acked,
-                    file.size
-                ));
+                let held = if file.acked == 0 && file.resumable {
+                    "the next run resumes it where the last run left it".to_owned()
+                } else {
+                    format!("{} of {} bytes are on the server", file.acked, file.size)
+                };
+                console.note(&format!("interrupted: {} ({held})", escaped(&file.path)));
                 json_file(
                     console,
                     "interrupted",
@@ -293,9 +293,10 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         ));
     }
     let unfinished = counts.interrupted + counts.not_started;
-    let resumable = report.files.iter().any(|f| {
-        f.acked > 0 && matches!(f.outcome, FileOutcome::Failed(ref e) if e.worth_resuming())
-    });
+    let resumable = report
+        .files
+        .iter()
+        .any(|f| f.resumable && matches!(f.outcome, FileOutcome::Failed(_)));
     if unfinished > 0 {
         // A run stopped by an answer that a re-run would get again (no Data
         // Bank there, no TLS) is not worth resuming as it is.

@@ -25,11 +25,10 @@ pub(crate) struct Acked {
     guess: Option<Guess>,
 }
 
-/// A chunk taken as received though its answer was lost: the prefix moved from
-/// `from` to `to` on trust, until the server accepts a chunk at `to` or later.
+/// A chunk taken as received though its answer was lost: the prefix moved to
+/// `to` on trust, until the server accepts a chunk at `to` or later.
 #[derive(Debug, Clone, Copy)]
 struct Guess {
-    from: u64,
     to: u64,
 }
 
@@ -53,26 +52,28 @@ impl Acked {
         if self.guess.is_some_and(|g| offset >= g.to) {
             self.guess = None;
         }
+        // An acknowledgement at or below the prefix follows on from what the
+        // server holds; one beyond it (offset servers) says nothing of the bytes
+        // before it.
+        let follows = offset <= self.prefix;
         self.beyond.insert(offset, offset + len);
         while let Some(end) = self.beyond.remove(&self.prefix) {
             self.prefix = self.prefix.max(end);
         }
         // Drop ranges the prefix swallowed.
         self.beyond.retain(|&start, _| start > self.prefix);
-        if self.guess.is_none() {
+        if follows && self.guess.is_none() {
             self.confirmed = self.prefix;
         }
     }
 
     /// Takes the chunk `prefix..to`, whose answer was lost, as received: the
-    /// prefix moves to `to` on trust, and what was confirmed stays as it was
-    /// until the server accepts a chunk at `to` ([`Acked::add`]). The journal
-    /// keeps the prefix from before the guess ([`Acked::journal_offset`]).
+    /// prefix moves to `to` on trust (the journal saves it too: a run resuming
+    /// there is refused if it is wrong, and starts over), and what was
+    /// confirmed stays as it was until the server accepts a chunk at `to`
+    /// ([`Acked::add`]).
     pub(crate) fn guess(&mut self, to: u64) {
-        self.guess = Some(Guess {
-            from: self.prefix,
-            to,
-        });
+        self.guess = Some(Guess { to });
         self.prefix = to;
         self.beyond.clear();
     }
@@ -87,12 +88,6 @@ impl Acked {
     /// upload may call safely on the server.
     pub(crate) fn confirmed(&self) -> u64 {
         self.confirmed
-    }
-
-    /// The prefix to save in the journal: the acknowledged one, without a guess
-    /// not checked yet.
-    pub(crate) fn journal_offset(&self) -> u64 {
-        self.guess.map_or(self.prefix, |g| g.from)
     }
 
     /// The parts of `chunk` not acknowledged yet, as zero-copy slices of it.
@@ -185,13 +180,9 @@ mod tests {
         assert!(acked.guessing());
         assert_eq!(acked.prefix, 20);
         assert_eq!(acked.confirmed(), 10);
-        assert_eq!(acked.journal_offset(), 10);
         acked.add(20, 10);
         assert!(!acked.guessing());
-        assert_eq!(
-            (acked.prefix, acked.confirmed(), acked.journal_offset()),
-            (30, 30, 30)
-        );
+        assert_eq!((acked.prefix, acked.confirmed()), (30, 30));
         // A guess undone by the server naming where it is.
         acked.guess(40);
         acked.reset_to(30);

@@ -18,6 +18,12 @@ use crate::{Error, Event};
 /// answer timeout of 30 s, a silent server is reported in about 90 s.
 const FIRST_CONTACT_ATTEMPTS: u32 = 3;
 
+/// No answer to any call for this long, and a call out of attempts: the
+/// server stopped answering, and the run stops rather than let every file
+/// wait out its own attempts in turn. Long enough that calls still moving
+/// bytes on a slow link answer within it.
+const SERVER_STOPPED_AFTER: Duration = Duration::from_secs(5 * 60);
+
 /// Why a call with retries did not succeed.
 pub(crate) enum Failure {
     /// The server answered something that sending again will not change.
@@ -38,6 +44,9 @@ pub(crate) struct Done<T> {
 pub(crate) struct Failed {
     pub(crate) failure: Failure,
     pub(crate) uncertain: bool,
+    /// An earlier attempt got no answer at all (a broken connection, an idle
+    /// timeout), as opposed to an answer saying it failed (a 5xx).
+    pub(crate) answer_lost: bool,
 }
 
 impl<P: Protocol> Run<'_, P> {
@@ -56,8 +65,6 @@ impl<P: Protocol> Run<'_, P> {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let started = Instant::now();
-        // Answers the server gave the whole run before this call's first attempt.
-        let answers_before = self.protocol.answers();
         let policy = self.backoff.policy();
         let (mut attempt, mut refreshed) = (0, 0);
         // Time spent waiting for a new token (a person may take a while): not
@@ -65,7 +72,15 @@ impl<P: Protocol> Run<'_, P> {
         let mut token_waits = Duration::ZERO;
         // Whether an earlier attempt may have reached the server and been applied.
         let mut uncertain = false;
-        let failed = |failure, uncertain| Failed { failure, uncertain };
+        // Set with `uncertain` when an attempt got no answer at all; read by
+        // `failed` (shared with the closure, which sees later changes; this
+        // task alone touches it).
+        let answer_lost = std::sync::atomic::AtomicBool::new(false);
+        let failed = |failure, uncertain| Failed {
+            failure,
+            uncertain,
+            answer_lost: answer_lost.load(std::sync::atomic::Ordering::Relaxed),
+        };
         loop {
             if let Some(error) = f.past_deadline(Instant::now()) {
                 return Err(failed(Failure::Error(error), uncertain));
@@ -114,6 +129,7 @@ impl<P: Protocol> Run<'_, P> {
                 Err(CallError::Transport(Transport::Idle(after))) => {
                     self.sizer.after_timeout();
                     uncertain = true;
+                    answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     if silent_first_contact {
                         return Err(failed(
                             Failure::Error(Error::NoAnswer {
@@ -137,6 +153,7 @@ impl<P: Protocol> Run<'_, P> {
                         .check_identity()
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
+                    answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     if plain_http && let Some(error) = self.plain_http_answer() {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
@@ -210,9 +227,14 @@ impl<P: Protocol> Run<'_, P> {
                     elapsed: started.elapsed().saturating_sub(token_waits),
                     last,
                 };
-                // Not one answer to any call since this one began: not this
-                // call's trouble but the server's; the run stops.
-                if self.protocol.answers() == answers_before {
+                // Not one answer to any call for long: not this call's trouble
+                // but the server's; the run stops. (Not for a verify: a server
+                // may take long over one.)
+                let silent = self
+                    .protocol
+                    .last_answer()
+                    .is_none_or(|at| at.elapsed() >= SERVER_STOPPED_AFTER);
+                if silent && phase != Phase::Verify {
                     error = Error::ServerStopped {
                         server: self.config.server.clone(),
                         gave_up: Box::new(error),

@@ -22,10 +22,17 @@ const IDLE_SHARE: f64 = 0.03;
 const TARGET_TRANSFER_PER_RTT: f64 = (1.0 - IDLE_SHARE) / IDLE_SHARE;
 
 /// The rate the first chunk is sized for, before any chunk was measured: 1
-/// Gbit/s, a research network's usual uplink. A slower link only makes the first
-/// chunk take longer (the idle timeout counts only time with nothing moving); a
-/// faster one is caught up with by growth.
+/// Gbit/s, a research network's usual uplink. On a slower link the first chunk
+/// takes longer (the idle timeout counts only time with nothing moving), and the
+/// size shrinks after it (see [`SHRINK_BELOW_SHARE`]); a faster one is caught
+/// up with by growth.
 const FIRST_CHUNK_RATE: f64 = 125_000_000.0;
+
+/// Shrink when the round trip is less than this share of a chunk's call (the
+/// chunk took over 8 times the target: a link far slower than the size
+/// assumed), to the target, never below the starting size: a chunk lost to a
+/// broken connection then costs less to send again.
+const SHRINK_BELOW_SHARE: f64 = IDLE_SHARE / 8.0;
 
 /// Growth per step at most: this many times the chunk just measured.
 const MAX_GROWTH_STEP: u64 = 8;
@@ -37,6 +44,8 @@ pub const MIN_ADAPTIVE_CHUNK: u64 = 64 * 1024;
 struct State {
     /// Ceiling: the configured maximum, lowered by 413 answers for the rest of the run.
     max: u64,
+    /// Ceiling of the first size, from the run's memory budget and parallelism.
+    first_max: u64,
     /// The shortest setup/verify call seen: round trip plus the server's fixed cost.
     rtt: Option<Duration>,
 }
@@ -44,17 +53,25 @@ struct State {
 /// The run's chunk size, shared by every reader through a [`SharedChunkSize`].
 pub(crate) struct ChunkSizer {
     size: SharedChunkSize,
+    /// The starting size: the floor of shrinking for a slow link.
+    start: u64,
     min: u64,
     state: Mutex<State>,
 }
 
 impl ChunkSizer {
-    /// Starts at `start`; adapts within `min(start, MIN_ADAPTIVE_CHUNK)..=max`.
-    pub(crate) fn new(start: u64, max: u64) -> Self {
+    /// Starts at `start`; adapts within `min(start, MIN_ADAPTIVE_CHUNK)..=max`;
+    /// the first setup sizes it up to `first_max` at most.
+    pub(crate) fn new(start: u64, max: u64, first_max: u64) -> Self {
         Self {
             size: SharedChunkSize::new(start),
+            start,
             min: start.min(MIN_ADAPTIVE_CHUNK),
-            state: Mutex::new(State { max, rtt: None }),
+            state: Mutex::new(State {
+                max,
+                first_max,
+                rtt: None,
+            }),
         }
     }
 
@@ -71,16 +88,24 @@ impl ChunkSizer {
         self.size.get()
     }
 
-    /// A setup or verify call took `elapsed`: an upper bound on the round trip.
-    /// The first one sizes the chunks for a link of [`FIRST_CHUNK_RATE`] (never
-    /// below the current size).
-    pub(crate) fn observe_small_call(&self, elapsed: Duration) {
+    /// A setup call took `elapsed`. The run's first one sizes the chunks for a
+    /// link of [`FIRST_CHUNK_RATE`] (never below the current size, at most the
+    /// first ceiling); every one bounds the round trip.
+    pub(crate) fn observe_setup(&self, elapsed: Duration) {
         let mut s = self.lock();
         if s.rtt.is_none() {
             let first = (TARGET_TRANSFER_PER_RTT * elapsed.as_secs_f64() * FIRST_CHUNK_RATE) as u64;
             let current = self.size.get();
-            self.size.set(current.max(first.min(s.max)));
+            self.size
+                .set(current.max(first.min(s.first_max).min(s.max)));
         }
+        s.rtt = Some(s.rtt.map_or(elapsed, |rtt| rtt.min(elapsed)));
+    }
+
+    /// A verify call took `elapsed`: an upper bound on the round trip (it may
+    /// include long server work, so it sizes nothing).
+    pub(crate) fn observe_small_call(&self, elapsed: Duration) {
+        let mut s = self.lock();
         s.rtt = Some(s.rtt.map_or(elapsed, |rtt| rtt.min(elapsed)));
     }
 
@@ -92,15 +117,22 @@ impl ChunkSizer {
         if elapsed.is_zero() {
             return;
         }
-        if rtt.as_secs_f64() / elapsed.as_secs_f64() > IDLE_SHARE {
+        let share = rtt.as_secs_f64() / elapsed.as_secs_f64();
+        let transfer = elapsed.saturating_sub(rtt).as_secs_f64().max(1e-6);
+        let target = (TARGET_TRANSFER_PER_RTT * rtt.as_secs_f64() * len as f64 / transfer) as u64;
+        if share < SHRINK_BELOW_SHARE {
+            // Far slower than the size assumed: to the target, not below the
+            // start, never growing here.
+            let current = self.size.get();
+            self.size.set(current.min(target.max(self.start)));
+            return;
+        }
+        if share > IDLE_SHARE {
             // Aim straight for the size whose transfer takes TARGET_TRANSFER_PER_RTT
             // round trips at the rate this chunk went, but grow at most
             // MAX_GROWTH_STEP times this chunk per step. Measured from this chunk,
             // not the current size: chunks read ahead at an older size must not
             // compound the growth, and a short last chunk never lowers it.
-            let transfer = elapsed.saturating_sub(rtt).as_secs_f64().max(1e-6);
-            let rate = len as f64 / transfer;
-            let target = (TARGET_TRANSFER_PER_RTT * rtt.as_secs_f64() * rate) as u64;
             let step = target.min(len.saturating_mul(MAX_GROWTH_STEP));
             let current = self.size.get();
             self.size.set(current.max(step).min(s.max));
@@ -142,12 +174,12 @@ mod tests {
     #[test]
     fn the_first_round_trip_sizes_the_first_chunk() {
         // 50 ms: 32 round trips at 1 Gbit/s is about 200 MB; the maximum holds.
-        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
-        sizer.observe_small_call(Duration::from_millis(50));
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
+        sizer.observe_setup(Duration::from_millis(50));
         assert_eq!(sizer.current(), 64 * MIB);
         // 10 ms: about 40 MB.
-        let sizer = ChunkSizer::new(8 * MIB, 1024 * MIB);
-        sizer.observe_small_call(Duration::from_millis(10));
+        let sizer = ChunkSizer::new(8 * MIB, 1024 * MIB, 1024 * MIB);
+        sizer.observe_setup(Duration::from_millis(10));
         let expected = TARGET_TRANSFER_PER_RTT * 0.010 * FIRST_CHUNK_RATE;
         assert!(
             (sizer.current() as f64 - expected).abs() < 1024.0,
@@ -156,19 +188,39 @@ mod tests {
         );
         // Only the first call sizes it.
         let now = sizer.current();
-        sizer.observe_small_call(Duration::from_millis(50));
+        sizer.observe_setup(Duration::from_millis(50));
         assert_eq!(sizer.current(), now);
         // A local round trip asks for less than the start: it stays.
-        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
-        sizer.observe_small_call(Duration::from_micros(200));
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
+        sizer.observe_setup(Duration::from_micros(200));
+        assert_eq!(sizer.current(), 8 * MIB);
+    }
+
+    #[test]
+    fn the_first_chunk_fits_the_memory_share_and_a_slow_link_shrinks_it() {
+        // 50 ms asks for about 200 MB; the memory share caps it at 40 MiB.
+        let sizer = ChunkSizer::new(8 * MIB, 1024 * MIB, 40 * MIB);
+        sizer.observe_setup(Duration::from_millis(50));
+        assert_eq!(sizer.current(), 40 * MIB);
+        // A verify's time sizes nothing.
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
+        sizer.observe_small_call(Duration::from_millis(50));
+        assert_eq!(sizer.current(), 8 * MIB);
+        sizer.observe_setup(Duration::from_millis(50));
+        assert_eq!(sizer.current(), 8 * MIB, "the round trip was known");
+        // 40 MiB took 5 minutes at a 50 ms round trip (a link near 1 Mbit/s):
+        // down to the target, but not below the start.
+        let sizer = ChunkSizer::new(8 * MIB, 1024 * MIB, 40 * MIB);
+        sizer.observe_setup(Duration::from_millis(50));
+        sizer.after_chunk(40 * MIB, Duration::from_secs(300));
         assert_eq!(sizer.current(), 8 * MIB);
     }
 
     #[test]
     fn aims_for_an_idle_round_trip_of_three_percent() {
-        let sizer = ChunkSizer::new(MIB, 1024 * MIB);
+        let sizer = ChunkSizer::new(MIB, 1024 * MIB, 1024 * MIB);
         // A 100 µs round trip: the first chunk stays at the start.
-        sizer.observe_small_call(Duration::from_micros(100));
+        sizer.observe_setup(Duration::from_micros(100));
         assert_eq!(sizer.current(), MIB);
         // 1 MiB in 1.1 ms: the round trip is 9% of the call. The target (32
         // round trips at this rate, about 3.4 MB) is within one step of 8x.
@@ -185,8 +237,8 @@ mod tests {
         sizer.after_chunk(now, Duration::from_millis(5));
         assert_eq!(sizer.current(), now);
         // One step grows at most 8x the chunk measured.
-        let sizer = ChunkSizer::new(MIB, 1024 * MIB);
-        sizer.observe_small_call(Duration::from_micros(100));
+        let sizer = ChunkSizer::new(MIB, 1024 * MIB, 1024 * MIB);
+        sizer.observe_setup(Duration::from_micros(100));
         sizer.after_chunk(MIB, Duration::from_micros(101));
         assert_eq!(sizer.current(), 8 * MIB);
         // Chunks read ahead at the older size do not pull it back.
@@ -196,11 +248,11 @@ mod tests {
 
     #[test]
     fn grows_while_the_round_trip_dominates_up_to_the_maximum() {
-        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
         sizer.after_chunk(8 * MIB, Duration::from_millis(60));
         assert_eq!(sizer.current(), 8 * MIB, "no round-trip estimate yet");
         // 1 ms: the first chunk is sized at about 4 MB, below the start.
-        sizer.observe_small_call(Duration::from_millis(1));
+        sizer.observe_setup(Duration::from_millis(1));
         assert_eq!(sizer.current(), 8 * MIB);
         // 1 ms of a 2 ms call is the round trip: grow, here straight to the top.
         sizer.after_chunk(8 * MIB, Duration::from_millis(2));
@@ -212,18 +264,18 @@ mod tests {
 
     #[test]
     fn stays_when_the_transfer_dominates() {
-        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
-        sizer.observe_small_call(Duration::from_millis(1));
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
+        sizer.observe_setup(Duration::from_millis(1));
         sizer.after_chunk(8 * MIB, Duration::from_millis(80));
         assert_eq!(sizer.current(), 8 * MIB);
     }
 
     #[test]
     fn too_large_lowers_the_ceiling_for_good() {
-        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB);
+        let sizer = ChunkSizer::new(8 * MIB, 64 * MIB, 64 * MIB);
         sizer.too_large(8 * MIB).unwrap();
         assert_eq!(sizer.current(), 4 * MIB);
-        sizer.observe_small_call(Duration::from_millis(50));
+        sizer.observe_setup(Duration::from_millis(50));
         assert_eq!(sizer.current(), 4 * MIB, "the ceiling holds");
         sizer.after_chunk(4 * MIB, Duration::from_millis(55));
         assert_eq!(sizer.current(), 4 * MIB, "the ceiling holds");
@@ -236,14 +288,14 @@ mod tests {
 
     #[test]
     fn timeouts_halve_down_to_the_floor() {
-        let sizer = ChunkSizer::new(4096, 64 * MIB);
+        let sizer = ChunkSizer::new(4096, 64 * MIB, 64 * MIB);
         sizer.after_timeout();
         assert_eq!(
             sizer.current(),
             4096,
             "a start below the floor is the floor"
         );
-        let sizer = ChunkSizer::new(MIB, 64 * MIB);
+        let sizer = ChunkSizer::new(MIB, 64 * MIB, 64 * MIB);
         for _ in 0..10 {
             sizer.after_timeout();
         }

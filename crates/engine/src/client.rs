@@ -1,6 +1,5 @@
 //! Protocol 1 over HTTP: one call, one classified answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -72,10 +71,11 @@ pub(crate) struct DatafileClient {
     first_answer_timeout: Duration,
     /// The run added private CAs (`--ca-cert`): a refused certificate says so.
     private_ca: bool,
-    /// Answers (any status) from the server so far: until the first, a silence
-    /// is more likely a wrong address than a slow server; a call that got none
-    /// while no other call got one either means the server stopped answering.
-    answers: AtomicU64,
+    /// When the server last answered (any status): until it first did, a
+    /// silence is more likely a wrong address than a slow server; long after,
+    /// a call out of attempts means the server stopped answering. The lock is
+    /// held to read or replace the instant only.
+    last_answer: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// The cap on the bytes of every transfer body this client sends, shared by
     /// all of them (`None`: no cap, and no bucket at all). Setup and verify bodies
     /// are a few hundred bytes and are never held back.
@@ -123,7 +123,7 @@ impl DatafileClient {
             idle_timeout: config.idle_timeout,
             first_answer_timeout: config.first_answer_timeout,
             private_ca: !config.ca_certs.is_empty(),
-            answers: AtomicU64::new(0),
+            last_answer: std::sync::Mutex::new(None),
             bandwidth: config.bandwidth.map(|rate| Arc::new(Bandwidth::new(rate))),
         })
     }
@@ -157,7 +157,8 @@ impl DatafileClient {
             )));
         let exchange = async {
             let response = request.send().await?;
-            self.answers.fetch_add(1, Ordering::Relaxed);
+            *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::time::Instant::now());
             let head = Head::of(&response);
             let (body, cut) = read_limited(response).await?;
             Ok(self.answer(phase, head, &body, cut))
@@ -188,7 +189,15 @@ impl DatafileClient {
         Answer {
             status: head.status,
             outcome,
-            said: secrets.clean(&body_message(body), cut),
+            // Scrubbed raw first, then again once read for a person.
+            said: secrets.clean(
+                &body_message(
+                    secrets
+                        .scrub(&String::from_utf8_lossy(body), cut)
+                        .as_bytes(),
+                ),
+                cut,
+            ),
             location: head.location.map(|l| secrets.clean(&l, false)),
             offset_mode: head.offset_mode,
             receipt,
@@ -212,16 +221,16 @@ impl DatafileClient {
     /// sooner). Only a setup: a resumed upload's first call may be a verify
     /// that a healthy server takes long to answer (it hashes the whole file).
     fn idle_timeout_for(&self, phase: Phase) -> Duration {
-        if phase == Phase::Setup && self.answers() == 0 {
+        if phase == Phase::Setup && self.last_answer().is_none() {
             self.idle_timeout.min(self.first_answer_timeout)
         } else {
             self.idle_timeout
         }
     }
 
-    /// Answers (any status) the server gave so far.
-    pub(crate) fn answers(&self) -> u64 {
-        self.answers.load(Ordering::Relaxed)
+    /// When the server last answered anything (any status), if it did.
+    pub(crate) fn last_answer(&self) -> Option<tokio::time::Instant> {
+        *self.last_answer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One `HEAD` of the server's address (no token, nothing of the dataset):

@@ -113,8 +113,8 @@ pub struct UploadConfig {
     pub max_chunk_size: u64,
     /// Files uploaded at once.
     pub parallel: usize,
-    /// Chunks of one file in flight: `None` chooses 1 on a strict server and
-    /// [`crate::DEFAULT_OFFSET_WINDOW`] on one that writes at offsets.
+    /// Chunks of one file in flight on a server that writes at offsets (`None`:
+    /// [`crate::DEFAULT_OFFSET_WINDOW`]); a strict server always gets 1.
     pub window: Option<usize>,
     /// Chunk bytes the run may hold at once, read ahead and in flight together:
     /// readers lease every chunk from this budget before reading it. (Each

@@ -214,6 +214,30 @@ pub enum Error {
         /// The call that gave up ([`Error::GaveUp`]).
         gave_up: Box<Error>,
     },
+    /// A verify was refused without a reason after an earlier verify of the
+    /// file may have gone through (its answer was lost, or the last run may
+    /// have been stopped during it): the file may be in the dataset already.
+    /// It is not started over (that could add it twice); its journal is
+    /// dropped, so the next run's setup finds out (a name already in the
+    /// dataset is refused).
+    #[error(
+        "{path}: the server refused its verify (HTTP {status}) without saying why, after {}: \
+         it may be in the dataset already. Check the dataset's page, or run the same command \
+         again: a name already in the dataset is then reported as such",
+        if *resumed {
+            "the last run may have been stopped during its verify"
+        } else {
+            "the answer to an earlier verify of it was lost"
+        }
+    )]
+    VerifyUnsettled {
+        /// The local file.
+        path: PathBuf,
+        /// The refusal's HTTP status.
+        status: u16,
+        /// The doubt comes from the last run (a resumed upload), not this one.
+        resumed: bool,
+    },
     /// The file was not verified within its deadline
     /// ([`crate::UploadConfig::file_deadline`]); what the server acknowledged
     /// is kept for the next run.
@@ -395,6 +419,8 @@ impl Error {
                 | Error::Unreachable { .. }
                 | Error::NoAnswer { .. }
                 | Error::ServerStopped { .. }
+                // The server's disk is full: no other file fits either.
+                | Error::Rejected { status: 507, .. }
                 | Error::NotDataBank { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }

@@ -136,7 +136,7 @@ pub enum Event {
         /// resumed upload's journal offset counts once the server accepted a
         /// chunk at it).
         acked: u64,
-        /// Whether the same command resumes it from `acked`.
+        /// Whether its journal is kept: the same command resumes it.
         resumable: bool,
     },
 }

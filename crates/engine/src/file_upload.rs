@@ -26,14 +26,37 @@ use crate::stop::{self, StopKind};
 use crate::{DEFAULT_OFFSET_WINDOW, Error, Event, FileOutcome, RestartReason};
 
 /// Restarts of one file's chunk stream (realign, 413, incomplete verify, a lost
-/// session) before the engine stops trusting the exchange.
+/// session) without the server confirming more of the file than ever before,
+/// after which the engine stops trusting the exchange. (A long upload meeting
+/// a realign now and then, each after progress, never runs out.)
 const MAX_RESTARTS: u32 = 32;
+
+/// The restarts of one file's chunk stream since the server last confirmed
+/// more of it than ever before.
+#[derive(Default)]
+struct Restarts {
+    count: u32,
+    /// The most bytes the server confirmed at any restart.
+    high_water: u64,
+}
+
+impl Restarts {
+    /// Counts one restart with the server confirming `confirmed` bytes now;
+    /// the count since the last progress past the high-water mark.
+    fn count(&mut self, confirmed: u64) -> u32 {
+        if confirmed > self.high_water {
+            self.high_water = confirmed;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
+    }
+}
 
 impl<P: Protocol> Run<'_, P> {
     /// Uploads one file: the outcome ([`FileOutcome::Verified`], or
-    /// [`FileOutcome::Interrupted`] if the run was stopped), and how many bytes
-    /// from the start the server acknowledged, whatever happened.
-    pub(crate) async fn upload_file(&self, c: &CheckedFile) -> (Result<FileOutcome, Error>, u64) {
+    /// [`FileOutcome::Interrupted`] if the run was stopped), and how it ended.
+    pub(crate) async fn upload_file(&self, c: &CheckedFile) -> (Result<FileOutcome, Error>, Ended) {
         if let Some(receipt) = self
             .receipts
             .get(&c.filename)
@@ -41,10 +64,12 @@ impl<P: Protocol> Run<'_, P> {
         {
             // Boxed: the common path (no receipt) keeps a small future.
             match Box::pin(self.known(c, receipt)).await {
-                Ok(Some(outcome @ FileOutcome::Skipped { .. })) => return (Ok(outcome), c.size()),
-                Ok(Some(outcome)) => return (Ok(outcome), 0),
+                Ok(Some(outcome @ FileOutcome::Skipped { .. })) => {
+                    return (Ok(outcome), Ended::acked(c.size()));
+                }
+                Ok(Some(outcome)) => return (Ok(outcome), Ended::default()),
                 Ok(None) => {}
-                Err(e) => return (Err(e), 0),
+                Err(e) => return (Err(e), Ended::default()),
             }
         }
         let key = Key::of(
@@ -54,7 +79,7 @@ impl<P: Protocol> Run<'_, P> {
         );
         let lock = match self.lock(c, key) {
             Ok(lock) => lock,
-            Err(e) => return (Err(e), 0),
+            Err(e) => return (Err(e), Ended::default()),
         };
         let opening = Opening {
             checked: c.clone(),
@@ -72,8 +97,8 @@ impl<P: Protocol> Run<'_, P> {
         };
         let opened = match tokio::task::spawn_blocking(move || opening.run()).await {
             Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => return (Err(e), 0),
-            Err(e) => return (Err(blocking_failed(&c.path, e)), 0),
+            Ok(Err(e)) => return (Err(e), Ended::default()),
+            Err(e) => return (Err(blocking_failed(&c.path, e)), Ended::default()),
         };
         let Opened {
             file,
@@ -101,13 +126,13 @@ impl<P: Protocol> Run<'_, P> {
             error = past_deadline(&file, &verifying) => Err(error),
             result = self.transfer(&file, &mut state, (reader, planned_chunk), start, &verifying) => result,
         };
-        self.end_file(c, key, &state, &result, lock);
+        let resumable = self.end_file(c, key, &state, &result, lock);
         // A verified file is on the server whole (a guess its verify settled too).
         let acked = match &result {
             Ok(FileOutcome::Verified { .. }) => c.size(),
             _ => state.acked.confirmed(),
         };
-        (result, acked)
+        (result, Ended { acked, resumable })
     }
 
     /// Whether `receipt` (of this file's name) says this very file was verified:
@@ -219,7 +244,8 @@ impl<P: Protocol> Run<'_, P> {
 
     /// The file's end, for the journal: an unfinished upload keeps its entry
     /// (written now), a verified one leaves a receipt and loses its entry; the
-    /// name's lock goes after that.
+    /// name's lock goes after that. Whether the entry was kept (the next run
+    /// resumes from it).
     fn end_file(
         &self,
         c: &CheckedFile,
@@ -227,9 +253,9 @@ impl<P: Protocol> Run<'_, P> {
         state: &FileState,
         result: &Result<FileOutcome, Error>,
         lock: Option<NameLock>,
-    ) {
+    ) -> bool {
         let Some((_, writer)) = &self.journal else {
-            return;
+            return false;
         };
         let resumable = match result {
             Ok(FileOutcome::Verified { .. }) => false,
@@ -255,7 +281,9 @@ impl<P: Protocol> Run<'_, P> {
             }),
             _ => None,
         };
+        let kept = keep.is_some();
         writer.end(key, keep, receipt, state.on_disk, lock);
+        kept
     }
 
     /// Setup (or resume), then chunks until verified. `reader` was started
@@ -287,33 +315,43 @@ impl<P: Protocol> Run<'_, P> {
         // The setup's round trip may have grown the chunk size well past what
         // was read ahead meanwhile: read on at the new size from the start,
         // rather than spend a round trip on each chunk read ahead.
-        let grown = self.sizer.current() >= planned_chunk.saturating_mul(REPLAN_GROWTH);
+        // (A file read in place already holds all its bytes.)
+        let grown = f.size > planned_chunk
+            && self.sizer.current() >= planned_chunk.saturating_mul(REPLAN_GROWTH);
         let mut reader = Some(reader).filter(|_| !grown);
-        let mut restarts = 0;
+        let mut restarts = Restarts::default();
         loop {
             let current = match reader.take() {
                 Some(reader) => reader,
                 None => self.start_reader(f, state).await?,
             };
-            let window = self.config.window.unwrap_or(match mode {
-                WriteMode::Offset => DEFAULT_OFFSET_WINDOW,
+            // A strict server takes one chunk at a time: more in flight would
+            // only arrive out of order.
+            let window = match mode {
+                WriteMode::Offset => self.config.window.unwrap_or(DEFAULT_OFFSET_WINDOW),
                 WriteMode::Strict => 1,
-            });
+            };
             let end = self.pump(f, &current, window, state).await;
             drop(current);
+            // A stopping run sends no new setup and reads nothing more: what
+            // the server holds is in `state` (a guess is not applied).
+            if !matches!(end, PumpEnd::Done | PumpEnd::Failed(_)) && self.stop.is_set() {
+                return Ok(FileOutcome::Interrupted);
+            }
             match end {
                 PumpEnd::Done => {}
                 PumpEnd::Replan => continue,
                 PumpEnd::Stopped => return Ok(FileOutcome::Interrupted),
                 PumpEnd::Failed(e) => return Err(e),
                 PumpEnd::Realign { to } => {
-                    self.restarted(f, &mut restarts)?;
+                    self.restarted(f, state, &mut restarts)?;
                     self.realign(f, state, to);
                     self.ask_offset(f, state).await?;
                     continue;
                 }
+                // Not counted as a restart: the next answer either confirms
+                // it (progress) or starts the file over (counted).
                 PumpEnd::Guess { offset, to, status } => {
-                    self.restarted(f, &mut restarts)?;
                     self.emit(Event::AnswerLost {
                         path: f.path.clone(),
                         offset,
@@ -321,15 +359,16 @@ impl<P: Protocol> Run<'_, P> {
                         status,
                     });
                     state.acked.guess(to);
+                    self.record_progress(state);
                     continue;
                 }
                 PumpEnd::Shrink => {
-                    self.restarted(f, &mut restarts)?;
+                    self.restarted(f, state, &mut restarts)?;
                     self.ask_offset(f, state).await?;
                     continue;
                 }
                 PumpEnd::StartOver(reason) => {
-                    self.restarted(f, &mut restarts)?;
+                    self.restarted(f, state, &mut restarts)?;
                     mode = self.start_over(f, state, reason).await?;
                     continue;
                 }
@@ -371,8 +410,24 @@ impl<P: Protocol> Run<'_, P> {
                             outcome: Outcome::NoSession,
                             ..
                         }) => RestartReason::ServerForgot,
-                        // As for a chunk (see `refused_chunk`): the last chunk
-                        // was a guess, or a resumed upload had nothing to send.
+                        // A refusal that says nothing after a verify that may
+                        // have gone through (its answer lost in this run, or a
+                        // resumed upload whose last run may have been stopped
+                        // during its verify): the file may be in the dataset
+                        // already, and starting over could add it twice. (A 5xx
+                        // is an answer: the server said the verify failed.)
+                        Failure::Answer(answer)
+                            if says_nothing(answer)
+                                && (failed.answer_lost || state.acked.from_journal) =>
+                        {
+                            return Err(Error::VerifyUnsettled {
+                                path: f.path.clone(),
+                                status: answer.status,
+                                resumed: !failed.answer_lost,
+                            });
+                        }
+                        // The last chunk was a guess (see `refused_chunk`), and
+                        // this verify was refused at its first attempt.
                         Failure::Answer(answer)
                             if says_nothing(answer) && state.acked.guessing() =>
                         {
@@ -380,29 +435,31 @@ impl<P: Protocol> Run<'_, P> {
                                 status: answer.status,
                             }
                         }
-                        Failure::Answer(answer)
-                            if says_nothing(answer) && state.acked.from_journal =>
-                        {
-                            RestartReason::ResumeRefused {
-                                status: answer.status,
-                            }
-                        }
                         _ => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
                     };
-                    self.restarted(f, &mut restarts)?;
+                    self.restarted(f, state, &mut restarts)?;
+                    if self.stop.is_set() {
+                        return Ok(FileOutcome::Interrupted);
+                    }
                     mode = self.start_over(f, state, reason).await?;
                 }
             }
         }
     }
 
-    /// Counts a restart of the chunk stream; too many fail the file.
-    fn restarted(&self, f: &OpenFile, restarts: &mut u32) -> Result<(), Error> {
-        *restarts += 1;
-        if *restarts > MAX_RESTARTS {
+    /// Counts a restart of the chunk stream; too many without progress fail
+    /// the file.
+    fn restarted(
+        &self,
+        f: &OpenFile,
+        state: &FileState,
+        restarts: &mut Restarts,
+    ) -> Result<(), Error> {
+        let count = restarts.count(state.acked.confirmed());
+        if count > MAX_RESTARTS {
             return Err(Error::TooManyRestarts {
                 path: f.path.clone(),
-                restarts: *restarts,
+                restarts: count,
             });
         }
         Ok(())
@@ -452,7 +509,7 @@ impl<P: Protocol> Run<'_, P> {
             .retrying(f, Phase::Setup, 0, || self.protocol.begin(f.file_ref()))
             .await
             .map_err(|failed| self.failure(f, Phase::Setup, 0, failed.failure))?;
-        self.sizer.observe_small_call(done.elapsed);
+        self.sizer.observe_setup(done.elapsed);
         let mode = done.value;
         tracing::info!(
             file = %f.filename,
@@ -484,7 +541,9 @@ impl<P: Protocol> Run<'_, P> {
             path: f.path.clone(),
             reason,
         });
-        state.session = false;
+        // The journal of the old upload stays until the new setup succeeds: a
+        // setup refused meanwhile (a passing 404) loses nothing, and the next
+        // run tries the old upload again.
         self.begin(f, state).await
     }
 
@@ -524,6 +583,25 @@ impl<P: Protocol> Run<'_, P> {
             }
         }
         Ok(FileOutcome::Verified { blake3, receipt })
+    }
+}
+
+/// How one file's upload ended, beside its outcome.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Ended {
+    /// Bytes from the start the server confirmed holding (see
+    /// [`crate::FileReport::acked`]).
+    pub(crate) acked: u64,
+    /// Whether its journal was kept: the same command resumes it.
+    pub(crate) resumable: bool,
+}
+
+impl Ended {
+    fn acked(acked: u64) -> Self {
+        Self {
+            acked,
+            resumable: false,
+        }
     }
 }
 

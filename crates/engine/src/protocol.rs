@@ -52,12 +52,12 @@ pub(crate) trait Protocol: Send + Sync {
     /// Uses `token` from now on; `Ok(false)` if it is the one in use already.
     fn replace_token(&self, token: &Token) -> Result<bool, Error>;
 
-    /// How many answers (any status) the server gave in this run so far.
-    fn answers(&self) -> u64;
+    /// When the server last answered anything (any status) in this run.
+    fn last_answer(&self) -> Option<tokio::time::Instant>;
 
     /// Whether the server answered anything (any status) yet.
     fn heard_from(&self) -> bool {
-        self.answers() > 0
+        self.last_answer().is_some()
     }
 
     /// Closes the upload; the server's receipt, if it sends one.
@@ -113,8 +113,8 @@ impl Protocol for DatafileClient {
         DatafileClient::replace_token(self, token)
     }
 
-    fn answers(&self) -> u64 {
-        DatafileClient::answers(self)
+    fn last_answer(&self) -> Option<tokio::time::Instant> {
+        DatafileClient::last_answer(self)
     }
 
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {

@@ -268,12 +268,12 @@ impl<P: Protocol> Run<'_, P> {
     /// are web pages), or by one the pump has no rule for (the file fails).
     ///
     /// - A guess being checked is wrong, or cannot be told right: start over.
-    /// - A resumed upload refused before the server confirmed anything: the
-    ///   server has no usable upload of the file (it forgot it, or holds another
-    ///   offset it will not name): start over, once (a setup is not a resume).
     /// - A 409 on a strict server after a lost answer: it most likely holds the
     ///   chunk already, and refuses it as the wrong offset. Take it as received
     ///   and let the next answer settle it.
+    /// - A resumed upload refused before the server confirmed anything: the
+    ///   server has no usable upload of the file (it forgot it, or holds another
+    ///   offset it will not name): start over, once (a setup is not a resume).
     fn refused_chunk(
         &self,
         f: &OpenFile,
@@ -288,9 +288,6 @@ impl<P: Protocol> Run<'_, P> {
             if state.acked.guessing() {
                 return PumpEnd::StartOver(RestartReason::AnswerLostUnconfirmed { status });
             }
-            if state.acked.from_journal {
-                return PumpEnd::StartOver(RestartReason::ResumeRefused { status });
-            }
             if status == 409
                 && uncertain
                 && state.mode == WriteMode::Strict
@@ -301,6 +298,9 @@ impl<P: Protocol> Run<'_, P> {
                     to: offset + len,
                     status,
                 };
+            }
+            if state.acked.from_journal {
+                return PumpEnd::StartOver(RestartReason::ResumeRefused { status });
             }
         }
         PumpEnd::Failed(self.refusal(f, Phase::Transfer, offset, len, answer))
@@ -332,6 +332,7 @@ impl<P: Protocol> Run<'_, P> {
             Err(Failed {
                 failure: Failure::Answer(answer),
                 uncertain,
+                ..
             }) => match answer.outcome {
                 Outcome::Realign { expected_offset } => ChunkEnd::Realign {
                     expected: expected_offset,

@@ -159,7 +159,7 @@ impl<P: Protocol> Run<'_, P> {
         let (Some((_, writer)), Some(entry)) = (&self.journal, &mut state.record) else {
             return;
         };
-        entry.acked = state.acked.journal_offset();
+        entry.acked = state.acked.prefix;
         entry.chunk_size = self.sizer.current();
         entry.hash = Some(state.hash.clone());
         writer.update(entry.clone());

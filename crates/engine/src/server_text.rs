@@ -47,18 +47,28 @@ impl Secrets {
     /// cut short (a body read up to its limit): a token's beginning at its very
     /// end is scrubbed too.
     pub(crate) fn clean(&self, text: &str, cut: bool) -> String {
-        let mut text = Cow::Borrowed(text);
-        for token in &self.tokens {
-            if let Cow::Owned(scrubbed) = scrub(&text, token.expose().as_bytes(), cut) {
-                text = Cow::Owned(scrubbed);
-            }
-        }
+        let text = self.scrub(text, cut);
         let escaped = escape_controls(text.trim());
         let mut out: String = escaped.chars().take(SERVER_TEXT_LIMIT).collect();
         if cut || out.len() < escaped.len() {
             out.push_str("...");
         }
         out
+    }
+}
+
+impl Secrets {
+    /// `text` with every token scrubbed, nothing else changed: for a body
+    /// before it is read for a message (a page's tags then cannot split a
+    /// token the scrub would have matched whole).
+    pub(crate) fn scrub<'t>(&self, text: &'t str, cut: bool) -> Cow<'t, str> {
+        let mut text = Cow::Borrowed(text);
+        for token in &self.tokens {
+            if let Cow::Owned(scrubbed) = scrub(&text, token.expose().as_bytes(), cut) {
+                text = Cow::Owned(scrubbed);
+            }
+        }
+        text
     }
 }
 

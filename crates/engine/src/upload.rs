@@ -15,6 +15,7 @@ use idb_wire::VerifyReceipt;
 use crate::chunking::ChunkSizer;
 use crate::client::DatafileClient;
 use crate::congestion::Congestion;
+use crate::file_upload::Ended;
 use crate::journal::Journal;
 use crate::journal_writer::{JournalWriter, Unsaved};
 use crate::name_lock::NameLocks;
@@ -105,6 +106,10 @@ pub struct FileReport {
     /// a chunk at it, a chunk whose answer was lost once a later one was
     /// accepted).
     pub acked: u64,
+    /// Whether its journal is kept in the state directory: the same command
+    /// resumes it (from the journal's offset, which the server may confirm or
+    /// refuse).
+    pub resumable: bool,
     /// What happened.
     pub outcome: FileOutcome,
 }
@@ -269,6 +274,9 @@ impl Uploader {
             sizer: Arc::new(ChunkSizer::new(
                 config.chunk_size,
                 config.max_chunk_size.max(config.chunk_size),
+                // Every file at once with a chunk in flight and one read
+                // ahead fits the memory budget.
+                config.memory / (2 * config.parallel.max(1) as u64),
             )),
             memory: ChunkMemory::new(config.memory),
             congestion: Congestion::new(
@@ -283,7 +291,7 @@ impl Uploader {
             token_lock: tokio::sync::Mutex::new(()),
         };
         let files = files.0;
-        let mut outcomes: Vec<Option<(FileOutcome, u64)>> = files.iter().map(|_| None).collect();
+        let mut outcomes: Vec<Option<(FileOutcome, Ended)>> = files.iter().map(|_| None).collect();
         let mut order: Vec<usize> = (0..files.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(files[i].size()));
         let mut pending = order.into_iter();
@@ -327,7 +335,7 @@ impl Uploader {
                 }
                 finished = active.next() => finished,
             };
-            let Some((i, (result, acked))) = finished else {
+            let Some((i, (result, ended))) = finished else {
                 break;
             };
             let path = files[i].path.clone();
@@ -361,13 +369,13 @@ impl Uploader {
                         events.emit(Event::FileFailed {
                             path,
                             error: error.to_string(),
-                            acked,
-                            resumable: acked > 0 && error.worth_resuming(),
+                            acked: ended.acked,
+                            resumable: ended.resumable,
                         });
                         FileOutcome::Failed(error)
                     }
                 },
-                acked,
+                ended,
             ));
             run.report_journal_failures();
         }
@@ -387,11 +395,12 @@ impl Uploader {
             .iter()
             .zip(outcomes)
             .map(|(f, done)| {
-                let (outcome, acked) = done.unwrap_or((FileOutcome::NotStarted, 0));
+                let (outcome, ended) = done.unwrap_or((FileOutcome::NotStarted, Ended::default()));
                 FileReport {
                     path: f.path.clone(),
                     size: f.size(),
-                    acked,
+                    acked: ended.acked,
+                    resumable: ended.resumable,
                     outcome,
                 }
             })

@@ -81,9 +81,9 @@ async fn fewer_attempts_than_three_report_a_silent_server_sooner() {
 
 /// A server that answered setup, then goes silent: each call gets every
 /// attempt and the full idle timeout (the shorter first-answer wait is for a
-/// server never heard from), and once one call gave up without the server
-/// answering any call meanwhile, the run stops: the other files would wait as
-/// long, one after another.
+/// server never heard from), and once a call gave up with no call answered for
+/// five minutes, the run stops: the other files would wait as long, one after
+/// another.
 #[tokio::test(start_paused = true)]
 async fn a_server_heard_from_that_goes_silent_stops_the_run_after_one_calls_attempts() {
     // Setup answers; every transfer is left unanswered.
@@ -93,7 +93,7 @@ async fn a_server_heard_from_that_goes_silent_stops_the_run_after_one_calls_atte
     })
     .await;
     let mut config = defaults(&server);
-    config.retry.max_attempts = 4;
+    config.retry.max_attempts = 6;
     config.parallel = 1;
     let started = Instant::now();
     let report = run(config, 3).await;
@@ -106,27 +106,56 @@ async fn a_server_heard_from_that_goes_silent_stops_the_run_after_one_calls_atte
             **gave_up,
             Error::GaveUp {
                 phase: Phase::Transfer,
-                attempts: 4,
+                attempts: 6,
                 ..
             }
         ),
         "{gave_up:?}"
     );
     assert!(error.to_string().contains("stopped answering"), "{error}");
-    // One file's setup and four transfers; the others never started.
-    assert_eq!(server.requests(), 5);
+    // One file's setup and six transfers; the others never started.
+    assert_eq!(server.requests(), 7);
     let started_files = report
         .files
         .iter()
         .filter(|f| !matches!(f.outcome, FileOutcome::NotStarted))
         .count();
     assert_eq!(started_files, 1, "{report:#?}");
-    // Four idle timeouts of 60 s.
+    // Six idle timeouts of 60 s.
     assert!(
-        started.elapsed() >= Duration::from_secs(4 * 60),
+        started.elapsed() >= Duration::from_secs(6 * 60),
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A verify the server does not answer is not taken for a server that stopped:
+/// a server may take long over one. The file fails; the run goes on.
+#[tokio::test(start_paused = true)]
+async fn a_verify_left_unanswered_fails_only_its_file() {
+    let server = RawServer::start(|request| match request.phase.as_deref() {
+        Some("verify") => Reply::Silent,
+        _ => Reply::status(200, b""),
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.retry.max_attempts = 6;
+    config.parallel = 1;
+    let report = run(config, 2).await;
+    assert!(report.fatal_error().is_none(), "{report:#?}");
+    for i in 0..2 {
+        let error = support::failure(&report, i);
+        assert!(
+            matches!(
+                error,
+                Error::GaveUp {
+                    phase: Phase::Verify,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
 }
 
 /// While another call gets answers, a call that runs out of attempts is that

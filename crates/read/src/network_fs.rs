@@ -33,6 +33,12 @@ pub enum NetworkFs {
     Afs,
     /// 9P (v9fs: virtual machines' shared folders, WSL).
     NineP,
+    /// A cluster file system on shared disks (GFS2, OCFS2): another host
+    /// writes the same blocks.
+    Cluster,
+    /// FUSE: sshfs, s3fs, gcsfuse, rclone, GlusterFS, ceph-fuse and the like,
+    /// mostly remote (a local one loses nothing by being read positionally).
+    Fuse,
 }
 
 impl NetworkFs {
@@ -47,6 +53,8 @@ impl NetworkFs {
             0x1983_0326 => NetworkFs::BeeGfs,
             0x6B41_4653 | 0x5346_414F => NetworkFs::Afs,
             0x0102_1997 => NetworkFs::NineP,
+            0x0116_1970 | 0x7461_636F => NetworkFs::Cluster,
+            0x6573_5546 => NetworkFs::Fuse,
             _ => return None,
         })
     }
@@ -62,6 +70,8 @@ impl NetworkFs {
             NetworkFs::BeeGfs => "BeeGFS",
             NetworkFs::Afs => "AFS",
             NetworkFs::NineP => "9P",
+            NetworkFs::Cluster => "a cluster file system",
+            NetworkFs::Fuse => "FUSE",
         }
     }
 
@@ -97,6 +107,8 @@ mod tests {
             (0x0BD0_0BD0, NetworkFs::Lustre),
             (0x4750_4653, NetworkFs::Gpfs),
             (0x00C3_6400, NetworkFs::Ceph),
+            (0x6573_5546, NetworkFs::Fuse),
+            (0x0116_1970, NetworkFs::Cluster),
         ] {
             assert_eq!(NetworkFs::from_magic(magic), Some(fs));
         }

@@ -172,7 +172,8 @@ pub fn body_message(body: &[u8]) -> String {
 
 /// What a web page says, on one line: its `<title>` when it has a non-empty
 /// one (an error page's title is its status, such as `409 Conflict`), else its
-/// text without tags; runs of white space become one space.
+/// text without tags (a block tag such as `<p>` or `<br>` breaks words, an
+/// inline one such as `<b>` does not); runs of white space become one space.
 fn page_text(page: &str) -> String {
     // ASCII lowercasing keeps every byte where it was.
     let lower = page.to_ascii_lowercase();
@@ -185,23 +186,60 @@ fn page_text(page: &str) -> String {
         Some(title) if !title.trim().is_empty() => title.to_owned(),
         _ => {
             let mut text = String::with_capacity(page.len());
-            let mut in_tag = false;
-            for c in page.chars() {
-                match c {
-                    '<' => in_tag = true,
-                    // A tag is a word break.
-                    '>' if in_tag => {
-                        in_tag = false;
-                        text.push(' ');
-                    }
-                    c if !in_tag => text.push(c),
-                    _ => {}
+            let mut rest = page;
+            while let Some(open) = rest.find('<') {
+                text.push_str(&rest[..open]);
+                let Some(close) = rest[open..].find('>') else {
+                    rest = "";
+                    break;
+                };
+                if breaks_words(&rest[open + 1..open + close]) {
+                    text.push(' ');
                 }
+                rest = &rest[open + close + 1..];
             }
+            text.push_str(rest);
             text
         }
     };
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a tag (its text between `<` and `>`) ends a block of text: a
+/// heading, paragraph, line break, list item, table cell and the like.
+fn breaks_words(tag: &str) -> bool {
+    const BLOCKS: [&str; 24] = [
+        "br",
+        "p",
+        "div",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "li",
+        "ul",
+        "ol",
+        "tr",
+        "td",
+        "th",
+        "table",
+        "pre",
+        "hr",
+        "title",
+        "head",
+        "body",
+        "html",
+        "section",
+        "blockquote",
+    ];
+    let name: String = tag
+        .trim_start_matches('/')
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    BLOCKS.iter().any(|b| b.eq_ignore_ascii_case(&name)) || tag.starts_with('!')
 }
 
 /// A short, printable summary of an error response body for a person:
@@ -395,6 +433,11 @@ mod tests {
         let untitled = b"<html><head><title> </title></head><body><h1>Oops</h1>\n<p>It \
                          broke<br>here.</p></body></html>";
         assert_eq!(body_message(untitled), "Oops It broke here.");
+        // Inline tags do not split words (nor a token the engine scrubs).
+        assert_eq!(
+            body_message(b"<html><p>Token token=ab<b>cd</b>ef</p></html>"),
+            "Token token=abcdef"
+        );
         // Cut before the title ends: the text without tags.
         assert_eq!(body_message(b"<html><title>Ser"), "Ser");
     }
