@@ -42,8 +42,11 @@
 //! ```
 //!
 //! It never imports the engine and never prints (the CLI does; what a start
-//! could not load is in [`MockServer::warnings`]). A strict session
-//! holds at most one chunk of a request in memory; an offset session also holds
+//! could not load is in [`MockServer::warnings`]). A strict transfer's payload
+//! is streamed into its session as it arrives (written and hashed on a blocking
+//! thread of its own, a few pieces in flight), never held whole, when its
+//! fields come before it, as every known client sends them; otherwise, and in
+//! offset mode, one chunk of a request is held. An offset session also holds
 //! the chunks that arrived ahead of the contiguous prefix, until it reaches them.
 #![deny(missing_docs)]
 
@@ -64,6 +67,7 @@ mod html_errors;
 mod layout;
 mod lock;
 mod pause;
+mod payload_feed;
 mod persist;
 mod reply;
 mod restore;
