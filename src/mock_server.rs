@@ -80,7 +80,11 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         eprintln!("{note}");
     }
     signals.next().await;
+    let received = server.stats().bytes_received;
     server.shutdown().await;
+    if args.sink {
+        eprintln!("{}", cpu_per_gib(process_cpu(), received));
+    }
     eprintln!("stopped");
     Ok(Exit::Success)
 }
@@ -107,6 +111,44 @@ fn describe(args: &MockServerArgs) -> String {
         line.push_str("; errors as plain HTML pages (no JSON, no offsets, no 200 for a repeat)");
     }
     line
+}
+
+// ---------------------------------------------------------------------------
+// The far end's own cost (`--sink`): CPU seconds per GiB received
+// ---------------------------------------------------------------------------
+
+/// This process's CPU time so far, user and system, every thread (`getrusage`);
+/// `None` if it cannot be read.
+fn process_cpu() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` only writes into the struct it is given, and an
+    // all-zero `rusage` is a valid value of it.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised above, and filled by `getrusage`.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(Duration::from_secs_f64(
+        (seconds(usage.ru_utime) + seconds(usage.ru_stime)).max(0.0),
+    ))
+}
+
+/// The line a sink says at shutdown: its CPU time over its life, the payload
+/// bytes it received, and the ratio (the far end's cost of a benchmark).
+fn cpu_per_gib(cpu: Option<Duration>, received: u64) -> String {
+    let Some(cpu) = cpu else {
+        return "cpu: unknown (getrusage failed)".to_owned();
+    };
+    let cpu = cpu.as_secs_f64();
+    if received == 0 {
+        return format!("cpu: {cpu:.3} s; no payload received");
+    }
+    let gib = received as f64 / (1u64 << 30) as f64;
+    format!(
+        "cpu: {cpu:.3} s for {received} payload bytes ({gib:.3} GiB): {:.3} CPU-s/GiB",
+        cpu / gib
+    )
 }
 
 // ---------------------------------------------------------------------------
