@@ -415,6 +415,11 @@ pub struct MockServerArgs {
     /// the mock's.
     #[arg(long)]
     pub plain_errors: bool,
+    // --- A cap on the whole server (src/mock_server.rs) ---
+    /// Cap what all connections together receive at RATE per second (like
+    /// 50MiB), as a real link caps them all; on top of --bandwidth.
+    #[arg(long, value_parser = parse_bandwidth_total, value_name = "RATE")]
+    pub bandwidth_total: Option<u64>,
 }
 
 /// `--mode`: `strict` or `offset`.
@@ -444,6 +449,17 @@ fn parse_fault_kind(text: &str) -> Result<idb_mock::FaultKind, String> {
 fn parse_bandwidth(text: &str) -> Result<u64, String> {
     match parse_size(text)? {
         0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
+        rate => Ok(rate),
+    }
+}
+
+/// `--bandwidth-total`: a size per second, not zero.
+fn parse_bandwidth_total(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(
+            "a total bandwidth of 0 lets nothing through; leave --bandwidth-total out for no cap"
+                .into(),
+        ),
         rate => Ok(rate),
     }
 }

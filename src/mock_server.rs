@@ -27,7 +27,8 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .header_read_timeout(Duration::from_secs(args.header_timeout))
         .body_idle_timeout(Duration::from_secs(args.body_timeout))
         .max_connections(args.max_connections)
-        .plain_errors(args.plain_errors);
+        .plain_errors(args.plain_errors)
+        .bandwidth_total(args.bandwidth_total);
     for spec in &args.datasets {
         let Some((key, token)) = spec.split_once(':') else {
             bail!("--dataset {spec:?} should be KEY:TOKEN, like IDB-1234567:s3cret");
@@ -89,7 +90,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// One line on how the server behaves: mode, faults, bandwidth.
+/// One line on how the server behaves: mode, faults, bandwidth caps.
 fn describe(args: &MockServerArgs) -> String {
     let mut line = match args.mode {
         WriteMode::Strict => "strict mode (transfers in order)".to_owned(),
@@ -106,6 +107,12 @@ fn describe(args: &MockServerArgs) -> String {
     }
     if let Some(rate) = args.bandwidth {
         line.push_str(&format!("; at most {}/s per connection", human(rate)));
+    }
+    if let Some(rate) = args.bandwidth_total {
+        line.push_str(&format!(
+            "; at most {}/s for all connections together",
+            human(rate)
+        ));
     }
     if args.plain_errors {
         line.push_str("; errors as plain HTML pages (no JSON, no offsets, no 200 for a repeat)");

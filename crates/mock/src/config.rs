@@ -102,6 +102,12 @@ pub struct MockConfig {
     /// other offset mismatch instead of 200. Successes are unchanged. Off by
     /// default.
     pub plain_errors: bool,
+    // --- A cap on the whole server (`throttle.rs`'s shared bucket) ---
+    /// The most bytes per second the whole server receives, every connection
+    /// together (one token bucket they all draw from, as a real link caps
+    /// them all), on top of each connection's [`MockConfig::bandwidth`];
+    /// `None` for no cap.
+    pub bandwidth_total: Option<u64>,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -127,6 +133,7 @@ impl std::fmt::Debug for MockConfig {
             .field("body_idle_timeout", &self.body_idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("plain_errors", &self.plain_errors)
+            .field("bandwidth_total", &self.bandwidth_total)
             .finish()
     }
 }
@@ -148,6 +155,7 @@ impl Default for MockConfig {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             plain_errors: false,
+            bandwidth_total: DEFAULT_BANDWIDTH,
         }
     }
 }
@@ -272,6 +280,14 @@ impl MockConfig {
     /// Sets [`MockConfig::plain_errors`].
     pub fn plain_errors(mut self, plain: bool) -> Self {
         self.plain_errors = plain;
+        self
+    }
+
+    /// Sets [`MockConfig::bandwidth_total`], in bytes per second for all
+    /// connections together (`Some(0)` is refused when the server starts:
+    /// [`crate::MockError::ZeroBandwidth`]).
+    pub fn bandwidth_total(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.bandwidth_total = bytes_per_second;
         self
     }
 

@@ -10,7 +10,7 @@
 //! store directory (`+state.json`: a server started again on the same directory
 //! resumes its strict uploads and keeps its receipts; one server per store,
 //! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
-//! per connection, seeded fault injection (500, 429, reset connections, stalled
+//! per connection and one on the whole server, seeded fault injection (500, 429, reset connections, stalled
 //! answers, truncated chunks), plain HTML errors (a server that speaks less than
 //! the mock: [`MockConfig::plain_errors`]), limits against slow and many
 //! clients (a header read timeout, a body idle timeout, a connection limit);
