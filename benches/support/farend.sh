@@ -27,7 +27,9 @@ fi
 cat "$file" >/dev/null
 
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+server=""
+# The server of a run that failed half way is stopped too.
+trap '[[ -n "$server" ]] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
@@ -39,11 +41,12 @@ for ((run = 1; run <= runs; run++)); do
         # shellcheck disable=SC2086
         $command --listen 127.0.0.1:0 --dataset IDB-1:tok >"$work/out" 2>"$work/err" &
         server=$!
-        while ! grep -q '^listening on ' "$work/out" 2>/dev/null; do
+        url=""
+        until [[ -n "$url" ]]; do
             kill -0 "$server" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
             sleep 0.02
+            url="$(sed -n 's/^listening on //p' "$work/out" | head -n 1)"
         done
-        url="$(sed -n 's/^listening on //p' "$work/out" | head -n 1)"
         rm -rf "$work/state"
         start=$(date +%s.%N)
         IDB_TOKEN=tok "$idb" upload -q --state-dir "$work/state" --chunk-size 64MiB \
@@ -52,6 +55,7 @@ for ((run = 1; run <= runs; run++)); do
         end=$(date +%s.%N)
         kill -INT "$server"
         wait "$server" || true
+        server=""
         wall=$(echo "$end - $start" | bc -l)
         cpu="$(grep -i 'cpu' "$work/err" | tail -n 1 || true)"
         printf '%s run %d: %.3f s  %s\n' "$name" "$run" "$wall" "$cpu"
