@@ -430,6 +430,11 @@ pub struct MockServerArgs {
     /// that transfer is answered 507 Insufficient Storage, not applied.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub disk_full_after: Option<u64>,
+    // --- A cap on the whole server (src/mock_server.rs) ---
+    /// Cap what all connections together receive at RATE per second (like
+    /// 50MiB), as a real link caps them all; on top of --bandwidth.
+    #[arg(long, value_parser = parse_bandwidth_total, value_name = "RATE")]
+    pub bandwidth_total: Option<u64>,
 }
 
 /// `--mode`: `strict` or `offset`.
@@ -459,6 +464,17 @@ fn parse_fault_kind(text: &str) -> Result<idb_mock::FaultKind, String> {
 fn parse_bandwidth(text: &str) -> Result<u64, String> {
     match parse_size(text)? {
         0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
+        rate => Ok(rate),
+    }
+}
+
+/// `--bandwidth-total`: a size per second, not zero.
+fn parse_bandwidth_total(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(
+            "a total bandwidth of 0 lets nothing through; leave --bandwidth-total out for no cap"
+                .into(),
+        ),
         rate => Ok(rate),
     }
 }

@@ -379,3 +379,63 @@ fn bandwidth_caps_what_a_connection_receives() {
     );
     stop(server);
 }
+
+// ---------------------------------------------------------------------------
+// --bandwidth-total: one cap for all connections together
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_zero_or_malformed_total_bandwidth_is_refused() {
+    refused(
+        "bandwidth_total_zero",
+        &["--bandwidth-total", "0"],
+        &["--bandwidth-total", "lets nothing through"],
+    );
+    refused(
+        "bandwidth_total_parsecs",
+        &["--bandwidth-total", "8 parsecs"],
+        &["--bandwidth-total", "unknown unit"],
+    );
+}
+
+/// Two bodies of B bytes sent at once, each on its own connection, to a server
+/// capped at R bytes/s in total: the later answer comes no sooner than 2B/R,
+/// less one burst the idle server saved up (a lower bound only; a cap per
+/// connection would let both through in B/R).
+#[test]
+fn bandwidth_total_caps_all_connections_together() {
+    let dir = Dir::new("bandwidth_total_caps_all_connections_together");
+    let server = start(&dir, &["--bandwidth-total", "256KiB"]);
+    let chunk = 128 * 1024;
+    let bodies: Vec<Vec<u8>> = ["a.bin", "b.bin"]
+        .iter()
+        .map(|name| {
+            let answer = post(&server.url, &setup_body(name, chunk as u64));
+            assert_eq!(answer.status(), Some(200), "{}", answer.text());
+            format!(
+                "phase=transfer&filename={name}&previous_size=0&bytechunk={}",
+                "x".repeat(chunk)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let answers: Vec<Raw> = std::thread::scope(|scope| {
+        let sending: Vec<_> = bodies
+            .iter()
+            .map(|body| scope.spawn(|| post(&server.url, body)))
+            .collect();
+        sending.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert_eq!(answer.status(), Some(200), "{}", answer.text());
+    }
+    let sent: usize = bodies.iter().map(Vec::len).sum();
+    let least = Duration::from_secs_f64(sent as f64 / (256.0 * 1024.0))
+        .saturating_sub(idb_mock::BANDWIDTH_BURST);
+    let took = answers.iter().map(|a| a.took).max().unwrap();
+    assert!(
+        took >= least,
+        "{sent} bytes on two connections took {took:?}, less than {least:?}"
+    );
+    stop(server);
+}

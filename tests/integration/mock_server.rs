@@ -295,3 +295,44 @@ fn an_upload_to_a_plain_errors_server_is_verified_byte_exact() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("plain HTML"), "{stderr}");
 }
+
+/// `--sink` says its own CPU time per GiB of payload at shutdown, one line on
+/// stderr, counting every payload byte it received.
+#[test]
+fn a_sink_says_its_cpu_seconds_per_gib_at_shutdown() {
+    let dir = Dir::new("a_sink_says_its_cpu_seconds_per_gib_at_shutdown");
+    let server = ServerProcess::sink(&dir, &[]);
+    let (path, bytes) = dir.random_file("costed.bin", 3 * CHUNK + 1);
+    dir.idb(["upload", "--chunk-size", "64KiB", "--dataset", KEY])
+        .env("IDB_SERVER", &server.url)
+        .token(TOK)
+        .arg(&path)
+        .run()
+        .expect_code(0);
+
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cpu: ")).collect();
+    assert_eq!(lines.len(), 1, "one cpu line expected:\n{stderr}");
+    // cpu: S s for N payload bytes (G GiB): R CPU-s/GiB
+    let words: Vec<&str> = lines[0].split_whitespace().collect();
+    let number = |i: usize| -> f64 {
+        words[i]
+            .trim_start_matches('(')
+            .trim_end_matches(':')
+            .parse()
+            .unwrap_or_else(|_| panic!("word {i} of {:?} is not a number", lines[0]))
+    };
+    assert!(number(1) > 0.0, "{}", lines[0]);
+    assert_eq!(words[4], bytes.len().to_string(), "{}", lines[0]);
+    assert_eq!(words[10], "CPU-s/GiB", "{}", lines[0]);
+    // The ratio of the two, within the rounding of the printed CPU seconds.
+    let per_gib = number(9);
+    let gib = bytes.len() as f64 / (1u64 << 30) as f64;
+    let (low, high) = ((number(1) - 0.0005) / gib, (number(1) + 0.0005) / gib);
+    assert!(
+        (low..=high).contains(&per_gib),
+        "{per_gib} CPU-s/GiB, expected {low} to {high}: {}",
+        lines[0]
+    );
+}

@@ -3,7 +3,7 @@
 //!
 //! Connections are served here rather than by `axum::serve`, for three reasons: a
 //! `reset` fault must drop a connection without writing any answer (a handler can
-//! only ever produce a response), the bandwidth cap wraps each socket, and the
+//! only ever produce a response), the bandwidth caps wrap each socket, and the
 //! admin route needs the peer's address. With a certificate
 //! ([`crate::MockConfig::tls`]) each connection's task runs the TLS handshake
 //! first (never the accept loop, so a slow handshake holds up no one else).
@@ -147,8 +147,8 @@ fn is_connection_error(e: &io::Error) -> bool {
 async fn serve_connection(stream: TcpStream, peer: Peer, router: Router, app: Arc<App>) {
     // Answers are small and sent at once: never hold them back for Nagle.
     let _ = stream.set_nodelay(true);
-    // The cap counts the bytes on the wire, TLS records included.
-    let io = Throttled::new(stream, app.bandwidth);
+    // The caps count the bytes on the wire, TLS records included.
+    let io = Throttled::new(stream, app.bandwidth, app.bandwidth_total.clone());
     match app.tls.clone() {
         None => serve_http(io, peer, router, app).await,
         Some(tls) => {

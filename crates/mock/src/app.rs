@@ -18,6 +18,7 @@ use crate::faults::Faults;
 use crate::pause::Pause;
 use crate::sessions::Sessions;
 use crate::store_lock::StoreLock;
+use crate::throttle::SharedBucket;
 use crate::tls::TlsIdentity;
 
 /// Shared state of a running mock.
@@ -33,6 +34,9 @@ pub(crate) struct App {
     pub(crate) faults: Faults,
     /// Bytes per second each connection may receive; `None`: no cap.
     pub(crate) bandwidth: Option<u64>,
+    /// The bucket every connection draws from ([`MockConfig::bandwidth_total`]);
+    /// `None`: no cap on the whole server.
+    pub(crate) bandwidth_total: Option<Arc<SharedBucket>>,
     /// See [`MockConfig::header_read_timeout`].
     pub(crate) header_read_timeout: Duration,
     /// See [`MockConfig::body_idle_timeout`].
@@ -62,7 +66,7 @@ impl App {
     fn new(config: &MockConfig) -> Result<Self, MockError> {
         let datasets = Datasets::new(&config.datasets, config.token_ttl)?;
         let faults = Faults::new(&config.faults)?;
-        if config.bandwidth == Some(0) {
+        if config.bandwidth == Some(0) || config.bandwidth_total == Some(0) {
             return Err(MockError::ZeroBandwidth);
         }
         let tls = config.tls.as_ref().map(TlsIdentity::acceptor).transpose()?;
@@ -119,6 +123,7 @@ impl App {
             mode: config.mode,
             faults,
             bandwidth: config.bandwidth,
+            bandwidth_total: config.bandwidth_total.map(SharedBucket::new),
             header_read_timeout: config.header_read_timeout,
             body_idle_timeout: config.body_idle_timeout,
             max_connections: config.max_connections,

@@ -109,6 +109,12 @@ pub struct MockConfig {
     /// without being applied. A chunk that does not fit is refused whole and
     /// fills the disk. `None` (the default): the disk never fills.
     pub disk_full_after: Option<u64>,
+    // --- A cap on the whole server (`throttle.rs`'s shared bucket) ---
+    /// The most bytes per second the whole server receives, every connection
+    /// together (one token bucket they all draw from, as a real link caps
+    /// them all), on top of each connection's [`MockConfig::bandwidth`];
+    /// `None` for no cap.
+    pub bandwidth_total: Option<u64>,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -135,6 +141,7 @@ impl std::fmt::Debug for MockConfig {
             .field("max_connections", &self.max_connections)
             .field("plain_errors", &self.plain_errors)
             .field("disk_full_after", &self.disk_full_after)
+            .field("bandwidth_total", &self.bandwidth_total)
             .finish()
     }
 }
@@ -157,6 +164,7 @@ impl Default for MockConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             plain_errors: false,
             disk_full_after: None,
+            bandwidth_total: DEFAULT_BANDWIDTH,
         }
     }
 }
@@ -288,6 +296,14 @@ impl MockConfig {
     /// payload bytes.
     pub fn disk_full_after(mut self, bytes: u64) -> Self {
         self.disk_full_after = Some(bytes);
+        self
+    }
+
+    /// Sets [`MockConfig::bandwidth_total`], in bytes per second for all
+    /// connections together (`Some(0)` is refused when the server starts:
+    /// [`crate::MockError::ZeroBandwidth`]).
+    pub fn bandwidth_total(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.bandwidth_total = bytes_per_second;
         self
     }
 

@@ -12,15 +12,18 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use idb_wire::{
-    Phase, PhaseRequest, WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WWW_AUTHENTICATE, WriteMode,
+    Fields, Phase, PhaseRequest, WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WWW_AUTHENTICATE, WriteMode,
 };
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::body::{BodyError, read_fields, read_some};
+use crate::body::{BodyError, Limits, PayloadDest, read_fields, read_some};
 use crate::call_peek::peek_call;
 use crate::faults::FaultKind;
+use crate::payload_feed::{PayloadFeed, payload_feed};
 use crate::reply::Reply;
 
 /// What a handler may do to the connection its request came on.
@@ -120,20 +123,28 @@ pub(crate) async fn datafile(
 }
 
 /// Reads a body the answer does not depend on (so the client sees the answer, not
-/// a reset connection), counting its payload in `bytes_received`.
+/// a reset connection), counting its payload in `bytes_received` and holding none
+/// of it.
 async fn discard(app: &App, headers: &HeaderMap, body: Body) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let received = &app.sessions.counters.bytes_received;
     let _ = read_fields(
         content_type,
         content_length(headers),
         body,
-        app.max_chunk,
-        received,
+        limits(app),
+        |_, _| PayloadDest::Drop,
     )
     .await;
+}
+
+/// The limits every datafile body is read under.
+fn limits(app: &App) -> Limits<'_> {
+    Limits {
+        max_chunk: app.max_chunk,
+        received: &app.sessions.counters.bytes_received,
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -165,31 +176,58 @@ async fn answer(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let received = &app.sessions.counters.bytes_received;
     let length = content_length(headers);
-    let fields = match read_fields(content_type, length, body, app.max_chunk, received).await {
-        Ok(fields) => fields,
-        Err(BodyError::TooLarge) => {
-            return Reply {
-                status: 413,
-                body: serde_json::json!({ "error": "too_large", "max_chunk": app.max_chunk }),
+    // A strict transfer's payload is streamed into its session as it arrives
+    // (`stream_transfer`), once the fields before it make a valid transfer. A
+    // truncate fault must know the chunk's length before it stores anything,
+    // and offset mode holds chunks that arrive ahead anyway: those payloads are
+    // held whole and applied after the body, as are urlencoded ones.
+    let streamable = app.mode == WriteMode::Strict && !truncate;
+    let mut streaming: Option<Streaming> = None;
+    let choose = |fields: &Fields, payload_name: &str| {
+        if !streamable {
+            return PayloadDest::Hold;
+        }
+        match Streaming::start(app, &key, fields, payload_name) {
+            Some((started, feed)) => {
+                streaming = Some(started);
+                PayloadDest::Stream(feed)
             }
-            .into_response();
+            None => PayloadDest::Hold,
         }
-        Err(BodyError::Malformed(e)) => return bad_request(e.to_string()),
-        Err(BodyError::UnsupportedType) => {
-            return text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send multipart/form-data or application/x-www-form-urlencoded",
-            );
+    };
+    let read = read_fields(content_type, length, body, limits(app), choose).await;
+    let (fields, feed) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            // The feed was dropped: the worker undoes what it did; wait for it,
+            // so the next call on this name finds the session as it was.
+            if let Some(streaming) = streaming {
+                streaming.worker.await.ok();
+            }
+            return body_error(app, e);
         }
-        Err(BodyError::Io) => return text(StatusCode::BAD_REQUEST, "the request body broke off"),
     };
     let request = match PhaseRequest::from_fields(&fields) {
         Ok(request) => request,
-        Err(e) => return bad_request(e.to_string()),
+        Err(e) => {
+            if let Some(streaming) = streaming {
+                drop(feed);
+                streaming.worker.await.ok();
+            }
+            return bad_request(e.to_string());
+        }
     };
     drop(fields);
+    match (streaming, feed) {
+        (Some(streaming), Some(feed)) => return streaming.finish(&request, feed).await,
+        // A streamed payload always ends with its feed (else the body failed).
+        (Some(streaming), None) => {
+            streaming.worker.await.ok();
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+        (None, _) => {}
+    }
     let phase = request.phase();
     if truncate && phase != Phase::Transfer {
         // No payload to cut: a setup or verify gets a plain 500 fault instead.
@@ -216,6 +254,95 @@ async fn answer(
         );
     }
     response
+}
+
+/// The answer to a body that could not be read as fields.
+fn body_error(app: &App, error: BodyError) -> Response {
+    match error {
+        BodyError::TooLarge => Reply {
+            status: 413,
+            body: serde_json::json!({ "error": "too_large", "max_chunk": app.max_chunk }),
+        }
+        .into_response(),
+        BodyError::Malformed(e) => bad_request(e.to_string()),
+        BodyError::UnsupportedType => text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send multipart/form-data or application/x-www-form-urlencoded",
+        ),
+        BodyError::Io => text(StatusCode::BAD_REQUEST, "the request body broke off"),
+    }
+}
+
+/// A strict transfer whose payload is being streamed into its session.
+struct Streaming {
+    /// The transfer as the fields before the payload made it.
+    filename: String,
+    previous_size: u64,
+    /// The blocking task that applies the payload (`None`: the body did not
+    /// come whole, nothing was changed). One a request streaming a payload, so
+    /// at most `max_connections` at once; tokio's blocking pool bounds them too.
+    worker: JoinHandle<Option<Reply>>,
+}
+
+impl Streaming {
+    /// Starts the worker of a payload whose part begins after `fields`, if
+    /// those make a valid transfer; else `None` (the payload is held whole).
+    fn start(
+        app: &Arc<App>,
+        key: &str,
+        fields: &Fields,
+        payload_name: &str,
+    ) -> Option<(Self, PayloadFeed)> {
+        let mut probe = fields.clone();
+        probe.push(payload_name, Bytes::new());
+        let PhaseRequest::Transfer {
+            filename,
+            previous_size,
+            ..
+        } = PhaseRequest::from_fields(&probe).ok()?
+        else {
+            return None;
+        };
+        let (feed, pieces) = payload_feed();
+        let worker_app = Arc::clone(app);
+        let session = (key.to_owned(), filename.clone());
+        let worker = tokio::task::spawn_blocking(move || {
+            worker_app
+                .sessions
+                .stream_transfer(&session, previous_size, pieces)
+        });
+        let streaming = Self {
+            filename,
+            previous_size,
+            worker,
+        };
+        Some((streaming, feed))
+    }
+
+    /// Ends the payload: applied and answered if the whole body still makes
+    /// the same transfer, else undone and refused (a field after the payload
+    /// changed the call, which a streamed payload cannot follow).
+    async fn finish(self, request: &PhaseRequest, feed: PayloadFeed) -> Response {
+        let same = matches!(
+            request,
+            PhaseRequest::Transfer { filename, previous_size, .. }
+                if *filename == self.filename && *previous_size == self.previous_size
+        );
+        if same {
+            feed.finish().await;
+        } else {
+            drop(feed);
+        }
+        match self.worker.await {
+            Ok(Some(reply)) if same => reply.into_response(),
+            Ok(_) if !same => bad_request(
+                "a field after the bytechunk part changed the phase, filename or \
+                 previous_size; send the payload last"
+                    .to_owned(),
+            ),
+            _ => text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        }
+    }
 }
 
 /// The datafile route's outer layer: counts every request on arrival, holds it

@@ -10,7 +10,7 @@
 //! store directory (`+state.json`: a server started again on the same directory
 //! resumes its strict uploads and keeps its receipts; one server per store,
 //! [`STORE_LOCK_FILE`]), and knobs: latency, the chunk limit, a bandwidth cap
-//! per connection, seeded fault injection (500, 429, reset connections, stalled
+//! per connection and one on the whole server, seeded fault injection (500, 429, reset connections, stalled
 //! answers, truncated chunks; drawn for each call, so the same calls meet the
 //! same faults in any order of arrival), a disk that fills after so many bytes
 //! ([`MockConfig::disk_full_after`]: 507), plain HTML errors (a server that speaks less than
@@ -44,8 +44,11 @@
 //! ```
 //!
 //! It never imports the engine and never prints (the CLI does; what a start
-//! could not load is in [`MockServer::warnings`]). A strict session
-//! holds at most one chunk of a request in memory; an offset session also holds
+//! could not load is in [`MockServer::warnings`]). A strict transfer's payload
+//! is streamed into its session as it arrives (written and hashed on a blocking
+//! thread of its own, a few pieces in flight), never held whole, when its
+//! fields come before it, as every known client sends them; otherwise, and in
+//! offset mode, one chunk of a request is held. An offset session also holds
 //! the chunks that arrived ahead of the contiguous prefix, until it reaches them.
 #![deny(missing_docs)]
 
@@ -68,6 +71,7 @@ mod html_errors;
 mod layout;
 mod lock;
 mod pause;
+mod payload_feed;
 mod persist;
 mod reply;
 mod restore;

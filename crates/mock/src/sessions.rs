@@ -28,6 +28,8 @@ use crate::persist::{Key, Mirror, Persist, ReceiptRecord, capped_log};
 use crate::reply::Reply;
 use crate::restore::restore;
 
+mod streaming;
+
 /// One open upload: what was declared and what arrived.
 struct Session {
     /// Tells this session from a later one of the same name (see
@@ -52,11 +54,14 @@ enum Order {
 struct Strict {
     received: u64,
     hasher: blake3::Hasher,
-    /// Sink mode only: the last accepted chunk, to recognise an identical retry of
-    /// it (a client whose 200 was lost sends it again). Holding the `Bytes` costs
-    /// one chunk of memory per open session and no extra hashing. In store mode a
-    /// retry is compared with the stored bytes instead, at any earlier offset.
-    last: Option<(u64, Bytes)>,
+    /// Sink mode only: where the last accepted chunk starts and the hash state
+    /// before it, to recognise an identical retry of it (a client whose 200
+    /// was lost sends it again): the retry, hashed onto that state, must give
+    /// the hash of everything received. It costs a copy of the hash state per
+    /// chunk (about 2 KiB) and hashing only when a retry comes, and holds none
+    /// of the chunk. In store mode a retry is compared with the stored bytes
+    /// instead, at any earlier offset.
+    last: Option<(u64, Box<blake3::Hasher>)>,
 }
 
 impl Strict {
@@ -72,11 +77,27 @@ impl Strict {
                 let mut stored = vec![0; chunk.len()];
                 file.read_exact_at(&mut stored, offset).is_ok() && stored == chunk[..]
             }
-            None => self
-                .last
-                .as_ref()
-                .is_some_and(|(at, bytes)| *at == offset && bytes == chunk),
+            None => self.retry_of_last(offset).is_some_and(|mut before| {
+                before.update(chunk);
+                self.is_last(offset + chunk.len() as u64, &before)
+            }),
         }
+    }
+
+    /// Sink mode: the hash state before the last chunk, if it starts at
+    /// `offset`: a retry of it is hashed onto this, then checked with
+    /// [`Strict::is_last`].
+    fn retry_of_last(&self, offset: u64) -> Option<Box<blake3::Hasher>> {
+        self.last
+            .as_ref()
+            .filter(|(at, _)| *at == offset)
+            .map(|(_, before)| before.clone())
+    }
+
+    /// Sink mode: whether a retry ending at `end`, hashed onto the state
+    /// [`Strict::retry_of_last`] gave, repeats the last chunk.
+    fn is_last(&self, end: u64, hashed: &blake3::Hasher) -> bool {
+        end == self.received && hashed.finalize() == self.hasher.finalize()
     }
 }
 
@@ -271,7 +292,7 @@ impl Sessions {
     /// (the injected fault, counted here).
     pub(crate) fn apply(&self, dataset: &str, request: PhaseRequest, truncate: bool) -> Reply {
         let key = (dataset.to_owned(), request.filename().to_owned());
-        let name = Arc::clone(lock(&self.names).entry(key.clone()).or_default());
+        let name = self.name(&key);
         // Held to the end of the call (see `names`).
         let _one_call_at_a_time = lock(&name);
         match request {
@@ -283,6 +304,11 @@ impl Sessions {
             } => self.transfer(&key, previous_size, chunk, truncate),
             PhaseRequest::Verify { .. } => self.verify(key),
         }
+    }
+
+    /// The lock of one name (see `names`).
+    fn name(&self, key: &Key) -> Arc<Mutex<()>> {
+        Arc::clone(lock(&self.names).entry(key.clone()).or_default())
     }
 
     fn setup(&self, key: Key, declared: u64) -> Reply {
@@ -413,13 +439,12 @@ impl Sessions {
                     if let Err(refused) = self.write_payload(s.file.as_ref(), &chunk, offset) {
                         return refused;
                     }
+                    let before = s.file.is_none().then(|| Box::new(strict.hasher.clone()));
                     strict.hasher.update(&chunk);
                     strict.received = end;
                     s.log.push((offset, stored));
                     self.counters.accepted(stored);
-                    if s.file.is_none() {
-                        strict.last = Some((offset, chunk));
-                    }
+                    strict.last = before.map(|before| (offset, before));
                     // Saved before it is answered. If the save fails the bytes
                     // stay accepted in memory, so the client's retry is an
                     // identical one (200) and a later save catches up.

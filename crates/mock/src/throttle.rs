@@ -1,13 +1,17 @@
-//! A bandwidth cap on what one connection receives: a token bucket in front of the
-//! socket's reads.
+//! Bandwidth caps on what the server receives: a token bucket in front of each
+//! socket's reads (per connection), and one bucket shared by every connection
+//! (the whole server, as a real link caps them all together).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Duration, Instant, Sleep};
+
+use crate::lock::lock;
 
 /// The most a capped connection can save up while idle, as time at its rate:
 /// 10 ms. Timers tick in milliseconds, so the bucket must hold a few ticks' worth
@@ -66,22 +70,40 @@ impl Bucket {
     }
 }
 
-/// A stream whose reads are capped at a rate; writes pass through.
+/// The bucket of the whole server ([`crate::MockConfig::bandwidth_total`]),
+/// shared by every connection's [`Throttled`]. Its lock is held only to refill,
+/// take or give back tokens, never across a read or a wait.
+pub(crate) struct SharedBucket(Mutex<Bucket>);
+
+impl SharedBucket {
+    /// A bucket of `rate` bytes per second (0 is treated as 1: the
+    /// configuration refuses 0 before it gets here), starting empty now.
+    pub(crate) fn new(rate: u64) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Bucket::new(rate.max(1)))))
+    }
+}
+
+/// A stream whose reads are capped at a rate, its own and the server's; writes
+/// pass through.
 pub(crate) struct Throttled<S> {
     inner: S,
-    /// `None`: no cap.
+    /// This connection's cap; `None`: none.
     bucket: Option<Bucket>,
-    /// The wait for the bucket to refill, reused across reads.
+    /// The whole server's cap; `None`: none.
+    total: Option<Arc<SharedBucket>>,
+    /// The wait for a bucket to refill, reused across reads.
     sleep: Pin<Box<Sleep>>,
 }
 
 impl<S> Throttled<S> {
-    /// `rate` in bytes per second; `None` for no cap. A rate of 0 is treated as 1
-    /// (the configuration refuses 0 before it gets here).
-    pub(crate) fn new(inner: S, rate: Option<u64>) -> Self {
+    /// `rate` in bytes per second for this connection, and the server's
+    /// `total` bucket; `None` for no cap. A rate of 0 is treated as 1 (the
+    /// configuration refuses 0 before it gets here).
+    pub(crate) fn new(inner: S, rate: Option<u64>, total: Option<Arc<SharedBucket>>) -> Self {
         Self {
             inner,
             bucket: rate.map(|rate| Bucket::new(rate.max(1))),
+            total,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
@@ -94,34 +116,66 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(bucket) = this.bucket.as_mut() else {
+        if this.bucket.is_none() && this.total.is_none() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
+        }
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        // Wait for one byte's worth, then read what the bucket holds: a small
-        // request is never held back for more than its own bytes' time (timers
-        // tick in milliseconds, so reads are not tiny at high rates either).
+        // Wait for one byte's worth in each bucket, then read what both hold: a
+        // small request is never held back for more than its own bytes' time
+        // (timers tick in milliseconds, so reads are not tiny at high rates
+        // either). The server's tokens are taken before the read, so connections
+        // reading at once never spend the same ones, and what the read did not
+        // use is given back after it.
         let want = 1;
-        loop {
-            bucket.refill(Instant::now());
-            if bucket.tokens >= want {
-                break;
+        let allowed = loop {
+            let now = Instant::now();
+            let mut allowed = buf.remaining() as u64;
+            let mut ready_at = None;
+            if let Some(bucket) = this.bucket.as_mut() {
+                bucket.refill(now);
+                if bucket.tokens < want {
+                    ready_at = Some(bucket.ready_at(want));
+                }
+                allowed = allowed.min(bucket.tokens);
             }
-            let at = bucket.ready_at(want);
-            this.sleep.as_mut().reset(at);
-            ready!(this.sleep.as_mut().poll(cx));
+            if let (Some(total), None) = (&this.total, ready_at) {
+                let mut total = lock(&total.0);
+                total.refill(now);
+                if total.tokens < want {
+                    ready_at = Some(total.ready_at(want));
+                } else {
+                    allowed = allowed.min(total.tokens);
+                    total.tokens -= allowed;
+                }
+            }
+            match ready_at {
+                None => break allowed,
+                Some(at) => {
+                    this.sleep.as_mut().reset(at);
+                    ready!(this.sleep.as_mut().poll(cx));
+                }
+            }
+        };
+        // At least one byte: the buffer has room and the buckets hold `allowed`.
+        // A view of at most `allowed` bytes of the caller's buffer: initialising
+        // it first lets `advance` below stay safe.
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(allowed as usize));
+        let read = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        let n = match &read {
+            Poll::Ready(Ok(())) => limited.filled().len() as u64,
+            Poll::Ready(Err(_)) | Poll::Pending => 0,
+        };
+        if let Some(total) = &this.total {
+            let mut total = lock(&total.0);
+            total.tokens = (total.tokens + (allowed - n)).min(total.capacity);
         }
-        // At least one byte: the buffer has room and the bucket holds `want`.
-        let allowed = (bucket.tokens as usize).min(buf.remaining());
-        // A view of at most `allowed` bytes of the caller's buffer: initialising it
-        // first lets `advance` below stay safe.
-        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(allowed));
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
-        let n = limited.filled().len();
-        buf.advance(n);
-        bucket.tokens -= n as u64;
+        ready!(read)?;
+        buf.advance(n as usize);
+        if let Some(bucket) = this.bucket.as_mut() {
+            bucket.tokens -= n;
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -166,7 +220,7 @@ mod tests {
     async fn reads_no_faster_than_the_rate() {
         let data = vec![7u8; 300 * 1024];
         let rate = 100 * 1024;
-        let mut reader = Throttled::new(&data[..], Some(rate));
+        let mut reader = Throttled::new(&data[..], Some(rate), None);
         let start = Instant::now();
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.unwrap();
@@ -180,7 +234,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_time_buys_at_most_one_burst() {
         let data = vec![1u8; 300 * 1024];
-        let mut reader = Throttled::new(&data[..], Some(100 * 1024));
+        let mut reader = Throttled::new(&data[..], Some(100 * 1024), None);
         tokio::time::advance(Duration::from_secs(100)).await;
         let start = Instant::now();
         let mut out = Vec::new();
@@ -194,7 +248,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_small_read_waits_only_for_its_own_bytes() {
         let data = [5u8; 100];
-        let mut reader = Throttled::new(&data[..], Some(1000));
+        let mut reader = Throttled::new(&data[..], Some(1000), None);
         let start = Instant::now();
         let mut out = [0u8; 100];
         reader.read_exact(&mut out).await.unwrap();
@@ -204,10 +258,52 @@ mod tests {
         assert!(took < Duration::from_millis(150), "took {took:?}");
     }
 
+    /// Two connections reading at once under one server-wide bucket of R
+    /// bytes/s take (in paused time) as long as one reading both's bytes: the
+    /// cap is on the sum, not on each.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_bucket_caps_the_sum_of_two_readers() {
+        let rate = 100 * 1024;
+        let total = SharedBucket::new(rate);
+        let a = vec![1u8; 150 * 1024];
+        let b = vec![2u8; 150 * 1024];
+        let mut first = Throttled::new(&a[..], None, Some(Arc::clone(&total)));
+        let mut second = Throttled::new(&b[..], None, Some(Arc::clone(&total)));
+        let start = Instant::now();
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        let (read_a, read_b) = tokio::join!(
+            first.read_to_end(&mut out_a),
+            second.read_to_end(&mut out_b)
+        );
+        read_a.unwrap();
+        read_b.unwrap();
+        assert_eq!((out_a, out_b), (a, b));
+        // 300 KiB at 100 KiB/s: 3 s for both together (each alone would take 1.5 s).
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(3), "took {took:?}");
+        assert!(took < Duration::from_millis(3050), "took {took:?}");
+    }
+
+    /// Under both caps a reader gets the lower: its own rate here, with the
+    /// server's bucket much larger.
+    #[tokio::test(start_paused = true)]
+    async fn the_lower_of_the_two_caps_holds() {
+        let data = vec![3u8; 200 * 1024];
+        let total = SharedBucket::new(10 * 1024 * 1024);
+        let mut reader = Throttled::new(&data[..], Some(100 * 1024), Some(total));
+        let start = Instant::now();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(2), "took {took:?}");
+        assert!(took < Duration::from_millis(2050), "took {took:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn uncapped_reads_do_not_wait() {
         let data = vec![1u8; 1 << 20];
-        let mut reader = Throttled::new(&data[..], None);
+        let mut reader = Throttled::new(&data[..], None, None);
         let start = Instant::now();
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.unwrap();
