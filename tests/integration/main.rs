@@ -32,11 +32,15 @@
 //! - `tls`: HTTPS against a mock whose certificate a throwaway authority issued:
 //!   refused plainly by default, byte-exact with `--ca-cert` (also across a
 //!   `kill -9`), bad `--ca-cert` files (exit 2), `idb mock-server`'s TLS flags.
+//! - `bench`: `idb bench` at tiny sizes, every scenario in-process and against
+//!   `idb mock-server --sink` as a process: the JSON document, every metric,
+//!   the report and the plot (valid SVG, one series per side).
 //! - `servers`: servers the mock will not play (raw HTTP): one echoing the
 //!   request's headers in its errors (the token never printed or saved), one
 //!   that never answers, a web server that is no Data Bank.
 
 mod auth;
+mod bench;
 mod bwlimit;
 mod cli;
 mod input;
