@@ -51,8 +51,9 @@ pub const DEFAULT_FILE_SIZE: u64 = MIB;
 /// 420 Mbit/s).
 pub const DEFAULT_BANDWIDTH: u64 = 50 * MIB;
 
-/// The fault rate of `faults` by default: 5% of datafile requests.
-pub const DEFAULT_FAULT_RATE: f64 = 0.05;
+/// The fault rate of `faults` by default: 10% of datafile requests (a 1 GiB file
+/// in the engine's 64 MiB chunks is about 20 calls: two faults a repetition).
+pub const DEFAULT_FAULT_RATE: f64 = 0.10;
 
 /// How long a `stall` fault holds its answer in `faults`: long enough to be a
 /// lost acknowledgement, short against the engine's idle timeout.

@@ -98,14 +98,17 @@ pub(crate) fn svg(results: &Results) -> anyhow::Result<Option<String>> {
                 ("sans-serif", 18),
             )
             .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(64)
+            .x_label_area_size(46)
+            .y_label_area_size(72)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(|e| fail(&e))?;
         chart
             .configure_mesh()
             .x_desc("round trip, ms (measured: an empty call)")
-            .y_desc("whole-run throughput, MiB/s")
+            .y_desc("MiB/s, whole run")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .bold_line_style(RGBColor(225, 225, 225))
             .max_light_lines(0)
             .draw()
             .map_err(|e| fail(&e))?;

@@ -197,8 +197,8 @@ fn ratio_line(point: &Point) -> String {
         .iter()
         .map(|r| {
             let target = match (r.target, r.meets_target) {
-                (Some(t), Some(true)) => format!(" (target >= {t}: met)"),
-                (Some(t), _) => format!(" (target >= {t}: missed)"),
+                (Some(t), Some(true)) => format!(" (target >= {t:.2}: met)"),
+                (Some(t), _) => format!(" (target >= {t:.2}: missed)"),
                 _ => String::new(),
             };
             format!("{} {:.2}x{target}", r.key, r.value)
