@@ -1,45 +1,149 @@
-//! `idb bench`: the harness's scenarios against an in-process mock; the summary on
-//! stdout, progress on stderr, the evidence in `--out`.
+//! `idb bench`: the harness's scenarios against an in-process mock or a far end
+//! given with `--server`; the table (or `--json`) on stdout, a progress line on
+//! stderr, the evidence in `--report`.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
-use idb_harness::{BenchConfig, Scenario};
+use clap::Parser;
+use idb_harness::{BenchConfig, EngineDefaults, FarEnd, Scenario};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, Cli, Command};
 use crate::exit::Exit;
+use crate::text::escape;
 
 /// Where runs go by default: `target/harness/<UTC timestamp>`.
 const DEFAULT_OUT_PARENT: &str = "target/harness";
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(DEFAULT_OUT_PARENT).join(idb_harness::utc_timestamp(SystemTime::now()))
-    });
-    let mut config = BenchConfig::new(out_dir);
-    // clap allows only the scenario names, so this cannot fail.
-    config.scenarios = Scenario::select(&args.scenario)?;
-    config.reps = args.reps as usize;
-    config.size = args.size;
-    config.sample_size = args.sample_size;
-    config.files = args.files as usize;
-    config.file_size = args.file_size;
-    config.parallel = args.parallel as usize;
-    config.command_line = command_line();
-    if let Err(problem) = config.validate() {
-        eprintln!("error: {problem}");
-        return Ok(Exit::BadInput);
+    let config = match configure(&args) {
+        Ok(config) => config,
+        Err(problem) => {
+            eprintln!("error: {}", escape(&format!("{problem:#}")));
+            return Ok(Exit::BadInput);
+        }
+    };
+    let progress = ProgressLine::new();
+    let outcome = idb_harness::run(&config, &|line: &str| progress.show(line)).await;
+    progress.finish();
+    let outcome = outcome?;
+    let mut stdout = std::io::stdout().lock();
+    let text = if args.json {
+        serde_json::to_string_pretty(&outcome.results)? + "\n"
+    } else {
+        idb_harness::table(&outcome.results)
+    };
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Exit::OutputClosed),
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
-    let outcome = idb_harness::run(&config, &|line: &str| eprintln!("{line}")).await?;
-    print!("{}", outcome.summary);
     eprintln!(
-        "results, summary and command written to {}",
+        "results, report, plot and command written to {}",
         outcome.out_dir.display()
     );
     Ok(Exit::Success)
 }
 
-/// The command line as typed (arguments with spaces quoted), for `command.txt`.
+/// The harness's configuration from the arguments.
+fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
+    let out_dir = args.report.clone().unwrap_or_else(|| {
+        PathBuf::from(DEFAULT_OUT_PARENT).join(idb_harness::utc_timestamp(SystemTime::now()))
+    });
+    let mut config = BenchConfig::new(out_dir);
+    config.scenarios = Scenario::select(&args.scenario)?;
+    config.engine_defaults = upload_defaults()?;
+    if let (Some(server), Some(dataset)) = (&args.server, &args.dataset) {
+        let dataset =
+            idb_engine::DatasetKey::new(dataset).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
+        let (token, _) = crate::token::load(args.token_file.as_deref())?;
+        config.far_end = FarEnd::Remote {
+            url: server.as_str().trim_end_matches('/').to_owned(),
+            dataset: dataset.as_str().to_owned(),
+            token,
+        };
+    }
+    config.reps = args.reps as usize;
+    config.size = args.size;
+    config.sample_size = args.sample_size;
+    config.latencies = args
+        .latencies
+        .iter()
+        .map(|&ms| Duration::from_millis(ms))
+        .collect();
+    config.latency = Duration::from_millis(args.latency_ms);
+    config.files = args.files as usize;
+    config.file_size = args.file_size;
+    config.bandwidth = args.bandwidth;
+    config.fault_rate = args.fault_rate;
+    config.fixed_chunks = args.fixed_chunks.clone();
+    config.journal_size = args.journal_size;
+    config.small_files = args.small_files as usize;
+    config.small_file_size = args.small_file_size;
+    config.rtt_probes = args.rtt_probes as usize;
+    config.data_dir = args.data_dir.clone();
+    config.command_line = command_line();
+    config.validate()?;
+    Ok(config)
+}
+
+/// What `idb upload` sets when no option is given: its options' defaults, as
+/// clap gives them, applied to the engine's configuration the way `upload` does.
+fn upload_defaults() -> anyhow::Result<EngineDefaults> {
+    let cli = Cli::try_parse_from(["idb", "upload", "file"])?;
+    let Command::Upload(upload) = cli.command else {
+        anyhow::bail!("`idb upload file` did not parse as an upload");
+    };
+    Ok(EngineDefaults::new(move |config| {
+        *config = upload.transfer.apply(config.clone());
+        config.journal_interval = upload.journal_interval;
+    }))
+}
+
+/// The progress line on stderr: rewritten in place on a terminal, one line per
+/// step in a log.
+struct ProgressLine {
+    terminal: bool,
+    /// Whether a line is drawn and not yet ended (terminal only).
+    drawn: Mutex<bool>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            drawn: Mutex::new(false),
+        }
+    }
+
+    fn show(&self, line: &str) {
+        let line = escape(line);
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            // Carriage return, erase the line: one line that changes.
+            let _ = write!(err, "\r\x1b[2K{line}");
+            *self.drawn.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        if *drawn {
+            let _ = writeln!(std::io::stderr());
+            *drawn = false;
+        }
+    }
+}
+
+/// The command line as typed (arguments with spaces quoted), for the record.
 fn command_line() -> String {
     std::env::args()
         .map(|arg| {

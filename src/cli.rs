@@ -23,8 +23,9 @@ pub enum Command {
     MockServer(MockServerArgs),
     /// Start a mock server in this process, upload a generated file to it, and check it.
     Demo(DemoArgs),
-    /// Measure the engine against a single-request ceiling and the service's sample
-    /// client, on an in-process mock (summary on stdout, evidence in --out).
+    /// Measure the engine against a single-request ceiling, the service's sample
+    /// client and a model bound, on an in-process mock or a far end given with
+    /// --server (a table or --json on stdout, progress on stderr, evidence in --report).
     Bench(BenchArgs),
     // --- The state directory (receipts, journals): src/status.rs, src/clean.rs ---
     /// Show what the state directory knows of a dataset: unfinished uploads (which
@@ -491,44 +492,116 @@ pub struct DemoArgs {
     pub transfer: TransferArgs,
 }
 
+// ---------------------------------------------------------------------------
+// `idb bench` (src/bench.rs)
+// ---------------------------------------------------------------------------
+
+/// The help heading of the far end's options.
+const FAR_END: &str = "Far end (default: a mock in this process)";
+
+/// The help heading of the sizes and knobs.
+const BENCH_SIZES: &str = "Sizes and knobs";
+
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Two hosts: run `idb mock-server --sink --max-chunk 4GiB --listen 0.0.0.0:8080 \
+    --dataset IDB-BENCH:TOKEN` on the far host, then `IDB_TOKEN=TOKEN idb bench --server \
+    http://FAR:8080 --dataset IDB-BENCH` here. Scenarios that need a knob of the mock (bandwidth, \
+    faults, modes) are skipped against a far end given with --server, saying so."
+)]
 pub struct BenchArgs {
-    /// Which scenario to run: ceiling, latency, many-files, journal, small-files, or
-    /// all of them.
-    #[arg(
-        long,
-        default_value = "all",
-        value_parser = ["ceiling", "latency", "many-files", "journal", "small-files", "all"],
-        value_name = "NAME"
-    )]
+    /// Which scenarios to run, comma-separated: latency, many-files, bandwidth,
+    /// faults, modes, chunks, journal, small-files, or all.
+    #[arg(long, default_value = "all", value_name = "LIST")]
     pub scenario: String,
-    /// Size of the one file of `ceiling` and `latency` (at most 4GiB).
-    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
-    pub size: u64,
-    /// Upload only a prefix of this size with the sample client in `latency`, to save
-    /// time (it sends one 2 MiB chunk per round trip whatever the size; labelled in
-    /// the summary). Default: --size.
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub sample_size: Option<u64>,
-    /// Repetitions of each side; medians are reported.
+    /// Repetitions of each side; medians and the spread are reported.
     #[arg(long, default_value_t = idb_harness::DEFAULT_REPS as u64,
           value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub reps: u64,
-    /// Where results.json, summary.md and command.txt go
-    /// (default: target/harness/<UTC timestamp>).
+    /// Print the results as one JSON document on stdout (instead of the table).
+    #[arg(long)]
+    pub json: bool,
+    /// Where the evidence goes: results.json, report.md, the plot
+    /// (throughput-vs-rtt.svg) and command.txt (default: target/harness/<UTC time>).
+    #[arg(long, alias = "out", value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Where the generated test data goes (default: the system's temporary directory).
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Files the engine uploads at once in `many-files` (its default, 3, is measured too).
-    #[arg(long, default_value_t = idb_harness::DEFAULT_BENCH_PARALLEL as u64,
-          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
-    pub parallel: u64,
-    /// Files in `many-files`.
+    pub data_dir: Option<PathBuf>,
+
+    // --- The far end ---
+    /// Measure against this server (such as `idb mock-server --sink` on another
+    /// host) instead of a mock in this process. The token comes from IDB_TOKEN or
+    /// --token-file, as for `idb upload`.
+    #[arg(long, value_parser = parse_server, value_name = "URL", requires = "dataset",
+          help_heading = FAR_END)]
+    pub server: Option<url::Url>,
+    /// With --server: a dataset on it to upload into (every name is new: the run's
+    /// time and a random tag start each one).
+    #[arg(long, value_name = "KEY", requires = "server", help_heading = FAR_END)]
+    pub dataset: Option<String>,
+    /// With --server: read the token from this file (otherwise from IDB_TOKEN).
+    #[arg(long, value_name = "PATH", requires = "server", help_heading = FAR_END)]
+    pub token_file: Option<PathBuf>,
+
+    // --- Sizes and knobs ---
+    /// Size of the one large file (latency, bandwidth, faults, modes, chunks), at
+    /// most 4GiB.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE",
+          help_heading = BENCH_SIZES)]
+    pub size: u64,
+    /// The sample client uploads only the first SIZE of the large file (it sends
+    /// one 2 MiB chunk per round trip whatever the size; labelled as such).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size, value_name = "SIZE",
+          help_heading = BENCH_SIZES)]
+    pub sample_size: u64,
+    /// The latencies of the latency sweep, in milliseconds (in-process only).
+    #[arg(long, value_delimiter = ',', default_value = "0,10,50,100", value_name = "MS,...",
+          help_heading = BENCH_SIZES)]
+    pub latencies: Vec<u64>,
+    /// The latency of the other scenarios, in milliseconds (in-process only).
+    #[arg(long, default_value_t = idb_harness::DEFAULT_LATENCY.as_millis() as u64,
+          value_name = "MS", help_heading = BENCH_SIZES)]
+    pub latency_ms: u64,
+    /// Files in many-files.
     #[arg(long, default_value_t = idb_harness::DEFAULT_FILES as u64,
-          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N",
+          help_heading = BENCH_SIZES)]
     pub files: u64,
-    /// Size of each `many-files` file.
-    #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
+    /// Size of each many-files file.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE",
+          help_heading = BENCH_SIZES)]
     pub file_size: u64,
+    /// The per-connection cap of the bandwidth scenario, per second (like 50MiB).
+    #[arg(long, default_value = "50MiB", value_parser = parse_bandwidth, value_name = "RATE",
+          help_heading = BENCH_SIZES)]
+    pub bandwidth: u64,
+    /// The share of requests the faults scenario's mock faults (0 to 1).
+    #[arg(long, default_value_t = idb_harness::DEFAULT_FAULT_RATE,
+          value_parser = parse_fault_rate, value_name = "P", help_heading = BENCH_SIZES)]
+    pub fault_rate: f64,
+    /// The fixed chunk sizes of the chunks scenario.
+    #[arg(long, value_delimiter = ',', default_value = "2MiB,8MiB,64MiB",
+          value_parser = parse_size, value_name = "SIZE,...", help_heading = BENCH_SIZES)]
+    pub fixed_chunks: Vec<u64>,
+    /// Size of the one file of the journal scenario.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE",
+          help_heading = BENCH_SIZES)]
+    pub journal_size: u64,
+    /// Files in small-files.
+    #[arg(long, default_value_t = idb_harness::DEFAULT_SMALL_FILES as u64,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N",
+          help_heading = BENCH_SIZES)]
+    pub small_files: u64,
+    /// Size of each small-files file.
+    #[arg(long, default_value = "700", value_parser = parse_size, value_name = "SIZE",
+          help_heading = BENCH_SIZES)]
+    pub small_file_size: u64,
+    /// Empty calls timed per point to measure the round trip.
+    #[arg(long, default_value_t = idb_harness::DEFAULT_RTT_PROBES as u64,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N",
+          help_heading = BENCH_SIZES)]
+    pub rtt_probes: u64,
 }
 
 // ---------------------------------------------------------------------------

@@ -36,11 +36,15 @@
 //!   bursts, 429, stalls, truncated chunks, lost answers, a killed and restarted
 //!   server, a full disk), seeded: every file verified byte-exact or failed with
 //!   its reason; a summary line per scenario on stderr.
+//! - `bench`: `idb bench` at tiny sizes, every scenario in-process and against
+//!   `idb mock-server --sink` as a process: the JSON document, every metric,
+//!   the report and the plot (valid SVG, one series per side).
 //! - `servers`: servers the mock will not play (raw HTTP): one echoing the
 //!   request's headers in its errors (the token never printed or saved), one
 //!   that never answers, a web server that is no Data Bank.
 
 mod auth;
+mod bench;
 mod bwlimit;
 mod cli;
 mod fault_matrix;

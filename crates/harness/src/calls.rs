@@ -1,6 +1,7 @@
 //! Plain datafile calls with reqwest and idb-wire's encoders, one at a time: what the
 //! sample-client pattern, the single-request ceiling and the round-trip probe send.
-//! No retries, no pipelining: any answer but 200 fails the measurement.
+//! No retries, no pipelining: any answer but 200 fails the measurement. Each call
+//! is timed from its request to its whole answer.
 
 use std::time::{Duration, Instant};
 
@@ -105,25 +106,39 @@ impl Calls {
         Ok((status, body))
     }
 
-    async fn post_ok(&self, what: &str, content_type: &str, body: Bytes) -> anyhow::Result<Bytes> {
+    /// Sends one call; its answer's body and how long the call took.
+    async fn post_ok(
+        &self,
+        what: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(Bytes, Duration)> {
+        let started = Instant::now();
         let (status, body) = self.post(content_type, body).await?;
-        if status != 200 {
-            bail!("{what}: HTTP {status}: {}", summarize_body(&body));
+        let took = started.elapsed();
+        match status {
+            200 => Ok((body, took)),
+            413 => bail!(
+                "{what}: the server refused the request as too large (HTTP 413): start the far \
+                 end with a larger --max-chunk (at least the size of the file the \
+                 single-request ceiling sends)"
+            ),
+            _ => bail!("{what}: HTTP {status}: {}", summarize_body(&body)),
         }
-        Ok(body)
     }
 
-    /// `setup` as the sample client sends it (urlencoded).
-    pub(crate) async fn setup(&self, filename: &str, filesize: u64) -> anyhow::Result<()> {
+    /// `setup` as the sample client sends it (urlencoded); how long it took.
+    pub(crate) async fn setup(&self, filename: &str, filesize: u64) -> anyhow::Result<Duration> {
         let size = filesize.to_string();
         let body = encode_urlencoded(&[
             ("phase", b"setup"),
             ("filename", filename.as_bytes()),
             ("filesize", size.as_bytes()),
         ]);
-        self.post_ok(&format!("setup of {filename}"), URLENCODED, body.into())
+        let (_, took) = self
+            .post_ok(&format!("setup of {filename}"), URLENCODED, body.into())
             .await?;
-        Ok(())
+        Ok(took)
     }
 
     /// The envelope of the `transfer` of `filename` at `previous_size`.
@@ -141,28 +156,30 @@ impl Calls {
         })
     }
 
-    /// Sends a prepared `transfer` (multipart, as the sample client does).
-    pub(crate) async fn transfer(&self, prepared: PreparedTransfer) -> anyhow::Result<()> {
-        self.post_ok("transfer", &prepared.content_type, prepared.body)
+    /// Sends a prepared `transfer` (multipart, as the sample client does); how
+    /// long it took.
+    pub(crate) async fn transfer(&self, prepared: PreparedTransfer) -> anyhow::Result<Duration> {
+        let (_, took) = self
+            .post_ok("transfer", &prepared.content_type, prepared.body)
             .await?;
-        Ok(())
+        Ok(took)
     }
 
-    /// `verify` as the sample client sends it (urlencoded); returns the receipt.
-    pub(crate) async fn verify(&self, filename: &str) -> anyhow::Result<VerifyReceipt> {
+    /// `verify` as the sample client sends it (urlencoded); the receipt, and how
+    /// long it took.
+    pub(crate) async fn verify(&self, filename: &str) -> anyhow::Result<(VerifyReceipt, Duration)> {
         let body = encode_urlencoded(&[("phase", b"verify"), ("filename", filename.as_bytes())]);
-        let answer = self
+        let (answer, took) = self
             .post_ok(&format!("verify of {filename}"), URLENCODED, body.into())
             .await?;
-        VerifyReceipt::parse(&answer)
-            .with_context(|| format!("verify of {filename}: the mock sent no receipt"))
+        let receipt = VerifyReceipt::parse(&answer)
+            .with_context(|| format!("verify of {filename}: the server sent no receipt"))?;
+        Ok((receipt, took))
     }
 
     /// The time of one empty call (a `setup` of a 0-byte file): a round trip plus
     /// the server's fixed cost per call.
     pub(crate) async fn empty_call(&self, filename: &str) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        self.setup(filename, 0).await?;
-        Ok(started.elapsed())
+        self.setup(filename, 0).await
     }
 }

@@ -1,14 +1,20 @@
-//! The engine side: an `idb_engine::Uploader` with its settings recorded, retries
-//! counted from its events, and every file's hashes checked.
+//! The engine side: an `idb_engine::Uploader` with the CLI's defaults, its
+//! settings recorded, its acknowledgements and retries taken from its events, its
+//! calls' times from its log, and every file's hashes checked.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail, ensure};
-use idb_engine::{DatasetKey, Event, EventSink, FileOutcome, Token, UploadConfig, Uploader};
+use idb_engine::{
+    DatasetKey, Event, EventSink, FileOutcome, Token, UploadConfig, Uploader, VerifyReceipt,
+};
 use serde::Serialize;
 
-use crate::data::DataFile;
+use crate::EngineDefaults;
+use crate::call_log;
+use crate::data::Upload;
+use crate::timeline::Timeline;
 
 /// The engine settings a side ran with, as recorded in `results.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -27,8 +33,11 @@ pub struct EngineSettings {
     pub prefetch: usize,
     /// Bytes each reader runs ahead at most.
     pub read_ahead_bytes: u64,
-    /// Whether the resume journal is kept (the CLI always keeps one).
+    /// Whether the resume journal is kept, in a fresh temporary state directory
+    /// per repetition (the CLI always keeps one).
     pub journal: bool,
+    /// How often, at most, the journal is written, seconds.
+    pub journal_interval_s: f64,
     /// How files are read (`Auto`: memory-mapped when possible).
     pub read_mode: String,
     /// Attempts per call.
@@ -48,6 +57,7 @@ impl EngineSettings {
             prefetch: config.reader.prefetch,
             read_ahead_bytes: config.reader.read_ahead_bytes,
             journal: config.state_dir.is_some(),
+            journal_interval_s: config.journal_interval.as_secs_f64(),
             read_mode: format!("{:?}", config.read_mode),
             max_attempts: config.retry.max_attempts,
             idle_timeout_s: config.idle_timeout.as_secs_f64(),
@@ -55,46 +65,64 @@ impl EngineSettings {
     }
 }
 
-/// The engine's configuration for `dataset` on `base`: defaults, then `tweak`.
+/// The engine's configuration for `dataset` on `base`: the library's defaults,
+/// then the CLI's (`defaults`), then `tweak` (what a side varies on purpose).
 pub(crate) fn config(
     base: &str,
     dataset: &str,
-    token: &str,
-    tweak: impl FnOnce(&mut UploadConfig),
+    token: Token,
+    defaults: &EngineDefaults,
+    tweak: &dyn Fn(&mut UploadConfig),
 ) -> anyhow::Result<UploadConfig> {
     let mut config = UploadConfig::new(
-        base.parse().context("the mock's URL")?,
+        base.parse().context("the server's URL")?,
         DatasetKey::new(dataset)?,
-        Token::new(token)?,
+        token,
     );
+    defaults.apply(&mut config);
     tweak(&mut config);
     Ok(config)
 }
 
-/// The settings `tweak` leads to, for the record (no server needed).
-pub(crate) fn settings(tweak: impl FnOnce(&mut UploadConfig)) -> anyhow::Result<EngineSettings> {
-    Ok(EngineSettings::of(&config(
+/// The settings a side runs with, for the record (no server needed); `journal`
+/// says whether it keeps a state directory.
+pub(crate) fn settings(
+    defaults: &EngineDefaults,
+    tweak: &dyn Fn(&mut UploadConfig),
+    journal: bool,
+) -> anyhow::Result<EngineSettings> {
+    let mut settings = EngineSettings::of(&config(
         "http://127.0.0.1:9",
         "IDB-SETTINGS",
-        "settings",
+        Token::new("settings")?,
+        defaults,
         tweak,
-    )?))
+    )?);
+    settings.journal = journal;
+    Ok(settings)
 }
 
-/// Counts the engine's retries and realignments.
-#[derive(Default)]
-struct Counts {
+/// Feeds the engine's events to a side's timeline, and counts retries and
+/// realignments.
+struct Watcher<'a> {
+    timeline: &'a Timeline,
     retries: AtomicU64,
     realigned: AtomicU64,
 }
 
-impl EventSink for Counts {
+impl EventSink for Watcher<'_> {
     fn emit(&self, event: Event) {
         match event {
-            Event::Retry { .. } => self.retries.fetch_add(1, Ordering::Relaxed),
-            Event::Realigned { .. } => self.realigned.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+            Event::FileStarted { .. } => self.timeline.setup_answered(),
+            Event::ChunkAcked { len, .. } => self.timeline.acked(len),
+            Event::Retry { .. } => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Realigned { .. } => {
+                self.realigned.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -110,11 +138,12 @@ pub(crate) struct EngineRun {
     pub(crate) retries: u64,
     pub(crate) realigned: u64,
     pub(crate) final_chunk_size: u64,
-    pub(crate) peak_chunk_bytes: u64,
+    /// The engine's own time of every call (`None`: not recordable here).
+    pub(crate) calls_ms: Option<Vec<f64>>,
 }
 
 /// Builds the uploader and checks the files (untimed).
-pub(crate) fn prepare(config: UploadConfig, files: &[DataFile]) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(config: UploadConfig, files: &[Upload]) -> anyhow::Result<Prepared> {
     let uploader = Uploader::new(config).context("cannot build the engine")?;
     let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     let checked = match uploader.check(&paths) {
@@ -130,10 +159,27 @@ pub(crate) fn prepare(config: UploadConfig, files: &[DataFile]) -> anyhow::Resul
     })
 }
 
-/// Uploads; fails unless every file was verified with the expected blake3.
-pub(crate) async fn upload(prepared: Prepared, files: &[DataFile]) -> anyhow::Result<EngineRun> {
-    let counts = Counts::default();
-    let report = prepared.uploader.upload(prepared.files, &counts).await;
+/// Uploads, recording on `timeline`; fails unless every file was verified with
+/// the expected blake3, by the engine's reading and by the server's receipt.
+pub(crate) async fn upload(
+    prepared: Prepared,
+    files: &[Upload],
+    timeline: &Timeline,
+) -> anyhow::Result<EngineRun> {
+    let watcher = Watcher {
+        timeline,
+        retries: AtomicU64::new(0),
+        realigned: AtomicU64::new(0),
+    };
+    let watch = call_log::watch(files.iter().map(|f| f.name.clone()));
+    let report = prepared.uploader.upload(prepared.files, &watcher).await;
+    let calls_ms = watch.finish();
+    ensure!(
+        report.files.len() == files.len(),
+        "the engine reported {} files of {}",
+        report.files.len(),
+        files.len()
+    );
     for (line, file) in report.files.iter().zip(files) {
         ensure!(
             line.path == file.path,
@@ -142,32 +188,37 @@ pub(crate) async fn upload(prepared: Prepared, files: &[DataFile]) -> anyhow::Re
         match &line.outcome {
             FileOutcome::Verified { blake3, receipt } => {
                 ensure!(
-                    *blake3 == file.blake3,
+                    *blake3 == file.data.blake3,
                     "{}: the engine read different bytes than were generated",
                     file.name
                 );
                 let receipt = receipt
                     .as_ref()
-                    .with_context(|| format!("{}: the mock sent no receipt", file.name))?;
-                ensure!(
-                    receipt.blake3 == file.blake3 && receipt.size == file.size,
-                    "{}: the mock received different bytes",
-                    file.name
-                );
+                    .with_context(|| format!("{}: the server sent no receipt", file.name))?;
+                check_receipt(file, receipt)?;
             }
             other => bail!("{}: the engine did not verify it: {other:?}", file.name),
         }
     }
-    ensure!(
-        report.files.len() == files.len(),
-        "the engine reported {} files of {}",
-        report.files.len(),
-        files.len()
-    );
     Ok(EngineRun {
-        retries: counts.retries.load(Ordering::Relaxed),
-        realigned: counts.realigned.load(Ordering::Relaxed),
+        retries: watcher.retries.load(Ordering::Relaxed),
+        realigned: watcher.realigned.load(Ordering::Relaxed),
         final_chunk_size: report.final_chunk_size,
-        peak_chunk_bytes: report.peak_chunk_bytes,
+        calls_ms,
     })
+}
+
+/// Whether the server's verify receipt is that of the generated bytes.
+pub(crate) fn check_receipt(file: &Upload, receipt: &VerifyReceipt) -> anyhow::Result<()> {
+    ensure!(
+        receipt.size == file.data.size && receipt.blake3 == file.data.blake3,
+        "{}: the server received different bytes ({} bytes, blake3 {}) than were sent ({} \
+         bytes, blake3 {})",
+        file.name,
+        receipt.size,
+        receipt.blake3,
+        file.data.size,
+        file.data.blake3
+    );
+    Ok(())
 }

@@ -3,19 +3,15 @@
 //! CLI's defaults), each with the state directory on a local disk, on tmpfs, and
 //! with no journal at all, in the same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-use anyhow::Context;
-use idb_engine::UploadConfig;
-use idb_mock::DEFAULT_MAX_CHUNK;
 
 use crate::config::DEFAULT_JOURNAL_CHUNK;
 use crate::data::DataFile;
-use crate::engine_run;
+use crate::far_end::Knobs;
+use crate::point::{PointSpec, Runner, SideSpec, StateAt, TMPFS};
 use crate::report::human;
-use crate::results::{Rep, ScenarioResult, Side};
-use crate::scenarios::{Mock, Runner, ratio, side, start_mock};
+use crate::results::{Point, ScenarioResult};
 
 /// Target of `journal`: the journal on disk costs at most 10% of the time.
 const JOURNAL_TARGET: f64 = 1.0 / 1.1;
@@ -23,34 +19,20 @@ const JOURNAL_TARGET: f64 = 1.0 / 1.1;
 /// Target of `small-files`: the state on disk within 1.5x of the time on tmpfs.
 const SMALL_FILES_TARGET: f64 = 1.0 / 1.5;
 
-/// Where tmpfs usually is on Linux.
-const TMPFS: &str = "/dev/shm";
-
-/// Where a side keeps its state directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// No journal (and no name locks).
-    None,
-    /// Under the run's output directory, on the disk the results go to.
-    Disk,
-    /// Under `/dev/shm`.
-    Tmpfs,
-}
-
-impl State {
+impl StateAt {
     fn key(self) -> &'static str {
         match self {
-            State::None => "no-journal",
-            State::Disk => "journal-disk",
-            State::Tmpfs => "journal-tmpfs",
+            StateAt::None => "no-journal",
+            StateAt::Disk => "journal-disk",
+            StateAt::Tmpfs => "journal-tmpfs",
         }
     }
 
     fn label(self, out: &Path) -> String {
         match self {
-            State::None => "engine, no journal".into(),
-            State::Disk => format!("engine, state directory on disk (under {})", out.display()),
-            State::Tmpfs => format!("engine, state directory on tmpfs ({TMPFS})"),
+            StateAt::None => "engine, no journal".into(),
+            StateAt::Disk => format!("engine, state directory on disk (under {})", out.display()),
+            StateAt::Tmpfs => format!("engine, state directory on tmpfs ({TMPFS})"),
         }
     }
 }
@@ -66,121 +48,73 @@ fn tmpfs_available() -> bool {
 
 impl Runner<'_> {
     /// The states measured in this run, in the order they alternate.
-    fn states(&self) -> Vec<State> {
-        let mut states = vec![State::None, State::Disk];
+    fn states(&self) -> Vec<StateAt> {
+        let mut states = vec![StateAt::None, StateAt::Disk];
         if tmpfs_available() {
-            states.push(State::Tmpfs);
+            states.push(StateAt::Tmpfs);
         } else {
             self.note(format!("{TMPFS} is not writable: no tmpfs side"));
         }
         states
     }
 
-    /// A fresh state directory for one repetition, removed when dropped.
-    fn state_dir(&self, state: State) -> anyhow::Result<Option<tempfile::TempDir>> {
-        let parent = match state {
-            State::None => return Ok(None),
-            State::Disk => self.config.out_dir.clone(),
-            State::Tmpfs => PathBuf::from(TMPFS),
-        };
-        std::fs::create_dir_all(&parent)?;
-        Ok(Some(
-            tempfile::Builder::new()
-                .prefix("idb-bench-state-")
-                .tempdir_in(&parent)
-                .with_context(|| {
-                    format!("cannot make a state directory in {}", parent.display())
-                })?,
-        ))
-    }
-
-    /// Starts a mock without latency and runs every state on it `reps` times,
-    /// alternating, with `tweak` applied.
-    async fn state_sides(
+    /// One point, no latency, an engine side per state with `chunk` fixed (or
+    /// the defaults).
+    async fn state_point(
         &self,
         scenario: &str,
         files: &[DataFile],
-        states: &[State],
-        tweak: &(dyn Fn(&mut UploadConfig) + Sync),
-    ) -> anyhow::Result<(Mock, Vec<Side>)> {
-        let keys: Vec<&str> = states.iter().map(|s| s.key()).collect();
-        let mock = start_mock(
-            "no latency",
-            Duration::ZERO,
-            DEFAULT_MAX_CHUNK,
-            &keys,
-            self.config.reps,
-        )
-        .await?;
-        let mut reps: Vec<Vec<Rep>> = states.iter().map(|_| Vec::new()).collect();
-        for rep in 0..self.config.reps {
-            // Each repetition starts with another side, so that no side always
-            // runs in the same place of the sequence.
-            for i in (0..states.len()).map(|i| (i + rep) % states.len()) {
-                let (state, results) = (&states[i], &mut reps[i]);
-                let dir = self.state_dir(*state)?;
-                let state_dir = dir.as_ref().map(|d| d.path().to_path_buf());
-                let r = self
-                    .engine_rep(&mock, state.key(), rep, files, &|c| {
-                        tweak(c);
-                        c.state_dir = state_dir.clone();
-                    })
-                    .await?;
-                self.report_rep(scenario, &state.label(&self.config.out_dir), rep, &r);
-                results.push(r);
-            }
-        }
-        let sides = states
-            .iter()
-            .zip(reps)
-            .map(|(state, reps)| {
-                let mut side = side(
+        chunk: Option<u64>,
+        ratios: Vec<(String, String, Option<f64>)>,
+    ) -> anyhow::Result<Point> {
+        let (label, latency) = if self.far.is_remote() {
+            ("the path".to_owned(), None)
+        } else {
+            ("no latency".to_owned(), Some(Duration::ZERO))
+        };
+        let largest = files.iter().map(|f| f.size).max().unwrap_or(0);
+        let endpoint = self
+            .far
+            .endpoint(&label, &Knobs::plain(Duration::ZERO, largest))
+            .await?;
+        let sides = self
+            .states()
+            .into_iter()
+            .map(|state| {
+                SideSpec::engine_with(
                     state.key(),
                     state.label(&self.config.out_dir),
-                    &mock,
-                    files,
-                    reps,
-                );
-                side.engine = Some(engine_run::settings(|c| {
-                    tweak(c);
-                    if *state != State::None {
-                        c.state_dir = Some(PathBuf::from("state"));
-                    }
-                })?);
-                Ok(side)
+                    files.to_vec(),
+                    move |c| {
+                        if let Some(chunk) = chunk {
+                            *c = c.clone().fixed_chunk_size(chunk);
+                        }
+                    },
+                )
+                .state(state)
             })
-            .collect::<anyhow::Result<Vec<Side>>>()?;
-        Ok((mock, sides))
+            .collect();
+        let mut spec = PointSpec::on(label, latency, endpoint, sides);
+        spec.ratios = ratios;
+        self.point(scenario, spec).await
     }
 
     /// `journal`: one file in fixed 1 MiB chunks, no latency.
     pub(crate) async fn journal(&self) -> anyhow::Result<ScenarioResult> {
         let size = self.config.journal_size;
-        self.note(format!("journal: generating a {} file", human(size)));
-        let file = self.generate("journal.bin", size, "journal").await?;
-        let files = std::slice::from_ref(&file);
-        let states = self.states();
+        let file = self.data("journal.bin", size, "journal").await?;
         let chunk = DEFAULT_JOURNAL_CHUNK;
-        let (mock, sides) = self
-            .state_sides("journal", files, &states, &move |c| {
-                *c = c.clone().fixed_chunk_size(chunk);
-            })
+        let ratios = vec![
+            (
+                "journal-disk".into(),
+                "no-journal".into(),
+                Some(JOURNAL_TARGET),
+            ),
+            ("journal-tmpfs".into(), "no-journal".into(), None),
+        ];
+        let point = self
+            .state_point("journal", &[file], Some(chunk), ratios)
             .await?;
-        let mut ratios = vec![ratio(
-            "journal on disk / no journal",
-            &sides[1],
-            &sides[0],
-            Some(JOURNAL_TARGET),
-        )];
-        if let Some(tmpfs) = sides.get(2) {
-            ratios.push(ratio(
-                "journal on tmpfs / no journal",
-                tmpfs,
-                &sides[0],
-                None,
-            ));
-        }
-        mock.server.shutdown().await;
         Ok(ScenarioResult {
             name: "journal".into(),
             title: format!(
@@ -188,10 +122,8 @@ impl Runner<'_> {
                 human(size),
                 human(chunk)
             ),
-            mocks: vec![mock.facts],
-            sides,
-            ratios,
-            model: None,
+            skipped: None,
+            points: vec![point],
             notes: vec![format!(
                 "every acknowledged chunk hands the journal writer the file's newest state; \
                  it writes (temporary file, fsync, rename, fsync of the directory) at most \
@@ -206,60 +138,48 @@ impl Runner<'_> {
     /// `small-files`: thousands of tiny files with the defaults, no latency.
     pub(crate) async fn small_files(&self) -> anyhow::Result<ScenarioResult> {
         let (count, size) = (self.config.small_files, self.config.small_file_size);
-        self.note(format!(
-            "small-files: generating {count} files of {}",
-            human(size)
-        ));
         let mut files = Vec::with_capacity(count);
         for i in 0..count {
             let name = format!("small-{i:05}.bin");
-            files.push(self.generate(&name, size, &name).await?);
+            files.push(self.data(&name, size, &name).await?);
         }
-        let states = self.states();
-        let (mock, sides) = self
-            .state_sides("small-files", &files, &states, &|_| {})
+        let ratios = vec![
+            (
+                "journal-disk".into(),
+                "journal-tmpfs".into(),
+                Some(SMALL_FILES_TARGET),
+            ),
+            ("journal-disk".into(), "no-journal".into(), None),
+        ];
+        let point = self
+            .state_point("small-files", &files, None, ratios)
             .await?;
-        let files_per_s = |side: &Side| side.files as f64 / side.median.wall_s;
-        let mut ratios = Vec::new();
-        let mut notes = vec![
-            sides
+        let notes = vec![
+            point
+                .sides
                 .iter()
-                .map(|s| format!("{}: {:.0} files/s", s.label, files_per_s(s)))
+                .map(|s| {
+                    format!(
+                        "{}: {:.0} files/s",
+                        s.label,
+                        s.files as f64 / s.summary.wall_s.median
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
-        ];
-        match sides.get(2) {
-            Some(tmpfs) => ratios.push(ratio(
-                "state on disk / state on tmpfs",
-                &sides[1],
-                tmpfs,
-                Some(SMALL_FILES_TARGET),
-            )),
-            None => notes.push("no tmpfs side: the target compares disk with tmpfs".into()),
-        }
-        ratios.push(ratio(
-            "state on disk / no journal",
-            &sides[1],
-            &sides[0],
-            None,
-        ));
-        notes.push(
             "a file that is verified before the journal writer's next write never gets a \
              journal entry; each upload holds a byte-range lock of the state directory's \
              lock file while it runs"
                 .into(),
-        );
-        mock.server.shutdown().await;
+        ];
         Ok(ScenarioResult {
             name: "small-files".into(),
             title: format!(
-                "small-files: {count} x {}, no latency, defaults",
+                "small-files: {count} x {}, no latency, the CLI's defaults",
                 human(size)
             ),
-            mocks: vec![mock.facts],
-            sides,
-            ratios,
-            model: None,
+            skipped: None,
+            points: vec![point],
             notes,
         })
     }

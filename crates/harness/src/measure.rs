@@ -1,7 +1,11 @@
-//! What one measured part costs the process: wall time, CPU time (user and system,
-//! all threads, the in-process mock included) and peak resident memory.
+//! What one measured part costs: wall time, the client's CPU time (user and
+//! system: the process's, less the in-process mock's threads when there is one),
+//! the mock's CPU time, and the process's peak resident memory; and the
+//! statistics the results are made of (medians, percentiles).
 
 use std::time::{Duration, Instant};
+
+use crate::mock_runtime::MockRuntime;
 
 /// `/proc/self/clear_refs`: writing `5` resets the peak RSS (`VmHWM`) to the
 /// current RSS (Linux 4.0 and later).
@@ -56,9 +60,11 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// A measurement in progress: started just before the timed part.
-pub(crate) struct Meter {
+pub(crate) struct Meter<'a> {
     started: Instant,
     cpu: CpuTime,
+    /// The in-process mock's runtime and its CPU time at the start.
+    mock: Option<(&'a MockRuntime, Duration)>,
     rss_reset: bool,
 }
 
@@ -66,18 +72,23 @@ pub(crate) struct Meter {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cost {
     pub(crate) wall: Duration,
-    pub(crate) cpu_user: Duration,
-    pub(crate) cpu_system: Duration,
+    /// The client's CPU time, user and system: the process's less the
+    /// in-process mock's threads.
+    pub(crate) client_cpu: Duration,
+    /// The in-process mock's CPU time (`None` for a far end elsewhere).
+    pub(crate) far_end_cpu: Option<Duration>,
     /// Peak RSS of the whole process during the part; `None` when the peak could
     /// not be reset first (it would include earlier parts).
     pub(crate) peak_rss: Option<u64>,
 }
 
-impl Meter {
-    /// Resets the peak RSS, then starts the clocks.
-    pub(crate) fn start() -> Self {
+impl<'a> Meter<'a> {
+    /// Resets the peak RSS, then starts the clocks; `mock` is the in-process
+    /// mock's runtime, whose threads' CPU time is not the client's.
+    pub(crate) fn start(mock: Option<&'a MockRuntime>) -> Self {
         let rss_reset = reset_peak_rss();
         Self {
+            mock: mock.map(|m| (m, m.cpu())),
             cpu: cpu_time(),
             rss_reset,
             started: Instant::now(),
@@ -88,13 +99,27 @@ impl Meter {
     pub(crate) fn stop(self) -> Cost {
         let wall = self.started.elapsed();
         let cpu = cpu_time();
+        let far_end_cpu = self.mock.map(|(m, before)| m.cpu().saturating_sub(before));
+        let process = (cpu.user + cpu.system).saturating_sub(self.cpu.user + self.cpu.system);
         Cost {
             wall,
-            cpu_user: cpu.user.saturating_sub(self.cpu.user),
-            cpu_system: cpu.system.saturating_sub(self.cpu.system),
+            client_cpu: process.saturating_sub(far_end_cpu.unwrap_or_default()),
+            far_end_cpu,
             peak_rss: if self.rss_reset { peak_rss() } else { None },
         }
     }
+}
+
+/// The `p`-th percentile (0 to 100) of `values` by nearest rank; `None` when
+/// there are none.
+pub(crate) fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let mut values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None`
@@ -127,8 +152,18 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), None);
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), Some(50.0));
+        assert_eq!(percentile(&values, 99.0), Some(99.0));
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[7.0], 50.0), Some(7.0));
+    }
+
+    #[test]
     fn meter_reports_time_and_memory() {
-        let meter = Meter::start();
+        let meter = Meter::start(None);
         let block = vec![1u8; 8 << 20];
         std::hint::black_box(&block);
         let cost = meter.stop();

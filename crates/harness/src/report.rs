@@ -1,5 +1,6 @@
-//! The evidence a run leaves: `results.json` (raw), `summary.md` (a table ready for
-//! the README) and `command.txt` (the command and the machine), side by side.
+//! The evidence a run leaves: `results.json` (raw), `report.md` (tables ready for
+//! the README), the plot, and `command.txt` (the command and the machine), side by
+//! side; and the table for a terminal.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,13 +8,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::results::{Machine, Results};
+use crate::results::{Machine, ModelBound, Point, Results, Side};
 
 /// The raw results file.
 pub const RESULTS_FILE: &str = "results.json";
 
-/// The Markdown summary.
-pub const SUMMARY_FILE: &str = "summary.md";
+/// The Markdown report.
+pub const REPORT_FILE: &str = "report.md";
+
+/// The plot of throughput against round trip (SVG).
+pub const PLOT_FILE: &str = "throughput-vs-rtt.svg";
 
 /// The command and machine facts.
 pub const COMMAND_FILE: &str = "command.txt";
@@ -71,7 +75,13 @@ pub(crate) fn machine() -> Machine {
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map(|kib| kib * 1024);
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let hostname = read("/proc/sys/kernel/hostname").trim().to_owned();
     Machine {
+        hostname: if hostname.is_empty() {
+            "unknown".into()
+        } else {
+            hostname
+        },
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         kernel: if kernel.is_empty() {
             std::env::consts::OS.to_owned()
@@ -83,6 +93,19 @@ pub(crate) fn machine() -> Machine {
     }
 }
 
+/// The machine in one line, for people.
+fn machine_line(m: &Machine) -> String {
+    format!(
+        "{} x {}, {}, {} ({})",
+        m.nproc,
+        m.cpu_model,
+        m.memory_bytes
+            .map_or_else(|| "memory unknown".to_owned(), human),
+        m.kernel,
+        m.hostname
+    )
+}
+
 /// Writes `command.txt`.
 pub(crate) fn write_command(dir: &Path, results: &Results) -> anyhow::Result<()> {
     let m = &results.machine;
@@ -90,26 +113,38 @@ pub(crate) fn write_command(dir: &Path, results: &Results) -> anyhow::Result<()>
         .map(|d| d.display().to_string())
         .unwrap_or_default();
     let text = format!(
-        "{}\n\ncwd: {cwd}\nstarted: {}\nharness: {}\nnproc: {}\nkernel: {}\ncpu: {}\nmemory: {}\n",
+        "{}\n\ncwd: {cwd}\nstarted: {}\nharness: {}\nhost: {}\nnproc: {}\nkernel: {}\ncpu: \
+         {}\nmemory: {}\nfar end: {}{}\n",
         results.command,
         results.started_utc,
         results.harness,
+        m.hostname,
         m.nproc,
         m.kernel,
         m.cpu_model,
         m.memory_bytes.map_or_else(|| "unknown".to_owned(), human),
+        results.far_end.kind,
+        results
+            .far_end
+            .url
+            .as_deref()
+            .map_or_else(String::new, |u| format!(" {u}")),
     );
     write(dir, COMMAND_FILE, &text)
 }
 
-/// Writes `results.json` and `summary.md` (again after every scenario, so a run
-/// that fails part way keeps what it measured).
+/// Writes `results.json`, `report.md` and the plot (again after every scenario,
+/// so a run that fails part way keeps what it measured). Returns the report.
 pub(crate) fn write_results(dir: &Path, results: &Results) -> anyhow::Result<String> {
     let json = serde_json::to_string_pretty(results).context("cannot encode the results")?;
     write(dir, RESULTS_FILE, &(json + "\n"))?;
-    let summary = summary(results);
-    write(dir, SUMMARY_FILE, &summary)?;
-    Ok(summary)
+    let svg = crate::plot::svg(results)?;
+    if let Some(svg) = &svg {
+        write(dir, PLOT_FILE, svg)?;
+    }
+    let report = markdown(results, svg.is_some());
+    write(dir, REPORT_FILE, &report)?;
+    Ok(report)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
@@ -117,89 +152,211 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The Markdown summary: one table of sides, one of ratios, the model, the notes.
-pub(crate) fn summary(results: &Results) -> String {
-    let m = &results.machine;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "`{}` on {} x {} ({}), {}: in-process mock, sink storage, strict mode; median of {} \
-         repetition{} per side, sides alternating; every ratio compares numbers from this run. \
-         CPU time and peak RSS are the whole process, mock included.\n",
-        results.command,
-        m.nproc,
-        m.cpu_model,
-        m.kernel,
-        results.started_utc,
-        results.reps,
-        if results.reps == 1 { "" } else { "s" },
-    );
-    out.push_str("| scenario | side | MiB/s | wall s | CPU s | peak RSS MiB | retries |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
-    for scenario in &results.scenarios {
-        for (i, side) in scenario.sides.iter().enumerate() {
-            let md = &side.median;
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {} |",
-                if i == 0 { scenario.title.as_str() } else { "" },
-                side.label,
-                md.mib_per_s,
-                md.wall_s,
-                md.cpu_s,
-                md.peak_rss_mib
-                    .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}")),
-                md.retries,
-            );
-        }
-    }
-    out.push_str("\n| ratio (same run) | value | target |\n|---|---:|---|\n");
-    for scenario in &results.scenarios {
-        for ratio in &scenario.ratios {
-            let target = match (ratio.target, ratio.meets_target) {
-                (Some(t), Some(true)) => format!(">= {t}x (met)"),
-                (Some(t), _) => format!(">= {t}x (missed)"),
-                (None, _) => "(reported)".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "| {}: {} | {:.2}x | {target} |",
-                scenario.name, ratio.name, ratio.value
-            );
-        }
-    }
-    for scenario in &results.scenarios {
-        if let Some(model) = &scenario.model {
-            let _ = writeln!(
-                out,
-                "\nModel bound ({}): c = {} (the engine's final chunk size), RTT = {:.0} ms \
-                 latency + {:.2} ms empty call, B = {:.0} MiB/s (transfer calls carrying \
-                 the file's first c bytes, no latency, each less one empty call; the row above \
-                 times setup to verify): c / (RTT + c/B) = {:.1} MiB/s; the engine reached \
-                 {:.1} MiB/s ({:.2}).",
-                scenario.name,
-                human(model.chunk_size),
-                model.latency_ms,
-                model.empty_call_ms,
-                model.bandwidth_mib_s,
-                model.bound_mib_s,
-                model.engine_mib_s,
-                model.ratio,
-            );
-        }
-    }
-    let notes: Vec<_> = results
-        .scenarios
+/// A number or `n/a`.
+fn or_na(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// One side's row of numbers, as both tables show it.
+fn cells(side: &Side) -> [String; 7] {
+    let s = &side.summary;
+    [
+        format!(
+            "{:.1} ({:.1}-{:.1})",
+            s.whole_mib_s.median, s.whole_mib_s.min, s.whole_mib_s.max
+        ),
+        or_na(s.sustained_mib_s.map(|x| x.median), 1),
+        format!(
+            "{} / {}",
+            or_na(s.request_ms_p50, 1),
+            or_na(s.request_ms_p99, 1)
+        ),
+        format!("{}", s.retries),
+        format!("{:.2}", s.client_cpu_s_per_gib.median),
+        or_na(s.far_end_cpu_s_per_gib, 2),
+        or_na(s.peak_rss_mib, 0),
+    ]
+}
+
+const HEADERS: [&str; 9] = [
+    "point",
+    "side",
+    "MiB/s whole (min-max)",
+    "MiB/s sustained",
+    "call ms p50 / p99",
+    "retries",
+    "client CPU s/GiB",
+    "mock CPU s/GiB",
+    "peak RSS MiB",
+];
+
+/// The ratios of a point in one line.
+fn ratio_line(point: &Point) -> String {
+    point
+        .ratios
         .iter()
-        .flat_map(|s| s.notes.iter().map(move |n| (s.name.as_str(), n)))
-        .collect();
-    if !notes.is_empty() {
-        out.push('\n');
-        for (name, note) in notes {
-            let _ = writeln!(out, "- {name}: {note}");
+        .map(|r| {
+            let target = match (r.target, r.meets_target) {
+                (Some(t), Some(true)) => format!(" (target >= {t:.2}: met)"),
+                (Some(t), _) => format!(" (target >= {t:.2}: missed)"),
+                _ => String::new(),
+            };
+            format!("{} {:.2}x{target}", r.key, r.value)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The model bound of a point in one line.
+fn model_line(model: &ModelBound) -> String {
+    format!(
+        "model bound: c = {}, RTT = {:.2} ms, B = {:.1} MiB/s, {} file(s) at once: {:.1} MiB/s \
+         in steady state, {:.1} MiB/s with setup and verify; the engine reached {:.1} MiB/s",
+        human(model.chunk_size),
+        model.rtt_ms,
+        model.bandwidth_mib_s,
+        model.files_at_once,
+        model.bound_mib_s,
+        model.bound_with_setup_verify_mib_s,
+        model.engine_mib_s
+    )
+}
+
+/// The terminal table: one block per scenario, columns padded, no colour.
+pub fn table(results: &Results) -> String {
+    let mut out = String::new();
+    for scenario in &results.scenarios {
+        let _ = writeln!(out, "{}", scenario.title);
+        if let Some(reason) = &scenario.skipped {
+            let _ = writeln!(out, "  skipped: {reason}\n");
+            continue;
         }
+        let mut rows: Vec<Vec<String>> = vec![HEADERS.iter().map(|h| h.to_string()).collect()];
+        for point in &scenario.points {
+            for (i, side) in point.sides.iter().enumerate() {
+                let mut row = vec![
+                    if i == 0 {
+                        format!("{} (RTT {:.2} ms)", point.label, point.rtt_ms)
+                    } else {
+                        String::new()
+                    },
+                    side.label.clone(),
+                ];
+                row.extend(cells(side));
+                rows.push(row);
+            }
+        }
+        let widths: Vec<usize> = (0..HEADERS.len())
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, w))| {
+                    if c < 2 {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        }
+        for point in &scenario.points {
+            if !point.ratios.is_empty() {
+                let _ = writeln!(out, "  {}: {}", point.label, ratio_line(point));
+            }
+            if let Some(model) = &point.model {
+                let _ = writeln!(out, "  {}: {}", point.label, model_line(model));
+            }
+        }
+        out.push('\n');
     }
     out
+}
+
+/// The Markdown report.
+pub(crate) fn markdown(results: &Results, plot: bool) -> String {
+    let mut out = String::new();
+    let far = &results.far_end;
+    let _ = writeln!(
+        out,
+        "# idb bench\n\n`{}`\n\nMachine: {}. Started {}. Far end: {}{}. Median of {} \
+         repetition{} per side, sides alternating; every ratio compares numbers from this run; \
+         all times are the client's. Client CPU: {}.\n",
+        results.command,
+        machine_line(&results.machine),
+        results.started_utc,
+        far.kind,
+        far.url
+            .as_deref()
+            .map_or_else(String::new, |u| format!(" ({u})")),
+        results.reps,
+        if results.reps == 1 { "" } else { "s" },
+        far.client_cpu,
+    );
+    out.push_str(
+        "Whole-run throughput is bytes over the wall time, first setup to last verify. \
+         Sustained throughput is the rate over the middle 80% of the bytes (from the moment \
+         10% were acknowledged to the moment 90% were, acknowledgements joined by straight \
+         lines). Call times are every attempt of every call (the engine's own timing, whole \
+         milliseconds). Peak RSS is the whole process (in-process, the mock included).\n\n",
+    );
+    if plot {
+        let _ = writeln!(out, "![throughput against round trip]({PLOT_FILE})\n");
+    }
+    for scenario in &results.scenarios {
+        let _ = writeln!(out, "## {}\n", scenario.title);
+        if let Some(reason) = &scenario.skipped {
+            let _ = writeln!(out, "Skipped: {reason}\n");
+            continue;
+        }
+        let _ = writeln!(out, "| {} |", HEADERS.join(" | "));
+        let _ = writeln!(out, "|---|---|{}", "---:|".repeat(HEADERS.len() - 2));
+        for point in &scenario.points {
+            for (i, side) in point.sides.iter().enumerate() {
+                let first = if i == 0 {
+                    format!("{} (RTT {:.2} ms)", point.label, point.rtt_ms)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "| {first} | {} | {} |",
+                    side.label,
+                    cells(side).join(" | ")
+                );
+            }
+        }
+        out.push('\n');
+        for point in &scenario.points {
+            if !point.ratios.is_empty() {
+                let _ = writeln!(out, "- {}: {}", point.label, ratio_line(point));
+            }
+            if let Some(model) = &point.model {
+                let _ = writeln!(out, "- {}: {}", point.label, model_line(model));
+            }
+        }
+        for note in &scenario.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes in the fewest characters, for names: `2MiB`, `512KiB`, `700B`.
+pub fn compact(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024 && value.is_multiple_of(1024) && unit < UNITS.len() - 1 {
+        value /= 1024;
+        unit += 1;
+    }
+    format!("{value}{}", UNITS[unit])
 }
 
 /// Bytes for people: `256.0 MiB`.
@@ -249,6 +406,14 @@ mod tests {
         assert_eq!(at(951_827_696), "20000229T123456Z");
         // 2024-12-31 23:59:59 UTC.
         assert_eq!(at(1_735_689_599), "20241231T235959Z");
+    }
+
+    #[test]
+    fn compact_sizes() {
+        assert_eq!(compact(2 << 20), "2MiB");
+        assert_eq!(compact(512 << 10), "512KiB");
+        assert_eq!(compact(700), "700B");
+        assert_eq!(compact((1 << 20) + 1), "1048577B");
     }
 
     #[test]

@@ -1,23 +1,36 @@
-//! The raw results of a run, as written to `results.json`: every repetition of
-//! every side, the medians, and the ratios computed from them.
+//! The results of a run, as written to `results.json` and printed by `--json`:
+//! every repetition of every side, the summaries (medians and spread), the model
+//! bound and the ratios. Field names are stable: a change of meaning gets a new
+//! name and a new [`RESULTS_SCHEMA`].
 
 use serde::Serialize;
 
-use crate::measure::{Cost, median};
+use crate::measure::{Cost, median, percentile};
+use crate::timeline::Seen;
 
 const MIB: f64 = (1u64 << 20) as f64;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The version of the results' layout.
+pub const RESULTS_SCHEMA: u32 = 1;
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
+    /// [`RESULTS_SCHEMA`].
+    pub schema: u32,
     /// `idb-harness <version>`.
     pub harness: String,
     /// When the run started, UTC (`YYYYMMDDTHHMMSSZ`).
     pub started_utc: String,
+    /// The start of every file name the run uploaded (unique to the run).
+    pub run_id: String,
     /// The command line that started it.
     pub command: String,
-    /// The machine it ran on.
+    /// The machine it ran on (the client's).
     pub machine: Machine,
+    /// What the far end was.
+    pub far_end: FarEndFacts,
     /// Repetitions of each side.
     pub reps: usize,
     /// The scenarios, in the order run.
@@ -27,6 +40,8 @@ pub struct Results {
 /// Facts about the machine, for the record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// The host name.
+    pub hostname: String,
     /// CPUs this process may use.
     pub nproc: usize,
     /// The kernel release (`/proc/sys/kernel/osrelease`).
@@ -37,48 +52,104 @@ pub struct Machine {
     pub memory_bytes: Option<u64>,
 }
 
-/// One mock server a scenario used.
+/// The far end of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct MockFacts {
-    /// How the sides refer to it.
-    pub label: String,
-    /// The latency added to every response, in milliseconds.
-    pub latency_ms: f64,
-    /// `strict` or `offset`.
-    pub mode: String,
-    /// `sink`: bytes are counted and hashed, not kept.
-    pub storage: String,
-    /// The largest chunk it accepts.
-    pub max_chunk: u64,
+pub struct FarEndFacts {
+    /// `in-process` (an `idb-mock` on the harness's own runtime threads) or
+    /// `remote` (a server given with its URL).
+    pub kind: String,
+    /// The remote server's URL (`None` in-process: each mock has its own port).
+    pub url: Option<String>,
+    /// The remote dataset.
+    pub dataset: Option<String>,
+    /// How the client's CPU time is told from the far end's, for people.
+    pub client_cpu: String,
 }
 
 /// One scenario's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioResult {
-    /// `ceiling`, `latency` or `many-files`.
+    /// The scenario's name (`latency`, `many-files`, ...).
     pub name: String,
     /// What it measures, in one line.
     pub title: String,
-    /// The mocks it ran against.
-    pub mocks: Vec<MockFacts>,
-    /// The sides, each with every repetition.
-    pub sides: Vec<Side>,
-    /// Ratios between sides' medians.
-    pub ratios: Vec<Ratio>,
-    /// The one-chunk-in-flight model (`latency` only).
-    pub model: Option<ModelBound>,
+    /// Why it did not run (a far end without the knob it needs), or `None`.
+    pub skipped: Option<String>,
+    /// Its points (one per latency of a sweep, per mode, ...).
+    pub points: Vec<Point>,
     /// Anything a reader must know to read the numbers right.
     pub notes: Vec<String>,
+}
+
+/// One condition of a scenario, with every side measured under it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// What is particular to it (`50 ms`, `offset mode`, ...).
+    pub label: String,
+    /// The latency the mock adds to each response, ms (`None`: a remote far end,
+    /// whose path has its own).
+    pub latency_ms: Option<f64>,
+    /// The round trip measured in the run: the median time of an empty call (a
+    /// setup of an empty file), ms.
+    pub rtt_ms: f64,
+    /// Each repetition's median empty call, ms.
+    pub rtt_ms_reps: Vec<f64>,
+    /// The far ends it ran against.
+    pub mocks: Vec<MockFacts>,
+    /// The sides.
+    pub sides: Vec<Side>,
+    /// The one-chunk-in-flight model bound, with RTT and B measured here (`None`
+    /// when the point has no engine and ceiling sides).
+    pub model: Option<ModelBound>,
+    /// Ratios between the sides' median whole-run throughputs.
+    pub ratios: Vec<Ratio>,
+}
+
+/// One far end a point used.
+#[derive(Debug, Clone, Serialize)]
+pub struct MockFacts {
+    /// How the sides refer to it.
+    pub label: String,
+    /// `in-process` or `remote`.
+    pub kind: String,
+    /// The latency added to every response, ms (`None`: not known, remote).
+    pub latency_ms: Option<f64>,
+    /// `strict` or `offset` (`None`: not known, remote).
+    pub mode: Option<String>,
+    /// The per-connection bandwidth cap, bytes per second (`None`: none known).
+    pub bandwidth: Option<u64>,
+    /// The cap on the whole server, every connection together, bytes per
+    /// second (`None`: none known).
+    pub bandwidth_total: Option<u64>,
+    /// The fault rate (`None`: none known).
+    pub fault_rate: Option<f64>,
+    /// The largest chunk it accepts (`None`: not known, remote).
+    pub max_chunk: Option<u64>,
+}
+
+/// What a side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The engine, as `idb upload` runs it (or with one setting varied).
+    Engine,
+    /// One request carrying the whole file: what the path allows.
+    Ceiling,
+    /// The service's sample client's pattern: 2 MiB, one call after another.
+    SampleClient,
 }
 
 /// One side of a comparison: the same work, done one way, repeated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Side {
-    /// A short key (`engine`, `sample-client`, ...).
+    /// A short key, unique in its point (`engine`, `ceiling`, `sample-client`,
+    /// `engine-fixed-2MiB`, ...). The CLI's defaults are always `engine`.
     pub key: String,
+    /// What it is.
+    pub role: Role,
     /// What it is, for people.
     pub label: String,
-    /// The [`MockFacts::label`] of the mock it ran against.
+    /// The [`MockFacts::label`] of the far end it ran against.
     pub mock: String,
     /// Files per repetition.
     pub files: usize,
@@ -86,111 +157,168 @@ pub struct Side {
     pub bytes: u64,
     /// The engine's settings (`None` for the harness's own clients).
     pub engine: Option<crate::EngineSettings>,
-    /// Every repetition, in order (the `latency` scenario's B side has several
-    /// requests per repetition, all listed, with the same [`Rep::rep`]).
+    /// Every repetition, in order.
     pub reps: Vec<Rep>,
-    /// Medians over the repetitions (each column on its own).
-    pub median: Medians,
+    /// Medians and spread over the repetitions.
+    pub summary: Summary,
 }
 
-/// One repetition of a side.
+/// One repetition of a side. Times are the client's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rep {
     /// 0-based.
     pub rep: usize,
-    /// Wall time of the measured part, seconds.
+    /// Wall time from the first setup sent to the last verify answered, s.
     pub wall_s: f64,
-    /// Bytes / wall time, MiB/s.
-    pub mib_per_s: f64,
-    /// User CPU time of the whole process (mock included), seconds.
-    pub cpu_user_s: f64,
-    /// System CPU time of the whole process (mock included), seconds.
-    pub cpu_sys_s: f64,
-    /// Peak RSS of the whole process during the part, MiB (`None`: the peak could
-    /// not be reset before the part).
-    pub peak_rss_mib: Option<f64>,
-    /// Files verified with the expected blake3 (always all of them: a broken
-    /// upload fails the run instead).
-    pub verified_files: usize,
+    /// Whole-run throughput: bytes / wall time, MiB/s.
+    pub whole_mib_s: f64,
+    /// Sustained throughput: over the middle 80% of the bytes, MiB/s (see the
+    /// README's definition).
+    pub sustained_mib_s: Option<f64>,
+    /// Calls timed (every attempt of every call: setup, transfers, verify).
+    pub calls: usize,
+    /// The median call's time, ms (`None`: not recordable).
+    pub request_ms_p50: Option<f64>,
+    /// The 99th percentile call's time, ms.
+    pub request_ms_p99: Option<f64>,
     /// Calls the engine retried (0 for the harness's clients, which never retry).
     pub retries: u64,
     /// Times the engine realigned to the server's offset.
     pub realigned: u64,
-    /// Requests the mock answered during the part.
-    pub requests: u64,
+    /// The client's CPU time, user and system, s.
+    pub client_cpu_s: f64,
+    /// The client's CPU seconds per GiB sent.
+    pub client_cpu_s_per_gib: f64,
+    /// The in-process mock's CPU time, s (`None`: remote).
+    pub far_end_cpu_s: Option<f64>,
+    /// The in-process mock's CPU seconds per GiB (`None`: remote).
+    pub far_end_cpu_s_per_gib: Option<f64>,
+    /// Peak RSS of the process during the repetition, MiB (in-process, the mock
+    /// is in the same process; `None`: the peak could not be reset).
+    pub peak_rss_mib: Option<f64>,
     /// The engine's chunk size at the end.
     pub final_chunk_size: Option<u64>,
-    /// The most chunk bytes the engine held at once (read ahead and in flight).
-    pub peak_chunk_bytes: Option<u64>,
-    /// The single request's transfer call alone, seconds.
+    /// The single request's transfer call alone, s.
     pub transfer_s: Option<f64>,
 }
 
 impl Rep {
-    pub(crate) fn new(rep: usize, bytes: u64, files: usize, cost: Cost, requests: u64) -> Self {
+    pub(crate) fn new(rep: usize, bytes: u64, cost: Cost, seen: &Seen) -> Self {
         let wall_s = cost.wall.as_secs_f64();
+        let gib = (bytes as f64 / GIB).max(f64::MIN_POSITIVE);
+        let client_cpu_s = cost.client_cpu.as_secs_f64();
+        let far_end_cpu_s = cost.far_end_cpu.map(|c| c.as_secs_f64());
         Self {
             rep,
             wall_s,
-            mib_per_s: bytes as f64 / MIB / wall_s.max(1e-9),
-            cpu_user_s: cost.cpu_user.as_secs_f64(),
-            cpu_sys_s: cost.cpu_system.as_secs_f64(),
-            peak_rss_mib: cost.peak_rss.map(|b| b as f64 / MIB),
-            verified_files: files,
+            whole_mib_s: bytes as f64 / MIB / wall_s.max(1e-9),
+            sustained_mib_s: seen.sustained_mib_s,
+            calls: seen.calls_ms.len(),
+            request_ms_p50: percentile(&seen.calls_ms, 50.0),
+            request_ms_p99: percentile(&seen.calls_ms, 99.0),
             retries: 0,
             realigned: 0,
-            requests,
+            client_cpu_s,
+            client_cpu_s_per_gib: client_cpu_s / gib,
+            far_end_cpu_s,
+            far_end_cpu_s_per_gib: far_end_cpu_s.map(|c| c / gib),
+            peak_rss_mib: cost.peak_rss.map(|b| b as f64 / MIB),
             final_chunk_size: None,
-            peak_chunk_bytes: None,
             transfer_s: None,
         }
     }
 }
 
-/// Medians of a side's repetitions.
-#[derive(Debug, Clone, Serialize)]
-pub struct Medians {
-    /// Wall time, seconds.
-    pub wall_s: f64,
-    /// Throughput, MiB/s.
-    pub mib_per_s: f64,
-    /// User + system CPU time, seconds.
-    pub cpu_s: f64,
-    /// Peak RSS, MiB.
-    pub peak_rss_mib: Option<f64>,
-    /// Retries.
-    pub retries: f64,
+/// A median with the smallest and largest value it is the median of.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// The median.
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
 }
 
-impl Medians {
+impl Spread {
+    /// `None` when there are no finite values.
+    pub(crate) fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        Some(Self {
+            median: median(values.iter().copied())?,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// Medians and spread of a side's repetitions, each column on its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Whole-run throughput, MiB/s.
+    pub whole_mib_s: Spread,
+    /// Sustained throughput, MiB/s (`None`: no repetition had one).
+    pub sustained_mib_s: Option<Spread>,
+    /// Wall time, s.
+    pub wall_s: Spread,
+    /// The median of the repetitions' median call times, ms.
+    pub request_ms_p50: Option<f64>,
+    /// The median of the repetitions' 99th percentile call times, ms.
+    pub request_ms_p99: Option<f64>,
+    /// Retries (median).
+    pub retries: f64,
+    /// The client's CPU seconds per GiB.
+    pub client_cpu_s_per_gib: Spread,
+    /// The in-process mock's CPU seconds per GiB (median; `None`: remote).
+    pub far_end_cpu_s_per_gib: Option<f64>,
+    /// Peak RSS, MiB (median).
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl Summary {
     pub(crate) fn of(reps: &[Rep]) -> Self {
-        let m = |f: fn(&Rep) -> f64| median(reps.iter().map(f)).unwrap_or(f64::NAN);
+        let spread = |f: fn(&Rep) -> f64| {
+            Spread::of(reps.iter().map(f)).unwrap_or(Spread {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            })
+        };
+        let opt = |f: fn(&Rep) -> Option<f64>| median(reps.iter().filter_map(f));
         Self {
-            wall_s: m(|r| r.wall_s),
-            mib_per_s: m(|r| r.mib_per_s),
-            cpu_s: m(|r| r.cpu_user_s + r.cpu_sys_s),
-            peak_rss_mib: median(reps.iter().filter_map(|r| r.peak_rss_mib)),
-            retries: m(|r| r.retries as f64),
+            whole_mib_s: spread(|r| r.whole_mib_s),
+            sustained_mib_s: Spread::of(reps.iter().filter_map(|r| r.sustained_mib_s)),
+            wall_s: spread(|r| r.wall_s),
+            request_ms_p50: opt(|r| r.request_ms_p50),
+            request_ms_p99: opt(|r| r.request_ms_p99),
+            retries: median(reps.iter().map(|r| r.retries as f64)).unwrap_or(0.0),
+            client_cpu_s_per_gib: spread(|r| r.client_cpu_s_per_gib),
+            far_end_cpu_s_per_gib: opt(|r| r.far_end_cpu_s_per_gib),
+            peak_rss_mib: opt(|r| r.peak_rss_mib),
         }
     }
 }
 
-/// A ratio of two sides' median throughputs (or of a side to the model bound).
+/// A ratio of two medians (or of a side to the model bound).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
+    /// A stable key: `engine/ceiling`, `engine/sample-client`, `engine/model`,
+    /// or `SIDE/SIDE` for the others.
+    pub key: String,
     /// What is divided by what, for people.
     pub name: String,
     /// The value.
     pub value: f64,
-    /// The target it should reach, if there is one.
+    /// The target it should reach, if there is one (shown, never asserted).
     pub target: Option<f64>,
     /// Whether it reached the target (`None` without one).
     pub meets_target: Option<bool>,
 }
 
 impl Ratio {
-    pub(crate) fn new(name: String, value: f64, target: Option<f64>) -> Self {
+    pub(crate) fn new(key: String, name: String, value: f64, target: Option<f64>) -> Self {
         Self {
+            key,
             name,
             value,
             target,
@@ -199,40 +327,102 @@ impl Ratio {
     }
 }
 
-/// The model bound of a sequential, one-chunk-in-flight client:
-/// `c / (RTT + c / B)`.
+/// The model bound of a sequential, one-chunk-in-flight client,
+/// `c / (RTT + c / B)` (times the files in flight, at most B), with RTT and B
+/// measured in the same point.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelBound {
-    /// c: the engine's chunk size at the end of its runs (median), bytes.
+    /// c: the engine's chunk size at the end of its repetitions (median), or the
+    /// file size if smaller, bytes.
     pub chunk_size: u64,
-    /// The mock's latency, ms.
-    pub latency_ms: f64,
-    /// The median empty call without latency, ms (each repetition's median of
-    /// [`crate::BenchConfig::rtt_probes`] calls, then the median of those).
-    pub empty_call_ms: f64,
-    /// Each repetition's median empty call, ms.
-    pub empty_call_ms_reps: Vec<f64>,
-    /// RTT = latency + empty call, ms.
+    /// RTT: the point's median empty call, ms.
     pub rtt_ms: f64,
-    /// B: the path's bandwidth for a chunk of c bytes, MiB/s: requests carrying
-    /// the file's first c bytes, no latency; c over the transfer call's time less
-    /// one empty call (median over all of them). With it, `c / B` is the time the
-    /// path takes to carry one chunk of the engine's size.
+    /// B: the ceiling's bytes over its transfer call's time less one RTT, MiB/s.
     pub bandwidth_mib_s: f64,
-    /// The bound, MiB/s.
+    /// Files the engine has in flight at once (its `--parallel`, at most the
+    /// files there are).
+    pub files_at_once: usize,
+    /// The bound in steady state: `min(B, files_at_once x c / (RTT + c/B))`,
+    /// MiB/s.
     pub bound_mib_s: f64,
-    /// The bound for the whole upload: the file's chunks at `RTT + c/B` each, plus
-    /// the setup and verify round trips, MiB/s (for reference; the ramp from the
-    /// engine's starting chunk is still left out).
+    /// The bound for the whole upload, setup and verify round trips counted:
+    /// each file costs `(chunks + 2) x RTT + size/B`, `files_at_once` at a time,
+    /// MiB/s (the ramp from the engine's first chunk size is left out).
     pub bound_with_setup_verify_mib_s: f64,
-    /// B measured the same way with one request carrying the whole file, MiB/s
-    /// (for reference: the mock holds a whole request body in memory, so a very
-    /// large single request is slower per byte than a chunk-sized one).
-    pub bandwidth_whole_file_mib_s: f64,
-    /// The bound computed with [`ModelBound::bandwidth_whole_file_mib_s`], MiB/s.
-    pub bound_whole_file_mib_s: f64,
-    /// The engine's median throughput, MiB/s.
+    /// The engine's median whole-run throughput, MiB/s.
     pub engine_mib_s: f64,
     /// Engine / bound.
     pub ratio: f64,
+    /// Engine / the bound with setup and verify.
+    pub ratio_with_setup_verify: f64,
+}
+
+impl ModelBound {
+    /// The bound for `files` files of `file_size` bytes, `at_once` at a time, in
+    /// chunks of `chunk_size`, with `rtt_s` and `bandwidth` (MiB/s).
+    pub(crate) fn new(
+        chunk_size: u64,
+        file_size: u64,
+        files: usize,
+        at_once: usize,
+        rtt_s: f64,
+        bandwidth_mib_s: f64,
+        engine_mib_s: f64,
+    ) -> Self {
+        let at_once = at_once.clamp(1, files.max(1));
+        let c_bytes = chunk_size.clamp(1, file_size.max(1));
+        let c = c_bytes as f64 / MIB;
+        let b = bandwidth_mib_s.max(f64::MIN_POSITIVE);
+        let bound = (at_once as f64 * c / (rtt_s + c / b)).min(b);
+        let file = file_size as f64 / MIB;
+        let chunks = file_size.div_ceil(c_bytes).max(1) as f64;
+        let rounds = files.div_ceil(at_once).max(1) as f64;
+        let total = file * files as f64;
+        let whole = total / (rounds * (chunks + 2.0) * rtt_s + total / b);
+        Self {
+            chunk_size: c_bytes,
+            rtt_ms: rtt_s * 1e3,
+            bandwidth_mib_s,
+            files_at_once: at_once,
+            bound_mib_s: bound,
+            bound_with_setup_verify_mib_s: whole,
+            engine_mib_s,
+            ratio: engine_mib_s / bound,
+            ratio_with_setup_verify: engine_mib_s / whole,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_bound_of_one_file() {
+        // 64 MiB chunks at 50 ms and 640 MiB/s: 64 / (0.05 + 0.1) MiB/s.
+        let m = ModelBound::new(64 << 20, 1 << 30, 1, 3, 0.05, 640.0, 300.0);
+        assert!((m.bound_mib_s - 64.0 / 0.15).abs() < 1e-9, "{m:?}");
+        assert_eq!(m.files_at_once, 1);
+        // 16 chunks plus setup and verify: 18 round trips, plus 1024/640 s.
+        let whole = 1024.0 / (18.0 * 0.05 + 1.6);
+        assert!((m.bound_with_setup_verify_mib_s - whole).abs() < 1e-9);
+        assert!((m.ratio - 300.0 / (64.0 / 0.15)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn files_in_flight_multiply_the_bound_up_to_the_bandwidth() {
+        let m = ModelBound::new(64 << 20, 1 << 20, 1000, 3, 0.05, 100.0, 10.0);
+        assert_eq!(m.chunk_size, 1 << 20, "a chunk is at most the file");
+        let one = 1.0 / (0.05 + 0.01);
+        assert!((m.bound_mib_s - 3.0 * one).abs() < 1e-9, "{m:?}");
+        let capped = ModelBound::new(1 << 20, 1 << 20, 1000, 3, 0.0, 100.0, 10.0);
+        assert!((capped.bound_mib_s - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn spreads() {
+        let s = Spread::of([3.0, 1.0, 2.0, f64::NAN]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert!(Spread::of([]).is_none());
+    }
 }

@@ -8,22 +8,30 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use idb_wire::VerifyReceipt;
 
 use crate::SAMPLE_CLIENT_CHUNK;
 use crate::calls::Calls;
-use crate::data::DataFile;
+use crate::data::Upload;
+use crate::timeline::Timeline;
 
-/// Uploads `file` the way the sample client does; returns the verify receipt.
-pub(crate) async fn upload(calls: &Calls, file: &DataFile) -> anyhow::Result<VerifyReceipt> {
+/// Uploads `file` the way the sample client does, recording each call on
+/// `timeline`; returns the verify receipt.
+pub(crate) async fn upload(
+    calls: &Calls,
+    file: &Upload,
+    timeline: &Timeline,
+) -> anyhow::Result<VerifyReceipt> {
     let source = Arc::new(
-        File::open(&file.path).with_context(|| format!("cannot open {}", file.path.display()))?,
+        File::open(&file.data.path)
+            .with_context(|| format!("cannot open {}", file.data.path.display()))?,
     );
-    calls.setup(&file.name, file.size).await?;
+    timeline.call(calls.setup(&file.name, file.data.size).await?);
+    timeline.setup_answered();
     let mut previous_size = 0u64;
-    while previous_size < file.size {
-        let len = SAMPLE_CLIENT_CHUNK.min(file.size - previous_size) as usize;
+    while previous_size < file.data.size {
+        let len = SAMPLE_CLIENT_CHUNK.min(file.data.size - previous_size) as usize;
         let envelope = calls.envelope(&file.name, previous_size)?;
         let source = Arc::clone(&source);
         let offset = previous_size;
@@ -34,19 +42,15 @@ pub(crate) async fn upload(calls: &Calls, file: &DataFile) -> anyhow::Result<Ver
         })
         .await
         .context("the chunk reader panicked")??;
-        calls
+        let took = calls
             .transfer(prepared)
             .await
             .with_context(|| format!("transfer of {} at {previous_size}", file.name))?;
+        timeline.call(took);
+        timeline.acked(len as u64);
         previous_size += len as u64;
     }
-    let receipt = calls.verify(&file.name).await?;
-    ensure!(
-        receipt.size == file.size,
-        "{}: the mock received {} bytes of {}",
-        file.name,
-        receipt.size,
-        file.size
-    );
+    let (receipt, took) = calls.verify(&file.name).await?;
+    timeline.call(took);
     Ok(receipt)
 }

@@ -1,19 +1,20 @@
 //! The ceiling: `setup`, ONE `transfer` carrying the whole file from offset 0, then
 //! `verify`. The body is built in memory before the clock starts, so what is timed
-//! is only what the path (client, loopback, mock) costs.
+//! is only what the path (client, network, server) costs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use idb_wire::VerifyReceipt;
 
 use crate::calls::{Calls, PreparedTransfer};
-use crate::data::DataFile;
+use crate::data::Upload;
+use crate::timeline::Timeline;
 
 /// Reads the whole file into one transfer body (untimed).
-pub(crate) async fn prepare(calls: &Calls, file: &DataFile) -> anyhow::Result<PreparedTransfer> {
+pub(crate) async fn prepare(calls: &Calls, file: &Upload) -> anyhow::Result<PreparedTransfer> {
     let envelope = calls.envelope(&file.name, 0)?;
-    let (path, len) = (file.path.clone(), file.size as usize);
+    let (path, len) = (file.data.path.clone(), file.data.size as usize);
     tokio::task::spawn_blocking(move || {
         envelope.wrap(len, |buf| {
             use std::io::Read;
@@ -35,16 +36,19 @@ pub(crate) struct SingleRequest {
 /// Sends setup, the prepared transfer and verify, one after another.
 pub(crate) async fn send(
     calls: &Calls,
-    file: &DataFile,
+    file: &Upload,
     prepared: PreparedTransfer,
+    timeline: &Timeline,
 ) -> anyhow::Result<SingleRequest> {
-    calls.setup(&file.name, file.size).await?;
-    let started = Instant::now();
-    calls
+    timeline.call(calls.setup(&file.name, file.data.size).await?);
+    timeline.setup_answered();
+    let transfer = calls
         .transfer(prepared)
         .await
         .with_context(|| format!("the single transfer of {}", file.name))?;
-    let transfer = started.elapsed();
-    let receipt = calls.verify(&file.name).await?;
+    timeline.call(transfer);
+    timeline.acked(file.data.size);
+    let (receipt, took) = calls.verify(&file.name).await?;
+    timeline.call(took);
     Ok(SingleRequest { receipt, transfer })
 }

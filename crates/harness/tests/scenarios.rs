@@ -1,35 +1,33 @@
-//! Every scenario at tiny sizes: behaviour only (every upload verified, the three
-//! files written and readable, ratios finite and positive), never timings.
+//! The harness as a library, in-process, at tiny sizes: behaviour only (every
+//! upload verified, the evidence written, every metric there, the plot valid
+//! SVG with one series per side), never timings. Every scenario runs through the
+//! `idb bench` binary in the root package's tests (`tests/integration/bench.rs`),
+//! in-process and against `idb mock-server` as a separate process.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use idb_harness::{BenchConfig, COMMAND_FILE, RESULTS_FILE, SUMMARY_FILE, Scenario, run};
+use idb_harness::{
+    BenchConfig, COMMAND_FILE, PLOT_FILE, REPORT_FILE, RESULTS_FILE, Role, Scenario, run,
+};
 
 const MIB: u64 = 1 << 20;
 
 fn tiny(out: &std::path::Path, data: &std::path::Path) -> BenchConfig {
     let mut config = BenchConfig::new(out.to_path_buf());
-    config.scenarios = Scenario::ALL.to_vec();
+    config.scenarios = vec![Scenario::Latency];
     config.reps = 1;
-    config.size = 2 * MIB;
-    config.sample_size = Some(MIB + 12_345);
-    config.latency = Duration::from_millis(2);
-    config.files = 5;
-    config.file_size = 2 * MIB + 7;
-    config.many_files_latency = Duration::from_millis(2);
-    config.parallel = 4;
-    config.journal_size = 3 * MIB;
-    config.small_files = 20;
-    config.small_file_size = 700;
+    config.size = 2 * MIB + 5;
+    config.sample_size = MIB + 12_345;
+    config.latencies = vec![Duration::ZERO, Duration::from_millis(3)];
     config.rtt_probes = 3;
     config.data_dir = Some(data.to_path_buf());
-    config.command_line = "idb bench --scenario all --reps 1 (test)".into();
+    config.command_line = "idb bench --scenario latency --reps 1 (test)".into();
     config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_runs_verifies_and_writes_its_evidence() {
+async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     let out = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let dir = out.path().join("run");
@@ -41,94 +39,89 @@ async fn every_scenario_runs_verifies_and_writes_its_evidence() {
     .await
     .expect("the harness runs");
 
-    // Every side of every scenario verified every file, once per repetition.
     let results = &outcome.results;
-    let names: Vec<_> = results.scenarios.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["ceiling", "latency", "many-files", "journal", "small-files"]
-    );
-    for scenario in &results.scenarios {
-        assert!(!scenario.sides.is_empty());
-        for side in &scenario.sides {
-            assert!(!side.reps.is_empty(), "{}", side.key);
-            assert!(side.reps.iter().all(|r| r.rep == 0), "{}", side.key);
-            for rep in &side.reps {
-                assert_eq!(rep.verified_files, side.files, "{}", side.key);
-                assert!(rep.mib_per_s.is_finite() && rep.mib_per_s > 0.0);
-                assert!(rep.requests >= 3 * side.files as u64, "{}", side.key);
-            }
+    assert_eq!(results.scenarios.len(), 1);
+    let latency = &results.scenarios[0];
+    assert_eq!(latency.skipped, None);
+    let labels: Vec<_> = latency.points.iter().map(|p| p.label.as_str()).collect();
+    assert_eq!(labels, ["0 ms", "3 ms"]);
+    for point in &latency.points {
+        let keys: Vec<_> = point.sides.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["engine", "ceiling", "sample-client"]);
+        assert!(point.rtt_ms > 0.0);
+        for side in &point.sides {
+            assert_eq!(side.reps.len(), 1, "{}", side.key);
+            let rep = &side.reps[0];
+            assert!(rep.whole_mib_s > 0.0 && rep.wall_s > 0.0, "{rep:?}");
+            assert!(rep.sustained_mib_s.is_some_and(|s| s > 0.0), "{rep:?}");
+            assert!(rep.request_ms_p50.is_some_and(|v| v >= 0.0), "{rep:?}");
+            assert!(rep.request_ms_p99 >= rep.request_ms_p50, "{rep:?}");
+            assert!(rep.client_cpu_s_per_gib >= 0.0, "{rep:?}");
+            assert!(rep.far_end_cpu_s.is_some_and(|c| c >= 0.0), "{rep:?}");
+            assert!(rep.peak_rss_mib.is_some_and(|m| m > 0.0), "{rep:?}");
         }
-        assert!(!scenario.ratios.is_empty());
-        for ratio in &scenario.ratios {
-            assert!(
-                ratio.value.is_finite() && ratio.value > 0.0,
-                "{}: {}",
-                ratio.name,
-                ratio.value
-            );
+        // The engine runs with its journal, in a temporary state directory.
+        let engine = &point.sides[0];
+        assert_eq!(engine.role, Role::Engine);
+        assert!(engine.engine.as_ref().is_some_and(|e| e.journal));
+        // The sample client runs on the prefix and says so.
+        assert_eq!(point.sides[2].bytes, MIB + 12_345);
+        assert!(point.sides[2].label.contains("first"));
+        let model = point.model.as_ref().expect("a model bound");
+        assert!(model.bound_mib_s > 0.0 && model.bandwidth_mib_s > 0.0);
+        let ratio_keys: Vec<_> = point.ratios.iter().map(|r| r.key.as_str()).collect();
+        for key in ["engine/ceiling", "engine/sample-client", "engine/model"] {
+            assert!(ratio_keys.contains(&key), "{ratio_keys:?}");
         }
     }
-    let many = &results.scenarios[2];
-    assert_eq!(
-        many.sides.len(),
-        3,
-        "parallel 4, the default 3, the sample client"
-    );
-    assert_eq!(many.sides[0].files, 5);
-    let model = results.scenarios[1]
-        .model
-        .as_ref()
-        .expect("latency has a model");
-    for value in [
-        model.bound_mib_s,
-        model.bandwidth_mib_s,
-        model.ratio,
-        model.rtt_ms,
-    ] {
-        assert!(value.is_finite() && value > 0.0, "{model:?}");
-    }
-    // The sample client ran on the smaller prefix and says so.
-    let sample = results.scenarios[1]
-        .sides
-        .iter()
-        .find(|s| s.key == "sample-client")
-        .expect("latency has a sample-client side");
-    assert_eq!(sample.bytes, MIB + 12_345);
-    assert!(sample.label.contains("prefix"), "{}", sample.label);
-
-    // The three files, side by side, parseable.
-    assert_eq!(outcome.out_dir, dir);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap()).unwrap();
-    assert_eq!(json["scenarios"].as_array().unwrap().len(), 5);
-    // The journal scenarios measure with and without a journal, and leave no
-    // state directory behind.
-    for name in ["journal", "small-files"] {
-        let scenario = results.scenarios.iter().find(|s| s.name == name).unwrap();
-        let keys: Vec<_> = scenario.sides.iter().map(|s| s.key.as_str()).collect();
-        assert_eq!(keys[..2], ["no-journal", "journal-disk"], "{name}");
-        assert_eq!(
-            scenario.sides[1].engine.as_ref().map(|e| e.journal),
-            Some(true)
-        );
-    }
+    // No state directory is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .filter(|n| n.to_string_lossy().starts_with("idb-bench-state-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(json["reps"], 1);
-    let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE)).unwrap();
-    assert_eq!(summary, outcome.summary);
-    assert!(summary.contains("| scenario | side | MiB/s |"), "{summary}");
-    assert!(summary.contains("engine / sample client"), "{summary}");
+
+    // The evidence, side by side.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap()).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["far_end"]["kind"], "in-process");
+    let report = std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap();
+    assert_eq!(report, outcome.report);
+    assert!(report.contains(PLOT_FILE), "{report}");
     let command = std::fs::read_to_string(dir.join(COMMAND_FILE)).unwrap();
-    assert!(command.starts_with("idb bench --scenario all --reps 1 (test)"));
-    for fact in ["nproc:", "kernel:", "cpu:"] {
-        assert!(command.contains(fact), "{command}");
+    assert!(command.starts_with("idb bench --scenario latency --reps 1 (test)"));
+
+    // The plot: valid SVG, one series (a line in the legend, named) per side
+    // and one for the model bound.
+    let svg = std::fs::read_to_string(dir.join(PLOT_FILE)).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("the plot is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or_default().trim().to_owned())
+        .collect();
+    let point = &latency.points[0];
+    for side in &point.sides {
+        assert_eq!(
+            texts.iter().filter(|t| **t == side.label).count(),
+            1,
+            "{}: {texts:?}",
+            side.label
+        );
     }
+    assert!(
+        texts.iter().any(|t| t.starts_with("model bound")),
+        "{texts:?}"
+    );
+    let strokes: std::collections::HashSet<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .filter_map(|n| n.attribute("stroke"))
+        .collect();
+    assert_eq!(strokes.len(), point.sides.len() + 1, "{strokes:?}");
 
     // Progress went to the sink; generated data was cleaned up.
     assert!(!lines.lock().unwrap().is_empty());
@@ -139,8 +132,9 @@ async fn every_scenario_runs_verifies_and_writes_its_evidence() {
 fn scenario_names() {
     assert_eq!(Scenario::select("all").unwrap(), Scenario::ALL);
     assert_eq!(
-        Scenario::select("many-files").unwrap(),
-        [Scenario::ManyFiles]
+        Scenario::select("many-files, latency,many-files").unwrap(),
+        [Scenario::ManyFiles, Scenario::Latency]
     );
     assert!(Scenario::select("fast").is_err());
+    assert!(Scenario::select(",").is_err());
 }

@@ -1,0 +1,222 @@
+//! The far end of a run: mocks started in this process on the mock's own
+//! runtime with the knobs a point asks for, or one server elsewhere, which has
+//! the knobs it has.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use idb_engine::Token;
+use idb_mock::{DEFAULT_MAX_CHUNK, FaultConfig, MockConfig, MockServer, Storage, WriteMode};
+use tokio::runtime::Handle;
+
+use crate::FarEnd;
+use crate::mock_runtime::MockRuntime;
+use crate::results::{FarEndFacts, MockFacts};
+
+/// The dataset of every in-process mock.
+const MOCK_DATASET: &str = "IDB-BENCH";
+
+/// Its token (a mock's token, not a secret).
+const MOCK_TOKEN: &str = "idb-harness-token";
+
+/// What a point wants of the far end.
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
+    /// Added to every response (remotely, the path has its own).
+    pub(crate) latency: Duration,
+    /// Strict or offset.
+    pub(crate) mode: WriteMode,
+    /// A cap per connection, bytes per second.
+    pub(crate) bandwidth: Option<u64>,
+    /// A cap on the whole server (every connection together, as a real link),
+    /// bytes per second.
+    pub(crate) bandwidth_total: Option<u64>,
+    /// Injected faults.
+    pub(crate) faults: Option<FaultConfig>,
+    /// The largest chunk the sides send (the ceiling sends whole files).
+    pub(crate) max_chunk: u64,
+}
+
+impl Knobs {
+    /// A healthy strict server with `latency`, accepting chunks up to `max_chunk`.
+    pub(crate) fn plain(latency: Duration, max_chunk: u64) -> Self {
+        Self {
+            latency,
+            mode: WriteMode::Strict,
+            bandwidth: None,
+            bandwidth_total: None,
+            faults: None,
+            max_chunk: max_chunk.max(DEFAULT_MAX_CHUNK),
+        }
+    }
+
+    /// What a remote far end cannot be asked for, if anything (the reason a
+    /// scenario that needs it is skipped).
+    pub(crate) fn remote_lacks(&self) -> Option<String> {
+        let needs = match self {
+            Knobs {
+                faults: Some(_), ..
+            } => "injected faults (the mock's --fault-rate)",
+            Knobs {
+                bandwidth: Some(_), ..
+            } => "a bandwidth cap set per run (the mock's --bandwidth)",
+            Knobs {
+                bandwidth_total: Some(_),
+                ..
+            } => "a cap on the whole server set per run (the mock's --bandwidth-total)",
+            Knobs {
+                mode: WriteMode::Offset,
+                ..
+            } => "a server in each write mode (the mock's --mode)",
+            _ => return None,
+        };
+        Some(format!(
+            "needs {needs}, which a far end given with --server cannot be asked for; run it \
+             with an in-process mock, or start the far end with that option and run \
+             --scenario latency against it"
+        ))
+    }
+}
+
+/// The far end of a whole run.
+pub(crate) enum Far {
+    /// Mocks in this process, on their own runtime.
+    Local(MockRuntime),
+    /// A server elsewhere.
+    Remote {
+        url: String,
+        dataset: String,
+        token: Token,
+    },
+}
+
+/// One far end a point uploads to.
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) dataset: String,
+    pub(crate) token: Token,
+    pub(crate) facts: MockFacts,
+    /// The in-process mock and the runtime it runs on.
+    server: Option<(MockServer, Handle)>,
+}
+
+impl Far {
+    pub(crate) fn new(far_end: &FarEnd) -> anyhow::Result<Self> {
+        Ok(match far_end {
+            FarEnd::InProcess => Far::Local(MockRuntime::start()?),
+            FarEnd::Remote {
+                url,
+                dataset,
+                token,
+            } => Far::Remote {
+                url: url.trim_end_matches('/').to_owned(),
+                dataset: dataset.clone(),
+                token: token.clone(),
+            },
+        })
+    }
+
+    /// Whether the far end is another server.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self, Far::Remote { .. })
+    }
+
+    /// The mock runtime, whose CPU time is not the client's.
+    pub(crate) fn mock_runtime(&self) -> Option<&MockRuntime> {
+        match self {
+            Far::Local(runtime) => Some(runtime),
+            Far::Remote { .. } => None,
+        }
+    }
+
+    pub(crate) fn facts(&self) -> FarEndFacts {
+        match self {
+            Far::Local(_) => FarEndFacts {
+                kind: "in-process".into(),
+                url: None,
+                dataset: None,
+                client_cpu: "the process's CPU time less the CPU clocks of the mock's runtime \
+                             threads (workers and blocking pool)"
+                    .into(),
+            },
+            Far::Remote { url, dataset, .. } => FarEndFacts {
+                kind: "remote".into(),
+                url: Some(url.clone()),
+                dataset: Some(dataset.clone()),
+                client_cpu: "the process's CPU time (the far end is another process)".into(),
+            },
+        }
+    }
+
+    /// A far end with `knobs`, known as `label`: a fresh in-process mock, or the
+    /// remote server (whose knobs are its own: check [`Knobs::remote_lacks`]
+    /// first).
+    pub(crate) async fn endpoint(&self, label: &str, knobs: &Knobs) -> anyhow::Result<Endpoint> {
+        match self {
+            Far::Remote {
+                url,
+                dataset,
+                token,
+            } => Ok(Endpoint {
+                url: url.clone(),
+                dataset: dataset.clone(),
+                token: token.clone(),
+                facts: MockFacts {
+                    label: label.to_owned(),
+                    kind: "remote".into(),
+                    latency_ms: None,
+                    mode: None,
+                    bandwidth: None,
+                    bandwidth_total: None,
+                    fault_rate: None,
+                    max_chunk: None,
+                },
+                server: None,
+            }),
+            Far::Local(runtime) => {
+                let mut config = MockConfig::new()
+                    .storage(Storage::Sink)
+                    .mode(knobs.mode)
+                    .latency(knobs.latency)
+                    .max_chunk(knobs.max_chunk)
+                    .bandwidth(knobs.bandwidth)
+                    .bandwidth_total(knobs.bandwidth_total)
+                    .dataset(MOCK_DATASET, MOCK_TOKEN);
+                if let Some(faults) = &knobs.faults {
+                    config = config.faults(faults.clone());
+                }
+                let handle = runtime.handle();
+                let server = handle
+                    .spawn(MockServer::start(config))
+                    .await
+                    .context("the mock's start panicked")?
+                    .context("cannot start the mock")?;
+                Ok(Endpoint {
+                    url: server.url(),
+                    dataset: MOCK_DATASET.into(),
+                    token: Token::new(MOCK_TOKEN)?,
+                    facts: MockFacts {
+                        label: label.to_owned(),
+                        kind: "in-process".into(),
+                        latency_ms: Some(knobs.latency.as_secs_f64() * 1e3),
+                        mode: Some(knobs.mode.as_str().to_owned()),
+                        bandwidth: knobs.bandwidth,
+                        bandwidth_total: knobs.bandwidth_total,
+                        fault_rate: knobs.faults.as_ref().map(|f| f.rate),
+                        max_chunk: Some(knobs.max_chunk),
+                    },
+                    server: Some((server, handle)),
+                })
+            }
+        }
+    }
+}
+
+impl Endpoint {
+    /// Stops an in-process mock (letting calls in flight finish).
+    pub(crate) async fn shutdown(self) {
+        if let Some((server, handle)) = self.server {
+            let _ = handle.spawn(server.shutdown()).await;
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `idb bench` at tiny sizes: every scenario against the in-process mock, and
+//! against `idb mock-server --sink` as a separate process (the `--server`
+//! path). Behaviour only, never timings: one well-formed JSON document on
+//! stdout with every metric present and non-negative, every upload checked by
+//! the harness against the server's receipts (a mismatch fails the run), and the
+//! plot a valid SVG with one series per side.
+
+use serde_json::Value;
+
+use crate::util::{Dir, ServerProcess};
+
+/// Tiny sizes for every scenario: a few seconds in all.
+const TINY: &[&str] = &[
+    "--reps",
+    "1",
+    "--size",
+    "3MiB",
+    "--sample-size",
+    "1MiB",
+    "--latencies",
+    "0,3",
+    "--latency-ms",
+    "3",
+    "--files",
+    "4",
+    "--file-size",
+    "100KiB",
+    "--bandwidth",
+    "40MiB",
+    "--fault-rate",
+    "0.2",
+    "--fixed-chunks",
+    "1MiB,2MiB",
+    "--journal-size",
+    "3MiB",
+    "--small-files",
+    "8",
+    "--rtt-probes",
+    "3",
+    "--json",
+];
+
+const ALL: [&str; 8] = [
+    "latency",
+    "many-files",
+    "bandwidth",
+    "faults",
+    "modes",
+    "chunks",
+    "journal",
+    "small-files",
+];
+
+/// What a far end given with `--server` cannot be asked for.
+const NEEDS_MOCK_KNOBS: [&str; 3] = ["bandwidth", "faults", "modes"];
+
+/// The metrics of a repetition (and of a summary), each present; numbers
+/// non-negative; `far_end` ones null exactly when the far end is remote.
+fn check_metrics(what: &str, rep: &Value, summary: &Value, remote: bool) {
+    let number = |v: &Value, key: &str| {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}: {key} is not a number: {v}"));
+        assert!(x >= 0.0 && x.is_finite(), "{what}: {key} = {x}");
+        x
+    };
+    for key in [
+        "wall_s",
+        "whole_mib_s",
+        "sustained_mib_s",
+        "request_ms_p50",
+        "request_ms_p99",
+        "retries",
+        "realigned",
+        "calls",
+        "client_cpu_s",
+        "client_cpu_s_per_gib",
+        "peak_rss_mib",
+    ] {
+        number(rep, key);
+    }
+    assert!(number(rep, "whole_mib_s") > 0.0, "{what}");
+    assert!(
+        number(rep, "calls") >= 3.0,
+        "{what}: setup, transfer, verify"
+    );
+    for key in ["far_end_cpu_s", "far_end_cpu_s_per_gib"] {
+        if remote {
+            assert!(rep[key].is_null(), "{what}: {key} remotely: {rep}");
+        } else {
+            number(rep, key);
+        }
+    }
+    for key in [
+        "whole_mib_s",
+        "sustained_mib_s",
+        "wall_s",
+        "client_cpu_s_per_gib",
+    ] {
+        for stat in ["median", "min", "max"] {
+            number(&summary[key], stat);
+        }
+    }
+    for key in [
+        "request_ms_p50",
+        "request_ms_p99",
+        "retries",
+        "peak_rss_mib",
+    ] {
+        number(summary, key);
+    }
+}
+
+/// Checks the document and returns the scenarios that ran (not skipped).
+fn check_document(doc: &Value, remote: bool) -> Vec<String> {
+    assert_eq!(doc["schema"], 1);
+    for key in ["nproc", "kernel", "cpu_model", "hostname"] {
+        assert!(!doc["machine"][key].is_null(), "machine.{key}: {doc}");
+    }
+    assert!(
+        doc["command"].as_str().unwrap().contains("bench"),
+        "{}",
+        doc["command"]
+    );
+    assert_eq!(
+        doc["far_end"]["kind"],
+        if remote { "remote" } else { "in-process" }
+    );
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ALL);
+    let mut ran = Vec::new();
+    for scenario in scenarios {
+        let name = scenario["name"].as_str().unwrap();
+        if let Some(reason) = scenario["skipped"].as_str() {
+            assert!(scenario["points"].as_array().unwrap().is_empty());
+            assert!(reason.contains("--server"), "{name}: {reason}");
+            continue;
+        }
+        ran.push(name.to_owned());
+        let points = scenario["points"].as_array().unwrap();
+        assert!(!points.is_empty(), "{name}");
+        for point in points {
+            assert!(point["rtt_ms"].as_f64().unwrap() > 0.0, "{name}");
+            let sides = point["sides"].as_array().unwrap();
+            assert!(!sides.is_empty(), "{name}");
+            for side in sides {
+                let what = format!("{name} {} {}", point["label"], side["key"]);
+                let reps = side["reps"].as_array().unwrap();
+                assert_eq!(reps.len(), 1, "{what}");
+                check_metrics(&what, &reps[0], &side["summary"], remote);
+            }
+            for ratio in point["ratios"].as_array().unwrap() {
+                let value = ratio["value"].as_f64().unwrap();
+                assert!(value > 0.0 && value.is_finite(), "{name}: {ratio}");
+            }
+        }
+        // Points with the standard sides have the model bound and its ratio.
+        if !["journal", "small-files"].contains(&name) {
+            for point in points {
+                let keys: Vec<&str> = point["sides"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["key"].as_str().unwrap())
+                    .collect();
+                for key in ["engine", "ceiling", "sample-client"] {
+                    assert!(keys.contains(&key), "{name}: {keys:?}");
+                }
+                assert!(point["model"]["bound_mib_s"].as_f64().unwrap() > 0.0);
+                let ratios: Vec<&str> = point["ratios"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["key"].as_str().unwrap())
+                    .collect();
+                for key in ["engine/ceiling", "engine/sample-client", "engine/model"] {
+                    assert!(ratios.contains(&key), "{name}: {ratios:?}");
+                }
+            }
+        }
+    }
+    ran
+}
+
+/// The plot parses as SVG and has one series per side of `latency` (its
+/// label in the legend, its own colour of line) and one for the model bound.
+fn check_plot(svg: &str, doc: &Value) {
+    let xml = roxmltree::Document::parse(svg).expect("the plot is well-formed XML");
+    assert_eq!(xml.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = xml
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or_default().trim().to_owned())
+        .collect();
+    let sides = doc["scenarios"][0]["points"][0]["sides"]
+        .as_array()
+        .unwrap();
+    for side in sides {
+        let label = side["label"].as_str().unwrap();
+        assert_eq!(
+            texts.iter().filter(|t| *t == label).count(),
+            1,
+            "{label}: {texts:?}"
+        );
+    }
+    assert!(
+        texts.iter().any(|t| t.starts_with("model bound")),
+        "{texts:?}"
+    );
+    let strokes: std::collections::HashSet<&str> = xml
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .filter_map(|n| n.attribute("stroke"))
+        .collect();
+    assert_eq!(strokes.len(), sides.len() + 1, "{strokes:?}");
+}
+
+#[test]
+fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
+    let dir = Dir::new("every_scenario_in_process_gives_json_a_report_and_a_plot");
+    let report = dir.join("report");
+    let run = dir
+        .idb(["bench", "--report"])
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(TINY)
+        .run();
+    run.expect_code(0);
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    assert_eq!(check_document(&doc, false), ALL);
+    // The report files, and the same document in results.json.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved, doc);
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("| point | side |"), "{markdown}");
+    check_plot(
+        &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
+        &doc,
+    );
+    // Progress went to stderr.
+    run.stderr_has("latency 0 ms 1/1: engine");
+}
+
+#[test]
+fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
+    let dir = Dir::new("every_scenario_against_a_mock_server_process_runs_or_says_why_not");
+    let server = ServerProcess::sink(&dir, &[]);
+    let report = dir.join("report");
+    let run = dir
+        .idb(["bench", "--server", &server.url, "--dataset", "IDB-X"])
+        .arg("--report")
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(TINY)
+        .token("tok-x")
+        .run();
+    run.expect_code(0).never_shows("tok-x");
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    let ran = check_document(&doc, true);
+    let expected: Vec<&str> = ALL
+        .into_iter()
+        .filter(|s| !NEEDS_MOCK_KNOBS.contains(s))
+        .collect();
+    assert_eq!(ran, expected);
+    assert_eq!(doc["far_end"]["url"], server.url.trim_end_matches('/'));
+    // The remote sweep is one point, at the path's own round trip.
+    let latency = &doc["scenarios"][0]["points"];
+    assert_eq!(latency.as_array().unwrap().len(), 1);
+    assert!(latency[0]["latency_ms"].is_null());
+    for name in NEEDS_MOCK_KNOBS {
+        run.stderr_has(&format!("{name}: skipped:"));
+    }
+    check_plot(
+        &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
+        &doc,
+    );
+    for file in ["results.json", "report.md", "command.txt"] {
+        let text = std::fs::read_to_string(report.join(file)).unwrap();
+        assert!(!text.contains("tok-x"), "{file} shows the token");
+    }
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn a_far_end_without_a_token_is_refused_before_anything_is_sent() {
+    let dir = Dir::new("a_far_end_without_a_token_is_refused_before_anything_is_sent");
+    let run = dir
+        .idb([
+            "bench",
+            "--server",
+            "http://127.0.0.1:9",
+            "--dataset",
+            "IDB-X",
+        ])
+        .run();
+    run.expect_code(2).stderr_has("no token: set IDB_TOKEN");
+    let run = dir.idb(["bench", "--dataset", "IDB-X"]).run();
+    run.expect_code(2).stderr_has("--server");
+}
