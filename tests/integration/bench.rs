@@ -111,6 +111,66 @@ fn check_metrics(what: &str, rep: &Value, summary: &Value, remote: bool) {
     }
 }
 
+/// The CPU floor of the `latency` scenario: in-process, at its 0 ms point
+/// (its parts positive, the receiver's blake3 the file's, both CPU ratios
+/// with their at-most targets) and nowhere else; remotely, skipped with the
+/// reason.
+fn check_cpu_floor(latency: &Value, remote: bool) {
+    let points = latency["points"].as_array().unwrap();
+    for (i, point) in points.iter().enumerate() {
+        let floor = &point["cpu_floor"];
+        let ratios: Vec<&Value> = point["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["key"].as_str().unwrap().starts_with("cpu:"))
+            .collect();
+        if remote {
+            assert!(floor.is_null(), "{floor}");
+            let reason = point["cpu_floor_skipped"].as_str().unwrap();
+            assert!(reason.contains("--server"), "{reason}");
+            assert!(ratios.is_empty(), "{ratios:?}");
+            continue;
+        }
+        assert!(point["cpu_floor_skipped"].is_null(), "{point}");
+        if i > 0 {
+            assert!(floor.is_null() && ratios.is_empty(), "{}", point["label"]);
+            continue;
+        }
+        assert_eq!(point["latency_ms"], 0.0);
+        assert_eq!(floor["blake3"].as_str().unwrap().len(), 64);
+        assert_eq!(floor["receiver_blake3"], floor["blake3"], "{floor}");
+        for key in [
+            "sendfile_cpu_s_per_gib",
+            "sender_blake3_cpu_s_per_gib",
+            "recv_cpu_s_per_gib",
+            "receiver_blake3_cpu_s_per_gib",
+            "wall_s",
+        ] {
+            assert!(floor[key].as_f64().unwrap() > 0.0, "{key}: {floor}");
+        }
+        for key in ["floor_cpu_s_per_gib", "blake3_cpu_s_per_gib"] {
+            for stat in ["median", "min", "max"] {
+                assert!(floor[key][stat].as_f64().unwrap() > 0.0, "{key}: {floor}");
+            }
+        }
+        let keys: Vec<&str> = ratios.iter().map(|r| r["key"].as_str().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cpu:engine+mock/floor",
+                "cpu:engine-client/ceiling-client+blake3"
+            ]
+        );
+        for (ratio, target) in ratios.iter().zip([1.15, 1.10]) {
+            assert_eq!(ratio["target"], target, "{ratio}");
+            assert_eq!(ratio["target_is"], "at-most", "{ratio}");
+            let value = ratio["value"].as_f64().unwrap();
+            assert_eq!(ratio["meets_target"], value <= target, "{ratio}");
+        }
+    }
+}
+
 /// Checks the document and returns the scenarios that ran (not skipped).
 fn check_document(doc: &Value, remote: bool) -> Vec<String> {
     assert_eq!(doc["schema"], 1);
@@ -132,6 +192,7 @@ fn check_document(doc: &Value, remote: bool) -> Vec<String> {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ALL);
+    check_cpu_floor(&scenarios[0], remote);
     let mut ran = Vec::new();
     for scenario in scenarios {
         let name = scenario["name"].as_str().unwrap();
@@ -241,6 +302,8 @@ fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
     assert_eq!(saved, doc);
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("| point | side |"), "{markdown}");
+    assert!(markdown.contains("0 ms: CPU floor ("), "{markdown}");
+    assert!(markdown.contains("cpu:engine+mock/floor "), "{markdown}");
     check_plot(
         &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
         &doc,
@@ -284,6 +347,8 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
         &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
         &doc,
     );
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("CPU floor skipped: "), "{markdown}");
     for file in ["results.json", "report.md", "command.txt"] {
         let text = std::fs::read_to_string(report.join(file)).unwrap();
         assert!(!text.contains("tok-x"), "{file} shows the token");

@@ -13,7 +13,10 @@
 //! alternating:
 //!
 //! - `latency`: one large file at each latency of a sweep (0, 10, 50, 100 ms by
-//!   default; remotely the path's own round trip);
+//!   default; remotely the path's own round trip); at 0 ms in-process, also the
+//!   CPU floor ([`CpuFloor`]: the file through a `sendfile` -> `recv` loop over
+//!   loopback, blake3 on each side) and blake3 alone, with the ratios
+//!   [`FLOOR_RATIO`] and [`CLIENT_RATIO`];
 //! - `many-files`: 1000 x 1 MiB by default;
 //! - `bandwidth`: a per-connection cap; `faults`: faults injected; `modes`:
 //!   strict and offset servers; `chunks`: fixed 2, 8, 64 MiB and adaptive;
@@ -56,6 +59,7 @@
 mod call_log;
 mod calls;
 mod config;
+mod cpu_floor;
 mod data;
 mod engine_run;
 mod far_end;
@@ -85,6 +89,7 @@ pub use config::{
     DEFAULT_SMALL_FILE_SIZE, DEFAULT_SMALL_FILES, EngineDefaults, FAULT_STALL, FarEnd, MAX_SIZE,
     SAMPLE_CLIENT_CHUNK, Scenario, UnknownScenario,
 };
+pub use cpu_floor::{CLIENT_RATIO, FLOOR_RATIO};
 pub use data::{DataFile, generate as generate_data};
 pub use engine_run::EngineSettings;
 pub use report::{
@@ -92,8 +97,8 @@ pub use report::{
     human as human_bytes, table, utc_minute, utc_timestamp,
 };
 pub use results::{
-    FarEndFacts, Machine, MockFacts, ModelBound, Point, RESULTS_SCHEMA, Ratio, Rep, Results, Role,
-    ScenarioResult, Side, Spread, Summary,
+    CpuFloor, FarEndFacts, Machine, MockFacts, ModelBound, Point, RESULTS_SCHEMA, Ratio, Rep,
+    Results, Role, ScenarioResult, Side, Spread, Summary, TargetIs,
 };
 pub use timeline::SUSTAINED_CUT;
 

@@ -40,6 +40,28 @@ fn cpu_time() -> CpuTime {
     }
 }
 
+/// A `timespec` as a duration (negative parts as zero).
+pub(crate) fn timespec(ts: libc::timespec) -> Duration {
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// The CPU time of the calling thread, user and system
+/// (`CLOCK_THREAD_CPUTIME_ID`; zero where the clock cannot be read).
+pub(crate) fn own_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes only into the timespec we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    timespec(ts)
+}
+
 /// Resets the peak RSS to the current RSS; `false` where that is not possible.
 fn reset_peak_rss() -> bool {
     std::fs::write(CLEAR_REFS, "5").is_ok()

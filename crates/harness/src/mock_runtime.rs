@@ -16,6 +16,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::runtime::{Handle, Runtime};
 
+use crate::measure::{own_cpu, timespec};
+
 /// The name of the mock runtime's threads (seen in `top -H`).
 const THREAD_NAME: &str = "idb-harness-mock";
 
@@ -37,26 +39,6 @@ pub(crate) struct MockRuntime {
     /// One lock over the live threads and the total of the stopped ones:
     /// held briefly by a starting or stopping thread, and by a reading.
     clocks: Arc<Mutex<ThreadClocks>>,
-}
-
-fn timespec(ts: libc::timespec) -> Duration {
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
-/// The CPU time of the calling thread.
-fn own_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes only into the timespec we pass.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
-    }
-    timespec(ts)
 }
 
 /// The CPU time of another thread of this process, alive.

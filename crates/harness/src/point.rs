@@ -427,6 +427,8 @@ impl Runner<'_> {
             sides,
             model,
             ratios,
+            cpu_floor: None,
+            cpu_floor_skipped: None,
         })
     }
 }

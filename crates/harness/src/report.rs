@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::results::{Machine, ModelBound, Point, Results, Side};
+use crate::results::{CpuFloor, Machine, ModelBound, Point, Results, Side, TargetIs};
 
 /// The raw results file.
 pub const RESULTS_FILE: &str = "results.json";
@@ -196,9 +196,13 @@ fn ratio_line(point: &Point) -> String {
         .ratios
         .iter()
         .map(|r| {
+            let op = match r.target_is {
+                TargetIs::AtLeast => ">=",
+                TargetIs::AtMost => "<=",
+            };
             let target = match (r.target, r.meets_target) {
-                (Some(t), Some(true)) => format!(" (target >= {t:.2}: met)"),
-                (Some(t), _) => format!(" (target >= {t:.2}: missed)"),
+                (Some(t), Some(true)) => format!(" (target {op} {t:.2}: met)"),
+                (Some(t), _) => format!(" (target {op} {t:.2}: missed)"),
                 _ => String::new(),
             };
             format!("{} {:.2}x{target}", r.key, r.value)
@@ -220,6 +224,43 @@ fn model_line(model: &ModelBound) -> String {
         model.bound_with_setup_verify_mib_s,
         model.engine_mib_s
     )
+}
+
+/// The CPU floor of a point in one line.
+fn floor_line(floor: &CpuFloor) -> String {
+    format!(
+        "CPU floor ({} over loopback TCP, median of {}): sendfile {:.2} + blake3 {:.2} on the \
+         sender, recv {:.2} + blake3 {:.2} on the receiver = {:.2} CPU-s/GiB ({:.2}-{:.2}); \
+         blake3 alone on one thread {:.2} CPU-s/GiB; the receiver's blake3 matched the file's",
+        human(floor.bytes),
+        floor.reps,
+        floor.sendfile_cpu_s_per_gib,
+        floor.sender_blake3_cpu_s_per_gib,
+        floor.recv_cpu_s_per_gib,
+        floor.receiver_blake3_cpu_s_per_gib,
+        floor.floor_cpu_s_per_gib.median,
+        floor.floor_cpu_s_per_gib.min,
+        floor.floor_cpu_s_per_gib.max,
+        floor.blake3_cpu_s_per_gib.median,
+    )
+}
+
+/// What a point says beyond its table: ratios, model bound, CPU floor.
+fn point_lines(point: &Point) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !point.ratios.is_empty() {
+        lines.push(ratio_line(point));
+    }
+    if let Some(model) = &point.model {
+        lines.push(model_line(model));
+    }
+    if let Some(floor) = &point.cpu_floor {
+        lines.push(floor_line(floor));
+    }
+    if let Some(reason) = &point.cpu_floor_skipped {
+        lines.push(format!("CPU floor skipped: {reason}"));
+    }
+    lines
 }
 
 /// The terminal table: one block per scenario, columns padded, no colour.
@@ -265,11 +306,8 @@ pub fn table(results: &Results) -> String {
             let _ = writeln!(out, "  {}", line.join("  ").trim_end());
         }
         for point in &scenario.points {
-            if !point.ratios.is_empty() {
-                let _ = writeln!(out, "  {}: {}", point.label, ratio_line(point));
-            }
-            if let Some(model) = &point.model {
-                let _ = writeln!(out, "  {}: {}", point.label, model_line(model));
+            for line in point_lines(point) {
+                let _ = writeln!(out, "  {}: {line}", point.label);
             }
         }
         out.push('\n');
@@ -302,7 +340,15 @@ pub(crate) fn markdown(results: &Results, plot: bool) -> String {
          Sustained throughput is the rate over the middle 80% of the bytes (from the moment \
          10% were acknowledged to the moment 90% were, acknowledgements joined by straight \
          lines). Call times are every attempt of every call (the engine's own timing, whole \
-         milliseconds). Peak RSS is the whole process (in-process, the mock included).\n\n",
+         milliseconds). Peak RSS is the whole process (in-process, the mock included). \
+         The ceiling's one request is sent by reqwest, the harness's own HTTP client (not \
+         curl), its body read into memory before the clock starts. The CPU floor (the \
+         `latency` scenario's 0 ms point, in-process only) carries the same file over a \
+         loopback TCP connection with a plain `sendfile` -> `recv` loop and hashes it with \
+         blake3 once on each side, each thread on its own CPU clock; `cpu:engine+mock/floor` \
+         divides the engine's and the mock's CPU per GiB by it, and \
+         `cpu:engine-client/ceiling-client+blake3` the engine's client CPU per GiB by the one \
+         request's plus blake3 alone on one thread.\n\n",
     );
     if plot {
         let _ = writeln!(out, "![throughput against round trip]({PLOT_FILE})\n");
@@ -332,11 +378,8 @@ pub(crate) fn markdown(results: &Results, plot: bool) -> String {
         }
         out.push('\n');
         for point in &scenario.points {
-            if !point.ratios.is_empty() {
-                let _ = writeln!(out, "- {}: {}", point.label, ratio_line(point));
-            }
-            if let Some(model) = &point.model {
-                let _ = writeln!(out, "- {}: {}", point.label, model_line(model));
+            for line in point_lines(point) {
+                let _ = writeln!(out, "- {}: {line}", point.label);
             }
         }
         for note in &scenario.notes {

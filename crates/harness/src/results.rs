@@ -9,7 +9,7 @@ use crate::measure::{Cost, median, percentile};
 use crate::timeline::Seen;
 
 const MIB: f64 = (1u64 << 20) as f64;
-const GIB: f64 = (1u64 << 30) as f64;
+pub(crate) const GIB: f64 = (1u64 << 30) as f64;
 
 /// The version of the results' layout.
 pub const RESULTS_SCHEMA: u32 = 1;
@@ -101,8 +101,47 @@ pub struct Point {
     /// The one-chunk-in-flight model bound, with RTT and B measured here (`None`
     /// when the point has no engine and ceiling sides).
     pub model: Option<ModelBound>,
-    /// Ratios between the sides' median whole-run throughputs.
+    /// Ratios between the sides' median whole-run throughputs, and (with a
+    /// CPU floor) of their CPU per GiB to the floor's.
     pub ratios: Vec<Ratio>,
+    /// The CPU floor measured on this point's file (the `latency` scenario's
+    /// 0 ms point in-process; `None` elsewhere).
+    pub cpu_floor: Option<CpuFloor>,
+    /// Why this point has no CPU floor where one is expected (the `latency`
+    /// scenario against a far end elsewhere), or `None`.
+    pub cpu_floor_skipped: Option<String>,
+}
+
+/// The CPU floor: the file carried over a loopback TCP connection by a plain
+/// `sendfile` -> `recv` loop (one sender thread, one receiver thread, a reused
+/// receive buffer), hashed with blake3 once on each side; and blake3 of the
+/// file alone on one thread. CPU seconds per GiB are each thread's own CPU
+/// clock (user and system) over the file's GiB, medians of the repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuFloor {
+    /// Bytes carried and hashed per repetition (the point's file).
+    pub bytes: u64,
+    /// Repetitions of each measurement (floor and blake3 alone, alternating).
+    pub reps: usize,
+    /// The file's blake3 (64 hex digits).
+    pub blake3: String,
+    /// What the receiver's blake3 of the bytes it received was (equal to
+    /// `blake3` in every repetition, or the run fails).
+    pub receiver_blake3: String,
+    /// The sender's `sendfile` calls.
+    pub sendfile_cpu_s_per_gib: f64,
+    /// The sender's blake3 of the file.
+    pub sender_blake3_cpu_s_per_gib: f64,
+    /// The receiver's `recv` calls.
+    pub recv_cpu_s_per_gib: f64,
+    /// The receiver's blake3 of what it received.
+    pub receiver_blake3_cpu_s_per_gib: f64,
+    /// The floor: both threads together, every part.
+    pub floor_cpu_s_per_gib: Spread,
+    /// blake3 of the file alone, on one thread.
+    pub blake3_cpu_s_per_gib: Spread,
+    /// The floor's wall time (median), s.
+    pub wall_s: f64,
 }
 
 /// One far end a point used.
@@ -311,18 +350,42 @@ pub struct Ratio {
     pub value: f64,
     /// The target it should reach, if there is one (shown, never asserted).
     pub target: Option<f64>,
+    /// Which side of the target is good: throughput ratios reach at least
+    /// theirs, CPU ratios stay at most at theirs.
+    pub target_is: TargetIs,
     /// Whether it reached the target (`None` without one).
     pub meets_target: Option<bool>,
 }
 
+/// Which side of a [`Ratio`]'s target is good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetIs {
+    /// The value should be the target or more (throughput).
+    AtLeast,
+    /// The value should be the target or less (CPU per GiB).
+    AtMost,
+}
+
 impl Ratio {
+    /// A ratio that should reach at least its target.
     pub(crate) fn new(key: String, name: String, value: f64, target: Option<f64>) -> Self {
         Self {
             key,
             name,
             value,
             target,
+            target_is: TargetIs::AtLeast,
             meets_target: target.map(|t| value >= t),
+        }
+    }
+
+    /// A ratio that should stay at most at its target.
+    pub(crate) fn at_most(key: String, name: String, value: f64, target: Option<f64>) -> Self {
+        Self {
+            target_is: TargetIs::AtMost,
+            meets_target: target.map(|t| value <= t),
+            ..Self::new(key, name, value, target)
         }
     }
 }
@@ -417,6 +480,22 @@ mod tests {
         assert!((m.bound_mib_s - 3.0 * one).abs() < 1e-9, "{m:?}");
         let capped = ModelBound::new(1 << 20, 1 << 20, 1000, 3, 0.0, 100.0, 10.0);
         assert!((capped.bound_mib_s - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_ratios_meet_their_target_from_below() {
+        let under = Ratio::at_most("k".into(), "n".into(), 1.1, Some(1.15));
+        assert_eq!(
+            (under.target_is, under.meets_target),
+            (TargetIs::AtMost, Some(true))
+        );
+        let over = Ratio::at_most("k".into(), "n".into(), 1.2, Some(1.15));
+        assert_eq!(over.meets_target, Some(false));
+        let throughput = Ratio::new("k".into(), "n".into(), 1.2, Some(1.15));
+        assert_eq!(
+            (throughput.target_is, throughput.meets_target),
+            (TargetIs::AtLeast, Some(true))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use idb_mock::{FaultConfig, FaultKind, WriteMode};
 
 use crate::config::{FAULT_STALL, SAMPLE_CLIENT_CHUNK};
+use crate::cpu_floor::REMOTE_FLOOR;
 use crate::far_end::Knobs;
 use crate::point::{PointSpec, Runner, SideSpec};
 use crate::report::{compact, human};
@@ -109,7 +110,13 @@ impl Runner<'_> {
                 Self::standard_sides(&file, &prefix),
             );
             spec.targets = Self::targets(latency);
-            points.push(self.point("latency", spec).await?);
+            let mut point = self.point("latency", spec).await?;
+            if self.far.is_remote() {
+                point.cpu_floor_skipped = Some(REMOTE_FLOOR.into());
+            } else if latency == Some(Duration::ZERO) {
+                self.cpu_floor(&file, &mut point).await?;
+            }
+            points.push(point);
         }
         let mut result = self.result(
             "latency",

@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use idb_harness::{
-    BenchConfig, COMMAND_FILE, PLOT_FILE, REPORT_FILE, RESULTS_FILE, Role, Scenario, run,
+    BenchConfig, CLIENT_RATIO, COMMAND_FILE, FLOOR_RATIO, PLOT_FILE, REPORT_FILE, RESULTS_FILE,
+    Role, Scenario, TargetIs, run, table,
 };
 
 const MIB: u64 = 1 << 20;
@@ -73,7 +74,48 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
         for key in ["engine/ceiling", "engine/sample-client", "engine/model"] {
             assert!(ratio_keys.contains(&key), "{ratio_keys:?}");
         }
+        assert_eq!(point.cpu_floor_skipped, None);
     }
+    // The CPU floor is measured at 0 ms only, on the same file, and its
+    // receiver got the file's bytes.
+    let floor = latency.points[0]
+        .cpu_floor
+        .as_ref()
+        .expect("a CPU floor at 0 ms");
+    assert!(latency.points[1].cpu_floor.is_none());
+    assert_eq!(floor.bytes, latency.points[0].sides[1].bytes);
+    assert_eq!(floor.reps, 1);
+    assert_eq!(floor.blake3.len(), 64);
+    assert_eq!(floor.receiver_blake3, floor.blake3);
+    for (what, value) in [
+        ("sendfile", floor.sendfile_cpu_s_per_gib),
+        ("sender blake3", floor.sender_blake3_cpu_s_per_gib),
+        ("recv", floor.recv_cpu_s_per_gib),
+        ("receiver blake3", floor.receiver_blake3_cpu_s_per_gib),
+        ("floor", floor.floor_cpu_s_per_gib.median),
+        ("blake3 alone", floor.blake3_cpu_s_per_gib.median),
+        ("wall", floor.wall_s),
+    ] {
+        assert!(value > 0.0 && value.is_finite(), "{what}: {floor:?}");
+    }
+    for (key, target) in [(FLOOR_RATIO, 1.15), (CLIENT_RATIO, 1.10)] {
+        let ratio = latency.points[0]
+            .ratios
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap_or_else(|| panic!("{key}: {:?}", latency.points[0].ratios));
+        assert!(ratio.value > 0.0 && ratio.value.is_finite(), "{ratio:?}");
+        assert_eq!(ratio.target, Some(target));
+        assert_eq!(ratio.target_is, TargetIs::AtMost);
+        assert_eq!(ratio.meets_target, Some(ratio.value <= target));
+        assert!(
+            !latency.points[1].ratios.iter().any(|r| r.key == key),
+            "{key} at 3 ms"
+        );
+    }
+    let table = table(results);
+    assert!(table.contains("CPU floor ("), "{table}");
+    assert!(table.contains(&format!("{FLOOR_RATIO} ")), "{table}");
     // No state directory is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -90,6 +132,11 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     let report = std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap();
     assert_eq!(report, outcome.report);
     assert!(report.contains(PLOT_FILE), "{report}");
+    assert!(report.contains("CPU floor ("), "{report}");
+    assert!(report.contains("reqwest"), "{report}");
+    let floor = &json["scenarios"][0]["points"][0]["cpu_floor"];
+    assert_eq!(floor["receiver_blake3"], floor["blake3"]);
+    assert!(floor["floor_cpu_s_per_gib"]["median"].as_f64().unwrap() > 0.0);
     let command = std::fs::read_to_string(dir.join(COMMAND_FILE)).unwrap();
     assert!(command.starts_with("idb bench --scenario latency --reps 1 (test)"));
 
