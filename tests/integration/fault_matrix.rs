@@ -9,7 +9,9 @@
 //! server's copy byte-exact, or failed with a reason (the `failed` event's
 //! `error`); never verified but different, and nothing the server holds as
 //! verified differs from the local file. Faults are seeded and drawn per call
-//! (file, phase, offset, attempt), so a failure replays with the same seed.
+//! (file, phase, offset, attempt), so a failure replays with the same seed as
+//! long as the client makes the same calls (timeouts that halve the chunk size
+//! can change them).
 //! Each scenario prints one summary line on stderr (`--nocapture` shows it).
 //!
 //! The error style of the server is one dimension of the matrix (`Errors`):

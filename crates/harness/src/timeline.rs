@@ -64,8 +64,10 @@ impl Timeline {
 
     /// `len` more bytes were acknowledged.
     pub(crate) fn acked(&self, len: u64) {
-        let at = self.started.elapsed();
         let mut recorded = self.recorded();
+        // Read under the lock: acknowledgements of files sent at once are then
+        // recorded in time order, as `reached` needs.
+        let at = self.started.elapsed();
         let total = recorded.acks.last().map_or(0, |&(_, b)| b) + len;
         recorded.acks.push((at, total));
     }

@@ -10,7 +10,7 @@
 //! a smaller write after it fails too.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::reply::Reply;
 
@@ -19,8 +19,10 @@ use crate::reply::Reply;
 pub(crate) struct DiskSpace {
     /// `None`: the disk never fills.
     capacity: Option<u64>,
-    /// Payload bytes written so far (the capacity once a write was refused).
+    /// Payload bytes written so far (less what was given back).
     used: AtomicU64,
+    /// A write was refused: the disk is full for good.
+    full: AtomicBool,
 }
 
 impl DiskSpace {
@@ -29,6 +31,7 @@ impl DiskSpace {
         Self {
             capacity: Some(capacity),
             used: AtomicU64::new(0),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -42,6 +45,9 @@ impl DiskSpace {
         if len == 0 {
             return Ok(());
         }
+        if self.full.load(Ordering::Acquire) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let fits = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -50,9 +56,22 @@ impl DiskSpace {
         match fits {
             Ok(_) => Ok(()),
             Err(_) => {
-                self.used.fetch_max(capacity, Ordering::AcqRel);
+                self.full.store(true, Ordering::Release);
                 Err(io::Error::from_raw_os_error(libc::ENOSPC))
             }
+        }
+    }
+
+    /// Gives back room taken for bytes that were not kept after all (a streamed
+    /// chunk refused or cut off after some of it was written). A full disk
+    /// stays full.
+    pub(crate) fn give_back(&self, len: u64) {
+        if self.capacity.is_some() {
+            let _ = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    Some(used.saturating_sub(len))
+                });
         }
     }
 }

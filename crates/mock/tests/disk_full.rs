@@ -91,3 +91,31 @@ async fn a_plain_errors_server_says_507_as_a_page() {
     );
     assert!(!answer.text().contains("insufficient_storage"));
 }
+
+/// A streamed chunk that is not kept after all (it runs past the declared
+/// size once part of it was written) gives its room back: the disk fills only
+/// with bytes the server kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_part_way_gives_its_room_back() {
+    const KIB: usize = 1024;
+    for storage in [Storage::TempDir, Storage::Sink] {
+        let server = start(
+            config()
+                .storage(storage.clone())
+                .disk_full_after(2 * 1024 * KIB as u64),
+        )
+        .await;
+        let api = Api::new(&server);
+        // 1.5 MiB declared, 3 MiB sent: refused once past the end, after the
+        // first pieces were written.
+        api.setup("long.bin", (1536 * KIB) as u64).await.expect(200);
+        api.transfer("long.bin", 0, &data(3 * 1024 * KIB, 1))
+            .await
+            .expect(400);
+        // The whole 2 MiB of room is still there.
+        let fits = data(2 * 1024 * KIB, 2);
+        let answer = api.upload("fits.bin", &fits, 1024 * KIB).await;
+        assert_verified(&server, "fits.bin", &answer, &fits);
+        assert_eq!(server.stats().faults.disk_full, 0, "{storage:?}");
+    }
+}

@@ -1161,3 +1161,14 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     let answer = in_flight.await.expect("the request task");
     answer.expect(200);
 }
+
+/// An empty chunk whose offset is past the declared size is past the end: 400,
+/// as a chunk with bytes in it would be (not a 409 naming the offset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_chunk_past_the_declared_size_is_a_400() {
+    let server = support::start(support::config()).await;
+    let api = support::Api::new(&server);
+    api.setup("short.bin", 10).await.expect(200);
+    api.transfer("short.bin", 11, b"").await.expect(400);
+    server.shutdown().await;
+}

@@ -84,8 +84,12 @@ impl Sessions {
         // Bytes of the chunk so far; whether they went past the declared size;
         // a failed write. Past either, the rest is only counted.
         let mut len = 0u64;
-        let mut past_end = false;
+        // (An empty chunk past the end is past it too.)
+        let mut past_end = offset > declared;
         let mut write_error = None;
+        // Room taken on the disk model for this chunk: given back if it is not
+        // kept after all.
+        let mut room = 0u64;
         // Store mode, for comparing a retry: reused for every piece.
         let mut stored = Vec::new();
         while let Some(piece) = pieces.next_piece() {
@@ -99,13 +103,13 @@ impl Sessions {
                 Plan::Append(_) => {
                     // In the room of the disk (sink mode too: see
                     // `disk_full_after`).
-                    let written = self
-                        .disk
-                        .take(piece.len() as u64)
-                        .and_then(|()| match &s.file {
+                    let written = self.disk.take(piece.len() as u64).and_then(|()| {
+                        room += piece.len() as u64;
+                        match &s.file {
                             Some(file) => file.write_all_at(&piece, at),
                             None => Ok(()),
-                        });
+                        }
+                    });
                     if let Err(e) = written {
                         write_error = Some(e);
                         continue;
@@ -132,6 +136,7 @@ impl Sessions {
             && !taken
         {
             undo(strict, before, s.file.as_ref());
+            self.disk.give_back(room);
         }
         if !pieces.complete() {
             return None;
