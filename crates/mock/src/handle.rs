@@ -199,6 +199,32 @@ impl MockServer {
         self.app.faults.set_rate(rate)
     }
 
+    // --- Protocol 2, tus (`tus/`) ---
+
+    /// The tus endpoint, `<url>/files/` (what a tus client is given).
+    pub fn tus_url(&self) -> String {
+        format!("{}{}", self.url(), crate::TUS_PATH)
+    }
+
+    /// The tus side's counters since start: uploads, PATCHes, bytes the S3
+    /// profile dropped, checksum mismatches, and registrations (incomplete
+    /// and repeated ones counted apart).
+    pub fn tus_stats(&self) -> crate::TusStats {
+        self.app.tus.stats()
+    }
+
+    /// Every registration answered 200, in order.
+    pub fn tus_registrations(&self) -> Vec<crate::TusRegistration> {
+        crate::lock::lock(&self.app.tus.registrations).clone()
+    }
+
+    /// Makes every unfinished tus upload expire now: later requests for them
+    /// get 410 (an upload left for longer than [`MockConfig::tus_expiry`],
+    /// at a moment a test chooses).
+    pub fn expire_tus_uploads(&self) {
+        self.app.tus.expire_all();
+    }
+
     /// The write mode it serves.
     pub fn mode(&self) -> WriteMode {
         self.app.mode
