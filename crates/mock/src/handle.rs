@@ -148,7 +148,8 @@ impl MockServer {
         self.app.sessions.counters.wait_for_chunks(n).await;
     }
 
-    /// Resolves once at least `n` datafile requests (`/api/dataset/{key}/datafile`)
+    /// Resolves once at least `n` datafile requests (`/api/dataset/{key}/datafile`,
+    /// and tus requests under `/files/`)
     /// have arrived since start. A request counts when it arrives, before
     /// anything else happens to it, so one held by [`MockServer::pause`] counts
     /// (unlike [`Stats::requests`], which counts answered ones). A test can thus
@@ -158,7 +159,7 @@ impl MockServer {
         self.app.sessions.counters.wait_for_arrivals(n).await;
     }
 
-    /// Holds every datafile request that arrives from now on, until
+    /// Holds every datafile (and tus) request that arrives from now on, until
     /// [`MockServer::resume`]: each is counted on arrival (see
     /// [`MockServer::wait_for_requests`]), then waits before anything else
     /// happens to it: its body is not read, no fault is drawn, no latency runs,

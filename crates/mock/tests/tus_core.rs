@@ -228,6 +228,12 @@ async fn a_deferred_length_is_given_by_a_later_patch() {
     let head = tus.head(&url).await;
     assert_eq!(head.header("upload-defer-length").as_deref(), Some("1"));
     tus.patch(&url, 0, &[1; 10]).await.expect(204);
+    // A PATCH refused at a wrong offset does not set the length either.
+    tus.patch_with(&url, 3, &[2; 5], &[("upload-length", "99")])
+        .await
+        .expect(409);
+    let head = tus.head(&url).await;
+    assert_eq!(head.header("upload-defer-length").as_deref(), Some("1"));
     let answer = tus
         .patch_with(&url, 10, &[2; 5], &[("upload-length", "15")])
         .await;

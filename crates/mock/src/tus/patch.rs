@@ -93,10 +93,9 @@ impl Uploads {
             );
             return refuse(&mut pieces, answer);
         }
-        match (patch.length, u.length) {
-            (Some(length), None) if length >= u.offset && length <= TUS_MAX_SIZE => {
-                u.length = Some(length);
-            }
+        // A deferred length given now: set when the PATCH is applied.
+        let length = match (patch.length, u.length) {
+            (Some(length), None) if length >= u.offset && length <= TUS_MAX_SIZE => Some(length),
             (Some(length), known) if known != Some(length) => {
                 let answer = TusAnswer::error(
                     400,
@@ -106,8 +105,8 @@ impl Uploads {
                 );
                 return refuse(&mut pieces, answer);
             }
-            _ => {}
-        }
+            (_, known) => known,
+        };
         let start = u.offset;
         if patch.offset != start {
             let answer = TusAnswer::error(
@@ -120,8 +119,8 @@ impl Uploads {
             .header(UPLOAD_OFFSET, start);
             return refuse(&mut pieces, answer);
         }
-        let limit = u.length.unwrap_or(TUS_MAX_SIZE);
-        let part = (self.profile == TusProfile::S3).then(|| s3_part_size(u.length));
+        let limit = length.unwrap_or(TUS_MAX_SIZE);
+        let part = (self.profile == TusProfile::S3).then(|| s3_part_size(length));
         let mut taken = Taken {
             len: 0,
             hasher: u.hasher.clone(),
@@ -192,7 +191,7 @@ impl Uploads {
                     .to_owned(),
             ));
         }
-        let ends_file = u.length == Some(start + taken.len);
+        let ends_file = length == Some(start + taken.len);
         let (stored, hasher) = match part {
             Some(_) if !ends_file => taken.boundary,
             _ => (taken.len, taken.hasher),
@@ -206,6 +205,7 @@ impl Uploads {
                 .bytes_dropped
                 .fetch_add(taken.len - stored, Ordering::Relaxed);
         }
+        u.length = length;
         u.offset = start + stored;
         u.hasher = hasher;
         u.expires = self.expiry_from_now();
