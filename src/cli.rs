@@ -436,6 +436,17 @@ pub struct MockServerArgs {
     /// 50MiB), as a real link caps them all; on top of --bandwidth.
     #[arg(long, value_parser = parse_bandwidth_total, value_name = "RATE")]
     pub bandwidth_total: Option<u64>,
+    // --- Protocol 2, tus at <url>/files/ (src/mock_server.rs) ---
+    /// How the tus endpoint stores PATCH bodies: `plain` (every byte, as tus
+    /// describes) or `s3` (as the service's server on S3: bodies cut into parts
+    /// of max(5 MiB, length/10000), a short tail that does not end the file
+    /// silently dropped, the offset counting whole parts only).
+    #[arg(long, default_value = "plain", value_name = "PROFILE")]
+    pub tus_profile: idb_mock::TusProfile,
+    /// How long an unfinished tus upload lives after its last PATCH, in
+    /// seconds (7 days by default, as the service); then it is gone (410).
+    #[arg(long, value_name = "SECS")]
+    pub tus_expiry: Option<u64>,
 }
 
 /// `--mode`: `strict` or `offset`.

@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::post;
+use axum::routing::{any, post};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -50,6 +50,7 @@ use crate::error::MockError;
 use crate::html_errors::html_errors;
 use crate::throttle::Throttled;
 use crate::tls::TLS_HANDSHAKE_TIMEOUT;
+use crate::tus::{tus_collection, tus_upload};
 
 /// How long the accept loop pauses after an accept error that is not about one
 /// connection (such as running out of file descriptors), as hyper and axum do.
@@ -60,7 +61,11 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/dataset/{key}/datafile", post(datafile))
-        // Only the datafile endpoint is counted, held, delayed and faulted.
+        // Protocol 2 (`tus/`): counted, held, delayed and faulted as well.
+        .route("/files", any(tus_collection))
+        .route("/files/", any(tus_collection))
+        .route("/files/{id}", any(tus_upload))
+        // Only the upload endpoints are counted, held, delayed and faulted.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             count_hold_and_delay,

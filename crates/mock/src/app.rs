@@ -20,6 +20,7 @@ use crate::sessions::Sessions;
 use crate::store_lock::StoreLock;
 use crate::throttle::SharedBucket;
 use crate::tls::TlsIdentity;
+use crate::tus::Uploads;
 
 /// Shared state of a running mock.
 pub(crate) struct App {
@@ -51,6 +52,8 @@ pub(crate) struct App {
     pub(crate) closing: watch::Sender<bool>,
     /// Holds datafile requests while a test has paused the server.
     pub(crate) pause: Pause,
+    /// Protocol 2's tus uploads (`tus/`).
+    pub(crate) tus: Uploads,
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
     /// A store directory of the caller's is this server's alone while it
@@ -114,6 +117,7 @@ impl App {
         if let Some(bytes) = config.disk_full_after {
             sessions = sessions.disk_full_after(bytes);
         }
+        let tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry);
         Ok(Self {
             datasets,
             latency: config.latency,
@@ -130,6 +134,7 @@ impl App {
             plain_errors: config.plain_errors,
             closing: watch::Sender::new(false),
             pause: Pause::new(),
+            tus,
             _temp: temp,
             _store_lock: store_lock,
             store,

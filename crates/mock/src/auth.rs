@@ -123,6 +123,15 @@ impl Datasets {
         })
     }
 
+    /// Whether `headers` carry a token of any dataset that has not expired:
+    /// all that a tus request is checked for (its dataset is checked at
+    /// registration, as the service does).
+    pub(crate) fn token_known(&self, headers: &HeaderMap) -> bool {
+        self.by_key
+            .values()
+            .fold(false, |found, d| found | d.authorized(headers))
+    }
+
     /// The dataset `key`, if the server has it.
     pub(crate) fn get(&self, key: &str) -> Option<&Dataset> {
         self.by_key.get(key)

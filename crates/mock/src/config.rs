@@ -6,6 +6,7 @@ use idb_wire::WriteMode;
 
 use crate::faults::FaultConfig;
 use crate::tls::TlsIdentity;
+use crate::tus::{DEFAULT_TUS_EXPIRY, TusProfile};
 
 /// The default largest `bytechunk` the mock accepts before answering 413: 64 MiB.
 pub const DEFAULT_MAX_CHUNK: u64 = 64 * 1024 * 1024;
@@ -115,6 +116,15 @@ pub struct MockConfig {
     /// them all), on top of each connection's [`MockConfig::bandwidth`];
     /// `None` for no cap.
     pub bandwidth_total: Option<u64>,
+    // --- Protocol 2, tus (`tus/`) ---
+    /// How the tus endpoint stores PATCH bodies: as tus describes
+    /// ([`TusProfile::Plain`], the default) or as the service's server on S3
+    /// does ([`TusProfile::S3`]).
+    pub tus_profile: TusProfile,
+    /// How long an unfinished tus upload lives after its creation or its last
+    /// PATCH ([`crate::DEFAULT_TUS_EXPIRY`], 7 days, by default); then it is
+    /// gone (410).
+    pub tus_expiry: Duration,
 }
 
 impl std::fmt::Debug for MockConfig {
@@ -142,6 +152,8 @@ impl std::fmt::Debug for MockConfig {
             .field("plain_errors", &self.plain_errors)
             .field("disk_full_after", &self.disk_full_after)
             .field("bandwidth_total", &self.bandwidth_total)
+            .field("tus_profile", &self.tus_profile)
+            .field("tus_expiry", &self.tus_expiry)
             .finish()
     }
 }
@@ -165,6 +177,8 @@ impl Default for MockConfig {
             plain_errors: false,
             disk_full_after: None,
             bandwidth_total: DEFAULT_BANDWIDTH,
+            tus_profile: TusProfile::default(),
+            tus_expiry: DEFAULT_TUS_EXPIRY,
         }
     }
 }
@@ -304,6 +318,18 @@ impl MockConfig {
     /// [`crate::MockError::ZeroBandwidth`]).
     pub fn bandwidth_total(mut self, bytes_per_second: Option<u64>) -> Self {
         self.bandwidth_total = bytes_per_second;
+        self
+    }
+
+    /// Sets [`MockConfig::tus_profile`].
+    pub fn tus_profile(mut self, profile: TusProfile) -> Self {
+        self.tus_profile = profile;
+        self
+    }
+
+    /// Sets [`MockConfig::tus_expiry`].
+    pub fn tus_expiry(mut self, expiry: Duration) -> Self {
+        self.tus_expiry = expiry;
         self
     }
 

@@ -11,9 +11,9 @@ use crate::faults::{FaultKind, FaultStats, counter_index};
 /// Counters over the server's life, for tests and the harness.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Requests answered on the datafile endpoint (any status).
+    /// Requests answered on the datafile endpoint and the tus endpoint (any status).
     pub requests: u64,
-    /// Requests that arrived on the datafile endpoint, answered or not (one held
+    /// Requests that arrived on the datafile or tus endpoint, answered or not (one held
     /// by [`crate::MockServer::pause`] is counted here, not in `requests`).
     pub requests_arrived: u64,
     /// Transfer calls that stored new bytes.

@@ -25,6 +25,7 @@ use crate::call_peek::peek_call;
 use crate::faults::FaultKind;
 use crate::payload_feed::{PayloadFeed, payload_feed};
 use crate::reply::Reply;
+use crate::tus::{Registration, register};
 
 /// What a handler may do to the connection its request came on.
 #[derive(Clone)]
@@ -65,37 +66,9 @@ pub(crate) async fn datafile(
         }
         Some(FaultKind::TooManyRequests) => {
             discard(&app, &headers, body).await;
-            app.sessions.counters.fault(FaultKind::TooManyRequests);
-            let secs = app.faults.retry_after_secs();
-            let mut response = Reply {
-                status: 429,
-                body: serde_json::json!({
-                    "error": "too_many_requests",
-                    "fault": FaultKind::TooManyRequests.as_str(),
-                    "message": format!("injected fault: slow down, retry after {secs} s; nothing was applied"),
-                }),
-            }.into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return response;
+            return too_many_requests(&app);
         }
-        Some(FaultKind::Reset) => {
-            // Reading the body of a request that asked `Expect: 100-continue`
-            // would first send `100 Continue`, a status line: cut it off before.
-            let expects_continue = headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            if !expects_continue {
-                let length = content_length(&headers).unwrap_or(0);
-                read_some(body, (length / 2).max(1)).await;
-            }
-            app.sessions.counters.fault(FaultKind::Reset);
-            connection.reset.notify_one();
-            // Never answer: the connection's task drops this future with the
-            // connection, so no status line is ever written.
-            return pending().await;
-        }
+        Some(FaultKind::Reset) => return reset_connection(&app, &connection, &headers, body).await,
         Some(FaultKind::Stall | FaultKind::Truncate) | None => {}
     }
     let truncate = fault == Some(FaultKind::Truncate);
@@ -111,15 +84,65 @@ pub(crate) async fn datafile(
         app.faults.forget(&call.dataset, &call.filename);
     }
     if fault == Some(FaultKind::Stall) {
-        app.sessions.counters.fault(FaultKind::Stall);
-        let mut closing = app.closing.subscribe();
-        tokio::select! {
-            // This sleep is the behaviour under test (a lost or slow ack), not a wait.
-            () = tokio::time::sleep(app.faults.stall) => {}
-            _ = closing.wait_for(|closing| *closing) => {}
-        }
+        stall(&app).await;
     }
     response
+}
+
+/// The answer of an injected `429` (counted), with its `Retry-After`; the
+/// request's body was read already.
+pub(crate) fn too_many_requests(app: &App) -> Response {
+    app.sessions.counters.fault(FaultKind::TooManyRequests);
+    let secs = app.faults.retry_after_secs();
+    let mut response = Reply {
+        status: 429,
+        body: serde_json::json!({
+            "error": "too_many_requests",
+            "fault": FaultKind::TooManyRequests.as_str(),
+            "message": format!("injected fault: slow down, retry after {secs} s; nothing was applied"),
+        }),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// An injected `reset` (counted): reads about half the body, then has the
+/// connection dropped without any answer. Never returns.
+pub(crate) async fn reset_connection(
+    app: &App,
+    connection: &ConnectionControl,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    // Reading the body of a request that asked `Expect: 100-continue`
+    // would first send `100 Continue`, a status line: cut it off before.
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        let length = content_length(headers).unwrap_or(0);
+        read_some(body, (length / 2).max(1)).await;
+    }
+    app.sessions.counters.fault(FaultKind::Reset);
+    connection.reset.notify_one();
+    // Never answer: the connection's task drops this future with the
+    // connection, so no status line is ever written.
+    pending().await
+}
+
+/// An injected `stall` (counted): holds the answer of a call already applied
+/// for the stall time, or until shutdown begins.
+pub(crate) async fn stall(app: &App) {
+    app.sessions.counters.fault(FaultKind::Stall);
+    let mut closing = app.closing.subscribe();
+    tokio::select! {
+        // This sleep is the behaviour under test (a lost or slow ack), not a wait.
+        () = tokio::time::sleep(app.faults.stall) => {}
+        _ = closing.wait_for(|closing| *closing) => {}
+    }
 }
 
 /// Reads a body the answer does not depend on (so the client sees the answer, not
@@ -147,7 +170,7 @@ fn limits(app: &App) -> Limits<'_> {
     }
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -208,6 +231,17 @@ async fn answer(
             return body_error(app, e);
         }
     };
+    // Protocol 2's registration call: `tus_url`, `filename`, `size`, no phase.
+    if let Some(registration) = Registration::from_fields(&fields) {
+        if let Some(streaming) = streaming {
+            drop(feed);
+            streaming.worker.await.ok();
+        }
+        return match registration {
+            Ok(registration) => register(app, &key, registration).await,
+            Err(message) => bad_request(message),
+        };
+    }
     let request = match PhaseRequest::from_fields(&fields) {
         Ok(request) => request,
         Err(e) => {
@@ -372,7 +406,7 @@ fn text(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut response = text(StatusCode::UNAUTHORIZED, "Bad credentials");
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -148,7 +148,8 @@ impl MockServer {
         self.app.sessions.counters.wait_for_chunks(n).await;
     }
 
-    /// Resolves once at least `n` datafile requests (`/api/dataset/{key}/datafile`)
+    /// Resolves once at least `n` datafile requests (`/api/dataset/{key}/datafile`,
+    /// and tus requests under `/files/`)
     /// have arrived since start. A request counts when it arrives, before
     /// anything else happens to it, so one held by [`MockServer::pause`] counts
     /// (unlike [`Stats::requests`], which counts answered ones). A test can thus
@@ -158,7 +159,7 @@ impl MockServer {
         self.app.sessions.counters.wait_for_arrivals(n).await;
     }
 
-    /// Holds every datafile request that arrives from now on, until
+    /// Holds every datafile (and tus) request that arrives from now on, until
     /// [`MockServer::resume`]: each is counted on arrival (see
     /// [`MockServer::wait_for_requests`]), then waits before anything else
     /// happens to it: its body is not read, no fault is drawn, no latency runs,
@@ -197,6 +198,32 @@ impl MockServer {
     /// transfers.
     pub fn set_fault_rate(&self, rate: f64) -> Result<(), MockError> {
         self.app.faults.set_rate(rate)
+    }
+
+    // --- Protocol 2, tus (`tus/`) ---
+
+    /// The tus endpoint, `<url>/files/` (what a tus client is given).
+    pub fn tus_url(&self) -> String {
+        format!("{}{}", self.url(), crate::TUS_PATH)
+    }
+
+    /// The tus side's counters since start: uploads, PATCHes, bytes the S3
+    /// profile dropped, checksum mismatches, and registrations (incomplete
+    /// and repeated ones counted apart).
+    pub fn tus_stats(&self) -> crate::TusStats {
+        self.app.tus.stats()
+    }
+
+    /// Every registration answered 200, in order.
+    pub fn tus_registrations(&self) -> Vec<crate::TusRegistration> {
+        crate::lock::lock(&self.app.tus.registrations).clone()
+    }
+
+    /// Makes every unfinished tus upload expire now: later requests for them
+    /// get 410 (an upload left for longer than [`MockConfig::tus_expiry`],
+    /// at a moment a test chooses).
+    pub fn expire_tus_uploads(&self) {
+        self.app.tus.expire_all();
     }
 
     /// The write mode it serves.

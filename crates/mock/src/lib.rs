@@ -19,6 +19,14 @@
 //! and HTTPS, with a certificate and key given or one issued by a throwaway
 //! certificate authority.
 //!
+//! It also serves protocol 2, the service's current path: tus 1.0 at
+//! [`TUS_PATH`] (creation, deferred length, termination, expiration,
+//! concatenation, checksum) and the registration call that makes a tus upload a
+//! verified file, with a [`TusProfile::S3`] that imitates the service's server
+//! (PATCH bodies cut into parts of [`s3_part_size`], short tails silently
+//! dropped); [`MockServer::tus_stats`] and [`MockServer::tus_registrations`]
+//! show what it did, incomplete and repeated registrations included.
+//!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],
 //! [`MockServer::stats`] and [`MockServer::wait_for_chunks`], and test controls:
@@ -79,6 +87,7 @@ mod sessions;
 mod store_lock;
 mod throttle;
 mod tls;
+mod tus;
 
 pub use accept::serve;
 pub use admin::ADMIN_TOKENS_PATH;
@@ -100,3 +109,7 @@ pub use idb_wire::{VerifyReceipt, WriteMode};
 pub use persist::{MAX_PERSISTED_LOG, STATE_FILE, STATE_VERSION};
 pub use throttle::BANDWIDTH_BURST;
 pub use tls::{GeneratedCa, LOOPBACK_NAMES, PemProblem, TLS_HANDSHAKE_TIMEOUT, TlsIdentity};
+pub use tus::{
+    DEFAULT_TUS_EXPIRY, S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART, TUS_EXTENSIONS, TUS_MAX_SIZE,
+    TUS_PATH, TUS_VERSION, TusProfile, TusRegistration, TusStats, s3_part_size,
+};

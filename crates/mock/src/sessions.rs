@@ -28,6 +28,7 @@ use crate::persist::{Key, Mirror, Persist, ReceiptRecord, capped_log};
 use crate::reply::Reply;
 use crate::restore::restore;
 
+mod register;
 mod streaming;
 
 /// One open upload: what was declared and what arrived.
@@ -159,6 +160,10 @@ pub(crate) struct Sessions {
     /// Room for payload bytes (unlimited unless
     /// [`crate::MockConfig::disk_full_after`] is set).
     disk: DiskSpace,
+    /// How many datafiles each name registered more than once by protocol 2
+    /// has (`sessions/register.rs`); an entry per such name, for the
+    /// server's life.
+    extra_datafiles: Mutex<HashMap<Key, u64>>,
 }
 
 /// The 500 of a change that could not be saved.
@@ -214,6 +219,7 @@ impl Sessions {
             next_id,
             identical_retry_ok: true,
             disk: DiskSpace::default(),
+            extra_datafiles: Mutex::default(),
         };
         (sessions, warnings)
     }

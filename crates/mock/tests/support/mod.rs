@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod tus;
+
 use idb_mock::{MockConfig, MockServer};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::multipart::{Form, Part};

@@ -1,0 +1,145 @@
+//! The concatenation extension's final upload: the partials named in
+//! `Upload-Concat: final;<url> <url> ...`, joined in order inside the request
+//! (as the service's server does), each checked complete first.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::answer::TusAnswer;
+use super::headers::upload_id;
+use super::part_size::{S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART};
+use super::uploads::{Concat, Upload, Uploads};
+use super::{TUS_MAX_SIZE, TusProfile};
+
+/// The buffer a partial's bytes are copied through: 1 MiB.
+const COPY_BUFFER: usize = 1 << 20;
+
+impl Uploads {
+    /// Joins the partials `urls` into a new, complete upload; returns its id.
+    pub(crate) fn create_final(
+        &self,
+        urls: Vec<String>,
+        metadata: Option<String>,
+    ) -> Result<String, TusAnswer> {
+        let bad = |message: String| Err(TusAnswer::error(400, message));
+        if !self.stores() {
+            return bad(
+                "this server is a sink: it keeps no bytes to join; start it with a store \
+                 to use concatenation"
+                    .to_owned(),
+            );
+        }
+        if self.profile == TusProfile::S3 && urls.len() as u64 > S3_MAX_PARTS {
+            return bad(format!(
+                "{} partials named; the service joins at most {S3_MAX_PARTS}",
+                urls.len()
+            ));
+        }
+        let mut ids = Vec::with_capacity(urls.len());
+        for url in &urls {
+            match upload_id(url) {
+                Some(id) => ids.push(id.to_owned()),
+                None => return bad(format!("{url:?} in Upload-Concat is not an upload URL")),
+            }
+        }
+        let (id, path, file) = self.new_file()?;
+        let (Some(path), Some(file)) = (path, file) else {
+            return bad("no store to join into".to_owned());
+        };
+        let joined = self.join(&ids, &file);
+        let (length, hasher) = match joined {
+            Ok(joined) => joined,
+            Err(answer) => {
+                drop(file);
+                let _ = fs::remove_file(&path);
+                return Err(answer);
+            }
+        };
+        let upload = Upload {
+            length: Some(length),
+            offset: length,
+            hasher,
+            file: Some(file),
+            path: Some(path),
+            metadata,
+            concat: Concat::Final(urls),
+            expires: self.expiry_from_now(),
+            log: vec![(0, length)],
+            gone: None,
+        };
+        self.insert(&id, upload);
+        Ok(id)
+    }
+
+    /// Copies the partials `ids`, in order, into `into`; their total length
+    /// and blake3. Each partial is locked only while it is checked and copied.
+    fn join(&self, ids: &[String], into: &File) -> Result<(u64, blake3::Hasher), TusAnswer> {
+        let mut hasher = blake3::Hasher::new();
+        let mut length = 0u64;
+        let mut buffer = vec![0u8; COPY_BUFFER];
+        let last = ids.len() - 1;
+        for (i, id) in ids.iter().enumerate() {
+            let refuse = |message: String| TusAnswer::error(400, message);
+            let upload = self
+                .get(id)
+                .map_err(|_| refuse(format!("partial {id} is not on this server (or expired)")))?;
+            let partial = self
+                .live(id, &upload)
+                .map_err(|_| refuse(format!("partial {id} is not on this server (or expired)")))?;
+            if partial.concat != Concat::Partial {
+                return Err(refuse(format!(
+                    "upload {id} was not created with Upload-Concat: partial"
+                )));
+            }
+            if !partial.complete() {
+                return Err(refuse(format!(
+                    "partial {id} is not complete ({} of {:?} bytes); finish it first",
+                    partial.offset, partial.length
+                )));
+            }
+            let size = partial.offset;
+            if self.profile == TusProfile::S3
+                && (size > S3_MAX_PART || (i < last && size < S3_MIN_PART))
+            {
+                return Err(refuse(format!(
+                    "partial {id} has {size} bytes; the service needs each partial but the last \
+                     from {S3_MIN_PART} to {S3_MAX_PART} bytes"
+                )));
+            }
+            if length + size > TUS_MAX_SIZE {
+                return Err(TusAnswer::error(
+                    413,
+                    format!("the partials add up to more than {TUS_MAX_SIZE} bytes"),
+                ));
+            }
+            let Some(from) = &partial.file else {
+                return Err(refuse(format!("partial {id} has no bytes stored")));
+            };
+            copy(from, size, into, length, &mut hasher, &mut buffer)
+                .map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
+            length += size;
+        }
+        Ok((length, hasher))
+    }
+}
+
+/// Copies `size` bytes from the start of `from` to `at` in `into`, hashing them.
+fn copy(
+    from: &File,
+    size: u64,
+    into: &File,
+    at: u64,
+    hasher: &mut blake3::Hasher,
+    buffer: &mut [u8],
+) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(buffer.len() as u64) as usize;
+        from.read_exact_at(&mut buffer[..n], done)?;
+        into.write_all_at(&buffer[..n], at + done)?;
+        hasher.update(&buffer[..n]);
+        done += n as u64;
+    }
+    Ok(())
+}

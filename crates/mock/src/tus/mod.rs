@@ -1,0 +1,101 @@
+//! Protocol 2: the tus 1.0 resumable upload protocol at `<base>/files/`, and
+//! the registration call that makes a finished tus upload a file of a dataset.
+//!
+//! The extensions served are creation, creation-defer-length, termination,
+//! expiration, concatenation and checksum (sha1 and the sha2 family), as the
+//! service's server advertises them. A PATCH body is streamed into the upload
+//! as it arrives (written at its offset and hashed on a blocking thread, a few
+//! pieces in flight, never held whole) and committed only at its end: a
+//! checksum that does not match, a body past the length or one that breaks
+//! off leaves the upload as it was.
+//!
+//! With [`TusProfile::S3`] the server imitates the service's tus server on S3
+//! storage (`part_size.rs`): a PATCH body is cut into parts, a trailing piece
+//! shorter than a part that does not end the file is silently dropped, and the
+//! offset answered counts whole stored parts only.
+//!
+//! Tus requests are authorised by checking that the token is one the server
+//! knows (any dataset's, not expired); the dataset is checked at registration
+//! (`POST /api/dataset/{key}/datafile` with `tus_url`, `filename`, `size`),
+//! which, like the service, trusts `size` and does not check that the upload
+//! is complete, but counts such registrations ([`TusStats`]).
+//!
+//! Tus uploads are not saved in a store's state: a server started again
+//! forgets them (registered files and their receipts are kept).
+
+mod answer;
+mod checksum;
+mod concat;
+mod headers;
+mod http_date;
+mod part_size;
+mod patch;
+mod register;
+mod routes;
+mod uploads;
+
+pub use part_size::{S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART, s3_part_size};
+pub(crate) use register::{Registration, register};
+pub(crate) use routes::{tus_collection, tus_upload};
+pub(crate) use uploads::Uploads;
+pub use uploads::{TusRegistration, TusStats};
+
+use std::time::Duration;
+
+/// The path of the tus endpoint, under the server's base URL.
+pub const TUS_PATH: &str = "/files/";
+
+/// The tus protocol version served (and required in `Tus-Resumable`).
+pub const TUS_VERSION: &str = "1.0.0";
+
+/// The extensions advertised in `Tus-Extension`.
+pub const TUS_EXTENSIONS: &str =
+    "creation,creation-defer-length,termination,expiration,concatenation,checksum";
+
+/// The largest `Upload-Length` accepted (`Tus-Max-Size`): 2 TiB, as the service.
+pub const TUS_MAX_SIZE: u64 = idb_wire::MAX_FILE_SIZE;
+
+/// How long an unfinished upload lives after its creation or its last PATCH
+/// by default: 7 days, as the service's server.
+pub const DEFAULT_TUS_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How the tus server stores a PATCH body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TusProfile {
+    /// Every byte of a PATCH is stored, as the tus protocol describes (the default).
+    #[default]
+    Plain,
+    /// The service's server on S3 storage: bodies are cut into parts of
+    /// [`s3_part_size`] bytes; a trailing piece shorter than a part that does
+    /// not end the file is silently dropped and the offset answered counts
+    /// whole parts only; the partials of a concatenation must each (but the
+    /// last) be from [`S3_MIN_PART`] to [`S3_MAX_PART`] bytes, at most
+    /// [`S3_MAX_PARTS`] of them.
+    S3,
+}
+
+impl TusProfile {
+    /// The name on the command line: `plain` or `s3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TusProfile::Plain => "plain",
+            TusProfile::S3 => "s3",
+        }
+    }
+}
+
+impl std::str::FromStr for TusProfile {
+    type Err = String;
+
+    /// Parses `plain` or `s3` (case-insensitive).
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plain" => Ok(TusProfile::Plain),
+            "s3" => Ok(TusProfile::S3),
+            other => Err(format!(
+                "unknown tus profile {:?}; use plain or s3",
+                other.chars().take(64).collect::<String>()
+            )),
+        }
+    }
+}

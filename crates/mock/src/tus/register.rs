@@ -1,0 +1,171 @@
+//! Protocol 2's registration call: `POST /api/dataset/{key}/datafile` with
+//! `tus_url`, `filename` and `size` (no `phase`) makes the tus upload a file
+//! of the dataset, as protocol 1's verify does (same receipt, same counters,
+//! the file in the same place of the store).
+//!
+//! Like the service it trusts `size` and does not check that the upload is
+//! complete, and a second registration of a name makes a second datafile;
+//! unlike the service it counts both ([`super::TusStats`]) and lists every
+//! registration ([`super::TusRegistration`]) so tests can see them. Only the
+//! first datafile of a name is stored.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::response::{IntoResponse, Response};
+use idb_wire::{Fields, VerifyReceipt, validate_filename};
+use serde_json::json;
+
+use super::headers::upload_id;
+use super::uploads::{Missing, TusRegistration, Upload};
+use crate::app::App;
+use crate::lock::lock;
+use crate::reply::Reply;
+
+/// A registration call, from its fields.
+pub(crate) struct Registration {
+    tus_url: String,
+    filename: String,
+    size: u64,
+}
+
+impl Registration {
+    /// `None` when the fields are not a registration (they have a `phase`,
+    /// or no `tus_url`); else the registration, or why its fields are wrong.
+    pub(crate) fn from_fields(fields: &Fields) -> Option<Result<Self, String>> {
+        if fields.get("phase").is_some() {
+            return None;
+        }
+        let tus_url = fields.get("tus_url")?;
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::trim)
+        };
+        let tus_url = match std::str::from_utf8(tus_url) {
+            Ok(url) => url.trim().to_owned(),
+            Err(_) => return Some(Err("tus_url is not text".to_owned())),
+        };
+        let Some(filename) = text("filename") else {
+            return Some(Err("a registration needs the filename field".to_owned()));
+        };
+        if let Err(e) = validate_filename(filename) {
+            return Some(Err(e.to_string()));
+        }
+        let Some(size) = text("size").and_then(|s| s.parse().ok()) else {
+            return Some(Err(
+                "a registration needs size, the file's size in bytes".to_owned()
+            ));
+        };
+        Some(Ok(Self {
+            tus_url,
+            filename: filename.to_owned(),
+            size,
+        }))
+    }
+}
+
+/// Registers the upload for `dataset` (its token was checked already).
+pub(crate) async fn register(
+    app: &Arc<App>,
+    dataset: &str,
+    registration: Registration,
+) -> Response {
+    let app = Arc::clone(app);
+    let dataset = dataset.to_owned();
+    tokio::task::spawn_blocking(move || register_now(&app, dataset, registration))
+        .await
+        .unwrap_or_else(|_| Reply::error(500, "internal", "internal error".to_owned()))
+        .into_response()
+}
+
+fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
+    let Some(id) = upload_id(&r.tus_url) else {
+        return Reply::error(
+            400,
+            "bad_tus_url",
+            format!(
+                "tus_url {:?} is not an upload URL of this server",
+                r.tus_url
+            ),
+        );
+    };
+    let missing = |missing: Missing| {
+        let (status, error) = match missing {
+            Missing::NotFound => (404, "no_tus_upload"),
+            Missing::Expired => (410, "tus_upload_expired"),
+        };
+        Reply::error(
+            status,
+            error,
+            format!(
+                "tus upload {id} is not on this server; upload {} again",
+                r.filename
+            ),
+        )
+    };
+    let upload = match app.tus.get(id) {
+        Ok(upload) => upload,
+        Err(m) => return missing(m),
+    };
+    // Held while the file is placed, so no PATCH changes it meanwhile.
+    let u = match app.tus.live(id, &upload) {
+        Ok(u) => u,
+        Err(m) => return missing(m),
+    };
+    let receipt = VerifyReceipt {
+        filename: r.filename.clone(),
+        size: u.offset,
+        blake3: u.hasher.finalize().to_hex().to_string(),
+    };
+    let complete = u.complete() && r.size == u.offset;
+    let placed = app.sessions.register_done(
+        &dataset,
+        &r.filename,
+        receipt.clone(),
+        u.log.clone(),
+        |dest| place(&u, dest),
+    );
+    let datafile = match placed {
+        Ok(datafile) => datafile,
+        Err(reply) => return reply,
+    };
+    let counters = &app.tus.counters;
+    counters.registrations.fetch_add(1, Ordering::Relaxed);
+    if !complete {
+        counters
+            .incomplete_registrations
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if datafile > 1 {
+        counters
+            .repeated_registrations
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    lock(&app.tus.registrations).push(TusRegistration {
+        dataset,
+        filename: r.filename,
+        tus_url: r.tus_url,
+        size: r.size,
+        length: u.length,
+        datafile,
+        receipt: receipt.clone(),
+    });
+    Reply::ok(json!(receipt))
+}
+
+/// Puts the upload's bytes at `dest`: a hard link when it is complete (no
+/// PATCH can change it any more), else a copy of what it has.
+fn place(upload: &Upload, dest: &Path) -> io::Result<()> {
+    let Some(from) = &upload.path else {
+        return Ok(());
+    };
+    if upload.complete() && fs::hard_link(from, dest).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, dest).map(drop)
+}

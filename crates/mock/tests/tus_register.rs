@@ -1,0 +1,139 @@
+//! Protocol 2's registration call: a tus upload becomes a verified file, as
+//! protocol 1's verify makes one; incomplete and repeated registrations are
+//! accepted (as the service does) and counted.
+
+mod support;
+
+use idb_mock::{MockConfig, Storage};
+use support::tus::{Tus, register};
+use support::{Api, DS, assert_verified_in, blake3_hex, config, data, start};
+
+#[tokio::test]
+async fn a_registered_upload_is_a_verified_file_with_the_verify_receipt() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let bytes = data(200_000, 5);
+    let url = tus.create(bytes.len() as u64, "r.bin").await;
+    tus.send_all(&url, &bytes, 64 * 1024).await;
+    let answer = register(&api, &url, "r.bin", bytes.len() as u64).await;
+    answer.expect(200);
+    assert_verified_in(&server, DS, "r.bin", &answer, &bytes);
+    assert_eq!(server.stats().files_verified, 1);
+    let stats = server.tus_stats();
+    assert_eq!(stats.registrations, 1);
+    assert_eq!(stats.incomplete_registrations, 0);
+    assert_eq!(stats.repeated_registrations, 0);
+    let registrations = server.tus_registrations();
+    assert_eq!(registrations.len(), 1);
+    assert_eq!(registrations[0].datafile, 1);
+    assert_eq!(registrations[0].tus_url, url);
+    // The name is now in the dataset: protocol 1 refuses to set it up again.
+    api.setup("r.bin", 10).await.expect(409);
+}
+
+#[tokio::test]
+async fn a_registration_sent_as_multipart_is_taken_too() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let url = tus.create(10, "m.bin").await;
+    tus.patch(&url, 0, &[9; 10]).await.expect(204);
+    let form = reqwest::multipart::Form::new()
+        .text("tus_url", url)
+        .text("filename", "m.bin")
+        .text("size", "10");
+    let answer = api.send(form).await;
+    answer.expect(200);
+    assert_eq!(answer.json()["blake3"], blake3_hex(&[9; 10]));
+}
+
+#[tokio::test]
+async fn an_incomplete_upload_is_registered_as_the_service_would_and_counted() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let url = tus.create(100, "half.bin").await;
+    tus.patch(&url, 0, &[1; 40]).await.expect(204);
+    // The service trusts `size`: it answers 200 for 100 bytes it does not have.
+    let answer = register(&api, &url, "half.bin", 100).await;
+    answer.expect(200);
+    assert_eq!(answer.json()["size"], 40, "the receipt tells what is there");
+    assert_eq!(server.tus_stats().incomplete_registrations, 1);
+    let stored = std::fs::read(server.stored_file(DS, "half.bin").unwrap()).unwrap();
+    assert_eq!(stored, vec![1; 40]);
+    // A complete upload registered with a wrong size is counted as well.
+    let url = tus.create(10, "size.bin").await;
+    tus.patch(&url, 0, &[1; 10]).await.expect(204);
+    register(&api, &url, "size.bin", 11).await.expect(200);
+    assert_eq!(server.tus_stats().incomplete_registrations, 2);
+}
+
+#[tokio::test]
+async fn a_second_registration_makes_a_second_datafile_and_is_counted() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let url = tus.create(10, "twice.bin").await;
+    tus.patch(&url, 0, &[3; 10]).await.expect(204);
+    register(&api, &url, "twice.bin", 10).await.expect(200);
+    register(&api, &url, "twice.bin", 10).await.expect(200);
+    assert_eq!(server.stats().files_verified, 2);
+    let stats = server.tus_stats();
+    assert_eq!((stats.registrations, stats.repeated_registrations), (2, 1));
+    let datafiles: Vec<u64> = server
+        .tus_registrations()
+        .iter()
+        .map(|r| r.datafile)
+        .collect();
+    assert_eq!(datafiles, [1, 2]);
+}
+
+#[tokio::test]
+async fn registration_checks_the_dataset_the_token_and_the_upload() {
+    let server = start(
+        config()
+            .dataset("IDB-2", "tok-2")
+            .published_dataset("IDB-3", "tok-3"),
+    )
+    .await;
+    let tus = Tus::new(&server);
+    let url = tus.create(10, "x.bin").await;
+    tus.patch(&url, 0, &[3; 10]).await.expect(204);
+    // The token of another dataset: 401, as for any datafile call.
+    let other = Api::for_dataset(&server, DS, "tok-2");
+    register(&other, &url, "x.bin", 10).await.expect(401);
+    let published = Api::for_dataset(&server, "IDB-3", "tok-3");
+    register(&published, &url, "x.bin", 10).await.expect(404);
+    let api = Api::new(&server);
+    let unknown = format!("{}nope", tus.endpoint);
+    register(&api, &unknown, "x.bin", 10).await.expect(404);
+    register(&api, "http://elsewhere/upload", "x.bin", 10)
+        .await
+        .expect(400);
+    register(&api, &url, "a/b", 10).await.expect(400);
+    assert_eq!(server.tus_stats().registrations, 0);
+    assert_eq!(server.stats().files_verified, 0);
+}
+
+#[tokio::test]
+async fn a_sink_registers_with_the_receipt_of_the_bytes() {
+    let server = start(
+        MockConfig::new()
+            .dataset(DS, support::TOKEN)
+            .storage(Storage::Sink),
+    )
+    .await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let bytes = data(70_000, 6);
+    let url = tus.create(bytes.len() as u64, "s.bin").await;
+    tus.send_all(&url, &bytes, 30_000).await;
+    let answer = register(&api, &url, "s.bin", bytes.len() as u64).await;
+    answer.expect(200);
+    assert_eq!(answer.json()["blake3"], blake3_hex(&bytes));
+    assert_eq!(
+        server.receipt(DS, "s.bin").unwrap().blake3,
+        blake3_hex(&bytes)
+    );
+}
