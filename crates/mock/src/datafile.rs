@@ -237,6 +237,16 @@ async fn answer(
             drop(feed);
             streaming.worker.await.ok();
         }
+        if truncate {
+            // No payload to cut: a plain 500 fault instead, as for a verify.
+            app.sessions.counters.fault(FaultKind::ServerError);
+            return Reply::injected(
+                FaultKind::ServerError,
+                "injected fault: internal server error; the registration was not applied"
+                    .to_owned(),
+            )
+            .into_response();
+        }
         return match registration {
             Ok(registration) => register(app, &key, registration).await,
             Err(message) => bad_request(message),

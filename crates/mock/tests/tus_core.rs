@@ -224,6 +224,8 @@ async fn a_deferred_length_is_given_by_a_later_patch() {
     let server = start(config()).await;
     let tus = Tus::new(&server);
     let answer = tus.create_with(&[("upload-defer-length", "1")]).await;
+    // The creation answer says when the unfinished upload expires.
+    assert!(answer.header("upload-expires").unwrap().ends_with(" GMT"));
     let url = support::tus::location(&answer);
     let head = tus.head(&url).await;
     assert_eq!(head.header("upload-defer-length").as_deref(), Some("1"));

@@ -54,7 +54,11 @@ async fn tuspy_uploads_to_the_mock_byte_exact_with_checksums() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/tuspy_upload.py");
     let endpoint = server.tus_url();
     let run = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
+        // Bounded: a wedged server or client fails the test instead of hanging
+        // the run (coreutils' `timeout` kills the script after 120 s).
+        Command::new("timeout")
+            .arg("120")
+            .arg(&python)
             .arg(script)
             .arg(&endpoint)
             .arg(&path)

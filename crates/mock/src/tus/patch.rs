@@ -91,6 +91,9 @@ impl Uploads {
                 403,
                 format!("upload {id} is the final upload of a concatenation; it takes no PATCH"),
             );
+            // Refused under the lock, drained outside it: a long body
+            // being thrown away holds up no other call on the upload.
+            drop(guard);
             return refuse(&mut pieces, answer);
         }
         // A deferred length given now: set when the PATCH is applied.
@@ -103,6 +106,7 @@ impl Uploads {
                         "Upload-Length {length} cannot be set on upload {id} (it is {known:?})"
                     ),
                 );
+                drop(guard);
                 return refuse(&mut pieces, answer);
             }
             (_, known) => known,
@@ -117,6 +121,7 @@ impl Uploads {
                 ),
             )
             .header(UPLOAD_OFFSET, start);
+            drop(guard);
             return refuse(&mut pieces, answer);
         }
         let limit = length.unwrap_or(TUS_MAX_SIZE);

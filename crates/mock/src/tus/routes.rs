@@ -223,7 +223,16 @@ async fn create(app: &Arc<App>, headers: &HeaderMap) -> TusAnswer {
         }
         None => format!("{TUS_PATH}{id}"),
     };
-    TusAnswer::new(201).header("location", location)
+    let mut answer = TusAnswer::new(201).header("location", location);
+    // The expiration extension: the creation answer says when an unfinished
+    // upload expires.
+    if let Ok(upload) = app.tus.get(&id)
+        && let Ok(u) = app.tus.live(&id, &upload)
+        && !u.complete()
+    {
+        answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires));
+    }
+    answer
 }
 
 /// `HEAD <base>/files/{id}`: where the upload stands.
