@@ -537,6 +537,19 @@ impl Sessions {
                 None => Self::no_session(&key),
             };
         };
+        // The name went into the dataset meanwhile (a tus registration): never
+        // replaced by this upload's bytes.
+        if lock(&self.done).contains_key(&key) {
+            return Reply::error(
+                409,
+                "already_exists",
+                format!(
+                    "{} is already in dataset {} (registered while this upload was open); \
+                     delete it there first",
+                    key.1, key.0
+                ),
+            );
+        }
         let s = lock(&session);
         let received = s.received();
         if received != s.declared {

@@ -137,3 +137,27 @@ async fn a_sink_registers_with_the_receipt_of_the_bytes() {
         blake3_hex(&bytes)
     );
 }
+
+/// A protocol 1 upload of a name that a tus registration put into the dataset
+/// while it was open does not replace the registered file at its verify.
+#[tokio::test]
+async fn a_verify_never_replaces_a_name_registered_meanwhile() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let chunked = data(1000, 7);
+    api.setup("both.bin", chunked.len() as u64)
+        .await
+        .expect(200);
+    api.transfer("both.bin", 0, &chunked).await.expect(200);
+    let registered = data(500, 8);
+    let url = tus.create(registered.len() as u64, "both.bin").await;
+    tus.send_all(&url, &registered, 64 * 1024).await;
+    let answer = register(&api, &url, "both.bin", registered.len() as u64).await;
+    answer.expect(200);
+
+    let refused = api.verify("both.bin").await;
+    refused.expect(409);
+    assert_eq!(refused.json()["error"], "already_exists");
+    assert_verified_in(&server, DS, "both.bin", &answer, &registered);
+}
