@@ -2,6 +2,9 @@
 //! reader's hashing thread and the mock do per chunk), and the whole-file state
 //! the engine keeps across chunks (`HashState`, which the resume journal saves).
 //!
+//! And the tus `Upload-Checksum` algorithms the engine can send (ring's sha1
+//! and sha2), which decide its preference: the cheapest first.
+//!
 //! `cargo bench --bench hashing`.
 
 use std::hint::black_box;
@@ -37,6 +40,22 @@ fn benches(c: &mut Criterion) {
                 }
                 state.finalize().expect("the whole file was absorbed")
             })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("tus-checksum-8MiB");
+    group
+        .throughput(Throughput::Bytes(8 * MIB as u64))
+        .sample_size(20);
+    for (name, algorithm) in [
+        ("sha1", &ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
+        ("sha256", &ring::digest::SHA256),
+        ("sha384", &ring::digest::SHA384),
+        ("sha512", &ring::digest::SHA512),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| ring::digest::digest(algorithm, black_box(&data[..8 * MIB])))
         });
     }
     group.finish();

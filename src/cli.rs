@@ -272,6 +272,25 @@ pub struct TransferArgs {
     #[arg(long)]
     pub no_mmap: bool,
 
+    // --- The upload protocol (`--protocol`, tus options) ---
+    /// Which protocol to speak: `auto` asks the server (tus 1.0 at
+    /// <server>/files/ when it answers, the service's current path; else the
+    /// documented chunked API), `chunked` or `tus` forces one.
+    #[arg(long, default_value = "auto", value_name = "PROTOCOL")]
+    pub protocol: idb_engine::Protocol,
+    /// tus: PATCH bodies are whole multiples of this part size (by default
+    /// the service's rule for each file, max(5 MiB, size / 10000)).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub tus_part_size: Option<u64>,
+    /// tus: send each file as one upload in order, never as partial uploads
+    /// in parallel joined at the end (concatenation).
+    #[arg(long)]
+    pub no_concat: bool,
+    /// tus: send no Upload-Checksum with PATCH bodies, even when the server
+    /// checks them (saves hashing each body once more on each side; the
+    /// end-to-end blake3 comparison stays).
+    #[arg(long)]
+    pub no_tus_checksum: bool,
     // --- The run's bandwidth cap (`--bwlimit`) ---
     /// Cap the upload rate of the whole run, all files and connections together,
     /// at RATE bytes per second (like 4MiB, 100M or 12MiB/s). Default: no cap.
@@ -437,6 +456,11 @@ pub struct MockServerArgs {
     #[arg(long, value_parser = parse_bandwidth_total, value_name = "RATE")]
     pub bandwidth_total: Option<u64>,
     // --- Protocol 2, tus at <url>/files/ (src/mock_server.rs) ---
+    /// Serve protocol 2 as well, as the service does today: tus 1.0 at
+    /// <url>/files/ and the registration call. Without it the mock speaks
+    /// protocol 1 only (a deployment of the documented API).
+    #[arg(long)]
+    pub tus: bool,
     /// How the tus endpoint stores PATCH bodies: `plain` (every byte, as tus
     /// describes) or `s3` (as the service's server on S3: bodies cut into parts
     /// of max(5 MiB, length/10000), a short tail that does not end the file

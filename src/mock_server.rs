@@ -30,6 +30,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         .max_connections(args.max_connections)
         .plain_errors(args.plain_errors)
         .bandwidth_total(args.bandwidth_total)
+        .tus(args.tus)
         .tus_profile(args.tus_profile);
     if let Some(secs) = args.tus_expiry {
         config = config.tus_expiry(Duration::from_secs(secs));
@@ -122,13 +123,15 @@ fn describe(args: &MockServerArgs) -> String {
             human(rate)
         ));
     }
-    line.push_str(&format!(
-        "; tus 1.0 at /files/ ({})",
-        match args.tus_profile {
-            idb_mock::TusProfile::Plain => "every PATCH byte stored",
-            idb_mock::TusProfile::S3 => "s3 profile: whole parts only, short tails dropped",
-        }
-    ));
+    if args.tus {
+        line.push_str(&format!(
+            "; tus 1.0 at /files/ ({})",
+            match args.tus_profile {
+                idb_mock::TusProfile::Plain => "every PATCH byte stored",
+                idb_mock::TusProfile::S3 => "s3 profile: whole parts only, short tails dropped",
+            }
+        ));
+    }
     if args.plain_errors {
         line.push_str("; errors as plain HTML pages (no JSON, no offsets, no 200 for a repeat)");
     }

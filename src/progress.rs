@@ -242,6 +242,21 @@ fn rate(bytes: u64, over: Duration) -> u64 {
 impl EventSink for Progress {
     fn emit(&self, event: Event) {
         match event {
+            Event::ProtocolChosen { protocol, reason } => {
+                self.console.note(&format!(
+                    "protocol: {} ({})",
+                    protocol.as_str(),
+                    crate::text::escape(&reason)
+                ));
+                if self.console.json() {
+                    self.console.json_line(&json!({
+                        "schema": JSON_SCHEMA,
+                        "event": "protocol",
+                        "protocol": protocol.as_str(),
+                        "reason": reason,
+                    }));
+                }
+            }
             Event::FileStarted { path, size } => {
                 let mut state = lock(&self.state);
                 let at = state.active.get(&path).map_or(0, |f| f.acked);

@@ -195,6 +195,11 @@ impl TransferArgs {
         } else {
             ReadMode::Auto
         };
+        // The protocol (`--protocol`, `--tus-part-size`, `--no-concat`).
+        config.protocol = self.protocol;
+        config.tus_part_size = self.tus_part_size;
+        config.tus_concat = !self.no_concat;
+        config.tus_checksum = !self.no_tus_checksum;
         // The run's bandwidth cap (`--bwlimit`).
         config.bandwidth = self.bwlimit;
         // Private certificate authorities (`--ca-cert`).

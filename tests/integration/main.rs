@@ -29,6 +29,11 @@
 //! - `status_clean`: `idb status` and `idb clean` (changed, old, and in-use
 //!   journals; receipts kept).
 //! - `cli`: help, usage errors, `idb demo`.
+//! - `tus`: protocol 2 (tus 1.0 and registration) against the mock: `--protocol
+//!   auto` choosing, in order and by concatenation, answers lost at exact calls
+//!   (`proxy`: a TCP proxy that loses the answer to one kind of request), kill -9
+//!   mid-PATCH and between the registration and its answer, the s3 profile's
+//!   part-size trap past 10000 x 5 MiB.
 //! - `tls`: HTTPS against a mock whose certificate a throwaway authority issued:
 //!   refused plainly by default, byte-exact with `--ca-cert` (also across a
 //!   `kill -9`), bad `--ca-cert` files (exit 2), `idb mock-server`'s TLS flags.
@@ -53,6 +58,7 @@ mod mock_faults;
 mod mock_server;
 mod mock_state;
 mod output;
+mod proxy;
 mod rerun;
 mod resume;
 mod runs;
@@ -60,5 +66,6 @@ mod select;
 mod servers;
 mod status_clean;
 mod tls;
+mod tus;
 mod upload;
 mod util;

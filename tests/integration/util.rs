@@ -441,9 +441,15 @@ impl Running {
     }
 
     /// Waits for it to end by itself (at most [`HANG`]).
-    pub fn wait(mut self) -> Run {
+    pub fn wait(self) -> Run {
+        self.wait_within(HANG)
+    }
+
+    /// Waits for it to end by itself, at most `within` (a test that moves
+    /// many gigabytes).
+    pub fn wait_within(mut self, within: Duration) -> Run {
         let mut child = self.child.take().expect("waited once");
-        let hung = wait_for_pipes(&mut child, &self.pipes_closed, self.pipes);
+        let hung = wait_for_pipes(&mut child, &self.pipes_closed, self.pipes, within);
         let status = child
             .wait()
             .unwrap_or_else(|e| panic!("wait for {}: {e}", self.shown));
@@ -454,7 +460,7 @@ impl Running {
         let (stdout, stderr) = (read(self.stdout.take()), read(self.stderr.take()));
         if hung {
             panic!(
-                "{} did not finish within {HANG:?} and was killed\n{}",
+                "{} did not finish within {within:?} and was killed\n{}",
                 self.shown,
                 outputs(&stdout, &stderr)
             );
@@ -479,8 +485,13 @@ impl Drop for Running {
 
 /// Waits (at most [`HANG`]) for `pipes` pipes of `child` to close, which they
 /// do when it exits; kills it if that takes longer. Whether it hung.
-fn wait_for_pipes(child: &mut Child, closed: &mpsc::Receiver<()>, pipes: usize) -> bool {
-    let deadline = Instant::now() + HANG;
+fn wait_for_pipes(
+    child: &mut Child,
+    closed: &mpsc::Receiver<()>,
+    pipes: usize,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
     for _ in 0..pipes {
         let left = deadline.saturating_duration_since(Instant::now());
         if closed.recv_timeout(left).is_err() {
@@ -919,7 +930,7 @@ impl ServerProcess {
             "`kill {signal} {}` failed: {sent}",
             child.id()
         );
-        let hung = wait_for_pipes(&mut child, &self.pipes_closed, 2);
+        let hung = wait_for_pipes(&mut child, &self.pipes_closed, 2, HANG);
         let status = child
             .wait()
             .unwrap_or_else(|e| panic!("wait for {}: {e}", self.shown));

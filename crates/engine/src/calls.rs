@@ -102,6 +102,8 @@ impl<P: Protocol> Run<'_, P> {
                     Err(CallError::Transport(Transport::Http { .. })) => {
                         "connection error".to_owned()
                     }
+                    Err(CallError::Unsettled { status }) => format!("unsettled (HTTP {status})"),
+                    Err(CallError::Fatal(_)) => "cannot succeed".to_owned(),
                 },
                 "call"
             );
@@ -174,6 +176,17 @@ impl<P: Protocol> Run<'_, P> {
                         ));
                     }
                     (reason, None)
+                }
+                Err(CallError::Fatal(error)) => {
+                    return Err(failed(Failure::Error(*error), uncertain));
+                }
+                Err(CallError::Unsettled { status }) => {
+                    let error = Error::RegistrationUnsettled {
+                        path: f.path.clone(),
+                        filename: f.filename.clone(),
+                        status,
+                    };
+                    return Err(failed(Failure::Error(error), uncertain));
                 }
                 Err(CallError::Refused(answer)) => match answer.outcome {
                     Outcome::Retry { after } => {

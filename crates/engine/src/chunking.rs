@@ -41,6 +41,21 @@ const MAX_GROWTH_STEP: u64 = 8;
 /// if smaller, is the floor instead). A server that refuses this is unusable.
 pub const MIN_ADAPTIVE_CHUNK: u64 = 64 * 1024;
 
+/// Chunks of the run's size rounded down to whole multiples of a granule (at
+/// least one), the last one whatever remains: tus servers on S3 store whole
+/// parts only, so every PATCH but the last must be whole parts.
+#[derive(Debug, Clone)]
+pub(crate) struct Aligned {
+    size: SharedChunkSize,
+    granule: u64,
+}
+
+impl idb_read::ChunkPolicy for Aligned {
+    fn next_len(&mut self, _: u64, _: u64) -> u64 {
+        (self.size.get() / self.granule).max(1) * self.granule
+    }
+}
+
 struct State {
     /// Ceiling: the configured maximum, lowered by 413 answers for the rest of the run.
     max: u64,
@@ -79,9 +94,13 @@ impl ChunkSizer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The policy readers plan with: it follows every change made here.
-    pub(crate) fn policy(&self) -> SharedChunkSize {
-        self.size.clone()
+    /// The policy readers plan with: it follows every change made here, in
+    /// whole multiples of `granule` (but the last chunk; see [`Aligned`]).
+    pub(crate) fn policy(&self, granule: u64) -> Aligned {
+        Aligned {
+            size: self.size.clone(),
+            granule: granule.max(1),
+        }
     }
 
     pub(crate) fn current(&self) -> u64 {

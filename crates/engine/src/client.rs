@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use idb_wire::{
     Boundary, DatasetKey, MultipartBody, Outcome, Phase, Token, VerifyReceipt, WRITE_MODE_HEADER,
-    WRITE_MODE_OFFSET, body_message, classify, datafile_path,
+    WRITE_MODE_OFFSET, body_message, classify, datafile_path, tus,
 };
 use reqwest::header::{self, HeaderValue};
 use url::Url;
@@ -139,35 +139,93 @@ impl DatafileClient {
         let progress = Progress::default();
         let content_type = body.content_type().to_owned();
         let request = self
-            .http
-            .post(self.endpoint.clone())
-            .header(
-                header::AUTHORIZATION,
-                self.auth
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .header
-                    .clone(),
-            )
+            .authorized(self.http.post(self.endpoint.clone()))
             .header(header::CONTENT_TYPE, content_type)
             .body(reqwest::Body::wrap(SegmentedBody::new(
                 body.into_segments(),
                 progress.clone(),
                 self.bandwidth.clone().filter(|_| phase == Phase::Transfer),
             )));
+        let (head, body, cut) = self.exchange(phase, request, &progress).await?;
+        Ok(self.answer(phase, head, &body, cut))
+    }
+
+    /// `request` with the token's `Authorization` header.
+    pub(crate) fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.header(
+            header::AUTHORIZATION,
+            self.auth
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .header
+                .clone(),
+        )
+    }
+
+    /// The HTTP client (one connection pool for the run).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The datafile endpoint (`<server>/api/dataset/<key>/datafile`).
+    pub(crate) fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// A body of `bytes` that counts its progress for the idle timeout, under
+    /// the run's bandwidth cap.
+    pub(crate) fn payload(&self, bytes: Bytes, progress: &Progress) -> reqwest::Body {
+        reqwest::Body::wrap(SegmentedBody::new(
+            vec![bytes],
+            progress.clone(),
+            self.bandwidth.clone(),
+        ))
+    }
+
+    /// Sends `request` and reads the answer (its status line, the headers the
+    /// engine reads, and up to [`RESPONSE_BODY_LIMIT`] bytes of body, and whether
+    /// it was cut). Fails with [`Transport::Idle`] when nothing moved (the body's
+    /// bytes counted in `progress`) for the idle timeout of `phase`.
+    pub(crate) async fn exchange(
+        &self,
+        phase: Phase,
+        request: reqwest::RequestBuilder,
+        progress: &Progress,
+    ) -> Result<(Head, Bytes, bool), Transport> {
         let exchange = async {
             let response = request.send().await?;
             *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::time::Instant::now());
             let head = Head::of(&response);
             let (body, cut) = read_limited(response).await?;
-            Ok(self.answer(phase, head, &body, cut))
+            Ok((head, body, cut))
         };
         let timeout = self.idle_timeout_for(phase);
-        match with_idle_timeout(&progress, timeout, exchange).await {
+        match with_idle_timeout(progress, timeout, exchange).await {
             Some(result) => result.map_err(|e| self.transport_error(&e)),
             None => Err(Transport::Idle(timeout)),
         }
+    }
+
+    /// What the server said in `body`, for people: cleaned of every token of the
+    /// run, control characters escaped, cut.
+    pub(crate) fn said(&self, body: &[u8], cut: bool) -> String {
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        let secrets = &auth.secrets;
+        secrets.clean(
+            &body_message(
+                secrets
+                    .scrub(&String::from_utf8_lossy(body), cut)
+                    .as_bytes(),
+            ),
+            cut,
+        )
+    }
+
+    /// `text` from the server (a header), cleaned as [`DatafileClient::said`].
+    pub(crate) fn clean(&self, text: &str) -> String {
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        auth.secrets.clean(text, false)
     }
 
     /// The answer as the engine sees it: every text from the server cleaned,
@@ -186,19 +244,14 @@ impl DatafileClient {
                     size: r.size,
                 })
             });
+        let location = head.location.map(|l| secrets.clean(&l, false));
+        drop(auth);
         Answer {
             status: head.status,
             outcome,
             // Scrubbed raw first, then again once read for a person.
-            said: secrets.clean(
-                &body_message(
-                    secrets
-                        .scrub(&String::from_utf8_lossy(body), cut)
-                        .as_bytes(),
-                ),
-                cut,
-            ),
-            location: head.location.map(|l| secrets.clean(&l, false)),
+            said: self.said(body, cut),
+            location,
             offset_mode: head.offset_mode,
             receipt,
         }
@@ -273,13 +326,26 @@ impl DatafileClient {
     }
 }
 
-/// What the engine reads of an answer's status line and headers (raw: only
-/// [`DatafileClient::answer`] sees it).
-struct Head {
-    status: u16,
-    retry_after: Option<String>,
-    location: Option<String>,
+/// What the engine reads of an answer's status line and headers (raw: texts
+/// from it are cleaned before they go further, see [`DatafileClient::clean`]).
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) location: Option<String>,
     offset_mode: bool,
+    /// The tus headers of the answer (protocol 2).
+    pub(crate) tus: TusHead,
+}
+
+/// The tus headers an answer carries (absent ones `None`).
+#[derive(Debug, Default)]
+pub(crate) struct TusHead {
+    pub(crate) version: Option<String>,
+    pub(crate) extensions: Option<String>,
+    pub(crate) max_size: Option<String>,
+    pub(crate) checksum_algorithms: Option<String>,
+    pub(crate) offset: Option<String>,
+    pub(crate) length: Option<String>,
 }
 
 impl Head {
@@ -290,8 +356,20 @@ impl Head {
             location: header_text(response, header::LOCATION),
             offset_mode: header_text(response, WRITE_MODE_HEADER.try_into().expect("valid name"))
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET)),
+            tus: TusHead {
+                version: named(response, tus::header::TUS_VERSION),
+                extensions: named(response, tus::header::TUS_EXTENSION),
+                max_size: named(response, tus::header::TUS_MAX_SIZE),
+                checksum_algorithms: named(response, tus::header::TUS_CHECKSUM_ALGORITHM),
+                offset: named(response, tus::header::UPLOAD_OFFSET),
+                length: named(response, tus::header::UPLOAD_LENGTH),
+            },
         }
     }
+}
+
+fn named(response: &reqwest::Response, name: &'static str) -> Option<String> {
+    header_text(response, header::HeaderName::from_static(name))
 }
 
 fn header_text(response: &reqwest::Response, name: header::HeaderName) -> Option<String> {

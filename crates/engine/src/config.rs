@@ -96,6 +96,45 @@ impl std::fmt::Debug for TokenRefresh {
     }
 }
 
+/// Which upload protocol a run speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Ask the server (OPTIONS on its tus endpoint): tus when it answers as a
+    /// tus 1.0.0 server, else the chunked API.
+    #[default]
+    Auto,
+    /// Protocol 1, the documented chunked API (setup, transfer, verify).
+    Chunked,
+    /// Protocol 2, tus 1.0 at `<server>/files/` and a registration call.
+    Tus,
+}
+
+impl Protocol {
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto",
+            Protocol::Chunked => "chunked",
+            Protocol::Tus => "tus",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Protocol::Auto),
+            "chunked" => Ok(Protocol::Chunked),
+            "tus" => Ok(Protocol::Tus),
+            other => Err(format!(
+                "unknown protocol {other:?}; use auto, chunked or tus"
+            )),
+        }
+    }
+}
+
 /// What to upload to and how.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
@@ -169,6 +208,20 @@ pub struct UploadConfig {
     /// HTTP client, frame by frame, at most [`crate::BANDWIDTH_BURST`] ahead of the
     /// rate; setup and verify bodies (a few hundred bytes) are not held back.
     pub bandwidth: Option<u64>,
+    // --- Protocol ---
+    /// Which upload protocol to speak ([`Protocol::Auto`] by default: tus when
+    /// the server serves it, else the chunked API).
+    pub protocol: Protocol,
+    /// Protocol 2: send a file as partial uploads in parallel, joined at the
+    /// end, when the server serves concatenation (on by default).
+    pub tus_concat: bool,
+    /// Protocol 2: the part size PATCH bodies are whole multiples of (`None`:
+    /// the service's rule, `max(5 MiB, ceil(size / 10000))` for each file).
+    pub tus_part_size: Option<u64>,
+    /// Protocol 2: send `Upload-Checksum` with every PATCH when the server
+    /// serves the checksum extension (on by default; off saves hashing each
+    /// body once more on each side).
+    pub tus_checksum: bool,
     // --- Trust ---
     /// Private certificate authorities (PEM files, one or more certificates
     /// each) trusted on top of the platform's, for a server whose certificate
@@ -206,6 +259,10 @@ impl UploadConfig {
                 ..ReaderConfig::default()
             },
             bandwidth: None,
+            protocol: Protocol::Auto,
+            tus_concat: true,
+            tus_part_size: None,
+            tus_checksum: true,
             ca_certs: Vec::new(),
         }
     }

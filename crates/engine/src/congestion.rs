@@ -104,6 +104,13 @@ impl Congestion {
         }
     }
 
+    /// Lowers the limit to `start` calls (at most; not below one), to grow
+    /// from there while answers stay fast.
+    pub(crate) fn start_at(&self, start: usize) {
+        let mut s = self.lock();
+        s.limit = s.limit.min(start.max(1) as f64);
+    }
+
     /// A call failed in a way that suggests overload (5xx, 429, timeout, reset).
     pub(crate) fn on_trouble(&self) {
         Self::decrease(&mut self.lock());

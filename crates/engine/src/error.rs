@@ -238,6 +238,35 @@ pub enum Error {
         /// The doubt comes from the last run (a resumed upload), not this one.
         resumed: bool,
     },
+    /// `--protocol tus` and the server has no tus 1.0.0 endpoint. Fatal for the run.
+    #[error(
+        "no tus server at {endpoint} (it answered OPTIONS with {answered}); check the server \
+         address, or use --protocol auto to fall back to the chunked API"
+    )]
+    NoTus {
+        /// The tus endpoint asked.
+        endpoint: Url,
+        /// What it answered, cleaned.
+        answered: String,
+    },
+    /// Protocol 2: the registration of the finished tus upload was sent and its
+    /// answer lost (in this run, or the last run was stopped while it was
+    /// out), and the server cannot say whether it went through. It is not sent
+    /// again: a second registration adds the file twice. Its journal is kept.
+    #[error(
+        "{path}: its upload is on the server whole, and its registration as {filename} was \
+         sent but not answered; the server cannot say whether it went through (its lookup \
+         answered HTTP {status}). It is not sent again, since that would add the file twice: \
+         check the dataset's page; if {filename} is missing, upload it again with --force"
+    )]
+    RegistrationUnsettled {
+        /// The local file.
+        path: PathBuf,
+        /// Its name in the dataset.
+        filename: String,
+        /// The lookup's HTTP status.
+        status: u16,
+    },
     /// The file was not verified within its deadline
     /// ([`crate::UploadConfig::file_deadline`]); what the server acknowledged
     /// is kept for the next run.
@@ -407,6 +436,7 @@ impl Error {
                 | Error::Incomplete { .. }
                 | Error::ChunkTooLarge { .. }
                 | Error::Rejected { .. }
+                | Error::RegistrationUnsettled { .. }
         )
     }
 
@@ -422,6 +452,7 @@ impl Error {
                 // The server's disk is full: no other file fits either.
                 | Error::Rejected { status: 507, .. }
                 | Error::NotDataBank { .. }
+                | Error::NoTus { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }
         )

@@ -7,6 +7,13 @@ use idb_wire::Phase;
 /// prints; it hands these to an [`EventSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The run speaks this protocol, and why (sent once, before any file).
+    ProtocolChosen {
+        /// `chunked` (protocol 1) or `tus` (protocol 2).
+        protocol: crate::Protocol,
+        /// Why, and what the server serves, for people.
+        reason: String,
+    },
     /// A file's upload begins (after `setup` succeeded).
     FileStarted {
         /// The local file.

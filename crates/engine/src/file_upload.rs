@@ -81,6 +81,12 @@ impl<P: Protocol> Run<'_, P> {
             Ok(lock) => lock,
             Err(e) => return (Err(e), Ended::default()),
         };
+        // Chunks are planned in whole parts of the protocol's (1 until the
+        // protocol is known; `transfer` plans again if it differs then).
+        let granule = self.protocol.granule(crate::protocol::FileRef {
+            filename: &c.filename,
+            size: c.size(),
+        });
         let opening = Opening {
             checked: c.clone(),
             mode: self.config.read_mode,
@@ -89,6 +95,7 @@ impl<P: Protocol> Run<'_, P> {
             sizer: Arc::clone(&self.sizer),
             journal: self.journal.as_ref().map(|(journal, _)| journal.clone()),
             template: self.journal.as_ref().map(|_| self.journal_entry(c)),
+            granule,
             // The file's deadline runs from here: its upload begins.
             deadline: self.config.file_deadline.map(|after| Deadline {
                 at: Instant::now() + after,
@@ -107,6 +114,7 @@ impl<P: Protocol> Run<'_, P> {
             reader,
             planned_chunk,
             note,
+            saved,
         } = opened;
         if let Some(note) = note {
             self.emit(note);
@@ -124,7 +132,7 @@ impl<P: Protocol> Run<'_, P> {
             // The file's deadline abandons its calls in flight, but for a
             // verify; no call starts after it (see `retrying`).
             error = past_deadline(&file, &verifying) => Err(error),
-            result = self.transfer(&file, &mut state, (reader, planned_chunk), start, &verifying) => result,
+            result = self.transfer(&file, &mut state, Planned { reader, chunk: planned_chunk, granule }, (start, saved), &verifying) => result,
         };
         let resumable = self.end_file(c, key, &state, &result, lock);
         // A verified file is on the server whole (a guess its verify settled too).
@@ -292,10 +300,27 @@ impl<P: Protocol> Run<'_, P> {
         &self,
         f: &OpenFile,
         state: &mut FileState,
-        (reader, planned_chunk): (Reader, u64),
-        start: Start,
+        planned: Planned,
+        (start, saved): (Start, Option<crate::tus::TusRecord>),
         verifying: &AtomicBool,
     ) -> Result<FileOutcome, Error> {
+        // A stopping run asks the server nothing new.
+        if self.stop.is_set() {
+            return Ok(FileOutcome::Interrupted);
+        }
+        // The protocol, asked of the server by the run's first file.
+        self.retrying(f, Phase::Setup, 0, || self.protocol.prepare())
+            .await
+            .map_err(|failed| self.failure(f, Phase::Setup, 0, failed.failure))?;
+        self.partials_begin();
+        if let Some(saved) = saved {
+            self.protocol.restore(f.file_ref(), saved);
+        }
+        let Planned {
+            reader,
+            chunk: planned_chunk,
+            granule,
+        } = planned;
         let mut mode = match start {
             Start::Resume { offset, mode } => {
                 self.emit(Event::Resumed {
@@ -318,7 +343,10 @@ impl<P: Protocol> Run<'_, P> {
         // (A file read in place already holds all its bytes.)
         let grown = f.size > planned_chunk
             && self.sizer.current() >= planned_chunk.saturating_mul(REPLAN_GROWTH);
-        let mut reader = Some(reader).filter(|_| !grown);
+        // Chunks read ahead before the protocol was known may not be whole
+        // parts (tus): read on from the start in parts.
+        let regrained = self.protocol.granule(f.file_ref()) != granule;
+        let mut reader = Some(reader).filter(|_| !grown && !regrained);
         let mut restarts = Restarts::default();
         loop {
             let current = match reader.take() {
@@ -377,6 +405,49 @@ impl<P: Protocol> Run<'_, P> {
             // would mix two versions.
             f.source.check_identity()?;
             verifying.store(true, Ordering::Relaxed);
+            // Tus: the partials joined and the whole upload seen by HEAD; the
+            // registration it leads to is journaled before it goes out.
+            let prepared = self
+                .retrying(f, Phase::Verify, f.size, || {
+                    self.protocol.prepare_finish(f.file_ref())
+                })
+                .await;
+            match prepared {
+                Ok(done) => {
+                    if done.value.is_some() {
+                        self.record_now(state).await;
+                    }
+                }
+                Err(_) if self.stop.is_now() => return Ok(FileOutcome::Interrupted),
+                Err(failed) => {
+                    verifying.store(false, Ordering::Relaxed);
+                    match failed.failure {
+                        // An upload sent in order that holds less: go on from there.
+                        Failure::Answer(Answer {
+                            outcome: Outcome::Incomplete { received, .. },
+                            ..
+                        }) if mode == WriteMode::Strict && received < f.size => {
+                            self.restarted(f, state, &mut restarts)?;
+                            self.realign(f, state, received);
+                            continue;
+                        }
+                        Failure::Answer(Answer {
+                            outcome: Outcome::Incomplete { .. } | Outcome::NoSession,
+                            ..
+                        }) => {
+                            self.restarted(f, state, &mut restarts)?;
+                            if self.stop.is_set() {
+                                return Ok(FileOutcome::Interrupted);
+                            }
+                            mode = self
+                                .start_over(f, state, RestartReason::ServerForgot)
+                                .await?;
+                            continue;
+                        }
+                        failure => return Err(self.failure(f, Phase::Verify, f.size, failure)),
+                    }
+                }
+            }
             let verified = self
                 .retrying(f, Phase::Verify, f.size, || {
                     self.protocol.finish(f.file_ref())
@@ -495,7 +566,11 @@ impl<P: Protocol> Run<'_, P> {
 
     /// A reader from the acknowledged offset, continuing the hash.
     async fn start_reader(&self, f: &OpenFile, state: &FileState) -> Result<Reader, Error> {
-        let plan = ChunkPlan::starting_at(state.acked.prefix, f.size, self.sizer.policy());
+        let plan = ChunkPlan::starting_at(
+            state.acked.prefix,
+            f.size,
+            self.sizer.policy(self.protocol.granule(f.file_ref())),
+        );
         let (source, hash) = (f.source.clone(), state.hash.clone());
         let (config, memory) = (self.config.reader.clone(), self.memory.clone());
         tokio::task::spawn_blocking(move || Reader::start(&source, plan, hash, &config, &memory))
@@ -584,6 +659,15 @@ impl<P: Protocol> Run<'_, P> {
         }
         Ok(FileOutcome::Verified { blake3, receipt })
     }
+}
+
+/// The reader a file's opening started, and how it planned its chunks.
+pub(crate) struct Planned {
+    reader: Reader,
+    /// The chunk size then.
+    chunk: u64,
+    /// The protocol's granule then ([`Protocol::granule`]).
+    granule: u64,
 }
 
 /// How one file's upload ended, beside its outcome.

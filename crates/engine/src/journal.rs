@@ -44,6 +44,10 @@ pub(crate) struct Entry {
     /// read back is left out, and the upload reads that prefix again instead.
     #[serde(with = "saved_hash")]
     pub(crate) hash: Option<HashState>,
+    /// Protocol 2: where the upload lives on the server, and whether its
+    /// registration was sent (absent for protocol 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tus: Option<Box<crate::tus::TusRecord>>,
 }
 
 /// `Entry::hash` as text.
@@ -124,7 +128,7 @@ pub(crate) enum Loaded {
     /// No journal: a fresh upload.
     Nothing,
     /// A readable journal of this upload.
-    Found(Entry),
+    Found(Box<Entry>),
     /// A file that is not a usable journal of this upload; it is not trusted.
     Unusable(String),
 }
@@ -167,7 +171,7 @@ impl Journal {
                     entry.filename.as_str(),
                 ) == (server, dataset, filename) =>
             {
-                Loaded::Found(entry)
+                Loaded::Found(Box::new(entry))
             }
             Ok(_) => Loaded::Unusable(format!("{} belongs to another upload", path.display())),
         }
@@ -291,6 +295,7 @@ pub(crate) mod tests {
             chunk_size: 10,
             offset_mode: false,
             hash: None,
+            tus: None,
         }
     }
 
@@ -309,7 +314,7 @@ pub(crate) mod tests {
         journal.create_dir().unwrap();
         journal.save(&entry()).unwrap();
         match journal.load("https://h/", "IDB-1", "a.bin") {
-            Loaded::Found(found) => assert_eq!(found, entry()),
+            Loaded::Found(found) => assert_eq!(*found, entry()),
             other => panic!("{other:?}"),
         }
         use std::os::unix::fs::PermissionsExt;

@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-#[cfg(test)]
 use tokio::sync::oneshot;
 
 use crate::journal::{Entry, Journal, Key};
@@ -70,6 +69,12 @@ enum Message {
         key: Key,
         keep: Option<Box<Entry>>,
         lock: Option<NameLock>,
+    },
+    /// Write this entry now (with the other pending ones) and answer once it
+    /// is on disk: a state that must be durable before the next call.
+    Now {
+        entry: Box<Entry>,
+        done: oneshot::Sender<()>,
     },
     /// Answer once every earlier message is handled (tests: a sync point).
     #[cfg(test)]
@@ -182,6 +187,17 @@ impl JournalWriter {
         }
     }
 
+    /// Records an upload's newest state and waits until it is on disk (or the
+    /// write failed, reported as usual).
+    pub(crate) async fn save_now(&self, entry: Entry) {
+        let (done, written) = oneshot::channel();
+        self.send(Message::Now {
+            entry: Box::new(entry),
+            done,
+        });
+        let _ = written.await;
+    }
+
     /// An upload ended, unfinished (`keep`: its last entry, written at once) or
     /// verified (`None`: its journal, if any, is removed, after its `receipt` is
     /// appended). `on_disk`: a journal of it was found at the start. The name's
@@ -290,6 +306,15 @@ impl Writer {
                         }
                     }
                     drop(lock);
+                }
+                Ok(Message::Now { entry, done }) => {
+                    {
+                        let mut shared = lock(&self.shared);
+                        // Newer than anything pending for it.
+                        shared.dirty.insert(entry.key(), *entry);
+                    }
+                    self.write_dirty();
+                    let _ = done.send(());
                 }
                 #[cfg(test)]
                 Ok(Message::Ping(done)) => {
@@ -401,7 +426,7 @@ mod tests {
         assert!(matches!(load(&journal), Loaded::Nothing), "not yet");
         assert!(writer.close().await.is_empty());
         match load(&journal) {
-            Loaded::Found(found) => assert_eq!(found, newer, "the newest entry is written"),
+            Loaded::Found(found) => assert_eq!(*found, newer, "the newest entry is written"),
             other => panic!("{other:?}"),
         }
         // A verified upload's journal found on disk is removed.

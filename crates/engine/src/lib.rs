@@ -60,6 +60,7 @@ mod idle;
 mod journal;
 mod journal_writer;
 mod name_lock;
+mod negotiate;
 mod open_file;
 mod preflight;
 mod protocol;
@@ -72,6 +73,7 @@ mod server_text;
 mod state;
 mod stop;
 mod tls;
+mod tus;
 mod upload;
 
 pub use bandwidth::BANDWIDTH_BURST;
@@ -80,7 +82,7 @@ pub use config::{
     DEFAULT_CANCEL_GRACE, DEFAULT_CHUNK_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FILE_DEADLINE,
     DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JOURNAL_BYTES,
     DEFAULT_JOURNAL_INTERVAL, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MEMORY, DEFAULT_PARALLEL,
-    MAX_CHUNK_SIZE, TokenRefresh, UploadConfig,
+    MAX_CHUNK_SIZE, Protocol, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
 pub use event::{Event, EventSink, NoEvents, RestartReason};

@@ -23,10 +23,30 @@ pub(crate) enum CallError {
     Transport(Transport),
     /// An answer other than success; its `outcome` says what it means.
     Refused(Answer),
+    /// A call that must go once (tus registration) was sent before, its answer
+    /// lost, and the server cannot say whether it went through (it answered
+    /// the lookup with this status).
+    Unsettled {
+        /// The lookup's HTTP status.
+        status: u16,
+    },
+    /// The call cannot succeed, and why (the server speaks no protocol asked for).
+    Fatal(Box<Error>),
 }
 
 /// One upload protocol, as the pipeline uses it.
 pub(crate) trait Protocol: Send + Sync {
+    /// Ready to send (a negotiated protocol asks the server which, once).
+    fn prepare(&self) -> impl Future<Output = Result<(), CallError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Whether files go as partial uploads in parallel (tus concatenation):
+    /// the run's window then starts low.
+    fn partials(&self) -> bool {
+        false
+    }
+
     /// Opens (or reopens, resetting) the upload of `file`.
     fn begin(&self, file: FileRef<'_>)
     -> impl Future<Output = Result<WriteMode, CallError>> + Send;
@@ -59,6 +79,32 @@ pub(crate) trait Protocol: Send + Sync {
     fn heard_from(&self) -> bool {
         self.last_answer().is_some()
     }
+
+    /// Chunk lengths (but the last) are whole multiples of this (tus: the
+    /// part size the server stores; protocol 1: any length).
+    fn granule(&self, _file: FileRef<'_>) -> u64 {
+        1
+    }
+
+    /// Before [`Protocol::finish`]: makes sure the server holds the whole file
+    /// (tus: joins partials, checks with HEAD). `Some(address)` when `finish`
+    /// then commits it by a call that must go exactly once (tus registration):
+    /// the journal records it before.
+    fn prepare_finish(
+        &self,
+        _file: FileRef<'_>,
+    ) -> impl Future<Output = Result<Option<String>, CallError>> + Send {
+        std::future::ready(Ok(None))
+    }
+
+    /// What the journal keeps of the file's upload beside the offset (tus:
+    /// where it lives on the server); `None` for nothing.
+    fn saved(&self, _file: FileRef<'_>) -> Option<crate::tus::TusRecord> {
+        None
+    }
+
+    /// Takes back what [`Protocol::saved`] kept, when a journal is resumed.
+    fn restore(&self, _file: FileRef<'_>, _record: crate::tus::TusRecord) {}
 
     /// Closes the upload; the server's receipt, if it sends one.
     fn finish(

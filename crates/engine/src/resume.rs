@@ -33,6 +33,9 @@ pub(crate) struct Opened {
     pub(crate) planned_chunk: u64,
     /// Something to tell about the journal.
     pub(crate) note: Option<Event>,
+    /// What the journal kept of the upload on the server (tus), to hand back
+    /// to the protocol.
+    pub(crate) saved: Option<crate::tus::TusRecord>,
 }
 
 /// What the blocking part of a file's start needs (owned: it runs on another
@@ -47,6 +50,8 @@ pub(crate) struct Opening {
     pub(crate) template: Option<Entry>,
     /// When the file's upload gives up, if it has a deadline.
     pub(crate) deadline: Option<Deadline>,
+    /// Chunks (but the last) are whole multiples of this ([`Protocol::granule`]).
+    pub(crate) granule: u64,
 }
 
 impl Opening {
@@ -74,6 +79,7 @@ impl Opening {
         let mut hash = HashState::new(c.size());
         let mut acked = Acked::default();
         let mut resumed = None;
+        let mut saved = None;
         if let (Some(journal), Some(template)) = (&self.journal, &self.template) {
             match journal.load(&template.server, &template.dataset, &template.filename) {
                 Loaded::Nothing => {}
@@ -86,6 +92,7 @@ impl Opening {
                         hash = saved;
                     }
                     acked = Acked::from_journal(found.acked);
+                    saved = found.tus.clone().map(|record| *record);
                     start = Start::Resume {
                         offset: found.acked,
                         mode: if found.offset_mode {
@@ -100,7 +107,7 @@ impl Opening {
                     resumed = Some(Entry {
                         hash: Some(hash.clone()),
                         chunk_size: self.sizer.current(),
-                        ..found
+                        ..*found
                     });
                 }
                 Loaded::Found(_) => {
@@ -127,7 +134,7 @@ impl Opening {
         };
         let record = resumed.or(self.template);
         let planned_chunk = self.sizer.current();
-        let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy());
+        let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy(self.granule));
         let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
         Ok(Opened {
             file: OpenFile {
@@ -149,6 +156,7 @@ impl Opening {
             reader,
             planned_chunk,
             note,
+            saved,
         })
     }
 }
@@ -156,13 +164,41 @@ impl Opening {
 impl<P: Protocol> Run<'_, P> {
     /// Hands the journal writer the upload's newest state (it writes it later).
     pub(crate) fn record_progress(&self, state: &mut FileState) {
-        let (Some((_, writer)), Some(entry)) = (&self.journal, &mut state.record) else {
+        let Some((_, writer)) = &self.journal else {
             return;
         };
-        entry.acked = state.acked.prefix;
+        if let Some(entry) = self.fill(state) {
+            writer.update(entry);
+        }
+    }
+
+    /// [`Run::record_progress`], then waits until the journal is on disk: a
+    /// state the next call must not go out without (a tus registration).
+    pub(crate) async fn record_now(&self, state: &mut FileState) {
+        let Some((_, writer)) = &self.journal else {
+            return;
+        };
+        if let Some(entry) = self.fill(state) {
+            writer.save_now(entry).await;
+        }
+    }
+
+    /// The journal entry brought up to date with `state` and the protocol's
+    /// record (a copy to write).
+    fn fill(&self, state: &mut FileState) -> Option<Entry> {
+        let (acked, hash) = (state.acked.prefix, state.hash.clone());
+        let entry = state.record.as_mut()?;
+        entry.acked = acked;
         entry.chunk_size = self.sizer.current();
-        entry.hash = Some(state.hash.clone());
-        writer.update(entry.clone());
+        entry.hash = Some(hash);
+        entry.tus = self
+            .protocol
+            .saved(crate::protocol::FileRef {
+                filename: &entry.filename,
+                size: entry.size,
+            })
+            .map(Box::new);
+        Some(entry.clone())
     }
 
     /// The journal entry this upload keeps up to date.
@@ -182,6 +218,7 @@ impl<P: Protocol> Run<'_, P> {
             chunk_size: self.sizer.current(),
             offset_mode: false,
             hash: None,
+            tus: None,
         }
     }
 }

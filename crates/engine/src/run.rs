@@ -41,6 +41,9 @@ pub(crate) struct Run<'a, P> {
     pub(crate) locks: Option<NameLocks>,
     /// Whether locking failed and uploads go on unlocked (said once).
     pub(crate) unlocked: AtomicBool,
+    /// Set once the window was lowered for tus partials (see
+    /// [`Run::partials_begin`]).
+    pub(crate) partials_started: AtomicBool,
     /// Lets one call at a time fetch a new token after a 401.
     pub(crate) token_lock: tokio::sync::Mutex<()>,
 }
@@ -48,5 +51,24 @@ pub(crate) struct Run<'a, P> {
 impl<P> Run<'_, P> {
     pub(crate) fn emit(&self, event: Event) {
         self.events.emit(event);
+    }
+}
+
+/// Partial uploads in flight at the start of a tus run by concatenation: the
+/// service answers on a handful of request threads, so the window starts low
+/// and grows while answers stay fast (see `congestion.rs`).
+const PARTIALS_START: usize = 2;
+
+impl<P: crate::protocol::Protocol> Run<'_, P> {
+    /// Once the protocol is known: a run of tus partials starts its window at
+    /// [`PARTIALS_START`] (once for the run).
+    pub(crate) fn partials_begin(&self) {
+        if self.protocol.partials()
+            && !self
+                .partials_started
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.congestion.start_at(PARTIALS_START);
+        }
     }
 }

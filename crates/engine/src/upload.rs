@@ -19,6 +19,7 @@ use crate::file_upload::Ended;
 use crate::journal::Journal;
 use crate::journal_writer::{JournalWriter, Unsaved};
 use crate::name_lock::NameLocks;
+use crate::negotiate::Negotiated;
 use crate::preflight::{CheckedFile, check_all};
 use crate::receipts::ReceiptRecord;
 use crate::retry::Backoff;
@@ -261,6 +262,7 @@ impl Uploader {
         events: &dyn EventSink,
         cancel: &Cancel,
     ) -> Report {
+        let protocol = Negotiated::new(&self.client, &self.config, events);
         let config = &self.config;
         let InState {
             journal,
@@ -268,7 +270,7 @@ impl Uploader {
             receipts,
         } = self.state_dir(events);
         let run = Run {
-            protocol: &self.client,
+            protocol: &protocol,
             config,
             events,
             sizer: Arc::new(ChunkSizer::new(
@@ -282,6 +284,7 @@ impl Uploader {
             congestion: Congestion::new(
                 config.parallel * config.window.unwrap_or(crate::DEFAULT_OFFSET_WINDOW),
             ),
+            partials_started: AtomicBool::new(false),
             backoff: Backoff::new(config.retry.clone()),
             stop: Stop::default(),
             journal,
@@ -540,6 +543,15 @@ impl UploadConfig {
             return bad(
                 "the file deadline (--file-deadline) must be more than 0 seconds; leave it out for no limit".into(),
             );
+        }
+        if let Some(part) = self.tus_part_size
+            && (part == 0 || part > self.memory)
+        {
+            return bad(format!(
+                "the tus part size ({part} bytes) must be at least 1 byte and fit the memory \
+                 budget ({} bytes, --memory)",
+                self.memory
+            ));
         }
         if self.reader.prefetch == 0 || self.reader.read_ahead_bytes == 0 {
             return bad("the reader must read at least one chunk ahead".into());

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 const TOKEN: &str = "give-up-token";
 
-/// The defaults, but for a fixed jitter seed.
+/// The defaults, but for a fixed jitter seed and protocol 1 (the raw server
+/// scripts its calls; a probe for tus would be one more).
 fn defaults(server: &RawServer) -> UploadConfig {
     let mut config = UploadConfig::new(
         server.url().parse().unwrap(),
@@ -25,6 +26,7 @@ fn defaults(server: &RawServer) -> UploadConfig {
         Token::new(TOKEN).unwrap(),
     );
     config.retry.seed = Some(5);
+    config.protocol = idb_engine::Protocol::Chunked;
     config
 }
 

@@ -24,6 +24,8 @@ fn uploader(server: &MockServer, dataset: &str, token: &str, chunk: u64, read: R
     )
     .fixed_chunk_size(chunk);
     config.parallel = 1;
+    // Protocol 1: these tests count its calls and events.
+    config.protocol = idb_engine::Protocol::Chunked;
     read.apply(&mut config);
     Uploader::new(config).unwrap()
 }
@@ -304,7 +306,7 @@ fn bad_configurations_are_refused() {
             Token::new(TOKEN).unwrap(),
         )
     };
-    let bad: [fn(&mut UploadConfig); 7] = [
+    let bad: [fn(&mut UploadConfig); 9] = [
         |c| c.chunk_size = 0,
         |c| c.chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
         |c| c.max_chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
@@ -312,6 +314,8 @@ fn bad_configurations_are_refused() {
         |c| c.parallel = 0,
         |c| c.window = Some(0),
         |c| c.bandwidth = Some(0),
+        |c| c.tus_part_size = Some(0),
+        |c| c.tus_part_size = Some(c.memory + 1),
     ];
     for (i, spoil) in bad.iter().enumerate() {
         let mut config = base();

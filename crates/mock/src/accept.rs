@@ -50,7 +50,7 @@ use crate::error::MockError;
 use crate::html_errors::html_errors;
 use crate::throttle::Throttled;
 use crate::tls::TLS_HANDSHAKE_TIMEOUT;
-use crate::tus::{tus_collection, tus_upload};
+use crate::tus::{registration_lookup, tus_collection, tus_upload};
 
 /// How long the accept loop pauses after an accept error that is not about one
 /// connection (such as running out of file descriptors), as hyper and axum do.
@@ -59,14 +59,22 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// The routes: the datafile endpoint (counted, held while paused, delayed and
 /// faulted) and the admin route.
 fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/api/dataset/{key}/datafile", post(datafile))
+    let mut router = Router::new().route(
+        "/api/dataset/{key}/datafile",
+        post(datafile).get(registration_lookup),
+    );
+    if app.serve_tus {
         // Protocol 2 (`tus/`): counted, held, delayed and faulted as well.
-        .route("/files", any(tus_collection))
-        .route("/files/", any(tus_collection))
-        .route("/files/{id}", any(tus_upload))
-        // Only the upload endpoints are counted, held, delayed and faulted.
-        .layer(middleware::from_fn_with_state(
+        router = router
+            .route("/files", any(tus_collection))
+            .route("/files/", any(tus_collection))
+            .route("/files/{id}", any(tus_upload));
+    }
+    router
+        // Only the upload endpoints are counted, held, delayed and faulted
+        // (not a path the server does not serve: a client's probe for tus on
+        // a server without it is answered 404 and not counted).
+        .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             count_hold_and_delay,
         ))

@@ -46,6 +46,8 @@ pub(crate) struct App {
     pub(crate) max_connections: usize,
     /// See [`MockConfig::plain_errors`].
     pub(crate) plain_errors: bool,
+    /// See [`MockConfig::tus`].
+    pub(crate) serve_tus: bool,
     /// Becomes `true` when shutdown begins: every connection then finishes its
     /// request in flight and closes, and stalled answers and requests held by
     /// a pause are let go at once. Never goes back to `false`.
@@ -132,6 +134,7 @@ impl App {
             body_idle_timeout: config.body_idle_timeout,
             max_connections: config.max_connections,
             plain_errors: config.plain_errors,
+            serve_tus: config.tus,
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             tus,

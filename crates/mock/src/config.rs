@@ -117,6 +117,11 @@ pub struct MockConfig {
     /// `None` for no cap.
     pub bandwidth_total: Option<u64>,
     // --- Protocol 2, tus (`tus/`) ---
+    /// Serve protocol 2 (tus at `/files/` and the registration call), as the
+    /// service does today. Off by default: a mock then speaks protocol 1 only,
+    /// as a deployment of the documented API, and a client probing for tus
+    /// finds nothing (404).
+    pub tus: bool,
     /// How the tus endpoint stores PATCH bodies: as tus describes
     /// ([`TusProfile::Plain`], the default) or as the service's server on S3
     /// does ([`TusProfile::S3`]).
@@ -152,6 +157,7 @@ impl std::fmt::Debug for MockConfig {
             .field("plain_errors", &self.plain_errors)
             .field("disk_full_after", &self.disk_full_after)
             .field("bandwidth_total", &self.bandwidth_total)
+            .field("tus", &self.tus)
             .field("tus_profile", &self.tus_profile)
             .field("tus_expiry", &self.tus_expiry)
             .finish()
@@ -177,6 +183,7 @@ impl Default for MockConfig {
             plain_errors: false,
             disk_full_after: None,
             bandwidth_total: DEFAULT_BANDWIDTH,
+            tus: false,
             tus_profile: TusProfile::default(),
             tus_expiry: DEFAULT_TUS_EXPIRY,
         }
@@ -318,6 +325,12 @@ impl MockConfig {
     /// [`crate::MockError::ZeroBandwidth`]).
     pub fn bandwidth_total(mut self, bytes_per_second: Option<u64>) -> Self {
         self.bandwidth_total = bytes_per_second;
+        self
+    }
+
+    /// Sets [`MockConfig::tus`]: serve protocol 2 as well.
+    pub fn tus(mut self, serve: bool) -> Self {
+        self.tus = serve;
         self
     }
 

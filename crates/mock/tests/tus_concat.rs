@@ -87,6 +87,7 @@ async fn a_join_of_an_unfinished_or_plain_upload_is_refused() {
 async fn a_sink_refuses_a_join_it_cannot_make() {
     let server = start(
         MockConfig::new()
+            .tus(true)
             .dataset(DS, support::TOKEN)
             .storage(Storage::Sink),
     )

@@ -120,6 +120,7 @@ async fn registration_checks_the_dataset_the_token_and_the_upload() {
 async fn a_sink_registers_with_the_receipt_of_the_bytes() {
     let server = start(
         MockConfig::new()
+            .tus(true)
             .dataset(DS, support::TOKEN)
             .storage(Storage::Sink),
     )

@@ -55,6 +55,7 @@ async fn a_body_shorter_than_a_part_stores_nothing_unless_it_ends_the_file() {
 #[tokio::test]
 async fn five_mib_patches_to_a_file_over_10000_parts_make_no_progress() {
     let sink = MockConfig::new()
+        .tus(true)
         .dataset(DS, TOKEN)
         .storage(Storage::Sink)
         .tus_profile(TusProfile::S3);

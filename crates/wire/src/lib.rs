@@ -14,6 +14,8 @@
 //!   tells "not enough bytes yet" (`Ok(None)`) apart from "malformed" (`Err`).
 //! - [`parse_urlencoded`], [`Fields`], [`PhaseRequest`]: the server's view of a call.
 //! - [`classify`] and [`Outcome`]: what a response means for the client.
+//! - [`tus`]: protocol 2's header names, the service's part-size rule and the
+//!   registration call.
 //! - [`WriteMode`], [`WRITE_MODE_HEADER`]: whether a server takes the chunks of a
 //!   file in order only (strict) or at any offset, and how a setup answer says so.
 //!
@@ -46,6 +48,7 @@ mod multipart;
 mod request;
 mod response;
 mod token;
+pub mod tus;
 mod write_mode;
 
 pub use error::WireError;

@@ -97,8 +97,10 @@ pub fn config(server: &MockServer, chunk: u64, read: Read) -> UploadConfig {
 }
 
 /// Quick retries (the faults are many), a short idle timeout (stalls end
-/// fast), a fixed jitter seed.
+/// fast), a fixed jitter seed, and protocol 1 (these tests script or count
+/// its calls; choosing a protocol is tested with the CLI's).
 pub fn quick(config: &mut UploadConfig) {
+    config.protocol = idb_engine::Protocol::Chunked;
     config.idle_timeout = Duration::from_millis(300);
     config.retry = RetryPolicy {
         max_attempts: 60,

@@ -28,12 +28,14 @@ mod checksum;
 mod concat;
 mod headers;
 mod http_date;
+mod lookup;
 mod part_size;
 mod patch;
 mod register;
 mod routes;
 mod uploads;
 
+pub(crate) use lookup::registration_lookup;
 pub use part_size::{S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART, s3_part_size};
 pub(crate) use register::{Registration, register};
 pub(crate) use routes::{tus_collection, tus_upload};

@@ -79,9 +79,10 @@ pub async fn start(config: MockConfig) -> MockServer {
     MockServer::start(config).await.expect("start the mock")
 }
 
-/// The default dataset with its token, and nothing else configured.
+/// The default dataset with its token, serving both protocols, and nothing
+/// else configured.
 pub fn config() -> MockConfig {
-    MockConfig::new().dataset(DS, TOKEN)
+    MockConfig::new().dataset(DS, TOKEN).tus(true)
 }
 
 /// One dataset's endpoint with one token (by default [`DS`] with [`TOKEN`]).

@@ -1,0 +1,934 @@
+//! Protocol 2: tus 1.0 at `<server>/files/`, then one registration call on the
+//! datafile endpoint.
+//!
+//! One file goes either as one upload, sent in order (PATCH bodies whole
+//! multiples of the part size, the offset the server answers always adopted),
+//! or, when the server serves concatenation, as partial uploads sent in
+//! parallel (one per chunk) and joined by a final POST. Every doubt (a lost
+//! answer, a 409) is settled by HEAD, never by sending blindly. The joined
+//! upload is registered once: the journal records the registration before the
+//! call, and a resumed upload that finds it there asks the server instead of
+//! registering again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use idb_wire::tus::{self, header};
+use idb_wire::{Outcome, Phase, VerifyReceipt, WriteMode, parse_retry_after};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::body::Progress;
+use crate::client::{Answer, DatafileClient, Head, Transport};
+use crate::protocol::{CallError, FileRef};
+
+/// The smallest file sent as partials when the server concatenates: two
+/// partials of the smallest part. Below it, one upload in order is as fast.
+const CONCAT_MIN_FILE: u64 = 2 * tus::S3_MIN_PART;
+
+/// What the server said in its OPTIONS answer.
+#[derive(Debug, Clone)]
+pub(crate) struct TusServer {
+    /// `Tus-Extension`, lower case.
+    extensions: Vec<String>,
+    /// `Tus-Max-Size`, if it said.
+    max_size: Option<u64>,
+    /// The cheapest `Upload-Checksum` algorithm both sides know, if any.
+    checksum: Option<Checksum>,
+}
+
+impl TusServer {
+    fn serves(&self, extension: &str) -> bool {
+        self.extensions.iter().any(|e| e == extension)
+    }
+
+    /// Sends no `Upload-Checksum` (the user turned it off).
+    pub(crate) fn no_checksums(&mut self) {
+        self.checksum = None;
+    }
+
+    /// What the server serves, for people.
+    pub(crate) fn describe(&self) -> String {
+        let mut text = format!("tus 1.0.0 ({})", self.extensions.join(", "));
+        if let Some(checksum) = self.checksum {
+            text.push_str(&format!("; PATCH bodies checked with {}", checksum.name()));
+        }
+        text
+    }
+}
+
+/// A checksum algorithm of the checksum extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksum {
+    Sha1,
+    Sha256,
+    Sha512,
+    Sha384,
+}
+
+impl Checksum {
+    /// Cheapest first, as measured by `cargo bench --bench hashing --
+    /// tus-checksum` (ring; 8 MiB bodies, this project's 2-core machine, one
+    /// run under load): sha256 237 MiB/s (the CPU's SHA extensions), sha512
+    /// 90, sha384 78, sha1 61 (ring's sha1 has no such help).
+    const PREFERENCE: [Checksum; 4] = [
+        Checksum::Sha256,
+        Checksum::Sha512,
+        Checksum::Sha384,
+        Checksum::Sha1,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Checksum::Sha1 => "sha1",
+            Checksum::Sha256 => "sha256",
+            Checksum::Sha384 => "sha384",
+            Checksum::Sha512 => "sha512",
+        }
+    }
+
+    /// The `Upload-Checksum` value for `bytes`.
+    fn header(self, bytes: &[u8]) -> String {
+        let algorithm = match self {
+            Checksum::Sha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Checksum::Sha256 => &ring::digest::SHA256,
+            Checksum::Sha384 => &ring::digest::SHA384,
+            Checksum::Sha512 => &ring::digest::SHA512,
+        };
+        let digest = ring::digest::digest(algorithm, bytes);
+        format!("{} {}", self.name(), STANDARD.encode(digest.as_ref()))
+    }
+
+    /// The cheapest of the advertised `algorithms` (comma-separated).
+    fn cheapest(algorithms: &str) -> Option<Self> {
+        let offered: Vec<String> = algorithms
+            .split(',')
+            .map(|a| a.trim().to_ascii_lowercase())
+            .collect();
+        Self::PREFERENCE
+            .into_iter()
+            .find(|c| offered.iter().any(|o| o == c.name()))
+    }
+}
+
+/// What the journal keeps of a tus upload beside the offset: where it lives on
+/// the server, and whether its registration was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TusRecord {
+    /// Sent as partials joined at the end.
+    #[serde(default)]
+    pub(crate) concat: bool,
+    /// The upload sent in order, if the file goes as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upload: Option<String>,
+    /// The partial uploads the server holds whole, by offset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) partials: Vec<SavedPartial>,
+    /// The joined upload, once the final POST was answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) joined: Option<String>,
+    /// The upload whose registration was sent (written before the call): a run
+    /// that finds it asks the server whether it went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registering: Option<String>,
+}
+
+/// A partial upload held whole by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedPartial {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) url: String,
+}
+
+/// One partial upload (a chunk of a file sent by concatenation).
+#[derive(Debug, Clone)]
+struct Partial {
+    len: u64,
+    url: String,
+    /// The server holds all of it.
+    done: bool,
+}
+
+/// What the client knows of one file's upload.
+#[derive(Debug, Default)]
+struct TusFile {
+    /// Sent as partials joined at the end (else one upload in order).
+    concat: bool,
+    /// The upload sent in order.
+    upload: Option<String>,
+    /// An answer about the upload was lost or was an error: HEAD before
+    /// sending more.
+    unsure: bool,
+    /// Partial uploads by offset.
+    partials: BTreeMap<u64, Partial>,
+    /// An answer about a partial at this offset was lost: HEAD it first.
+    unsure_partials: std::collections::HashSet<u64>,
+    /// The joined upload.
+    joined: Option<String>,
+    /// A final POST's answer was lost: check the partials before another.
+    join_unsure: bool,
+    /// The upload to register (once the server holds all of it).
+    registering: Option<String>,
+    /// Its registration was sent and not answered (or by the last run).
+    register_sent: bool,
+}
+
+/// What the server says of a registration sent earlier.
+enum Lookup {
+    /// It went through (and the receipt, if the server sent one).
+    Registered(Option<VerifyReceipt>),
+    /// It did not.
+    NotRegistered,
+    /// The server cannot say (it has no lookup): answered with this status.
+    Unknown { status: u16 },
+}
+
+/// The tus client: the run's HTTP client and token, and each file's upload.
+pub(crate) struct TusClient<'a> {
+    client: &'a DatafileClient,
+    /// `<server>/files/`.
+    endpoint: Url,
+    server: TusServer,
+    /// Send files by concatenation when the server serves it.
+    concat: bool,
+    /// The part size PATCH bodies are whole multiples of (`None`: the
+    /// service's rule for each file's size).
+    part_size: Option<u64>,
+    /// Each file's upload, by name. Held only to read or change an entry,
+    /// never across a call.
+    files: Mutex<HashMap<String, TusFile>>,
+}
+
+/// The tus endpoint under `server`.
+pub(crate) fn endpoint(server: &Url) -> Url {
+    let mut url = server.clone();
+    let prefix = server.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{}", tus::TUS_PATH));
+    url
+}
+
+/// What an OPTIONS on the tus endpoint found.
+pub(crate) enum Probe {
+    /// A tus 1.0.0 server.
+    Tus(TusServer),
+    /// No tus server there, and what was answered instead.
+    Absent(String),
+}
+
+/// Asks `server` whether it serves tus 1.0.0 (OPTIONS on its tus endpoint; no
+/// token is needed for it, but the run's is sent, as the service checks it).
+pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe, Transport> {
+    let url = endpoint(server);
+    let progress = Progress::default();
+    let request = client
+        .authorized(client.http().request(Method::OPTIONS, url))
+        .header(header::TUS_RESUMABLE, tus::TUS_VERSION);
+    let (head, body, cut) = client.exchange(Phase::Setup, request, &progress).await?;
+    let speaks = head
+        .tus
+        .version
+        .as_deref()
+        .is_some_and(|v| v.split(',').any(|v| v.trim() == tus::TUS_VERSION));
+    // A tus server says its versions whatever the status (a 401 included:
+    // the calls that follow then say what is wrong with the token).
+    if !speaks {
+        let said = client.said(&body, cut);
+        let what = match head.status {
+            200..=299 => format!("HTTP {} without Tus-Version 1.0.0", head.status),
+            status if said.is_empty() => format!("HTTP {status}"),
+            status => format!("HTTP {status}: {said}"),
+        };
+        return Ok(Probe::Absent(what));
+    }
+    let extensions = head
+        .tus
+        .extensions
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect::<Vec<_>>();
+    let checksum = if extensions.iter().any(|e| e == "checksum") {
+        head.tus
+            .checksum_algorithms
+            .as_deref()
+            .and_then(Checksum::cheapest)
+    } else {
+        None
+    };
+    Ok(Probe::Tus(TusServer {
+        extensions,
+        max_size: head
+            .tus
+            .max_size
+            .as_deref()
+            .and_then(|m| m.trim().parse().ok()),
+        checksum,
+    }))
+}
+
+impl<'a> TusClient<'a> {
+    pub(crate) fn new(
+        client: &'a DatafileClient,
+        server_url: &Url,
+        server: TusServer,
+        config: &crate::UploadConfig,
+    ) -> Self {
+        Self {
+            client,
+            endpoint: endpoint(server_url),
+            concat: config.tus_concat && server.serves("concatenation"),
+            server,
+            part_size: config.tus_part_size,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether files are sent as partials (the server concatenates).
+    pub(crate) fn concatenates(&self) -> bool {
+        self.concat
+    }
+
+    fn with_file<T>(&self, filename: &str, f: impl FnOnce(&mut TusFile) -> T) -> T {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        f(files.entry(filename.to_owned()).or_default())
+    }
+
+    /// A `Location` (or a saved URL) as an absolute URL of this server: one
+    /// naming another server is refused, so the token never goes there.
+    fn upload_url(&self, location: &str) -> Result<Url, CallError> {
+        let url = self.endpoint.join(location).map_err(|_| {
+            self.refused(
+                201,
+                format!("the upload's address {location:?} is not a URL"),
+            )
+        })?;
+        if url.origin() != self.endpoint.origin() {
+            return Err(self.refused(
+                201,
+                format!(
+                    "the server put the upload at {}, on another server than {}; \
+                     the token is not sent there",
+                    self.client.clean(url.as_str()),
+                    self.endpoint
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// A refusal the engine makes of an answer (an address elsewhere, no progress).
+    fn refused(&self, status: u16, said: String) -> CallError {
+        CallError::Refused(Answer {
+            status,
+            outcome: Outcome::Rejected,
+            said,
+            location: None,
+            offset_mode: false,
+            receipt: None,
+        })
+    }
+
+    /// An answer as the pipeline sees it. `upload`: the call was about an
+    /// upload (a 404 or 410 then means the server no longer has it).
+    fn answer(&self, head: &Head, body: &[u8], cut: bool, upload: bool) -> Answer {
+        let status = head.status;
+        let outcome = match status {
+            200..=299 => Outcome::Ok,
+            401 | 403 => Outcome::Unauthorized,
+            404 | 410 if upload => Outcome::NoSession,
+            404 | 405 | 501 => Outcome::NotDataBank,
+            413 => Outcome::TooLarge,
+            // A body that arrived damaged: send it again.
+            tus::CHECKSUM_MISMATCH | 429 | 500..=599 => Outcome::Retry {
+                after: head.retry_after.as_deref().and_then(parse_retry_after),
+            },
+            _ => Outcome::Rejected,
+        };
+        Answer {
+            status,
+            outcome,
+            said: self.client.said(body, cut),
+            location: head.location.as_deref().map(|l| self.client.clean(l)),
+            offset_mode: false,
+            receipt: None,
+        }
+    }
+
+    /// One tus request: `Tus-Resumable` and the token added, sent, answered.
+    async fn request(
+        &self,
+        phase: Phase,
+        method: Method,
+        url: Url,
+        headers: &[(&'static str, String)],
+        body: Option<Bytes>,
+    ) -> Result<(Head, Bytes, bool), CallError> {
+        let progress = Progress::default();
+        let mut request = self
+            .client
+            .authorized(self.client.http().request(method, url))
+            .header(header::TUS_RESUMABLE, tus::TUS_VERSION);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(bytes) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, tus::OFFSET_OCTET_STREAM)
+                .body(self.client.payload(bytes, &progress));
+        }
+        self.client
+            .exchange(phase, request, &progress)
+            .await
+            .map_err(CallError::Transport)
+    }
+
+    /// Creates an upload of `len` bytes (`concat`: its `Upload-Concat`); its URL.
+    async fn create(
+        &self,
+        file: FileRef<'_>,
+        len: Option<u64>,
+        concat: Option<String>,
+    ) -> Result<Url, CallError> {
+        let mut headers = vec![(
+            header::UPLOAD_METADATA,
+            format!("filename {}", STANDARD.encode(file.filename)),
+        )];
+        if let Some(len) = len {
+            headers.push((header::UPLOAD_LENGTH, len.to_string()));
+        }
+        if let Some(concat) = concat {
+            headers.push((header::UPLOAD_CONCAT, concat));
+        }
+        let (head, body, cut) = self
+            .request(
+                Phase::Setup,
+                Method::POST,
+                self.endpoint.clone(),
+                &headers,
+                None,
+            )
+            .await?;
+        let answer = self.answer(&head, &body, cut, false);
+        if !answer.outcome.is_ok() {
+            return Err(CallError::Refused(answer));
+        }
+        match head.location.as_deref() {
+            Some(location) => self.upload_url(location),
+            None => Err(self.refused(
+                head.status,
+                "the server created the upload but did not say where (no Location)".into(),
+            )),
+        }
+    }
+
+    /// HEAD of an upload: how many bytes it holds, and its length.
+    async fn head(&self, url: &Url, phase: Phase) -> Result<(u64, Option<u64>), CallError> {
+        let (head, body, cut) = self
+            .request(phase, Method::HEAD, url.clone(), &[], None)
+            .await?;
+        let answer = self.answer(&head, &body, cut, true);
+        if !answer.outcome.is_ok() {
+            return Err(CallError::Refused(answer));
+        }
+        let offset = head
+            .tus
+            .offset
+            .as_deref()
+            .and_then(|o| o.trim().parse().ok());
+        let length = head
+            .tus
+            .length
+            .as_deref()
+            .and_then(|l| l.trim().parse().ok());
+        match offset {
+            Some(offset) => Ok((offset, length)),
+            None => Err(self.refused(
+                head.status,
+                "the server answered HEAD of the upload without Upload-Offset".into(),
+            )),
+        }
+    }
+
+    /// Sends `bytes` (the file's bytes from `base`) to the upload at `url`,
+    /// which holds `at` bytes (`base <= at`): PATCH after PATCH from where the
+    /// server is, adopting the offset it answers, until it holds
+    /// `base + bytes.len()`. A server that holds more than that, or less than
+    /// `base`, is answered as a realign to its offset.
+    async fn patch(
+        &self,
+        url: &Url,
+        base: u64,
+        bytes: &Bytes,
+        mut at: u64,
+    ) -> Result<(), CallError> {
+        let end = base + bytes.len() as u64;
+        loop {
+            if at == end {
+                return Ok(());
+            }
+            if at < base || at > end {
+                return Err(realign(at));
+            }
+            let body = bytes.slice((at - base) as usize..);
+            let mut headers = vec![(header::UPLOAD_OFFSET, at.to_string())];
+            if let Some(checksum) = self.server.checksum {
+                let body = body.clone();
+                let value = tokio::task::spawn_blocking(move || checksum.header(&body))
+                    .await
+                    .map_err(|e| self.refused(0, format!("hashing the body failed: {e}")))?;
+                headers.push((header::UPLOAD_CHECKSUM, value));
+            }
+            let sent = body.len() as u64;
+            let (head, answer_body, cut) = self
+                .request(
+                    Phase::Transfer,
+                    Method::PATCH,
+                    url.clone(),
+                    &headers,
+                    Some(body),
+                )
+                .await?;
+            if head.status == 409 {
+                // Not where we thought: ask.
+                let (now, _) = self.head(url, Phase::Transfer).await?;
+                if now == at {
+                    // Refused where HEAD says it is: a store whose last write
+                    // HEAD does not see yet (@tus/file-store after a cut
+                    // PATCH). Sent again after a backoff, HEAD first.
+                    return Err(CallError::Refused(Answer {
+                        status: 409,
+                        outcome: Outcome::Retry { after: None },
+                        said: format!(
+                            "refused at offset {at}, where the server says the upload is"
+                        ),
+                        location: None,
+                        offset_mode: false,
+                        receipt: None,
+                    }));
+                }
+                at = now;
+                continue;
+            }
+            let answer = self.answer(&head, &answer_body, cut, true);
+            if !answer.outcome.is_ok() {
+                return Err(CallError::Refused(answer));
+            }
+            let now = head
+                .tus
+                .offset
+                .as_deref()
+                .and_then(|o| o.trim().parse::<u64>().ok());
+            match now {
+                Some(now) if now > at => at = now,
+                Some(now) if now == at => {
+                    return Err(self.refused(
+                        head.status,
+                        format!(
+                            "the server kept none of the {sent} bytes sent at offset {at}: it \
+                             takes whole parts only; set the part size it uses with \
+                             --tus-part-size"
+                        ),
+                    ));
+                }
+                Some(now) => return Err(realign(now)),
+                None => {
+                    return Err(self.refused(
+                        head.status,
+                        "the server answered a PATCH without Upload-Offset".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Sends one chunk as (or into) the partial upload at its offset.
+    async fn send_partial(
+        &self,
+        file: FileRef<'_>,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<(), CallError> {
+        let len = bytes.len() as u64;
+        let (known, unsure) = self.with_file(file.filename, |t| {
+            let known = t.partials.get(&offset).filter(|p| p.len == len).cloned();
+            (known, t.unsure_partials.contains(&offset))
+        });
+        let (url, at) = match known {
+            Some(p) if p.done => return Ok(()),
+            // An earlier PATCH of it got no answer: where is it?
+            Some(p) if unsure => {
+                let url = self.upload_url(&p.url)?;
+                match self.head(&url, Phase::Transfer).await {
+                    Ok((at, _)) => (url, at),
+                    // Gone (expired, or deleted): a new one.
+                    Err(CallError::Refused(a)) if matches!(a.outcome, Outcome::NoSession) => {
+                        (self.new_partial(file, offset, len).await?, 0)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(p) => (self.upload_url(&p.url)?, 0),
+            None => (self.new_partial(file, offset, len).await?, 0),
+        };
+        self.with_file(file.filename, |t| t.unsure_partials.insert(offset));
+        self.patch(&url, 0, &bytes, at).await?;
+        self.with_file(file.filename, |t| {
+            t.unsure_partials.remove(&offset);
+            if let Some(p) = t.partials.get_mut(&offset) {
+                p.done = true;
+            }
+        });
+        Ok(())
+    }
+
+    /// Creates the partial upload of the `len` bytes at `offset`.
+    async fn new_partial(
+        &self,
+        file: FileRef<'_>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Url, CallError> {
+        let url = self.create(file, Some(len), Some("partial".into())).await?;
+        self.with_file(file.filename, |t| {
+            t.unsure_partials.remove(&offset);
+            t.partials.insert(
+                offset,
+                Partial {
+                    len,
+                    url: url.to_string(),
+                    done: false,
+                },
+            );
+        });
+        Ok(url)
+    }
+
+    /// The partials, in order, that make up the whole file; `None` if they do
+    /// not (a chunk's partial is missing or not whole).
+    fn chain(&self, file: FileRef<'_>) -> Option<Vec<String>> {
+        self.with_file(file.filename, |t| {
+            let mut urls = Vec::new();
+            let mut at = 0;
+            while at < file.size {
+                let p = t.partials.get(&at).filter(|p| p.done)?;
+                urls.push(p.url.clone());
+                at += p.len;
+            }
+            (at == file.size).then_some(urls)
+        })
+    }
+
+    /// Joins the partials (or finds they were joined), then checks with HEAD
+    /// that the server holds the whole file; the URL of the upload to register.
+    async fn join(&self, file: FileRef<'_>) -> Result<Url, CallError> {
+        if let Some(joined) = self.with_file(file.filename, |t| t.joined.clone()) {
+            return self.upload_url(&joined);
+        }
+        let Some(urls) = self.chain(file) else {
+            return Err(incomplete(0, file.size));
+        };
+        if self.with_file(file.filename, |t| t.join_unsure) {
+            // The last final POST may have joined them: the server may have
+            // deleted the partials then, and the joined upload's address was
+            // lost with the answer. Join again only if every partial is there.
+            // (A partial gone is answered as the upload lost: the file starts over.)
+            for url in &urls {
+                self.head(&self.upload_url(url)?, Phase::Verify).await?;
+            }
+        }
+        let concat = format!("final;{}", urls.join(" "));
+        self.with_file(file.filename, |t| t.join_unsure = true);
+        let url = self
+            .create(file, None, Some(concat))
+            .await
+            .inspect_err(|e| {
+                if matches!(e, CallError::Refused(_)) {
+                    self.with_file(file.filename, |t| t.join_unsure = false);
+                }
+            })?;
+        self.with_file(file.filename, |t| {
+            t.join_unsure = false;
+            t.joined = Some(url.to_string());
+        });
+        Ok(url)
+    }
+
+    /// Asks the server whether the upload at `url` was registered
+    /// (`GET <datafile endpoint>?tus_url=<url>`).
+    async fn lookup(&self, url: &str) -> Result<Lookup, CallError> {
+        let mut endpoint = self.client.endpoint().clone();
+        endpoint
+            .query_pairs_mut()
+            .append_pair(tus::LOOKUP_PARAM, url);
+        let progress = Progress::default();
+        let request = self.client.authorized(self.client.http().get(endpoint));
+        let (head, body, cut) = self
+            .client
+            .exchange(Phase::Verify, request, &progress)
+            .await
+            .map_err(CallError::Transport)?;
+        let answer = self.answer(&head, &body, cut, false);
+        if matches!(
+            answer.outcome,
+            Outcome::Unauthorized | Outcome::Retry { .. }
+        ) {
+            return Err(CallError::Refused(answer));
+        }
+        let found = (head.status == 200)
+            .then(|| serde_json::from_slice::<tus::RegistrationLookup>(&body).ok())
+            .flatten();
+        Ok(match found {
+            Some(tus::RegistrationLookup {
+                registered: true,
+                receipt,
+            }) => Lookup::Registered(receipt),
+            Some(_) => Lookup::NotRegistered,
+            None => Lookup::Unknown {
+                status: head.status,
+            },
+        })
+    }
+
+    /// The upload to register once the server holds all of it.
+    pub(crate) async fn whole(&self, file: FileRef<'_>) -> Result<Url, CallError> {
+        let url = if self.with_file(file.filename, |t| t.concat) {
+            self.join(file).await?
+        } else {
+            let upload = self.with_file(file.filename, |t| t.upload.clone());
+            self.upload_url(&upload.unwrap_or_default())?
+        };
+        let (at, length) = self.head(&url, Phase::Verify).await?;
+        if at != file.size || length.is_some_and(|l| l != file.size) {
+            return Err(incomplete(at, file.size));
+        }
+        Ok(url)
+    }
+}
+
+/// A 409 that names where the server is.
+fn realign(at: u64) -> CallError {
+    CallError::Refused(Answer {
+        status: 409,
+        outcome: Outcome::Realign {
+            expected_offset: at,
+        },
+        said: String::new(),
+        location: None,
+        offset_mode: false,
+        receipt: None,
+    })
+}
+
+/// The server holds `received` of `expected` bytes at the end.
+fn incomplete(received: u64, expected: u64) -> CallError {
+    CallError::Refused(Answer {
+        status: 409,
+        outcome: Outcome::Incomplete { received, expected },
+        said: String::new(),
+        location: None,
+        offset_mode: false,
+        receipt: None,
+    })
+}
+
+/// What [`crate::negotiate::Negotiated`] calls once the run speaks tus (the
+/// [`crate::protocol::Protocol`] operations, file by file).
+impl TusClient<'_> {
+    pub(crate) async fn begin(&self, file: FileRef<'_>) -> Result<WriteMode, CallError> {
+        if let Some(max) = self.server.max_size.filter(|&m| file.size > m) {
+            return Err(self.refused(
+                413,
+                format!("the server takes uploads of at most {max} bytes (Tus-Max-Size)"),
+            ));
+        }
+        let concat = self.concat && file.size >= CONCAT_MIN_FILE;
+        if concat {
+            // Partials are created with their chunks; this round trip (a cheap
+            // OPTIONS) measures the path as a setup does.
+            let (head, body, cut) = self
+                .request(
+                    Phase::Setup,
+                    Method::OPTIONS,
+                    self.endpoint.clone(),
+                    &[],
+                    None,
+                )
+                .await?;
+            let answer = self.answer(&head, &body, cut, false);
+            if !answer.outcome.is_ok() {
+                return Err(CallError::Refused(answer));
+            }
+            self.with_file(file.filename, |t| {
+                *t = TusFile {
+                    concat: true,
+                    ..TusFile::default()
+                };
+            });
+            return Ok(WriteMode::Offset);
+        }
+        let url = self.create(file, Some(file.size), None).await?;
+        self.with_file(file.filename, |t| {
+            *t = TusFile {
+                upload: Some(url.to_string()),
+                ..TusFile::default()
+            };
+        });
+        Ok(WriteMode::Strict)
+    }
+
+    pub(crate) async fn send(
+        &self,
+        file: FileRef<'_>,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<(), CallError> {
+        let (concat, upload, unsure) =
+            self.with_file(file.filename, |t| (t.concat, t.upload.clone(), t.unsure));
+        if concat {
+            return self.send_partial(file, offset, bytes).await;
+        }
+        let Some(upload) = upload else {
+            return Err(CallError::Refused(Answer {
+                status: 404,
+                outcome: Outcome::NoSession,
+                said: String::new(),
+                location: None,
+                offset_mode: false,
+                receipt: None,
+            }));
+        };
+        let url = self.upload_url(&upload)?;
+        let at = if unsure {
+            self.head(&url, Phase::Transfer).await?.0
+        } else {
+            offset
+        };
+        self.with_file(file.filename, |t| t.unsure = true);
+        self.patch(&url, offset, &bytes, at).await?;
+        self.with_file(file.filename, |t| t.unsure = false);
+        Ok(())
+    }
+
+    pub(crate) async fn query_offset(&self, file: FileRef<'_>) -> Result<Option<u64>, CallError> {
+        let (concat, upload) = self.with_file(file.filename, |t| (t.concat, t.upload.clone()));
+        match upload.filter(|_| !concat) {
+            Some(upload) => {
+                let url = self.upload_url(&upload)?;
+                Ok(Some(self.head(&url, Phase::Transfer).await?.0))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn granule(&self, file: FileRef<'_>) -> u64 {
+        self.part_size
+            .unwrap_or_else(|| tus::s3_part_size(Some(file.size)))
+    }
+
+    pub(crate) async fn prepare_finish(
+        &self,
+        file: FileRef<'_>,
+    ) -> Result<Option<String>, CallError> {
+        // A registration sent already (by the last run, or an attempt whose
+        // answer was lost) is settled by `finish`, never by checking the
+        // upload again: the server may have moved it into the dataset.
+        if let Some(url) = self.with_file(file.filename, |t| t.registering.clone()) {
+            return Ok(Some(url));
+        }
+        let url = self.whole(file).await?.to_string();
+        self.with_file(file.filename, |t| t.registering = Some(url.clone()));
+        Ok(Some(url))
+    }
+
+    pub(crate) async fn finish(
+        &self,
+        file: FileRef<'_>,
+    ) -> Result<Option<VerifyReceipt>, CallError> {
+        let (url, sent) =
+            self.with_file(file.filename, |t| (t.registering.clone(), t.register_sent));
+        let Some(url) = url else {
+            return Err(incomplete(0, file.size));
+        };
+        if sent {
+            // Registering twice makes two datafiles: ask first.
+            match self.lookup(&url).await? {
+                Lookup::Registered(receipt) => return Ok(receipt),
+                Lookup::NotRegistered => {}
+                Lookup::Unknown { status } => return Err(CallError::Unsettled { status }),
+            }
+        }
+        let body =
+            tus::registration_body(&DatafileClient::boundary(), &url, file.filename, file.size);
+        self.with_file(file.filename, |t| t.register_sent = true);
+        let answer = self
+            .client
+            .call(Phase::Verify, body)
+            .await
+            .map_err(CallError::Transport)?;
+        if answer.outcome.is_ok() {
+            Ok(answer.receipt.map(|r| *r))
+        } else {
+            // Refused: not registered.
+            self.with_file(file.filename, |t| t.register_sent = false);
+            Err(CallError::Refused(answer))
+        }
+    }
+
+    pub(crate) fn saved(&self, file: FileRef<'_>) -> Option<TusRecord> {
+        Some(self.with_file(file.filename, |t| {
+            TusRecord {
+                concat: t.concat,
+                upload: t.upload.clone(),
+                partials: t
+                    .partials
+                    .iter()
+                    .filter(|(_, p)| p.done)
+                    .map(|(&offset, p)| SavedPartial {
+                        offset,
+                        len: p.len,
+                        url: p.url.clone(),
+                    })
+                    .collect(),
+                joined: t.joined.clone(),
+                registering: t.registering.clone(),
+            }
+        }))
+    }
+
+    pub(crate) fn restore(&self, file: FileRef<'_>, record: TusRecord) {
+        self.with_file(file.filename, |t| {
+            *t = TusFile {
+                concat: record.concat,
+                upload: record.upload,
+                // The last run may have been stopped mid-PATCH.
+                unsure: true,
+                partials: record
+                    .partials
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            p.offset,
+                            Partial {
+                                len: p.len,
+                                url: p.url,
+                                done: true,
+                            },
+                        )
+                    })
+                    .collect(),
+                unsure_partials: Default::default(),
+                joined: record.joined,
+                join_unsure: false,
+                register_sent: record.registering.is_some(),
+                registering: record.registering,
+            };
+        });
+    }
+}
