@@ -47,6 +47,11 @@
 //! - `servers`: servers the mock will not play (raw HTTP): one echoing the
 //!   request's headers in its errors (the token never printed or saved), one
 //!   that never answers, a web server that is no Data Bank.
+//! - `tus_node_peer`: the independent tus server the tests use as a real peer
+//!   (`tus_peer`: `@tus/server` run by Node, with a registration stub), over
+//!   raw HTTP: what it advertises, a byte-exact round trip, its token check,
+//!   registrations counted, protocol 1 answered 404; skipped, saying why,
+//!   when `.ci/run` could not install it.
 
 mod auth;
 mod bench;
@@ -67,5 +72,7 @@ mod servers;
 mod status_clean;
 mod tls;
 mod tus;
+mod tus_node_peer;
+mod tus_peer;
 mod upload;
 mod util;
