@@ -12,6 +12,12 @@ pub const S3_MAX_PARTS: u64 = 10_000;
 /// The part size the service's server cuts PATCH bodies of an upload of
 /// `length` bytes into: `max(5 MiB, ceil(length / 10000))`, at most 5 GiB.
 /// An upload whose length is deferred (`None`) gets the smallest part.
+///
+/// A body of at least this many bytes is stored whole (its short last piece
+/// merged into the part before it); a shorter one is dropped whole unless it
+/// ends the file or the length is deferred. (The service's server takes the
+/// whole length as the part size of a file under 5 MiB: the same bodies are
+/// kept and dropped.)
 pub fn s3_part_size(length: Option<u64>) -> u64 {
     let by_count = length.map_or(0, |l| l.div_ceil(S3_MAX_PARTS));
     by_count.clamp(S3_MIN_PART, S3_MAX_PART)
