@@ -96,6 +96,9 @@ pub(crate) async fn serve_app(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MockError> {
+    if let Ok(addr) = listener.local_addr() {
+        let _ = app.bound.set(addr);
+    }
     let router = router(Arc::clone(&app));
     // Owns every connection's task: dropping it (this future aborted, as when a
     // `MockServer` is dropped) aborts them all; on shutdown it is drained.

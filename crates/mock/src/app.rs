@@ -3,8 +3,9 @@
 //! requests in flight.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use idb_wire::WriteMode;
@@ -56,6 +57,10 @@ pub(crate) struct App {
     pub(crate) pause: Pause,
     /// Protocol 2's tus uploads (`tus/`).
     pub(crate) tus: Uploads,
+    /// The address the server listens on, set once when it starts serving
+    /// (a registration's `tus_url` may name it). Written once, read by any
+    /// request; never reset.
+    pub(crate) bound: OnceLock<SocketAddr>,
     /// Keeps a default temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
     /// A store directory of the caller's is this server's alone while it
@@ -138,6 +143,7 @@ impl App {
             closing: watch::Sender::new(false),
             pause: Pause::new(),
             tus,
+            bound: OnceLock::new(),
             _temp: temp,
             _store_lock: store_lock,
             store,

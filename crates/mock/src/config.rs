@@ -127,8 +127,9 @@ pub struct MockConfig {
     /// does ([`TusProfile::S3`]).
     pub tus_profile: TusProfile,
     /// How long an unfinished tus upload lives after its creation or its last
-    /// PATCH ([`crate::DEFAULT_TUS_EXPIRY`], 7 days, by default); then it is
-    /// gone (410).
+    /// PATCH (in the s3 profile, its last PATCH that stored bytes)
+    /// ([`crate::DEFAULT_TUS_EXPIRY`], 7 days, by default); then it is gone
+    /// (410).
     pub tus_expiry: Duration,
 }
 

@@ -83,6 +83,15 @@ pub(crate) async fn datafile(
         // sends it again, and that retry must get a fresh draw.)
         app.faults.forget(&call.dataset, &call.filename);
     }
+    if let Some(call) = &call
+        && call.phase.is_none()
+        && response.status() == StatusCode::OK
+        && fault.is_none()
+    {
+        // Only a tus registration (no phase) is answered 200: its own
+        // counter goes (its upload's went with it, `tus/register.rs`).
+        app.faults.forget_call(call);
+    }
     if fault == Some(FaultKind::Stall) {
         stall(&app).await;
     }
@@ -248,7 +257,13 @@ async fn answer(
             .into_response();
         }
         return match registration {
-            Ok(registration) => register(app, &key, registration).await,
+            Ok(registration) => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                register(app, &key, registration, host).await
+            }
             Err(message) => bad_request(message),
         };
     }

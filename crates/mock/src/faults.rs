@@ -18,6 +18,14 @@
 //! call of the files it has open (each chunk offset, its setup and its verify);
 //! at most [`MAX_COUNTED_CALLS`] are kept, and a server that reaches them (calls
 //! on names never verified) forgets all and counts from 1 again.
+//!
+//! Protocol 2's calls are keyed by method, upload and `Upload-Offset` (see
+//! `tus/routes.rs`), and have no verify: a tus call answered 2xx without a
+//! fault drops its own counter (the creation POST, one counter for every
+//! creation, excepted), a registration answered 200 drops its own and its
+//! upload's, and so does an upload's end (termination, expiry, a join that
+//! removes it). So a long tus run keeps counters only for calls whose last
+//! attempt failed, on uploads not yet ended.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -291,6 +299,20 @@ impl Seen {
             self.counted -= calls.len();
         }
     }
+
+    /// Drops the counter of one call (and its name's entry once it has none).
+    fn forget_call(&mut self, call: &Call) {
+        let name = (call.dataset.clone(), call.filename.clone());
+        let Some(calls) = self.names.get_mut(&name) else {
+            return;
+        };
+        if calls.remove(&(call.phase, call.offset)).is_some() {
+            self.counted -= 1;
+        }
+        if calls.is_empty() {
+            self.names.remove(&name);
+        }
+    }
 }
 
 /// The fault injector of a running server.
@@ -382,6 +404,17 @@ impl Faults {
     /// answered without a fault).
     pub(crate) fn forget(&self, dataset: &str, filename: &str) {
         lock(&self.seen).forget(dataset, filename);
+    }
+
+    /// Drops the attempt counter of one call that succeeded (answered without a
+    /// fault): sent again, it is a new call and counts from 1.
+    pub(crate) fn forget_call(&self, call: &Call) {
+        lock(&self.seen).forget_call(call);
+    }
+
+    /// How many attempt counters are kept now (at most [`MAX_COUNTED_CALLS`]).
+    pub(crate) fn counted(&self) -> usize {
+        lock(&self.seen).counted
     }
 
     /// Changes the rate from now on; the counters stay.
@@ -573,6 +606,25 @@ mod tests {
         // Counted from 1 again: the same draws.
         let again: Vec<_> = (0..6).map(|_| faults.draw(&c)).collect();
         assert_eq!(first, again);
+    }
+
+    #[test]
+    fn a_call_that_succeeded_forgets_only_its_own_attempts() {
+        let faults = injector(5, 0.5);
+        let done = call("t.bin", Phase::Transfer, 0);
+        let open = call("t.bin", Phase::Transfer, 4096);
+        let first: Vec<_> = (0..4).map(|_| faults.draw(&done)).collect();
+        faults.draw(&open);
+        faults.forget_call(&done);
+        assert_eq!(faults.counted(), 1, "the other call keeps its counter");
+        faults.forget_call(&open);
+        assert_eq!(faults.counted(), 0);
+        assert!(
+            lock(&faults.seen).names.is_empty(),
+            "an empty name is dropped"
+        );
+        let again: Vec<_> = (0..4).map(|_| faults.draw(&done)).collect();
+        assert_eq!(first, again, "counted from 1 again");
     }
 
     #[test]

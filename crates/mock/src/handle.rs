@@ -200,6 +200,13 @@ impl MockServer {
         self.app.faults.set_rate(rate)
     }
 
+    /// How many fault attempt counters the server keeps now (at most
+    /// [`crate::MAX_COUNTED_CALLS`]; 0 while the fault rate is 0): a test can
+    /// see that finished work leaves none behind.
+    pub fn fault_attempt_counters(&self) -> usize {
+        self.app.faults.counted()
+    }
+
     // --- Protocol 2, tus (`tus/`) ---
 
     /// The tus endpoint, `<url>/files/` (what a tus client is given).
@@ -224,6 +231,17 @@ impl MockServer {
     /// at a moment a test chooses).
     pub fn expire_tus_uploads(&self) {
         self.app.tus.expire_all();
+    }
+
+    /// When the tus upload at `url` (its `Location`, or just its id) goes
+    /// if still unfinished then: its creation or its last PATCH, plus
+    /// [`MockConfig::tus_expiry`]. In the s3 profile a PATCH that stored
+    /// nothing does not move it, though its answer's `Upload-Expires` moves
+    /// on. `None` when there is no such upload. Waits for a request in
+    /// flight on the upload.
+    pub fn tus_upload_expiry(&self, url: &str) -> Option<std::time::SystemTime> {
+        let id = crate::tus::upload_id(url).unwrap_or(url);
+        self.app.tus.expiry_of(id)
     }
 
     /// The write mode it serves.

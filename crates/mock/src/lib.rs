@@ -23,9 +23,10 @@
 //! [`TUS_PATH`] (creation, deferred length, termination, expiration,
 //! concatenation, checksum) and the registration call that makes a tus upload a
 //! verified file, with a [`TusProfile::S3`] that imitates the service's server
-//! (PATCH bodies cut into parts of [`s3_part_size`], short tails silently
-//! dropped); [`MockServer::tus_stats`] and [`MockServer::tus_registrations`]
-//! show what it did, incomplete and repeated registrations included.
+//! (a PATCH body shorter than one part of [`s3_part_size`] that does not end
+//! the file silently dropped whole, S3's part limits);
+//! [`MockServer::tus_stats`] and [`MockServer::tus_registrations`] show what
+//! it did, incomplete and repeated registrations included.
 //!
 //! Main types: [`MockConfig`] (what to serve), [`MockServer`] (a running server
 //! with its URL and inspection methods such as [`MockServer::accepted`],

@@ -3,6 +3,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use idb_mock::{FaultConfig, FaultKind, MockServer, Storage, TUS_MAX_SIZE};
 use reqwest::Method;
 use support::tus::{OFFSET_OCTET_STREAM, Tus, checksum, metadata, offset_of};
@@ -34,7 +35,51 @@ async fn options_advertises_the_version_extensions_max_size_and_checksums() {
         Some(TUS_MAX_SIZE.to_string())
     );
     let algorithms = answer.header("tus-checksum-algorithm").unwrap();
-    assert!(algorithms.split(',').any(|a| a == "sha1"), "{algorithms}");
+    assert_eq!(algorithms, "sha1,sha256,sha384,sha512,md5,crc32");
+}
+
+/// Tus asks no authorisation of OPTIONS, and the plain profile answers it to
+/// anyone; every other tus call needs a known token (401 before any other
+/// check, as the service's token check comes before its tus server).
+#[tokio::test]
+async fn options_needs_no_token_but_every_other_tus_call_does() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let url = tus.create(10, "a.bin").await;
+    let no_token = [("authorization", ""), ("tus-resumable", "")];
+    for target in [tus.endpoint.as_str(), url.as_str()] {
+        let answer = tus
+            .request(Method::OPTIONS, target, &no_token, Vec::new())
+            .await;
+        answer.expect(204);
+        assert_eq!(answer.header("tus-version").as_deref(), Some("1.0.0"));
+    }
+    let no_token = [("authorization", "")];
+    let post = tus
+        .request(Method::POST, &tus.endpoint, &no_token, Vec::new())
+        .await;
+    let patch = tus
+        .patch_with(&url, 0, &[1; 10], &[("authorization", "")])
+        .await;
+    let head = tus.request(Method::HEAD, &url, &no_token, Vec::new()).await;
+    let delete = tus
+        .request(Method::DELETE, &url, &no_token, Vec::new())
+        .await;
+    for answer in [post, patch, head, delete] {
+        answer.expect(401);
+        assert_eq!(answer.header("tus-resumable").as_deref(), Some("1.0.0"));
+    }
+    // Without a token the version is not even looked at.
+    tus.request(
+        Method::HEAD,
+        &url,
+        &[("authorization", ""), ("tus-resumable", "")],
+        Vec::new(),
+    )
+    .await
+    .expect(401);
+    assert_eq!(offset_of(&tus.head(&url).await), 0);
+    assert_eq!(server.tus_stats().uploads_created, 1);
 }
 
 #[tokio::test]
@@ -108,20 +153,49 @@ async fn a_checksum_that_differs_is_460_and_stores_nothing() {
     answer.expect(460);
     assert_eq!(offset_of(&tus.head(&url).await), 0);
     assert_eq!(server.tus_stats().checksum_mismatches, 1);
-    let mut offset = 0;
-    for algorithm in ["sha1", "sha256", "sha512"] {
-        let sum = checksum(algorithm, &body);
-        let answer = tus
-            .patch_with(&url, offset, &body, &[("upload-checksum", &sum)])
-            .await;
-        answer.expect(204);
-        offset += 10;
-        assert_eq!(offset_of(&answer), offset);
-    }
+    patch_once_per_checksum(&tus, &url, &body, &["sha1", "sha256", "sha512"]).await;
+    assert_eq!(server.tus_stats().checksums_matched, 3);
     let url = tus.create(30, "b.bin").await;
-    tus.patch_with(&url, 0, &body, &[("upload-checksum", "md5 AAAA")])
+    tus.patch_with(&url, 0, &body, &[("upload-checksum", "adler32 AAAA")])
         .await
         .expect(400);
+}
+
+/// PATCHes `body` from offset 0 once per algorithm, each with its checksum,
+/// each answered 204 at the next offset.
+async fn patch_once_per_checksum(tus: &Tus, url: &str, body: &[u8], algorithms: &[&str]) {
+    let mut offset = 0;
+    for algorithm in algorithms {
+        let sum = checksum(algorithm, body);
+        let answer = tus
+            .patch_with(url, offset, body, &[("upload-checksum", &sum)])
+            .await;
+        answer.expect(204);
+        offset += body.len() as u64;
+        assert_eq!(offset_of(&answer), offset);
+    }
+}
+
+/// md5 and crc32, as the service offers them; crc32 in its server's format,
+/// the base64 of the CRC's decimal text (the CRC's four bytes are a mismatch).
+#[tokio::test]
+async fn md5_and_crc32_checksums_are_checked_in_the_services_format() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let body = data(10, 5);
+    let url = tus.create(20, "c.bin").await;
+    let crc_bytes = format!(
+        "crc32 {}",
+        base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&body).to_be_bytes())
+    );
+    for wrong in [checksum("md5", &data(10, 6)), crc_bytes] {
+        tus.patch_with(&url, 0, &body, &[("upload-checksum", &wrong)])
+            .await
+            .expect(460);
+    }
+    patch_once_per_checksum(&tus, &url, &body, &["md5", "crc32"]).await;
+    let stats = server.tus_stats();
+    assert_eq!((stats.checksum_mismatches, stats.checksums_matched), (2, 2));
 }
 
 #[tokio::test]
@@ -317,4 +391,66 @@ async fn an_injected_429_on_a_tus_request_says_when_to_retry() {
     answer.expect(429);
     assert!(answer.header("retry-after").is_some());
     assert_eq!(server.tus_stats().uploads_created, 0);
+}
+
+/// Sends what `send` makes until it is answered `status` (faults are drawn
+/// afresh for every attempt, so a rate below 1 lets it through); the answer.
+async fn until<F, Fut>(status: u16, mut send: F) -> support::Answer
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = support::Answer>,
+{
+    for _ in 0..100 {
+        let answer = send().await;
+        if answer.status == status {
+            return answer;
+        }
+        assert!(
+            answer.status == 500 || answer.status == 429,
+            "only injected faults stand in the way: {}",
+            answer.status
+        );
+    }
+    panic!("never answered {status} in 100 attempts");
+}
+
+/// Tus calls have no verify to drop their fault counters: each drops its own
+/// when it succeeds, and an upload's go when it ends. A long run of uploads
+/// under faults then leaves only the creation POST's one counter, where it
+/// used to leave one per call and, past MAX_COUNTED_CALLS, reset everyone's.
+#[tokio::test]
+async fn a_tus_run_under_faults_leaves_no_fault_counters_behind() {
+    let faults = FaultConfig {
+        seed: 3,
+        ..FaultConfig::new(0.3, [FaultKind::ServerError, FaultKind::TooManyRequests])
+    };
+    let server = start(config().faults(faults)).await;
+    let tus = Tus::new(&server);
+    let api = support::Api::new(&server);
+    for i in 0..20 {
+        let name = format!("f{i}.bin");
+        let bytes = data(30, i);
+        let meta = metadata(&name);
+        let headers = [("upload-length", "30"), ("upload-metadata", meta.as_str())];
+        let created = until(201, || tus.create_with(&headers)).await;
+        let url = support::tus::location(&created);
+        for offset in [0, 10, 20] {
+            let piece = &bytes[offset..offset + 10];
+            until(204, || tus.patch(&url, offset as u64, piece)).await;
+        }
+        let head = until(200, || tus.head(&url)).await;
+        assert_eq!(offset_of(&head), 30);
+        until(200, || support::tus::register(&api, &url, &name, 30)).await;
+    }
+    assert!(server.stats().faults.total() > 0, "faults were drawn");
+    assert_eq!(server.fault_attempt_counters(), 1, "the creation POST's");
+    // An upload whose last PATCH failed keeps that counter until it ends.
+    let headers = [("upload-length", "10")];
+    let url = support::tus::location(&until(201, || tus.create_with(&headers)).await);
+    server.set_fault_rate(1.0).unwrap();
+    tus.patch(&url, 0, &[1; 10]).await;
+    server.set_fault_rate(0.0).unwrap();
+    assert_eq!(server.fault_attempt_counters(), 2);
+    tus.delete(&url).await.expect(204);
+    assert_eq!(server.fault_attempt_counters(), 1);
 }

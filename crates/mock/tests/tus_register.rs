@@ -162,3 +162,42 @@ async fn a_verify_never_replaces_a_name_registered_meanwhile() {
     assert_eq!(refused.json()["error"], "already_exists");
     assert_verified_in(&server, DS, "both.bin", &answer, &registered);
 }
+
+/// A `tus_url` names an upload by its id at its end: one naming another
+/// server must not register this server's upload of the same id.
+#[tokio::test]
+async fn a_tus_url_of_another_server_is_refused_and_this_servers_own_are_taken() {
+    let server = start(config()).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    let addr = server.addr();
+    let mut urls = Vec::new();
+    for name in ["abs.bin", "path.bin", "localhost.bin"] {
+        let url = tus.create(10, name).await;
+        tus.patch(&url, 0, &[4; 10]).await.expect(204);
+        urls.push(url);
+    }
+    let path = urls[0].strip_prefix(&server.url()).unwrap().to_owned();
+    let other_port = if addr.port() == 1 { 2 } else { addr.port() - 1 };
+    for foreign in [
+        format!("http://elsewhere.example{path}"),
+        format!("http://127.0.0.2:{}{path}", addr.port()),
+        format!("http://127.0.0.1:{other_port}{path}"),
+        format!("https://127.0.0.1:{}{path}", addr.port()),
+        format!("//elsewhere.example{path}"),
+    ] {
+        let answer = register(&api, &foreign, "abs.bin", 10).await;
+        answer.expect(400);
+        assert_eq!(answer.json()["error"], "foreign_tus_url", "{foreign}");
+    }
+    assert_eq!(server.tus_stats().registrations, 0);
+    // Its own: the Location as answered, a path, or the bound address by name.
+    register(&api, &urls[0], "abs.bin", 10).await.expect(200);
+    let path = urls[1].strip_prefix(&server.url()).unwrap();
+    register(&api, path, "path.bin", 10).await.expect(200);
+    let by_name = urls[2].replace("127.0.0.1", "localhost");
+    register(&api, &by_name, "localhost.bin", 10)
+        .await
+        .expect(200);
+    assert_eq!(server.tus_stats().registrations, 3);
+}

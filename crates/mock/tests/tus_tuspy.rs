@@ -1,10 +1,13 @@
 //! A real peer: tuspy (an independent tus client, from PyPI) uploads to the
-//! mock's tus endpoint, byte-exact. `.ci/run` installs tuspy into a venv and
-//! names its Python in `IDB_TUS_PYTHON`; without tuspy the test says so on
-//! stderr and skips.
+//! mock's tus endpoint, byte-exact, a checksum with every PATCH. `.ci/run`
+//! installs tuspy into a venv and names its Python in `IDB_TUS_PYTHON`;
+//! without tuspy the test skips, and says so where `cargo test` shows it even
+//! for a test that passes: straight on the process's stderr, past the test
+//! harness's capture of `eprintln!`.
 
 mod support;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -38,7 +41,10 @@ fn has_tuspy(python: &PathBuf) -> bool {
 async fn tuspy_uploads_to_the_mock_byte_exact_with_checksums() {
     let python = python();
     if !has_tuspy(&python) {
-        eprintln!(
+        // `std::io::stderr()` itself, not `eprintln!`: libtest captures the
+        // macros' output of a passing test, not writes to the stream.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED tuspy_uploads_to_the_mock_byte_exact_with_checksums: {} cannot import \
              tusclient; install it with `pip install tuspy` (as .ci/run does) or set IDB_TUS_PYTHON",
             python.display()
@@ -79,6 +85,8 @@ async fn tuspy_uploads_to_the_mock_byte_exact_with_checksums() {
         "1 MiB chunks of 3 MiB + 123 bytes"
     );
     assert_eq!(stats.checksum_mismatches, 0);
+    // Checksums were sent, and checked: not merely absent.
+    assert_eq!(stats.checksums_matched, 4, "every PATCH carried a checksum");
     let answer = register(&Api::new(&server), &url, name, bytes.len() as u64).await;
     answer.expect(200);
     assert_verified_in(&server, DS, name, &answer, &bytes);

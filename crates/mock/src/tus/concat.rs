@@ -1,6 +1,8 @@
 //! The concatenation extension's final upload: the partials named in
 //! `Upload-Concat: final;<url> <url> ...`, joined in order inside the request
-//! (as the service's server does), each checked complete first.
+//! (as the service's server does), each checked complete first. The s3
+//! profile then removes the partials, as the service's S3 storage deletes
+//! them after the join.
 
 use std::fs::{self, File};
 use std::io;
@@ -9,19 +11,20 @@ use std::os::unix::fs::FileExt;
 use super::answer::TusAnswer;
 use super::headers::upload_id;
 use super::part_size::{S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART};
-use super::uploads::{Concat, Upload, Uploads};
+use super::uploads::{Concat, Missing, Upload, Uploads};
 use super::{TUS_MAX_SIZE, TusProfile};
 
 /// The buffer a partial's bytes are copied through: 1 MiB.
 const COPY_BUFFER: usize = 1 << 20;
 
 impl Uploads {
-    /// Joins the partials `urls` into a new, complete upload; returns its id.
+    /// Joins the partials `urls` into a new, complete upload; returns its id,
+    /// and the ids of the partials the join removed (s3 profile).
     pub(crate) fn create_final(
         &self,
         urls: Vec<String>,
         metadata: Option<String>,
-    ) -> Result<String, TusAnswer> {
+    ) -> Result<(String, Vec<String>), TusAnswer> {
         let bad = |message: String| Err(TusAnswer::error(400, message));
         if !self.stores() {
             return bad(
@@ -43,33 +46,53 @@ impl Uploads {
                 None => return bad(format!("{url:?} in Upload-Concat is not an upload URL")),
             }
         }
-        let (id, path, file) = self.new_file()?;
-        let (Some(path), Some(file)) = (path, file) else {
+        let (id, path) = self.new_file()?;
+        let Some(path) = path else {
             return bad("no store to join into".to_owned());
         };
-        let joined = self.join(&ids, &file);
+        let joined = File::options()
+            .write(true)
+            .open(&path)
+            .map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))
+            .and_then(|file| self.join(&ids, &file));
         let (length, hasher) = match joined {
             Ok(joined) => joined,
             Err(answer) => {
-                drop(file);
                 let _ = fs::remove_file(&path);
                 return Err(answer);
             }
         };
-        let upload = Upload {
-            length: Some(length),
-            offset: length,
-            hasher,
-            file: Some(file),
-            path: Some(path),
+        let mut upload = Upload::new(
+            Some(length),
+            Some(path),
             metadata,
-            concat: Concat::Final(urls),
-            expires: self.expiry_from_now(),
-            log: vec![(0, length)],
-            gone: None,
-        };
+            Concat::Final(urls),
+            self.expiry_from_now(),
+        );
+        upload.offset = length;
+        upload.hasher = hasher;
+        upload.log = vec![(0, length)];
         self.insert(&id, upload);
-        Ok(id)
+        let removed = if self.profile == TusProfile::S3 {
+            self.remove_partials(&ids)
+        } else {
+            Vec::new()
+        };
+        Ok((id, removed))
+    }
+
+    /// Removes the joined partials `ids` that are still here; their ids.
+    fn remove_partials(&self, ids: &[String]) -> Vec<String> {
+        let mut removed = Vec::new();
+        for id in ids {
+            if let Ok(upload) = self.get(id)
+                && let Ok(mut partial) = self.live(id, &upload)
+            {
+                self.remove(id, &mut partial, Missing::NotFound);
+                removed.push(id.clone());
+            }
+        }
+        removed
     }
 
     /// Copies the partials `ids`, in order, into `into`; their total length
@@ -113,11 +136,13 @@ impl Uploads {
                     format!("the partials add up to more than {TUS_MAX_SIZE} bytes"),
                 ));
             }
-            let Some(from) = &partial.file else {
-                return Err(refuse(format!("partial {id} has no bytes stored")));
-            };
-            copy(from, size, into, length, &mut hasher, &mut buffer)
-                .map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
+            let copied = partial.open_to_read().and_then(|from| match from {
+                Some(from) => copy(&from, size, into, length, &mut hasher, &mut buffer),
+                None => Err(io::Error::other(format!(
+                    "partial {id} has no bytes stored"
+                ))),
+            });
+            copied.map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
             length += size;
         }
         Ok((length, hasher))

@@ -2,11 +2,19 @@
 //! its offset and hashed, the whole committed or undone at the end.
 //!
 //! Nothing is applied unless the body came whole, stayed within the length,
-//! and matched its `Upload-Checksum`; the staged file is then cut back to the
-//! upload's offset. With [`TusProfile::S3`] only whole parts of the body are
-//! committed (all of it when it ends the file): the hash state at the last
-//! part boundary is kept as the body streams, so the dropped tail costs no
-//! second pass.
+//! and matched its `Upload-Checksum`; the file (opened for this request only)
+//! is then cut back to the upload's offset.
+//!
+//! With [`TusProfile::S3`] the body is then kept or dropped whole, as the
+//! service's server (tus-ruby-server's S3 storage) does: it reads the body in
+//! parts of the part size, merges a short last piece into the part before it,
+//! and uploads each as an S3 part, except that a body shorter than one part
+//! that does not end the file (its length known) is not uploaded at all; the
+//! answer then counts none of it. S3's own limits follow: at most
+//! [`S3_MAX_PARTS`] parts, and completing the object fails (500, for good:
+//! every later try fails the same way) when a part before the last is under
+//! [`S3_MIN_PART`], which only a body stored while the length was deferred
+//! can make.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -15,8 +23,8 @@ use super::answer::TusAnswer;
 use super::checksum::Checksum;
 use super::headers::{UPLOAD_EXPIRES, UPLOAD_OFFSET};
 use super::http_date::http_date;
-use super::part_size::s3_part_size;
-use super::uploads::{Concat, Uploads};
+use super::part_size::{S3_MAX_PARTS, S3_MIN_PART, s3_part_size};
+use super::uploads::{Concat, S3Parts, Uploads};
 use super::{TUS_MAX_SIZE, TusProfile};
 use crate::counters::Counters;
 use crate::faults::FaultKind;
@@ -34,35 +42,33 @@ pub(crate) struct Patch {
     pub(crate) keep: Option<u64>,
 }
 
-/// The hashing of the bytes taken, with the state at the last part boundary.
-struct Taken {
-    /// Bytes of the body taken so far.
-    len: u64,
-    hasher: blake3::Hasher,
-    /// S3 profile: the part size, and the bytes and hash state at the last
-    /// whole part.
-    part: Option<u64>,
-    boundary: (u64, blake3::Hasher),
-}
-
-impl Taken {
-    fn feed(&mut self, mut bytes: &[u8]) {
-        let Some(part) = self.part else {
-            self.hasher.update(bytes);
-            self.len += bytes.len() as u64;
-            return;
-        };
-        while !bytes.is_empty() {
-            let room = part - self.len % part;
-            let take = room.min(bytes.len() as u64) as usize;
-            self.hasher.update(&bytes[..take]);
-            self.len += take as u64;
-            bytes = &bytes[take..];
-            if self.len.is_multiple_of(part) {
-                self.boundary = (self.len, self.hasher.clone());
-            }
+/// What the s3 profile makes of `stored` bytes taken at the end of `before`,
+/// in parts of `part` bytes: the parts after, or why S3 refuses them.
+fn s3_parts(before: S3Parts, stored: u64, part: u64, completes: bool) -> Result<S3Parts, String> {
+    let mut after = before;
+    if stored > 0 {
+        // A body of at least one part is cut into whole parts, its short last
+        // piece merged into the part before; a shorter one is one part.
+        let new = (stored / part).max(1);
+        after.count += new;
+        if after.count > S3_MAX_PARTS {
+            return Err(format!(
+                "S3 refused part {}: an object has at most {S3_MAX_PARTS} parts; \
+                 nothing of this PATCH was stored",
+                S3_MAX_PARTS + 1
+            ));
         }
+        after.inner_small |= before.last_small;
+        after.last_small = stored < S3_MIN_PART;
     }
+    if completes && after.inner_small {
+        return Err(format!(
+            "S3 refused to complete the object: a part before the last is smaller than \
+             {S3_MIN_PART} bytes (sent while the length was deferred); this upload can \
+             never complete, create a new one"
+        ));
+    }
+    Ok(after)
 }
 
 impl Uploads {
@@ -125,17 +131,18 @@ impl Uploads {
             return refuse(&mut pieces, answer);
         }
         let limit = length.unwrap_or(TUS_MAX_SIZE);
-        let part = (self.profile == TusProfile::S3).then(|| s3_part_size(length));
-        let mut taken = Taken {
-            len: 0,
-            hasher: u.hasher.clone(),
-            part,
-            boundary: (0, u.hasher.clone()),
-        };
         let keep = patch.keep.unwrap_or(u64::MAX);
         let mut checksum = patch.checksum;
+        let checksummed = checksum.is_some();
+        let mut hasher = u.hasher.clone();
+        // Opened for this PATCH only; an error to open is answered like one
+        // to write, after the body.
+        let (file, mut write_error) = match u.open_to_write() {
+            Ok(file) => (file, None),
+            Err(e) => (None, Some(e)),
+        };
+        let mut taken = 0u64;
         let mut total = 0u64;
-        let mut write_error = None;
         while let Some(piece) = pieces.next_piece() {
             if let Some(checksum) = checksum.as_mut() {
                 checksum.update(&piece);
@@ -144,30 +151,31 @@ impl Uploads {
             if start.saturating_add(total) > limit || write_error.is_some() {
                 continue;
             }
-            let take = (keep.saturating_sub(taken.len)).min(piece.len() as u64) as usize;
+            let take = (keep.saturating_sub(taken)).min(piece.len() as u64) as usize;
             if take == 0 {
                 continue;
             }
             let bytes = &piece[..take];
-            if let Some(file) = &u.file
-                && let Err(e) = file.write_all_at(bytes, start + taken.len)
+            if let Some(file) = &file
+                && let Err(e) = file.write_all_at(bytes, start + taken)
             {
                 write_error = Some(e);
                 continue;
             }
-            taken.feed(bytes);
+            hasher.update(bytes);
+            taken += take as u64;
         }
-        let undo = |u: &super::uploads::Upload| {
-            if let Some(file) = &u.file {
+        let undo = || {
+            if let Some(file) = &file {
                 let _ = file.set_len(start);
             }
         };
         if !pieces.complete() {
-            undo(u);
+            undo();
             return None;
         }
         if start.saturating_add(total) > limit {
-            undo(u);
+            undo();
             return Some(TusAnswer::error(
                 413,
                 format!(
@@ -177,7 +185,7 @@ impl Uploads {
             ));
         }
         if let Some(e) = write_error {
-            undo(u);
+            undo();
             return Some(TusAnswer::error(
                 500,
                 format!("cannot store the upload: {e}"),
@@ -186,7 +194,7 @@ impl Uploads {
         if let Some(checksum) = checksum
             && !checksum.matches()
         {
-            undo(u);
+            undo();
             self.counters
                 .checksum_mismatches
                 .fetch_add(1, Ordering::Relaxed);
@@ -196,32 +204,49 @@ impl Uploads {
                     .to_owned(),
             ));
         }
-        let ends_file = length == Some(start + taken.len);
-        let (stored, hasher) = match part {
-            Some(_) if !ends_file => taken.boundary,
-            _ => (taken.len, taken.hasher),
-        };
-        if stored < taken.len {
-            // The service's S3 storage drops a short tail without a word.
-            if let Some(file) = &u.file {
-                let _ = file.set_len(start + stored);
+        let ends_file = length == Some(start + taken);
+        let mut stored = taken;
+        let mut parts = u.parts;
+        if self.profile == TusProfile::S3 {
+            let part = s3_part_size(length);
+            // The service's S3 storage uploads no part of a body shorter than
+            // a part that does not end the file, and says nothing of it.
+            if length.is_some() && taken < part && !ends_file {
+                stored = 0;
             }
+            parts = match s3_parts(u.parts, stored, part, ends_file) {
+                Ok(parts) => parts,
+                Err(message) => {
+                    undo();
+                    return Some(TusAnswer::error(500, message));
+                }
+            };
+        }
+        if stored < taken {
+            undo();
             self.counters
                 .bytes_dropped
-                .fetch_add(taken.len - stored, Ordering::Relaxed);
+                .fetch_add(taken - stored, Ordering::Relaxed);
         }
         u.length = length;
         u.offset = start + stored;
-        u.hasher = hasher;
-        u.expires = self.expiry_from_now();
+        u.parts = parts;
+        // The answer's Upload-Expires moves on for every PATCH (as the
+        // service's server says); the upload's life only for stored bytes in
+        // the s3 profile (its storage expires by the last part stored).
+        u.expires_said = self.expiry_from_now();
+        if stored > 0 || self.profile == TusProfile::Plain {
+            u.expires = u.expires_said;
+        }
         if stored > 0 {
+            u.hasher = hasher;
             u.log.push((start, stored));
             counters.accepted(stored);
             self.counters
                 .patches_applied
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if taken.len < total && patch.keep.is_some() {
+        if taken < total && patch.keep.is_some() {
             counters.fault(FaultKind::Truncate);
             return Some(TusAnswer::error(
                 500,
@@ -231,9 +256,14 @@ impl Uploads {
                 ),
             ));
         }
+        if checksummed {
+            self.counters
+                .checksums_matched
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let mut answer = TusAnswer::new(204).header(UPLOAD_OFFSET, u.offset);
         if !u.complete() {
-            answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires));
+            answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires_said));
         }
         Some(answer)
     }

@@ -8,18 +8,28 @@
 //! unlike the service it counts both ([`super::TusStats`]) and lists every
 //! registration ([`super::TusRegistration`]) so tests can see them. Only the
 //! first datafile of a name is stored.
+//!
+//! The `tus_url` must name an upload of this server: a path (`/files/<id>`),
+//! or a URL whose scheme is the server's and whose host and port are those
+//! the request came to (its `Host`, as the creation's `Location` has them) or
+//! the server's bound address. An absolute URL of another server is refused
+//! (400), never taken for a local upload of the same id.
 
 use std::fs;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::http::Uri;
+use axum::http::uri::Authority;
 use axum::response::{IntoResponse, Response};
 use idb_wire::{Fields, VerifyReceipt, validate_filename};
 use serde_json::json;
 
 use super::headers::upload_id;
+use super::routes::forget_upload;
 use super::uploads::{Missing, TusRegistration, Upload};
 use crate::app::App;
 use crate::lock::lock;
@@ -69,18 +79,100 @@ impl Registration {
     }
 }
 
-/// Registers the upload for `dataset` (its token was checked already).
+/// Registers the upload for `dataset` (its token was checked already);
+/// `host` is the request's `Host`.
 pub(crate) async fn register(
     app: &Arc<App>,
     dataset: &str,
     registration: Registration,
+    host: Option<String>,
 ) -> Response {
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    let ours = Origins {
+        scheme,
+        host,
+        bound: app.bound.get().copied(),
+    };
+    if let Err(theirs) = ours.admit(&registration.tus_url) {
+        return Reply::error(
+            400,
+            "foreign_tus_url",
+            format!(
+                "tus_url {:?} names another server ({theirs}); register only an upload made \
+                 on this server: its Location as the creation answered it, or the path \
+                 /files/<id>",
+                registration.tus_url
+            ),
+        )
+        .into_response();
+    }
     let app = Arc::clone(app);
     let dataset = dataset.to_owned();
     tokio::task::spawn_blocking(move || register_now(&app, dataset, registration))
         .await
         .unwrap_or_else(|_| Reply::error(500, "internal", "internal error".to_owned()))
         .into_response()
+}
+
+/// The origins a `tus_url` may name: the request's and the bound address.
+struct Origins {
+    scheme: &'static str,
+    /// The request's `Host` (`host[:port]`).
+    host: Option<String>,
+    /// Where the server listens (`None` before it is bound).
+    bound: Option<SocketAddr>,
+}
+
+impl Origins {
+    /// `Ok` when `url` is a path, or names one of these origins; else the
+    /// origin it names, for the refusal.
+    fn admit(&self, url: &str) -> Result<(), String> {
+        if url.starts_with('/') && !url.starts_with("//") {
+            return Ok(());
+        }
+        let Ok(uri) = url.parse::<Uri>() else {
+            return Err("a URL that cannot be read".to_owned());
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err("no scheme and host".to_owned());
+        };
+        let origin = format!("{scheme}://{authority}");
+        if !scheme.eq_ignore_ascii_case(self.scheme) {
+            return Err(origin);
+        }
+        let host = bare_host(authority.host());
+        let port = authority.port_u16().unwrap_or(self.default_port());
+        let by_host = self
+            .host
+            .as_deref()
+            .and_then(|h| h.parse::<Authority>().ok())
+            .is_some_and(|ours| {
+                bare_host(ours.host()).eq_ignore_ascii_case(host)
+                    && ours.port_u16().unwrap_or(self.default_port()) == port
+            });
+        let by_address = self.bound.is_some_and(|bound| {
+            let ip = bound.ip();
+            let same_host = match host.parse::<IpAddr>() {
+                Ok(named) => named == ip,
+                Err(_) => host.eq_ignore_ascii_case("localhost") && ip.is_loopback(),
+            };
+            same_host && bound.port() == port
+        });
+        if by_host || by_address {
+            Ok(())
+        } else {
+            Err(origin)
+        }
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.scheme == "https" { 443 } else { 80 }
+    }
+}
+
+/// A host without the brackets of an IPv6 literal.
+fn bare_host(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
@@ -146,6 +238,8 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
             .repeated_registrations
             .fetch_add(1, Ordering::Relaxed);
     }
+    // The client is done with the upload: its calls' fault counters go.
+    forget_upload(app, id);
     lock(&app.tus.registrations).push(TusRegistration {
         dataset,
         filename: r.filename,

@@ -1,13 +1,22 @@
 //! The tus routes: `<base>/files/` (OPTIONS, POST) and `<base>/files/{id}`
 //! (HEAD, PATCH, DELETE, OPTIONS): the checks every request meets (the
-//! protocol version, the token), the faults drawn for it, then the method.
+//! token, then the protocol version), the faults drawn for it, then the
+//! method.
+//!
+//! A fault is drawn for a POST on the collection and for a PATCH, HEAD or
+//! DELETE of an upload, keyed by the method, the upload and `Upload-Offset`.
+//! A call answered 2xx without a fault drops its attempt counter (but the
+//! creation POST, one counter for all creations: dropping it would give every
+//! creation the same first draw); an upload that is gone (terminated,
+//! expired, removed by a join, or registered) drops all of its own (see
+//! `faults.rs`).
 
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
@@ -21,7 +30,7 @@ use super::headers::{
 use super::http_date::http_date;
 use super::patch::Patch;
 use super::uploads::{Concat, Missing};
-use super::{TUS_EXTENSIONS, TUS_MAX_SIZE, TUS_PATH, TUS_VERSION};
+use super::{TUS_EXTENSIONS, TUS_MAX_SIZE, TUS_PATH, TUS_VERSION, TusProfile};
 use crate::app::App;
 use crate::datafile::{
     ConnectionControl, content_length, reset_connection, stall, too_many_requests, unauthorized,
@@ -63,16 +72,26 @@ async fn tus(
 ) -> Response {
     if method == Method::OPTIONS {
         drain(&app, body).await;
+        // The service checks the token of every request under /files, OPTIONS
+        // included (tus itself asks no authorisation of OPTIONS).
+        if app.tus.profile == TusProfile::S3 && !app.datasets.token_known(&headers) {
+            return with_tus_resumable(unauthorized());
+        }
         return options().into_response();
     }
     // Faults are drawn for the call: method, upload and offset.
-    let call = Call {
+    let faulted = match (&method, &id) {
+        (&Method::POST, None) => true,
+        (method, Some(_)) => FAULTED_ON_AN_UPLOAD.contains(method),
+        _ => false,
+    };
+    let call = faulted.then(|| Call {
         dataset: String::new(),
-        filename: format!("tus {method} {}", id.as_deref().unwrap_or("")),
+        filename: call_name(&method, id.as_deref().unwrap_or("")),
         phase: None,
         offset: number(&headers, UPLOAD_OFFSET).ok().flatten().unwrap_or(0),
-    };
-    let fault = app.faults.draw(&call);
+    });
+    let fault = call.as_ref().and_then(|call| app.faults.draw(call));
     let is_patch = method == Method::PATCH;
     match fault {
         // A truncate of a request with no body to cut is a plain 500.
@@ -94,16 +113,44 @@ async fn tus(
     let answer = answer(
         &app,
         &method,
-        id,
+        id.clone(),
         &headers,
         body,
         fault == Some(FaultKind::Truncate),
     )
     .await;
+    if let (Some(call), Some(id)) = (&call, &id) {
+        let status = answer.status();
+        // A stalled call keeps its counter: the client sends it again, and
+        // its retry must get a fresh draw.
+        if status.is_success() && fault.is_none() {
+            app.faults.forget_call(call);
+        }
+        let gone = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
+        if gone || (method == Method::DELETE && status.is_success()) {
+            forget_upload(&app, id);
+        }
+    }
     if fault == Some(FaultKind::Stall) {
         stall(&app).await;
     }
     answer
+}
+
+/// The methods whose calls on an upload draw faults (and have counters).
+const FAULTED_ON_AN_UPLOAD: [Method; 3] = [Method::PATCH, Method::HEAD, Method::DELETE];
+
+/// The file-name part of the fault key of a tus call: method and upload.
+fn call_name(method: &Method, id: &str) -> String {
+    format!("tus {method} {id}")
+}
+
+/// Drops the fault attempt counters of every call on the upload `id` (it is
+/// gone, or done with).
+pub(crate) fn forget_upload(app: &App, id: &str) {
+    for method in &FAULTED_ON_AN_UPLOAD {
+        app.faults.forget("", &call_name(method, id));
+    }
 }
 
 /// The normal answer to a tus request other than OPTIONS.
@@ -115,6 +162,12 @@ async fn answer(
     body: Body,
     truncate: bool,
 ) -> Response {
+    // The token first: the service checks it before its tus server sees
+    // the request.
+    if !app.datasets.token_known(headers) {
+        drain(app, body).await;
+        return with_tus_resumable(unauthorized());
+    }
     if text(headers, TUS_RESUMABLE).map(str::trim) != Some(TUS_VERSION) {
         drain(app, body).await;
         return TusAnswer::error(
@@ -123,10 +176,6 @@ async fn answer(
         )
         .header(TUS_VERSION_HEADER, TUS_VERSION)
         .into_response();
-    }
-    if !app.datasets.token_known(headers) {
-        drain(app, body).await;
-        return with_tus_resumable(unauthorized());
     }
     let answer = match (method, id) {
         (&Method::POST, None) => {
@@ -189,9 +238,15 @@ async fn create(app: &Arc<App>, headers: &HeaderMap) -> TusAnswer {
             if length.is_some() || defer {
                 return bad("a final upload takes no Upload-Length: it is the partials' sum");
             }
-            blocking(app, move |app| app.tus.create_final(urls, raw_metadata))
-                .await
-                .and_then(|created| created)
+            blocking(app, move |app| {
+                let (id, removed) = app.tus.create_final(urls, raw_metadata)?;
+                for partial in removed {
+                    forget_upload(app, &partial);
+                }
+                Ok(id)
+            })
+            .await
+            .and_then(|created| created)
         }
         other => {
             let concat = match other {
@@ -230,7 +285,7 @@ async fn create(app: &Arc<App>, headers: &HeaderMap) -> TusAnswer {
         && let Ok(u) = app.tus.live(&id, &upload)
         && !u.complete()
     {
-        answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires));
+        answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires_said));
     }
     answer
 }
@@ -263,7 +318,7 @@ fn head(app: &App, id: &str) -> TusAnswer {
         }
     }
     if !u.complete() {
-        answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires));
+        answer = answer.header(UPLOAD_EXPIRES, http_date(u.expires_said));
     }
     answer
 }

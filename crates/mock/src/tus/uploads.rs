@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -47,6 +48,20 @@ impl Missing {
     }
 }
 
+/// The S3 multipart upload behind an upload of the s3 profile, as far as S3's
+/// limits need it: how many parts, and which are under S3's 5 MiB minimum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct S3Parts {
+    /// Parts stored so far (S3 takes at most [`super::S3_MAX_PARTS`]).
+    pub(crate) count: u64,
+    /// Whether the last part is under [`super::S3_MIN_PART`] (allowed for
+    /// the last part only).
+    pub(crate) last_small: bool,
+    /// Whether a part before the last is: S3 then refuses to complete the
+    /// object, whatever comes later.
+    pub(crate) inner_small: bool,
+}
+
 /// One tus upload.
 pub(crate) struct Upload {
     /// `None` while deferred (`Upload-Defer-Length: 1`).
@@ -55,14 +70,22 @@ pub(crate) struct Upload {
     pub(crate) offset: u64,
     /// The blake3 of the bytes stored.
     pub(crate) hasher: blake3::Hasher,
-    /// Where they are (`None` in sink mode).
-    pub(crate) file: Option<File>,
+    /// Where they are (`None` in sink mode). Opened by each request that
+    /// reads or writes them, and closed at its end: an upload holds no file
+    /// descriptor between requests.
     pub(crate) path: Option<PathBuf>,
     /// The `Upload-Metadata` given on creation, echoed by HEAD.
     pub(crate) metadata: Option<String>,
     pub(crate) concat: Concat,
-    /// An unfinished upload is gone after this.
+    /// An unfinished upload is gone after this: its creation or its last
+    /// PATCH (in the s3 profile, the last that stored bytes), plus the expiry.
     pub(crate) expires: SystemTime,
+    /// The `Upload-Expires` answered: the same, except that the s3 profile,
+    /// like the service's server, moves it on for a PATCH it stored nothing
+    /// of too (its storage expires by the last part stored).
+    pub(crate) expires_said: SystemTime,
+    /// The s3 profile's parts (unused by the plain profile).
+    pub(crate) parts: S3Parts,
     /// `(offset, len)` of every PATCH that stored bytes, in order.
     pub(crate) log: Vec<(u64, u64)>,
     /// Set when it was terminated or expired while a request waited for it.
@@ -70,9 +93,46 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
+    /// An upload made now, living `expires` from now, at offset 0 (a final
+    /// upload of a concatenation sets its offset and log after).
+    pub(crate) fn new(
+        length: Option<u64>,
+        path: Option<PathBuf>,
+        metadata: Option<String>,
+        concat: Concat,
+        expires: SystemTime,
+    ) -> Self {
+        Self {
+            length,
+            offset: 0,
+            hasher: blake3::Hasher::new(),
+            path,
+            metadata,
+            concat,
+            expires,
+            expires_said: expires,
+            parts: S3Parts::default(),
+            log: Vec::new(),
+            gone: None,
+        }
+    }
+
     /// Whether every declared byte is stored.
     pub(crate) fn complete(&self) -> bool {
         self.length == Some(self.offset)
+    }
+
+    /// Opens its bytes to write (`None` in sink mode), for one request.
+    pub(crate) fn open_to_write(&self) -> io::Result<Option<File>> {
+        self.path
+            .as_deref()
+            .map(|path| File::options().write(true).open(path))
+            .transpose()
+    }
+
+    /// Opens its bytes to read (`None` in sink mode), for one request.
+    pub(crate) fn open_to_read(&self) -> io::Result<Option<File>> {
+        self.path.as_deref().map(File::open).transpose()
     }
 }
 
@@ -83,11 +143,15 @@ pub struct TusStats {
     pub uploads_created: u64,
     /// PATCH requests that stored at least one byte.
     pub patches_applied: u64,
-    /// Bytes of PATCH bodies received but not stored by the S3 profile (short
-    /// tails that did not end the file).
+    /// Bytes of PATCH bodies received but not stored by the S3 profile
+    /// (bodies shorter than a part that did not end the file).
     pub bytes_dropped: u64,
     /// PATCH requests refused for an `Upload-Checksum` that did not match (460).
     pub checksum_mismatches: u64,
+    /// PATCH requests answered 204 whose `Upload-Checksum` matched their
+    /// body (whatever the S3 profile then kept of it): how a test tells
+    /// "checksums sent and checked" from "none sent".
+    pub checksums_matched: u64,
     /// Registration calls answered 200.
     pub registrations: u64,
     /// Registrations of an upload that was not complete, or whose `size`
@@ -125,6 +189,7 @@ pub(crate) struct TusCounters {
     pub(crate) patches_applied: AtomicU64,
     pub(crate) bytes_dropped: AtomicU64,
     pub(crate) checksum_mismatches: AtomicU64,
+    pub(crate) checksums_matched: AtomicU64,
     pub(crate) registrations: AtomicU64,
     pub(crate) incomplete_registrations: AtomicU64,
     pub(crate) repeated_registrations: AtomicU64,
@@ -138,6 +203,7 @@ impl TusCounters {
             patches_applied: get(&self.patches_applied),
             bytes_dropped: get(&self.bytes_dropped),
             checksum_mismatches: get(&self.checksum_mismatches),
+            checksums_matched: get(&self.checksums_matched),
             registrations: get(&self.registrations),
             incomplete_registrations: get(&self.incomplete_registrations),
             repeated_registrations: get(&self.repeated_registrations),
@@ -201,42 +267,24 @@ impl Uploads {
         metadata: Option<String>,
         concat: Concat,
     ) -> Result<String, TusAnswer> {
-        let (id, path, file) = self.new_file()?;
-        let upload = Upload {
-            length,
-            offset: 0,
-            hasher: blake3::Hasher::new(),
-            file,
-            path,
-            metadata,
-            concat,
-            expires: self.expiry_from_now(),
-            log: Vec::new(),
-            gone: None,
-        };
+        let (id, path) = self.new_file()?;
+        let upload = Upload::new(length, path, metadata, concat, self.expiry_from_now());
         self.insert(&id, upload);
         Ok(id)
     }
 
-    /// A fresh id, and its empty file in store mode.
-    pub(crate) fn new_file(&self) -> Result<(String, Option<PathBuf>, Option<File>), TusAnswer> {
+    /// A fresh id, and its empty file in store mode (created and closed).
+    pub(crate) fn new_file(&self) -> Result<(String, Option<PathBuf>), TusAnswer> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Not guessable from another upload's id: the counter keeps ids unique,
         // the random part keeps them apart across servers on one store.
         let id = format!("{:016x}{n:x}", rand::random::<u64>());
         let Some(dir) = &self.dir else {
-            return Ok((id, None, None));
+            return Ok((id, None));
         };
         let path = dir.join(&id);
-        let file = fs::create_dir_all(dir).and_then(|()| {
-            File::options()
-                .create_new(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-        });
-        match file {
-            Ok(file) => Ok((id, Some(path), Some(file))),
+        match fs::create_dir_all(dir).and_then(|()| create_empty(&path)) {
+            Ok(()) => Ok((id, Some(path))),
             Err(e) => Err(TusAnswer::error(
                 500,
                 format!("cannot store the upload: {e}"),
@@ -284,7 +332,6 @@ impl Uploads {
     /// Removes a locked upload and its bytes (termination or expiry).
     pub(crate) fn remove(&self, id: &str, upload: &mut Upload, why: Missing) {
         upload.gone = Some(why);
-        upload.file = None;
         if let Some(path) = upload.path.take() {
             let _ = fs::remove_file(path);
         }
@@ -302,13 +349,31 @@ impl Uploads {
         for upload in uploads {
             let mut upload = lock(&upload);
             upload.expires = upload.expires.min(now);
+            upload.expires_said = upload.expires_said.min(now);
         }
+    }
+
+    /// When the upload `id` goes if unfinished (see
+    /// [`crate::MockServer::tus_upload_expiry`]); `None` when it is not here.
+    pub(crate) fn expiry_of(&self, id: &str) -> Option<SystemTime> {
+        let upload = self.get(id).ok()?;
+        let upload = lock(&upload);
+        upload.gone.is_none().then_some(upload.expires)
     }
 
     /// The counters so far.
     pub(crate) fn stats(&self) -> TusStats {
         self.counters.snapshot()
     }
+}
+
+/// Creates an empty file at `path` (never one that is there already).
+fn create_empty(path: &Path) -> io::Result<()> {
+    File::options()
+        .create_new(true)
+        .write(true)
+        .open(path)
+        .map(drop)
 }
 
 /// The directory of tus upload bytes under a store root (`+` cannot start a

@@ -154,13 +154,23 @@ pub fn offset_of(answer: &Answer) -> u64 {
         .expect("Upload-Offset is a number")
 }
 
-/// `<algorithm> <base64 digest>` of `body`, an `Upload-Checksum` value.
+/// `<algorithm> <base64 digest>` of `body`, an `Upload-Checksum` value, in
+/// the service's formats (crc32: the base64 of its decimal text).
 pub fn checksum(algorithm: &str, body: &[u8]) -> String {
+    use md5::Digest as _;
     let kind = match algorithm {
         "sha1" => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
         "sha256" => &ring::digest::SHA256,
         "sha384" => &ring::digest::SHA384,
         "sha512" => &ring::digest::SHA512,
+        "md5" => {
+            let digest = md5::Md5::digest(body);
+            return format!("md5 {}", STANDARD.encode(digest.as_slice()));
+        }
+        "crc32" => {
+            let crc = crc32fast::hash(body).to_string();
+            return format!("crc32 {}", STANDARD.encode(crc));
+        }
         other => panic!("no {other} here"),
     };
     let digest = ring::digest::digest(kind, body);
