@@ -278,3 +278,65 @@ fn a_file_past_ten_thousand_five_mib_parts_completes_on_the_s3_profile() {
     assert_eq!(stats.bytes_dropped, 0, "{stats:?}");
     assert_eq!(stats.registrations, 1);
 }
+
+// ---------------------------------------------------------------------------
+// Against an independent tus server: @tus/server with @tus/file-store
+// (`tus_peer`), with its stub of the registration call. It serves neither
+// concatenation nor checksums: `idb` sends in order, without checksums.
+// ---------------------------------------------------------------------------
+
+/// Asserts the peer registered `name` exactly once, with the bytes on its disk
+/// byte-exact.
+#[track_caller]
+fn assert_peer_registered_once(node: &crate::tus_peer::NodeTus, name: &str, bytes: &[u8]) {
+    let registrations: Vec<_> = node
+        .registrations()
+        .into_iter()
+        .filter(|r| r.filename == name)
+        .collect();
+    assert_eq!(registrations.len(), 1, "{name}: {registrations:?}");
+    assert_eq!(registrations[0].size, bytes.len() as u64);
+    let stored = std::fs::read(&registrations[0].path).expect("the peer's copy");
+    assert_same_bytes(&format!("the peer's copy of {name}"), bytes, &stored);
+}
+
+#[test]
+fn idb_uploads_to_an_independent_tus_server_byte_exact_and_registers_once() {
+    let dir = Dir::new("tus_node_upload");
+    let Some(node) = crate::tus_peer::start_node_tus(&dir.join("store"), TOKEN) else {
+        return;
+    };
+    let (big, big_bytes) = dir.random_file("several-parts.bin", 17 * 1024 * 1024 + 11);
+    let (small, small_bytes) = dir.random_file("one-part.bin", 4321);
+    let run = upload(&dir, node.url.as_str()).arg(&big).arg(&small).run();
+    run.expect_code(0)
+        .stderr_has("protocol: tus")
+        .verified_exactly(&[(&big, &big_bytes), (&small, &small_bytes)]);
+    assert_peer_registered_once(&node, "several-parts.bin", &big_bytes);
+    assert_peer_registered_once(&node, "one-part.bin", &small_bytes);
+}
+
+#[test]
+fn idb_resumes_an_interrupted_patch_on_an_independent_tus_server() {
+    let dir = Dir::new("tus_node_resume");
+    let Some(node) = crate::tus_peer::start_node_tus(&dir.join("store"), TOKEN) else {
+        return;
+    };
+    let size = 24 * 1024 * 1024 + 7;
+    let (path, bytes) = dir.random_file("resumed.bin", size);
+    let mut watch = JournalWatch::new(&dir);
+    // Slow enough that the kill comes mid-upload, and mid-PATCH most likely.
+    let running = upload(&dir, node.url.as_str())
+        .args(["--journal-interval", "0", "--bwlimit", "8MiB"])
+        .arg(&path)
+        .spawn();
+    while journaled(&dir) == 0 {
+        watch.wait_for_write();
+    }
+    running.kill9();
+    let run = upload(&dir, node.url.as_str()).arg(&path).run();
+    run.expect_code(0)
+        .stderr_has("resuming")
+        .verified_exactly(&[(&path, &bytes)]);
+    assert_peer_registered_once(&node, "resumed.bin", &bytes);
+}
