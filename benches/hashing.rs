@@ -2,8 +2,9 @@
 //! reader's hashing thread and the mock do per chunk), and the whole-file state
 //! the engine keeps across chunks (`HashState`, which the resume journal saves).
 //!
-//! And the tus `Upload-Checksum` algorithms the engine can send (ring's sha1
-//! and sha2), which decide its preference: the cheapest first.
+//! And the tus `Upload-Checksum` algorithms the engine can send (crc32fast's
+//! crc32, ring's sha1 and sha2), which decide its preference: the cheapest
+//! first.
 //!
 //! `cargo bench --bench hashing`.
 
@@ -58,6 +59,9 @@ fn benches(c: &mut Criterion) {
             b.iter(|| ring::digest::digest(algorithm, black_box(&data[..8 * MIB])))
         });
     }
+    group.bench_function("crc32", |b| {
+        b.iter(|| crc32fast::hash(black_box(&data[..8 * MIB])))
+    });
     group.finish();
 }
 

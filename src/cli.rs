@@ -462,14 +462,20 @@ pub struct MockServerArgs {
     #[arg(long)]
     pub tus: bool,
     /// How the tus endpoint stores PATCH bodies: `plain` (every byte, as tus
-    /// describes) or `s3` (as the service's server on S3: bodies cut into parts
-    /// of max(5 MiB, length/10000), a short tail that does not end the file
-    /// silently dropped, the offset counting whole parts only).
-    #[arg(long, default_value = "plain", value_name = "PROFILE")]
+    /// describes) or `s3` (as the service's server on S3: a body shorter than
+    /// one part of max(5 MiB, length/10000) that does not end the file is
+    /// silently dropped whole; partials are removed by their join; OPTIONS
+    /// needs the token). Needs --tus.
+    #[arg(
+        long,
+        default_value = "plain",
+        value_name = "PROFILE",
+        requires = "tus"
+    )]
     pub tus_profile: idb_mock::TusProfile,
     /// How long an unfinished tus upload lives after its last PATCH, in
     /// seconds (7 days by default, as the service); then it is gone (410).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", requires = "tus")]
     pub tus_expiry: Option<u64>,
 }
 

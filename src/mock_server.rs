@@ -128,7 +128,9 @@ fn describe(args: &MockServerArgs) -> String {
             "; tus 1.0 at /files/ ({})",
             match args.tus_profile {
                 idb_mock::TusProfile::Plain => "every PATCH byte stored",
-                idb_mock::TusProfile::S3 => "s3 profile: whole parts only, short tails dropped",
+                idb_mock::TusProfile::S3 => {
+                    "s3 profile: a body shorter than one part that does not end the file dropped"
+                }
             }
         ));
     }

@@ -60,6 +60,10 @@ fn auto_picks_tus_when_the_server_serves_it_and_says_so() {
         .verified_exactly(&[(&path, &bytes), (&small, &small_bytes)]);
     assert_registered_once(&mock, "in-order.bin", &bytes);
     assert_registered_once(&mock, "small.bin", &small_bytes);
+    // Every PATCH carried a checksum the mock checked (crc32, the cheapest).
+    let stats = mock.tus_stats();
+    assert_eq!(stats.checksums_matched, stats.patches_applied, "{stats:?}");
+    assert!(stats.patches_applied >= 4, "{stats:?}");
 }
 
 #[test]
@@ -125,6 +129,24 @@ fn a_lost_answer_to_the_joining_post_is_settled_without_sending_the_file_again()
         received < 2 * size as u64,
         "{received} bytes received for a file of {size}"
     );
+}
+
+/// The service's server deletes the partials once it joined them: a lost
+/// answer to the join leaves the joined upload's address unknown, and nothing
+/// to join again. The file starts over (said), and is still registered once.
+#[test]
+fn a_lost_join_answer_on_the_s3_profile_starts_the_file_over_and_registers_it_once() {
+    let dir = Dir::new("tus_lost_final_s3");
+    let mock = Mock::start(tus_mock().tus_profile(TusProfile::S3));
+    let proxy = Proxy::start(mock.addr(), "upload-concat: final", Lose::Drop, 1);
+    let size = 15 * 1024 * 1024 + 99;
+    let (path, bytes) = dir.random_file("joined-twice.bin", size);
+    let run = upload(&dir, &proxy.url()).arg(&path).run();
+    run.expect_code(0)
+        .stderr_has("over from byte 0")
+        .verified_exactly(&[(&path, &bytes)]);
+    proxy.wait_for_loss(HANG);
+    assert_registered_once(&mock, "joined-twice.bin", &bytes);
 }
 
 #[test]
