@@ -542,8 +542,9 @@ impl<'a> TusClient<'a> {
                         head.status,
                         format!(
                             "the server kept none of the {sent} bytes sent at offset {at}: it \
-                             takes whole parts only; set the part size it uses with \
-                             --tus-part-size"
+                             stores whole parts only, and its parts are larger; run again with \
+                             --tus-part-size set to its part size (or without --tus-part-size, \
+                             for the service's rule)"
                         ),
                     ));
                 }
