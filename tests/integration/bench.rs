@@ -111,12 +111,114 @@ fn check_metrics(what: &str, rep: &Value, summary: &Value, remote: bool) {
     }
 }
 
-/// The CPU floor of the `latency` scenario: in-process, at its 0 ms point
-/// (its parts positive, the receiver's blake3 the file's, both CPU ratios
-/// with their at-most targets) and nowhere else; remotely, skipped with the
-/// reason.
-fn check_cpu_floor(latency: &Value, remote: bool) {
+/// The `key` of each element of an array (sides, ratios).
+fn keys(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["key"].as_str().unwrap())
+        .collect()
+}
+
+/// Whether this test's PATH has a `curl` (the `idb` it runs inherits it).
+fn curl_on_path() -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join("curl"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The curl side of the point that compares CPU: with curl on PATH, its
+/// metrics present and positive, its upload byte-exact (the far end's receipt
+/// is the file's size and blake3), `client_alone_vs_curl` the engine's client
+/// over curl's plus blake3's, the token (`secret`) in no argument and the
+/// header file that carried it gone; without, null with the reason.
+fn check_curl(point: &Value, secret: &str) {
+    let curl = &point["curl"];
+    let ratio = point["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "cpu:engine-client/curl+blake3");
+    if !curl_on_path() {
+        assert!(curl.is_null() && ratio.is_none(), "{point}");
+        assert!(point["client_alone_vs_curl"].is_null(), "{point}");
+        let reason = point["curl_skipped"].as_str().unwrap();
+        assert!(reason.contains("no curl on PATH"), "{reason}");
+        return;
+    }
+    assert!(point["curl_skipped"].is_null(), "{point}");
+    let ceiling = point["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "ceiling")
+        .unwrap();
+    assert_eq!(curl["bytes"], ceiling["bytes"], "{curl}");
+    assert_eq!(curl["blake3"].as_str().unwrap().len(), 64, "{curl}");
+    assert_eq!(curl["receipt_size"], curl["bytes"], "{curl}");
+    assert_eq!(curl["receipt_blake3"], curl["blake3"], "{curl}");
+    assert!(
+        curl["version"].as_str().unwrap().starts_with("curl "),
+        "{curl}"
+    );
+    for key in ["curl_cpu_s_per_gib", "blake3_cpu_s_per_gib", "wall_s"] {
+        for stat in ["median", "min", "max"] {
+            let x = curl[key][stat].as_f64().unwrap();
+            assert!(x > 0.0 && x.is_finite(), "{key}.{stat}: {curl}");
+        }
+    }
+    let number = |key: &str| curl[key].as_f64().unwrap();
+    for key in [
+        "engine_client_cpu_s_per_gib",
+        "client_alone_vs_curl",
+        "whole_mib_s",
+    ] {
+        assert!(
+            number(key) > 0.0 && number(key).is_finite(),
+            "{key}: {curl}"
+        );
+    }
+    let expected = number("engine_client_cpu_s_per_gib")
+        / (curl["curl_cpu_s_per_gib"]["median"].as_f64().unwrap()
+            + curl["blake3_cpu_s_per_gib"]["median"].as_f64().unwrap());
+    assert!(
+        (number("client_alone_vs_curl") - expected).abs() < 1e-9,
+        "{curl}"
+    );
+    assert_eq!(point["client_alone_vs_curl"], curl["client_alone_vs_curl"]);
+    let ratio = ratio.expect("the curl ratio");
+    assert_eq!(ratio["value"], curl["client_alone_vs_curl"]);
+    assert_eq!(ratio["target"], 1.10, "{ratio}");
+    assert_eq!(ratio["target_is"], "at-most", "{ratio}");
+    let args: Vec<&str> = curl["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(!args.iter().any(|a| a.contains(secret)), "{args:?}");
+    let header = args
+        .iter()
+        .find_map(|a| a.strip_prefix('@'))
+        .expect("the token comes from a header file");
+    assert!(
+        !std::path::Path::new(header).exists(),
+        "{header} is left behind"
+    );
+}
+
+/// The CPU comparisons of the `latency` scenario. In-process, at its 0 ms
+/// point only: the floor (its parts positive, the receiver's blake3 the
+/// file's), its ratio and the reqwest one request's (no target), and curl's
+/// (see [`check_curl`]). Remotely, at the one point: the floor skipped with
+/// the reason, curl's side as in-process.
+fn check_cpu_floor(latency: &Value, remote: bool, secret: &str) {
     let points = latency["points"].as_array().unwrap();
+    let curl_key = curl_on_path().then_some("cpu:engine-client/curl+blake3");
     for (i, point) in points.iter().enumerate() {
         let floor = &point["cpu_floor"];
         let ratios: Vec<&Value> = point["ratios"]
@@ -125,18 +227,22 @@ fn check_cpu_floor(latency: &Value, remote: bool) {
             .iter()
             .filter(|r| r["key"].as_str().unwrap().starts_with("cpu:"))
             .collect();
+        let keys: Vec<&str> = ratios.iter().map(|r| r["key"].as_str().unwrap()).collect();
+        if i > 0 {
+            assert!(floor.is_null() && ratios.is_empty(), "{}", point["label"]);
+            assert!(point["curl"].is_null() && point["curl_skipped"].is_null());
+            assert!(point["client_alone_vs_curl"].is_null(), "{point}");
+            continue;
+        }
+        check_curl(point, secret);
         if remote {
             assert!(floor.is_null(), "{floor}");
             let reason = point["cpu_floor_skipped"].as_str().unwrap();
             assert!(reason.contains("--server"), "{reason}");
-            assert!(ratios.is_empty(), "{ratios:?}");
+            assert_eq!(keys, curl_key.into_iter().collect::<Vec<_>>());
             continue;
         }
         assert!(point["cpu_floor_skipped"].is_null(), "{point}");
-        if i > 0 {
-            assert!(floor.is_null() && ratios.is_empty(), "{}", point["label"]);
-            continue;
-        }
         assert_eq!(point["latency_ms"], 0.0);
         assert_eq!(floor["blake3"].as_str().unwrap().len(), 64);
         assert_eq!(floor["receiver_blake3"], floor["blake3"], "{floor}");
@@ -154,25 +260,31 @@ fn check_cpu_floor(latency: &Value, remote: bool) {
                 assert!(floor[key][stat].as_f64().unwrap() > 0.0, "{key}: {floor}");
             }
         }
-        let keys: Vec<&str> = ratios.iter().map(|r| r["key"].as_str().unwrap()).collect();
-        assert_eq!(
-            keys,
-            [
-                "cpu:engine+mock/floor",
-                "cpu:engine-client/ceiling-client+blake3"
-            ]
-        );
-        for (ratio, target) in ratios.iter().zip([1.15, 1.10]) {
-            assert_eq!(ratio["target"], target, "{ratio}");
+        if !point["curl"].is_null() {
+            assert_eq!(point["curl"]["blake3"], floor["blake3"]);
+        }
+        let mut expected = vec![
+            "cpu:engine+mock/floor",
+            "cpu:engine-client/ceiling-client+blake3",
+        ];
+        expected.extend(curl_key);
+        assert_eq!(keys, expected);
+        for (ratio, target) in ratios.iter().zip([Some(1.15), None, Some(1.10)]) {
             assert_eq!(ratio["target_is"], "at-most", "{ratio}");
             let value = ratio["value"].as_f64().unwrap();
-            assert_eq!(ratio["meets_target"], value <= target, "{ratio}");
+            match target {
+                Some(target) => {
+                    assert_eq!(ratio["target"], target, "{ratio}");
+                    assert_eq!(ratio["meets_target"], value <= target, "{ratio}");
+                }
+                None => assert!(ratio["target"].is_null() && ratio["meets_target"].is_null()),
+            }
         }
     }
 }
 
 /// Checks the document and returns the scenarios that ran (not skipped).
-fn check_document(doc: &Value, remote: bool) -> Vec<String> {
+fn check_document(doc: &Value, remote: bool, secret: &str) -> Vec<String> {
     assert_eq!(doc["schema"], 1);
     for key in ["nproc", "kernel", "cpu_model", "hostname"] {
         assert!(!doc["machine"][key].is_null(), "machine.{key}: {doc}");
@@ -192,7 +304,7 @@ fn check_document(doc: &Value, remote: bool) -> Vec<String> {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ALL);
-    check_cpu_floor(&scenarios[0], remote);
+    check_cpu_floor(&scenarios[0], remote, secret);
     let mut ran = Vec::new();
     for scenario in scenarios {
         let name = scenario["name"].as_str().unwrap();
@@ -222,22 +334,12 @@ fn check_document(doc: &Value, remote: bool) -> Vec<String> {
         // Points with the standard sides have the model bound and its ratio.
         if !["journal", "small-files"].contains(&name) {
             for point in points {
-                let keys: Vec<&str> = point["sides"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|s| s["key"].as_str().unwrap())
-                    .collect();
+                let sides = keys(&point["sides"]);
                 for key in ["engine", "ceiling", "sample-client"] {
-                    assert!(keys.contains(&key), "{name}: {keys:?}");
+                    assert!(sides.contains(&key), "{name}: {sides:?}");
                 }
                 assert!(point["model"]["bound_mib_s"].as_f64().unwrap() > 0.0);
-                let ratios: Vec<&str> = point["ratios"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r["key"].as_str().unwrap())
-                    .collect();
+                let ratios = keys(&point["ratios"]);
                 for key in ["engine/ceiling", "engine/sample-client", "engine/model"] {
                     assert!(ratios.contains(&key), "{name}: {ratios:?}");
                 }
@@ -294,7 +396,8 @@ fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
     run.expect_code(0);
     let doc: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
-    assert_eq!(check_document(&doc, false), ALL);
+    // The in-process mock's token is not a secret, but no argument carries it.
+    assert_eq!(check_document(&doc, false, "idb-harness-token"), ALL);
     // The report files, and the same document in results.json.
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
@@ -304,6 +407,12 @@ fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
     assert!(markdown.contains("| point | side |"), "{markdown}");
     assert!(markdown.contains("0 ms: CPU floor ("), "{markdown}");
     assert!(markdown.contains("cpu:engine+mock/floor "), "{markdown}");
+    let curl_line = if curl_on_path() {
+        "0 ms: curl in one request (curl "
+    } else {
+        "0 ms: curl side skipped: no curl on PATH"
+    };
+    assert!(markdown.contains(curl_line), "{markdown}");
     check_plot(
         &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
         &doc,
@@ -329,7 +438,7 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
     run.expect_code(0).never_shows("tok-x");
     let doc: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
-    let ran = check_document(&doc, true);
+    let ran = check_document(&doc, true, "tok-x");
     let expected: Vec<&str> = ALL
         .into_iter()
         .filter(|s| !NEEDS_MOCK_KNOBS.contains(s))
@@ -355,6 +464,62 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
     }
     let (status, _, _) = server.terminate();
     assert!(status.success());
+}
+
+#[test]
+fn without_curl_on_path_the_client_is_not_compared_with_curl_and_the_report_says_why() {
+    let dir = Dir::new(
+        "without_curl_on_path_the_client_is_not_compared_with_curl_and_the_report_says_why",
+    );
+    let empty = dir.join("no-curl-here");
+    std::fs::create_dir(&empty).unwrap();
+    let report = dir.join("report");
+    let run = dir
+        .idb([
+            "bench",
+            "--scenario",
+            "latency",
+            "--latencies",
+            "0",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--reps", "1", "--size", "3MiB", "--sample-size", "1MiB"])
+        .args(["--rtt-probes", "3", "--json"])
+        .env("PATH", &empty)
+        .run();
+    run.expect_code(0);
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    let point = &doc["scenarios"][0]["points"][0];
+    // The rest of the CPU comparison is still there.
+    assert!(
+        point["cpu_floor"]["floor_cpu_s_per_gib"]["median"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(point["curl"].is_null(), "{point}");
+    assert!(
+        point
+            .get("client_alone_vs_curl")
+            .is_some_and(Value::is_null),
+        "{point}"
+    );
+    let reason = point["curl_skipped"].as_str().unwrap();
+    assert!(reason.contains("no curl on PATH"), "{reason}");
+    let ratios = keys(&point["ratios"]);
+    assert!(
+        !ratios.contains(&"cpu:engine-client/curl+blake3"),
+        "{ratios:?}"
+    );
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        markdown.contains(&format!("0 ms: curl side skipped: {reason}")),
+        "{markdown}"
+    );
 }
 
 #[test]

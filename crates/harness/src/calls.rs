@@ -91,6 +91,11 @@ impl Calls {
         })
     }
 
+    /// The datafile endpoint's URL, where every call goes.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     async fn post(&self, content_type: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let response = self
             .http

@@ -301,6 +301,10 @@ pub struct BenchConfig {
     pub data_dir: Option<PathBuf>,
     /// The command line that started the run, recorded with the results.
     pub command_line: String,
+    /// The curl that sends the file in one request for the CPU comparison
+    /// ([`crate::CurlCpu`]); [`BenchConfig::new`] takes the `curl` on `PATH`.
+    /// `None`: no curl side, and the results say why.
+    pub curl: Option<PathBuf>,
 }
 
 impl BenchConfig {
@@ -327,6 +331,7 @@ impl BenchConfig {
             out_dir,
             data_dir: None,
             command_line: String::new(),
+            curl: crate::curl_upload::on_path(),
         }
     }
 

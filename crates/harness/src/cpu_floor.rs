@@ -2,8 +2,9 @@
 //! loopback TCP costs at least, hashed once on each side, measured on the same
 //! machine, in the same run and on the same file as the `latency` scenario's
 //! 0 ms point; and blake3 alone on one thread. The engine and the mock together
-//! are compared with the first, the engine's client alone with the
-//! single-request client plus the second.
+//! are compared with the first; the engine's client alone with curl sending
+//! the file in one request (`curl_upload.rs`) plus the second, and, without a
+//! target, with the single-request client plus the second.
 //!
 //! The sender thread `sendfile(2)`s the file into the connection a step at a
 //! time and hashes each step from a map of the file (blake3's `update`); the
@@ -20,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
+use crate::curl_upload::{self, Curl};
 use crate::data::DataFile;
+use crate::far_end::{Endpoint, Knobs};
 use crate::measure::{median, own_cpu};
 use crate::point::Runner;
 use crate::results::{CpuFloor, GIB, Point, Ratio, Role, Spread};
@@ -36,16 +39,22 @@ const RECV_BUFFER: usize = 256 << 10;
 /// together over the floor's, at most.
 pub(crate) const FLOOR_TARGET: f64 = 1.15;
 
-/// Target: the engine's client CPU per GiB over the single request's client
-/// plus blake3 alone, at most.
+/// Target: the engine's client CPU per GiB over curl's, sending the same file
+/// in one request, plus blake3 alone, at most.
 pub(crate) const CLIENT_TARGET: f64 = 1.10;
 
 /// The stable key of the ratio of the engine and mock to the floor.
 pub const FLOOR_RATIO: &str = "cpu:engine+mock/floor";
 
 /// The stable key of the ratio of the engine's client to the single request's
-/// client plus blake3.
+/// client (reqwest, its body built before the clock) plus blake3: shown
+/// without a target, which is [`CURL_RATIO`]'s.
 pub const CLIENT_RATIO: &str = "cpu:engine-client/ceiling-client+blake3";
+
+/// The stable key of the ratio of the engine's client to curl sending the same
+/// file in one request plus blake3 alone (`client_alone_vs_curl`), with an
+/// at-most target of 1.10.
+pub const CURL_RATIO: &str = "cpu:engine-client/curl+blake3";
 
 /// Why a far end elsewhere has no floor.
 pub(crate) const REMOTE_FLOOR: &str = "the CPU floor is measured only against the in-process \
@@ -61,6 +70,13 @@ struct FloorRun {
     receiver_hash: Duration,
     wall: Duration,
     receiver_blake3: String,
+}
+
+impl FloorRun {
+    /// Both threads, every part.
+    fn total(&self) -> Duration {
+        self.sendfile + self.sender_hash + self.recv + self.receiver_hash
+    }
 }
 
 /// Maps `file` read-only.
@@ -212,35 +228,127 @@ fn blake3_once(file: &DataFile) -> anyhow::Result<Duration> {
 }
 
 impl Runner<'_> {
-    /// Measures the floor and blake3 alone on `file` `reps` times each,
-    /// alternating, and adds them and the two CPU ratios to `point` (whose
-    /// `engine` and `ceiling` sides uploaded `file`).
-    pub(crate) async fn cpu_floor(&self, file: &DataFile, point: &mut Point) -> anyhow::Result<()> {
+    /// The CPU comparisons of `point` (whose sides uploaded `file` with the
+    /// far end's `knobs`): the floor (with `floor`: in-process), blake3 alone,
+    /// and curl sending the file in one request to a far end with the same
+    /// knobs (a fresh mock in-process), `reps` times each, alternating; then
+    /// the CPU ratios. Without a usable curl the point says why.
+    pub(crate) async fn cpu_comparisons(
+        &self,
+        file: &DataFile,
+        knobs: &Knobs,
+        floor: bool,
+        curl: &Result<Curl, String>,
+        point: &mut Point,
+    ) -> anyhow::Result<()> {
+        match curl {
+            Err(reason) => {
+                point.curl_skipped = Some(reason.clone());
+                if floor {
+                    self.cpu_costs(file, true, None, point).await?;
+                }
+                Ok(())
+            }
+            Ok(curl) => {
+                let endpoint = self.far.endpoint(&point.label, knobs).await?;
+                let measured = self
+                    .cpu_costs(file, floor, Some((curl, &endpoint)), point)
+                    .await;
+                endpoint.shutdown().await;
+                measured
+            }
+        }
+    }
+
+    /// Measures the floor (with `floor`), blake3 alone and curl (when given)
+    /// on `file` `reps` times each, alternating, and adds them and their
+    /// ratios to `point`.
+    async fn cpu_costs(
+        &self,
+        file: &DataFile,
+        floor: bool,
+        curl: Option<(&Curl, &Endpoint)>,
+        point: &mut Point,
+    ) -> anyhow::Result<()> {
         let reps = self.config.reps;
+        let gib = file.size as f64 / GIB;
         let mut floors = Vec::with_capacity(reps);
         let mut hashes = Vec::with_capacity(reps);
+        let mut curls = Vec::with_capacity(reps);
         for rep in 0..reps {
             let owned = file.clone();
-            let (floor, hash) = tokio::task::spawn_blocking(move || {
-                anyhow::Ok((floor_once(&owned)?, blake3_once(&owned)?))
+            let (run, hash) = tokio::task::spawn_blocking(move || {
+                let run = if floor {
+                    Some(floor_once(&owned)?)
+                } else {
+                    None
+                };
+                anyhow::Ok((run, blake3_once(&owned)?))
             })
             .await
             .context("the CPU floor panicked")??;
-            let gib = file.size as f64 / GIB;
-            let total = floor.sendfile + floor.sender_hash + floor.recv + floor.receiver_hash;
-            self.note(format!(
-                "latency {} {}/{reps}: CPU floor {:.2} CPU-s/GiB, blake3 alone {:.2} CPU-s/GiB",
-                point.label,
-                rep + 1,
-                total.as_secs_f64() / gib,
+            let mut line = format!("latency {} {}/{reps}:", point.label, rep + 1);
+            if let Some(run) = &run {
+                line.push_str(&format!(
+                    " CPU floor {:.2} CPU-s/GiB,",
+                    run.total().as_secs_f64() / gib
+                ));
+            }
+            line.push_str(&format!(
+                " blake3 alone {:.2} CPU-s/GiB",
                 hash.as_secs_f64() / gib
             ));
-            floors.push(floor);
+            if let Some((curl, endpoint)) = curl {
+                let sent = self
+                    .curl_once(curl, endpoint, file, &point.label, rep)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "latency {}: curl in one request, repetition {}",
+                            point.label,
+                            rep + 1
+                        )
+                    })?;
+                line.push_str(&format!(
+                    ", curl in one request {:.2} CPU-s/GiB ({:.1} MiB/s)",
+                    sent.cpu_s_per_gib(file.size),
+                    sent.mib_s(file.size)
+                ));
+                curls.push(sent);
+            }
+            self.note(line);
+            floors.extend(run);
             hashes.push(hash);
         }
-        let floor = summarise(file, &floors, &hashes)?;
-        add_ratios(point, &floor);
-        point.cpu_floor = Some(floor);
+        if floor {
+            let measured = summarise(file, &floors, &hashes)?;
+            add_ratios(point, &measured);
+            point.cpu_floor = Some(measured);
+        }
+        if let Some((curl, _)) = curl {
+            let engine = point
+                .sides
+                .iter()
+                .find(|s| s.key == "engine")
+                .context("the point has no engine side to compare with curl")?;
+            let measured = curl_upload::summarise(
+                curl,
+                file,
+                &curls,
+                &hashes,
+                engine.summary.client_cpu_s_per_gib.median,
+            )?;
+            point.ratios.push(Ratio::at_most(
+                CURL_RATIO.into(),
+                "CPU per GiB: engine client / (curl sending the file in one request + blake3 \
+                 alone)"
+                    .into(),
+                measured.client_alone_vs_curl,
+                Some(CLIENT_TARGET),
+            ));
+            point.client_alone_vs_curl = Some(measured.client_alone_vs_curl);
+            point.curl = Some(measured);
+        }
         Ok(())
     }
 }
@@ -255,7 +363,6 @@ fn summarise(
     let per_gib = |f: fn(&FloorRun) -> Duration| {
         median(floors.iter().map(|r| f(r).as_secs_f64() / gib)).unwrap_or(0.0)
     };
-    let whole = |r: &FloorRun| r.sendfile + r.sender_hash + r.recv + r.receiver_hash;
     Ok(CpuFloor {
         bytes: file.size,
         reps: floors.len(),
@@ -268,7 +375,7 @@ fn summarise(
         sender_blake3_cpu_s_per_gib: per_gib(|r| r.sender_hash),
         recv_cpu_s_per_gib: per_gib(|r| r.recv),
         receiver_blake3_cpu_s_per_gib: per_gib(|r| r.receiver_hash),
-        floor_cpu_s_per_gib: Spread::of(floors.iter().map(|r| whole(r).as_secs_f64() / gib))
+        floor_cpu_s_per_gib: Spread::of(floors.iter().map(|r| r.total().as_secs_f64() / gib))
             .context("no CPU floor measured")?,
         blake3_cpu_s_per_gib: Spread::of(hashes.iter().map(|h| h.as_secs_f64() / gib))
             .context("no blake3 measured")?,
@@ -302,7 +409,7 @@ fn add_ratios(point: &mut Point, floor: &CpuFloor) {
                 CLIENT_RATIO.into(),
                 "CPU per GiB: engine client / (one-request client, reqwest, + blake3 alone)".into(),
                 engine.summary.client_cpu_s_per_gib.median / base,
-                Some(CLIENT_TARGET),
+                None,
             ));
         }
     }

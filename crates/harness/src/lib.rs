@@ -16,7 +16,9 @@
 //!   default; remotely the path's own round trip); at 0 ms in-process, also the
 //!   CPU floor ([`CpuFloor`]: the file through a `sendfile` -> `recv` loop over
 //!   loopback, blake3 on each side) and blake3 alone, with the ratios
-//!   [`FLOOR_RATIO`] and [`CLIENT_RATIO`];
+//!   [`FLOOR_RATIO`] and [`CLIENT_RATIO`]; there, and at the one remote point,
+//!   curl (on `PATH`) sending the file in one request ([`CurlCpu`]), with the
+//!   ratio [`CURL_RATIO`] (`client_alone_vs_curl`);
 //! - `many-files`: 1000 x 1 MiB by default;
 //! - `bandwidth`: a per-connection cap; `faults`: faults injected; `modes`:
 //!   strict and offset servers; `chunks`: fixed 2, 8, 64 MiB and adaptive;
@@ -60,6 +62,7 @@ mod call_log;
 mod calls;
 mod config;
 mod cpu_floor;
+mod curl_upload;
 mod data;
 mod engine_run;
 mod far_end;
@@ -89,7 +92,7 @@ pub use config::{
     DEFAULT_SMALL_FILE_SIZE, DEFAULT_SMALL_FILES, EngineDefaults, FAULT_STALL, FarEnd, MAX_SIZE,
     SAMPLE_CLIENT_CHUNK, Scenario, UnknownScenario,
 };
-pub use cpu_floor::{CLIENT_RATIO, FLOOR_RATIO};
+pub use cpu_floor::{CLIENT_RATIO, CURL_RATIO, FLOOR_RATIO};
 pub use data::{DataFile, generate as generate_data};
 pub use engine_run::EngineSettings;
 pub use report::{
@@ -97,8 +100,8 @@ pub use report::{
     human as human_bytes, table, utc_minute, utc_timestamp,
 };
 pub use results::{
-    CpuFloor, FarEndFacts, Machine, MockFacts, ModelBound, Point, RESULTS_SCHEMA, Ratio, Rep,
-    Results, Role, ScenarioResult, Side, Spread, Summary, TargetIs,
+    CpuFloor, CurlCpu, FarEndFacts, Machine, MockFacts, ModelBound, Point, RESULTS_SCHEMA, Ratio,
+    Rep, Results, Role, ScenarioResult, Side, Spread, Summary, TargetIs,
 };
 pub use timeline::SUSTAINED_CUT;
 

@@ -31,13 +31,16 @@ fn cpu_time() -> CpuTime {
         }
         usage
     };
-    let duration = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
     CpuTime {
-        user: duration(usage.ru_utime),
-        system: duration(usage.ru_stime),
+        user: timeval(usage.ru_utime),
+        system: timeval(usage.ru_stime),
     }
+}
+
+/// A `timeval` (as `getrusage` and `wait4` give CPU times) as a duration
+/// (negative parts as zero).
+pub(crate) fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
 }
 
 /// A `timespec` as a duration (negative parts as zero).

@@ -429,12 +429,15 @@ impl Runner<'_> {
             ratios,
             cpu_floor: None,
             cpu_floor_skipped: None,
+            curl: None,
+            curl_skipped: None,
+            client_alone_vs_curl: None,
         })
     }
 }
 
 /// A label as part of a file name: letters, digits and dashes.
-fn slug(label: &str) -> String {
+pub(crate) fn slug(label: &str) -> String {
     let mut out = String::new();
     for c in label.chars() {
         if c.is_ascii_alphanumeric() {

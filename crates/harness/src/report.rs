@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::results::{CpuFloor, Machine, ModelBound, Point, Results, Side, TargetIs};
+use crate::results::{CpuFloor, CurlCpu, Machine, ModelBound, Point, Results, Side, TargetIs};
 
 /// The raw results file.
 pub const RESULTS_FILE: &str = "results.json";
@@ -245,7 +245,33 @@ fn floor_line(floor: &CpuFloor) -> String {
     )
 }
 
-/// What a point says beyond its table: ratios, model bound, CPU floor.
+/// The curl side of a point in one line.
+fn curl_line(curl: &CurlCpu) -> String {
+    format!(
+        "curl in one request ({}, {} from the file, median of {}): {:.2} CPU-s/GiB \
+         ({:.2}-{:.2}), {:.1} MiB/s; blake3 alone {:.2} CPU-s/GiB; engine client {:.2} \
+         CPU-s/GiB; client_alone_vs_curl {:.2}x (engine client / (curl + blake3)); the far \
+         end's receipt matched the file ({} bytes, blake3 {})",
+        curl.version
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
+        human(curl.bytes),
+        curl.reps,
+        curl.curl_cpu_s_per_gib.median,
+        curl.curl_cpu_s_per_gib.min,
+        curl.curl_cpu_s_per_gib.max,
+        curl.whole_mib_s,
+        curl.blake3_cpu_s_per_gib.median,
+        curl.engine_client_cpu_s_per_gib,
+        curl.client_alone_vs_curl,
+        curl.receipt_size,
+        &curl.receipt_blake3[..curl.receipt_blake3.len().min(16)],
+    )
+}
+
+/// What a point says beyond its table: ratios, model bound, CPU floor, curl.
 fn point_lines(point: &Point) -> Vec<String> {
     let mut lines = Vec::new();
     if !point.ratios.is_empty() {
@@ -259,6 +285,12 @@ fn point_lines(point: &Point) -> Vec<String> {
     }
     if let Some(reason) = &point.cpu_floor_skipped {
         lines.push(format!("CPU floor skipped: {reason}"));
+    }
+    if let Some(curl) = &point.curl {
+        lines.push(curl_line(curl));
+    }
+    if let Some(reason) = &point.curl_skipped {
+        lines.push(format!("curl side skipped: {reason}"));
     }
     lines
 }
@@ -346,9 +378,13 @@ pub(crate) fn markdown(results: &Results, plot: bool) -> String {
          `latency` scenario's 0 ms point, in-process only) carries the same file over a \
          loopback TCP connection with a plain `sendfile` -> `recv` loop and hashes it with \
          blake3 once on each side, each thread on its own CPU clock; `cpu:engine+mock/floor` \
-         divides the engine's and the mock's CPU per GiB by it, and \
-         `cpu:engine-client/ceiling-client+blake3` the engine's client CPU per GiB by the one \
-         request's plus blake3 alone on one thread.\n\n",
+         divides the engine's and the mock's CPU per GiB by it. At the same point (remotely, \
+         at the one point), `curl` from PATH sends the same file in one multipart request \
+         streamed from the file to the same kind of far end, its CPU the child's own (user \
+         and system, from `wait4`); `cpu:engine-client/curl+blake3` (`client_alone_vs_curl`) \
+         divides the engine's client CPU per GiB by curl's plus blake3 alone on one thread, \
+         and `cpu:engine-client/ceiling-client+blake3` (no target) by the reqwest one \
+         request's plus blake3.\n\n",
     );
     if plot {
         let _ = writeln!(out, "![throughput against round trip]({PLOT_FILE})\n");

@@ -1,7 +1,10 @@
 //! The results of a run, as written to `results.json` and printed by `--json`:
 //! every repetition of every side, the summaries (medians and spread), the model
 //! bound and the ratios. Field names are stable: a change of meaning gets a new
-//! name and a new [`RESULTS_SCHEMA`].
+//! name and a new [`RESULTS_SCHEMA`]. Fields are added without a new schema
+//! (a reader of schema 1 ignores what it does not know): the curl side of the
+//! CPU comparison ([`Point::curl`], [`Point::curl_skipped`],
+//! [`Point::client_alone_vs_curl`]) came that way.
 
 use serde::Serialize;
 
@@ -110,6 +113,16 @@ pub struct Point {
     /// Why this point has no CPU floor where one is expected (the `latency`
     /// scenario against a far end elsewhere), or `None`.
     pub cpu_floor_skipped: Option<String>,
+    /// curl sending the point's file in one request, measured where the CPU
+    /// is compared (the `latency` scenario's 0 ms point in-process, its one
+    /// point remotely; `None` elsewhere, and where there is no curl).
+    pub curl: Option<CurlCpu>,
+    /// Why this point has no curl side where one is expected (no `curl` on
+    /// `PATH`, or one that does not run), or `None`.
+    pub curl_skipped: Option<String>,
+    /// The engine's client CPU per GiB over curl's plus blake3 alone's
+    /// ([`CurlCpu::client_alone_vs_curl`]); `None` without a curl side.
+    pub client_alone_vs_curl: Option<f64>,
 }
 
 /// The CPU floor: the file carried over a loopback TCP connection by a plain
@@ -142,6 +155,52 @@ pub struct CpuFloor {
     pub blake3_cpu_s_per_gib: Spread,
     /// The floor's wall time (median), s.
     pub wall_s: f64,
+}
+
+/// The curl side of the CPU comparison: `curl` as a child process sending the
+/// point's file in one `transfer` request (multipart, the payload streamed
+/// from the file by curl itself) to the same far end as the sides, between a
+/// `setup` and a `verify` sent by the harness; curl's CPU time is the child's
+/// user and system time as `wait4` returns it when the child is reaped
+/// (startup included). blake3 alone is measured in the same repetitions,
+/// alternating with curl.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurlCpu {
+    /// The curl binary that ran.
+    pub binary: String,
+    /// Its version: the first line of `curl --version`.
+    pub version: String,
+    /// Its arguments in the last repetition (the token is read from a header
+    /// file, `--header @FILE`, written with mode 0600 in a private temporary
+    /// directory and removed after the call: never an argument).
+    pub args: Vec<String>,
+    /// Bytes sent per repetition (the point's file).
+    pub bytes: u64,
+    /// Repetitions.
+    pub reps: usize,
+    /// curl's CPU seconds (user and system) per GiB sent.
+    pub curl_cpu_s_per_gib: Spread,
+    /// blake3 of the file alone, on one thread, per GiB.
+    pub blake3_cpu_s_per_gib: Spread,
+    /// The engine's client CPU seconds per GiB: the median of the point's
+    /// `engine` side.
+    pub engine_client_cpu_s_per_gib: f64,
+    /// `engine_client_cpu_s_per_gib / (curl_cpu_s_per_gib.median +
+    /// blake3_cpu_s_per_gib.median)`: the client alone against curl sending
+    /// the same bytes in one request plus hashing them once.
+    pub client_alone_vs_curl: f64,
+    /// curl's wall time, from its start to its exit, s.
+    pub wall_s: Spread,
+    /// Bytes over curl's wall time, MiB/s (median).
+    pub whole_mib_s: f64,
+    /// The file's blake3 (64 hex digits).
+    pub blake3: String,
+    /// The bytes the far end's verify receipt says it received (equal to
+    /// `bytes` in every repetition, or the run fails).
+    pub receipt_size: u64,
+    /// The blake3 the far end's verify receipt gives (equal to `blake3` in
+    /// every repetition, or the run fails).
+    pub receipt_blake3: String,
 }
 
 /// One far end a point used.

@@ -9,6 +9,7 @@ use idb_mock::{FaultConfig, FaultKind, WriteMode};
 
 use crate::config::{FAULT_STALL, SAMPLE_CLIENT_CHUNK};
 use crate::cpu_floor::REMOTE_FLOOR;
+use crate::curl_upload::Curl;
 use crate::far_end::Knobs;
 use crate::point::{PointSpec, Runner, SideSpec};
 use crate::report::{compact, human};
@@ -99,6 +100,8 @@ impl Runner<'_> {
                 .map(|&l| (ms(l), Some(l)))
                 .collect()
         };
+        // Looked for once: the point that compares CPU says why it has no curl.
+        let curl = Curl::probe(self.config.curl.as_deref());
         let mut points = Vec::new();
         for (label, latency) in conditions {
             let knobs = Knobs::plain(latency.unwrap_or_default(), file.size);
@@ -111,10 +114,15 @@ impl Runner<'_> {
             );
             spec.targets = Self::targets(latency);
             let mut point = self.point("latency", spec).await?;
-            if self.far.is_remote() {
+            // CPU is compared at 0 ms in-process (the floor too), and at the
+            // one point remotely (curl alone: the far end's CPU is not seen).
+            let remote = self.far.is_remote();
+            if remote {
                 point.cpu_floor_skipped = Some(REMOTE_FLOOR.into());
-            } else if latency == Some(Duration::ZERO) {
-                self.cpu_floor(&file, &mut point).await?;
+            }
+            if remote || latency == Some(Duration::ZERO) {
+                self.cpu_comparisons(&file, &knobs, !remote, &curl, &mut point)
+                    .await?;
             }
             points.push(point);
         }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use idb_harness::{
-    BenchConfig, CLIENT_RATIO, COMMAND_FILE, FLOOR_RATIO, PLOT_FILE, REPORT_FILE, RESULTS_FILE,
-    Role, Scenario, TargetIs, run, table,
+    BenchConfig, CLIENT_RATIO, COMMAND_FILE, CURL_RATIO, FLOOR_RATIO, PLOT_FILE, REPORT_FILE,
+    RESULTS_FILE, Role, Scenario, TargetIs, run, table,
 };
 
 const MIB: u64 = 1 << 20;
@@ -98,24 +98,89 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     ] {
         assert!(value > 0.0 && value.is_finite(), "{what}: {floor:?}");
     }
-    for (key, target) in [(FLOOR_RATIO, 1.15), (CLIENT_RATIO, 1.10)] {
+    // The client against curl when there is one (its target; the reqwest
+    // one request's ratio is shown without one).
+    let with_curl = config.curl.is_some();
+    let mut targeted = vec![(FLOOR_RATIO, Some(1.15)), (CLIENT_RATIO, None)];
+    if with_curl {
+        targeted.push((CURL_RATIO, Some(1.10)));
+    }
+    for (key, target) in targeted {
         let ratio = latency.points[0]
             .ratios
             .iter()
             .find(|r| r.key == key)
             .unwrap_or_else(|| panic!("{key}: {:?}", latency.points[0].ratios));
         assert!(ratio.value > 0.0 && ratio.value.is_finite(), "{ratio:?}");
-        assert_eq!(ratio.target, Some(target));
+        assert_eq!(ratio.target, target);
         assert_eq!(ratio.target_is, TargetIs::AtMost);
-        assert_eq!(ratio.meets_target, Some(ratio.value <= target));
+        assert_eq!(ratio.meets_target, target.map(|t| ratio.value <= t));
         assert!(
             !latency.points[1].ratios.iter().any(|r| r.key == key),
             "{key} at 3 ms"
         );
     }
+    let zero = &latency.points[0];
+    if with_curl {
+        let curl = zero.curl.as_ref().expect("curl is on PATH: a curl side");
+        assert_eq!(zero.curl_skipped, None);
+        assert_eq!(zero.client_alone_vs_curl, Some(curl.client_alone_vs_curl));
+        // Byte-exact: the far end received the file's bytes.
+        assert_eq!(curl.bytes, zero.sides[1].bytes);
+        assert_eq!(
+            (curl.receipt_size, curl.receipt_blake3.as_str()),
+            (curl.bytes, floor.blake3.as_str())
+        );
+        assert_eq!(curl.blake3, floor.blake3);
+        assert_eq!(curl.reps, 1);
+        assert!(curl.version.starts_with("curl "), "{curl:?}");
+        for (what, value) in [
+            ("curl", curl.curl_cpu_s_per_gib.median),
+            ("blake3", curl.blake3_cpu_s_per_gib.median),
+            ("engine", curl.engine_client_cpu_s_per_gib),
+            ("ratio", curl.client_alone_vs_curl),
+            ("wall", curl.wall_s.median),
+            ("throughput", curl.whole_mib_s),
+        ] {
+            assert!(value > 0.0 && value.is_finite(), "{what}: {curl:?}");
+        }
+        let expected = curl.engine_client_cpu_s_per_gib
+            / (curl.curl_cpu_s_per_gib.median + curl.blake3_cpu_s_per_gib.median);
+        assert!(
+            (curl.client_alone_vs_curl - expected).abs() < 1e-12,
+            "{curl:?}"
+        );
+        // The token went through a header file, never an argument.
+        assert!(
+            curl.args.iter().any(|a| a.starts_with('@')),
+            "{:?}",
+            curl.args
+        );
+        assert!(
+            !curl.args.iter().any(|a| a.contains("token")),
+            "{:?}",
+            curl.args
+        );
+    } else {
+        assert!(zero.curl.is_none() && zero.client_alone_vs_curl.is_none());
+        assert!(
+            zero.curl_skipped
+                .as_deref()
+                .is_some_and(|r| r.contains("curl"))
+        );
+    }
+    let three = &latency.points[1];
+    assert!(three.curl.is_none() && three.curl_skipped.is_none());
+    assert!(three.client_alone_vs_curl.is_none());
     let table = table(results);
     assert!(table.contains("CPU floor ("), "{table}");
     assert!(table.contains(&format!("{FLOOR_RATIO} ")), "{table}");
+    let curl_line = if with_curl {
+        "curl in one request ("
+    } else {
+        "curl side skipped: "
+    };
+    assert!(table.contains(curl_line), "{table}");
     // No state directory is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -134,6 +199,7 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     assert!(report.contains(PLOT_FILE), "{report}");
     assert!(report.contains("CPU floor ("), "{report}");
     assert!(report.contains("reqwest"), "{report}");
+    assert!(report.contains(curl_line), "{report}");
     let floor = &json["scenarios"][0]["points"][0]["cpu_floor"];
     assert_eq!(floor["receiver_blake3"], floor["blake3"]);
     assert!(floor["floor_cpu_s_per_gib"]["median"].as_f64().unwrap() > 0.0);
@@ -173,6 +239,48 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     // Progress went to the sink; generated data was cleaned up.
     assert!(!lines.lock().unwrap().is_empty());
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_curl_the_client_is_not_compared_with_curl_and_the_report_says_why() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let mut config = tiny(&dir, data.path());
+    config.latencies = vec![Duration::ZERO];
+    config.curl = None;
+    let outcome = run(&config, &|_: &str| {}).await.expect("the harness runs");
+    let point = &outcome.results.scenarios[0].points[0];
+    // The floor is still measured; only the curl side is missing, with why.
+    assert!(point.cpu_floor.is_some());
+    assert!(point.curl.is_none() && point.client_alone_vs_curl.is_none());
+    let reason = point.curl_skipped.as_deref().expect("a reason");
+    assert!(reason.contains("no curl on PATH"), "{reason}");
+    assert!(
+        !point.ratios.iter().any(|r| r.key == CURL_RATIO),
+        "{:?}",
+        point.ratios
+    );
+    let table = table(&outcome.results);
+    assert!(
+        table.contains(&format!("curl side skipped: {reason}")),
+        "{table}"
+    );
+    assert!(
+        outcome
+            .report
+            .contains(&format!("curl side skipped: {reason}"))
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap()).unwrap();
+    let point = &json["scenarios"][0]["points"][0];
+    assert!(
+        point
+            .get("client_alone_vs_curl")
+            .is_some_and(|v| v.is_null()),
+        "{point}"
+    );
+    assert_eq!(point["curl_skipped"], reason);
 }
 
 #[test]
