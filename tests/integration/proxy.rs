@@ -21,9 +21,10 @@ pub enum Lose {
     /// The answer is held back for as long as the proxy lives (a process
     /// killed while waiting for it).
     Hold,
-    /// The client gets a bare 404 instead (a server without that call), and
-    /// the connection is closed.
-    NotFound,
+    /// The client gets a bare answer of this status instead (404: a server
+    /// without that call; 502: a gateway that gave up on a call the server
+    /// applied), and the connection is closed.
+    Status(u16),
 }
 
 /// The proxy; dropping it closes every connection and stops it.
@@ -186,9 +187,12 @@ fn relay(client: TcpStream, server: TcpStream, rule: Arc<Rules>) {
             if index != NONE {
                 let _ = rule.lost.lock().unwrap().send(index);
                 match rule.rules[index].lose {
-                    Lose::NotFound => {
+                    Lose::Status(status) => {
                         let _ = to_client.write_all(
-                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            format!(
+                                "HTTP/1.1 {status} Lost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
                         );
                         let _ = to_client.shutdown(Shutdown::Both);
                         let _ = from_server.shutdown(Shutdown::Both);

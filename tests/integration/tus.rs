@@ -164,6 +164,50 @@ fn a_lost_registration_answer_is_settled_by_asking_not_by_registering_again() {
     assert_registered_once(&mock, "lost-answer.bin", &bytes);
 }
 
+/// A gateway that answers 502 for a registration the server applied: the
+/// registration is not sent again before asking.
+#[test]
+fn a_5xx_to_an_applied_registration_is_settled_by_asking() {
+    let dir = Dir::new("tus_registration_502");
+    let mock = Mock::start(tus_mock());
+    let proxy = Proxy::start(mock.addr(), "name=\"tus_url\"", Lose::Status(502), 1);
+    let (path, bytes) = dir.random_file("gateway.bin", 2 * 1024 * 1024);
+    upload(&dir, &proxy.url())
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    proxy.wait_for_loss(HANG);
+    assert_registered_once(&mock, "gateway.bin", &bytes);
+}
+
+/// Killed while the joining POST is out: the next run checks the partials
+/// and joins them (they are still there on this profile), sending nothing
+/// again, and registers once.
+#[test]
+fn a_crash_during_the_join_is_settled_on_the_next_run() {
+    let dir = Dir::new("tus_crash_join");
+    let mock = Mock::start(tus_mock());
+    let proxy = Proxy::start(mock.addr(), "upload-concat: final", Lose::Hold, 1);
+    let size = 16 * 1024 * 1024 + 1;
+    let (path, bytes) = dir.random_file("crash-join.bin", size);
+    let running = upload(&dir, &proxy.url())
+        .args(["--journal-interval", "0"])
+        .arg(&path)
+        .spawn();
+    proxy.wait_for_loss(HANG);
+    running.kill9();
+    let before = mock.stats().bytes_received;
+    upload(&dir, &proxy.url())
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    assert_registered_once(&mock, "crash-join.bin", &bytes);
+    let resent = mock.stats().bytes_received - before;
+    assert!(resent < size as u64, "resent {resent} of {size}");
+}
+
 #[test]
 fn a_crash_between_the_registration_and_its_answer_is_settled_on_the_next_run() {
     let dir = Dir::new("tus_crash_registration");
@@ -190,7 +234,7 @@ fn a_server_that_cannot_say_whether_a_registration_went_through_is_not_asked_twi
         mock.addr(),
         &[
             ("name=\"tus_url\"", Lose::Drop, 1),
-            ("get /api/dataset/", Lose::NotFound, 1),
+            ("get /api/dataset/", Lose::Status(404), 1),
         ],
     );
     let (path, bytes) = dir.random_file("unsettled.bin", 1024 * 1024);

@@ -136,6 +136,18 @@ impl DatafileClient {
         phase: Phase,
         body: MultipartBody,
     ) -> Result<Answer, Transport> {
+        self.call_within(phase, body, self.idle_timeout_for(phase))
+            .await
+    }
+
+    /// [`DatafileClient::call`] waiting up to `timeout` with nothing moving
+    /// (a call the server works on for long: tus registration may copy).
+    pub(crate) async fn call_within(
+        &self,
+        phase: Phase,
+        body: MultipartBody,
+        timeout: Duration,
+    ) -> Result<Answer, Transport> {
         let progress = Progress::default();
         let content_type = body.content_type().to_owned();
         let request = self
@@ -146,8 +158,13 @@ impl DatafileClient {
                 progress.clone(),
                 self.bandwidth.clone().filter(|_| phase == Phase::Transfer),
             )));
-        let (head, body, cut) = self.exchange(phase, request, &progress).await?;
+        let (head, body, cut) = self.exchange_within(request, &progress, timeout).await?;
         Ok(self.answer(phase, head, &body, cut))
+    }
+
+    /// The idle timeout of calls after the first answer.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// `request` with the token's `Authorization` header.
@@ -192,6 +209,18 @@ impl DatafileClient {
         request: reqwest::RequestBuilder,
         progress: &Progress,
     ) -> Result<(Head, Bytes, bool), Transport> {
+        self.exchange_within(request, progress, self.idle_timeout_for(phase))
+            .await
+    }
+
+    /// [`DatafileClient::exchange`] with its own idle timeout (a call the
+    /// server works on for long before it answers, with nothing moving).
+    pub(crate) async fn exchange_within(
+        &self,
+        request: reqwest::RequestBuilder,
+        progress: &Progress,
+        timeout: Duration,
+    ) -> Result<(Head, Bytes, bool), Transport> {
         let exchange = async {
             let response = request.send().await?;
             *self.last_answer.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -200,7 +229,6 @@ impl DatafileClient {
             let (body, cut) = read_limited(response).await?;
             Ok((head, body, cut))
         };
-        let timeout = self.idle_timeout_for(phase);
         match with_idle_timeout(progress, timeout, exchange).await {
             Some(result) => result.map_err(|e| self.transport_error(&e)),
             None => Err(Transport::Idle(timeout)),

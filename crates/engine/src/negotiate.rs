@@ -52,10 +52,7 @@ impl<'a> Negotiated<'a> {
         }
         let server = &config.server;
         let endpoint = endpoint(server);
-        match probe(self.client, server)
-            .await
-            .map_err(CallError::Transport)?
-        {
+        match probe(self.client, server).await? {
             Probe::Tus(mut offer) => {
                 if !config.tus_checksum {
                     offer.no_checksums();

@@ -23,12 +23,22 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::body::Progress;
-use crate::client::{Answer, DatafileClient, Head, Transport};
+use crate::client::{Answer, DatafileClient, Head};
 use crate::protocol::{CallError, FileRef};
 
 /// The smallest file sent as partials when the server concatenates: two
 /// partials of the smallest part. Below it, one upload in order is as fast.
 const CONCAT_MIN_FILE: u64 = 2 * tus::S3_MIN_PART;
+
+/// The slowest rate a server is expected to copy a whole file at inside one
+/// call (the service joins partials on S3 inside the joining POST, and its
+/// registration may copy): the idle timeout of such a call grows by the
+/// file's size at this rate (2 TiB: about 6 hours), on top of the usual one.
+const SERVER_COPY_RATE: u64 = 100 * 1024 * 1024;
+
+/// 409s in a row within one send, each followed by a HEAD naming another
+/// offset, before the send is retried after a backoff instead.
+const MAX_CONFLICT_ROUNDS: u32 = 3;
 
 /// What the server said in its OPTIONS answer.
 #[derive(Debug, Clone)]
@@ -141,10 +151,15 @@ pub(crate) struct TusRecord {
     /// The joined upload, once the final POST was answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) joined: Option<String>,
-    /// The upload whose registration was sent (written before the call): a run
-    /// that finds it asks the server whether it went through.
+    /// The upload to register: the server held all of it (written before the
+    /// registration call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) registering: Option<String>,
+    /// Its registration may have reached the server (written before the
+    /// call, cleared by a definite refusal): a run that finds it asks the
+    /// server whether it went through before sending it.
+    #[serde(default)]
+    pub(crate) registration_sent: bool,
 }
 
 /// A partial upload held whole by the server.
@@ -184,8 +199,11 @@ struct TusFile {
     join_unsure: bool,
     /// The upload to register (once the server holds all of it).
     registering: Option<String>,
-    /// Its registration was sent and not answered (or by the last run).
+    /// Its registration may have reached the server (kept in the journal).
     register_sent: bool,
+    /// A registration may have gone through without this process seeing the
+    /// answer (lost, a 5xx, or the last run's): ask before sending.
+    ask_first: bool,
 }
 
 /// What the server says of a registration sent earlier.
@@ -232,13 +250,16 @@ pub(crate) enum Probe {
 
 /// Asks `server` whether it serves tus 1.0.0 (OPTIONS on its tus endpoint; no
 /// token is needed for it, but the run's is sent, as the service checks it).
-pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe, Transport> {
+pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe, CallError> {
     let url = endpoint(server);
     let progress = Progress::default();
     let request = client
         .authorized(client.http().request(Method::OPTIONS, url))
         .header(header::TUS_RESUMABLE, tus::TUS_VERSION);
-    let (head, body, cut) = client.exchange(Phase::Setup, request, &progress).await?;
+    let (head, body, cut) = client
+        .exchange(Phase::Setup, request, &progress)
+        .await
+        .map_err(CallError::Transport)?;
     let speaks = head
         .tus
         .version
@@ -248,6 +269,25 @@ pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe
     // the calls that follow then say what is wrong with the token).
     if !speaks {
         let said = client.said(&body, cut);
+        // A passing trouble, or a refused token, is not an answer to "tus or
+        // not": retried (or the token's error), as for a first setup.
+        let passing = match head.status {
+            408 | 429 | 500..=599 => Some(Outcome::Retry {
+                after: head.retry_after.as_deref().and_then(parse_retry_after),
+            }),
+            401 | 403 => Some(Outcome::Unauthorized),
+            _ => None,
+        };
+        if let Some(outcome) = passing {
+            return Err(CallError::Refused(Answer {
+                status: head.status,
+                outcome,
+                said,
+                location: None,
+                offset_mode: false,
+                receipt: None,
+            }));
+        }
         let what = match head.status {
             200..=299 => format!("HTTP {} without Tus-Version 1.0.0", head.status),
             status if said.is_empty() => format!("HTTP {status}"),
@@ -316,7 +356,10 @@ impl<'a> TusClient<'a> {
         let url = self.endpoint.join(location).map_err(|_| {
             self.refused(
                 201,
-                format!("the upload's address {location:?} is not a URL"),
+                format!(
+                    "the upload's address {:?} is not a URL",
+                    self.client.clean(location)
+                ),
             )
         })?;
         if url.origin() != self.endpoint.origin() {
@@ -355,8 +398,9 @@ impl<'a> TusClient<'a> {
             404 | 410 if upload => Outcome::NoSession,
             404 | 405 | 501 => Outcome::NotDataBank,
             413 => Outcome::TooLarge,
-            // A body that arrived damaged: send it again.
-            tus::CHECKSUM_MISMATCH | 429 | 500..=599 => Outcome::Retry {
+            // A body that arrived damaged, a lock held by another request on
+            // the upload, a timeout: send it again.
+            tus::CHECKSUM_MISMATCH | 408 | 423 | 429 | 500..=599 => Outcome::Retry {
                 after: head.retry_after.as_deref().and_then(parse_retry_after),
             },
             _ => Outcome::Rejected,
@@ -380,6 +424,20 @@ impl<'a> TusClient<'a> {
         headers: &[(&'static str, String)],
         body: Option<Bytes>,
     ) -> Result<(Head, Bytes, bool), CallError> {
+        self.request_within(phase, method, url, headers, body, None)
+            .await
+    }
+
+    /// [`TusClient::request`] with its own idle timeout (`None`: the phase's).
+    async fn request_within(
+        &self,
+        phase: Phase,
+        method: Method,
+        url: Url,
+        headers: &[(&'static str, String)],
+        body: Option<Bytes>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(Head, Bytes, bool), CallError> {
         let progress = Progress::default();
         let mut request = self
             .client
@@ -393,10 +451,21 @@ impl<'a> TusClient<'a> {
                 .header(reqwest::header::CONTENT_TYPE, tus::OFFSET_OCTET_STREAM)
                 .body(self.client.payload(bytes, &progress));
         }
-        self.client
-            .exchange(phase, request, &progress)
-            .await
-            .map_err(CallError::Transport)
+        match timeout {
+            Some(timeout) => {
+                self.client
+                    .exchange_within(request, &progress, timeout)
+                    .await
+            }
+            None => self.client.exchange(phase, request, &progress).await,
+        }
+        .map_err(CallError::Transport)
+    }
+
+    /// How long a call that copies the whole file on the server (the join,
+    /// the registration) may go with nothing moving.
+    fn copying_timeout(&self, size: u64) -> std::time::Duration {
+        self.client.idle_timeout() + std::time::Duration::from_secs(size / SERVER_COPY_RATE)
     }
 
     /// Creates an upload of `len` bytes (`concat`: its `Upload-Concat`); its URL.
@@ -405,6 +474,17 @@ impl<'a> TusClient<'a> {
         file: FileRef<'_>,
         len: Option<u64>,
         concat: Option<String>,
+    ) -> Result<Url, CallError> {
+        self.create_within(file, len, concat, None).await
+    }
+
+    /// [`TusClient::create`] with its own idle timeout (the joining POST).
+    async fn create_within(
+        &self,
+        file: FileRef<'_>,
+        len: Option<u64>,
+        concat: Option<String>,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Url, CallError> {
         let mut headers = vec![(
             header::UPLOAD_METADATA,
@@ -417,12 +497,13 @@ impl<'a> TusClient<'a> {
             headers.push((header::UPLOAD_CONCAT, concat));
         }
         let (head, body, cut) = self
-            .request(
+            .request_within(
                 Phase::Setup,
                 Method::POST,
                 self.endpoint.clone(),
                 &headers,
                 None,
+                timeout,
             )
             .await?;
         let answer = self.answer(&head, &body, cut, false);
@@ -479,6 +560,7 @@ impl<'a> TusClient<'a> {
         mut at: u64,
     ) -> Result<(), CallError> {
         let end = base + bytes.len() as u64;
+        let mut conflicts = 0;
         loop {
             if at == end {
                 return Ok(());
@@ -508,7 +590,8 @@ impl<'a> TusClient<'a> {
             if head.status == 409 {
                 // Not where we thought: ask.
                 let (now, _) = self.head(url, Phase::Transfer).await?;
-                if now == at {
+                conflicts += 1;
+                if now == at || conflicts > MAX_CONFLICT_ROUNDS {
                     // Refused where HEAD says it is: a store whose last write
                     // HEAD does not see yet (@tus/file-store after a cut
                     // PATCH). Sent again after a backoff, HEAD first.
@@ -589,7 +672,23 @@ impl<'a> TusClient<'a> {
             None => (self.new_partial(file, offset, len).await?, 0),
         };
         self.with_file(file.filename, |t| t.unsure_partials.insert(offset));
-        self.patch(&url, 0, &bytes, at).await?;
+        // Offsets inside a partial are not the file's: a partial that holds
+        // less or more than it should is sent again, HEAD first.
+        self.patch(&url, 0, &bytes, at).await.map_err(|e| match e {
+            CallError::Refused(Answer {
+                status,
+                outcome: Outcome::Realign { expected_offset },
+                ..
+            }) => CallError::Refused(Answer {
+                status,
+                outcome: Outcome::Retry { after: None },
+                said: format!("the partial upload at {offset} holds {expected_offset} bytes"),
+                location: None,
+                offset_mode: false,
+                receipt: None,
+            }),
+            e => e,
+        })?;
         self.with_file(file.filename, |t| {
             t.unsure_partials.remove(&offset);
             if let Some(p) = t.partials.get_mut(&offset) {
@@ -654,16 +753,41 @@ impl<'a> TusClient<'a> {
                 self.head(&self.upload_url(url)?, Phase::Verify).await?;
             }
         }
-        let concat = format!("final;{}", urls.join(" "));
+        // Paths, not whole URLs: the header stays short (a server limits it).
+        let paths = urls
+            .iter()
+            .map(|url| self.upload_url(url).map(|u| u.path().to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let concat = format!("final;{}", paths.join(" "));
         self.with_file(file.filename, |t| t.join_unsure = true);
-        let url = self
-            .create(file, None, Some(concat))
-            .await
-            .inspect_err(|e| {
-                if matches!(e, CallError::Refused(_)) {
-                    self.with_file(file.filename, |t| t.join_unsure = false);
+        let joined = self
+            .create_within(
+                file,
+                None,
+                Some(concat),
+                Some(self.copying_timeout(file.size)),
+            )
+            .await;
+        let url = match joined {
+            Ok(url) => url,
+            // Refused for good: the partials may be gone (expired, or joined
+            // and deleted by a join whose answer was lost): the file starts
+            // over if so, else the refusal stands.
+            Err(CallError::Refused(answer))
+                if !matches!(
+                    answer.outcome,
+                    Outcome::Retry { .. } | Outcome::Unauthorized
+                ) =>
+            {
+                self.with_file(file.filename, |t| t.join_unsure = false);
+                for url in &urls {
+                    self.head(&self.upload_url(url)?, Phase::Verify).await?;
                 }
-            })?;
+                return Err(CallError::Refused(answer));
+            }
+            // No answer, or one that may come after the join: unsure.
+            Err(e) => return Err(e),
+        };
         self.with_file(file.filename, |t| {
             t.join_unsure = false;
             t.joined = Some(url.to_string());
@@ -712,8 +836,10 @@ impl<'a> TusClient<'a> {
         let url = if self.with_file(file.filename, |t| t.concat) {
             self.join(file).await?
         } else {
-            let upload = self.with_file(file.filename, |t| t.upload.clone());
-            self.upload_url(&upload.unwrap_or_default())?
+            match self.with_file(file.filename, |t| t.upload.clone()) {
+                Some(upload) => self.upload_url(&upload)?,
+                None => return Err(no_session()),
+            }
         };
         let (at, length) = self.head(&url, Phase::Verify).await?;
         if at != file.size || length.is_some_and(|l| l != file.size) {
@@ -721,6 +847,18 @@ impl<'a> TusClient<'a> {
         }
         Ok(url)
     }
+}
+
+/// The server has no upload of the file (for the pipeline: start over).
+fn no_session() -> CallError {
+    CallError::Refused(Answer {
+        status: 404,
+        outcome: Outcome::NoSession,
+        said: String::new(),
+        location: None,
+        offset_mode: false,
+        receipt: None,
+    })
 }
 
 /// A 409 that names where the server is.
@@ -806,14 +944,7 @@ impl TusClient<'_> {
             return self.send_partial(file, offset, bytes).await;
         }
         let Some(upload) = upload else {
-            return Err(CallError::Refused(Answer {
-                status: 404,
-                outcome: Outcome::NoSession,
-                said: String::new(),
-                location: None,
-                offset_mode: false,
-                receipt: None,
-            }));
+            return Err(no_session());
         };
         let url = self.upload_url(&upload)?;
         let at = if unsure {
@@ -854,7 +985,12 @@ impl TusClient<'_> {
             return Ok(Some(url));
         }
         let url = self.whole(file).await?.to_string();
-        self.with_file(file.filename, |t| t.registering = Some(url.clone()));
+        // Journaled as "may have been sent" before the call goes out: a crash
+        // after it asks, never registers again blindly.
+        self.with_file(file.filename, |t| {
+            t.registering = Some(url.clone());
+            t.register_sent = true;
+        });
         Ok(Some(url))
     }
 
@@ -862,12 +998,12 @@ impl TusClient<'_> {
         &self,
         file: FileRef<'_>,
     ) -> Result<Option<VerifyReceipt>, CallError> {
-        let (url, sent) =
-            self.with_file(file.filename, |t| (t.registering.clone(), t.register_sent));
+        let (url, ask_first) =
+            self.with_file(file.filename, |t| (t.registering.clone(), t.ask_first));
         let Some(url) = url else {
             return Err(incomplete(0, file.size));
         };
-        if sent {
+        if ask_first {
             // Registering twice makes two datafiles: ask first.
             match self.lookup(&url).await? {
                 Lookup::Registered(receipt) => return Ok(receipt),
@@ -878,18 +1014,32 @@ impl TusClient<'_> {
         let body =
             tus::registration_body(&DatafileClient::boundary(), &url, file.filename, file.size);
         self.with_file(file.filename, |t| t.register_sent = true);
-        let answer = self
+        let answer = match self
             .client
-            .call(Phase::Verify, body)
+            .call_within(Phase::Verify, body, self.copying_timeout(file.size))
             .await
-            .map_err(CallError::Transport)?;
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                // No answer: it may have gone through.
+                self.with_file(file.filename, |t| t.ask_first = true);
+                return Err(CallError::Transport(e));
+            }
+        };
         if answer.outcome.is_ok() {
-            Ok(answer.receipt.map(|r| *r))
-        } else {
-            // Refused: not registered.
-            self.with_file(file.filename, |t| t.register_sent = false);
-            Err(CallError::Refused(answer))
+            return Ok(answer.receipt.map(|r| *r));
         }
+        self.with_file(file.filename, |t| {
+            if matches!(answer.outcome, Outcome::Retry { .. }) {
+                // A 5xx may come after the server applied it.
+                t.ask_first = true;
+            } else {
+                // Refused for good: not registered.
+                t.register_sent = false;
+                t.ask_first = false;
+            }
+        });
+        Err(CallError::Refused(answer))
     }
 
     pub(crate) fn saved(&self, file: FileRef<'_>) -> Option<TusRecord> {
@@ -909,6 +1059,7 @@ impl TusClient<'_> {
                     .collect(),
                 joined: t.joined.clone(),
                 registering: t.registering.clone(),
+                registration_sent: t.register_sent,
             }
         }))
     }
@@ -935,9 +1086,12 @@ impl TusClient<'_> {
                     })
                     .collect(),
                 unsure_partials: Default::default(),
+                // A run killed during the joining POST: check the partials
+                // before joining again.
+                join_unsure: record.concat && record.joined.is_none(),
                 joined: record.joined,
-                join_unsure: false,
-                register_sent: record.registering.is_some(),
+                register_sent: record.registration_sent,
+                ask_first: record.registration_sent,
                 registering: record.registering,
             };
         });
@@ -999,6 +1153,7 @@ mod tests {
             }],
             joined: None,
             registering: Some("http://h/files/b".into()),
+            registration_sent: true,
         };
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<TusRecord>(&text).unwrap(), record);
