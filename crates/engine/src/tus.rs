@@ -271,8 +271,10 @@ pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe
         let said = client.said(&body, cut);
         // A passing trouble, or a refused token, is not an answer to "tus or
         // not": retried (or the token's error), as for a first setup.
+        // (501 Not Implemented, as a plain web server answers OPTIONS, is an
+        // answer: no tus there.)
         let passing = match head.status {
-            408 | 429 | 500..=599 => Some(Outcome::Retry {
+            408 | 429 | 500 | 502..=504 => Some(Outcome::Retry {
                 after: head.retry_after.as_deref().and_then(parse_retry_after),
             }),
             401 | 403 => Some(Outcome::Unauthorized),
