@@ -260,6 +260,9 @@ fn point_lines(point: &Point) -> Vec<String> {
     if let Some(reason) = &point.cpu_floor_skipped {
         lines.push(format!("CPU floor skipped: {reason}"));
     }
+    for side in &point.skipped_sides {
+        lines.push(format!("{} skipped: {}", side.key, side.reason));
+    }
     lines
 }
 
