@@ -86,6 +86,7 @@ fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     config.small_files = args.small_files as usize;
     config.small_file_size = args.small_file_size;
     config.rtt_probes = args.rtt_probes as usize;
+    config.protocols_bandwidth = args.protocols_bandwidth;
     config.data_dir = args.data_dir.clone();
     config.command_line = command_line();
     config.validate()?;

@@ -548,11 +548,13 @@ const BENCH_SIZES: &str = "Sizes and knobs";
     after_help = "Two hosts: run `idb mock-server --sink --max-chunk 4GiB --listen 0.0.0.0:8080 \
     --dataset IDB-BENCH:TOKEN` on the far host, then `IDB_TOKEN=TOKEN idb bench --server \
     http://FAR:8080 --dataset IDB-BENCH` here. Scenarios that need a knob of the mock (bandwidth, \
-    faults, modes) are skipped against a far end given with --server, saying so."
+    faults, modes) are skipped against a far end given with --server, saying so; so are the \
+    protocols scenario's tus sides that far end cannot serve (start it with --tus, and without \
+    --sink for concatenation)."
 )]
 pub struct BenchArgs {
     /// Which scenarios to run, comma-separated: latency, many-files, bandwidth,
-    /// faults, modes, chunks, journal, small-files, or all.
+    /// faults, modes, chunks, journal, small-files, protocols, or all.
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub scenario: String,
     /// Repetitions of each side; medians and the spread are reported.
@@ -586,8 +588,8 @@ pub struct BenchArgs {
     pub token_file: Option<PathBuf>,
 
     // --- Sizes and knobs ---
-    /// Size of the one large file (latency, bandwidth, faults, modes, chunks), at
-    /// most 4GiB.
+    /// Size of the one large file (latency, bandwidth, faults, modes, chunks,
+    /// protocols), at most 4GiB.
     #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE",
           help_heading = BENCH_SIZES)]
     pub size: u64,
@@ -643,6 +645,13 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(1..), value_name = "N",
           help_heading = BENCH_SIZES)]
     pub rtt_probes: u64,
+    // --- The protocols scenario ---
+    /// A per-connection cap for the protocols scenario, per second (like
+    /// 50MiB; default: none): a path where each connection is the limit
+    /// (in-process only).
+    #[arg(long, value_parser = parse_bandwidth, value_name = "RATE",
+          help_heading = BENCH_SIZES)]
+    pub protocols_bandwidth: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------

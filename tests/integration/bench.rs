@@ -40,7 +40,7 @@ const TINY: &[&str] = &[
     "--json",
 ];
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "latency",
     "many-files",
     "bandwidth",
@@ -49,6 +49,7 @@ const ALL: [&str; 8] = [
     "chunks",
     "journal",
     "small-files",
+    "protocols",
 ];
 
 /// What a far end given with `--server` cannot be asked for.
@@ -332,7 +333,7 @@ fn check_document(doc: &Value, remote: bool, secret: &str) -> Vec<String> {
             }
         }
         // Points with the standard sides have the model bound and its ratio.
-        if !["journal", "small-files"].contains(&name) {
+        if !["journal", "small-files", "protocols"].contains(&name) {
             for point in points {
                 let sides = keys(&point["sides"]);
                 for key in ["engine", "ceiling", "sample-client"] {
@@ -347,6 +348,60 @@ fn check_document(doc: &Value, remote: bool, secret: &str) -> Vec<String> {
         }
     }
     ran
+}
+
+/// The string `field` of every element of the array `values`.
+fn each<'a>(values: &'a Value, field: &str) -> Vec<&'a str> {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[field].as_str().unwrap())
+        .collect()
+}
+
+/// The `protocols` scenario of a document: its one point measured the
+/// sides the far end serves, each engine side speaking the protocol its key
+/// names (the ceiling protocol 1), and left out exactly the `skipped` ones,
+/// each with a reason naming `needs`; the ratios of the sides measured.
+fn check_protocols(doc: &Value, skipped: &[&str], needs: &str) {
+    let scenario = doc["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "protocols")
+        .expect("a protocols scenario");
+    assert!(scenario["skipped"].is_null(), "{scenario}");
+    let points = scenario["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{scenario}");
+    let point = &points[0];
+    let expected: Vec<&str> = ["chunked", "tus-in-order", "tus-concat", "ceiling"]
+        .into_iter()
+        .filter(|k| !skipped.contains(k))
+        .collect();
+    assert_eq!(each(&point["sides"], "key"), expected);
+    for side in point["sides"].as_array().unwrap() {
+        let protocol = &side["reps"][0]["protocol"];
+        match side["key"].as_str().unwrap() {
+            "chunked" => assert_eq!(protocol, "chunked", "{side}"),
+            "ceiling" => assert!(protocol.is_null(), "{side}"),
+            _ => assert_eq!(protocol, "tus", "{side}"),
+        }
+    }
+    assert_eq!(each(&point["skipped_sides"], "key"), skipped);
+    for reason in each(&point["skipped_sides"], "reason") {
+        assert!(reason.contains(needs), "{reason}");
+    }
+    let wanted: Vec<&str> = [
+        ("tus-concat/chunked", "tus-concat"),
+        ("tus-in-order/chunked", "tus-in-order"),
+        ("tus-concat/ceiling", "tus-concat"),
+    ]
+    .into_iter()
+    .filter(|(_, side)| !skipped.contains(side))
+    .map(|(ratio, _)| ratio)
+    .collect();
+    assert_eq!(each(&point["ratios"], "key"), wanted);
 }
 
 /// The plot parses as SVG and has one series per side of `latency` (its
@@ -419,6 +474,8 @@ fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
     );
     // Progress went to stderr.
     run.stderr_has("latency 0 ms 1/1: engine");
+    check_protocols(&doc, &[], "");
+    assert!(markdown.contains("tus-concat/chunked "), "{markdown}");
 }
 
 #[test]
@@ -452,6 +509,9 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
     for name in NEEDS_MOCK_KNOBS {
         run.stderr_has(&format!("{name}: skipped:"));
     }
+    // A far end without tus: protocol 1 alone, the tus sides said why not.
+    check_protocols(&doc, &["tus-in-order", "tus-concat"], "--tus");
+    run.stderr_has("protocols: tus-in-order skipped:");
     check_plot(
         &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
         &doc,
@@ -462,6 +522,85 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
         let text = std::fs::read_to_string(report.join(file)).unwrap();
         assert!(!text.contains("tok-x"), "{file} shows the token");
     }
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+/// `idb bench --scenario protocols` against `server` (dataset `IDB-X`,
+/// token `tok-x`), with a file large enough for concatenation: its JSON.
+fn bench_protocols(dir: &Dir, server: &ServerProcess, extra: &[&str]) -> (Value, crate::util::Run) {
+    let run = dir
+        .idb(["bench", "--server", &server.url, "--dataset", "IDB-X"])
+        .arg("--report")
+        .arg(dir.join("report"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--scenario",
+            "protocols",
+            "--reps",
+            "1",
+            "--size",
+            "12MiB",
+            "--rtt-probes",
+            "3",
+            "--json",
+        ])
+        .args(extra)
+        .token("tok-x")
+        .run();
+    run.expect_code(0).never_shows("tok-x");
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    (doc, run)
+}
+
+#[test]
+fn protocols_against_a_tus_sink_skips_concatenation_saying_it_cannot_join() {
+    let dir = Dir::new("protocols_against_a_tus_sink_skips_concatenation_saying_it_cannot_join");
+    let server = ServerProcess::sink(&dir, &["--tus"]);
+    let (doc, run) = bench_protocols(&dir, &server, &[]);
+    check_protocols(&doc, &["tus-concat"], "cannot join partial uploads");
+    run.stderr_has("protocols: tus-concat skipped: the far end cannot join partial uploads")
+        .stderr_has("without --sink");
+    let markdown = std::fs::read_to_string(dir.join("report").join("report.md")).unwrap();
+    assert!(markdown.contains("tus-concat skipped: "), "{markdown}");
+    // A cap per connection is a knob of the in-process mock only.
+    let (doc, run) = bench_protocols(&dir, &server, &["--protocols-bandwidth", "10MiB"]);
+    let reason = doc["scenarios"][0]["skipped"].as_str().unwrap();
+    assert!(reason.contains("--server"), "{reason}");
+    run.stderr_has("protocols: skipped:");
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn protocols_against_a_tus_server_with_a_store_measure_every_side() {
+    let dir = Dir::new("protocols_against_a_tus_server_with_a_store_measure_every_side");
+    let store = dir.join("store");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--tus",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    let (doc, _) = bench_protocols(&dir, &server, &[]);
+    check_protocols(&doc, &[], "");
+    // Remotely the far end's uploads are not counted.
+    let sides = doc["scenarios"][0]["points"][0]["sides"]
+        .as_array()
+        .unwrap();
+    assert!(sides.iter().all(|s| s["reps"][0]["tus_uploads"].is_null()));
+    // Every side's file is in the far end's store, verified (the harness
+    // checked each receipt's blake3 against the generated bytes).
+    let stored = std::fs::read_dir(store.join("IDB-X")).unwrap().count();
+    assert_eq!(stored, sides.len());
     let (status, _, _) = server.terminate();
     assert!(status.success());
 }

@@ -96,6 +96,17 @@ impl Calls {
         &self.endpoint
     }
 
+    /// The HTTP client (its one kept connection), for other calls to the
+    /// same server.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The `Authorization` header's value (marked sensitive).
+    pub(crate) fn authorization(&self) -> HeaderValue {
+        self.authorization.clone()
+    }
+
     async fn post(&self, content_type: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let response = self
             .http

@@ -12,7 +12,7 @@ use idb_engine::{Token, UploadConfig};
 const MIB: u64 = 1 << 20;
 
 /// The default size of the one large file (`latency`, `bandwidth`, `faults`,
-/// `modes`, `chunks`): 1 GiB.
+/// `modes`, `chunks`, `protocols`): 1 GiB.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
 
 /// The largest `--size`: the single-request ceiling holds the whole file in
@@ -38,7 +38,7 @@ pub const DEFAULT_LATENCIES: [Duration; 4] = [
 ];
 
 /// The latency of the one-point scenarios (`bandwidth`, `faults`, `modes`,
-/// `chunks`, `many-files`): 50 ms, a continent away.
+/// `chunks`, `many-files`, `protocols`): 50 ms, a continent away.
 pub const DEFAULT_LATENCY: Duration = Duration::from_millis(50);
 
 /// Files in `many-files` by default.
@@ -108,11 +108,15 @@ pub enum Scenario {
     /// Thousands of tiny files with the state directory on a local disk, on
     /// tmpfs, and none.
     SmallFiles,
+    /// One large file by protocol 1 (chunked), by tus in order and by tus
+    /// concatenation (partials in parallel, joined at the end), on one mock
+    /// serving both.
+    Protocols,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Latency,
         Scenario::ManyFiles,
         Scenario::Bandwidth,
@@ -121,6 +125,7 @@ impl Scenario {
         Scenario::Chunks,
         Scenario::Journal,
         Scenario::SmallFiles,
+        Scenario::Protocols,
     ];
 
     /// The name on the command line and in reports.
@@ -134,6 +139,7 @@ impl Scenario {
             Scenario::Chunks => "chunks",
             Scenario::Journal => "journal",
             Scenario::SmallFiles => "small-files",
+            Scenario::Protocols => "protocols",
         }
     }
 
@@ -291,6 +297,10 @@ pub struct BenchConfig {
     pub small_files: usize,
     /// The size of each `small-files` file.
     pub small_file_size: u64,
+    /// A per-connection cap for `protocols`, bytes per second (`None`, the
+    /// default: none): a path where each connection is the limit, so files
+    /// sent over several connections at once go faster.
+    pub protocols_bandwidth: Option<u64>,
     /// Empty calls timed per point to measure the round trip.
     pub rtt_probes: usize,
     /// Where `results.json`, `report.md`, the plot and `command.txt` go
@@ -327,6 +337,7 @@ impl BenchConfig {
             journal_size: DEFAULT_JOURNAL_SIZE,
             small_files: DEFAULT_SMALL_FILES,
             small_file_size: DEFAULT_SMALL_FILE_SIZE,
+            protocols_bandwidth: None,
             rtt_probes: DEFAULT_RTT_PROBES,
             out_dir,
             data_dir: None,
@@ -367,6 +378,10 @@ impl BenchConfig {
              all of it in one request held in memory"
         );
         anyhow::ensure!(self.bandwidth >= 1, "--bandwidth must be at least 1 byte/s");
+        anyhow::ensure!(
+            self.protocols_bandwidth != Some(0),
+            "--protocols-bandwidth must be at least 1 byte/s"
+        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.fault_rate),
             "--fault-rate must be a probability from 0 to 1"

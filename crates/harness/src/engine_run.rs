@@ -3,11 +3,13 @@
 //! calls' times from its log, and every file's hashes checked.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail, ensure};
 use idb_engine::{
-    DatasetKey, Event, EventSink, FileOutcome, Token, UploadConfig, Uploader, VerifyReceipt,
+    DatasetKey, Event, EventSink, FileOutcome, Protocol, Token, UploadConfig, Uploader,
+    VerifyReceipt,
 };
 use serde::Serialize;
 
@@ -44,6 +46,18 @@ pub struct EngineSettings {
     pub max_attempts: u32,
     /// Seconds without progress before a call is retried.
     pub idle_timeout_s: f64,
+    /// The protocol asked for: `auto` (tus when the server serves it),
+    /// `chunked` or `tus`.
+    pub protocol: String,
+    /// tus: whether a file goes as partial uploads in parallel, joined at the
+    /// end, when the server serves concatenation.
+    pub tus_concat: bool,
+    /// tus: whether PATCH bodies carry `Upload-Checksum` when the server
+    /// serves the checksum extension.
+    pub tus_checksum: bool,
+    /// tus: the part size PATCH bodies are whole multiples of (`None`: the
+    /// service's rule, `max(5 MiB, ceil(size / 10000))`).
+    pub tus_part_size: Option<u64>,
 }
 
 impl EngineSettings {
@@ -61,6 +75,10 @@ impl EngineSettings {
             read_mode: format!("{:?}", config.read_mode),
             max_attempts: config.retry.max_attempts,
             idle_timeout_s: config.idle_timeout.as_secs_f64(),
+            protocol: config.protocol.as_str().to_owned(),
+            tus_concat: config.tus_concat,
+            tus_checksum: config.tus_checksum,
+            tus_part_size: config.tus_part_size,
         }
     }
 }
@@ -102,12 +120,15 @@ pub(crate) fn settings(
     Ok(settings)
 }
 
-/// Feeds the engine's events to a side's timeline, and counts retries and
-/// realignments.
+/// Feeds the engine's events to a side's timeline, counts retries and
+/// realignments, and keeps the protocol the run chose.
 struct Watcher<'a> {
     timeline: &'a Timeline,
     retries: AtomicU64,
     realigned: AtomicU64,
+    /// The protocol of the run's `ProtocolChosen` event (sent once, before
+    /// any file; none when `chunked` was asked for). Held only to set or read.
+    chosen: Mutex<Option<Protocol>>,
 }
 
 impl EventSink for Watcher<'_> {
@@ -121,6 +142,9 @@ impl EventSink for Watcher<'_> {
             Event::Realigned { .. } => {
                 self.realigned.fetch_add(1, Ordering::Relaxed);
             }
+            Event::ProtocolChosen { protocol, .. } => {
+                *self.chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(protocol);
+            }
             _ => {}
         }
     }
@@ -131,6 +155,8 @@ impl EventSink for Watcher<'_> {
 pub(crate) struct Prepared {
     uploader: Uploader,
     files: idb_engine::CheckedFiles,
+    /// The protocol asked for.
+    protocol: Protocol,
 }
 
 /// What a finished engine run reports.
@@ -140,10 +166,13 @@ pub(crate) struct EngineRun {
     pub(crate) final_chunk_size: u64,
     /// The engine's own time of every call (`None`: not recordable here).
     pub(crate) calls_ms: Option<Vec<f64>>,
+    /// The protocol it spoke (`None`: it never chose, having sent nothing).
+    pub(crate) protocol: Option<Protocol>,
 }
 
 /// Builds the uploader and checks the files (untimed).
 pub(crate) fn prepare(config: UploadConfig, files: &[Upload]) -> anyhow::Result<Prepared> {
+    let protocol = config.protocol;
     let uploader = Uploader::new(config).context("cannot build the engine")?;
     let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     let checked = match uploader.check(&paths) {
@@ -156,6 +185,7 @@ pub(crate) fn prepare(config: UploadConfig, files: &[Upload]) -> anyhow::Result<
     Ok(Prepared {
         uploader,
         files: checked,
+        protocol,
     })
 }
 
@@ -170,8 +200,10 @@ pub(crate) async fn upload(
         timeline,
         retries: AtomicU64::new(0),
         realigned: AtomicU64::new(0),
+        chosen: Mutex::new(None),
     };
     let watch = call_log::watch(files.iter().map(|f| f.name.clone()));
+    let prepared_protocol = prepared.protocol;
     let report = prepared.uploader.upload(prepared.files, &watcher).await;
     let calls_ms = watch.finish();
     ensure!(
@@ -205,6 +237,11 @@ pub(crate) async fn upload(
         realigned: watcher.realigned.load(Ordering::Relaxed),
         final_chunk_size: report.final_chunk_size,
         calls_ms,
+        protocol: watcher
+            .chosen
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .or((prepared_protocol == Protocol::Chunked).then_some(Protocol::Chunked)),
     })
 }
 

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use idb_engine::Token;
-use idb_mock::{DEFAULT_MAX_CHUNK, FaultConfig, MockConfig, MockServer, Storage, WriteMode};
+use idb_mock::{
+    DEFAULT_MAX_CHUNK, FaultConfig, MockConfig, MockServer, Storage, TusProfile, WriteMode,
+};
 use tokio::runtime::Handle;
 
 use crate::FarEnd;
 use crate::mock_runtime::MockRuntime;
 use crate::results::{FarEndFacts, MockFacts};
+use crate::tus_calls::TusCalls;
 
 /// The dataset of every in-process mock.
 const MOCK_DATASET: &str = "IDB-BENCH";
@@ -35,6 +38,12 @@ pub(crate) struct Knobs {
     pub(crate) faults: Option<FaultConfig>,
     /// The largest chunk the sides send (the ceiling sends whole files).
     pub(crate) max_chunk: u64,
+    /// Serve tus too, with this profile (`None`: protocol 1 only).
+    pub(crate) tus: Option<TusProfile>,
+    /// Keep the bytes, in a temporary directory removed with the mock (a
+    /// sink keeps none, so it cannot join partial uploads); each repetition's
+    /// files are removed after it ([`Endpoint::discard`]).
+    pub(crate) store: bool,
 }
 
 impl Knobs {
@@ -47,6 +56,8 @@ impl Knobs {
             bandwidth_total: None,
             faults: None,
             max_chunk: max_chunk.max(DEFAULT_MAX_CHUNK),
+            tus: None,
+            store: false,
         }
     }
 
@@ -170,12 +181,18 @@ impl Far {
                     bandwidth_total: None,
                     fault_rate: None,
                     max_chunk: None,
+                    tus_profile: None,
+                    storage: None,
                 },
                 server: None,
             }),
             Far::Local(runtime) => {
                 let mut config = MockConfig::new()
-                    .storage(Storage::Sink)
+                    .storage(if knobs.store {
+                        Storage::TempDir
+                    } else {
+                        Storage::Sink
+                    })
                     .mode(knobs.mode)
                     .latency(knobs.latency)
                     .max_chunk(knobs.max_chunk)
@@ -184,6 +201,9 @@ impl Far {
                     .dataset(MOCK_DATASET, MOCK_TOKEN);
                 if let Some(faults) = &knobs.faults {
                     config = config.faults(faults.clone());
+                }
+                if let Some(profile) = knobs.tus {
+                    config = config.tus(true).tus_profile(profile);
                 }
                 let handle = runtime.handle();
                 let server = handle
@@ -204,6 +224,15 @@ impl Far {
                         bandwidth_total: knobs.bandwidth_total,
                         fault_rate: knobs.faults.as_ref().map(|f| f.rate),
                         max_chunk: Some(knobs.max_chunk),
+                        tus_profile: knobs.tus.map(|p| p.as_str().to_owned()),
+                        storage: Some(
+                            if knobs.store {
+                                "temporary directory"
+                            } else {
+                                "sink"
+                            }
+                            .to_owned(),
+                        ),
                     },
                     server: Some((server, handle)),
                 })
@@ -213,6 +242,53 @@ impl Far {
 }
 
 impl Endpoint {
+    /// tus uploads the in-process mock created so far (`None`: no tus served,
+    /// or a far end elsewhere).
+    pub(crate) fn tus_uploads(&self) -> Option<u64> {
+        let (server, _) = self.server.as_ref()?;
+        self.facts
+            .tus_profile
+            .is_some()
+            .then(|| server.tus_stats().uploads_created)
+    }
+
+    /// Removes the bytes of files `names`, uploaded and verified, from an
+    /// in-process mock's store: the stored file, and the tus upload it was
+    /// registered from (terminated, which removes its bytes). Each name is
+    /// uploaded once and never asked for again, so a run's store holds one
+    /// repetition's files at most. Nothing to do for a sink or a far end
+    /// elsewhere (whose files are its own).
+    pub(crate) async fn discard(&self, names: &[&str]) -> anyhow::Result<()> {
+        let Some((server, _)) = &self.server else {
+            return Ok(());
+        };
+        if server.store_dir().is_none() {
+            return Ok(());
+        }
+        let registrations = if self.facts.tus_profile.is_some() {
+            server.tus_registrations()
+        } else {
+            Vec::new()
+        };
+        let mut uploads = registrations
+            .iter()
+            .filter(|r| r.dataset == self.dataset && names.contains(&r.filename.as_str()))
+            .peekable();
+        if uploads.peek().is_some() {
+            let tus = TusCalls::new(&self.url, &self.dataset, &self.token)?;
+            for registration in uploads {
+                tus.terminate(&registration.tus_url).await?;
+            }
+        }
+        for name in names {
+            if let Some(path) = server.stored_file(&self.dataset, name) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops an in-process mock (letting calls in flight finish).
     pub(crate) async fn shutdown(self) {
         if let Some((server, handle)) = self.server {

@@ -3,8 +3,9 @@
 //! in the same run, on the client's clock.
 //!
 //! `idb-harness` owns the measurements of the transfer pipeline. The far end is
-//! an `idb-mock` in this process (sink storage; its latency, mode, bandwidth cap
-//! and faults set per point; run on a tokio runtime of its own so its threads'
+//! an `idb-mock` in this process (sink storage, but for `protocols`, whose
+//! mock keeps the bytes; its latency, mode, bandwidth cap, faults and tus set
+//! per point; run on a tokio runtime of its own so its threads'
 //! CPU time is told from the client's), or a server elsewhere given by URL,
 //! dataset and token ([`FarEnd::Remote`], such as `idb mock-server --sink` on
 //! another host), against which scenarios needing a knob it lacks are skipped
@@ -22,7 +23,11 @@
 //! - `many-files`: 1000 x 1 MiB by default;
 //! - `bandwidth`: a per-connection cap; `faults`: faults injected; `modes`:
 //!   strict and offset servers; `chunks`: fixed 2, 8, 64 MiB and adaptive;
-//! - `journal`, `small-files`: the journal's cost, state on disk, on tmpfs, none.
+//! - `journal`, `small-files`: the journal's cost, state on disk, on tmpfs, none;
+//! - `protocols`: the large file by protocol 1, by tus in order and by tus
+//!   concatenation, on one mock serving both (tus in its `s3` profile, the
+//!   bytes kept so partials can be joined); remotely, the tus sides the far
+//!   end cannot serve are skipped with the reason ([`SkippedSide`]).
 //!
 //! The sides: the engine with the CLI's defaults ([`EngineDefaults`], its journal
 //! in a fresh temporary state directory), one request carrying the whole file
@@ -77,6 +82,7 @@ mod sample_client;
 mod scenarios;
 mod single_request;
 mod timeline;
+mod tus_calls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,7 +107,7 @@ pub use report::{
 };
 pub use results::{
     CpuFloor, CurlCpu, FarEndFacts, Machine, MockFacts, ModelBound, Point, RESULTS_SCHEMA, Ratio,
-    Rep, Results, Role, ScenarioResult, Side, Spread, Summary, TargetIs,
+    Rep, Results, Role, ScenarioResult, Side, SkippedSide, Spread, Summary, TargetIs,
 };
 pub use timeline::SUSTAINED_CUT;
 
@@ -187,6 +193,7 @@ pub async fn run(
             Scenario::Chunks => runner.chunks().await,
             Scenario::Journal => runner.journal().await,
             Scenario::SmallFiles => runner.small_files().await,
+            Scenario::Protocols => runner.protocols().await,
         }
         .with_context(|| format!("scenario {scenario}"))?;
         results.scenarios.push(result);

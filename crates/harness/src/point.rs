@@ -13,12 +13,12 @@ use anyhow::Context;
 use idb_engine::UploadConfig;
 
 use crate::calls::Calls;
-use crate::data::{DataFile, batch, generate};
+use crate::data::{DataFile, Upload, batch, generate};
 use crate::engine_run::{self, check_receipt};
 use crate::far_end::{Endpoint, Far};
 use crate::measure::{Meter, median};
 use crate::report::human;
-use crate::results::{ModelBound, Point, Ratio, Rep, Role, Side, Summary};
+use crate::results::{ModelBound, Point, Ratio, Rep, Role, Side, SkippedSide, Summary};
 use crate::timeline::Timeline;
 use crate::{BenchConfig, ProgressSink, sample_client, single_request};
 
@@ -145,6 +145,8 @@ pub(crate) struct PointSpec {
     pub(crate) ratios: Vec<(String, String, Option<f64>)>,
     /// Targets of the standard ratios, by key.
     pub(crate) targets: Vec<(&'static str, f64)>,
+    /// Sides left out because the far end cannot serve them, and why.
+    pub(crate) skipped_sides: Vec<SkippedSide>,
 }
 
 impl PointSpec {
@@ -162,6 +164,7 @@ impl PointSpec {
             sides,
             ratios: Vec::new(),
             targets: Vec::new(),
+            skipped_sides: Vec::new(),
         }
     }
 }
@@ -270,7 +273,8 @@ impl Runner<'_> {
         median(times).context("no round-trip probe")
     }
 
-    /// One repetition of one side.
+    /// One repetition of one side, with the tus uploads the mock created for
+    /// it; then its files are removed from the mock's store, if it has one.
     async fn rep(
         &self,
         side: &SideSpec,
@@ -279,7 +283,25 @@ impl Runner<'_> {
         rep: usize,
     ) -> anyhow::Result<Rep> {
         let links = batch(self.data, prefix, &side.files)?;
-        let uploads = &links.uploads;
+        let before = endpoint.tus_uploads();
+        let mut result = self.measure(side, endpoint, &links.uploads, rep).await?;
+        result.tus_uploads = endpoint.tus_uploads().zip(before).map(|(a, b)| a - b);
+        let names: Vec<&str> = links.uploads.iter().map(|u| u.name.as_str()).collect();
+        endpoint
+            .discard(&names)
+            .await
+            .context("cannot empty the mock's store after a repetition")?;
+        Ok(result)
+    }
+
+    /// The measured part of one repetition.
+    async fn measure(
+        &self,
+        side: &SideSpec,
+        endpoint: &Endpoint,
+        uploads: &[Upload],
+        rep: usize,
+    ) -> anyhow::Result<Rep> {
         let bytes: u64 = side.files.iter().map(|f| f.size).sum();
         let timeline = Timeline::start();
         let mock = self.far.mock_runtime();
@@ -309,6 +331,7 @@ impl Runner<'_> {
                 result.retries = run.retries;
                 result.realigned = run.realigned;
                 result.final_chunk_size = Some(run.final_chunk_size);
+                result.protocol = run.protocol.map(|p| p.as_str().to_owned());
                 Ok(result)
             }
             How::SampleClient => {
@@ -432,6 +455,7 @@ impl Runner<'_> {
             curl: None,
             curl_skipped: None,
             client_alone_vs_curl: None,
+            skipped_sides: spec.skipped_sides,
         })
     }
 }

@@ -292,6 +292,9 @@ fn point_lines(point: &Point) -> Vec<String> {
     if let Some(reason) = &point.curl_skipped {
         lines.push(format!("curl side skipped: {reason}"));
     }
+    for side in &point.skipped_sides {
+        lines.push(format!("{} skipped: {}", side.key, side.reason));
+    }
     lines
 }
 

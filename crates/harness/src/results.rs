@@ -123,6 +123,21 @@ pub struct Point {
     /// The engine's client CPU per GiB over curl's plus blake3 alone's
     /// ([`CurlCpu::client_alone_vs_curl`]); `None` without a curl side.
     pub client_alone_vs_curl: Option<f64>,
+    /// Sides this point could not measure on its far end, and why (the
+    /// `protocols` scenario's tus sides against a far end without tus or
+    /// unable to join partial uploads); empty elsewhere.
+    pub skipped_sides: Vec<SkippedSide>,
+}
+
+/// A side a point did not measure, because its far end cannot serve it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedSide {
+    /// The key it would have had.
+    pub key: String,
+    /// What it is, for people.
+    pub label: String,
+    /// Why it was not measured, and what would let it run.
+    pub reason: String,
 }
 
 /// The CPU floor: the file carried over a loopback TCP connection by a plain
@@ -223,6 +238,12 @@ pub struct MockFacts {
     pub fault_rate: Option<f64>,
     /// The largest chunk it accepts (`None`: not known, remote).
     pub max_chunk: Option<u64>,
+    /// The tus profile it serves besides protocol 1 (`plain` or `s3`; `None`:
+    /// no tus, or not known, remote).
+    pub tus_profile: Option<String>,
+    /// Where it keeps the bytes: `sink` (counted and hashed only) or
+    /// `temporary directory` (`None`: not known, remote).
+    pub storage: Option<String>,
 }
 
 /// What a side is.
@@ -298,6 +319,14 @@ pub struct Rep {
     pub final_chunk_size: Option<u64>,
     /// The single request's transfer call alone, s.
     pub transfer_s: Option<f64>,
+    /// The protocol the engine spoke: `chunked` or `tus` (`None` for the
+    /// harness's own clients, which speak protocol 1).
+    pub protocol: Option<String>,
+    /// tus uploads the in-process mock created during the repetition: 1 for a
+    /// file sent in order, its partials and the joined one for a file sent by
+    /// concatenation, 0 for protocol 1 (`None`: a mock without tus, or a far
+    /// end elsewhere).
+    pub tus_uploads: Option<u64>,
 }
 
 impl Rep {
@@ -323,6 +352,8 @@ impl Rep {
             peak_rss_mib: cost.peak_rss.map(|b| b as f64 / MIB),
             final_chunk_size: None,
             transfer_s: None,
+            protocol: None,
+            tus_uploads: None,
         }
     }
 }

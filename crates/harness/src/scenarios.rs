@@ -15,6 +15,8 @@ use crate::point::{PointSpec, Runner, SideSpec};
 use crate::report::{compact, human};
 use crate::results::{Point, ScenarioResult};
 
+mod protocols;
+
 /// Target (shown, never asserted): engine / the model bound with setup and
 /// verify counted, at 50 ms.
 const MODEL_TARGET: f64 = 0.95;
@@ -290,6 +292,7 @@ impl Runner<'_> {
             sides,
             ratios: vec![("engine-faults".into(), "engine".into(), None)],
             targets: Vec::new(),
+            skipped_sides: Vec::new(),
         };
         let point = self.point("faults", spec).await?;
         let mut result = self.result("faults", title, vec![point]);
@@ -342,6 +345,7 @@ impl Runner<'_> {
             sides,
             ratios: vec![("engine-offset".into(), "engine".into(), None)],
             targets: Vec::new(),
+            skipped_sides: Vec::new(),
         };
         let point = self.point("modes", spec).await?;
         let mut result = self.result("modes", title, vec![point]);

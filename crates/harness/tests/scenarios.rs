@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use idb_harness::{
-    BenchConfig, CLIENT_RATIO, COMMAND_FILE, CURL_RATIO, FLOOR_RATIO, PLOT_FILE, REPORT_FILE,
-    RESULTS_FILE, Role, Scenario, TargetIs, run, table,
+    BenchConfig, CLIENT_RATIO, COMMAND_FILE, CURL_RATIO, EngineDefaults, FLOOR_RATIO, PLOT_FILE,
+    REPORT_FILE, RESULTS_FILE, Role, Scenario, TargetIs, run, table,
 };
 
 const MIB: u64 = 1 << 20;
@@ -281,6 +281,83 @@ async fn without_curl_the_client_is_not_compared_with_curl_and_the_report_says_w
         "{point}"
     );
     assert_eq!(point["curl_skipped"], reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocols_send_one_file_by_each_protocol_to_one_mock_and_join_partials() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let mut config = tiny(&dir, data.path());
+    config.scenarios = vec![Scenario::Protocols];
+    // Past the engine's smallest file for concatenation (two 5 MiB parts).
+    config.size = 12 * MIB + 7;
+    config.latency = Duration::from_millis(3);
+    // Chunks of one part at most, so the file goes as three partials.
+    config.engine_defaults = EngineDefaults::new(|c| c.max_chunk_size = 5 * MIB);
+    // Each connection capped (the whole file in well under a second).
+    config.protocols_bandwidth = Some(256 * MIB);
+    let outcome = run(&config, &|_: &str| {}).await.expect("the harness runs");
+
+    let scenario = &outcome.results.scenarios[0];
+    assert_eq!(
+        (scenario.name.as_str(), &scenario.skipped),
+        ("protocols", &None)
+    );
+    let [point] = &scenario.points[..] else {
+        panic!("one point: {:?}", scenario.points)
+    };
+    assert!(point.skipped_sides.is_empty(), "{:?}", point.skipped_sides);
+    let keys: Vec<_> = point.sides.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["chunked", "tus-in-order", "tus-concat", "ceiling"]);
+    // One mock for every side, serving both protocols and keeping the bytes.
+    let [mock] = &point.mocks[..] else {
+        panic!("one mock: {:?}", point.mocks)
+    };
+    assert_eq!(mock.tus_profile.as_deref(), Some("s3"));
+    assert_eq!(mock.storage.as_deref(), Some("temporary directory"));
+    assert_eq!(mock.bandwidth, Some(256 * MIB));
+    assert_eq!(point.label, "256.0 MiB/s per connection, 3 ms");
+    for (side, protocol, concat) in [
+        (&point.sides[0], Some("chunked"), true),
+        (&point.sides[1], Some("tus"), false),
+        (&point.sides[2], Some("tus"), true),
+        (&point.sides[3], None, true),
+    ] {
+        assert_eq!(side.bytes, 12 * MIB + 7, "{}", side.key);
+        let rep = &side.reps[0];
+        assert!(rep.whole_mib_s > 0.0 && rep.wall_s > 0.0, "{rep:?}");
+        assert!(rep.far_end_cpu_s.is_some_and(|c| c >= 0.0), "{rep:?}");
+        assert_eq!(rep.protocol.as_deref(), protocol, "{}", side.key);
+        if let Some(engine) = &side.engine {
+            assert_eq!(engine.tus_concat, concat, "{}", side.key);
+        }
+    }
+    assert_eq!(point.sides[0].engine.as_ref().unwrap().protocol, "chunked");
+    assert_eq!(point.sides[2].engine.as_ref().unwrap().protocol, "tus");
+    // Protocol 1 makes no tus upload, tus in order one, concatenation its
+    // three partials and the joined one.
+    let uploads: Vec<_> = point.sides.iter().map(|s| s.reps[0].tus_uploads).collect();
+    assert_eq!(uploads, [Some(0), Some(1), Some(4), Some(0)]);
+    let ratios: Vec<_> = point.ratios.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        ratios,
+        [
+            "tus-concat/chunked",
+            "tus-in-order/chunked",
+            "tus-concat/ceiling"
+        ]
+    );
+    // The 3x target is stated at 50 ms only.
+    assert!(point.ratios.iter().all(|r| r.target.is_none()));
+    assert!(
+        scenario.notes.iter().any(|n| n.contains("partial uploads")),
+        "{:?}",
+        scenario.notes
+    );
+    let table = table(&outcome.results);
+    assert!(table.contains("tus-concat/chunked "), "{table}");
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
 }
 
 #[test]
