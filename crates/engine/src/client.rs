@@ -40,6 +40,21 @@ pub(crate) struct Answer {
     pub(crate) receipt: Option<Box<VerifyReceipt>>,
 }
 
+impl Answer {
+    /// An answer the engine makes of what it saw (no location, no receipt):
+    /// a refusal it infers, or a server's answer read as another outcome.
+    pub(crate) fn made(status: u16, outcome: Outcome, said: String) -> Self {
+        Self {
+            status,
+            outcome,
+            said,
+            location: None,
+            offset_mode: false,
+            receipt: None,
+        }
+    }
+}
+
 /// Why a call got no answer.
 #[derive(Debug)]
 pub(crate) enum Transport {

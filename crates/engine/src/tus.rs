@@ -281,14 +281,7 @@ pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe
             _ => None,
         };
         if let Some(outcome) = passing {
-            return Err(CallError::Refused(Answer {
-                status: head.status,
-                outcome,
-                said,
-                location: None,
-                offset_mode: false,
-                receipt: None,
-            }));
+            return Err(CallError::Refused(Answer::made(head.status, outcome, said)));
         }
         let what = match head.status {
             200..=299 => format!("HTTP {} without Tus-Version 1.0.0", head.status),
@@ -380,14 +373,7 @@ impl<'a> TusClient<'a> {
 
     /// A refusal the engine makes of an answer (an address elsewhere, no progress).
     fn refused(&self, status: u16, said: String) -> CallError {
-        CallError::Refused(Answer {
-            status,
-            outcome: Outcome::Rejected,
-            said,
-            location: None,
-            offset_mode: false,
-            receipt: None,
-        })
+        CallError::Refused(Answer::made(status, Outcome::Rejected, said))
     }
 
     /// An answer as the pipeline sees it. `upload`: the call was about an
@@ -597,16 +583,11 @@ impl<'a> TusClient<'a> {
                     // Refused where HEAD says it is: a store whose last write
                     // HEAD does not see yet (@tus/file-store after a cut
                     // PATCH). Sent again after a backoff, HEAD first.
-                    return Err(CallError::Refused(Answer {
-                        status: 409,
-                        outcome: Outcome::Retry { after: None },
-                        said: format!(
-                            "refused at offset {at}, where the server says the upload is"
-                        ),
-                        location: None,
-                        offset_mode: false,
-                        receipt: None,
-                    }));
+                    return Err(CallError::Refused(Answer::made(
+                        409,
+                        Outcome::Retry { after: None },
+                        format!("refused at offset {at}, where the server says the upload is"),
+                    )));
                 }
                 at = now;
                 continue;
@@ -681,14 +662,11 @@ impl<'a> TusClient<'a> {
                 status,
                 outcome: Outcome::Realign { expected_offset },
                 ..
-            }) => CallError::Refused(Answer {
+            }) => CallError::Refused(Answer::made(
                 status,
-                outcome: Outcome::Retry { after: None },
-                said: format!("the partial upload at {offset} holds {expected_offset} bytes"),
-                location: None,
-                offset_mode: false,
-                receipt: None,
-            }),
+                Outcome::Retry { after: None },
+                format!("the partial upload at {offset} holds {expected_offset} bytes"),
+            )),
             e => e,
         })?;
         self.with_file(file.filename, |t| {
@@ -853,40 +831,27 @@ impl<'a> TusClient<'a> {
 
 /// The server has no upload of the file (for the pipeline: start over).
 fn no_session() -> CallError {
-    CallError::Refused(Answer {
-        status: 404,
-        outcome: Outcome::NoSession,
-        said: String::new(),
-        location: None,
-        offset_mode: false,
-        receipt: None,
-    })
+    CallError::Refused(Answer::made(404, Outcome::NoSession, String::new()))
 }
 
 /// A 409 that names where the server is.
 fn realign(at: u64) -> CallError {
-    CallError::Refused(Answer {
-        status: 409,
-        outcome: Outcome::Realign {
+    CallError::Refused(Answer::made(
+        409,
+        Outcome::Realign {
             expected_offset: at,
         },
-        said: String::new(),
-        location: None,
-        offset_mode: false,
-        receipt: None,
-    })
+        String::new(),
+    ))
 }
 
 /// The server holds `received` of `expected` bytes at the end.
 fn incomplete(received: u64, expected: u64) -> CallError {
-    CallError::Refused(Answer {
-        status: 409,
-        outcome: Outcome::Incomplete { received, expected },
-        said: String::new(),
-        location: None,
-        offset_mode: false,
-        receipt: None,
-    })
+    CallError::Refused(Answer::made(
+        409,
+        Outcome::Incomplete { received, expected },
+        String::new(),
+    ))
 }
 
 /// What [`crate::negotiate::Negotiated`] calls once the run speaks tus (the
