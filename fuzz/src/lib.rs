@@ -40,18 +40,21 @@ fn split_at_nul(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// A multipart body (after a first byte giving the piece size) parses the same
-/// whole or pushed in pieces.
+/// whole or pushed in pieces, copied or not.
 pub fn multipart(data: &[u8]) {
     let Some((&step, body)) = data.split_first() else {
         return;
     };
-    let whole = parse_multipart(body, body.len());
-    let pieces = parse_multipart(body, usize::from(step));
+    let whole = parse_multipart(body, body.len(), false);
+    let pieces = parse_multipart(body, usize::from(step), false);
     assert_eq!(whole, pieces);
+    let uncopied = parse_multipart(body, usize::from(step), true);
+    assert_eq!(whole, uncopied);
 }
 
-/// Parses `body` pushed in pieces of `step` bytes; the fields with data merged.
-fn parse_multipart(body: &[u8], step: usize) -> Result<Vec<(String, Vec<u8>)>, ()> {
+/// Parses `body` pushed in pieces of `step` bytes (with `push_bytes` if
+/// `uncopied`); the fields with data merged.
+fn parse_multipart(body: &[u8], step: usize, uncopied: bool) -> Result<Vec<(String, Vec<u8>)>, ()> {
     let mut parser = MultipartParser::new("b0undary");
     let mut fields = Vec::new();
     let mut pieces = body.chunks(step.max(1));
@@ -68,6 +71,7 @@ fn parse_multipart(body: &[u8], step: usize) -> Result<Vec<(String, Vec<u8>)>, (
             }
         }
         match pieces.next() {
+            Some(piece) if uncopied => parser.push_bytes(Bytes::copy_from_slice(piece)),
             Some(piece) => parser.push(piece),
             None => break,
         }

@@ -215,10 +215,12 @@ async fn read_multipart(
         }
         match body.frame().await {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref()
+                // The connection's own buffer, not copied: the payload's
+                // pieces are slices of it.
+                if let Ok(data) = frame.into_data()
                     && error.is_none()
                 {
-                    parser.push(data);
+                    parser.push_bytes(data);
                 }
             }
             Some(Err(_)) => return Err(BodyError::Io),

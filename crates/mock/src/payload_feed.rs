@@ -2,7 +2,7 @@
 //! connection's task to the blocking thread that applies it to its session.
 //!
 //! The connection's task parses the body and sends each piece of the payload
-//! (a zero-copy slice of the parser's buffer) down a bounded channel; the
+//! (a slice of the buffer the connection read it into) down a bounded channel; the
 //! session's worker, on tokio's blocking pool, writes and hashes each piece and
 //! drops it. So a payload is never held whole, its hashing runs on another core
 //! than the connection's reading, and a connection whose worker falls behind

@@ -225,11 +225,18 @@ enum State {
 /// each push. [`MultipartParser::next_event`] answers `Ok(None)` when it needs more
 /// bytes and `Err` when the body is malformed; [`MultipartParser::finish`] tells
 /// whether a body that ended was complete.
+///
+/// Bytes pushed as they were received ([`MultipartParser::push_bytes`]) in the
+/// middle of a part's content are not copied: its `Data` events are slices of
+/// them. Only the few bytes at each end that may belong to a delimiter are.
 pub struct MultipartParser {
     /// `\r\n--<boundary>`: what ends a part's content.
     delimiter: Vec<u8>,
     finder: memmem::Finder<'static>,
     buf: BytesMut,
+    /// Bytes pushed whole inside a part's content, not yet looked at: they
+    /// follow `buf`, which then holds less than one delimiter.
+    pending: Option<Bytes>,
     state: State,
 }
 
@@ -247,14 +254,78 @@ impl MultipartParser {
             delimiter,
             finder,
             buf,
+            pending: None,
             state: State::Preamble,
         }
     }
 
-    /// Appends bytes received from the network.
+    /// Appends bytes received from the network (copied).
     pub fn push(&mut self, data: &[u8]) {
         if self.state != State::Done {
+            self.take_pending();
             self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Appends bytes received from the network, without copying them when they
+    /// come in the middle of a part's content and every event of the bytes
+    /// before them was pulled: the `Data` events are then slices of `data`.
+    /// Otherwise it is [`MultipartParser::push`]; the events are the same.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        let inside_content = self.state == State::Body
+            && self.pending.is_none()
+            && self.buf.len() < self.delimiter.len()
+            && data.len() >= self.delimiter.len();
+        if inside_content {
+            self.pending = Some(data);
+        } else {
+            self.push(&data);
+        }
+    }
+
+    /// Moves bytes pushed whole into `buf` (copying them), for the rules that
+    /// look at `buf` only.
+    fn take_pending(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.buf.extend_from_slice(&pending);
+        }
+    }
+
+    /// In a part's content, with bytes pushed whole: the next `Data` event
+    /// without copying them, or `None` when the rules on `buf` must go on
+    /// (after the bytes that may hold a delimiter were moved there).
+    fn content_in_pending(&mut self) -> Option<MultipartEvent> {
+        let keep = self.delimiter.len() - 1;
+        let data = self.pending.as_ref()?;
+        if !self.buf.is_empty() {
+            // `buf` holds less than a delimiter: one starting in it ends
+            // within the first `keep` bytes of `data`, which are at least
+            // that long (see `push_bytes`).
+            let mut junction = Vec::with_capacity(self.buf.len() + keep);
+            junction.extend_from_slice(&self.buf);
+            junction.extend_from_slice(&data[..keep]);
+            if self.finder.find(&junction).is_some() {
+                self.take_pending();
+                return None;
+            }
+            return Some(MultipartEvent::Data(self.buf.split().freeze()));
+        }
+        let data = self.pending.take()?;
+        match self.finder.find(&data) {
+            Some(0) => {
+                self.buf.extend_from_slice(&data);
+                None
+            }
+            Some(i) => {
+                self.buf.extend_from_slice(&data[i..]);
+                Some(MultipartEvent::Data(data.slice(..i)))
+            }
+            None => {
+                // The last `keep` bytes may be the start of a delimiter.
+                let n = data.len() - keep;
+                self.buf.extend_from_slice(&data[n..]);
+                Some(MultipartEvent::Data(data.slice(..n)))
+            }
         }
     }
 
@@ -320,6 +391,11 @@ impl MultipartParser {
                     self.state = State::Body;
                     return Ok(Some(MultipartEvent::PartStart(headers)));
                 }
+                State::Body if self.pending.is_some() => {
+                    if let Some(event) = self.content_in_pending() {
+                        return Ok(Some(event));
+                    }
+                }
                 State::Body => {
                     return Ok(match self.finder.find(&self.buf) {
                         Some(0) => {
@@ -341,6 +417,7 @@ impl MultipartParser {
                 }
                 State::Done => {
                     self.buf.clear();
+                    self.pending = None;
                     return Ok(None);
                 }
             }
@@ -408,6 +485,16 @@ mod tests {
     /// Feeds `body` in pieces of the given sizes (cycled) and collects the events,
     /// merging adjacent `Data` so that results do not depend on the split.
     fn parse_in_pieces(boundary: &str, body: &[u8], sizes: &[usize]) -> Result<Vec<Ev>, WireError> {
+        parse_pushed(boundary, body, sizes, false)
+    }
+
+    /// [`parse_in_pieces`], pushing each piece with `push_bytes` if `uncopied`.
+    fn parse_pushed(
+        boundary: &str,
+        body: &[u8],
+        sizes: &[usize],
+        uncopied: bool,
+    ) -> Result<Vec<Ev>, WireError> {
         let mut parser = MultipartParser::new(boundary);
         let mut events = Vec::new();
         let mut rest = body;
@@ -421,7 +508,11 @@ mod tests {
             }
             let n = sizes[i % sizes.len()].clamp(1, rest.len());
             i += 1;
-            parser.push(&rest[..n]);
+            if uncopied {
+                parser.push_bytes(Bytes::copy_from_slice(&rest[..n]));
+            } else {
+                parser.push(&rest[..n]);
+            }
             rest = &rest[n..];
         }
         parser.finish()?;
@@ -571,6 +662,44 @@ mod tests {
         assert!(boundary_from_content_type(&long).is_err());
     }
 
+    #[test]
+    fn content_pushed_whole_is_not_copied() {
+        let mut parser = MultipartParser::new("bnd");
+        parser.push(b"--bnd\r\nContent-Disposition: form-data; name=\"bytechunk\"\r\n\r\n");
+        assert!(matches!(
+            parser.next_event(),
+            Ok(Some(MultipartEvent::PartStart(_)))
+        ));
+        assert_eq!(parser.next_event().unwrap(), None);
+        let piece = Bytes::from(vec![7u8; 4096]);
+        parser.push_bytes(piece.clone());
+        let Ok(Some(MultipartEvent::Data(data))) = parser.next_event() else {
+            panic!("content expected");
+        };
+        // All but the bytes that may start a delimiter, in place.
+        assert_eq!(data.as_ptr(), piece.as_ptr());
+        assert_eq!(data.len(), 4096 - "\r\n--bnd".len() + 1);
+        assert_eq!(parser.next_event().unwrap(), None);
+        let next = Bytes::from(vec![8u8; 4096]);
+        parser.push_bytes(next.clone());
+        // The carried bytes first (copied: they are few), then the new piece in place.
+        let Ok(Some(MultipartEvent::Data(carried))) = parser.next_event() else {
+            panic!("carried content expected");
+        };
+        assert_eq!(carried.len(), "\r\n--bnd".len() - 1);
+        let Ok(Some(MultipartEvent::Data(data))) = parser.next_event() else {
+            panic!("content expected");
+        };
+        assert_eq!(data.as_ptr(), next.as_ptr());
+        parser.push_bytes(Bytes::from_static(b"\r\n--bnd--\r\n"));
+        let mut rest = Vec::new();
+        while let Some(event) = parser.next_event().unwrap() {
+            rest.push(event);
+        }
+        assert_eq!(rest.last(), Some(&MultipartEvent::End));
+        parser.finish().unwrap();
+    }
+
     proptest! {
         /// Whatever the payload and however the bytes are split, the parser gives
         /// back exactly the fields and payload that were encoded.
@@ -600,10 +729,36 @@ mod tests {
             prop_assert_eq!(events, expected);
         }
 
+        /// Pieces pushed without copying give the same events as copied ones,
+        /// and their content's `Data` are slices of the pieces, even when the
+        /// content is full of near-delimiters and a delimiter straddles pieces.
+        #[test]
+        fn uncopied_pieces_parse_the_same(
+            words in proptest::collection::vec(0usize..5, 0..400),
+            sizes in proptest::collection::vec(1usize..120, 1..8),
+        ) {
+            let boundary = "bnd";
+            // Pieces of a delimiter, a CR LF, and plain bytes.
+            let alphabet: [&[u8]; 5] = [b"\r\n--bn", b"\r\n-", b"\r", b"\n--bnx", b"abc"];
+            let payload: Vec<u8> = words.iter().flat_map(|&w| alphabet[w].iter().copied()).collect();
+            let body = MultipartBody::encode(
+                &Boundary(boundary.to_owned()),
+                &[("filename", "f")],
+                Some(("bytechunk", "bytechunk", Bytes::from(payload.clone()))),
+            );
+            let body = concat(&body);
+            let copied = parse_pushed(boundary, &body, &sizes, false).unwrap();
+            let uncopied = parse_pushed(boundary, &body, &sizes, true).unwrap();
+            prop_assert_eq!(&copied, &uncopied);
+            let expected_payload = (!payload.is_empty()).then_some(Ev::Data(payload));
+            prop_assert_eq!(copied.get(4), expected_payload.as_ref().or(Some(&Ev::End)));
+        }
+
         /// Arbitrary bytes never panic the parser and never make it loop.
         #[test]
         fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..500)) {
             let _ = parse_in_pieces("b", &body, &[7]);
+            let _ = parse_pushed("b", &body, &[7], true);
         }
     }
 }
