@@ -249,7 +249,8 @@ pub struct TransferArgs {
     #[arg(long, default_value_t = idb_engine::DEFAULT_PARALLEL, value_name = "N")]
     pub parallel: usize,
     /// Chunks of one file in flight on a server that writes each chunk at its
-    /// offset (default: 4); a strict server always takes one at a time.
+    /// offset (default: 4); a strict server always takes one at a time. By tus
+    /// concatenation one file may have --parallel x W partials in flight.
     #[arg(long, value_name = "W")]
     pub window: Option<usize>,
     /// Chunk bytes held in flight by the whole run.

@@ -110,6 +110,30 @@ fn concatenation_sends_partials_in_parallel_and_joins_them() {
 }
 
 #[test]
+fn one_file_by_concatenation_has_more_partials_in_flight_than_the_offset_window() {
+    let dir = Dir::new("tus_concat_window");
+    // Every answer held back 200 ms, so partials in flight overlap.
+    let mock = Mock::start(tus_mock().latency(std::time::Duration::from_millis(200)));
+    // Twenty partials of 5 MiB.
+    let (path, bytes) = dir.random_file("wide.bin", 100 * 1024 * 1024);
+    upload(&dir, &mock.url())
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    assert_registered_once(&mock, "wide.bin", &bytes);
+    // The run's window starts at 2 and doubles per round of answers until
+    // trouble; one file's partials may use all of it (--parallel x --window,
+    // 12), not only --window's 4, which was one file's cap before.
+    let peak = mock.stats().requests_in_flight_peak;
+    assert!(
+        peak > idb_engine::DEFAULT_OFFSET_WINDOW as u64,
+        "at most {peak} calls in flight"
+    );
+    assert!(peak <= 12, "{peak} calls in flight, past the run's window");
+}
+
+#[test]
 fn a_lost_answer_to_the_joining_post_is_settled_without_sending_the_file_again() {
     let dir = Dir::new("tus_lost_final");
     let mock = Mock::start(tus_mock());

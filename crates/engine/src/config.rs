@@ -153,7 +153,9 @@ pub struct UploadConfig {
     /// Files uploaded at once.
     pub parallel: usize,
     /// Chunks of one file in flight on a server that writes at offsets (`None`:
-    /// [`crate::DEFAULT_OFFSET_WINDOW`]); a strict server always gets 1.
+    /// [`crate::DEFAULT_OFFSET_WINDOW`]); a strict server always gets 1. A file
+    /// sent as tus partials may have `parallel` times this many in flight (the
+    /// run's whole window, which starts at 2 for partials).
     pub window: Option<usize>,
     /// Chunk bytes the run may hold at once, read ahead and in flight together:
     /// readers lease every chunk from this budget before reading it. (Each

@@ -1,5 +1,8 @@
 //! How many transfer calls the whole run keeps in flight: additive increase,
-//! multiplicative decrease, like TCP, so a struggling server gets room.
+//! multiplicative decrease, like TCP, so a struggling server gets room. A
+//! limit lowered to start small ([`Congestion::start_at`]) first grows by one
+//! slot per success (doubling per round of calls, like TCP's slow start) until
+//! the first sign of trouble.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +25,9 @@ const SLOW_FLOOR: Duration = Duration::from_millis(250);
 struct State {
     /// The allowed number of calls in flight (fractional so increases are slow).
     limit: f64,
+    /// Growing by one slot per success, not one per limit's worth: from
+    /// [`Congestion::start_at`] to the first decrease.
+    slow_start: bool,
     in_flight: usize,
     last_decrease: Option<Instant>,
     seconds_per_byte: Option<f64>,
@@ -43,6 +49,7 @@ impl Congestion {
     pub(crate) fn new(max: usize) -> Self {
         let state = State {
             limit: max as f64,
+            slow_start: false,
             in_flight: 0,
             last_decrease: None,
             seconds_per_byte: None,
@@ -56,6 +63,11 @@ impl Congestion {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most calls ever in flight.
+    pub(crate) fn max(&self) -> usize {
+        self.max
     }
 
     /// The current limit, rounded down.
@@ -82,8 +94,9 @@ impl Congestion {
         }
     }
 
-    /// A call succeeded: grow by about one slot per limit's worth of successes;
-    /// shrink instead if it was far slower per byte than usual.
+    /// A call succeeded: grow by about one slot per limit's worth of successes
+    /// (one slot per success in slow start); shrink instead if it was far
+    /// slower per byte than usual.
     pub(crate) fn on_success(&self, bytes: u64, elapsed: Duration) {
         let mut s = self.lock();
         let rate = elapsed.as_secs_f64() / bytes.max(1) as f64;
@@ -98,17 +111,19 @@ impl Congestion {
         if slow {
             Self::decrease(&mut s);
         } else {
-            s.limit = (s.limit + 1.0 / s.limit).min(self.max as f64);
+            let step = if s.slow_start { 1.0 } else { 1.0 / s.limit };
+            s.limit = (s.limit + step).min(self.max as f64);
             drop(s);
             self.freed.notify_waiters();
         }
     }
 
     /// Lowers the limit to `start` calls (at most; not below one), to grow
-    /// from there while answers stay fast.
+    /// from there in slow start while answers stay fast.
     pub(crate) fn start_at(&self, start: usize) {
         let mut s = self.lock();
         s.limit = s.limit.min(start.max(1) as f64);
+        s.slow_start = s.limit < self.max as f64;
     }
 
     /// A call failed in a way that suggests overload (5xx, 429, timeout, reset).
@@ -124,6 +139,7 @@ impl Congestion {
             return;
         }
         s.last_decrease = Some(now);
+        s.slow_start = false;
         s.limit = (s.limit / 2.0).max(1.0);
     }
 }
@@ -170,6 +186,35 @@ mod tests {
             c.on_success(1 << 20, Duration::from_millis(10));
         }
         assert_eq!(c.limit(), 8, "never above the maximum");
+    }
+
+    #[tokio::test]
+    async fn a_low_start_doubles_per_round_until_trouble() {
+        let c = Congestion::new(12);
+        c.start_at(2);
+        assert_eq!(c.limit(), 2);
+        for _ in 0..2 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 4, "one round of 2 calls doubles 2");
+        for _ in 0..4 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 8);
+        c.on_trouble();
+        assert_eq!(c.limit(), 4);
+        for _ in 0..3 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 4, "after trouble, about one slot per round");
+        for _ in 0..2 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 5);
+        for _ in 0..100 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 12, "never above the maximum");
     }
 
     #[tokio::test]

@@ -354,8 +354,11 @@ impl<P: Protocol> Run<'_, P> {
                 None => self.start_reader(f, state).await?,
             };
             // A strict server takes one chunk at a time: more in flight would
-            // only arrive out of order.
+            // only arrive out of order. A file sent as tus partials may have
+            // the run's whole window: that starts low and grows while answers
+            // stay fast (see `Run::partials_begin`).
             let window = match mode {
+                WriteMode::Offset if self.protocol.partials() => self.congestion.max(),
                 WriteMode::Offset => self.config.window.unwrap_or(DEFAULT_OFFSET_WINDOW),
                 WriteMode::Strict => 1,
             };

@@ -40,6 +40,10 @@ pub struct Stats {
     pub faults: FaultStats,
     /// Connections open now (accepted and not yet closed), any route.
     pub connections_open: u64,
+    /// The most requests on the datafile and tus endpoints at once, each from
+    /// its arrival to its answer (the latency included): how many calls a
+    /// client kept in flight.
+    pub requests_in_flight_peak: u64,
 }
 
 /// The live counters of a running server.
@@ -67,6 +71,28 @@ pub(crate) struct Counters {
     disk_full: AtomicU64,
     /// See [`Stats::connections_open`]; kept by [`OpenConnection`].
     connections_open: AtomicU64,
+    /// Requests between arrival and answer now; kept by [`InFlight`].
+    in_flight: AtomicU64,
+    /// See [`Stats::requests_in_flight_peak`].
+    in_flight_peak: AtomicU64,
+}
+
+/// One request between its arrival and its answer, counted from its making
+/// to its drop (see [`Stats::requests_in_flight_peak`]).
+pub(crate) struct InFlight<'a>(&'a Counters);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(counters: &'a Counters) -> Self {
+        let now = counters.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        counters.in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One open connection, counted in [`Stats::connections_open`] from its
@@ -159,6 +185,7 @@ impl Counters {
                 self.disk_full.load(Ordering::Relaxed),
             ),
             connections_open: self.connections_open.load(Ordering::Relaxed),
+            requests_in_flight_peak: self.in_flight_peak.load(Ordering::Relaxed),
         }
     }
 

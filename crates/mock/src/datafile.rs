@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::body::{BodyError, Limits, PayloadDest, read_fields, read_some};
 use crate::call_peek::peek_call;
+use crate::counters::InFlight;
 use crate::faults::FaultKind;
 use crate::payload_feed::{PayloadFeed, payload_feed};
 use crate::reply::Reply;
@@ -407,13 +408,14 @@ impl Streaming {
 /// The datafile route's outer layer: counts every request on arrival, holds it
 /// while the server is paused (before anything else happens to it: its body is
 /// not read, no fault is drawn), counts it again when answered, and holds every
-/// answer back by the configured latency.
+/// answer back by the configured latency; it is in flight throughout.
 pub(crate) async fn count_hold_and_delay(
     State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Response {
     app.sessions.counters.arrived();
+    let _in_flight = InFlight::new(&app.sessions.counters);
     app.pause.hold(&app.closing).await;
     let response = next.run(request).await;
     app.sessions

@@ -127,6 +127,11 @@ impl Runner<'_> {
         } else if let Some(note) = partials_note(&point) {
             result.notes.push(note);
         }
+        // Only where every connection has the path to itself: with a cap per
+        // connection, partials add connections, which one request cannot.
+        if cap.is_none() && !self.far.is_remote() {
+            result.notes.extend(ceiling_note(&point));
+        }
         result.points.push(point);
         Ok(result)
     }
@@ -186,6 +191,34 @@ impl Runner<'_> {
 
 /// How many partials tus-concat sent (the in-process mock's count of the
 /// uploads it created, less the joined one), if known.
+/// When the one request, which has no round trip to hide, is itself below
+/// the concatenation target over protocol 1: says so, from this run's numbers.
+fn ceiling_note(point: &Point) -> Option<String> {
+    let target = point
+        .ratios
+        .iter()
+        .find(|r| r.key == format!("{CONCAT}/{CHUNKED}"))?
+        .target?;
+    let rate = |key: &str| {
+        let side = point.sides.iter().find(|s| s.key == key)?;
+        Some(side.summary.whole_mib_s.median)
+    };
+    below_target_note(target, rate("ceiling")? / rate(CHUNKED)?)
+}
+
+/// The note of [`ceiling_note`], given one request's rate over protocol 1's.
+fn below_target_note(target: f64, ceiling_over_chunked: f64) -> Option<String> {
+    (ceiling_over_chunked < target).then(|| {
+        format!(
+            "one request, which has no round trip left to hide, reaches {ceiling_over_chunked:.2}x \
+             protocol 1 here, below the {target:.0}x target: on this path round trips are not \
+             what bounds protocol 1, so hiding them cannot reach the target; a path where each \
+             connection is the limit (--protocols-bandwidth 50MiB) shows what partials in \
+             parallel add"
+        )
+    })
+}
+
 fn partials_note(point: &Point) -> Option<String> {
     let side = point.sides.iter().find(|s| s.key == CONCAT)?;
     let uploads = median(
@@ -199,4 +232,16 @@ fn partials_note(point: &Point) -> Option<String> {
          one (median of the repetitions, counted by the mock)",
         human((side.bytes as f64 / partials) as u64)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ceiling_below_the_target_is_said() {
+        let note = below_target_note(3.0, 1.85).expect("1.85x is below 3x");
+        assert!(note.contains("reaches 1.85x protocol 1"), "{note}");
+        assert_eq!(below_target_note(3.0, 3.4), None);
+    }
 }
