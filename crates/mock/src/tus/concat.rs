@@ -7,13 +7,14 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::answer::TusAnswer;
 use super::headers::upload_id;
 use super::part_size::{S3_MAX_PART, S3_MAX_PARTS, S3_MIN_PART};
 use super::uploads::{Concat, Missing, Upload, Uploads};
 use super::{TUS_MAX_SIZE, TusProfile};
+use crate::lock::lock;
 
 /// The buffer a partial's bytes are hashed through: 1 MiB.
 const HASH_BUFFER: usize = 1 << 20;
@@ -101,12 +102,20 @@ impl Uploads {
     /// The kernel copies (`copy_file_range`, through `io::copy`) while a task
     /// on the runtime's blocking pool (where the mock's CPU is counted) hashes
     /// the same partials in order, so a join takes about the time of the hash
-    /// alone.
+    /// alone. A task that has not started when the copy ends (a pool full of
+    /// joins) is not waited for: this thread hashes instead, so joins never
+    /// wait on one another.
     fn join(&self, ids: &[String], into: &File) -> Result<(u64, blake3::Hasher), TusAnswer> {
         let (to_hash, partials) = mpsc::channel::<(File, u64)>();
+        // Whoever takes the receiver first hashes.
+        let work = Arc::new(Mutex::new(Some(partials)));
         let (hashed_tx, hashed) = mpsc::sync_channel(1);
+        let task_work = Arc::clone(&work);
         let hash = move || {
-            let _ = hashed_tx.send(hash_in_order(partials));
+            let taken = lock(&task_work).take();
+            if let Some(partials) = taken {
+                let _ = hashed_tx.send(hash_in_order(partials));
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(hash)),
@@ -114,9 +123,13 @@ impl Uploads {
         }
         let copied = self.copy_partials(ids, into, &to_hash);
         drop(to_hash);
-        let hashed = hashed
-            .recv()
-            .unwrap_or_else(|_| Err(io::Error::other("the hashing task ended early")));
+        let not_started = lock(&work).take();
+        let hashed = match not_started {
+            Some(partials) => hash_in_order(partials),
+            None => hashed
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the hashing task ended early"))),
+        };
         let length = copied?;
         let hasher =
             hashed.map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
@@ -213,4 +226,73 @@ fn hash_in_order(partials: mpsc::Receiver<(File, u64)>) -> io::Result<blake3::Ha
         }
     }
     Ok(hasher)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Two complete partials holding `a` and `b`; their URLs.
+    fn two_partials(uploads: &Uploads, a: &[u8], b: &[u8]) -> Vec<String> {
+        [a, b]
+            .into_iter()
+            .map(|bytes| {
+                let (id, path) = uploads.new_file().unwrap();
+                let path = path.expect("a store");
+                fs::write(&path, bytes).unwrap();
+                let length = bytes.len() as u64;
+                let mut upload = Upload::new(
+                    Some(length),
+                    Some(path),
+                    None,
+                    Concat::Partial,
+                    uploads.expiry_from_now(),
+                );
+                upload.offset = length;
+                uploads.insert(&id, upload);
+                format!("http://127.0.0.1/files/{id}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_join_on_a_full_blocking_pool_hashes_on_its_own_thread() {
+        let store = tempfile::tempdir().unwrap();
+        let uploads = Arc::new(Uploads::new(
+            Some(store.path().to_owned()),
+            TusProfile::Plain,
+            Duration::from_secs(3600),
+        ));
+        let (a, b) = (vec![1u8; 3 << 20], vec![2u8; (1 << 20) + 7]);
+        let urls = two_partials(&uploads, &a, &b);
+        // One blocking thread, taken by the join itself: its hashing task
+        // cannot start before the join ends.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let joining = Arc::clone(&uploads);
+        let joined = runtime.block_on(async move {
+            let join = tokio::task::spawn_blocking(move || joining.create_final(urls, None));
+            // A bound only for a regression (a join waiting on its own
+            // hashing task would never end), never reached otherwise.
+            tokio::time::timeout(Duration::from_secs(60), join).await
+        });
+        // Not waiting for a stuck join's thread, to fail rather than hang.
+        runtime.shutdown_background();
+        let (id, removed) = joined
+            .expect("the join waited for a task that could not start")
+            .unwrap()
+            .unwrap();
+        assert!(removed.is_empty(), "the plain profile keeps partials");
+        let upload = uploads.get(&id).unwrap();
+        let upload = lock(&upload);
+        let whole = [a, b].concat();
+        assert_eq!(upload.offset, whole.len() as u64);
+        assert_eq!(upload.hasher.finalize(), blake3::hash(&whole));
+        assert_eq!(fs::read(upload.path.as_ref().unwrap()).unwrap(), whole);
+    }
 }
