@@ -330,6 +330,41 @@ fn a_killed_tus_upload_resumes_where_the_server_is() {
     }
 }
 
+#[test]
+fn a_registration_the_journal_cannot_record_first_is_not_sent() {
+    let dir = Dir::new("tus_unrecorded");
+    // Slow enough that the kill comes mid-upload.
+    let mock = Mock::start(tus_mock().bandwidth(Some(8 * 1024 * 1024)));
+    let (path, bytes) = dir.random_file("unrecorded.bin", 12 * 1024 * 1024 + 5);
+    let mut watch = JournalWatch::new(&dir);
+    let running = upload(&dir, &mock.url())
+        .args(["--journal-interval", "0", "--no-concat"])
+        .arg(&path)
+        .spawn();
+    while journals(&dir).is_empty() {
+        watch.wait_for_write();
+    }
+    running.kill9();
+    // The upload's journal file becomes a directory: no write of it can
+    // succeed, while the journal directory itself is fine.
+    for journal in journals(&dir) {
+        std::fs::remove_file(&journal).unwrap();
+        std::fs::create_dir(&journal).unwrap();
+    }
+    let run = upload(&dir, &mock.url()).arg(&path).run();
+    run.expect_code(1)
+        .stderr_has("its registration as unrecorded.bin was not sent")
+        .stderr_has("the journal could not record it first");
+    assert!(
+        mock.tus_registrations().is_empty(),
+        "registered without a journal to say so: {:?}",
+        mock.tus_registrations()
+    );
+    // The bytes did all reach the server: only the registration is missing.
+    let stats = mock.stats();
+    assert!(stats.bytes_received >= bytes.len() as u64, "{stats:?}");
+}
+
 /// The trap of the service's server: past 10000 x 5 MiB its parts are larger
 /// than 5 MiB, and a PATCH of 5 MiB stores nothing. The engine sends whole
 /// parts and completes (a sparse file of 48.8 GiB, into a sink; without

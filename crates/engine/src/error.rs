@@ -267,6 +267,25 @@ pub enum Error {
         /// The lookup's HTTP status.
         status: u16,
     },
+    /// Protocol 2: the upload is on the server whole, but the journal could
+    /// not record that its registration was about to go out, so it was not
+    /// sent: after a crash, the next run could not know to ask first, and
+    /// might register the file twice.
+    #[error(
+        "{path}: its upload is on the server whole, but its registration as {filename} was \
+         not sent, because the journal could not record it first ({reason}); otherwise a \
+         crash could lead to registering it twice. Make the state directory writable again \
+         (free space, permissions) or choose another with --state-dir, and run the same \
+         command again"
+    )]
+    RegistrationNotRecorded {
+        /// The local file.
+        path: PathBuf,
+        /// Its name in the dataset.
+        filename: String,
+        /// Why the journal could not be written.
+        reason: String,
+    },
     /// The file was not verified within its deadline
     /// ([`crate::UploadConfig::file_deadline`]); what the server acknowledged
     /// is kept for the next run.
@@ -437,6 +456,7 @@ impl Error {
                 | Error::ChunkTooLarge { .. }
                 | Error::Rejected { .. }
                 | Error::RegistrationUnsettled { .. }
+                | Error::RegistrationNotRecorded { .. }
         )
     }
 
@@ -455,6 +475,9 @@ impl Error {
                 | Error::NoTus { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }
+                // The state directory takes no writes: no registration can
+                // be recorded for any file.
+                | Error::RegistrationNotRecorded { .. }
         )
     }
 }

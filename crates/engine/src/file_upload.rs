@@ -417,8 +417,14 @@ impl<P: Protocol> Run<'_, P> {
                 .await;
             match prepared {
                 Ok(done) => {
-                    if done.value.is_some() {
-                        self.record_now(state).await;
+                    if done.value.is_some()
+                        && let Err(reason) = self.record_now(state).await
+                    {
+                        return Err(Error::RegistrationNotRecorded {
+                            path: f.path.clone(),
+                            filename: f.filename.clone(),
+                            reason,
+                        });
                     }
                 }
                 Err(_) if self.stop.is_now() => return Ok(FileOutcome::Interrupted),

@@ -74,7 +74,7 @@ enum Message {
     /// is on disk: a state that must be durable before the next call.
     Now {
         entry: Box<Entry>,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// Answer once every earlier message is handled (tests: a sync point).
     #[cfg(test)]
@@ -187,15 +187,18 @@ impl JournalWriter {
         }
     }
 
-    /// Records an upload's newest state and waits until it is on disk (or the
-    /// write failed, reported as usual).
-    pub(crate) async fn save_now(&self, entry: Entry) {
+    /// Records an upload's newest state and waits until it is on disk. A write
+    /// that failed (also reported as usual) is an `Err` saying why: the caller
+    /// must not go on as if it were durable.
+    pub(crate) async fn save_now(&self, entry: Entry) -> Result<(), String> {
         let (done, written) = oneshot::channel();
         self.send(Message::Now {
             entry: Box::new(entry),
             done,
         });
-        let _ = written.await;
+        written
+            .await
+            .unwrap_or_else(|_| Err("the journal's writer stopped".to_owned()))
     }
 
     /// An upload ended, unfinished (`keep`: its last entry, written at once) or
@@ -293,7 +296,10 @@ impl Writer {
                 Ok(Message::Write) | Err(RecvTimeoutError::Timeout) => self.write_dirty(),
                 Ok(Message::End { key, keep, lock }) => {
                     match keep {
-                        Some(entry) => self.write(&entry),
+                        // A failure is kept for the run's report.
+                        Some(entry) => {
+                            let _ = self.write(&entry);
+                        }
                         None => {
                             // The receipt first: a crash between the two leaves
                             // the journal (resumed, then refused as verified),
@@ -310,11 +316,14 @@ impl Writer {
                 Ok(Message::Now { entry, done }) => {
                     {
                         let mut shared = lock(&self.shared);
-                        // Newer than anything pending for it.
-                        shared.dirty.insert(entry.key(), *entry);
+                        // Newer than anything pending for it; marked as in
+                        // `write_dirty`, before the write.
+                        shared.dirty.remove(&entry.key());
+                        shared.on_disk.insert(entry.key());
                     }
+                    let written = self.write(&entry);
                     self.write_dirty();
-                    let _ = done.send(());
+                    let _ = done.send(written);
                 }
                 #[cfg(test)]
                 Ok(Message::Ping(done)) => {
@@ -364,12 +373,14 @@ impl Writer {
             dirty
         };
         for entry in dirty.values() {
-            self.write(entry);
+            // A failure is kept for the run's report.
+            let _ = self.write(entry);
         }
         self.append_receipts();
     }
 
-    fn write(&mut self, entry: &Entry) {
+    /// Writes `entry`; a failure is also kept for the run's report.
+    fn write(&mut self, entry: &Entry) -> Result<(), String> {
         let result = if self.dir_ready {
             Ok(())
         } else {
@@ -379,16 +390,18 @@ impl Writer {
             self.dir_ready = true;
             self.journal.save(entry)
         });
-        if let Err(e) = result {
+        result.map_err(|e| {
+            let reason = format!(
+                "cannot write the journal in {}: {e}",
+                self.journal.dir().display()
+            );
             lock(&self.shared).failures.push(WriteFailure {
                 path: entry.path.clone(),
                 what: Unsaved::Journal,
-                reason: format!(
-                    "cannot write the journal in {}: {e}",
-                    self.journal.dir().display()
-                ),
+                reason: reason.clone(),
             });
-        }
+            reason
+        })
     }
 }
 
@@ -485,6 +498,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn saving_now_says_whether_the_entry_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().join("journal"));
+        let writer = start(&journal, Duration::from_secs(3600), u64::MAX);
+        assert_eq!(writer.save_now(entry()).await, Ok(()));
+        assert!(
+            matches!(load(&journal), Loaded::Found(_)),
+            "on disk before the answer"
+        );
+        writer.close().await;
+
+        let blocker = dir.path().join("blocked");
+        std::fs::write(&blocker, b"").unwrap();
+        let writer = start(&Journal::new(blocker), Duration::from_secs(3600), u64::MAX);
+        let refused = writer.save_now(entry()).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("cannot write the journal")),
+            "{refused:?}"
+        );
+        assert_eq!(writer.close().await.len(), 1, "and reported as usual");
     }
 
     #[tokio::test]

@@ -173,13 +173,15 @@ impl<P: Protocol> Run<'_, P> {
     }
 
     /// [`Run::record_progress`], then waits until the journal is on disk: a
-    /// state the next call must not go out without (a tus registration).
-    pub(crate) async fn record_now(&self, state: &mut FileState) {
+    /// state the next call must not go out without (a tus registration). An
+    /// `Err` says why it is not on disk. (No journal: nothing to wait for.)
+    pub(crate) async fn record_now(&self, state: &mut FileState) -> Result<(), String> {
         let Some((_, writer)) = &self.journal else {
-            return;
+            return Ok(());
         };
-        if let Some(entry) = self.fill(state) {
-            writer.save_now(entry).await;
+        match self.fill(state) {
+            Some(entry) => writer.save_now(entry).await,
+            None => Ok(()),
         }
     }
 
