@@ -36,6 +36,21 @@ const CONCAT_MIN_FILE: u64 = 2 * tus::S3_MIN_PART;
 /// file's size at this rate (2 TiB: about 6 hours), on top of the usual one.
 const SERVER_COPY_RATE: u64 = 100 * 1024 * 1024;
 
+/// The most partials one file is sent as: the joining POST names every one
+/// in its `Upload-Concat` header, about 40 bytes each on the service, and
+/// its server (Puma) refuses a header value over 80 KiB. With 1000, about 40
+/// KB. A file over 1000 x the chunk size gets larger partials instead
+/// ([`concat_granule`]).
+const MAX_JOIN_PARTIALS: u64 = 1000;
+
+/// The granule of a file of `size` bytes sent as partials, given the
+/// server's part size `part`: a multiple of `part` large enough that whole
+/// granules make at most [`MAX_JOIN_PARTIALS`] partials.
+fn concat_granule(size: u64, part: u64) -> u64 {
+    let part = part.max(1);
+    size.div_ceil(MAX_JOIN_PARTIALS).div_ceil(part).max(1) * part
+}
+
 /// 409s in a row within one send, each followed by a HEAD naming another
 /// offset, before the send is retried after a backoff instead.
 const MAX_CONFLICT_ROUNDS: u32 = 3;
@@ -864,8 +879,7 @@ impl TusClient<'_> {
                 format!("the server takes uploads of at most {max} bytes (Tus-Max-Size)"),
             ));
         }
-        let concat = self.concat && file.size >= CONCAT_MIN_FILE;
-        if concat {
+        if self.concat_for(file) {
             // Partials are created with their chunks; this round trip (a cheap
             // OPTIONS) measures the path as a setup does.
             let (head, body, cut) = self
@@ -937,8 +951,19 @@ impl TusClient<'_> {
     }
 
     pub(crate) fn granule(&self, file: FileRef<'_>) -> u64 {
-        self.part_size
-            .unwrap_or_else(|| tus::s3_part_size(Some(file.size)))
+        let part = self
+            .part_size
+            .unwrap_or_else(|| tus::s3_part_size(Some(file.size)));
+        if self.concat_for(file) {
+            concat_granule(file.size, part)
+        } else {
+            part
+        }
+    }
+
+    /// Whether `file` is sent as partials (when the server concatenates).
+    fn concat_for(&self, file: FileRef<'_>) -> bool {
+        self.concat && file.size >= CONCAT_MIN_FILE
     }
 
     pub(crate) async fn prepare_finish(
@@ -1067,7 +1092,34 @@ impl TusClient<'_> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whole granules of a file never make more partials than the joining
+        /// POST may name, and each is whole parts.
+        #[test]
+        fn partials_of_whole_granules_fit_the_join(
+            size in 0u64..=(4u64 << 40),
+            part in 1u64..=(64 << 20),
+        ) {
+            let granule = concat_granule(size, part);
+            prop_assert_eq!(granule % part, 0);
+            prop_assert!(size.div_ceil(granule) <= MAX_JOIN_PARTIALS);
+        }
+    }
+
+    #[test]
+    fn small_files_keep_the_part_size_as_their_granule() {
+        let part = tus::s3_part_size(Some(1 << 30));
+        assert_eq!(concat_granule(1 << 30, part), part);
+        // 2 TiB on the service's rule: parts of about 210 MiB, granules of
+        // ten parts (2.1 GiB) so that about 1000 partials remain.
+        let size = 2u64 << 40;
+        let part = tus::s3_part_size(Some(size));
+        assert_eq!(concat_granule(size, part), 10 * part);
+    }
 
     #[test]
     fn the_cheapest_checksum_both_sides_know_is_chosen() {
