@@ -102,11 +102,11 @@ impl Uploads {
     /// The kernel copies (`copy_file_range`, through `io::copy`) while a task
     /// on the runtime's blocking pool (where the mock's CPU is counted) hashes
     /// the same partials in order, so a join takes about the time of the hash
-    /// alone. A task that has not started when the copy ends (a pool full of
-    /// joins) is not waited for: this thread hashes instead, so joins never
-    /// wait on one another.
+    /// alone. A task that has not started when its queue fills or the copy
+    /// ends (a pool full of joins) is not waited for: this thread hashes
+    /// instead, so joins never wait on one another ([`Hashing`]).
     fn join(&self, ids: &[String], into: &File) -> Result<(u64, blake3::Hasher), TusAnswer> {
-        let (to_hash, partials) = mpsc::channel::<(File, u64)>();
+        let (to_hash, partials) = mpsc::sync_channel::<(File, u64)>(HASH_QUEUE);
         // Whoever takes the receiver first hashes.
         let work = Arc::new(Mutex::new(Some(partials)));
         let (hashed_tx, hashed) = mpsc::sync_channel(1);
@@ -114,35 +114,33 @@ impl Uploads {
         let hash = move || {
             let taken = lock(&task_work).take();
             if let Some(partials) = taken {
-                let _ = hashed_tx.send(hash_in_order(partials));
+                let _ = hashed_tx.send(hash_in_order(partials).map(|(hasher, _)| hasher));
             }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(hash)),
             Err(_) => drop(std::thread::spawn(hash)),
         }
-        let copied = self.copy_partials(ids, into, &to_hash);
-        drop(to_hash);
-        let not_started = lock(&work).take();
-        let hashed = match not_started {
-            Some(partials) => hash_in_order(partials),
-            None => hashed
-                .recv()
-                .unwrap_or_else(|_| Err(io::Error::other("the hashing task ended early"))),
+        let mut hashing = Hashing {
+            to_hash: Some(to_hash),
+            work,
+            here: None,
         };
-        let length = copied?;
-        let hasher =
-            hashed.map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
+        // A failed copy answers at once; a task still hashing ends alone.
+        let length = self.copy_partials(ids, into, &mut hashing)?;
+        let hasher = hashing
+            .finish(hashed)
+            .map_err(|e| TusAnswer::error(500, format!("cannot join the partials: {e}")))?;
         Ok((length, hasher))
     }
 
     /// The copying side of [`Uploads::join`]: checks each partial, hands it to
-    /// the hashing thread, copies it; the total length.
+    /// `hashing`, copies it; the total length.
     fn copy_partials(
         &self,
         ids: &[String],
         into: &File,
-        to_hash: &mpsc::Sender<(File, u64)>,
+        hashing: &mut Hashing,
     ) -> Result<u64, TusAnswer> {
         let mut length = 0u64;
         let last = ids.len() - 1;
@@ -182,8 +180,7 @@ impl Uploads {
             }
             let copied = partial.open_to_read().and_then(|from| match from {
                 Some(from) => {
-                    // A hashing thread that is gone failed: its error is told.
-                    let _ = to_hash.send((from.try_clone()?, size));
+                    hashing.hash(from.try_clone()?, size)?;
                     copy(from, size, into, length)
                 }
                 None => Err(io::Error::other(format!(
@@ -211,21 +208,103 @@ fn copy(from: File, size: u64, into: &File, at: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Hashes the partials that come, in order, each from its start (positional
-/// reads: the copy moves the file's shared position).
-fn hash_in_order(partials: mpsc::Receiver<(File, u64)>) -> io::Result<blake3::Hasher> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; HASH_BUFFER];
-    for (file, size) in partials {
-        let mut done = 0u64;
-        while done < size {
-            let n = (size - done).min(buffer.len() as u64) as usize;
-            file.read_exact_at(&mut buffer[..n], done)?;
-            hasher.update(&buffer[..n]);
-            done += n as u64;
+/// Partials waiting to be hashed during a join, each an open file: few, so a
+/// join of thousands of partials holds few descriptors.
+const HASH_QUEUE: usize = 4;
+
+/// The partials waiting to be hashed, in order: each open, and its length.
+type ToHash = mpsc::Receiver<(File, u64)>;
+
+/// The hashing side of a join: a task fed through a short queue, or this
+/// thread once the task is known not to have started.
+struct Hashing {
+    /// The queue to the task (`None` once this thread hashes).
+    to_hash: Option<mpsc::SyncSender<(File, u64)>>,
+    /// The queue's receiving end until the task or this thread takes it.
+    work: Arc<Mutex<Option<ToHash>>>,
+    /// The hash so far and the buffer it reads through, once this thread
+    /// hashes.
+    here: Option<(blake3::Hasher, Vec<u8>)>,
+}
+
+impl Hashing {
+    /// Hashes `size` bytes of `file` after the partials handed over before.
+    fn hash(&mut self, file: File, size: u64) -> io::Result<()> {
+        if let Some((hasher, buffer)) = &mut self.here {
+            return hash_file(hasher, buffer, &file, size);
+        }
+        let Some(to_hash) = &self.to_hash else {
+            return Ok(());
+        };
+        let item = match to_hash.try_send((file, size)) {
+            // A task that ended early tells why through its answer.
+            Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return Ok(()),
+            Err(mpsc::TrySendError::Full(item)) => item,
+        };
+        let untaken = lock(&self.work).take();
+        match untaken {
+            // The task runs: it makes room.
+            None => {
+                let _ = to_hash.send(item);
+                Ok(())
+            }
+            // It has not started: hash what waits, then go on here.
+            Some(waiting) => {
+                self.to_hash = None;
+                let (mut hasher, mut buffer) = hash_in_order(waiting)?;
+                hash_file(&mut hasher, &mut buffer, &item.0, item.1)?;
+                self.here = Some((hasher, buffer));
+                Ok(())
+            }
         }
     }
-    Ok(hasher)
+
+    /// The hash of every partial handed over: this thread's, the task's, or
+    /// (a task that never started) hashed here now.
+    fn finish(
+        mut self,
+        hashed: mpsc::Receiver<io::Result<blake3::Hasher>>,
+    ) -> io::Result<blake3::Hasher> {
+        if let Some((hasher, _)) = self.here.take() {
+            return Ok(hasher);
+        }
+        drop(self.to_hash.take());
+        let untaken = lock(&self.work).take();
+        match untaken {
+            Some(waiting) => hash_in_order(waiting).map(|(hasher, _)| hasher),
+            None => hashed
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the hashing task ended early"))),
+        }
+    }
+}
+
+/// Hashes the partials that come, in order, until their queue closes.
+fn hash_in_order(partials: ToHash) -> io::Result<(blake3::Hasher, Vec<u8>)> {
+    let (mut hasher, mut buffer) = (blake3::Hasher::new(), Vec::new());
+    for (file, size) in partials {
+        hash_file(&mut hasher, &mut buffer, &file, size)?;
+    }
+    Ok((hasher, buffer))
+}
+
+/// Adds `size` bytes of `file`, from its start, to `hasher` (positional
+/// reads: the copy moves the file's shared position).
+fn hash_file(
+    hasher: &mut blake3::Hasher,
+    buffer: &mut Vec<u8>,
+    file: &File,
+    size: u64,
+) -> io::Result<()> {
+    buffer.resize(HASH_BUFFER, 0);
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..n], done)?;
+        hasher.update(&buffer[..n]);
+        done += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -234,10 +313,10 @@ mod tests {
 
     use super::*;
 
-    /// Two complete partials holding `a` and `b`; their URLs.
-    fn two_partials(uploads: &Uploads, a: &[u8], b: &[u8]) -> Vec<String> {
-        [a, b]
-            .into_iter()
+    /// Complete partials holding `parts`; their URLs.
+    fn partials(uploads: &Uploads, parts: &[Vec<u8>]) -> Vec<String> {
+        parts
+            .iter()
             .map(|bytes| {
                 let (id, path) = uploads.new_file().unwrap();
                 let path = path.expect("a store");
@@ -257,18 +336,40 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_join_on_a_full_blocking_pool_hashes_on_its_own_thread() {
-        let store = tempfile::tempdir().unwrap();
-        let uploads = Arc::new(Uploads::new(
-            Some(store.path().to_owned()),
+    /// More partials than the hashing queue holds, each different.
+    fn many_parts() -> Vec<Vec<u8>> {
+        (0..2 * HASH_QUEUE as u8 + 3)
+            .map(|i| vec![i; (1 << 20) + usize::from(i)])
+            .collect()
+    }
+
+    /// A store of uploads behaving as the plain profile.
+    fn store(dir: &tempfile::TempDir) -> Arc<Uploads> {
+        Arc::new(Uploads::new(
+            Some(dir.path().to_owned()),
             TusProfile::Plain,
             Duration::from_secs(3600),
-        ));
-        let (a, b) = (vec![1u8; 3 << 20], vec![2u8; (1 << 20) + 7]);
-        let urls = two_partials(&uploads, &a, &b);
+        ))
+    }
+
+    /// Asserts the joined upload `id` holds `parts`, hashed right.
+    fn assert_joined(uploads: &Uploads, id: &str, parts: Vec<Vec<u8>>) {
+        let upload = uploads.get(id).unwrap();
+        let upload = lock(&upload);
+        let whole = parts.concat();
+        assert_eq!(upload.offset, whole.len() as u64);
+        assert_eq!(upload.hasher.finalize(), blake3::hash(&whole));
+        assert_eq!(fs::read(upload.path.as_ref().unwrap()).unwrap(), whole);
+    }
+
+    #[test]
+    fn a_join_on_a_full_blocking_pool_hashes_on_its_own_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = store(&dir);
+        let parts = many_parts();
+        let urls = partials(&uploads, &parts);
         // One blocking thread, taken by the join itself: its hashing task
-        // cannot start before the join ends.
+        // cannot start before the join ends, and its queue fills.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .max_blocking_threads(1)
             .enable_time()
@@ -288,11 +389,35 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(removed.is_empty(), "the plain profile keeps partials");
-        let upload = uploads.get(&id).unwrap();
-        let upload = lock(&upload);
-        let whole = [a, b].concat();
-        assert_eq!(upload.offset, whole.len() as u64);
-        assert_eq!(upload.hasher.finalize(), blake3::hash(&whole));
-        assert_eq!(fs::read(upload.path.as_ref().unwrap()).unwrap(), whole);
+        assert_joined(&uploads, &id, parts);
+    }
+
+    #[test]
+    fn a_join_hashes_on_the_blocking_pool_through_a_short_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = store(&dir);
+        let parts = many_parts();
+        let urls = partials(&uploads, &parts);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let joining = Arc::clone(&uploads);
+        let (id, _) = runtime
+            .block_on(runtime.spawn_blocking(move || joining.create_final(urls, None)))
+            .unwrap()
+            .unwrap();
+        assert_joined(&uploads, &id, parts);
+    }
+
+    #[test]
+    fn a_join_naming_a_missing_partial_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = store(&dir);
+        let parts = many_parts();
+        let mut urls = partials(&uploads, &parts);
+        urls.push("http://127.0.0.1/files/nothing-here".to_owned());
+        let refused = uploads.create_final(urls, None).unwrap_err();
+        assert_eq!(refused.status, 400, "{refused:?}");
     }
 }
