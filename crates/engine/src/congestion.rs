@@ -132,6 +132,9 @@ impl Congestion {
     }
 
     fn decrease(s: &mut State) {
+        // Any sign of trouble ends the slow start, even one inside the
+        // interval of an earlier decrease.
+        s.slow_start = false;
         let now = Instant::now();
         if s.last_decrease
             .is_some_and(|at| now - at < DECREASE_INTERVAL)
@@ -139,7 +142,6 @@ impl Congestion {
             return;
         }
         s.last_decrease = Some(now);
-        s.slow_start = false;
         s.limit = (s.limit / 2.0).max(1.0);
     }
 }
@@ -215,6 +217,21 @@ mod tests {
             c.on_success(1 << 20, Duration::from_millis(10));
         }
         assert_eq!(c.limit(), 12, "never above the maximum");
+    }
+
+    #[tokio::test]
+    async fn trouble_right_after_a_decrease_still_ends_the_slow_start() {
+        let c = Congestion::new(12);
+        c.on_trouble();
+        c.start_at(2);
+        // Within the interval of the decrease: no halving, but no more
+        // doubling either.
+        c.on_trouble();
+        assert_eq!(c.limit(), 2);
+        for _ in 0..2 {
+            c.on_success(1 << 20, Duration::from_millis(10));
+        }
+        assert_eq!(c.limit(), 2, "one slot per round now, not per success");
     }
 
     #[tokio::test]

@@ -475,8 +475,8 @@ impl Error {
                 | Error::NoTus { .. }
                 | Error::NotTls { .. }
                 | Error::UntrustedCertificate { .. }
-                // The state directory takes no writes: no registration can
-                // be recorded for any file.
+                // The state directory takes no writes: the other files'
+                // registrations would meet the same.
                 | Error::RegistrationNotRecorded { .. }
         )
     }

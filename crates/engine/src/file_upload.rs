@@ -420,6 +420,11 @@ impl<P: Protocol> Run<'_, P> {
                     if done.value.is_some()
                         && let Err(reason) = self.record_now(state).await
                     {
+                        // Not sent: a journal kept now must not say it may
+                        // have been (the next run would ask, and a server
+                        // that cannot say would leave it unsettled).
+                        self.protocol.registration_not_sent(f.file_ref());
+                        self.record_progress(state);
                         return Err(Error::RegistrationNotRecorded {
                             path: f.path.clone(),
                             filename: f.filename.clone(),

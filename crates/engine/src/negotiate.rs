@@ -156,6 +156,12 @@ impl Protocol for Negotiated<'_> {
         }
     }
 
+    fn registration_not_sent(&self, file: FileRef<'_>) {
+        if let Some(Chosen::Tus(tus)) = self.chosen.get() {
+            tus.registration_not_sent(file);
+        }
+    }
+
     fn restore(&self, file: FileRef<'_>, record: TusRecord) {
         if let Some(Chosen::Tus(tus)) = self.chosen.get() {
             tus.restore(file, record);

@@ -97,6 +97,10 @@ pub(crate) trait Protocol: Send + Sync {
         std::future::ready(Ok(None))
     }
 
+    /// The commit [`Protocol::prepare_finish`] prepared was not sent after all
+    /// (the journal could not record it first): forget that it may have been.
+    fn registration_not_sent(&self, _file: FileRef<'_>) {}
+
     /// What the journal keeps of the file's upload beside the offset (tus:
     /// where it lives on the server); `None` for nothing.
     fn saved(&self, _file: FileRef<'_>) -> Option<crate::tus::TusRecord> {

@@ -1034,6 +1034,15 @@ impl TusClient<'_> {
         Err(CallError::Refused(answer))
     }
 
+    /// The registration [`TusClient::prepare_finish`] marked as maybe sent
+    /// was not sent: the next attempt sends it without asking first.
+    pub(crate) fn registration_not_sent(&self, file: FileRef<'_>) {
+        self.with_file(file.filename, |t| {
+            t.register_sent = false;
+            t.ask_first = false;
+        });
+    }
+
     pub(crate) fn saved(&self, file: FileRef<'_>) -> Option<TusRecord> {
         Some(self.with_file(file.filename, |t| {
             TusRecord {
@@ -1180,5 +1189,39 @@ mod tests {
             serde_json::from_str::<TusRecord>("{}").unwrap(),
             TusRecord::default()
         );
+    }
+
+    #[test]
+    fn a_registration_not_sent_is_not_saved_as_maybe_sent() {
+        let server = Url::parse("http://127.0.0.1:9/").unwrap();
+        let config = crate::UploadConfig::new(
+            server.clone(),
+            idb_wire::DatasetKey::new("IDB-9").unwrap(),
+            idb_wire::Token::new("abc").unwrap(),
+        );
+        let client = DatafileClient::new(&config).unwrap();
+        let offer = TusServer {
+            extensions: Vec::new(),
+            max_size: None,
+            checksum: None,
+        };
+        let tus = TusClient::new(&client, &server, offer, &config);
+        let file = FileRef {
+            filename: "a.bin",
+            size: 5,
+        };
+        tus.restore(
+            file,
+            TusRecord {
+                upload: Some("http://127.0.0.1:9/files/a".into()),
+                registering: Some("http://127.0.0.1:9/files/a".into()),
+                registration_sent: true,
+                ..TusRecord::default()
+            },
+        );
+        tus.registration_not_sent(file);
+        let saved = tus.saved(file).unwrap();
+        assert!(!saved.registration_sent, "{saved:?}");
+        assert!(!tus.with_file("a.bin", |t| t.ask_first), "nothing to ask");
     }
 }

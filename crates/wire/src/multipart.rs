@@ -201,7 +201,8 @@ pub enum MultipartEvent {
     /// A new part begins.
     PartStart(PartHeaders),
     /// Some bytes of the current part's content (zero-copy slices of the parser's
-    /// buffer; a part's content may come in several pieces).
+    /// buffer, or of the bytes given to [`MultipartParser::push_bytes`]; a
+    /// part's content may come in several pieces).
     Data(Bytes),
     /// The current part ended.
     PartEnd,
@@ -270,7 +271,8 @@ impl MultipartParser {
     /// Appends bytes received from the network, without copying them when they
     /// come in the middle of a part's content and every event of the bytes
     /// before them was pulled: the `Data` events are then slices of `data`.
-    /// Otherwise it is [`MultipartParser::push`]; the events are the same.
+    /// Otherwise it is [`MultipartParser::push`]. The events are the same but
+    /// for how a part's content is cut into `Data` pieces.
     pub fn push_bytes(&mut self, data: Bytes) {
         let inside_content = self.state == State::Body
             && self.pending.is_none()

@@ -189,8 +189,6 @@ impl Runner<'_> {
     }
 }
 
-/// How many partials tus-concat sent (the in-process mock's count of the
-/// uploads it created, less the joined one), if known.
 /// When the one request, which has no round trip to hide, is itself below
 /// the concatenation target over protocol 1: says so, from this run's numbers.
 fn ceiling_note(point: &Point) -> Option<String> {
@@ -219,6 +217,8 @@ fn below_target_note(target: f64, ceiling_over_chunked: f64) -> Option<String> {
     })
 }
 
+/// How many partials tus-concat sent (the in-process mock's count of the
+/// uploads it created, less the joined one), if known.
 fn partials_note(point: &Point) -> Option<String> {
     let side = point.sides.iter().find(|s| s.key == CONCAT)?;
     let uploads = median(
