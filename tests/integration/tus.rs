@@ -134,6 +134,29 @@ fn one_file_by_concatenation_has_more_partials_in_flight_than_the_offset_window(
 }
 
 #[test]
+fn a_file_of_more_parts_than_a_join_may_name_goes_as_fewer_larger_partials() {
+    let dir = Dir::new("tus_concat_cap");
+    let mock = Mock::start(tus_mock());
+    // 1280 chunks and parts of 64 KiB: one partial each would make the
+    // joining POST name 1280; at most 1000 may go.
+    let (path, bytes) = dir.random_file("many-parts.bin", 80 * 1024 * 1024);
+    dir.upload_to(&mock.url(), DS, "64KiB")
+        .token(TOKEN)
+        .args(["--tus-part-size", "64KiB"])
+        .arg(&path)
+        .run()
+        .expect_code(0)
+        .verified_exactly(&[(&path, &bytes)]);
+    assert_registered_once(&mock, "many-parts.bin", &bytes);
+    let created = mock.tus_stats().uploads_created;
+    // The partials and the joined upload.
+    assert!(
+        (3..=1001).contains(&created),
+        "{created} uploads for 1280 parts"
+    );
+}
+
+#[test]
 fn a_lost_answer_to_the_joining_post_is_settled_without_sending_the_file_again() {
     let dir = Dir::new("tus_lost_final");
     let mock = Mock::start(tus_mock());
