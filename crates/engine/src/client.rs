@@ -391,6 +391,14 @@ pub(crate) struct TusHead {
     pub(crate) length: Option<String>,
 }
 
+impl TusHead {
+    /// A header holding a byte count (`Upload-Offset`, `Upload-Length`,
+    /// `Tus-Max-Size`), if it holds one.
+    pub(crate) fn number(text: &Option<String>) -> Option<u64> {
+        text.as_deref().and_then(|t| t.trim().parse().ok())
+    }
+}
+
 impl Head {
     fn of(response: &reqwest::Response) -> Self {
         Self {

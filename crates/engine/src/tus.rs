@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::body::Progress;
-use crate::client::{Answer, DatafileClient, Head};
+use crate::client::{Answer, DatafileClient, Head, TusHead};
 use crate::protocol::{CallError, FileRef};
 
 /// The smallest file sent as partials when the server concatenates: two
@@ -324,11 +324,7 @@ pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe
     };
     Ok(Probe::Tus(TusServer {
         extensions,
-        max_size: head
-            .tus
-            .max_size
-            .as_deref()
-            .and_then(|m| m.trim().parse().ok()),
+        max_size: TusHead::number(&head.tus.max_size),
         checksum,
     }))
 }
@@ -531,16 +527,8 @@ impl<'a> TusClient<'a> {
         if !answer.outcome.is_ok() {
             return Err(CallError::Refused(answer));
         }
-        let offset = head
-            .tus
-            .offset
-            .as_deref()
-            .and_then(|o| o.trim().parse().ok());
-        let length = head
-            .tus
-            .length
-            .as_deref()
-            .and_then(|l| l.trim().parse().ok());
+        let offset = TusHead::number(&head.tus.offset);
+        let length = TusHead::number(&head.tus.length);
         match offset {
             Some(offset) => Ok((offset, length)),
             None => Err(self.refused(
@@ -611,11 +599,7 @@ impl<'a> TusClient<'a> {
             if !answer.outcome.is_ok() {
                 return Err(CallError::Refused(answer));
             }
-            let now = head
-                .tus
-                .offset
-                .as_deref()
-                .and_then(|o| o.trim().parse::<u64>().ok());
+            let now = TusHead::number(&head.tus.offset);
             match now {
                 Some(now) if now > at => at = now,
                 Some(now) if now == at => {
