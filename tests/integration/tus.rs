@@ -157,6 +157,33 @@ fn a_file_of_more_parts_than_a_join_may_name_goes_as_fewer_larger_partials() {
 }
 
 #[test]
+fn a_file_whose_partials_would_not_fit_the_memory_budget_twice_goes_in_order() {
+    // Partials of one 64 KiB part each (a 16 MiB file needs no larger ones
+    // to stay under 1000 partials), with a memory budget of `memory`.
+    let upload = |memory: &str| {
+        let dir = Dir::new(&format!("tus_concat_memory_{memory}"));
+        let mock = Mock::start(tus_mock());
+        let (path, bytes) = dir.random_file("roomy.bin", 16 * 1024 * 1024);
+        let run = dir
+            .upload_to(&mock.url(), DS, "64KiB")
+            .token(TOKEN)
+            .args(["--tus-part-size", "64KiB", "--memory", memory, "-v"])
+            .arg(&path)
+            .run();
+        run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+        assert_registered_once(&mock, "roomy.bin", &bytes);
+        (run, mock.tus_stats().uploads_created)
+    };
+    // Two partials fit 128 KiB: the file goes as 256 of them, then joined.
+    let (_, created) = upload("128KiB");
+    assert_eq!(created, 256 + 1);
+    // They do not fit 64 KiB twice: one upload in order, and -v says why.
+    let (run, created) = upload("64KiB");
+    run.stderr_has("sent as one upload in order");
+    assert_eq!(created, 1);
+}
+
+#[test]
 fn a_lost_answer_to_the_joining_post_is_settled_without_sending_the_file_again() {
     let dir = Dir::new("tus_lost_final");
     let mock = Mock::start(tus_mock());

@@ -40,7 +40,8 @@ const SERVER_COPY_RATE: u64 = 100 * 1024 * 1024;
 /// in its `Upload-Concat` header, about 40 bytes each on the service, and
 /// its server (Puma) refuses a header value over 80 KiB. With 1000, about 40
 /// KB. A file over 1000 x the chunk size gets larger partials instead
-/// ([`concat_granule`]).
+/// ([`concat_granule`]), as long as [`CONCAT_MIN_IN_FLIGHT`] of them fit the
+/// memory budget; a larger one goes in order.
 const MAX_JOIN_PARTIALS: u64 = 1000;
 
 /// The granule of a file of `size` bytes sent as partials, given the
@@ -50,6 +51,15 @@ fn concat_granule(size: u64, part: u64) -> u64 {
     let part = part.max(1);
     size.div_ceil(MAX_JOIN_PARTIALS).div_ceil(part).max(1) * part
 }
+
+/// The fewest partials of one file that must fit the run's memory budget at
+/// once for it to be sent as partials: their point is sending several at a
+/// time. A file whose partials are larger (over `MAX_JOIN_PARTIALS` x half
+/// the budget: about 250 GiB at the default 512 MiB) goes as one upload in order,
+/// which is as fast one request at a time, needs no joining copy on the
+/// server, holds a part rather than the whole budget, and loses at most a
+/// part, not whole partials, to a crash.
+const CONCAT_MIN_IN_FLIGHT: u64 = 2;
 
 /// 409s in a row within one send, each followed by a HEAD naming another
 /// offset, before the send is retried after a backoff instead.
@@ -242,6 +252,9 @@ pub(crate) struct TusClient<'a> {
     /// The part size PATCH bodies are whole multiples of (`None`: the
     /// service's rule for each file's size).
     part_size: Option<u64>,
+    /// The run's memory budget (`--memory`): partials that do not fit it
+    /// [`CONCAT_MIN_IN_FLIGHT`] times are not sent.
+    memory: u64,
     /// Each file's upload, by name. Held only to read or change an entry,
     /// never across a call.
     files: Mutex<HashMap<String, TusFile>>,
@@ -342,6 +355,7 @@ impl<'a> TusClient<'a> {
             concat: config.tus_concat && server.serves("concatenation"),
             server,
             part_size: config.tus_part_size,
+            memory: config.memory,
             files: Mutex::new(HashMap::new()),
         }
     }
@@ -887,6 +901,14 @@ impl TusClient<'_> {
             });
             return Ok(WriteMode::Offset);
         }
+        if self.concat && file.size >= CONCAT_MIN_FILE {
+            tracing::info!(
+                file = %file.filename,
+                partial = concat_granule(file.size, self.part(file)),
+                memory = self.memory,
+                "sent as one upload in order: its partials would not fit the memory budget twice"
+            );
+        }
         let url = self.create(file, Some(file.size), None).await?;
         self.with_file(file.filename, |t| {
             *t = TusFile {
@@ -935,19 +957,27 @@ impl TusClient<'_> {
     }
 
     pub(crate) fn granule(&self, file: FileRef<'_>) -> u64 {
-        let part = self
-            .part_size
-            .unwrap_or_else(|| tus::s3_part_size(Some(file.size)));
         if self.concat_for(file) {
-            concat_granule(file.size, part)
+            concat_granule(file.size, self.part(file))
         } else {
-            part
+            self.part(file)
         }
     }
 
-    /// Whether `file` is sent as partials (when the server concatenates).
+    /// The part size of `file`'s PATCH bodies.
+    fn part(&self, file: FileRef<'_>) -> u64 {
+        self.part_size
+            .unwrap_or_else(|| tus::s3_part_size(Some(file.size)))
+    }
+
+    /// Whether `file` is sent as partials: when the server concatenates, the
+    /// file is not small, and its partials fit the memory budget
+    /// [`CONCAT_MIN_IN_FLIGHT`] times.
     fn concat_for(&self, file: FileRef<'_>) -> bool {
-        self.concat && file.size >= CONCAT_MIN_FILE
+        self.concat
+            && file.size >= CONCAT_MIN_FILE
+            && concat_granule(file.size, self.part(file)).saturating_mul(CONCAT_MIN_IN_FLIGHT)
+                <= self.memory
     }
 
     pub(crate) async fn prepare_finish(
@@ -1173,6 +1203,47 @@ mod tests {
             serde_json::from_str::<TusRecord>("{}").unwrap(),
             TusRecord::default()
         );
+    }
+
+    #[test]
+    fn files_whose_partials_would_not_fit_the_memory_budget_twice_go_in_order() {
+        let server = Url::parse("http://127.0.0.1:9/").unwrap();
+        let mut config = crate::UploadConfig::new(
+            server.clone(),
+            idb_wire::DatasetKey::new("IDB-9").unwrap(),
+            idb_wire::Token::new("abc").unwrap(),
+        );
+        let client = DatafileClient::new(&config).unwrap();
+        let offer = || TusServer {
+            extensions: vec!["creation".into(), "concatenation".into()],
+            max_size: None,
+            checksum: None,
+        };
+        let file = |size| FileRef {
+            filename: "a.bin",
+            size,
+        };
+        let tus = TusClient::new(&client, &server, offer(), &config);
+        // The default budget (512 MiB) holds two partials of a 200 GiB file
+        // (205 MiB each, ten of its parts), not of one of 250 GiB or more.
+        let fits = 200u64 << 30;
+        let part = tus::s3_part_size(Some(fits));
+        assert_eq!(config.memory, 512 << 20);
+        assert!(tus.concat_for(file(fits)));
+        assert_eq!(tus.granule(file(fits)), 10 * part);
+        for size in [250u64 << 30, 2u64 << 40] {
+            assert!(!tus.concat_for(file(size)), "{size}");
+            // In order, a PATCH body is the part size, not a partial's.
+            assert_eq!(
+                tus.granule(file(size)),
+                tus::s3_part_size(Some(size)),
+                "{size}"
+            );
+        }
+        // More memory: 2 TiB goes as partials of 2.1 GiB.
+        config.memory = 8 << 30;
+        let tus = TusClient::new(&client, &server, offer(), &config);
+        assert!(tus.concat_for(file(2u64 << 40)));
     }
 
     #[test]
