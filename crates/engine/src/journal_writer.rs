@@ -198,7 +198,15 @@ impl JournalWriter {
         });
         written
             .await
-            .unwrap_or_else(|_| Err("the journal's writer stopped".to_owned()))
+            // The writer's thread ends only when the run drops the writer, so
+            // this is a panic in it: say so rather than blame the directory.
+            .unwrap_or_else(|_| {
+                Err(
+                    "the journal's writer thread ended unexpectedly (a bug in idb: \
+                     please report it)"
+                        .to_owned(),
+                )
+            })
     }
 
     /// An upload ended, unfinished (`keep`: its last entry, written at once) or
