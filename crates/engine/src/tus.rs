@@ -371,9 +371,12 @@ impl<'a> TusClient<'a> {
     }
 
     /// A `Location` (or a saved URL) as an absolute URL of this server: one
-    /// naming another server is refused, so the token never goes there.
+    /// naming another server is refused, so the token never goes there. An
+    /// `http://` address of this very host while the server is spoken to over
+    /// HTTPS (a server behind a proxy that ends TLS builds its addresses from
+    /// the plain requests it sees) is taken over HTTPS, never in plain.
     fn upload_url(&self, location: &str) -> Result<Url, CallError> {
-        let url = self.endpoint.join(location).map_err(|_| {
+        let mut url = self.endpoint.join(location).map_err(|_| {
             self.refused(
                 201,
                 format!(
@@ -382,6 +385,16 @@ impl<'a> TusClient<'a> {
                 ),
             )
         })?;
+        let behind_tls_proxy = url.scheme() == "http"
+            && self.endpoint.scheme() == "https"
+            && url.port().is_none()
+            && url.host() == self.endpoint.host();
+        if behind_tls_proxy {
+            // Both only fail for URLs that cannot be https (no host), which
+            // this one is not; the origin check below stays the judge.
+            let _ = url.set_scheme("https");
+            let _ = url.set_port(self.endpoint.port());
+        }
         if url.origin() != self.endpoint.origin() {
             return Err(self.refused(
                 201,
@@ -1205,25 +1218,35 @@ mod tests {
         );
     }
 
-    #[test]
-    fn files_whose_partials_would_not_fit_the_memory_budget_twice_go_in_order() {
-        let server = Url::parse("http://127.0.0.1:9/").unwrap();
-        let mut config = crate::UploadConfig::new(
+    /// A run's settings for `server` (defaults otherwise).
+    fn config_for(server: &Url) -> crate::UploadConfig {
+        crate::UploadConfig::new(
             server.clone(),
             idb_wire::DatasetKey::new("IDB-9").unwrap(),
             idb_wire::Token::new("abc").unwrap(),
-        );
-        let client = DatafileClient::new(&config).unwrap();
-        let offer = || TusServer {
-            extensions: vec!["creation".into(), "concatenation".into()],
+        )
+    }
+
+    /// A tus server serving `extensions`, no checksum and any size.
+    fn offer(extensions: &[&str]) -> TusServer {
+        TusServer {
+            extensions: extensions.iter().map(|&e| e.to_owned()).collect(),
             max_size: None,
             checksum: None,
-        };
+        }
+    }
+
+    #[test]
+    fn files_whose_partials_would_not_fit_the_memory_budget_twice_go_in_order() {
+        let server = Url::parse("http://127.0.0.1:9/").unwrap();
+        let mut config = config_for(&server);
+        let client = DatafileClient::new(&config).unwrap();
+        let concatenating = || offer(&["creation", "concatenation"]);
         let file = |size| FileRef {
             filename: "a.bin",
             size,
         };
-        let tus = TusClient::new(&client, &server, offer(), &config);
+        let tus = TusClient::new(&client, &server, concatenating(), &config);
         // The default budget (512 MiB) holds two partials of a 200 GiB file
         // (205 MiB each, ten of its parts), not of one of 250 GiB or more.
         let fits = 200u64 << 30;
@@ -1242,25 +1265,64 @@ mod tests {
         }
         // More memory: 2 TiB goes as partials of 2.1 GiB.
         config.memory = 8 << 30;
-        let tus = TusClient::new(&client, &server, offer(), &config);
+        let tus = TusClient::new(&client, &server, concatenating(), &config);
         assert!(tus.concat_for(file(2u64 << 40)));
+    }
+
+    #[test]
+    fn a_plain_http_address_of_the_same_host_is_taken_over_https_only() {
+        let at = |server: &str, location: &str| {
+            let server = Url::parse(server).unwrap();
+            let config = config_for(&server);
+            let client = DatafileClient::new(&config).unwrap();
+            TusClient::new(&client, &server, offer(&[]), &config)
+                .upload_url(location)
+                .map(|url| url.to_string())
+                .map_err(|_| ())
+        };
+        let server = "https://databank.example.org/";
+        // Behind a proxy that ends TLS: the same host, plain, default port.
+        assert_eq!(
+            at(server, "http://databank.example.org/files/abc"),
+            Ok("https://databank.example.org/files/abc".to_owned())
+        );
+        assert_eq!(
+            at(
+                "https://databank.example.org:8443/",
+                "http://databank.example.org/files/abc"
+            ),
+            Ok("https://databank.example.org:8443/files/abc".to_owned())
+        );
+        assert_eq!(
+            at(server, "/files/abc"),
+            Ok("https://databank.example.org/files/abc".to_owned())
+        );
+        // Another host, or a port of its own, is another server.
+        assert_eq!(
+            at(server, "http://elsewhere.example.org/files/abc"),
+            Err(())
+        );
+        assert_eq!(
+            at(server, "http://databank.example.org:8080/files/abc"),
+            Err(())
+        );
+        assert_eq!(
+            at(server, "https://elsewhere.example.org/files/abc"),
+            Err(())
+        );
+        // Spoken to in plain, an https address is not this server's either.
+        assert_eq!(
+            at("http://127.0.0.1:9/", "https://127.0.0.1:9/files/abc"),
+            Err(())
+        );
     }
 
     #[test]
     fn a_registration_not_sent_is_not_saved_as_maybe_sent() {
         let server = Url::parse("http://127.0.0.1:9/").unwrap();
-        let config = crate::UploadConfig::new(
-            server.clone(),
-            idb_wire::DatasetKey::new("IDB-9").unwrap(),
-            idb_wire::Token::new("abc").unwrap(),
-        );
+        let config = config_for(&server);
         let client = DatafileClient::new(&config).unwrap();
-        let offer = TusServer {
-            extensions: Vec::new(),
-            max_size: None,
-            checksum: None,
-        };
-        let tus = TusClient::new(&client, &server, offer, &config);
+        let tus = TusClient::new(&client, &server, offer(&[]), &config);
         let file = FileRef {
             filename: "a.bin",
             size: 5,
