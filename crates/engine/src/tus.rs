@@ -970,7 +970,16 @@ impl TusClient<'_> {
     }
 
     pub(crate) fn granule(&self, file: FileRef<'_>) -> u64 {
-        if self.concat_for(file) {
+        // An upload resumed goes on as it began (the last run's settings may
+        // have been others), so its partials stay as few as the join allows.
+        let resumed = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .get(file.filename)
+                .filter(|t| t.concat || t.upload.is_some())
+                .map(|t| t.concat)
+        };
+        if resumed.unwrap_or_else(|| self.concat_for(file)) {
             concat_granule(file.size, self.part(file))
         } else {
             self.part(file)
@@ -1263,10 +1272,32 @@ mod tests {
                 "{size}"
             );
         }
-        // More memory: 2 TiB goes as partials of 2.1 GiB.
+        // An upload begun as partials (by a run with more memory) goes on as
+        // partials of the same size: their number stays within the join's.
+        let huge = file(2u64 << 40);
+        let part = tus::s3_part_size(Some(huge.size));
+        tus.restore(
+            huge,
+            TusRecord {
+                concat: true,
+                ..TusRecord::default()
+            },
+        );
+        assert_eq!(tus.granule(huge), concat_granule(huge.size, part));
+        // More memory: 2 TiB goes as partials of 2.1 GiB, but an upload begun
+        // in order goes on in parts.
         config.memory = 8 << 30;
         let tus = TusClient::new(&client, &server, concatenating(), &config);
-        assert!(tus.concat_for(file(2u64 << 40)));
+        assert!(tus.concat_for(huge));
+        assert_eq!(tus.granule(huge), concat_granule(huge.size, part));
+        tus.restore(
+            huge,
+            TusRecord {
+                upload: Some("http://127.0.0.1:9/files/a".into()),
+                ..TusRecord::default()
+            },
+        );
+        assert_eq!(tus.granule(huge), part);
     }
 
     #[test]
