@@ -69,12 +69,13 @@ impl Console {
         self.bars.as_ref()
     }
 
-    /// A data line on stdout (a `verified` line); with `--json` a person's line
-    /// on stderr instead, since stdout then carries only JSON.
+    /// A data line on stdout (a `verified` line), even with `-q`, which quiets
+    /// only what is for people; with `--json` a person's line on stderr
+    /// instead, since stdout then carries only JSON.
     pub fn data(&self, line: &str) {
         if self.json {
             self.note(line);
-        } else if self.verbosity > Verbosity::Quiet {
+        } else {
             self.stdout(line);
         }
     }

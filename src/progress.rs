@@ -433,14 +433,23 @@ impl EventSink for Progress {
                 self.console
                     .note("going on with the new token from the token file");
             }
-            Event::FileVerified { path, size, blake3 } => {
+            Event::FileVerified {
+                path,
+                size,
+                blake3,
+                server_checked,
+            } => {
                 self.token_worked.store(true, Ordering::Relaxed);
                 self.ended(&path, size);
                 self.console.data(&format!(
                     "verified {} ({size} bytes, blake3 {blake3})",
                     escaped(&path)
                 ));
-                self.json("verified", &path, json!({ "size": size, "blake3": blake3 }));
+                self.json(
+                    "verified",
+                    &path,
+                    json!({ "size": size, "blake3": blake3, "server_checked": server_checked }),
+                );
             }
             Event::FileFailed {
                 path,

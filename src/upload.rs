@@ -240,6 +240,8 @@ fn is_loopback(url: &Url) -> bool {
 #[derive(Debug, Default)]
 struct Counts {
     verified: usize,
+    /// Verified with no size or blake3 from the server to compare.
+    unchecked: usize,
     skipped: usize,
     failed: usize,
     interrupted: usize,
@@ -254,8 +256,9 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
     let mut counts = Counts::default();
     for file in &report.files {
         match &file.outcome {
-            FileOutcome::Verified { .. } => {
+            FileOutcome::Verified { receipt, .. } => {
                 counts.verified += 1;
+                counts.unchecked += usize::from(receipt.is_none());
                 counts.bytes += file.size;
             }
             FileOutcome::Skipped { .. } => counts.skipped += 1,
@@ -346,6 +349,18 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         human(tally.sent),
         human(rate),
     ));
+    if counts.unchecked > 0 {
+        console.note(&format!(
+            "for {} of the files verified the server reported no size or blake3 \
+             (the documented API promises only a 200), so nothing could be compared end \
+             to end: only the server's answer says they arrived whole",
+            if counts.unchecked == counts.verified {
+                "all".to_owned()
+            } else {
+                counts.unchecked.to_string()
+            }
+        ));
+    }
     let exit = match fatal {
         Some(Error::Unauthorized { .. }) => Exit::TokenRefused,
         _ if report.all_done() => Exit::Success,
@@ -356,6 +371,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         "event": "summary",
         "files": report.files.len(),
         "verified": counts.verified,
+        "unchecked": counts.unchecked,
         "skipped": counts.skipped,
         "failed": counts.failed,
         "unfinished": unfinished,

@@ -472,6 +472,10 @@ fn json_lines_carry_every_event_of_a_run() {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{}", run.describe()));
         assert_eq!(value["schema"], 1, "{line}");
+        if value["event"] == "verified" {
+            // The mock reports the size and blake3 it holds.
+            assert_eq!(value["server_checked"], true, "{line}");
+        }
         events.insert(value["event"].as_str().unwrap().to_owned());
     }
     let expected = [
@@ -488,9 +492,21 @@ fn json_lines_carry_every_event_of_a_run() {
         (
             &last["event"],
             &last["verified"],
+            &last["unchecked"],
             &last["skipped"],
             &last["failed"]
         ),
-        (&"summary".into(), &1.into(), &1.into(), &1.into())
+        (
+            &"summary".into(),
+            &1.into(),
+            &0.into(),
+            &1.into(),
+            &1.into()
+        )
+    );
+    assert!(
+        !run.stderr.contains("reported no size"),
+        "{}",
+        run.describe()
     );
 }

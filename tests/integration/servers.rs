@@ -244,3 +244,52 @@ fn a_web_server_is_not_taken_for_a_data_bank() {
         assert_eq!(server.requests(), 2, "{}", run.describe());
     }
 }
+
+/// A server that answers 200 and nothing more to every call (all the documented
+/// API promises): the files are verified by its word alone, and the run says
+/// so, in the summary and in `--json`; the results stay on stdout with `-q`.
+#[test]
+fn a_server_that_reports_nothing_to_compare_is_said_to_have_checked_nothing() {
+    let dir = Dir::new("says_only_ok");
+    let server = RawServer::start(Arc::new(|_: &str, _: &[String]| {
+        Some((200, "OK".to_owned(), b"OK".to_vec()))
+    }));
+    let (one, _) = dir.random_file("one.bin", 1000);
+    let (two, _) = dir.random_file("two.bin", 1000);
+    let run = dir
+        .upload_to(&server.url, DS, "64KiB")
+        .token(SECRET)
+        .arg("--json")
+        .arg(&one)
+        .arg(&two)
+        .run();
+    run.expect_code(0)
+        .stderr_has("for all of the files verified the server reported no size or blake3");
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let verified: Vec<_> = lines.iter().filter(|l| l["event"] == "verified").collect();
+    assert_eq!(verified.len(), 2, "{}", run.describe());
+    assert!(verified.iter().all(|l| l["server_checked"] == false));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["unchecked"], 2);
+
+    // -q keeps the results on stdout, and quiets the note.
+    let dir = Dir::new("says_only_ok_quiet");
+    let (three, _) = dir.random_file("three.bin", 1000);
+    let run = dir
+        .upload_to(&server.url, DS, "64KiB")
+        .token(SECRET)
+        .arg("-q")
+        .arg(&three)
+        .run();
+    run.expect_code(0).stdout_has("verified ");
+    assert!(
+        !run.stderr.contains("reported no size"),
+        "{}",
+        run.describe()
+    );
+}

@@ -113,6 +113,11 @@ pub enum Event {
         /// blake3 of the bytes sent, as hex (the server's receipt agreed, when
         /// it sent one).
         blake3: String,
+        /// Whether the server reported the size and blake3 it holds (and they
+        /// agreed). `false`: it answered 200 and said nothing more, as the
+        /// documented API promises no more, so only its word says the bytes
+        /// arrived whole.
+        server_checked: bool,
     },
     /// The file was not uploaded: a receipt in the state directory says this very
     /// file (same metadata, or same size and blake3) was verified earlier.

@@ -347,11 +347,12 @@ impl Uploader {
                 match result {
                     Ok(outcome) => {
                         match &outcome {
-                            FileOutcome::Verified { blake3, .. } => {
+                            FileOutcome::Verified { blake3, receipt } => {
                                 events.emit(Event::FileVerified {
                                     path,
                                     size,
                                     blake3: blake3.clone(),
+                                    server_checked: receipt.is_some(),
                                 });
                             }
                             FileOutcome::Skipped { receipt, .. } => {

@@ -102,6 +102,7 @@ async fn events_cover_every_byte_in_order() {
                 blake3: blake3::hash(&std::fs::read(&path).unwrap())
                     .to_hex()
                     .to_string(),
+                server_checked: true,
             })
         );
         let acked: Vec<_> = events
