@@ -255,6 +255,36 @@ fn a_file_changed_since_the_last_run_starts_over() {
     mock.assert_stored(DS, NAME, &bytes);
 }
 
+/// Written in place (same size, same inode) with its modification time put
+/// back, as `touch -d` or a copy keeping times would: only the change time
+/// tells, and the upload starts over rather than join old bytes to new.
+#[test]
+fn a_file_written_with_its_modification_time_put_back_starts_over() {
+    use std::os::unix::fs::FileExt;
+    let dir = Dir::new("a_file_written_with_its_modification_time_put_back");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, mut bytes) = dir.random_file(NAME, SIZE);
+    interrupted_by_401(&dir, &mock, &path, 5);
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(b"CORRUPT!", 1000).unwrap();
+    bytes[1000..1008].copy_from_slice(b"CORRUPT!");
+    file.set_modified(modified).unwrap();
+    drop(file);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified
+    );
+    mock.add_token(DS, "fresh-tok-C4", None).unwrap();
+
+    let run = dir.upload(&mock, DS).token("fresh-tok-C4").arg(&path).run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("the file changed since the last run");
+    mock.assert_stored(DS, NAME, &bytes);
+}
+
 #[test]
 fn a_server_that_forgot_the_upload_gets_it_from_the_start() {
     server_that_forgot_the_upload(

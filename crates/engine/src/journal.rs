@@ -29,6 +29,12 @@ pub(crate) struct Entry {
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
     pub(crate) modified: (i64, i64),
+    /// The inode's change time: a file written and its modification time put
+    /// back (`touch -d`, a copy that keeps times) still changes it. Absent in
+    /// journals of earlier versions of idb, which are then taken on the other
+    /// fields alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) changed: Option<(i64, i64)>,
     pub(crate) device: u64,
     pub(crate) inode: u64,
     /// Bytes from the start the server acknowledged. The journal may lag the
@@ -79,6 +85,9 @@ impl Entry {
         self.path == path
             && self.size == identity.size
             && self.modified == identity.modified
+            && self
+                .changed
+                .is_none_or(|changed| changed == identity.changed)
             && (self.device, self.inode) == (identity.device, identity.inode)
     }
 
@@ -289,6 +298,7 @@ pub(crate) mod tests {
             path: "/data/a.bin".into(),
             size: 100,
             modified: (5, 6),
+            changed: Some((9, 9)),
             device: 1,
             inode: 2,
             acked: 40,
@@ -404,6 +414,11 @@ pub(crate) mod tests {
                 modified: (5, 7),
                 ..identity
             },
+            // Written, and its modification time put back.
+            Identity {
+                changed: (9, 10),
+                ..identity
+            },
             Identity {
                 inode: 3,
                 ..identity
@@ -411,5 +426,18 @@ pub(crate) mod tests {
         ] {
             assert!(!e.describes(Path::new("/data/a.bin"), &other));
         }
+        // A journal of an earlier idb has no change time: the rest decides.
+        let earlier = Entry { changed: None, ..e };
+        let text = serde_json::to_string(&earlier).unwrap();
+        assert!(!text.contains("changed"), "{text}");
+        let read: Entry = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.changed, None);
+        assert!(read.describes(
+            Path::new("/data/a.bin"),
+            &Identity {
+                changed: (1, 2),
+                ..identity
+            }
+        ));
     }
 }

@@ -107,6 +107,8 @@ impl Opening {
                     resumed = Some(Entry {
                         hash: Some(hash.clone()),
                         chunk_size: self.sizer.current(),
+                        // A journal of an earlier idb had none.
+                        changed: Some(c.identity.changed),
                         ..*found
                     });
                 }
@@ -214,6 +216,7 @@ impl<P: Protocol> Run<'_, P> {
             path: absolute(&c.path),
             size: identity.size,
             modified: identity.modified,
+            changed: Some(identity.changed),
             device: identity.device,
             inode: identity.inode,
             acked: 0,
