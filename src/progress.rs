@@ -466,7 +466,8 @@ impl EventSink for Progress {
                     Some(_) if resumable => " (its journal is kept to resume it)".to_owned(),
                     _ => String::new(),
                 };
-                let line = format!("error: {}{held}", crate::text::escape(&error));
+                let shown = crate::text::escaped_message(&error, [path.as_path()]);
+                let line = format!("error: {shown}{held}");
                 if lock(&self.state).errors_shown.insert(line.clone()) {
                     self.console.error(&line);
                 }

@@ -23,7 +23,7 @@ use idb_engine::Uploader;
 use crate::cli::SelectArgs;
 use crate::console::Console;
 use crate::exit::Exit;
-use crate::text::{escape, escaped};
+use crate::text::escaped;
 
 /// The `--files-from` value that means standard input.
 const STDIN_LIST: &str = "-";
@@ -300,7 +300,11 @@ pub fn files_to_upload(
             }
             if let Err(problems) = uploader.check(&refused.others) {
                 for problem in &problems {
-                    console.error(&format!("error: {}", escape(&problem.to_string())));
+                    let shown = crate::text::escaped_message(
+                        &problem.to_string(),
+                        refused.others.iter().map(|p| p.as_path()),
+                    );
+                    console.error(&format!("error: {shown}"));
                 }
             }
             console.error("nothing was uploaded; fix the problems above and run the command again");

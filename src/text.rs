@@ -26,6 +26,18 @@ pub fn escaped(path: &Path) -> String {
     out
 }
 
+/// An engine message about one of `paths` (it starts with the path, shown
+/// lossily: a byte that is not UTF-8 is already U+FFFD there) escaped, with
+/// that path shown as [`escaped`] shows it, `\xNN` and all.
+pub fn escaped_message<'a>(message: &str, paths: impl IntoIterator<Item = &'a Path>) -> String {
+    let found = paths.into_iter().find_map(|path| {
+        let lossy = path.to_string_lossy();
+        let rest = message.strip_prefix(lossy.as_ref())?;
+        Some(format!("{}{}", escaped(path), escape(rest)))
+    });
+    found.unwrap_or_else(|| escape(message).into_owned())
+}
+
 /// `text` escaped as [`escaped`] does; borrowed when there is nothing to escape.
 pub fn escape(text: &str) -> Cow<'_, str> {
     escape_controls(text)
@@ -72,6 +84,20 @@ mod tests {
         assert_eq!(shown(b"bad\xff\xfe.bin"), "bad\\xff\\xfe.bin");
         // A truncated multi-byte sequence, then valid text.
         assert_eq!(shown(b"x\xc3y"), "x\\xc3y");
+    }
+
+    #[test]
+    fn a_message_about_a_path_shows_its_bytes_that_are_not_utf8_as_hex() {
+        use std::ffi::OsStr;
+        let bad = Path::new(OsStr::from_bytes(b"dir\xfe/bad\xff.txt"));
+        let other = Path::new("other.txt");
+        let message = format!("{}: no such file\n", bad.display());
+        assert_eq!(
+            escaped_message(&message, [other, bad]),
+            "dir\\xfe/bad\\xff.txt: no such file\\n"
+        );
+        // About none of them: escaped as any text.
+        assert_eq!(escaped_message("x\ny", [other]), "x\\ny");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::exit::Exit;
 use crate::progress::{JSON_SCHEMA, Progress, Tally, file_json};
 use crate::signals::{Signals, Stop};
 use crate::size::human;
-use crate::text::{escape, escaped};
+use crate::text::{escape, escaped, escaped_message};
 use crate::token::{self, TokenSource};
 
 pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
@@ -61,7 +61,9 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
         Ok(files) => files,
         Err(problems) => {
             for problem in &problems {
-                console.error(&format!("error: {}", escape(&problem.to_string())));
+                let shown =
+                    escaped_message(&problem.to_string(), paths.iter().map(|p| p.as_path()));
+                console.error(&format!("error: {shown}"));
             }
             console.error("nothing was uploaded; fix the files above and run the command again");
             return Ok(Exit::BadInput);
