@@ -245,6 +245,27 @@ fn device() {
     run.stderr_has("/dev/null: a device, not a regular file");
 }
 
+/// A file whose size says 0 but that reads as bytes (a file of /proc) fails
+/// alone at its turn rather than go up empty.
+#[test]
+fn a_file_whose_size_is_unknown_is_not_sent_empty() {
+    let dir = Dir::new("size_unknown");
+    let mock = Mock::standard();
+    let (fine, bytes) = dir.random_file("fine.bin", 1000);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg("/proc/self/status")
+        .arg(&fine)
+        .run();
+
+    run.expect_code(1)
+        .stderr_has("/proc/self/status: its size says 0 bytes, but reading it gives bytes")
+        .verified_exactly(&[(&fine, &bytes)]);
+    assert_eq!(mock.stats().files_verified, 1);
+}
+
 /// A sparse file over 2 TiB (no disk used) is refused by its size alone.
 #[test]
 fn file_over_two_tebibytes() {

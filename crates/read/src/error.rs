@@ -106,6 +106,16 @@ pub enum ReadError {
         #[source]
         source: io::Error,
     },
+    /// Its size says 0 bytes, yet reading it gives bytes: a file whose size the
+    /// system does not know (`/proc`, `/sys`), which would be sent empty.
+    #[error(
+        "{path}: its size says 0 bytes, but reading it gives bytes (a file of /proc or /sys?); \
+         copy it to a regular file and upload that"
+    )]
+    SizeUnknown {
+        /// The path.
+        path: PathBuf,
+    },
     /// Over the Data Bank's 2 TiB limit.
     #[error("{path}: {size} bytes is over the Data Bank's limit of 2 TiB (2199023255552 bytes)")]
     TooLarge {

@@ -69,6 +69,14 @@ impl std::fmt::Debug for SourceFile {
     }
 }
 
+/// Whether a file whose size says 0 gives a byte when read (as `/proc` and
+/// `/sys` files do). A read that fails says nothing: the upload's own reads
+/// report it.
+fn has_bytes(file: &File) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(file.read_at(&mut byte, 0), Ok(1))
+}
+
 fn kind_of(file_type: std::fs::FileType) -> Option<FileKind> {
     if file_type.is_file() {
         None
@@ -203,6 +211,9 @@ impl SourceFile {
                 path: path_buf(),
                 size: identity.size,
             });
+        }
+        if identity.size == 0 && has_bytes(&file) {
+            return Err(ReadError::SizeUnknown { path: path_buf() });
         }
         let network = NetworkFs::of(&file);
         let map = match mode {

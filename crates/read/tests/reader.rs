@@ -389,6 +389,15 @@ fn bad_inputs_each_get_their_own_error() {
         .set_len(idb_read::MAX_FILE_SIZE)
         .unwrap();
     assert!(SourceFile::open(&huge, ReadMode::Auto).is_ok());
+
+    // A file whose size says 0 but that reads as bytes would be sent empty.
+    assert!(matches!(
+        open(Path::new("/proc/self/status")),
+        ReadError::SizeUnknown { .. }
+    ));
+    // An empty file is empty.
+    let empty = write_file(dir.path(), "empty", b"");
+    assert!(SourceFile::open(&empty, ReadMode::Auto).is_ok());
 }
 
 #[test]
