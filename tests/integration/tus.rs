@@ -521,3 +521,29 @@ fn idb_resumes_an_interrupted_patch_on_an_independent_tus_server() {
         .verified_exactly(&[(&path, &bytes)]);
     assert_peer_registered_once(&node, "resumed.bin", &bytes);
 }
+
+/// The mock's full disk (`--disk-full-after`) holds for tus uploads as for
+/// protocol 1's: a PATCH past it is refused 507 and nothing of it kept, and
+/// the run stops there, as no other file fits either.
+#[test]
+fn a_full_disk_refuses_a_patch_and_stops_the_run() {
+    let dir = Dir::new("tus_disk_full");
+    // Room for the first file (in order: under 10 MiB), not the second.
+    let mock = Mock::start(tus_mock().disk_full_after(8 * 1024 * 1024));
+    let (first, first_bytes) = dir.random_file("a-first.bin", 6 * 1024 * 1024 + 1);
+    let (second, _) = dir.random_file("b-second.bin", 6 * 1024 * 1024);
+    let (third, _) = dir.random_file("c-third.bin", 6 * 1024 * 1024 - 1);
+    let run = upload(&dir, &mock.url())
+        .args(["--parallel", "1"])
+        .args([&first, &second, &third])
+        .run();
+    run.expect_code(1)
+        .stderr_has("b-second.bin")
+        .stderr_has("HTTP 507")
+        .verified_exactly(&[(&first, &first_bytes)]);
+    assert_registered_once(&mock, "a-first.bin", &first_bytes);
+    assert_eq!(mock.tus_stats().registrations, 1, "{}", run.describe());
+    // Stopped at the full disk: the third file was not begun.
+    run.stderr_has("1 file unfinished");
+    assert_eq!(mock.stats().faults.disk_full, 1, "{}", run.describe());
+}

@@ -424,6 +424,9 @@ impl<'a> TusClient<'a> {
             404 | 410 if upload => Outcome::NoSession,
             404 | 405 | 501 => Outcome::NotDataBank,
             413 => Outcome::TooLarge,
+            // The server's disk is full: sending again cannot help, nor can
+            // another file (as protocol 1's 507).
+            507 => Outcome::Rejected,
             // A body that arrived damaged, a lock held by another request on
             // the upload, a timeout: send it again.
             tus::CHECKSUM_MISMATCH | 408 | 423 | 429 | 500..=599 => Outcome::Retry {

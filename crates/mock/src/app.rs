@@ -124,7 +124,8 @@ impl App {
         if let Some(bytes) = config.disk_full_after {
             sessions = sessions.disk_full_after(bytes);
         }
-        let tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry);
+        let tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry)
+            .on_disk(sessions.disk());
         Ok(Self {
             datasets,
             latency: config.latency,

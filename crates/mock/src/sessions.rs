@@ -159,7 +159,7 @@ pub(crate) struct Sessions {
     identical_retry_ok: bool,
     /// Room for payload bytes (unlimited unless
     /// [`crate::MockConfig::disk_full_after`] is set).
-    disk: DiskSpace,
+    disk: Arc<DiskSpace>,
     /// How many datafiles each name registered more than once by protocol 2
     /// has (`sessions/register.rs`); an entry per such name, for the
     /// server's life.
@@ -218,7 +218,7 @@ impl Sessions {
             persist: saver,
             next_id,
             identical_retry_ok: true,
-            disk: DiskSpace::default(),
+            disk: Arc::default(),
             extra_datafiles: Mutex::default(),
         };
         (sessions, warnings)
@@ -233,8 +233,13 @@ impl Sessions {
 
     /// Fills the disk after `bytes` payload bytes (see `disk_space.rs`).
     pub(crate) fn disk_full_after(mut self, bytes: u64) -> Self {
-        self.disk = DiskSpace::with_capacity(bytes);
+        self.disk = Arc::new(DiskSpace::with_capacity(bytes));
         self
+    }
+
+    /// The disk payload is written to, shared with the tus uploads.
+    pub(crate) fn disk(&self) -> Arc<DiskSpace> {
+        Arc::clone(&self.disk)
     }
 
     /// Writes payload `bytes` at `offset` of `file` (none in sink mode), in

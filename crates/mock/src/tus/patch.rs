@@ -27,6 +27,7 @@ use super::part_size::{S3_MAX_PARTS, S3_MIN_PART, s3_part_size};
 use super::uploads::{Concat, S3Parts, Uploads};
 use super::{TUS_MAX_SIZE, TusProfile};
 use crate::counters::Counters;
+use crate::disk_space::is_full;
 use crate::faults::FaultKind;
 use crate::payload_feed::PayloadPieces;
 
@@ -143,6 +144,8 @@ impl Uploads {
         };
         let mut taken = 0u64;
         let mut total = 0u64;
+        // Room taken on the disk model: given back if the PATCH is undone.
+        let mut room = 0u64;
         while let Some(piece) = pieces.next_piece() {
             if let Some(checksum) = checksum.as_mut() {
                 checksum.update(&piece);
@@ -156,9 +159,15 @@ impl Uploads {
                 continue;
             }
             let bytes = &piece[..take];
-            if let Some(file) = &file
-                && let Err(e) = file.write_all_at(bytes, start + taken)
-            {
+            // In the room of the disk (a sink's too: see `disk_full_after`).
+            let written = self.disk.take(take as u64).and_then(|()| {
+                room += take as u64;
+                match &file {
+                    Some(file) => file.write_all_at(bytes, start + taken),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = written {
                 write_error = Some(e);
                 continue;
             }
@@ -169,6 +178,7 @@ impl Uploads {
             if let Some(file) = &file {
                 let _ = file.set_len(start);
             }
+            self.disk.give_back(room);
         };
         if !pieces.complete() {
             undo();
@@ -186,6 +196,13 @@ impl Uploads {
         }
         if let Some(e) = write_error {
             undo();
+            if is_full(&e) {
+                counters.disk_full();
+                return Some(TusAnswer::error(
+                    507,
+                    format!("cannot store the upload: {e}; nothing of this PATCH was applied"),
+                ));
+            }
             return Some(TusAnswer::error(
                 500,
                 format!("cannot store the upload: {e}"),

@@ -13,6 +13,7 @@ use idb_wire::VerifyReceipt;
 
 use super::TusProfile;
 use super::answer::TusAnswer;
+use crate::disk_space::DiskSpace;
 use crate::lock::lock;
 
 /// How an upload takes part in a concatenation.
@@ -227,6 +228,9 @@ pub(crate) struct Uploads {
     expired: Mutex<HashSet<String>>,
     next_id: AtomicU64,
     pub(crate) counters: TusCounters,
+    /// The room of the disk, shared with protocol 1's sessions
+    /// ([`crate::MockConfig::disk_full_after`]).
+    pub(crate) disk: Arc<DiskSpace>,
     /// Every registration answered 200, in order. Grows by one per
     /// registration, for the server's life.
     pub(crate) registrations: Mutex<Vec<TusRegistration>>,
@@ -244,8 +248,15 @@ impl Uploads {
             expired: Mutex::default(),
             next_id: AtomicU64::new(1),
             counters: TusCounters::default(),
+            disk: Arc::default(),
             registrations: Mutex::default(),
         }
+    }
+
+    /// Writes PATCH bodies in the room of `disk` (see `disk_space.rs`).
+    pub(crate) fn on_disk(mut self, disk: Arc<DiskSpace>) -> Self {
+        self.disk = disk;
+        self
     }
 
     /// Whether bytes are kept (`false`: a sink).
