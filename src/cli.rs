@@ -242,9 +242,10 @@ pub struct TransferArgs {
     /// halved on 413 or timeouts.
     #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
-    /// Ceiling for the adaptive chunk size (give --chunk-size's value for fixed chunks).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub max_chunk_size: u64,
+    /// Ceiling for the adaptive chunk size (give --chunk-size's value for fixed
+    /// chunks) [default: 64MiB, or --chunk-size when that is larger]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_chunk_size: Option<u64>,
     /// Files uploaded at once.
     #[arg(long, default_value_t = idb_engine::DEFAULT_PARALLEL, value_name = "N")]
     pub parallel: usize,
@@ -266,7 +267,12 @@ pub struct TransferArgs {
     )]
     pub idle_timeout: std::time::Duration,
     /// Attempts per call before giving up (connection errors, timeouts, 5xx, 429).
-    #[arg(long, default_value_t = idb_engine::DEFAULT_MAX_ATTEMPTS, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = idb_engine::DEFAULT_MAX_ATTEMPTS,
+        value_parser = clap::value_parser!(u32).range(1..),
+        value_name = "N"
+    )]
     pub attempts: u32,
     /// Read files with positional reads instead of a memory map (for files other
     /// programs may truncate while they upload, or file systems where mapping is slow).
@@ -340,7 +346,7 @@ pub struct MockServerArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub latency_ms: u64,
     /// Largest chunk accepted; larger ones get 413.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    #[arg(long, default_value = "64MiB", value_parser = crate::size::parse_nonzero_size, value_name = "SIZE")]
     pub max_chunk: u64,
     /// Tokens expire this many seconds after the server starts (0: already expired).
     #[arg(long, value_name = "SECS")]
@@ -696,6 +702,25 @@ mod deadline_tests {
             args.transfer.file_deadline,
             idb_engine::DEFAULT_FILE_DEADLINE
         );
+    }
+
+    #[test]
+    fn the_chunk_ceiling_is_64_mib_or_the_chunk_size_when_larger_unless_given() {
+        let ceiling = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["idb", "upload"].iter().chain(args).chain(&["f"])).unwrap();
+            let Command::Upload(args) = cli.command else {
+                panic!("an upload");
+            };
+            (args.transfer.max_chunk(), args.transfer.check().is_ok())
+        };
+        assert_eq!(ceiling(&[]), (idb_engine::DEFAULT_MAX_CHUNK_SIZE, true));
+        assert_eq!(ceiling(&["--chunk-size", "128MiB"]), (128 << 20, true));
+        assert_eq!(
+            ceiling(&["--chunk-size", "1MiB", "--max-chunk-size", "1MiB"]),
+            (1 << 20, true)
+        );
+        assert!(!ceiling(&["--chunk-size", "2MiB", "--max-chunk-size", "1MiB"]).1);
     }
 }
 

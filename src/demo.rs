@@ -46,6 +46,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         DatasetKey::new(DATASET)?,
         Token::new(&token)?,
     );
+    args.transfer.check()?;
     let uploader = Uploader::new(args.transfer.apply(config))?;
     let files = match uploader.check(std::slice::from_ref(&path)) {
         Ok(files) => files,

@@ -63,7 +63,7 @@ pub async fn run(
         if !matches!(known, Some(Known::Same(_))) {
             count += 1;
             total += size;
-            calls += calls_for(size, args.transfer.chunk_size, args.transfer.max_chunk_size);
+            calls += calls_for(size, args.transfer.chunk_size, args.transfer.max_chunk());
         }
     }
     let skipping = match skipped {

@@ -2,6 +2,14 @@
 
 pub use idb_harness::human_bytes as human;
 
+/// [`parse_size`], refusing 0 (a limit that nothing could meet).
+pub fn parse_nonzero_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err(format!("{text:?} is 0 bytes; give at least 1 byte")),
+        size => Ok(size),
+    }
+}
+
 /// Parses a size. Binary units: `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` (the
 /// short forms are binary too, as in `dd` and `curl`); decimal units: `KB`, `MB`,
 /// `GB`, `TB`; `B` or nothing for bytes. Case does not matter; a fraction is allowed

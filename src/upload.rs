@@ -147,6 +147,7 @@ fn configure(
     console: &Arc<Console>,
     token_worked: &Arc<AtomicBool>,
 ) -> anyhow::Result<(Uploader, TokenSource)> {
+    args.transfer.check()?;
     let dataset = args.target.dataset_key()?;
     let server: Url = args.target.server.clone();
     let (token, source) = token::load(args.token_file.as_deref())?;
@@ -183,15 +184,38 @@ fn configure(
 }
 
 impl TransferArgs {
+    /// The ceiling of the adaptive chunk size: `--max-chunk-size`, or by
+    /// default 64 MiB, or `--chunk-size` when that is larger.
+    pub fn max_chunk(&self) -> u64 {
+        self.max_chunk_size
+            .unwrap_or(idb_engine::DEFAULT_MAX_CHUNK_SIZE)
+            .max(self.chunk_size)
+    }
+
+    /// Refuses options that contradict each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(max) = self.max_chunk_size
+            && max < self.chunk_size
+        {
+            anyhow::bail!(
+                "--max-chunk-size ({max} bytes) is below --chunk-size ({} bytes): the adaptive \
+                 size starts at --chunk-size and grows up to --max-chunk-size; give both the \
+                 same value for fixed chunks",
+                self.chunk_size
+            );
+        }
+        Ok(())
+    }
+
     /// Puts these options into an engine configuration.
     pub fn apply(&self, mut config: UploadConfig) -> UploadConfig {
         config.chunk_size = self.chunk_size;
-        config.max_chunk_size = self.max_chunk_size.max(self.chunk_size);
+        config.max_chunk_size = self.max_chunk();
         config.parallel = self.parallel;
         config.window = self.window;
         config.memory = self.memory;
         config.idle_timeout = self.idle_timeout;
-        config.retry.max_attempts = self.attempts.max(1);
+        config.retry.max_attempts = self.attempts;
         config.read_mode = if self.no_mmap {
             ReadMode::Positional
         } else {

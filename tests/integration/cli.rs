@@ -47,6 +47,37 @@ fn upload_without_a_dataset_exits_2() {
     run.expect_code(2).stderr_has("--dataset");
 }
 
+/// Options that contradict each other or that nothing could meet are refused
+/// by name, before anything is sent.
+#[test]
+fn options_nothing_could_meet_exit_2() {
+    let dir = Dir::new("options_nothing_could_meet_exit_2");
+    let file = dir.write("data.bin", b"x");
+    let upload = |args: &[&str]| {
+        dir.idb([
+            "upload",
+            "--dataset",
+            "IDB-1",
+            "--server",
+            "http://127.0.0.1:9",
+        ])
+        .args(args)
+        .token("tok")
+        .arg(&file)
+        .run()
+    };
+    upload(&["--chunk-size", "16MiB", "--max-chunk-size", "8MiB"])
+        .expect_code(2)
+        .stderr_has("--max-chunk-size (8388608 bytes) is below --chunk-size (16777216 bytes)");
+    upload(&["--attempts", "0"])
+        .expect_code(2)
+        .stderr_has("--attempts");
+    dir.idb(["mock-server", "--dataset", "IDB-1:tok", "--max-chunk", "0"])
+        .run()
+        .expect_code(2)
+        .stderr_has("give at least 1 byte");
+}
+
 #[test]
 fn unknown_subcommand_exits_2() {
     let dir = Dir::new("unknown_subcommand_exits_2");
