@@ -71,7 +71,8 @@ pub async fn run(
         n => format!(" ({n} more skipped: receipts say they were verified earlier)"),
     };
     console.error(&format!(
-        "dry run: {count} files to upload, {} in total{skipping}; nothing was sent",
+        "dry run: {count} file{} to upload, {} in total{skipping}; nothing was sent",
+        if count == 1 { "" } else { "s" },
         human(total)
     ));
     let rtt = match uploader.round_trip().await {

@@ -540,6 +540,7 @@ fn a_full_disk_refuses_a_patch_and_stops_the_run() {
     run.expect_code(1)
         .stderr_has("b-second.bin")
         .stderr_has("HTTP 507")
+        .stderr_has("the server's disk is full, so no other file fits either")
         .verified_exactly(&[(&first, &first_bytes)]);
     assert_registered_once(&mock, "a-first.bin", &first_bytes);
     assert_eq!(mock.tus_stats().registrations, 1, "{}", run.describe());

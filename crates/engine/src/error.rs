@@ -312,8 +312,9 @@ pub enum Error {
     },
     /// Any other refusal (400 and the like).
     #[error(
-        "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}",
-        said(message)
+        "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}{}",
+        said(message),
+        advice(*status)
     )]
     Rejected {
         /// The local file.
@@ -479,6 +480,18 @@ impl Error {
                 // registrations would meet the same.
                 | Error::RegistrationNotRecorded { .. }
         )
+    }
+}
+
+/// What to do about a refusal of this status, when there is more to say than
+/// the server's words.
+fn advice(status: u16) -> &'static str {
+    match status {
+        507 => {
+            "; the server's disk is full, so no other file fits either: run the same command \
+             once it has room again"
+        }
+        _ => "",
     }
 }
 
