@@ -39,8 +39,17 @@ pub enum Command {
     Clean(CleanArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Print idb's manual page (roff), for `man -l -` or a man directory.
-    Man,
+    /// Print idb's manual page (roff), for `man -l -`; or, with --dir, write a
+    /// page for idb and one for each command (idb-upload.1, ...) there.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write every page into this directory (like ~/.local/share/man/man1)
+    /// instead of printing idb's own.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Completions(args) => print_completions(args.shell),
-            Command::Man => print_man_page(),
+            Command::Man(args) => print_man_page(args.dir.as_deref()),
             Command::Status(args) => status::run(args),
             Command::Clean(args) => clean::run(args),
         }
@@ -81,11 +81,36 @@ fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
     write_stdout(&script)
 }
 
-/// `idb man`: the manual page (roff) on stdout.
-fn print_man_page() -> anyhow::Result<Exit> {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
-    write_stdout(&page)
+/// `idb man`: the manual page (roff) on stdout, or with `dir` every page
+/// (idb's and one per command, named as `man idb-upload` finds it) there.
+fn print_man_page(dir: Option<&std::path::Path>) -> anyhow::Result<Exit> {
+    use anyhow::Context as _;
+    let mut command = Cli::command();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command).render(&mut page)?;
+        return write_stdout(&page);
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", crate::text::escaped(dir)))?;
+    // Built, so that each command's page is named `idb-<command>`.
+    command.build();
+    let commands = command
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help")
+        .cloned()
+        .collect::<Vec<_>>();
+    for page in std::iter::once(command).chain(commands) {
+        clap_mangen::Man::new(page)
+            .generate_to(dir)
+            .with_context(|| {
+                format!(
+                    "cannot write the manual pages into {}",
+                    crate::text::escaped(dir)
+                )
+            })?;
+    }
+    Ok(Exit::Success)
 }
 
 /// Writes all of `bytes` to stdout; a closed stdout is not worth a panic.

@@ -372,6 +372,14 @@ fn completions_and_the_manual_page() {
     run.expect_code(0).stdout_has("--token-file");
     let run = dir.idb(["man"]).run();
     run.expect_code(0).stdout_has(".TH idb");
+    // A page per command, named as `man idb-upload` finds it; no help pages.
+    let pages = dir.join("man/man1");
+    dir.idb(["man", "--dir"]).arg(&pages).run().expect_code(0);
+    let upload = std::fs::read_to_string(pages.join("idb-upload.1")).unwrap();
+    assert!(upload.contains("chunk\\-size"), "{upload}");
+    assert!(pages.join("idb-mock-server.1").exists());
+    assert!(pages.join("idb.1").exists());
+    assert!(!pages.join("idb-help.1").exists());
     let run = dir.idb(["upload", "--help"]).run();
     run.expect_code(0);
     // --dataset may come from IDB_DATASET: the usage line must not demand it.
