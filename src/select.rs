@@ -335,11 +335,13 @@ pub fn select(
     }
     let uploadable = |f: &Found| !matches!(f.kind, Kind::Special);
     let total = found.iter().filter(|f| uploadable(f)).count();
+    // A file given twice, however spelt (`a/x.csv`, `./a/x.csv`, its
+    // absolute path), is one file: the first spelling stays.
     let mut seen = HashSet::new();
     let chosen: Vec<Found> = found
         .into_iter()
         .filter(|f| filter.admits(&f.relative))
-        .filter(|f| seen.insert(f.path.clone()))
+        .filter(|f| seen.insert(std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone())))
         .collect();
     if !chosen.iter().any(uploadable) && problems.is_empty() {
         return Err(vec![Problem::Empty { found: total }].into());

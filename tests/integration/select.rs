@@ -271,6 +271,30 @@ fn duplicate_base_names_are_refused_before_sending() {
         .stderr_has("separate datasets");
 }
 
+/// One file given by several spellings of its path is uploaded once, not
+/// refused as two files of one name.
+#[test]
+fn a_file_given_by_several_spellings_is_uploaded_once() {
+    let dir = Dir::new("a_file_given_by_several_spellings_is_uploaded_once");
+    let mock = Mock::standard();
+    let (path, bytes) = dir.random_file("data/readings.csv", 10);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args([
+            "data/readings.csv",
+            "./data/readings.csv",
+            "data/./readings.csv",
+        ])
+        .arg(&path)
+        .run();
+
+    run.expect_code(0);
+    assert_eq!(run.verified_lines().len(), 1, "{}", run.describe());
+    mock.assert_stored(DS, "readings.csv", &bytes);
+}
+
 /// A link met in a walk uploads its target's bytes under the link's own name,
 /// and says so once.
 #[test]
