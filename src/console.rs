@@ -87,6 +87,17 @@ impl Console {
         }
     }
 
+    /// The end of a run refused before anything was sent (exit 2): the
+    /// problems, each already shown on stderr as `error: ...`, and with
+    /// `--json` as the run's one line, `refused`.
+    pub fn refused(&self, errors: &[String]) {
+        self.json_line(&serde_json::json!({
+            "schema": crate::progress::JSON_SCHEMA,
+            "event": "refused",
+            "errors": errors,
+        }));
+    }
+
     /// A line for people (not shown with `-q`).
     pub fn note(&self, line: &str) {
         if self.verbosity > Verbosity::Quiet {

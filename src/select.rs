@@ -295,19 +295,20 @@ pub fn files_to_upload(
             }
         }
         Err(refused) => {
-            for problem in &refused.problems {
-                console.error(&format!("error: {problem}"));
-            }
+            let mut shown: Vec<String> = refused.problems.iter().map(ToString::to_string).collect();
             if let Err(problems) = uploader.check(&refused.others) {
-                for problem in &problems {
-                    let shown = crate::text::escaped_message(
+                shown.extend(problems.iter().map(|problem| {
+                    crate::text::escaped_message(
                         &problem.to_string(),
                         refused.others.iter().map(|p| p.as_path()),
-                    );
-                    console.error(&format!("error: {shown}"));
-                }
+                    )
+                }));
+            }
+            for line in &shown {
+                console.error(&format!("error: {line}"));
             }
             console.error("nothing was uploaded; fix the problems above and run the command again");
+            console.refused(&shown);
             Err(Exit::BadInput)
         }
     }

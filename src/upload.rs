@@ -33,7 +33,9 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
     let (uploader, source) = match configure(&args, &console, &token_worked) {
         Ok(configured) => configured,
         Err(error) => {
-            console.error(&format!("error: {}", escape(&format!("{error:#}"))));
+            let shown = escape(&format!("{error:#}")).into_owned();
+            console.error(&format!("error: {shown}"));
+            console.refused(&[shown]);
             return Ok(Exit::BadInput);
         }
     };
@@ -60,12 +62,17 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
     let files = match uploader.check(&paths) {
         Ok(files) => files,
         Err(problems) => {
-            for problem in &problems {
-                let shown =
-                    escaped_message(&problem.to_string(), paths.iter().map(|p| p.as_path()));
-                console.error(&format!("error: {shown}"));
+            let shown: Vec<String> = problems
+                .iter()
+                .map(|problem| {
+                    escaped_message(&problem.to_string(), paths.iter().map(|p| p.as_path()))
+                })
+                .collect();
+            for line in &shown {
+                console.error(&format!("error: {line}"));
             }
             console.error("nothing was uploaded; fix the files above and run the command again");
+            console.refused(&shown);
             return Ok(Exit::BadInput);
         }
     };

@@ -69,6 +69,44 @@ fn options_nothing_could_meet_exit_2() {
     upload(&["--chunk-size", "16MiB", "--max-chunk-size", "8MiB"])
         .expect_code(2)
         .stderr_has("--max-chunk-size (8388608 bytes) is below --chunk-size (16777216 bytes)");
+    // With --json, stdout says it too.
+    let run = upload(&[
+        "--json",
+        "--chunk-size",
+        "16MiB",
+        "--max-chunk-size",
+        "8MiB",
+    ]);
+    run.expect_code(2);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(line["event"], "refused", "{}", run.describe());
+    assert!(
+        line["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("--max-chunk-size")
+    );
+    let missing = dir
+        .idb([
+            "upload",
+            "--dataset",
+            "IDB-1",
+            "--server",
+            "http://127.0.0.1:9",
+            "--json",
+        ])
+        .token("tok")
+        .arg(dir.join("missing.bin"))
+        .run();
+    missing.expect_code(2);
+    let line: serde_json::Value = serde_json::from_str(missing.stdout.trim()).unwrap();
+    assert_eq!(line["event"], "refused", "{}", missing.describe());
+    assert!(
+        line["errors"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("missing.bin: no such file")
+    );
     upload(&["--attempts", "0"])
         .expect_code(2)
         .stderr_has("--attempts");
