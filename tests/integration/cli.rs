@@ -53,7 +53,7 @@ fn upload_without_a_dataset_exits_2() {
 fn options_nothing_could_meet_exit_2() {
     let dir = Dir::new("options_nothing_could_meet_exit_2");
     let file = dir.write("data.bin", b"x");
-    let upload = |args: &[&str]| {
+    let upload = |args: &[&str], file: &std::path::Path| {
         dir.idb([
             "upload",
             "--dataset",
@@ -63,51 +63,34 @@ fn options_nothing_could_meet_exit_2() {
         ])
         .args(args)
         .token("tok")
-        .arg(&file)
+        .arg(file)
         .run()
     };
-    upload(&["--chunk-size", "16MiB", "--max-chunk-size", "8MiB"])
-        .expect_code(2)
-        .stderr_has("--max-chunk-size (8388608 bytes) is below --chunk-size (16777216 bytes)");
-    // With --json, stdout says it too.
-    let run = upload(&[
+    // With --json, stdout's one line says so too: the first problem.
+    let refused = |run: crate::util::Run| {
+        run.expect_code(2);
+        let line: serde_json::Value = serde_json::from_str(run.stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: {}", run.describe()));
+        assert_eq!(line["event"], "refused", "{}", run.describe());
+        line["errors"][0].as_str().unwrap().to_owned()
+    };
+    upload(
+        &["--chunk-size", "16MiB", "--max-chunk-size", "8MiB"],
+        &file,
+    )
+    .expect_code(2)
+    .stderr_has("--max-chunk-size (8388608 bytes) is below --chunk-size (16777216 bytes)");
+    let json = [
         "--json",
         "--chunk-size",
         "16MiB",
         "--max-chunk-size",
         "8MiB",
-    ]);
-    run.expect_code(2);
-    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert_eq!(line["event"], "refused", "{}", run.describe());
-    assert!(
-        line["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("--max-chunk-size")
-    );
-    let missing = dir
-        .idb([
-            "upload",
-            "--dataset",
-            "IDB-1",
-            "--server",
-            "http://127.0.0.1:9",
-            "--json",
-        ])
-        .token("tok")
-        .arg(dir.join("missing.bin"))
-        .run();
-    missing.expect_code(2);
-    let line: serde_json::Value = serde_json::from_str(missing.stdout.trim()).unwrap();
-    assert_eq!(line["event"], "refused", "{}", missing.describe());
-    assert!(
-        line["errors"][0]
-            .as_str()
-            .unwrap()
-            .ends_with("missing.bin: no such file")
-    );
-    upload(&["--attempts", "0"])
+    ];
+    assert!(refused(upload(&json, &file)).contains("--max-chunk-size"));
+    let missing = refused(upload(&["--json"], &dir.join("missing.bin")));
+    assert!(missing.ends_with("missing.bin: no such file"), "{missing}");
+    upload(&["--attempts", "0"], &file)
         .expect_code(2)
         .stderr_has("--attempts");
     dir.idb(["mock-server", "--dataset", "IDB-1:tok", "--max-chunk", "0"])
