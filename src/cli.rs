@@ -138,7 +138,7 @@ impl Target {
 /// What `idb upload` prints.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// Print only errors and the summary.
+    /// Print only errors and the summary on stderr (results still go to stdout).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Also log what the engine does (-v), and every call (-vv), on stderr.

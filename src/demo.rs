@@ -23,12 +23,16 @@ const DATASET: &str = "IDB-DEMO";
 const BLOCK: usize = 1 << 20;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
+    if let Err(error) = args.transfer.check() {
+        eprintln!("error: {error:#}");
+        return Ok(Exit::BadInput);
+    }
     // A fresh random token, as a real dataset would have; it is never shown.
     let token = format!("demo{:032x}", rand::random::<u128>());
     let mock = MockConfig::new()
         .dataset(DATASET, &token)
         .latency(Duration::from_millis(args.latency_ms))
-        .max_chunk(args.transfer.chunk_size.max(DEFAULT_MAX_CHUNK));
+        .max_chunk(args.transfer.max_chunk().max(DEFAULT_MAX_CHUNK));
     let server = MockServer::start(mock).await?;
     eprintln!("mock Data Bank listening on {}", server.url());
 
@@ -46,7 +50,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         DatasetKey::new(DATASET)?,
         Token::new(&token)?,
     );
-    args.transfer.check()?;
     let uploader = Uploader::new(args.transfer.apply(config))?;
     let files = match uploader.check(std::slice::from_ref(&path)) {
         Ok(files) => files,

@@ -30,12 +30,20 @@ pub fn escaped(path: &Path) -> String {
 /// lossily: a byte that is not UTF-8 is already U+FFFD there) escaped, with
 /// that path shown as [`escaped`] shows it, `\xNN` and all.
 pub fn escaped_message<'a>(message: &str, paths: impl IntoIterator<Item = &'a Path>) -> String {
-    let found = paths.into_iter().find_map(|path| {
-        let lossy = path.to_string_lossy();
-        let rest = message.strip_prefix(lossy.as_ref())?;
-        Some(format!("{}{}", escaped(path), escape(rest)))
-    });
-    found.unwrap_or_else(|| escape(message).into_owned())
+    // The longest: of `x` and `x\xff`, a message about the second starts
+    // with both.
+    let found = paths
+        .into_iter()
+        .filter_map(|path| {
+            let lossy = path.to_string_lossy();
+            let rest = message.strip_prefix(lossy.as_ref())?;
+            Some((lossy.len(), path, rest))
+        })
+        .max_by_key(|&(len, _, _)| len);
+    match found {
+        Some((_, path, rest)) => format!("{}{}", escaped(path), escape(rest)),
+        None => escape(message).into_owned(),
+    }
 }
 
 /// `text` escaped as [`escaped`] does; borrowed when there is nothing to escape.
@@ -94,6 +102,12 @@ mod tests {
         let message = format!("{}: no such file\n", bad.display());
         assert_eq!(
             escaped_message(&message, [other, bad]),
+            "dir\\xfe/bad\\xff.txt: no such file\\n"
+        );
+        // The longest path it starts with.
+        let short = Path::new("dir");
+        assert_eq!(
+            escaped_message(&message, [short, bad]),
             "dir\\xfe/bad\\xff.txt: no such file\\n"
         );
         // About none of them: escaped as any text.

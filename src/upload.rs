@@ -382,8 +382,9 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         human(tally.sent),
         human(rate),
     ));
+    // Part of the summary: shown with -q too.
     if counts.unchecked > 0 {
-        console.note(&format!(
+        console.error(&format!(
             "for {} of the files verified the server reported no size or blake3 \
              (the documented API promises only a 200), so nothing could be compared end \
              to end: only the server's answer says they arrived whole",

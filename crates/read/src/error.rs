@@ -109,8 +109,8 @@ pub enum ReadError {
     /// Its size says 0 bytes, yet reading it gives bytes: a file whose size the
     /// system does not know (`/proc`, `/sys`), which would be sent empty.
     #[error(
-        "{path}: its size says 0 bytes, but reading it gives bytes (a file of /proc or /sys?); \
-         copy it to a regular file and upload that"
+        "{path}: its size says 0 bytes, but reading it gives bytes (a file of /proc or /sys, or \
+         one being written?); upload a regular file that holds its bytes"
     )]
     SizeUnknown {
         /// The path.

@@ -70,11 +70,11 @@ impl std::fmt::Debug for SourceFile {
 }
 
 /// Whether a file whose size says 0 gives a byte when read (as `/proc` and
-/// `/sys` files do). A read that fails says nothing: the upload's own reads
-/// report it.
-fn has_bytes(file: &File) -> bool {
+/// `/sys` files do). An empty file never fails to read, so a failure is an
+/// error too: a plan of 0 bytes reads nothing that would report it.
+fn has_bytes(file: &File) -> io::Result<bool> {
     let mut byte = [0u8; 1];
-    matches!(file.read_at(&mut byte, 0), Ok(1))
+    Ok(file.read_at(&mut byte, 0)? > 0)
 }
 
 fn kind_of(file_type: std::fs::FileType) -> Option<FileKind> {
@@ -212,7 +212,7 @@ impl SourceFile {
                 size: identity.size,
             });
         }
-        if identity.size == 0 && has_bytes(&file) {
+        if identity.size == 0 && has_bytes(&file).map_err(unreadable)? {
             return Err(ReadError::SizeUnknown { path: path_buf() });
         }
         let network = NetworkFs::of(&file);
