@@ -285,6 +285,39 @@ fn a_file_written_with_its_modification_time_put_back_starts_over() {
     mock.assert_stored(DS, NAME, &bytes);
 }
 
+/// Its permissions changed between the runs (the change time moves as for a
+/// write): the bytes the server holds are read again and compared, and the
+/// upload resumes, sending only the rest.
+#[test]
+fn a_file_whose_permissions_changed_resumes_after_its_prefix_is_compared() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = Dir::new("a_file_whose_permissions_changed_resumes");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    let held = interrupted_by_401(&dir, &mock, &path, 5);
+    let changed_before = std::fs::metadata(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let changed_after = std::fs::metadata(&path).unwrap();
+    assert_ne!(
+        (changed_before.ctime(), changed_before.ctime_nsec()),
+        (changed_after.ctime(), changed_after.ctime_nsec()),
+        "the change time moved"
+    );
+    mock.add_token(DS, "fresh-tok-C5", None).unwrap();
+    let before = mock.stats();
+
+    let run = dir.upload(&mock, DS).token("fresh-tok-C5").arg(&path).run();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .stderr_has("resuming");
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_eq!(
+        mock.stats().bytes_received - before.bytes_received,
+        SIZE as u64 - held
+    );
+}
+
 #[test]
 fn a_server_that_forgot_the_upload_gets_it_from_the_start() {
     server_that_forgot_the_upload(

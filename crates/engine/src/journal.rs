@@ -82,12 +82,19 @@ mod saved_hash {
 impl Entry {
     /// Whether the file at `path` with `identity` is the one this entry describes.
     pub(crate) fn describes(&self, path: &Path, identity: &Identity) -> bool {
-        self.path == path
-            && self.size == identity.size
-            && self.modified == identity.modified
+        self.describes_but_its_change_time(path, identity)
             && self
                 .changed
                 .is_none_or(|changed| changed == identity.changed)
+    }
+
+    /// [`Entry::describes`] but for the change time, which a `chmod`, a
+    /// `chown` or a new link moves as much as a write does: the caller then
+    /// compares the bytes ([`crate::resume`]).
+    pub(crate) fn describes_but_its_change_time(&self, path: &Path, identity: &Identity) -> bool {
+        self.path == path
+            && self.size == identity.size
+            && self.modified == identity.modified
             && (self.device, self.inode) == (identity.device, identity.inode)
     }
 

@@ -83,7 +83,11 @@ impl Opening {
         if let (Some(journal), Some(template)) = (&self.journal, &self.template) {
             match journal.load(&template.server, &template.dataset, &template.filename) {
                 Loaded::Nothing => {}
-                Loaded::Found(found) if found.describes(&template.path, &c.identity) => {
+                Loaded::Found(found)
+                    if found.describes(&template.path, &c.identity)
+                        || (found.describes_but_its_change_time(&template.path, &c.identity)
+                            && prefix_unchanged(&c.path, &found)) =>
+                {
                     on_disk = true;
                     // The size the last run had adapted to (a resume has no setup
                     // to measure the round trip with).
@@ -232,4 +236,42 @@ impl<P: Protocol> Run<'_, P> {
 /// from one directory is found from another.
 pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The most bytes of the prefix [`prefix_unchanged`] reads at once.
+const PREFIX_STEP: usize = 8 << 20;
+
+/// For a journal that describes the file at `path` but for its change time
+/// (a `chmod`, a `chown`, a new link, or a write with its modification time
+/// put back): whether the bytes the server holds are still the file's. The
+/// journal's hash state covers them; the file's prefix is hashed again and
+/// compared (a read of what the server already has, far cheaper than sending
+/// it again). Uploads by concatenation are not compared: their partials past
+/// the prefix are not covered, so they start over. Blocking.
+fn prefix_unchanged(path: &std::path::Path, found: &Entry) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some(saved) = found.hash.as_ref() else {
+        return false;
+    };
+    if found.tus.as_ref().is_some_and(|t| t.concat)
+        || saved.size() != found.size
+        || saved.upto() < found.acked
+    {
+        return false;
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut again = HashState::new(found.size);
+    let mut buffer = vec![0u8; PREFIX_STEP.min(saved.upto() as usize)];
+    while again.upto() < saved.upto() {
+        let at = again.upto();
+        let want = (saved.upto() - at).min(buffer.len() as u64) as usize;
+        match file.read_at(&mut buffer[..want], at) {
+            Ok(n) if n > 0 => again.absorb(at, &buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(_) | Err(_) => return false,
+        }
+    }
+    again.encode() == saved.encode()
 }
