@@ -556,13 +556,13 @@ fn bench_protocols(dir: &Dir, server: &ServerProcess, extra: &[&str]) -> (Value,
 }
 
 #[test]
-fn protocols_against_a_tus_sink_skips_concatenation_saying_it_cannot_join() {
-    let dir = Dir::new("protocols_against_a_tus_sink_skips_concatenation_saying_it_cannot_join");
+fn protocols_against_a_tus_sink_skips_concatenation_saying_it_is_not_served() {
+    let dir = Dir::new("protocols_against_a_tus_sink_skips_concatenation_saying_it_is_not_served");
+    // A sink keeps no bytes to join: it does not offer concatenation.
     let server = ServerProcess::sink(&dir, &["--tus"]);
     let (doc, run) = bench_protocols(&dir, &server, &[]);
-    check_protocols(&doc, &["tus-concat"], "cannot join partial uploads");
-    run.stderr_has("protocols: tus-concat skipped: the far end cannot join partial uploads")
-        .stderr_has("without --sink");
+    check_protocols(&doc, &["tus-concat"], "does not serve concatenation");
+    run.stderr_has("protocols: tus-concat skipped: the far end's tus at");
     let markdown = std::fs::read_to_string(dir.join("report").join("report.md")).unwrap();
     assert!(markdown.contains("tus-concat skipped: "), "{markdown}");
     // A cap per connection is a knob of the in-process mock only.

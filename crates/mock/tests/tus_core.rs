@@ -38,6 +38,25 @@ async fn options_advertises_the_version_extensions_max_size_and_checksums() {
     assert_eq!(algorithms, "sha1,sha256,sha384,sha512,md5,crc32");
 }
 
+/// A sink keeps no bytes to join partials with: it does not offer
+/// concatenation, so a client sends a file in order rather than send every
+/// partial and then fail the join.
+#[tokio::test]
+async fn a_sink_does_not_offer_concatenation() {
+    let server = start(config().storage(Storage::Sink)).await;
+    let answer = Tus::new(&server).options().await;
+    answer.expect(204);
+    let extensions = answer.header("tus-extension").unwrap();
+    assert!(
+        !extensions.split(',').any(|e| e == "concatenation"),
+        "{extensions}"
+    );
+    assert!(
+        extensions.split(',').any(|e| e == "creation"),
+        "{extensions}"
+    );
+}
+
 /// Tus asks no authorisation of OPTIONS, and the plain profile answers it to
 /// anyone; every other tus call needs a known token (401 before any other
 /// check, as the service's token check comes before its tus server).

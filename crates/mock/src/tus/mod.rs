@@ -66,6 +66,11 @@ pub const TUS_VERSION: &str = "1.0.0";
 pub const TUS_EXTENSIONS: &str =
     "creation,creation-defer-length,termination,expiration,concatenation,checksum";
 
+/// The extensions a sink advertises: it keeps no bytes to join, so not
+/// concatenation (a client would send every partial and then fail the join).
+pub const TUS_EXTENSIONS_SINK: &str =
+    "creation,creation-defer-length,termination,expiration,checksum";
+
 /// The largest `Upload-Length` accepted (`Tus-Max-Size`): 2 TiB, as the service.
 pub const TUS_MAX_SIZE: u64 = idb_wire::MAX_FILE_SIZE;
 

@@ -30,7 +30,7 @@ use super::headers::{
 use super::http_date::http_date;
 use super::patch::Patch;
 use super::uploads::{Concat, Missing};
-use super::{TUS_EXTENSIONS, TUS_MAX_SIZE, TUS_PATH, TUS_VERSION, TusProfile};
+use super::{TUS_EXTENSIONS, TUS_EXTENSIONS_SINK, TUS_MAX_SIZE, TUS_PATH, TUS_VERSION, TusProfile};
 use crate::app::App;
 use crate::datafile::{
     ConnectionControl, content_length, reset_connection, stall, too_many_requests, unauthorized,
@@ -77,7 +77,7 @@ async fn tus(
         if app.tus.profile == TusProfile::S3 && !app.datasets.token_known(&headers) {
             return with_tus_resumable(unauthorized());
         }
-        return options().into_response();
+        return options(app.tus.stores()).into_response();
     }
     // Faults are drawn for the call: method, upload and offset.
     let faulted = match (&method, &id) {
@@ -203,11 +203,17 @@ async fn answer(
     answer.into_response()
 }
 
-/// `OPTIONS`: what the server speaks.
-fn options() -> TusAnswer {
+/// `OPTIONS`: what the server speaks (`stores`: it keeps bytes, so it can
+/// join partials).
+fn options(stores: bool) -> TusAnswer {
+    let extensions = if stores {
+        TUS_EXTENSIONS
+    } else {
+        TUS_EXTENSIONS_SINK
+    };
     TusAnswer::new(204)
         .header(TUS_VERSION_HEADER, TUS_VERSION)
-        .header("tus-extension", TUS_EXTENSIONS)
+        .header("tus-extension", extensions)
         .header("tus-max-size", TUS_MAX_SIZE)
         .header("tus-checksum-algorithm", ALGORITHMS)
 }
