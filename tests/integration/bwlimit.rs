@@ -63,3 +63,25 @@ fn a_zero_or_malformed_rate_is_refused_naming_the_option() {
     }
     assert_eq!(mock.stats().requests_arrived, 0, "nothing may be sent");
 }
+
+/// A low cap sends small frames often, not 256 KiB at long intervals: a server
+/// that cuts a body idle for 2 s (the mock's `--body-timeout`) takes the whole
+/// file at 64 KiB/s, where a 256 KiB frame would wait 4 s.
+#[test]
+fn a_low_cap_keeps_a_body_moving_for_a_server_that_cuts_idle_bodies() {
+    let dir = Dir::new("a_low_cap_keeps_a_body_moving");
+    let mock = Mock::start(
+        idb_mock::MockConfig::new()
+            .dataset(DS, TOKEN)
+            .body_idle_timeout(std::time::Duration::from_secs(2)),
+    );
+    let (path, bytes) = dir.random_file("slow.bin", 512 * 1024);
+    let run = dir
+        .upload_chunked(&mock, DS, "1MiB")
+        .token(TOKEN)
+        .args(["--bwlimit", "64KiB/s"])
+        .arg(&path)
+        .run();
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    assert_eq!(mock.stats().bytes_received, 512 * 1024, "{}", run.describe());
+}

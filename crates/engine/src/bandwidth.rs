@@ -24,6 +24,12 @@ use crate::body::FRAME_BYTES;
 /// faster than the cap.
 pub const BANDWIDTH_BURST: Duration = Duration::from_millis(50);
 
+/// The longest a capped body's frame takes at the cap's rate: frames are cut
+/// to a quarter second of bytes when the rate is low, so a body still moves
+/// several times a second (a server cuts a body that sends nothing for a
+/// while: the mock after 60 s), rather than 256 KiB at a time.
+const FRAME_TIME_DIVISOR: u64 = 4;
+
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// A token bucket shared by every transfer body of a run.
@@ -33,6 +39,9 @@ pub(crate) struct Bandwidth {
     rate: u64,
     /// [`BANDWIDTH_BURST`], or one frame's time at `rate` if longer.
     burst: Duration,
+    /// The bytes a body hands over at once: [`FRAME_BYTES`], or a quarter
+    /// second at `rate` if that is less (at least 1).
+    frame: usize,
     /// The instant by which every byte reserved so far is paid for at `rate`
     /// (`None` before the first reservation). Locked only to read and move it,
     /// never across an await, so a frame costs one short critical section.
@@ -44,12 +53,19 @@ impl Bandwidth {
     /// refuses 0 before it gets here).
     pub(crate) fn new(rate: u64) -> Self {
         let rate = rate.max(1);
-        let burst = BANDWIDTH_BURST.max(time_at(rate, FRAME_BYTES as u64));
+        let frame = (rate / FRAME_TIME_DIVISOR).clamp(1, FRAME_BYTES as u64);
+        let burst = BANDWIDTH_BURST.max(time_at(rate, frame));
         Self {
             rate,
             burst,
+            frame: frame as usize,
             paid_until: Mutex::new(None),
         }
+    }
+
+    /// The most bytes a body hands over at once under this cap.
+    pub(crate) fn frame(&self) -> usize {
+        self.frame
     }
 
     /// How far the run may get ahead of the rate.
@@ -119,6 +135,19 @@ mod tests {
         );
         // 100 MiB/s: a frame takes 2.5 ms, so 50 ms it is.
         assert_eq!(Bandwidth::new(100 * MIB).burst(), BANDWIDTH_BURST);
+    }
+
+    #[test]
+    fn at_low_rates_a_frame_is_a_quarter_second_of_bytes() {
+        // 1 KiB/s: frames of 256 bytes, so a body moves 4 times a second,
+        // not once in 256 s; the burst is one such frame.
+        let slow = Bandwidth::new(1024);
+        assert_eq!(slow.frame(), 256);
+        assert_eq!(slow.burst(), Duration::from_millis(250));
+        assert_eq!(Bandwidth::new(1).frame(), 1);
+        // From 1 MiB/s up, the whole 256 KiB frame.
+        assert_eq!(Bandwidth::new(MIB).frame(), FRAME_BYTES);
+        assert_eq!(Bandwidth::new(4 * MIB).frame(), FRAME_BYTES);
     }
 
     #[tokio::test(start_paused = true)]

@@ -128,10 +128,11 @@ impl SegmentedBody {
         bandwidth: Option<Arc<Bandwidth>>,
     ) -> Self {
         let remaining = segments.iter().map(|s| s.len() as u64).sum();
+        let frame = bandwidth.as_ref().map_or(FRAME_BYTES, |b| b.frame());
         let mut frames = VecDeque::new();
         for mut segment in segments {
-            while segment.len() > FRAME_BYTES {
-                frames.push_back(segment.split_to(FRAME_BYTES));
+            while segment.len() > frame {
+                frames.push_back(segment.split_to(frame));
             }
             if !segment.is_empty() {
                 frames.push_back(segment);

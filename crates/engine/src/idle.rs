@@ -58,14 +58,25 @@ mod tests {
     use crate::body::{FRAME_BYTES, SegmentedBody};
 
     /// A body of `frames` whole frames under a cap of `rate`, reporting to
-    /// `progress`.
-    fn throttled_body(frames: usize, rate: u64, progress: &Progress) -> SegmentedBody {
-        SegmentedBody::new(
-            vec![Bytes::from(vec![1u8; frames * FRAME_BYTES])],
+    /// `progress`, and the cap's bucket (for other files' turns).
+    fn throttled_body(
+        frames: usize,
+        rate: u64,
+        progress: &Progress,
+    ) -> (SegmentedBody, Arc<Bandwidth>) {
+        let bucket = Arc::new(Bandwidth::new(rate));
+        let body = SegmentedBody::new(
+            vec![Bytes::from(vec![1u8; frames * bucket.frame()])],
             progress.clone(),
-            Some(Arc::new(Bandwidth::new(rate))),
-        )
+            Some(Arc::clone(&bucket)),
+        );
+        (body, bucket)
     }
+
+    /// 256 KiB: what another file sending at once has queued at the bucket
+    /// ahead of a body's next frame (64 s at 4 KiB/s, six times the idle
+    /// timeout).
+    const AHEAD: u64 = FRAME_BYTES as u64;
 
     /// Asserts `call` is cut under a 10 s idle timeout, `at_least` after the
     /// start and within 3 s more (the watchdog looks every 2.5 s).
@@ -96,27 +107,31 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_waiting_for_the_bandwidth_cap_is_not_idle() {
         let progress = Progress::default();
-        // 4 KiB/s: each 256 KiB frame after the first waits 64 s, six times the
-        // idle timeout.
-        let mut body = throttled_body(3, 4 * 1024, &progress);
+        // 4 KiB/s, frames of 1 KiB: the body's first frame waits behind
+        // another file's 256 KiB, 64 s, six times the idle timeout.
+        let (mut body, bucket) = throttled_body(3, 4 * 1024, &progress);
         let started = tokio::time::Instant::now();
+        bucket.reserve(AHEAD);
         let sending = async {
             while next_frame(&mut body).await {}
             7
         };
         let out = with_idle_timeout(&progress, Duration::from_secs(10), sending).await;
         assert_eq!(out, Some(7));
-        assert_eq!(started.elapsed(), Duration::from_secs(128));
+        // 256 KiB and 3 KiB at 4 KiB/s, less the burst (one 1 KiB frame).
+        assert_eq!(started.elapsed(), Duration::from_millis(64_750 - 250));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_stops_taking_a_throttled_body_times_out_after_the_wait() {
         let progress = Progress::default();
-        let mut body = throttled_body(3, 4 * 1024, &progress);
+        let (mut body, bucket) = throttled_body(3, 4 * 1024, &progress);
         let stalls = async {
             assert!(next_frame(&mut body).await, "the first frame goes at once");
-            // The second frame's turn comes at 64 s, but the connection never
-            // asks again (its socket is full: the server stopped reading).
+            // Another file's 256 KiB go first: the second frame's turn comes at
+            // 64.25 s, but the connection never asks again (its socket is
+            // full: the server stopped reading).
+            bucket.reserve(AHEAD);
             let asked_once = std::future::poll_fn(|cx| {
                 let _ = Pin::new(&mut body).poll_frame(cx);
                 std::task::Poll::Ready(())
