@@ -418,14 +418,13 @@ pub enum Error {
     NoSystemRoots,
     /// The state directory (or a file in it) cannot be read.
     #[error(
-        "cannot read the state directory at {dir}: {source}; check --state-dir (or IDB_STATE_DIR)"
+        "cannot read the state directory at {dir}: {reason}; check --state-dir (or IDB_STATE_DIR)"
     )]
     StateDir {
         /// The directory or file.
         dir: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message, not a source: shown once in an error chain).
+        reason: std::io::Error,
     },
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]

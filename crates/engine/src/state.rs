@@ -154,7 +154,7 @@ impl StateDir {
     }
 
     fn unreadable(&self, dir: PathBuf) -> impl FnOnce(std::io::Error) -> Error {
-        move |source| Error::StateDir { dir, source }
+        move |reason| Error::StateDir { dir, reason }
     }
 
     /// The unfinished uploads in `scope`, by journal file. Journals that cannot
