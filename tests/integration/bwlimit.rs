@@ -83,5 +83,10 @@ fn a_low_cap_keeps_a_body_moving_for_a_server_that_cuts_idle_bodies() {
         .arg(&path)
         .run();
     run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
-    assert_eq!(mock.stats().bytes_received, 512 * 1024, "{}", run.describe());
+    assert_eq!(
+        mock.stats().bytes_received,
+        512 * 1024,
+        "{}",
+        run.describe()
+    );
 }
