@@ -113,10 +113,16 @@ mod tests {
                 .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('S')))
                 .unwrap_or(false)
         };
+        // Bounded: a thread that neither answers nor is seen asleep (no
+        // /proc to read) fails the test rather than spin forever.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let early = loop {
             match answered.try_recv() {
                 Ok(early) => break Some(early),
                 Err(_) if sleeping() => break None,
+                Err(_) if std::time::Instant::now() > deadline => {
+                    panic!("the lookup neither answered nor slept on the lock within 30 s")
+                }
                 Err(_) => std::thread::yield_now(),
             }
         };
