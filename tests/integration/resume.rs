@@ -238,21 +238,49 @@ fn after_a_refused_token_a_rerun_sends_only_what_is_missing() {
     );
 }
 
+/// An upload of a file of `SIZE` interrupted by a refused token, the file then
+/// changed by `change` (given its path and bytes, it gives the bytes the file
+/// holds after), and the same upload run again with a new token.
+struct Rerun {
+    mock: Mock,
+    /// Bytes the first run left on the server.
+    held: u64,
+    /// The mock's payload bytes received before the second run.
+    received_before: u64,
+    run: crate::util::Run,
+    _dir: Dir,
+}
+
+fn changed_between_runs(
+    test: &str,
+    change: impl FnOnce(&Dir, &std::path::Path, Vec<u8>) -> Vec<u8>,
+) -> Rerun {
+    let dir = Dir::new(test);
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    let held = interrupted_by_401(&dir, &mock, &path, 5);
+    let bytes = change(&dir, &path, bytes);
+    mock.add_token(DS, "fresh-tok-C3", None).unwrap();
+    let received_before = mock.stats().bytes_received;
+    let run = dir.upload(&mock, DS).token("fresh-tok-C3").arg(&path).run();
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    mock.assert_stored(DS, NAME, &bytes);
+    Rerun {
+        mock,
+        held,
+        received_before,
+        run,
+        _dir: dir,
+    }
+}
+
 #[test]
 fn a_file_changed_since_the_last_run_starts_over() {
-    let dir = Dir::new("a_file_changed_since_the_last_run_starts_over");
-    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
-    let (path, _) = dir.random_file(NAME, SIZE);
-    interrupted_by_401(&dir, &mock, &path, 5);
-    mock.add_token(DS, "fresh-tok-C3", None).unwrap();
-    let (path, bytes) = dir.random_file(NAME, SIZE + 10);
-
-    let run = dir.upload(&mock, DS).token("fresh-tok-C3").arg(&path).run();
-
-    run.expect_code(0)
-        .verified_exactly(&[(&path, &bytes)])
-        .stderr_has("the file changed since the last run");
-    mock.assert_stored(DS, NAME, &bytes);
+    let rerun = changed_between_runs(
+        "a_file_changed_since_the_last_run_starts_over",
+        |dir, _, _| dir.random_file(NAME, SIZE + 10).1,
+    );
+    rerun.run.stderr_has("the file changed since the last run");
 }
 
 /// Written in place (same size, same inode) with its modification time put
@@ -261,28 +289,23 @@ fn a_file_changed_since_the_last_run_starts_over() {
 #[test]
 fn a_file_written_with_its_modification_time_put_back_starts_over() {
     use std::os::unix::fs::FileExt;
-    let dir = Dir::new("a_file_written_with_its_modification_time_put_back");
-    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
-    let (path, mut bytes) = dir.random_file(NAME, SIZE);
-    interrupted_by_401(&dir, &mock, &path, 5);
-    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(b"CORRUPT!", 1000).unwrap();
-    bytes[1000..1008].copy_from_slice(b"CORRUPT!");
-    file.set_modified(modified).unwrap();
-    drop(file);
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().modified().unwrap(),
-        modified
+    let rerun = changed_between_runs(
+        "a_file_written_with_its_modification_time_put_back",
+        |_, path, mut bytes| {
+            let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.write_all_at(b"CORRUPT!", 1000).unwrap();
+            bytes[1000..1008].copy_from_slice(b"CORRUPT!");
+            file.set_modified(modified).unwrap();
+            drop(file);
+            assert_eq!(
+                std::fs::metadata(path).unwrap().modified().unwrap(),
+                modified
+            );
+            bytes
+        },
     );
-    mock.add_token(DS, "fresh-tok-C4", None).unwrap();
-
-    let run = dir.upload(&mock, DS).token("fresh-tok-C4").arg(&path).run();
-
-    run.expect_code(0)
-        .verified_exactly(&[(&path, &bytes)])
-        .stderr_has("the file changed since the last run");
-    mock.assert_stored(DS, NAME, &bytes);
+    rerun.run.stderr_has("the file changed since the last run");
 }
 
 /// Its permissions changed between the runs (the change time moves as for a
@@ -291,30 +314,26 @@ fn a_file_written_with_its_modification_time_put_back_starts_over() {
 #[test]
 fn a_file_whose_permissions_changed_resumes_after_its_prefix_is_compared() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let dir = Dir::new("a_file_whose_permissions_changed_resumes");
-    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
-    let (path, bytes) = dir.random_file(NAME, SIZE);
-    let held = interrupted_by_401(&dir, &mock, &path, 5);
-    let changed_before = std::fs::metadata(&path).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let changed_after = std::fs::metadata(&path).unwrap();
-    assert_ne!(
-        (changed_before.ctime(), changed_before.ctime_nsec()),
-        (changed_after.ctime(), changed_after.ctime_nsec()),
-        "the change time moved"
+    let rerun = changed_between_runs(
+        "a_file_whose_permissions_changed_resumes",
+        |_, path, bytes| {
+            let before = std::fs::metadata(path).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let after = std::fs::metadata(path).unwrap();
+            assert_ne!(
+                (before.ctime(), before.ctime_nsec()),
+                (after.ctime(), after.ctime_nsec()),
+                "the change time moved"
+            );
+            bytes
+        },
     );
-    mock.add_token(DS, "fresh-tok-C5", None).unwrap();
-    let before = mock.stats();
-
-    let run = dir.upload(&mock, DS).token("fresh-tok-C5").arg(&path).run();
-
-    run.expect_code(0)
-        .verified_exactly(&[(&path, &bytes)])
-        .stderr_has("resuming");
-    mock.assert_stored(DS, NAME, &bytes);
+    rerun.run.stderr_has("resuming");
     assert_eq!(
-        mock.stats().bytes_received - before.bytes_received,
-        SIZE as u64 - held
+        rerun.mock.stats().bytes_received - rerun.received_before,
+        SIZE as u64 - rerun.held,
+        "{}",
+        rerun.run.describe()
     );
 }
 
