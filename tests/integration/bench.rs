@@ -250,6 +250,7 @@ fn check_cpu_floor(latency: &Value, remote: bool, secret: &str) {
         for key in [
             "sendfile_cpu_s_per_gib",
             "sender_blake3_cpu_s_per_gib",
+            "sender_map_cpu_s_per_gib",
             "recv_cpu_s_per_gib",
             "receiver_blake3_cpu_s_per_gib",
             "wall_s",

@@ -229,13 +229,15 @@ fn model_line(model: &ModelBound) -> String {
 /// The CPU floor of a point in one line.
 fn floor_line(floor: &CpuFloor) -> String {
     format!(
-        "CPU floor ({} over loopback TCP, median of {}): sendfile {:.2} + blake3 {:.2} on the \
-         sender, recv {:.2} + blake3 {:.2} on the receiver = {:.2} CPU-s/GiB ({:.2}-{:.2}); \
-         blake3 alone on one thread {:.2} CPU-s/GiB; the receiver's blake3 matched the file's",
+        "CPU floor ({} over loopback TCP, median of {}): sendfile {:.2} + blake3 {:.2} + map \
+         and unmap {:.2} on the sender, recv {:.2} + blake3 {:.2} on the receiver = {:.2} \
+         CPU-s/GiB ({:.2}-{:.2}); blake3 alone on one thread {:.2} CPU-s/GiB; the receiver's \
+         blake3 matched the file's",
         human(floor.bytes),
         floor.reps,
         floor.sendfile_cpu_s_per_gib,
         floor.sender_blake3_cpu_s_per_gib,
+        floor.sender_map_cpu_s_per_gib,
         floor.recv_cpu_s_per_gib,
         floor.receiver_blake3_cpu_s_per_gib,
         floor.floor_cpu_s_per_gib.median,

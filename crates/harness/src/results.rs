@@ -160,6 +160,9 @@ pub struct CpuFloor {
     pub sendfile_cpu_s_per_gib: f64,
     /// The sender's blake3 of the file.
     pub sender_blake3_cpu_s_per_gib: f64,
+    /// The sender's mapping of the file and its unmapping (the page tables
+    /// its hashing filled, torn down).
+    pub sender_map_cpu_s_per_gib: f64,
     /// The receiver's `recv` calls.
     pub recv_cpu_s_per_gib: f64,
     /// The receiver's blake3 of what it received.

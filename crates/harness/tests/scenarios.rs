@@ -90,6 +90,7 @@ async fn a_latency_sweep_verifies_every_upload_and_plots_every_side() {
     for (what, value) in [
         ("sendfile", floor.sendfile_cpu_s_per_gib),
         ("sender blake3", floor.sender_blake3_cpu_s_per_gib),
+        ("sender map and unmap", floor.sender_map_cpu_s_per_gib),
         ("recv", floor.recv_cpu_s_per_gib),
         ("receiver blake3", floor.receiver_blake3_cpu_s_per_gib),
         ("floor", floor.floor_cpu_s_per_gib.median),
