@@ -444,7 +444,13 @@ mod tests {
         let file = generate(dir.path(), "floor.bin", SEND_STEP as u64 + 12_345, "floor").unwrap();
         let run = floor_once(&file).unwrap();
         assert_eq!(run.receiver_blake3, file.blake3);
-        for part in [run.sendfile, run.sender_hash, run.recv, run.receiver_hash] {
+        for part in [
+            run.sendfile,
+            run.sender_hash,
+            run.sender_map,
+            run.recv,
+            run.receiver_hash,
+        ] {
             assert!(part > Duration::ZERO, "{part:?}");
         }
         assert!(blake3_once(&file).unwrap() > Duration::ZERO);
