@@ -28,7 +28,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
     let progress = ProgressLine::new();
     let outcome = idb_harness::run(&config, &|line: &str| progress.show(line)).await;
     progress.finish();
-    let outcome = outcome?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) if error.chain().any(|e| e.is::<idb_harness::TokenRefused>()) => {
+            eprintln!("error: {}", escape(&format!("{error:#}")));
+            return Ok(Exit::TokenRefused);
+        }
+        Err(error) => return Err(error),
+    };
     let mut stdout = std::io::stdout().lock();
     let text = if args.json {
         serde_json::to_string_pretty(&outcome.results)? + "\n"

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Dir, ServerProcess};
+use crate::util::{Dir, ServerProcess, TestCommand};
 
 /// Tiny sizes for every scenario: a few seconds in all.
 const TINY: &[&str] = &[
@@ -527,15 +527,19 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
     assert!(status.success());
 }
 
-/// `idb bench --scenario protocols` against `server` (dataset `IDB-X`,
-/// token `tok-x`), with a file large enough for concatenation: its JSON.
-fn bench_protocols(dir: &Dir, server: &ServerProcess, extra: &[&str]) -> (Value, crate::util::Run) {
-    let run = dir
-        .idb(["bench", "--server", &server.url, "--dataset", "IDB-X"])
+/// `idb bench` against `server`'s dataset `IDB-X`, its report and data in `dir`.
+fn bench_against(dir: &Dir, server: &ServerProcess) -> TestCommand {
+    dir.idb(["bench", "--server", &server.url, "--dataset", "IDB-X"])
         .arg("--report")
         .arg(dir.join("report"))
         .arg("--data-dir")
         .arg(dir.path())
+}
+
+/// `idb bench --scenario protocols` against `server` (dataset `IDB-X`,
+/// token `tok-x`), with a file large enough for concatenation: its JSON.
+fn bench_protocols(dir: &Dir, server: &ServerProcess, extra: &[&str]) -> (Value, crate::util::Run) {
+    let run = bench_against(dir, server)
         .args([
             "--scenario",
             "protocols",
@@ -677,4 +681,19 @@ fn a_far_end_without_a_token_is_refused_before_anything_is_sent() {
     run.expect_code(2).stderr_has("no token: set IDB_TOKEN");
     let run = dir.idb(["bench", "--dataset", "IDB-X"]).run();
     run.expect_code(2).stderr_has("--server");
+}
+
+#[test]
+fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
+    let dir = Dir::new("a_far_end_that_refuses_the_token_exits_3_as_upload_does");
+    let server = ServerProcess::sink(&dir, &[]);
+    let run = bench_against(&dir, &server)
+        .args(TINY)
+        .token("tok-not-the-far-ends")
+        .run();
+    run.expect_code(3)
+        .never_shows("tok-not-the-far-ends")
+        .stderr_has("the far end refused the token (HTTP 401)");
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
 }

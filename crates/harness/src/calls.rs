@@ -13,6 +13,28 @@ use idb_wire::{
 };
 use reqwest::header::{self, HeaderValue};
 
+/// The far end refused the token (401) to a call of the harness's own or of the
+/// engine: the run stops, and a caller can tell this from other failures (the
+/// CLI exits 3, as `idb upload` does).
+#[derive(Debug)]
+pub struct TokenRefused {
+    /// The call refused, such as `setup of NAME`.
+    pub call: String,
+}
+
+impl std::fmt::Display for TokenRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the far end refused the token (HTTP 401): give the token of the far end's \
+             --dataset KEY:TOKEN in IDB_TOKEN or --token-file",
+            self.call
+        )
+    }
+}
+
+impl std::error::Error for TokenRefused {}
+
 /// The content type of the sample client's setup and verify calls.
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -134,6 +156,10 @@ impl Calls {
         let took = started.elapsed();
         match status {
             200 => Ok((body, took)),
+            401 => Err(TokenRefused {
+                call: what.to_owned(),
+            }
+            .into()),
             413 => bail!(
                 "{what}: the server refused the request as too large (HTTP 413): start the far \
                  end with a larger --max-chunk (at least the size of the file the \

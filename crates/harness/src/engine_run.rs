@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail, ensure};
 use idb_engine::{
-    DatasetKey, Event, EventSink, FileOutcome, Protocol, Token, UploadConfig, Uploader,
+    DatasetKey, Error, Event, EventSink, FileOutcome, Protocol, Token, UploadConfig, Uploader,
     VerifyReceipt,
 };
 use serde::Serialize;
 
 use crate::EngineDefaults;
 use crate::call_log;
+use crate::calls::TokenRefused;
 use crate::data::Upload;
 use crate::timeline::Timeline;
 
@@ -212,6 +213,19 @@ pub(crate) async fn upload(
         report.files.len(),
         files.len()
     );
+    // A refused token stops the run: the other files are only interrupted.
+    if let Some(file) = report.files.iter().zip(files).find_map(|(line, file)| {
+        matches!(
+            line.outcome,
+            FileOutcome::Failed(Error::Unauthorized { .. })
+        )
+        .then_some(file)
+    }) {
+        return Err(TokenRefused {
+            call: format!("the engine's upload of {}", file.name),
+        }
+        .into());
+    }
     for (line, file) in report.files.iter().zip(files) {
         ensure!(
             line.path == file.path,
@@ -258,4 +272,46 @@ pub(crate) fn check_receipt(file: &Upload, receipt: &VerifyReceipt) -> anyhow::R
         file.data.blake3
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use idb_mock::{MockConfig, MockServer};
+
+    use super::*;
+    use crate::data::{batch, generate};
+
+    /// A far end that refuses the engine's token ends the side with
+    /// [`TokenRefused`] (the CLI's exit 3), not a failure like any other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_token_is_told_apart_from_other_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = generate(dir.path(), "f.bin", 3000, "refused").unwrap();
+        let links = batch(dir.path(), "r", &[data]).unwrap();
+        let server = MockServer::start(MockConfig::new().dataset("IDB-X", "right"))
+            .await
+            .unwrap();
+        let refused = config(
+            &server.url(),
+            "IDB-X",
+            Token::new("tok-not-this-one").unwrap(),
+            &EngineDefaults::engine(),
+            &|_| {},
+        )
+        .unwrap();
+        let prepared = prepare(refused, &links.uploads).unwrap();
+        let error = upload(prepared, &links.uploads, &Timeline::start())
+            .await
+            .err()
+            .expect("a wrong token fails the side");
+        let refused = error
+            .downcast_ref::<TokenRefused>()
+            .unwrap_or_else(|| panic!("not a refused token: {error:#}"));
+        assert_eq!(
+            refused.call,
+            format!("the engine's upload of {}", links.uploads[0].name)
+        );
+        assert!(!format!("{error:#}").contains("tok-not"), "{error:#}");
+        server.shutdown().await;
+    }
 }

@@ -91,6 +91,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
+pub use calls::TokenRefused;
 pub use config::{
     BenchConfig, DEFAULT_BANDWIDTH, DEFAULT_FAULT_RATE, DEFAULT_FILE_SIZE, DEFAULT_FILES,
     DEFAULT_FIXED_CHUNKS, DEFAULT_JOURNAL_CHUNK, DEFAULT_JOURNAL_SIZE, DEFAULT_LATENCIES,
