@@ -336,13 +336,14 @@ pub fn select(
     }
     let uploadable = |f: &Found| !matches!(f.kind, Kind::Special);
     let total = found.iter().filter(|f| uploadable(f)).count();
-    // A file given twice, however spelt (`a/x.csv`, `./a/x.csv`, its
-    // absolute path), is one file: the first spelling stays.
+    // A file given twice, however spelt (`a/x.csv`, `./a/x.csv`,
+    // `b/../a/x.csv`, its absolute path, through a linked directory), is one
+    // file: the first spelling stays.
     let mut seen = HashSet::new();
     let chosen: Vec<Found> = found
         .into_iter()
         .filter(|f| filter.admits(&f.relative))
-        .filter(|f| seen.insert(std::path::absolute(&f.path).unwrap_or_else(|_| f.path.clone())))
+        .filter(|f| seen.insert(SameFile::of(&f.path)))
         .collect();
     if !chosen.iter().any(uploadable) && problems.is_empty() {
         return Err(vec![Problem::Empty { found: total }].into());
@@ -400,6 +401,31 @@ pub fn select(
 
 /// A file's name in the dataset: its base name (the whole path if it has none;
 /// the engine's check refuses such a path).
+/// What two spellings of one file to upload share: the file itself (its
+/// device and inode, links followed) and the name it gets in the dataset. So
+/// hard links or symbolic links of other names stay separate files, as their
+/// names differ. A path whose metadata cannot be read (its problem is
+/// reported later) is known by its absolute spelling.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum SameFile {
+    Node { dev: u64, ino: u64, name: OsString },
+    Path(PathBuf),
+}
+
+impl SameFile {
+    fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => SameFile::Node {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                name: dataset_name(path).to_owned(),
+            },
+            Err(_) => SameFile::Path(std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
+        }
+    }
+}
+
 fn dataset_name(path: &Path) -> &OsStr {
     path.file_name().unwrap_or(path.as_os_str())
 }

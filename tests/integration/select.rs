@@ -278,6 +278,10 @@ fn a_file_given_by_several_spellings_is_uploaded_once() {
     let dir = Dir::new("a_file_given_by_several_spellings_is_uploaded_once");
     let mock = Mock::standard();
     let (path, bytes) = dir.random_file("data/readings.csv", 10);
+    std::fs::create_dir(dir.join("other")).unwrap();
+    std::os::unix::fs::symlink(dir.join("data"), dir.join("linked")).unwrap();
+    // Another name for the same bytes is another file of the dataset.
+    std::fs::hard_link(&path, dir.join("data/copy.csv")).unwrap();
 
     let run = dir
         .upload(&mock, DS)
@@ -286,13 +290,17 @@ fn a_file_given_by_several_spellings_is_uploaded_once() {
             "data/readings.csv",
             "./data/readings.csv",
             "data/./readings.csv",
+            "other/../data/readings.csv",
+            "linked/readings.csv",
+            "data/copy.csv",
         ])
         .arg(&path)
         .run();
 
     run.expect_code(0);
-    assert_eq!(run.verified_lines().len(), 1, "{}", run.describe());
+    assert_eq!(run.verified_lines().len(), 2, "{}", run.describe());
     mock.assert_stored(DS, "readings.csv", &bytes);
+    mock.assert_stored(DS, "copy.csv", &bytes);
 }
 
 /// A link met in a walk uploads its target's bytes under the link's own name,
