@@ -405,6 +405,11 @@ impl EventSink for Progress {
                     RestartReason::AnswerLostUnconfirmed { status } => format!(
                         "the server refused the next call too (HTTP {status}), so what it holds is not known"
                     ),
+                    RestartReason::ProtocolChanged { journal, run } => format!(
+                        "its unfinished upload went by {}, and this run speaks {} (--protocol)",
+                        journal.as_str(),
+                        run.as_str()
+                    ),
                 };
                 self.console.note(&format!(
                     "starting {} over from byte 0: {why}",

@@ -548,3 +548,50 @@ fn a_full_disk_refuses_a_patch_and_stops_the_run() {
     run.stderr_has("1 file unfinished");
     assert_eq!(mock.stats().faults.disk_full, 1, "{}", run.describe());
 }
+
+/// An upload journaled under one protocol and run again under the other
+/// starts over from byte 0 saying why, where it used to say it was resuming
+/// and then that the server had no open upload.
+#[test]
+fn an_upload_journaled_under_one_protocol_starts_over_under_the_other() {
+    for (first, then) in [("tus", "chunked"), ("chunked", "tus")] {
+        let dir = Dir::new("tus_switch");
+        // Slow enough that the kill comes mid-upload.
+        let mock = Mock::start(tus_mock().bandwidth(Some(8 * 1024 * 1024)));
+        let (path, bytes) = dir.random_file("switched.bin", 30 * 1024 * 1024 + 3);
+        let mut watch = JournalWatch::new(&dir);
+        let running = upload(&dir, &mock.url())
+            .args([
+                "--journal-interval",
+                "0",
+                "--no-concat",
+                "--protocol",
+                first,
+            ])
+            .arg(&path)
+            .spawn();
+        while journaled(&dir) == 0 {
+            watch.wait_for_write();
+        }
+        running.kill9();
+        let run = upload(&dir, &mock.url())
+            .args(["--no-concat", "--protocol", then])
+            .arg(&path)
+            .run();
+        run.expect_code(0)
+            .stderr_has(&format!(
+                "starting {} over from byte 0: its unfinished upload went by {first}, and this \
+                 run speaks {then}",
+                path.display()
+            ))
+            .verified_exactly(&[(&path, &bytes)]);
+        for misleading in ["resuming", "no open upload"] {
+            assert!(
+                !run.stderr.contains(misleading),
+                "{first} then {then}: {}",
+                run.describe()
+            );
+        }
+        mock.assert_stored(DS, "switched.bin", &bytes);
+    }
+}

@@ -177,6 +177,15 @@ pub enum RestartReason {
         /// The refusal's HTTP status.
         status: u16,
     },
+    /// The journal's upload was made with the other protocol than the one
+    /// this run speaks (`--protocol` changed, or the server's answer to the
+    /// probe did): an upload of one cannot go on by the other.
+    ProtocolChanged {
+        /// The protocol of the journal's upload.
+        journal: crate::Protocol,
+        /// The protocol of this run.
+        run: crate::Protocol,
+    },
 }
 
 /// Receives [`Event`]s. Called from the engine's tasks: keep it quick.

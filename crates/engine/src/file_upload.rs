@@ -313,7 +313,16 @@ impl<P: Protocol> Run<'_, P> {
             .await
             .map_err(|failed| self.failure(f, Phase::Setup, 0, failed.failure))?;
         self.partials_begin();
-        if let Some(saved) = saved {
+        // A journal of tus keeps where the upload lives; one of protocol 1
+        // keeps nothing else.
+        let journal = if saved.is_some() {
+            crate::Protocol::Tus
+        } else {
+            crate::Protocol::Chunked
+        };
+        let run = self.protocol.speaks();
+        let switched = matches!(start, Start::Resume { .. }) && journal != run;
+        if let Some(saved) = saved.filter(|_| !switched) {
             self.protocol.restore(f.file_ref(), saved);
         }
         let Planned {
@@ -322,6 +331,15 @@ impl<P: Protocol> Run<'_, P> {
             granule,
         } = planned;
         let mut mode = match start {
+            // What the reader read ahead from the journal's offset is read
+            // again from the start (see `switched` below).
+            Start::Resume { .. } if switched => {
+                if self.stop.is_set() {
+                    return Ok(FileOutcome::Interrupted);
+                }
+                self.start_over(f, state, RestartReason::ProtocolChanged { journal, run })
+                    .await?
+            }
             Start::Resume { offset, mode } => {
                 self.emit(Event::Resumed {
                     path: f.path.clone(),
@@ -346,7 +364,7 @@ impl<P: Protocol> Run<'_, P> {
         // Chunks read ahead before the protocol was known may not be whole
         // parts (tus): read on from the start in parts.
         let regrained = self.protocol.granule(f.file_ref()) != granule;
-        let mut reader = Some(reader).filter(|_| !grown && !regrained);
+        let mut reader = Some(reader).filter(|_| !grown && !regrained && !switched);
         let mut restarts = Restarts::default();
         loop {
             let current = match reader.take() {

@@ -168,6 +168,13 @@ impl Protocol for Negotiated<'_> {
         }
     }
 
+    fn speaks(&self) -> crate::Protocol {
+        match self.chosen.get() {
+            Some(Chosen::Tus(_)) => crate::Protocol::Tus,
+            _ => crate::Protocol::Chunked,
+        }
+    }
+
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {
         match self.chosen().await? {
             Chosen::Chunked => self.client.finish(file).await,

@@ -110,6 +110,12 @@ pub(crate) trait Protocol: Send + Sync {
     /// Takes back what [`Protocol::saved`] kept, when a journal is resumed.
     fn restore(&self, _file: FileRef<'_>, _record: crate::tus::TusRecord) {}
 
+    /// Which protocol the run speaks, once [`Protocol::prepare`] succeeded
+    /// (before it, protocol 1).
+    fn speaks(&self) -> crate::Protocol {
+        crate::Protocol::Chunked
+    }
+
     /// Closes the upload; the server's receipt, if it sends one.
     fn finish(
         &self,
