@@ -12,6 +12,7 @@ use idb_harness::{BenchConfig, EngineDefaults, FarEnd, Scenario};
 
 use crate::cli::{BenchArgs, Cli, Command};
 use crate::exit::Exit;
+use crate::signals::{Signals, Stop};
 use crate::text::escape;
 
 /// Where runs go by default: `target/harness/<UTC timestamp>`.
@@ -26,8 +27,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
         }
     };
     let progress = ProgressLine::new();
-    let outcome = idb_harness::run(&config, &|line: &str| progress.show(line)).await;
+    let show = |line: &str| progress.show(line);
+    let mut signals = Signals::install();
+    let outcome = tokio::select! {
+        outcome = idb_harness::run(&config, &show) => Ok(outcome),
+        stop = signals.next() => {
+            // Stops a curl the run is waiting for, so its waiting task ends
+            // and removes the header file that holds the token (the runtime
+            // waits for that task before the process ends).
+            idb_harness::stop_children();
+            Err(stop)
+        }
+    };
+    // The run was dropped with the `select!`, in the middle of whatever it was
+    // doing: its temporary files and directories went with it.
     progress.finish();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(stop) => {
+            eprintln!(
+                "stopped by {}: the scenarios that ended are in {}; the temporary data \
+                 was removed",
+                match stop {
+                    Stop::Interrupt => "Ctrl-C",
+                    Stop::Terminate => "SIGTERM",
+                },
+                config.out_dir.display()
+            );
+            return Ok(Exit::Signal(stop));
+        }
+    };
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) if error.chain().any(|e| e.is::<idb_harness::TokenRefused>()) => {

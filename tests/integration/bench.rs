@@ -697,3 +697,72 @@ fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
     let (status, _, _) = server.terminate();
     assert!(status.success());
 }
+
+/// Ctrl-C while curl sends: the run stops at once (130), curl is stopped, and
+/// nothing it made is left in the temporary directory: not the generated
+/// data, not curl's private directory with the header file that holds the
+/// token.
+#[test]
+fn ctrl_c_mid_run_stops_curl_and_leaves_no_temporary_data_or_token() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = Dir::new("ctrl_c_mid_run_stops_curl_and_leaves_no_temporary_data_or_token");
+    let tmp = dir.join("tmp");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    // A curl that says when it was started to send, then never ends by itself.
+    let ready = dir.join("curl-started");
+    let made = std::ffi::CString::new(ready.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `made` is a valid C string; mkfifo only reads it.
+    assert_eq!(unsafe { libc::mkfifo(made.as_ptr(), 0o600) }, 0);
+    let curl = bin.join("curl");
+    std::fs::write(
+        &curl,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'curl 8.0.0 (stand-in)'; exit 0; fi\n\
+             echo sending > '{}'\nexec sleep 600\n",
+            ready.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&curl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The stand-in first, then the rest (`sleep`).
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::iter::once(bin.clone()).chain(std::env::split_paths(&inherited));
+    let running = dir
+        .idb(["bench", "--scenario", "latency", "--latencies", "0"])
+        .arg("--report")
+        .arg(dir.join("report"))
+        .arg("--data-dir")
+        .arg(&tmp)
+        .args(["--reps", "1", "--size", "3MiB", "--sample-size", "1MiB"])
+        .args(["--rtt-probes", "3"])
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("TMPDIR", &tmp)
+        .spawn();
+    // Blocks until the stand-in opens the pipe: curl is sending.
+    let mut line = String::new();
+    std::io::BufReader::new(std::fs::File::open(&ready).unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "sending");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(
+        left.iter().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("idb-bench-curl-")),
+        "curl's private directory exists while it runs: {left:?}"
+    );
+    running.signal(libc::SIGINT);
+    let run = running.wait_within(std::time::Duration::from_secs(60));
+    run.expect_code(130).stderr_has("stopped by Ctrl-C");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
+}

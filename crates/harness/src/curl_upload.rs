@@ -248,16 +248,75 @@ fn arguments(
     Ok(args)
 }
 
+/// The curl running now, if any: stopped by [`stop_children`].
+static RUNNING: std::sync::Mutex<Option<libc::pid_t>> = std::sync::Mutex::new(None);
+
+/// Whether [`stop_children`] was called: no curl starts after it.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops the curl the harness is running, if any, and any it would start: for
+/// a caller that abandons a run (Ctrl-C), so the task waiting for curl ends
+/// and removes its private directory (with the header file that holds the
+/// token) instead of leaving it behind.
+pub fn stop_children() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pid) = *running {
+        // SAFETY: `pid` is a child this process started and has not reaped
+        // (it is taken out of `RUNNING` under this lock before it is reaped),
+        // so the number names no other process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
 /// Starts `command`, waits for it to exit and reaps it: its exit status and
 /// its own CPU time, user and system. Blocking.
 fn run_reaped(command: &mut Command) -> std::io::Result<(ExitStatus, Duration)> {
-    let child = command.spawn()?;
-    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
-    // Reaped here, not through `child`, to read the child's own CPU time;
-    // dropping `child` neither waits nor kills.
-    let reaped = reap(pid);
-    drop(child);
-    reaped
+    let pid = {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("the run is stopping"));
+        }
+        let child = command.spawn()?;
+        let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+        // Reaped here, not through `child`, to read the child's own CPU time;
+        // dropping `child` neither waits nor kills.
+        drop(child);
+        *running = Some(pid);
+        pid
+    };
+    let reaped = wait(pid);
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    *running = None;
+    drop(running);
+    reaped.and_then(|()| reap(pid))
+}
+
+/// Waits for the child `pid` to exit without reaping it (`waitid` with
+/// `WNOWAIT`), so it cannot be stopped by mistake after it was reaped.
+fn wait(pid: libc::pid_t) -> std::io::Result<()> {
+    loop {
+        // SAFETY: `siginfo_t` is a plain C struct for which all-zero bytes are
+        // a valid value; `waitid` writes only into it.
+        let waited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if waited == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
 }
 
 /// Waits for the child `pid` to exit and reaps it: its exit status and its
@@ -299,8 +358,10 @@ fn transfer(
     token: &Token,
     upload: &Upload,
 ) -> anyhow::Result<CurlTransfer> {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::Builder::new()
         .prefix("idb-bench-curl-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .context("cannot create a private directory for curl's header file")?;
     let header = write_header(dir.path(), token)?;

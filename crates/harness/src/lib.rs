@@ -100,6 +100,7 @@ pub use config::{
     SAMPLE_CLIENT_CHUNK, Scenario, UnknownScenario,
 };
 pub use cpu_floor::{CLIENT_RATIO, CURL_RATIO, FLOOR_RATIO};
+pub use curl_upload::stop_children;
 pub use data::{DataFile, generate as generate_data};
 pub use engine_run::EngineSettings;
 pub use report::{

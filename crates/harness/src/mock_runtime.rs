@@ -110,9 +110,26 @@ impl MockRuntime {
     }
 }
 
+/// How long dropping the mock's runtime waits for its tasks to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 impl Drop for MockRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        // On a worker of a multi-threaded runtime (the CLI's), wait for the
+        // mock's tasks to be dropped, so a mock whose store is a temporary
+        // directory has removed it when this returns, even when a run is
+        // abandoned mid-call (Ctrl-C). Elsewhere (a test's runtime, where
+        // waiting is not allowed) it goes in the background.
+        let on_multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_multi_thread {
+            tokio::task::block_in_place(|| runtime.shutdown_timeout(SHUTDOWN_WAIT));
+        } else if tokio::runtime::Handle::try_current().is_err() {
+            runtime.shutdown_timeout(SHUTDOWN_WAIT);
+        } else {
             runtime.shutdown_background();
         }
     }
