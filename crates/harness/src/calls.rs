@@ -35,6 +35,16 @@ impl std::fmt::Display for TokenRefused {
 
 impl std::error::Error for TokenRefused {}
 
+/// How long a call may wait for its answer once its body is sent (and how
+/// long curl may go without moving a byte): a far end that accepts
+/// connections but stops answering fails the run in about a minute instead
+/// of holding it for ever.
+pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(60);
+
+/// The slowest path a call's body is given time for, in bytes per second:
+/// a call may last [`ANSWER_WAIT`] plus its body's length at this rate.
+const SLOWEST_PATH: f64 = (1 << 20) as f64;
+
 /// The content type of the sample client's setup and verify calls.
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -45,6 +55,8 @@ pub(crate) struct Calls {
     /// `Token token=...`, marked sensitive.
     authorization: HeaderValue,
     boundary: Boundary,
+    /// [`ANSWER_WAIT`], but in tests.
+    answer_wait: Duration,
 }
 
 /// The multipart envelope of one `transfer` call (idb-wire's encoding), to be
@@ -110,6 +122,7 @@ impl Calls {
             endpoint: format!("{}{}", base.trim_end_matches('/'), datafile_path(&key)),
             authorization,
             boundary: Boundary::from_random(0x1db_4a12_e55e),
+            answer_wait: ANSWER_WAIT,
         })
     }
 
@@ -130,17 +143,43 @@ impl Calls {
     }
 
     async fn post(&self, content_type: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
-        let response = self
+        // The call may last the answer's wait plus its body at the slowest
+        // path's rate.
+        let limit = self.answer_wait + Duration::from_secs_f64(body.len() as f64 / SLOWEST_PATH);
+        let timed_out = |e: &reqwest::Error| {
+            e.is_timeout().then(|| {
+                anyhow::anyhow!(
+                    "no whole answer within {:.1} s (a call may take {} s plus its body at 1 \
+                     MiB/s): the far end stopped answering, or the path is slower than that",
+                    limit.as_secs_f64(),
+                    self.answer_wait.as_secs()
+                )
+            })
+        };
+        let response = match self
             .http
             .post(&self.endpoint)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, content_type)
+            .timeout(limit)
             .body(body)
             .send()
             .await
-            .context("the call got no answer")?;
+        {
+            Ok(response) => response,
+            Err(e) => {
+                return Err(timed_out(&e)
+                    .unwrap_or_else(|| anyhow::Error::new(e).context("the call got no answer")));
+            }
+        };
         let status = response.status().as_u16();
-        let body = response.bytes().await.context("the answer broke off")?;
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                return Err(timed_out(&e)
+                    .unwrap_or_else(|| anyhow::Error::new(e).context("the answer broke off")));
+            }
+        };
         Ok((status, body))
     }
 
@@ -223,5 +262,27 @@ impl Calls {
     /// the server's fixed cost per call.
     pub(crate) async fn empty_call(&self, filename: &str) -> anyhow::Result<Duration> {
         self.setup(filename, 0).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A far end that takes the connection and the request but never answers
+    /// fails the call when its time is up, saying so, instead of holding the
+    /// run for ever.
+    #[tokio::test]
+    async fn a_far_end_that_never_answers_fails_the_call_in_bounded_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts one connection and holds it open, reading nothing back.
+        let holding = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let mut calls = Calls::new(&base, "IDB-X", &Token::new("tok").unwrap()).unwrap();
+        calls.answer_wait = Duration::from_millis(300);
+        let error = calls.setup("f.bin", 10).await.unwrap_err();
+        let told = format!("{error:#}");
+        assert!(told.contains("no whole answer within 0.3 s"), "{told}");
+        drop(holding.join().unwrap().unwrap());
     }
 }

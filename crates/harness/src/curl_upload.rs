@@ -214,6 +214,15 @@ fn arguments(
         // clients send none.
         "--header".into(),
         "Expect:".into(),
+        // A far end that stops answering (or taking bytes) fails the side
+        // within a minute, as the harness's own calls do, instead of holding
+        // the run for ever.
+        "--connect-timeout".into(),
+        crate::calls::ANSWER_WAIT.as_secs().to_string().into(),
+        "--speed-limit".into(),
+        "1".into(),
+        "--speed-time".into(),
+        crate::calls::ANSWER_WAIT.as_secs().to_string().into(),
     ];
     for part in transfer_form(&upload.name)? {
         match part {
@@ -557,6 +566,13 @@ mod tests {
             "~/.curlrc is read unless it comes first"
         );
         assert!(args.contains(&format!("@{}", header.display())), "{args:?}");
+        let after = |flag: &str| {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1].clone()
+        };
+        assert_eq!(after("--speed-time"), "60");
+        assert_eq!(after("--speed-limit"), "1");
+        assert_eq!(after("--connect-timeout"), "60");
         let spec = args.iter().find(|a| a.starts_with("bytechunk=@")).unwrap();
         assert!(
             spec.contains("x\\\"y.bin\";filename=\"bytechunk\""),

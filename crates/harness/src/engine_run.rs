@@ -13,11 +13,11 @@ use idb_engine::{
 };
 use serde::Serialize;
 
-use crate::EngineDefaults;
 use crate::call_log;
 use crate::calls::TokenRefused;
 use crate::data::Upload;
 use crate::timeline::Timeline;
+use crate::{EngineDefaults, ProgressSink};
 
 /// The engine settings a side ran with, as recorded in `results.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +125,9 @@ pub(crate) fn settings(
 /// realignments, and keeps the protocol the run chose.
 struct Watcher<'a> {
     timeline: &'a Timeline,
+    /// Where each retry is told as it happens (a far end that stops
+    /// answering is retried for minutes), and what the run is called there.
+    progress: (&'a dyn ProgressSink, &'a str),
     retries: AtomicU64,
     realigned: AtomicU64,
     /// The protocol of the run's `ProtocolChosen` event (sent once, before
@@ -137,8 +140,24 @@ impl EventSink for Watcher<'_> {
         match event {
             Event::FileStarted { .. } => self.timeline.setup_answered(),
             Event::ChunkAcked { len, .. } => self.timeline.acked(len),
-            Event::Retry { .. } => {
+            Event::Retry {
+                path,
+                phase,
+                offset,
+                attempt,
+                reason,
+                delay,
+            } => {
                 self.retries.fetch_add(1, Ordering::Relaxed);
+                let (progress, what) = self.progress;
+                progress.note(&format!(
+                    "{what}: retrying {phase} of {} at byte {offset} in {:.1} s (attempt {attempt} \
+                     failed: {reason})",
+                    path.file_name()
+                        .unwrap_or(path.as_os_str())
+                        .to_string_lossy(),
+                    delay.as_secs_f64()
+                ));
             }
             Event::Realigned { .. } => {
                 self.realigned.fetch_add(1, Ordering::Relaxed);
@@ -196,9 +215,11 @@ pub(crate) async fn upload(
     prepared: Prepared,
     files: &[Upload],
     timeline: &Timeline,
+    progress: (&dyn ProgressSink, &str),
 ) -> anyhow::Result<EngineRun> {
     let watcher = Watcher {
         timeline,
+        progress,
         retries: AtomicU64::new(0),
         realigned: AtomicU64::new(0),
         chosen: Mutex::new(None),
@@ -213,18 +234,26 @@ pub(crate) async fn upload(
         report.files.len(),
         files.len()
     );
-    // A refused token stops the run: the other files are only interrupted.
-    if let Some(file) = report.files.iter().zip(files).find_map(|(line, file)| {
-        matches!(
-            line.outcome,
-            FileOutcome::Failed(Error::Unauthorized { .. })
-        )
-        .then_some(file)
-    }) {
+    // A failure that stops the run leaves the other files interrupted: it is
+    // the one to tell (a refused token, for the CLI's exit 3, first).
+    let failures = || {
+        report
+            .files
+            .iter()
+            .zip(files)
+            .filter_map(|(line, file)| match &line.outcome {
+                FileOutcome::Failed(error) => Some((error, file)),
+                _ => None,
+            })
+    };
+    if let Some((_, file)) = failures().find(|(e, _)| matches!(e, Error::Unauthorized { .. })) {
         return Err(TokenRefused {
             call: format!("the engine's upload of {}", file.name),
         }
         .into());
+    }
+    if let Some((error, file)) = failures().next() {
+        bail!("{}: the engine did not verify it: {error}", file.name);
     }
     for (line, file) in report.files.iter().zip(files) {
         ensure!(
@@ -243,7 +272,18 @@ pub(crate) async fn upload(
                     .with_context(|| format!("{}: the server sent no receipt", file.name))?;
                 check_receipt(file, receipt)?;
             }
-            other => bail!("{}: the engine did not verify it: {other:?}", file.name),
+            FileOutcome::Failed(error) => {
+                bail!("{}: the engine did not verify it: {error}", file.name)
+            }
+            FileOutcome::Skipped { .. } => bail!(
+                "{}: the engine skipped it, as verified by an earlier run (a receipt in its \
+                 state directory): a bug, since every repetition has a fresh one",
+                file.name
+            ),
+            FileOutcome::Interrupted | FileOutcome::NotStarted => bail!(
+                "{}: the engine stopped before it was verified, with no error of its own",
+                file.name
+            ),
         }
     }
     Ok(EngineRun {
@@ -300,10 +340,15 @@ mod tests {
         )
         .unwrap();
         let prepared = prepare(refused, &links.uploads).unwrap();
-        let error = upload(prepared, &links.uploads, &Timeline::start())
-            .await
-            .err()
-            .expect("a wrong token fails the side");
+        let error = upload(
+            prepared,
+            &links.uploads,
+            &Timeline::start(),
+            (&|_: &str| {}, "test"),
+        )
+        .await
+        .err()
+        .expect("a wrong token fails the side");
         let refused = error
             .downcast_ref::<TokenRefused>()
             .unwrap_or_else(|| panic!("not a refused token: {error:#}"));
@@ -312,6 +357,64 @@ mod tests {
             format!("the engine's upload of {}", links.uploads[0].name)
         );
         assert!(!format!("{error:#}").contains("tok-not"), "{error:#}");
+        server.shutdown().await;
+    }
+
+    /// Each retry of the engine is told as it happens (a far end that stops
+    /// answering is retried for minutes), and a file that fails is told by
+    /// its error's words, not a dump of its fields.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_are_told_as_they_happen_and_failures_in_words() {
+        use idb_mock::{FaultConfig, FaultKind};
+        let dir = tempfile::tempdir().unwrap();
+        let data = generate(dir.path(), "f.bin", 3000, "retried").unwrap();
+        let links = batch(dir.path(), "r", &[data]).unwrap();
+        let server = MockServer::start(
+            MockConfig::new()
+                .dataset("IDB-X", "tok")
+                .faults(FaultConfig::new(1.0, [FaultKind::ServerError])),
+        )
+        .await
+        .unwrap();
+        let two_quick_attempts = |c: &mut UploadConfig| {
+            c.retry.max_attempts = 2;
+            c.retry.base_delay = std::time::Duration::from_millis(1);
+            c.retry.max_delay = std::time::Duration::from_millis(1);
+        };
+        let config = config(
+            &server.url(),
+            "IDB-X",
+            Token::new("tok").unwrap(),
+            &EngineDefaults::engine(),
+            &two_quick_attempts,
+        )
+        .unwrap();
+        let prepared = prepare(config, &links.uploads).unwrap();
+        let lines = Mutex::new(Vec::new());
+        let note = |line: &str| lines.lock().unwrap().push(line.to_owned());
+        let error = upload(
+            prepared,
+            &links.uploads,
+            &Timeline::start(),
+            (&note, "faults 0 ms 1/1: engine"),
+        )
+        .await
+        .err()
+        .expect("every call faulted");
+        let lines = lines.into_inner().unwrap();
+        let name = &links.uploads[0].name;
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!(
+                "faults 0 ms 1/1: engine: retrying setup of {name} at byte 0 in "
+            )) && l.contains("(attempt 1 failed: ")),
+            "{lines:?}"
+        );
+        let told = format!("{error:#}");
+        assert!(
+            told.starts_with(&format!("{name}: the engine did not verify it: ")),
+            "{told}"
+        );
+        assert!(!told.contains(" {"), "a dump, not words: {told}");
         server.shutdown().await;
     }
 }

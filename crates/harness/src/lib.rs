@@ -114,12 +114,13 @@ pub use results::{
 pub use timeline::SUSTAINED_CUT;
 
 /// Receives progress lines (for stderr). Called between measured parts only.
-pub trait ProgressSink {
-    /// Handles one line.
+pub trait ProgressSink: Send + Sync {
+    /// Handles one line (from any thread: the engine's retries are told as
+    /// they happen).
     fn note(&self, line: &str);
 }
 
-impl<F: Fn(&str)> ProgressSink for F {
+impl<F: Fn(&str) + Send + Sync> ProgressSink for F {
     fn note(&self, line: &str) {
         self(line)
     }

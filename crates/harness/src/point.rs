@@ -279,12 +279,14 @@ impl Runner<'_> {
         &self,
         side: &SideSpec,
         endpoint: &Endpoint,
-        prefix: &str,
+        (prefix, what): (&str, &str),
         rep: usize,
     ) -> anyhow::Result<Rep> {
         let links = batch(self.data, prefix, &side.files)?;
         let before = endpoint.tus_uploads();
-        let mut result = self.measure(side, endpoint, &links.uploads, rep).await?;
+        let mut result = self
+            .measure(side, endpoint, &links.uploads, (rep, what))
+            .await?;
         result.tus_uploads = endpoint.tus_uploads().zip(before).map(|(a, b)| a - b);
         let names: Vec<&str> = links.uploads.iter().map(|u| u.name.as_str()).collect();
         endpoint
@@ -294,13 +296,13 @@ impl Runner<'_> {
         Ok(result)
     }
 
-    /// The measured part of one repetition.
+    /// The measured part of one repetition (`what` names it in progress lines).
     async fn measure(
         &self,
         side: &SideSpec,
         endpoint: &Endpoint,
         uploads: &[Upload],
-        rep: usize,
+        (rep, what): (usize, &str),
     ) -> anyhow::Result<Rep> {
         let bytes: u64 = side.files.iter().map(|f| f.size).sum();
         let timeline = Timeline::start();
@@ -321,7 +323,8 @@ impl Runner<'_> {
                 )?;
                 let prepared = engine_run::prepare(config, uploads)?;
                 let meter = Meter::start(mock);
-                let run = engine_run::upload(prepared, uploads, &timeline).await;
+                let run =
+                    engine_run::upload(prepared, uploads, &timeline, (self.progress, what)).await;
                 let cost = meter.stop();
                 let run = run?;
                 if let Some(calls) = run.calls_ms {
@@ -389,8 +392,14 @@ impl Runner<'_> {
                     slug(&spec.label),
                     side.key
                 );
+                let what = format!(
+                    "{scenario} {} {}/{reps}: {}",
+                    spec.label,
+                    rep + 1,
+                    side.label
+                );
                 let r = self
-                    .rep(side, endpoint, &prefix, rep)
+                    .rep(side, endpoint, (&prefix, &what), rep)
                     .await
                     .with_context(|| {
                         format!(
@@ -401,13 +410,8 @@ impl Runner<'_> {
                         )
                     })?;
                 self.note(format!(
-                    "{scenario} {} {}/{reps}: {}: {:.1} MiB/s ({:.2} s, {} retries)",
-                    spec.label,
-                    rep + 1,
-                    side.label,
-                    r.whole_mib_s,
-                    r.wall_s,
-                    r.retries
+                    "{what}: {:.1} MiB/s ({:.2} s, {} retries)",
+                    r.whole_mib_s, r.wall_s, r.retries
                 ));
                 results[i].push(r);
             }

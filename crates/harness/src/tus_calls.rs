@@ -10,7 +10,7 @@ use idb_wire::tus::{OFFSET_OCTET_STREAM, TUS_PATH, TUS_VERSION, header};
 use reqwest::header::{self as http, HeaderValue};
 use reqwest::{Method, Response, Url};
 
-use crate::calls::Calls;
+use crate::calls::{ANSWER_WAIT, Calls};
 
 /// The extension that lets one file go as partial uploads joined at the end.
 const CONCATENATION: &str = "concatenation";
@@ -70,11 +70,13 @@ impl TusCalls {
     }
 
     /// A request with the protocol version and the token (the service's
-    /// profile wants the token on OPTIONS too).
+    /// profile wants the token on OPTIONS too); like every call of the
+    /// harness's own, it waits at most [`ANSWER_WAIT`] (its body is a byte).
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         self.calls
             .http()
             .request(method, url)
+            .timeout(ANSWER_WAIT)
             .header(header::TUS_RESUMABLE, TUS_VERSION)
             .header(http::AUTHORIZATION, self.calls.authorization())
     }
