@@ -205,10 +205,24 @@ fn ratio_line(point: &Point) -> String {
                 (Some(t), _) => format!(" (target {op} {t:.2}: missed)"),
                 _ => String::new(),
             };
-            format!("{} {:.2}x{target}", r.key, r.value)
+            format!("{} {}x{target}", r.key, shown_ratio(r.value, r.target))
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A ratio to two decimals, or to as many more as it takes (up to six) not to
+/// look equal to its target when it is not: 1.1017 against 1.10 is "1.102".
+fn shown_ratio(value: f64, target: Option<f64>) -> String {
+    let mut decimals = 2;
+    while let Some(target) = target
+        && decimals < 6
+        && value != target
+        && format!("{value:.decimals$}") == format!("{target:.decimals$}")
+    {
+        decimals += 1;
+    }
+    format!("{value:.decimals$}")
 }
 
 /// The model bound of a point in one line.
@@ -252,7 +266,7 @@ fn curl_line(curl: &CurlCpu) -> String {
     format!(
         "curl in one request ({}, {} from the file, median of {}): {:.2} CPU-s/GiB \
          ({:.2}-{:.2}), {:.1} MiB/s; blake3 alone {:.2} CPU-s/GiB; engine client {:.2} \
-         CPU-s/GiB; client_alone_vs_curl {:.2}x (engine client / (curl + blake3)); the far \
+         CPU-s/GiB; client_alone_vs_curl {}x (engine client / (curl + blake3)); the far \
          end's receipt matched the file ({} bytes, blake3 {})",
         curl.version
             .split_whitespace()
@@ -267,7 +281,10 @@ fn curl_line(curl: &CurlCpu) -> String {
         curl.whole_mib_s,
         curl.blake3_cpu_s_per_gib.median,
         curl.engine_client_cpu_s_per_gib,
-        curl.client_alone_vs_curl,
+        shown_ratio(
+            curl.client_alone_vs_curl,
+            Some(crate::cpu_floor::CLIENT_TARGET)
+        ),
         curl.receipt_size,
         &curl.receipt_blake3[..curl.receipt_blake3.len().min(16)],
     )
@@ -463,6 +480,17 @@ pub fn human(bytes: u64) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_ratio_never_looks_equal_to_a_target_it_misses() {
+        assert_eq!(shown_ratio(1.1017, Some(1.10)), "1.102");
+        assert_eq!(shown_ratio(1.0996, Some(1.10)), "1.0996");
+        assert_eq!(shown_ratio(1.10, Some(1.10)), "1.10");
+        assert_eq!(shown_ratio(1.1017, None), "1.10");
+        assert_eq!(shown_ratio(0.84, Some(1.10)), "0.84");
+        // Closer than six decimals: six.
+        assert_eq!(shown_ratio(1.100_000_1, Some(1.10)), "1.100000");
+    }
 
     #[test]
     fn utc_minutes_of_known_instants() {
