@@ -102,6 +102,7 @@ fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
             url: server.as_str().trim_end_matches('/').to_owned(),
             dataset: dataset.as_str().to_owned(),
             token,
+            ca_certs: args.ca_certs.clone(),
         };
     }
     config.reps = args.reps as usize;

@@ -602,6 +602,12 @@ pub struct BenchArgs {
     /// With --server: read the token from this file (otherwise from IDB_TOKEN).
     #[arg(long, value_name = "PATH", requires = "server", help_heading = FAR_END)]
     pub token_file: Option<PathBuf>,
+    /// With an https:// --server: also trust the certificate authority in PEM
+    /// (repeatable), on top of the system's, as `idb upload --ca-cert` does (for
+    /// `idb mock-server --tls-self-signed CA_FILE`); the engine, the harness's
+    /// own calls and curl all use it.
+    #[arg(long = "ca-cert", value_name = "PEM", requires = "server", help_heading = FAR_END)]
+    pub ca_certs: Vec<PathBuf>,
 
     // --- Sizes and knobs ---
     /// Size of the one large file (latency, bandwidth, faults, modes, chunks,

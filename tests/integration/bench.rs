@@ -766,3 +766,41 @@ fn ctrl_c_mid_run_stops_curl_and_leaves_no_temporary_data_or_token() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
 }
+
+/// An HTTPS far end whose certificate a private authority issued: refused
+/// without `--ca-cert`, measured with it by every side (the engine, the
+/// harness's own calls, and curl when there is one).
+#[test]
+fn an_https_far_end_of_a_private_authority_is_measured_with_ca_cert() {
+    let dir = Dir::new("an_https_far_end_of_a_private_authority_is_measured_with_ca_cert");
+    let ca = dir.join("mock-ca.pem");
+    let server = ServerProcess::sink(&dir, &["--tls-self-signed", ca.to_str().unwrap()]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let latency = ["--scenario", "latency", "--reps", "1", "--size", "3MiB"];
+    let refused = bench_against(&dir, &server)
+        .args(latency)
+        .args(["--sample-size", "1MiB", "--rtt-probes", "3"])
+        .token("tok-x")
+        .run();
+    refused.expect_code(1).stderr_has("UnknownIssuer");
+    let run = bench_against(&dir, &server)
+        .args(latency)
+        .args(["--sample-size", "1MiB", "--rtt-probes", "3", "--json"])
+        .arg("--ca-cert")
+        .arg(&ca)
+        .token("tok-x")
+        .run();
+    run.expect_code(0).never_shows("tok-x");
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    assert_eq!(doc["far_end"]["url"], server.url.trim_end_matches('/'));
+    let point = &doc["scenarios"][0]["points"][0];
+    assert_eq!(
+        keys(&point["sides"]),
+        ["engine", "ceiling", "sample-client"],
+        "{point}"
+    );
+    check_curl(point, "tok-x");
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}

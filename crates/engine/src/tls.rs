@@ -75,7 +75,7 @@ pub enum CertificateProblem {
 
 /// Reads the certificate authorities of `paths` (PEM, one or more certificates
 /// each), checked one by one so an error names its file.
-pub(crate) fn load_ca_certs(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, Error> {
+pub fn load_ca_certs(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, Error> {
     let mut certs = Vec::new();
     for path in paths {
         let problem = |problem| Error::CaCert {

@@ -96,7 +96,13 @@ impl Envelope {
 
 impl Calls {
     /// A client for `dataset` on the server at `base` (such as `http://127.0.0.1:PORT`).
-    pub(crate) fn new(base: &str, dataset: &str, token: &Token) -> anyhow::Result<Self> {
+    /// `roots`: certificate authorities trusted on top of the system's.
+    pub(crate) fn new(
+        base: &str,
+        dataset: &str,
+        token: &Token,
+        roots: &[reqwest::Certificate],
+    ) -> anyhow::Result<Self> {
         // reqwest is built without a default crypto provider and will not build a
         // client, even for http://, without one: install ring's unless the process
         // chose one (the engine does the same).
@@ -106,11 +112,15 @@ impl Calls {
         // A simple client keeps its connection: at most one idle per host, so every
         // call goes over the same one. Nagle off, as urllib3 (under the sample
         // client's `requests`) and the engine both do.
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .user_agent(concat!("idb-harness/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        for root in roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http
             .build()
             .context("cannot build the harness's HTTP client")?;
         let key = DatasetKey::new(dataset)?;
@@ -278,7 +288,7 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         // Accepts one connection and holds it open, reading nothing back.
         let holding = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
-        let mut calls = Calls::new(&base, "IDB-X", &Token::new("tok").unwrap()).unwrap();
+        let mut calls = Calls::new(&base, "IDB-X", &Token::new("tok").unwrap(), &[]).unwrap();
         calls.answer_wait = Duration::from_millis(300);
         let error = calls.setup("f.bin", 10).await.unwrap_err();
         let told = format!("{error:#}");

@@ -226,6 +226,10 @@ pub enum FarEnd {
         dataset: String,
         /// Its token (never printed; `Debug` redacts it).
         token: Token,
+        /// Certificate authorities (PEM files) trusted on top of the system's
+        /// for an `https://` server (`--ca-cert`): by the engine, the
+        /// harness's own calls and curl.
+        ca_certs: Vec<PathBuf>,
     },
 }
 

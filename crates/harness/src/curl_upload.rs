@@ -28,7 +28,6 @@ use idb_wire::{
     Boundary, MultipartEvent, MultipartParser, Token, VerifyReceipt, summarize_body, transfer_body,
 };
 
-use crate::calls::Calls;
 use crate::data::{DataFile, Upload, batch};
 use crate::engine_run::check_receipt;
 use crate::far_end::Endpoint;
@@ -50,6 +49,9 @@ const STATUS_FILE: &str = "status";
 
 /// Where curl writes its errors.
 const ERRORS_FILE: &str = "errors";
+
+/// The certificate authorities curl trusts, with `--ca-cert` (`--cacert`).
+const CA_BUNDLE: &str = "ca-bundle.pem";
 
 /// Why a run has no curl side when none is found.
 pub(crate) const NO_CURL: &str = "no curl on PATH, so the client's CPU is not compared with \
@@ -360,10 +362,12 @@ struct CurlTransfer {
     args: Vec<String>,
 }
 
-/// Runs curl once: `upload` in one `transfer` to `url`. Blocking.
+/// Runs curl once: `upload` in one `transfer` to `url`, trusting the
+/// certificate authorities of the PEM files `trusted` (then only them: curl
+/// takes one bundle). Blocking.
 fn transfer(
     curl: &Curl,
-    url: &str,
+    (url, trusted): (&str, &[PathBuf]),
     token: &Token,
     upload: &Upload,
 ) -> anyhow::Result<CurlTransfer> {
@@ -374,7 +378,22 @@ fn transfer(
         .tempdir()
         .context("cannot create a private directory for curl's header file")?;
     let header = write_header(dir.path(), token)?;
-    let args = arguments(url, upload, &header, dir.path())?;
+    let mut args = arguments(url, upload, &header, dir.path())?;
+    if !trusted.is_empty() {
+        let bundle = dir.path().join(CA_BUNDLE);
+        let mut pem = Vec::new();
+        for file in trusted {
+            pem.extend(
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            pem.push(b'\n');
+        }
+        std::fs::write(&bundle, pem)
+            .with_context(|| format!("cannot write {}", bundle.display()))?;
+        // Before the URL, which is last.
+        let at = args.len() - 1;
+        args.splice(at..at, ["--cacert".into(), bundle.into_os_string()]);
+    }
     let output = |name: &str| -> anyhow::Result<File> {
         let path = dir.path().join(name);
         File::create(&path).with_context(|| format!("cannot create {}", path.display()))
@@ -455,18 +474,19 @@ impl Runner<'_> {
         );
         let links = batch(self.data, &prefix, std::slice::from_ref(file))?;
         let upload = links.uploads.first().context("no file for curl")?.clone();
-        let calls = Calls::new(&endpoint.url, &endpoint.dataset, &endpoint.token)?;
+        let calls = endpoint.calls()?;
         calls.setup(&upload.name, file.size).await?;
         let (owned, url, token) = (
             curl.clone(),
             calls.endpoint().to_owned(),
             endpoint.token.clone(),
         );
-        let sending = upload.clone();
-        let transfer =
-            tokio::task::spawn_blocking(move || transfer(&owned, &url, &token, &sending))
-                .await
-                .context("the curl side panicked")??;
+        let (sending, trusted) = (upload.clone(), endpoint.trust.files.clone());
+        let transfer = tokio::task::spawn_blocking(move || {
+            transfer(&owned, (&url, &trusted), &token, &sending)
+        })
+        .await
+        .context("the curl side panicked")??;
         let (receipt, _) = calls.verify(&upload.name).await?;
         check_receipt(&upload, &receipt)?;
         Ok(CurlRun { transfer, receipt })

@@ -12,6 +12,7 @@ use idb_mock::{
 use tokio::runtime::Handle;
 
 use crate::FarEnd;
+use crate::calls::Calls;
 use crate::mock_runtime::MockRuntime;
 use crate::results::{FarEndFacts, MockFacts};
 use crate::tus_calls::TusCalls;
@@ -98,7 +99,17 @@ pub(crate) enum Far {
         url: String,
         dataset: String,
         token: Token,
+        trust: Trust,
     },
+}
+
+/// Certificate authorities trusted on top of the system's (`--ca-cert`).
+#[derive(Clone, Default)]
+pub(crate) struct Trust {
+    /// The PEM files, for the engine and curl.
+    pub(crate) files: Vec<std::path::PathBuf>,
+    /// Their certificates, read once, for the harness's own calls.
+    pub(crate) roots: Vec<reqwest::Certificate>,
 }
 
 /// One far end a point uploads to.
@@ -106,6 +117,8 @@ pub(crate) struct Endpoint {
     pub(crate) url: String,
     pub(crate) dataset: String,
     pub(crate) token: Token,
+    /// Certificate authorities to trust for it (none for a mock in-process).
+    pub(crate) trust: Trust,
     pub(crate) facts: MockFacts,
     /// The in-process mock and the runtime it runs on.
     server: Option<(MockServer, Handle)>,
@@ -119,10 +132,15 @@ impl Far {
                 url,
                 dataset,
                 token,
+                ca_certs,
             } => Far::Remote {
                 url: url.trim_end_matches('/').to_owned(),
                 dataset: dataset.clone(),
                 token: token.clone(),
+                trust: Trust {
+                    files: ca_certs.clone(),
+                    roots: idb_engine::load_ca_certs(ca_certs)?,
+                },
             },
         })
     }
@@ -168,10 +186,12 @@ impl Far {
                 url,
                 dataset,
                 token,
+                trust,
             } => Ok(Endpoint {
                 url: url.clone(),
                 dataset: dataset.clone(),
                 token: token.clone(),
+                trust: trust.clone(),
                 facts: MockFacts {
                     label: label.to_owned(),
                     kind: "remote".into(),
@@ -215,6 +235,7 @@ impl Far {
                     url: server.url(),
                     dataset: MOCK_DATASET.into(),
                     token: Token::new(MOCK_TOKEN)?,
+                    trust: Trust::default(),
                     facts: MockFacts {
                         label: label.to_owned(),
                         kind: "in-process".into(),
@@ -242,6 +263,15 @@ impl Far {
 }
 
 impl Endpoint {
+    /// The harness's own datafile calls to it.
+    pub(crate) fn calls(&self) -> anyhow::Result<Calls> {
+        Calls::new(&self.url, &self.dataset, &self.token, &self.trust.roots)
+    }
+
+    /// The harness's own tus calls to it.
+    pub(crate) fn tus_calls(&self) -> anyhow::Result<TusCalls> {
+        TusCalls::new(&self.url, &self.dataset, &self.token, &self.trust.roots)
+    }
     /// tus uploads the in-process mock created so far (`None`: no tus served,
     /// or a far end elsewhere).
     pub(crate) fn tus_uploads(&self) -> Option<u64> {
@@ -275,7 +305,7 @@ impl Endpoint {
             .filter(|r| r.dataset == self.dataset && names.contains(&r.filename.as_str()))
             .peekable();
         if uploads.peek().is_some() {
-            let tus = TusCalls::new(&self.url, &self.dataset, &self.token)?;
+            let tus = self.tus_calls()?;
             for registration in uploads {
                 tus.terminate(&registration.tus_url).await?;
             }

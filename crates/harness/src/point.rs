@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use idb_engine::UploadConfig;
 
-use crate::calls::Calls;
 use crate::data::{DataFile, Upload, batch, generate};
 use crate::engine_run::{self, check_receipt};
 use crate::far_end::{Endpoint, Far};
@@ -263,7 +262,7 @@ impl Runner<'_> {
     /// The median of `rtt_probes` empty calls on one connection (after one call
     /// that opens it), in seconds.
     async fn rtt(&self, endpoint: &Endpoint) -> anyhow::Result<f64> {
-        let calls = Calls::new(&endpoint.url, &endpoint.dataset, &endpoint.token)?;
+        let calls = endpoint.calls()?;
         let name = format!("{}-rtt-probe.bin", self.run_id);
         calls.empty_call(&name).await?;
         let mut times = Vec::with_capacity(self.config.rtt_probes);
@@ -319,6 +318,7 @@ impl Runner<'_> {
                     &|c| {
                         tweak(c);
                         c.state_dir = dir.clone();
+                        c.ca_certs = endpoint.trust.files.clone();
                     },
                 )?;
                 let prepared = engine_run::prepare(config, uploads)?;
@@ -338,7 +338,7 @@ impl Runner<'_> {
                 Ok(result)
             }
             How::SampleClient => {
-                let calls = Calls::new(&endpoint.url, &endpoint.dataset, &endpoint.token)?;
+                let calls = endpoint.calls()?;
                 let meter = Meter::start(mock);
                 let mut outcome = Ok(());
                 for upload in uploads {
@@ -356,7 +356,7 @@ impl Runner<'_> {
             }
             How::Ceiling => {
                 let upload = uploads.first().context("the ceiling has no file")?;
-                let calls = Calls::new(&endpoint.url, &endpoint.dataset, &endpoint.token)?;
+                let calls = endpoint.calls()?;
                 let prepared = single_request::prepare(&calls, upload).await?;
                 let meter = Meter::start(mock);
                 let sent = single_request::send(&calls, upload, prepared, &timeline).await;

@@ -54,13 +54,18 @@ pub(crate) struct TusCalls {
 
 impl TusCalls {
     /// The tus endpoint of the server at `base` (`<base>/files/`).
-    pub(crate) fn new(base: &str, dataset: &str, token: &Token) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        base: &str,
+        dataset: &str,
+        token: &Token,
+        roots: &[reqwest::Certificate],
+    ) -> anyhow::Result<Self> {
         let endpoint = format!("{}{TUS_PATH}", base.trim_end_matches('/'));
         Ok(Self {
             endpoint: endpoint
                 .parse()
                 .with_context(|| format!("{endpoint} is not a URL"))?,
-            calls: Calls::new(base, dataset, token)?,
+            calls: Calls::new(base, dataset, token, roots)?,
         })
     }
 

@@ -15,7 +15,7 @@ use crate::measure::median;
 use crate::point::{PointSpec, Runner, SideSpec};
 use crate::report::human;
 use crate::results::{Point, ScenarioResult, SkippedSide};
-use crate::tus_calls::{Offer, TusCalls};
+use crate::tus_calls::Offer;
 
 /// Target (shown, never asserted): tus by concatenation / protocol 1, at 50 ms.
 const CONCAT_TARGET: f64 = 3.0;
@@ -139,7 +139,7 @@ impl Runner<'_> {
     /// The tus sides the far end cannot serve, and why (said as progress
     /// too): none when it serves tus with concatenation and joins partials.
     async fn tus_skips(&self, endpoint: &Endpoint) -> anyhow::Result<Vec<SkippedSide>> {
-        let tus = TusCalls::new(&endpoint.url, &endpoint.dataset, &endpoint.token)?;
+        let tus = endpoint.tus_calls()?;
         let offer = tus.offer().await?;
         let skips: Vec<(&str, &str, String)> = match &offer {
             Offer::Absent(answered) => {
