@@ -31,32 +31,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
     let mut signals = Signals::install();
     let outcome = tokio::select! {
         outcome = idb_harness::run(&config, &show) => Ok(outcome),
-        stop = signals.next() => {
-            // Stops a curl the run is waiting for, so its waiting task ends
-            // and removes the header file that holds the token (the runtime
-            // waits for that task before the process ends).
-            idb_harness::stop_children();
-            Err(stop)
-        }
+        stop = signals.next() => Err(Exit::Signal(stop)),
+        () = stdout_gone() => Err(Exit::OutputClosed),
     };
-    // The run was dropped with the `select!`, in the middle of whatever it was
-    // doing: its temporary files and directories went with it.
-    progress.finish();
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(stop) => {
+        Err(exit) => {
+            // Stops a curl the run was waiting for, so its waiting task ends
+            // and removes the header file that holds the token (the runtime
+            // waits for that task before the process ends). The run itself
+            // was dropped with the `select!`, in the middle of whatever it was
+            // doing: its temporary files and directories went with it.
+            idb_harness::stop_children();
+            progress.finish();
+            let why = match exit {
+                Exit::Signal(Stop::Interrupt) => "by Ctrl-C",
+                Exit::Signal(Stop::Terminate) => "by SIGTERM",
+                _ => "as standard output was closed",
+            };
             eprintln!(
-                "stopped by {}: the scenarios that ended are in {}; the temporary data \
-                 was removed",
-                match stop {
-                    Stop::Interrupt => "Ctrl-C",
-                    Stop::Terminate => "SIGTERM",
-                },
+                "stopped {why}: the scenarios that ended are in {}; the temporary data was \
+                 removed",
                 config.out_dir.display()
             );
-            return Ok(Exit::Signal(stop));
+            return Ok(exit);
         }
     };
+    progress.finish();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) if error.chain().any(|e| e.is::<idb_harness::TokenRefused>()) => {
@@ -84,6 +85,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
         outcome.out_dir.display()
     );
     Ok(Exit::Success)
+}
+
+/// Resolves when standard output is a pipe or socket whose reader went away
+/// (`idb bench | head -1` once `head` has its line): the results could not be
+/// written, so the run stops instead of measuring on for minutes. A terminal
+/// or a file never resolves it.
+async fn stdout_gone() {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut out = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: `out` is one valid pollfd, and a zero timeout only looks.
+        let ready = unsafe { libc::poll(&mut out, 1, 0) };
+        if ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+    }
 }
 
 /// The harness's configuration from the arguments.

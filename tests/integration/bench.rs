@@ -698,6 +698,17 @@ fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
     assert!(status.success());
 }
 
+/// Asserts the run left nothing in `tmp` (its TMPDIR and data directory).
+#[track_caller]
+fn assert_nothing_left(tmp: &std::path::Path, run: &crate::util::Run) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
+}
+
 /// Ctrl-C while curl sends: the run stops at once (130), curl is stopped, and
 /// nothing it made is left in the temporary directory: not the generated
 /// data, not curl's private directory with the header file that holds the
@@ -759,12 +770,7 @@ fn ctrl_c_mid_run_stops_curl_and_leaves_no_temporary_data_or_token() {
     running.signal(libc::SIGINT);
     let run = running.wait_within(std::time::Duration::from_secs(60));
     run.expect_code(130).stderr_has("stopped by Ctrl-C");
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
+    assert_nothing_left(&tmp, &run);
 }
 
 /// An HTTPS far end whose certificate a private authority issued: refused
@@ -803,4 +809,48 @@ fn an_https_far_end_of_a_private_authority_is_measured_with_ca_cert() {
     check_curl(point, "tok-x");
     let (status, _, _) = server.terminate();
     assert!(status.success());
+}
+
+/// A reader of stdout that goes away (`idb bench | head -1`) stops the run
+/// at once, as Ctrl-C does (141, as for SIGPIPE), instead of after minutes of
+/// measuring for nobody; nothing is left in the temporary directory.
+#[test]
+fn a_closed_stdout_stops_the_run_at_once_and_leaves_nothing() {
+    let dir = Dir::new("a_closed_stdout_stops_the_run_at_once_and_leaves_nothing");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let report = dir.join("report");
+    let mut running = dir
+        .idb([
+            "bench",
+            "--scenario",
+            "latency",
+            "--reps",
+            "3",
+            "--size",
+            "64MiB",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(&tmp)
+        .env("TMPDIR", &tmp)
+        .own_stdout()
+        .spawn();
+    drop(running.take_stdout());
+    let run = running.wait_within(std::time::Duration::from_secs(60));
+    run.expect_code(141)
+        .stderr_has("stopped as standard output was closed");
+    assert_nothing_left(&tmp, &run);
+    // Stopped before its one scenario ended (4 latencies x 3 sides x 3
+    // repetitions of 64 MiB), not after.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        saved["scenarios"],
+        serde_json::json!([]),
+        "{}",
+        run.describe()
+    );
 }
