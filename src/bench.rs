@@ -81,7 +81,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
         Err(e) => return Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
     eprintln!(
-        "results, report, plot and command written to {}",
+        "results, report{} and command written to {}",
+        if outcome.out_dir.join(idb_harness::PLOT_FILE).exists() {
+            ", plot"
+        } else {
+            ""
+        },
         outcome.out_dir.display()
     );
     Ok(Exit::Success)

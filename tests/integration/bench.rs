@@ -820,6 +820,8 @@ fn a_closed_stdout_stops_the_run_at_once_and_leaves_nothing() {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let report = dir.join("report");
+    // An earlier run's plot in the reused report directory.
+    let stale = dir.write("report/throughput-vs-rtt.svg", b"<svg/>");
     let mut running = dir
         .idb([
             "bench",
@@ -853,4 +855,6 @@ fn a_closed_stdout_stops_the_run_at_once_and_leaves_nothing() {
         "{}",
         run.describe()
     );
+    // It plotted nothing, so no plot passes for its own.
+    assert!(!stale.exists(), "an earlier run's plot is still there");
 }

@@ -139,8 +139,21 @@ pub(crate) fn write_results(dir: &Path, results: &Results) -> anyhow::Result<Str
     let json = serde_json::to_string_pretty(results).context("cannot encode the results")?;
     write(dir, RESULTS_FILE, &(json + "\n"))?;
     let svg = crate::plot::svg(results)?;
-    if let Some(svg) = &svg {
-        write(dir, PLOT_FILE, svg)?;
+    match &svg {
+        Some(svg) => write(dir, PLOT_FILE, svg)?,
+        // No plot (yet): one an earlier run left in a reused directory must
+        // not pass for this run's.
+        None => match std::fs::remove_file(dir.join(PLOT_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove an earlier run's {}",
+                        dir.join(PLOT_FILE).display()
+                    )
+                });
+            }
+            _ => {}
+        },
     }
     let report = markdown(results, svg.is_some());
     write(dir, REPORT_FILE, &report)?;
