@@ -430,6 +430,14 @@ fn check_plot(svg: &str, doc: &Value) {
         texts.iter().any(|t| t.starts_with("model bound")),
         "{texts:?}"
     );
+    // Each number labels at most one tick of each axis (a path of 0.1 ms
+    // drew every round-trip tick as "0").
+    for number in texts.iter().filter(|t| t.parse::<f64>().is_ok()) {
+        assert!(
+            texts.iter().filter(|t| *t == number).count() <= 2,
+            "{number}: {texts:?}"
+        );
+    }
     let strokes: std::collections::HashSet<&str> = xml
         .descendants()
         .filter(|n| n.has_tag_name("polyline"))

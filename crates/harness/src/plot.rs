@@ -84,9 +84,23 @@ pub(crate) fn svg(results: &Results) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let all = series.iter().flat_map(|s| s.points.iter());
-    let (x_max, y_max) = all.fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
-    let x_max = if x_max > 0.0 { x_max * 1.08 } else { 1.0 };
-    let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+    let (x_min, x_max, y_max) = all.fold((f64::MAX, 0.0f64, 0.0f64), |(lo, hi, y), p| {
+        (lo.min(p.0), hi.max(p.0), y.max(p.1))
+    });
+    // One round trip (a far end elsewhere: its path's own): in the middle.
+    let x_max = match x_max {
+        x if x <= 0.0 => 1.0,
+        x if x - x_min <= x * 0.01 => x * 2.0,
+        x => x * 1.08,
+    };
+    // Room above the highest point for the legend, at the upper right.
+    let y_max = if y_max > 0.0 { y_max * 1.4 } else { 1.0 };
+    // Enough decimals that the round trips' ticks differ (a LAN's is 0.1 ms).
+    let x_decimals = match x_max {
+        x if x < 2.0 => 2,
+        x if x < 20.0 => 1,
+        _ => 0,
+    };
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
@@ -106,7 +120,7 @@ pub(crate) fn svg(results: &Results) -> anyhow::Result<Option<String>> {
             .configure_mesh()
             .x_desc("round trip, ms (measured: an empty call)")
             .y_desc("MiB/s, whole run")
-            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| format!("{v:.x_decimals$}"))
             .y_label_formatter(&|v| format!("{v:.0}"))
             .bold_line_style(RGBColor(225, 225, 225))
             .max_light_lines(0)
