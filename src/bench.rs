@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use idb_harness::{BenchConfig, EngineDefaults, FarEnd, Scenario};
 
 use crate::cli::{BenchArgs, Cli, Command};
@@ -113,6 +113,50 @@ async fn stdout_gone() {
     }
 }
 
+/// Options that set a knob of the in-process mock, given on the command line
+/// with `--server` (whose knobs are the far end's own): what each would have
+/// done, so it is not taken for having done it.
+fn unused_with_server() -> Vec<String> {
+    const MOCK_ONLY: [(&str, &str, &str); 5] = [
+        (
+            "latencies",
+            "--latencies",
+            "the latency scenario measures the path's own round trip",
+        ),
+        (
+            "latency_ms",
+            "--latency-ms",
+            "the round trip is the path's own",
+        ),
+        (
+            "bandwidth",
+            "--bandwidth",
+            "start the far end with --bandwidth to cap it",
+        ),
+        (
+            "fault_rate",
+            "--fault-rate",
+            "faults are measured in-process only",
+        ),
+        (
+            "protocols_bandwidth",
+            "--protocols-bandwidth",
+            "start the far end with --bandwidth to cap it",
+        ),
+    ];
+    let Ok(matches) = Cli::command().try_get_matches_from(std::env::args_os()) else {
+        return Vec::new();
+    };
+    let Some(bench) = matches.subcommand_matches("bench") else {
+        return Vec::new();
+    };
+    MOCK_ONLY
+        .iter()
+        .filter(|(id, _, _)| bench.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(_, flag, instead)| format!("{flag} has no effect with --server: {instead}"))
+        .collect()
+}
+
 /// The harness's configuration from the arguments.
 fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
     let out_dir = args.report.clone().unwrap_or_else(|| {
@@ -125,6 +169,9 @@ fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
         let dataset =
             idb_engine::DatasetKey::new(dataset).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
         let (token, _) = crate::token::load(args.token_file.as_deref())?;
+        for note in unused_with_server() {
+            eprintln!("note: {note}");
+        }
         config.far_end = FarEnd::Remote {
             url: server.as_str().trim_end_matches('/').to_owned(),
             dataset: dataset.as_str().to_owned(),

@@ -518,6 +518,14 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
     for name in NEEDS_MOCK_KNOBS {
         run.stderr_has(&format!("{name}: skipped:"));
     }
+    // The mock's knobs in TINY are not taken for having done anything.
+    for flag in ["--latencies", "--latency-ms", "--bandwidth", "--fault-rate"] {
+        run.stderr_has(&format!("note: {flag} has no effect with --server: "));
+    }
+    assert!(
+        !run.stderr.contains("note: --protocols-bandwidth"),
+        "not given"
+    );
     // A far end without tus: protocol 1 alone, the tus sides said why not.
     check_protocols(&doc, &["tus-in-order", "tus-concat"], "--tus");
     run.stderr_has("protocols: tus-in-order skipped:");
