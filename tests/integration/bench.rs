@@ -710,6 +710,15 @@ fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
     run.expect_code(3)
         .never_shows("tok-not-the-far-ends")
         .stderr_has("the far end refused the token (HTTP 401)");
+    // The report says why it holds no scenario.
+    let report = dir.join("report");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    let failed = saved["failed"].as_str().expect("why the run failed");
+    assert!(failed.contains("refused the token (HTTP 401)"), "{failed}");
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("**The run failed**"), "{markdown}");
     let (status, _, _) = server.terminate();
     assert!(status.success());
 }

@@ -170,6 +170,7 @@ pub async fn run(
         far_end: far.facts(),
         reps: config.reps,
         scenarios: Vec::new(),
+        failed: None,
     };
     report::write_command(&out_dir, &results)?;
     let parent = config.data_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -198,7 +199,16 @@ pub async fn run(
             Scenario::SmallFiles => runner.small_files().await,
             Scenario::Protocols => runner.protocols().await,
         }
-        .with_context(|| format!("scenario {scenario}"))?;
+        .with_context(|| format!("scenario {scenario}"));
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                // The report says why it ends where it does.
+                results.failed = Some(format!("{error:#}"));
+                report::write_results(&out_dir, &results)?;
+                return Err(error);
+            }
+        };
         results.scenarios.push(result);
         report = report::write_results(&out_dir, &results)?;
     }

@@ -402,6 +402,13 @@ pub(crate) fn markdown(results: &Results, plot: bool) -> String {
         if results.reps == 1 { "" } else { "s" },
         far.client_cpu,
     );
+    if let Some(failed) = &results.failed {
+        let _ = writeln!(
+            out,
+            "**The run failed**, so the scenarios after those below were not measured: \
+             {failed}\n"
+        );
+    }
     out.push_str(
         "Whole-run throughput is bytes over the wall time, first setup to last verify. \
          Sustained throughput is the rate over the middle 80% of the bytes (from the moment \

@@ -38,6 +38,10 @@ pub struct Results {
     pub reps: usize,
     /// The scenarios, in the order run.
     pub scenarios: Vec<ScenarioResult>,
+    /// Why the run stopped before its last scenario ended, when it failed
+    /// (absent when it did not): the same words as on stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// Facts about the machine, for the record.
