@@ -481,8 +481,14 @@ fn every_scenario_in_process_gives_json_a_report_and_a_plot() {
         &std::fs::read_to_string(report.join("throughput-vs-rtt.svg")).unwrap(),
         &doc,
     );
-    // Progress went to stderr.
+    // Progress went to stderr, a set of files announced once.
     run.stderr_has("latency 0 ms 1/1: engine");
+    run.stderr_has("generating 4 files of 100.0 KiB (many-00000.bin to many-00003.bin)");
+    assert!(
+        !run.stderr.contains("generating many-0"),
+        "{}",
+        run.describe()
+    );
     check_protocols(&doc, &[], "");
     assert!(markdown.contains("tus-concat/chunked "), "{markdown}");
 }

@@ -138,11 +138,9 @@ impl Runner<'_> {
     /// `small-files`: thousands of tiny files with the defaults, no latency.
     pub(crate) async fn small_files(&self) -> anyhow::Result<ScenarioResult> {
         let (count, size) = (self.config.small_files, self.config.small_file_size);
-        let mut files = Vec::with_capacity(count);
-        for i in 0..count {
-            let name = format!("small-{i:05}.bin");
-            files.push(self.data(&name, size, &name).await?);
-        }
+        let files = self
+            .many_data(count, size, |i| format!("small-{i:05}.bin"))
+            .await?;
         let ratios = vec![
             (
                 "journal-disk".into(),

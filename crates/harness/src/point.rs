@@ -186,18 +186,60 @@ impl Runner<'_> {
         self.progress.note(&line);
     }
 
-    /// `size` bytes under `name` (seeded by `seed`), generated on first use.
+    /// `size` bytes under `name` (seeded by `seed`), generated on first use
+    /// (and said so).
     pub(crate) async fn data(&self, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
-        if let Some(file) = self
-            .generated
+        self.data_noted(name, size, seed, true).await
+    }
+
+    /// `count` files of `size` bytes named by `name` from their number (each
+    /// seeded by its name), generated on first use, said once for all.
+    pub(crate) async fn many_data(
+        &self,
+        count: usize,
+        size: u64,
+        name: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Vec<DataFile>> {
+        if count > 0 && self.data_of(&name(0), size).is_none() {
+            self.note(format!(
+                "generating {count} files of {} ({} to {})",
+                human(size),
+                name(0),
+                name(count - 1)
+            ));
+        }
+        let mut files = Vec::with_capacity(count);
+        for i in 0..count {
+            let name = name(i);
+            files.push(self.data_noted(&name, size, &name, false).await?);
+        }
+        Ok(files)
+    }
+
+    /// The file generated under `name`, if it has `size` bytes.
+    fn data_of(&self, name: &str, size: u64) -> Option<DataFile> {
+        self.generated
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .filter(|f| f.size == size)
-        {
-            return Ok(file.clone());
+            .cloned()
+    }
+
+    /// [`Runner::data`], saying so only when `noted`.
+    async fn data_noted(
+        &self,
+        name: &str,
+        size: u64,
+        seed: &str,
+        noted: bool,
+    ) -> anyhow::Result<DataFile> {
+        if let Some(file) = self.data_of(name, size) {
+            return Ok(file);
         }
-        self.note(format!("generating {name} ({})", human(size)));
+        if noted {
+            self.note(format!("generating {name} ({})", human(size)));
+        }
         let (dir, owned, seed) = (self.data.to_path_buf(), name.to_owned(), seed.to_owned());
         let file = tokio::task::spawn_blocking(move || generate(&dir, &owned, size, &seed))
             .await

@@ -152,11 +152,9 @@ impl Runner<'_> {
     /// request.
     pub(crate) async fn many_files(&self) -> anyhow::Result<ScenarioResult> {
         let (count, size) = (self.config.files, self.config.file_size);
-        let mut files = Vec::with_capacity(count);
-        for i in 0..count {
-            let name = format!("many-{i:05}.bin");
-            files.push(self.data(&name, size, &name).await?);
-        }
+        let files = self
+            .many_data(count, size, |i| format!("many-{i:05}.bin"))
+            .await?;
         let total = size * count as u64;
         let all = self.data("many-all.bin", total, "many-all").await?;
         let (label, latency) = self.one_point();
