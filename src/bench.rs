@@ -22,38 +22,54 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
     let config = match configure(&args) {
         Ok(config) => config,
         Err(problem) => {
-            eprintln!("error: {}", escape(&format!("{problem:#}")));
+            say(&format!("error: {}", escape(&format!("{problem:#}"))));
             return Ok(Exit::BadInput);
         }
     };
     let progress = ProgressLine::new();
     let show = |line: &str| progress.show(line);
     let mut signals = Signals::install();
+    let mut run = std::pin::pin!(idb_harness::run(&config, &show));
     let outcome = tokio::select! {
-        outcome = idb_harness::run(&config, &show) => Ok(outcome),
+        outcome = &mut run => Ok(outcome),
         stop = signals.next() => Err(Exit::Signal(stop)),
         () = stdout_gone() => Err(Exit::OutputClosed),
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(exit) => {
-            // Stops a curl the run was waiting for, so its waiting task ends
-            // and removes the header file that holds the token (the runtime
-            // waits for that task before the process ends). The run itself
-            // was dropped with the `select!`, in the middle of whatever it was
-            // doing: its temporary files and directories went with it.
+            // The engine's sides stop at once (no grace for calls in flight),
+            // no side starts, and a curl the run waits for is stopped; the run
+            // then ends by itself, its journals closed and its temporary files
+            // and directories removed, the header file that holds the token
+            // with them. A second signal quits at once, leaving them.
+            config.cancel.cancel();
             idb_harness::stop_children();
-            progress.finish();
             let why = match exit {
                 Exit::Signal(Stop::Interrupt) => "by Ctrl-C",
                 Exit::Signal(Stop::Terminate) => "by SIGTERM",
                 _ => "as standard output was closed",
             };
-            eprintln!(
+            progress.show(&format!(
+                "stopping {why}: removing the temporary data (a second Ctrl-C quits at once)"
+            ));
+            tokio::select! {
+                _ = &mut run => {}
+                stop = signals.next() => {
+                    progress.finish();
+                    say(&format!(
+                        "quit at once: the temporary data may be left in {}",
+                        config.data_dir.clone().unwrap_or_else(std::env::temp_dir).display()
+                    ));
+                    std::process::exit(i32::from(stop.exit_code()));
+                }
+            }
+            progress.finish();
+            say(&format!(
                 "stopped {why}: the scenarios that ended are in {}; the temporary data was \
                  removed",
                 config.out_dir.display()
-            );
+            ));
             return Ok(exit);
         }
     };
@@ -61,7 +77,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) if error.chain().any(|e| e.is::<idb_harness::TokenRefused>()) => {
-            eprintln!("error: {}", escape(&format!("{error:#}")));
+            say(&format!("error: {}", escape(&format!("{error:#}"))));
             return Ok(Exit::TokenRefused);
         }
         Err(error) => return Err(error),
@@ -80,7 +96,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Exit::OutputClosed),
         Err(e) => return Err(anyhow::Error::new(e).context("cannot write to standard output")),
     }
-    eprintln!(
+    say(&format!(
         "results, report{} and command written to {}",
         if outcome.out_dir.join(idb_harness::PLOT_FILE).exists() {
             ", plot"
@@ -88,12 +104,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
             ""
         },
         outcome.out_dir.display()
-    );
+    ));
     Ok(Exit::Success)
 }
 
+/// One line on stderr; a stderr that is gone (`2>&1 | head`) loses it, never
+/// a panic (as `eprintln!` would).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Resolves when standard output is a pipe or socket whose reader went away
-/// (`idb bench | head -1` once `head` has its line): the results could not be
+/// (`idb bench | true`, or a reader that died): the results could not be
 /// written, so the run stops instead of measuring on for minutes. A terminal
 /// or a file never resolves it.
 async fn stdout_gone() {
@@ -170,7 +192,7 @@ fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
             idb_engine::DatasetKey::new(dataset).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
         let (token, _) = crate::token::load(args.token_file.as_deref())?;
         for note in unused_with_server() {
-            eprintln!("note: {note}");
+            say(&format!("note: {note}"));
         }
         config.far_end = FarEnd::Remote {
             url: server.as_str().trim_end_matches('/').to_owned(),

@@ -399,8 +399,6 @@ pub fn select(
     Ok(selection)
 }
 
-/// A file's name in the dataset: its base name (the whole path if it has none;
-/// the engine's check refuses such a path).
 /// What two spellings of one file to upload share: the file itself (its
 /// device and inode, links followed) and the name it gets in the dataset. So
 /// hard links or symbolic links of other names stay separate files, as their
@@ -426,6 +424,8 @@ impl SameFile {
     }
 }
 
+/// A file's name in the dataset: its base name (the whole path if it has none;
+/// the engine's check refuses such a path).
 fn dataset_name(path: &Path) -> &OsStr {
     path.file_name().unwrap_or(path.as_os_str())
 }

@@ -107,7 +107,7 @@ impl Cancel {
     }
 
     /// Resolves once it fires.
-    pub(crate) async fn fired(&self) {
+    pub async fn fired(&self) {
         let mut watch = self.0.subscribe();
         let _ = watch.wait_for(|fired| *fired).await;
     }

@@ -20,15 +20,17 @@ use reqwest::header::{self, HeaderValue};
 pub struct TokenRefused {
     /// The call refused, such as `setup of NAME`.
     pub call: String,
+    /// The status it got (401, or 403, which the engine takes the same way).
+    pub status: u16,
 }
 
 impl std::fmt::Display for TokenRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: the far end refused the token (HTTP 401): give the token of the far end's \
+            "{}: the far end refused the token (HTTP {}): give the token of the far end's \
              --dataset KEY:TOKEN in IDB_TOKEN or --token-file",
-            self.call
+            self.call, self.status
         )
     }
 }
@@ -42,8 +44,9 @@ impl std::error::Error for TokenRefused {}
 pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 /// The slowest path a call's body is given time for, in bytes per second:
-/// a call may last [`ANSWER_WAIT`] plus its body's length at this rate.
-const SLOWEST_PATH: f64 = (1 << 20) as f64;
+/// a call may last [`ANSWER_WAIT`] plus its body's length at this rate (or at
+/// a lower cap of the mock's, [`Calls::slowest`]).
+pub(crate) const SLOWEST_PATH: f64 = (1 << 20) as f64;
 
 /// The content type of the sample client's setup and verify calls.
 const URLENCODED: &str = "application/x-www-form-urlencoded";
@@ -55,8 +58,12 @@ pub(crate) struct Calls {
     /// `Token token=...`, marked sensitive.
     authorization: HeaderValue,
     boundary: Boundary,
-    /// [`ANSWER_WAIT`], but in tests.
-    answer_wait: Duration,
+    /// How long a call may wait for its answer once its body is sent:
+    /// [`ANSWER_WAIT`], plus the far end's latency when the harness set it.
+    pub(crate) answer_wait: Duration,
+    /// The slowest rate a call's body is given time for, bytes per second:
+    /// [`SLOWEST_PATH`], or a lower cap the harness set on its mock.
+    pub(crate) slowest: f64,
 }
 
 /// The multipart envelope of one `transfer` call (idb-wire's encoding), to be
@@ -133,6 +140,7 @@ impl Calls {
             authorization,
             boundary: Boundary::from_random(0x1db_4a12_e55e),
             answer_wait: ANSWER_WAIT,
+            slowest: SLOWEST_PATH,
         })
     }
 
@@ -155,14 +163,16 @@ impl Calls {
     async fn post(&self, content_type: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         // The call may last the answer's wait plus its body at the slowest
         // path's rate.
-        let limit = self.answer_wait + Duration::from_secs_f64(body.len() as f64 / SLOWEST_PATH);
+        let limit = self.answer_wait + Duration::from_secs_f64(body.len() as f64 / self.slowest);
         let timed_out = |e: &reqwest::Error| {
             e.is_timeout().then(|| {
                 anyhow::anyhow!(
-                    "no whole answer within {:.1} s (a call may take {} s plus its body at 1 \
-                     MiB/s): the far end stopped answering, or the path is slower than that",
+                    "no whole answer within {:.1} s (a call may take {:.0} s plus its body at \
+                     {:.0} KiB/s): the far end stopped answering, or the path is slower than \
+                     that",
                     limit.as_secs_f64(),
-                    self.answer_wait.as_secs()
+                    self.answer_wait.as_secs_f64(),
+                    self.slowest / 1024.0
                 )
             })
         };
@@ -205,8 +215,10 @@ impl Calls {
         let took = started.elapsed();
         match status {
             200 => Ok((body, took)),
-            401 => Err(TokenRefused {
+            // The engine takes a 403 for a refused token too.
+            401 | 403 => Err(TokenRefused {
                 call: what.to_owned(),
+                status,
             }
             .into()),
             413 => bail!(

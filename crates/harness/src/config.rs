@@ -272,6 +272,10 @@ pub struct BenchConfig {
     pub far_end: FarEnd,
     /// The engine's defaults (the CLI's).
     pub engine_defaults: EngineDefaults,
+    /// Fired to stop the run early (Ctrl-C): the engine's sides stop at once,
+    /// no side starts, and the run ends with an error, its temporary data
+    /// removed. Call [`crate::stop_children`] too, to stop a curl it waits for.
+    pub cancel: idb_engine::Cancel,
     /// Repetitions of each side (at least 1); sides alternate, and medians are
     /// reported with the spread.
     pub reps: usize,
@@ -328,6 +332,7 @@ impl BenchConfig {
             scenarios: Scenario::ALL.to_vec(),
             far_end: FarEnd::InProcess,
             engine_defaults: EngineDefaults::engine(),
+            cancel: idb_engine::Cancel::new(),
             reps: DEFAULT_REPS,
             size: DEFAULT_SIZE,
             sample_size: DEFAULT_SAMPLE_SIZE,

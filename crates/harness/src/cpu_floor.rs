@@ -292,6 +292,7 @@ impl Runner<'_> {
         let mut hashes = Vec::with_capacity(reps);
         let mut curls = Vec::with_capacity(reps);
         for rep in 0..reps {
+            self.go_on()?;
             let owned = file.clone();
             let (run, hash) = tokio::task::spawn_blocking(move || {
                 let run = if floor {

@@ -265,6 +265,11 @@ static RUNNING: std::sync::Mutex<Option<libc::pid_t>> = std::sync::Mutex::new(No
 /// Whether [`stop_children`] was called: no curl starts after it.
 static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Lets curl be started again (at the start of a run).
+pub(crate) fn allow_children() {
+    STOPPING.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Stops the curl the harness is running, if any, and any it would start: for
 /// a caller that abandons a run (Ctrl-C), so the task waiting for curl ends
 /// and removes its private directory (with the header file that holds the

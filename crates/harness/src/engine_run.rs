@@ -99,6 +99,9 @@ pub(crate) fn config(
         token,
     );
     defaults.apply(&mut config);
+    // A run stopped from outside (BenchConfig::cancel) stops its engine at
+    // once: what calls in flight carried is not measured anyway.
+    config.cancel_grace = std::time::Duration::ZERO;
     tweak(&mut config);
     Ok(config)
 }
@@ -215,7 +218,7 @@ pub(crate) async fn upload(
     prepared: Prepared,
     files: &[Upload],
     timeline: &Timeline,
-    progress: (&dyn ProgressSink, &str),
+    (progress, cancel): ((&dyn ProgressSink, &str), &idb_engine::Cancel),
 ) -> anyhow::Result<EngineRun> {
     let watcher = Watcher {
         timeline,
@@ -226,7 +229,13 @@ pub(crate) async fn upload(
     };
     let watch = call_log::watch(files.iter().map(|f| f.name.clone()));
     let prepared_protocol = prepared.protocol;
-    let report = prepared.uploader.upload(prepared.files, &watcher).await;
+    let report = prepared
+        .uploader
+        .upload_until(prepared.files, &watcher, cancel)
+        .await;
+    if cancel.is_cancelled() {
+        bail!(crate::STOPPED);
+    }
     let calls_ms = watch.finish();
     ensure!(
         report.files.len() == files.len(),
@@ -249,6 +258,7 @@ pub(crate) async fn upload(
     if let Some((_, file)) = failures().find(|(e, _)| matches!(e, Error::Unauthorized { .. })) {
         return Err(TokenRefused {
             call: format!("the engine's upload of {}", file.name),
+            status: 401,
         }
         .into());
     }
@@ -344,7 +354,7 @@ mod tests {
             prepared,
             &links.uploads,
             &Timeline::start(),
-            (&|_: &str| {}, "test"),
+            ((&|_: &str| {}, "test"), &idb_engine::Cancel::new()),
         )
         .await
         .err()
@@ -396,7 +406,10 @@ mod tests {
             prepared,
             &links.uploads,
             &Timeline::start(),
-            (&note, "faults 0 ms 1/1: engine"),
+            (
+                (&note, "faults 0 ms 1/1: engine"),
+                &idb_engine::Cancel::new(),
+            ),
         )
         .await
         .err()

@@ -12,7 +12,7 @@ use idb_mock::{
 use tokio::runtime::Handle;
 
 use crate::FarEnd;
-use crate::calls::Calls;
+use crate::calls::{Calls, SLOWEST_PATH};
 use crate::mock_runtime::MockRuntime;
 use crate::results::{FarEndFacts, MockFacts};
 use crate::tus_calls::TusCalls;
@@ -263,14 +263,22 @@ impl Far {
 }
 
 impl Endpoint {
-    /// The harness's own datafile calls to it.
+    /// The harness's own datafile calls to it, given time for the latency
+    /// and the bandwidth caps set on an in-process mock.
     pub(crate) fn calls(&self) -> anyhow::Result<Calls> {
-        Calls::new(&self.url, &self.dataset, &self.token, &self.trust.roots)
+        let mut calls = Calls::new(&self.url, &self.dataset, &self.token, &self.trust.roots)?;
+        let facts = &self.facts;
+        calls.answer_wait += Duration::from_secs_f64(facts.latency_ms.unwrap_or(0.0) / 1e3);
+        calls.slowest = [facts.bandwidth, facts.bandwidth_total]
+            .into_iter()
+            .flatten()
+            .fold(SLOWEST_PATH, |slowest, cap| slowest.min(cap as f64));
+        Ok(calls)
     }
 
     /// The harness's own tus calls to it.
     pub(crate) fn tus_calls(&self) -> anyhow::Result<TusCalls> {
-        TusCalls::new(&self.url, &self.dataset, &self.token, &self.trust.roots)
+        TusCalls::new(&self.url, self.calls()?)
     }
     /// tus uploads the in-process mock created so far (`None`: no tus served,
     /// or a far end elsewhere).
@@ -324,5 +332,36 @@ impl Endpoint {
         if let Some((server, handle)) = self.server {
             let _ = handle.spawn(server.shutdown()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::ANSWER_WAIT;
+
+    /// The harness's own calls to a mock it slowed down are given the time
+    /// the mock takes: its latency, and its body at the lowest cap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_to_a_slowed_mock_are_given_its_time() {
+        let far = Far::new(&FarEnd::InProcess).unwrap();
+        let knobs = Knobs {
+            bandwidth: Some(512 << 10),
+            bandwidth_total: Some(4 << 20),
+            ..Knobs::plain(Duration::from_millis(250), 1 << 20)
+        };
+        let endpoint = far.endpoint("slow", &knobs).await.unwrap();
+        let calls = endpoint.calls().unwrap();
+        assert_eq!(calls.slowest, (512 << 10) as f64);
+        assert_eq!(calls.answer_wait, ANSWER_WAIT + Duration::from_millis(250));
+        let plain = far
+            .endpoint("plain", &Knobs::plain(Duration::ZERO, 1 << 20))
+            .await
+            .unwrap();
+        let calls = plain.calls().unwrap();
+        assert_eq!(calls.slowest, SLOWEST_PATH);
+        assert_eq!(calls.answer_wait, ANSWER_WAIT);
+        endpoint.shutdown().await;
+        plain.shutdown().await;
     }
 }

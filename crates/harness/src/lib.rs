@@ -92,6 +92,9 @@ use std::time::SystemTime;
 use anyhow::Context;
 
 pub use calls::TokenRefused;
+
+/// The error of a run stopped from outside ([`BenchConfig::cancel`]).
+pub const STOPPED: &str = "stopped from outside (Ctrl-C, SIGTERM or a closed stdout)";
 pub use config::{
     BenchConfig, DEFAULT_BANDWIDTH, DEFAULT_FAULT_RATE, DEFAULT_FILE_SIZE, DEFAULT_FILES,
     DEFAULT_FIXED_CHUNKS, DEFAULT_JOURNAL_CHUNK, DEFAULT_JOURNAL_SIZE, DEFAULT_LATENCIES,
@@ -113,7 +116,9 @@ pub use results::{
 };
 pub use timeline::SUSTAINED_CUT;
 
-/// Receives progress lines (for stderr). Called between measured parts only.
+/// Receives progress lines (for stderr). Called between measured parts, and
+/// during an engine side for each of its retries (rare: keep it quick, since
+/// its time counts as the client's).
 pub trait ProgressSink: Send + Sync {
     /// Handles one line (from any thread: the engine's retries are told as
     /// they happen).
@@ -155,6 +160,7 @@ pub async fn run(
     progress: &dyn ProgressSink,
 ) -> anyhow::Result<BenchOutcome> {
     config.validate()?;
+    curl_upload::allow_children();
     let out_dir = config.out_dir.clone();
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;

@@ -33,8 +33,9 @@ struct ThreadClocks {
 
 /// A tokio runtime for the mock, on threads of its own.
 pub(crate) struct MockRuntime {
-    /// `None` once shut down (dropping a runtime inside async code panics, so
-    /// it is shut down in the background instead).
+    /// `None` once shut down (see the `Drop`: dropping a runtime inside async
+    /// code panics, so it is shut down from a blocking section, or in the
+    /// background where there is none).
     runtime: Option<Runtime>,
     /// One lock over the live threads and the total of the stopped ones:
     /// held briefly by a starting or stopping thread, and by a reading.

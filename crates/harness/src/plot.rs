@@ -95,12 +95,9 @@ pub(crate) fn svg(results: &Results) -> anyhow::Result<Option<String>> {
     };
     // Room above the highest point for the legend, at the upper right.
     let y_max = if y_max > 0.0 { y_max * 1.4 } else { 1.0 };
-    // Enough decimals that the round trips' ticks differ (a LAN's is 0.1 ms).
-    let x_decimals = match x_max {
-        x if x < 2.0 => 2,
-        x if x < 20.0 => 1,
-        _ => 0,
-    };
+    // Enough decimals that the round trips' ticks (about ten across the
+    // axis) differ: 0 for 100 ms, 3 for a LAN's 0.1 ms.
+    let x_decimals = ((-(x_max / 10.0).log10()).ceil() as i64 + 1).clamp(0, 6) as usize;
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();

@@ -186,6 +186,12 @@ impl Runner<'_> {
         self.progress.note(&line);
     }
 
+    /// Fails with [`crate::STOPPED`] once the run was stopped from outside.
+    pub(crate) fn go_on(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.config.cancel.is_cancelled(), crate::STOPPED);
+        Ok(())
+    }
+
     /// `size` bytes under `name` (seeded by `seed`), generated on first use
     /// (and said so).
     pub(crate) async fn data(&self, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
@@ -210,6 +216,7 @@ impl Runner<'_> {
         }
         let mut files = Vec::with_capacity(count);
         for i in 0..count {
+            self.go_on()?;
             let name = name(i);
             files.push(self.data_noted(&name, size, &name, false).await?);
         }
@@ -237,6 +244,7 @@ impl Runner<'_> {
         if let Some(file) = self.data_of(name, size) {
             return Ok(file);
         }
+        self.go_on()?;
         if noted {
             self.note(format!("generating {name} ({})", human(size)));
         }
@@ -325,9 +333,17 @@ impl Runner<'_> {
     ) -> anyhow::Result<Rep> {
         let links = batch(self.data, prefix, &side.files)?;
         let before = endpoint.tus_uploads();
-        let mut result = self
-            .measure(side, endpoint, &links.uploads, (rep, what))
-            .await?;
+        let measuring = self.measure(side, endpoint, &links.uploads, (rep, what));
+        let mut result = match side.how {
+            // The engine stops by itself when the run is stopped, its
+            // journals closed before its state directory goes.
+            How::Engine { .. } => measuring.await?,
+            // The harness's own calls are dropped where they are.
+            _ => tokio::select! {
+                measured = measuring => measured?,
+                () = self.config.cancel.fired() => anyhow::bail!(crate::STOPPED),
+            },
+        };
         result.tus_uploads = endpoint.tus_uploads().zip(before).map(|(a, b)| a - b);
         let names: Vec<&str> = links.uploads.iter().map(|u| u.name.as_str()).collect();
         endpoint
@@ -365,8 +381,13 @@ impl Runner<'_> {
                 )?;
                 let prepared = engine_run::prepare(config, uploads)?;
                 let meter = Meter::start(mock);
-                let run =
-                    engine_run::upload(prepared, uploads, &timeline, (self.progress, what)).await;
+                let run = engine_run::upload(
+                    prepared,
+                    uploads,
+                    &timeline,
+                    ((self.progress, what), &self.config.cancel),
+                )
+                .await;
                 let cost = meter.stop();
                 let run = run?;
                 if let Some(calls) = run.calls_ms {
@@ -425,6 +446,7 @@ impl Runner<'_> {
             })?;
             rtts.push(rtt);
             for i in (0..n).map(|i| (i + rep) % n) {
+                self.go_on()?;
                 let side = &spec.sides[i];
                 let endpoint = &spec.endpoints[side.endpoint];
                 let prefix = format!(

@@ -5,12 +5,11 @@
 //! mock's store after a repetition. Never a measurement: nothing here is timed.
 
 use anyhow::Context;
-use idb_engine::Token;
 use idb_wire::tus::{OFFSET_OCTET_STREAM, TUS_PATH, TUS_VERSION, header};
 use reqwest::header::{self as http, HeaderValue};
 use reqwest::{Method, Response, Url};
 
-use crate::calls::{ANSWER_WAIT, Calls};
+use crate::calls::Calls;
 
 /// The extension that lets one file go as partial uploads joined at the end.
 const CONCATENATION: &str = "concatenation";
@@ -53,19 +52,15 @@ pub(crate) struct TusCalls {
 }
 
 impl TusCalls {
-    /// The tus endpoint of the server at `base` (`<base>/files/`).
-    pub(crate) fn new(
-        base: &str,
-        dataset: &str,
-        token: &Token,
-        roots: &[reqwest::Certificate],
-    ) -> anyhow::Result<Self> {
+    /// The tus endpoint of the server at `base` (`<base>/files/`), sent to
+    /// with the client, token and time limits of `calls`.
+    pub(crate) fn new(base: &str, calls: Calls) -> anyhow::Result<Self> {
         let endpoint = format!("{}{TUS_PATH}", base.trim_end_matches('/'));
         Ok(Self {
             endpoint: endpoint
                 .parse()
                 .with_context(|| format!("{endpoint} is not a URL"))?,
-            calls: Calls::new(base, dataset, token, roots)?,
+            calls,
         })
     }
 
@@ -76,12 +71,12 @@ impl TusCalls {
 
     /// A request with the protocol version and the token (the service's
     /// profile wants the token on OPTIONS too); like every call of the
-    /// harness's own, it waits at most [`ANSWER_WAIT`] (its body is a byte).
+    /// harness's own, it waits at most its answer's wait (its body is a byte).
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         self.calls
             .http()
             .request(method, url)
-            .timeout(ANSWER_WAIT)
+            .timeout(self.calls.answer_wait)
             .header(header::TUS_RESUMABLE, TUS_VERSION)
             .header(http::AUTHORIZATION, self.calls.authorization())
     }
@@ -95,6 +90,14 @@ impl TusCalls {
             .await
             .with_context(|| format!("OPTIONS {} got no answer", self.endpoint))?;
         let status = answer.status();
+        // The service's tus wants the token on OPTIONS too.
+        if matches!(status.as_u16(), 401 | 403) {
+            return Err(crate::TokenRefused {
+                call: format!("OPTIONS {}", self.endpoint),
+                status: status.as_u16(),
+            }
+            .into());
+        }
         let versions = text_header(&answer, header::TUS_VERSION);
         let serves = versions
             .as_deref()
