@@ -51,7 +51,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
                 _ => "as standard output was closed",
             };
             progress.show(&format!(
-                "stopping {why}: removing the temporary data (a second Ctrl-C quits at once)"
+                "stopping {why}: removing the temporary data (a second Ctrl-C or SIGTERM quits \
+                 at once)"
             ));
             tokio::select! {
                 _ = &mut run => {}

@@ -826,7 +826,7 @@ fn a_second_ctrl_c_quits_at_once() {
     let dir = Dir::new("a_second_ctrl_c_quits_at_once");
     let (running, _, pid) = bench_with_a_stuck_curl(&dir, true);
     running.signal(libc::SIGINT);
-    running.wait_for_stderr("a second Ctrl-C quits at once");
+    running.wait_for_stderr("a second Ctrl-C or SIGTERM quits at once");
     running.signal(libc::SIGINT);
     let run = running.wait_within(std::time::Duration::from_secs(60));
     run.expect_code(130)
