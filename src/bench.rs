@@ -59,8 +59,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
                 stop = signals.next() => {
                     progress.finish();
                     say(&format!(
-                        "quit at once: the temporary data may be left in {}",
-                        config.data_dir.clone().unwrap_or_else(std::env::temp_dir).display()
+                        "quit at once: temporary directories may be left behind \
+                         (idb-harness-* in {}, idb-mock-* and idb-bench-curl-* in {}, \
+                         idb-bench-state-* in {} or /dev/shm)",
+                        config.data_dir.clone().unwrap_or_else(std::env::temp_dir).display(),
+                        std::env::temp_dir().display(),
+                        config.out_dir.display()
                     ));
                     std::process::exit(i32::from(stop.exit_code()));
                 }

@@ -830,7 +830,7 @@ fn a_second_ctrl_c_quits_at_once() {
     running.signal(libc::SIGINT);
     let run = running.wait_within(std::time::Duration::from_secs(60));
     run.expect_code(130)
-        .stderr_has("quit at once: the temporary data may be left in");
+        .stderr_has("quit at once: temporary directories may be left behind");
     // The stand-in outlives the run: stop it.
     let pid: libc::pid_t = std::fs::read_to_string(&pid)
         .unwrap()

@@ -13,7 +13,7 @@ use idb_wire::{
 };
 use reqwest::header::{self, HeaderValue};
 
-/// The far end refused the token (401) to a call of the harness's own or of the
+/// The far end refused the token (401, or 403) to a call of the harness's own or of the
 /// engine: the run stops, and a caller can tell this from other failures (the
 /// CLI exits 3, as `idb upload` does).
 #[derive(Debug)]
