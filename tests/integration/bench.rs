@@ -819,6 +819,90 @@ fn ctrl_c_mid_run_stops_curl_and_leaves_no_temporary_data_or_token() {
     assert_nothing_left(&tmp, &run);
 }
 
+/// Ctrl-C while an engine side uploads, its journal written: the report
+/// directory holds the report alone (the side's state directory is gone) and
+/// TMPDIR nothing. (The race this was written for, a journal writer that
+/// outlived a dropped run and made the directory again, needs the signal to
+/// fall between two saves with progress unsaved; this test does not place it
+/// there reliably.)
+#[test]
+fn ctrl_c_during_an_engine_side_leaves_no_state_directory() {
+    use std::os::fd::AsRawFd;
+
+    let dir = Dir::new("ctrl_c_during_an_engine_side_leaves_no_state_directory");
+    let (tmp, report) = (dir.join("tmp"), dir.join("report"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(&report).unwrap();
+    let mut inotify = inotify::Inotify::init().expect("inotify");
+    inotify
+        .watches()
+        .add(&report, inotify::WatchMask::CREATE)
+        .expect("watch the report directory");
+    // The engine side goes first; at 200 ms a round trip it lasts seconds,
+    // and saves its journal every second (the CLI's default).
+    let running = dir
+        .idb(["bench", "--scenario", "latency", "--latencies", "200"])
+        .arg("--report")
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(&tmp)
+        .args(["--reps", "1", "--size", "256MiB", "--sample-size", "1MiB"])
+        .args(["--rtt-probes", "3"])
+        .env("TMPDIR", &tmp)
+        .spawn();
+    // Blocks until the engine side has written its journal once (in its
+    // state directory, made for the side: watched as it appears).
+    let mut buffer = [0u8; 4096];
+    let mut journal_watch = None;
+    'written: loop {
+        let mut poll = libc::pollfd {
+            fd: inotify.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the call's duration.
+        let ready = unsafe { libc::poll(&mut poll, 1, 120_000) };
+        assert!(ready > 0, "no journal was written within 120 s");
+        let events: Vec<(inotify::WatchDescriptor, String)> = inotify
+            .read_events(&mut buffer)
+            .expect("read inotify")
+            .filter_map(|e| Some((e.wd, e.name?.to_string_lossy().into_owned())))
+            .collect();
+        for (watch, name) in events {
+            if Some(&watch) == journal_watch.as_ref() && name.ends_with(".json") {
+                break 'written;
+            }
+            if name.starts_with("idb-bench-state-") && journal_watch.is_none() {
+                // Its journal directory, made when the first journal is.
+                let journal = report.join(&name).join("journal");
+                std::fs::create_dir_all(&journal).unwrap();
+                journal_watch = Some(
+                    inotify
+                        .watches()
+                        .add(&journal, inotify::WatchMask::MOVED_TO)
+                        .expect("watch the journal directory"),
+                );
+            }
+        }
+    }
+    running.signal(libc::SIGINT);
+    let run = running.wait_within(std::time::Duration::from_secs(60));
+    run.expect_code(130).stderr_has("stopped by Ctrl-C");
+    assert_nothing_left(&tmp, &run);
+    let mut kept: Vec<String> = std::fs::read_dir(&report)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["command.txt", "report.md", "results.json"],
+        "{}",
+        run.describe()
+    );
+}
+
 /// A second Ctrl-C while the run winds down (here held up by a curl that
 /// ignores SIGTERM) quits at once, saying what it may leave.
 #[test]
