@@ -964,7 +964,7 @@ fn an_https_far_end_of_a_private_authority_is_measured_with_ca_cert() {
     assert!(status.success());
 }
 
-/// A reader of stdout that goes away (`idb bench | head -1`) stops the run
+/// A reader of stdout that goes away (`idb bench | true`) stops the run
 /// at once, as Ctrl-C does (141, as for SIGPIPE), instead of after minutes of
 /// measuring for nobody; nothing is left in the temporary directory.
 #[test]
