@@ -941,7 +941,10 @@ fn an_https_far_end_of_a_private_authority_is_measured_with_ca_cert() {
         .args(["--sample-size", "1MiB", "--rtt-probes", "3"])
         .token("tok-x")
         .run();
-    refused.expect_code(1).stderr_has("UnknownIssuer");
+    refused
+        .expect_code(1)
+        .stderr_has("the far end's certificate was refused")
+        .stderr_has("pass --ca-cert");
     let run = bench_against(&dir, &server)
         .args(latency)
         .args(["--sample-size", "1MiB", "--rtt-probes", "3", "--json"])

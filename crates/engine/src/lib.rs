@@ -96,7 +96,7 @@ pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
 };
 pub use stop::Cancel;
-pub use tls::{CaCertProblem, CertificateProblem, load_ca_certs};
+pub use tls::{CaCertProblem, CertificateProblem, certificate_problem, load_ca_certs};
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.

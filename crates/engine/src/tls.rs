@@ -129,7 +129,7 @@ fn pem_problem(error: &pem::Error) -> String {
 /// for that (`None` for any other failure; `with_ca_certs`: the run added
 /// private CAs). Sending again cannot help: the run stops with what to do
 /// ([`Error::UntrustedCertificate`]).
-pub(crate) fn certificate_problem(
+pub fn certificate_problem(
     error: &reqwest::Error,
     with_ca_certs: bool,
 ) -> Option<CertificateProblem> {

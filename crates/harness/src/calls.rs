@@ -64,6 +64,9 @@ pub(crate) struct Calls {
     /// The slowest rate a call's body is given time for, bytes per second:
     /// [`SLOWEST_PATH`], or a lower cap the harness set on its mock.
     pub(crate) slowest: f64,
+    /// Whether certificate authorities were given (`--ca-cert`), for what a
+    /// refused certificate's message advises.
+    extra_roots: bool,
 }
 
 /// The multipart envelope of one `transfer` call (idb-wire's encoding), to be
@@ -141,6 +144,7 @@ impl Calls {
             boundary: Boundary::from_random(0x1db_4a12_e55e),
             answer_wait: ANSWER_WAIT,
             slowest: SLOWEST_PATH,
+            extra_roots: !roots.is_empty(),
         })
     }
 
@@ -188,6 +192,13 @@ impl Calls {
         {
             Ok(response) => response,
             Err(e) => {
+                // The engine's words for a refused certificate (with what to do).
+                if let Some(problem) = idb_engine::certificate_problem(&e, self.extra_roots) {
+                    bail!(
+                        "the far end's certificate was refused ({}): {problem}",
+                        self.endpoint
+                    );
+                }
                 return Err(timed_out(&e)
                     .unwrap_or_else(|| anyhow::Error::new(e).context("the call got no answer")));
             }
