@@ -240,9 +240,15 @@ fn shown_ratio(value: f64, target: Option<f64>) -> String {
 
 /// The model bound of a point in one line.
 fn model_line(model: &ModelBound) -> String {
+    let each = if model.bandwidth_per_connection {
+        " per connection (the engine's connections together went past one connection's B, \
+         so the far end or the path caps each one)"
+    } else {
+        ""
+    };
     format!(
-        "model bound: c = {}, RTT = {:.2} ms, B = {:.1} MiB/s, {} file(s) at once: {:.1} MiB/s \
-         in steady state, {:.1} MiB/s with setup and verify; the engine reached {:.1} MiB/s",
+        "model bound: c = {}, RTT = {:.2} ms, B = {:.1} MiB/s{each}, {} file(s) at once: {:.1} \
+         MiB/s in steady state, {:.1} MiB/s with setup and verify; the engine reached {:.1} MiB/s",
         human(model.chunk_size),
         model.rtt_ms,
         model.bandwidth_mib_s,

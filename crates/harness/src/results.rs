@@ -487,6 +487,11 @@ impl Ratio {
     }
 }
 
+/// How far past one connection's B the engine's several connections must go
+/// together before B is taken as each connection's own: past the ceiling's
+/// spread from one repetition to the next.
+const PER_CONNECTION_EVIDENCE: f64 = 1.1;
+
 /// The model bound of a sequential, one-chunk-in-flight client,
 /// `c / (RTT + c / B)` (times the files in flight, at most B), with RTT and B
 /// measured in the same point.
@@ -502,11 +507,18 @@ pub struct ModelBound {
     /// Files the engine has in flight at once (its `--parallel`, at most the
     /// files there are).
     pub files_at_once: usize,
-    /// The bound in steady state: `min(B, files_at_once x c / (RTT + c/B))`,
-    /// MiB/s.
+    /// Whether B is taken as each connection's own rather than the path's:
+    /// the engine's connections together went more than a tenth past the one
+    /// connection of the ceiling, so the far end or the path caps each
+    /// connection (the mock's `--bandwidth`, or a TCP window on a long path)
+    /// rather than all together.
+    pub bandwidth_per_connection: bool,
+    /// The bound in steady state: `files_at_once x c / (RTT + c/B)`, at most B
+    /// unless [`Self::bandwidth_per_connection`], MiB/s.
     pub bound_mib_s: f64,
     /// The bound for the whole upload, setup and verify round trips counted:
-    /// each file costs `(chunks + 2) x RTT + size/B`, `files_at_once` at a time,
+    /// each file costs `(chunks + 2) x RTT + size/B`, `files_at_once` at a time
+    /// (their bytes sharing B, unless [`Self::bandwidth_per_connection`]),
     /// MiB/s (the ramp from the engine's first chunk size is left out).
     pub bound_with_setup_verify_mib_s: f64,
     /// The engine's median whole-run throughput, MiB/s.
@@ -533,17 +545,25 @@ impl ModelBound {
         let c_bytes = chunk_size.clamp(1, file_size.max(1));
         let c = c_bytes as f64 / MIB;
         let b = bandwidth_mib_s.max(f64::MIN_POSITIVE);
-        let bound = (at_once as f64 * c / (rtt_s + c / b)).min(b);
+        let per_connection = at_once > 1 && engine_mib_s > b * PER_CONNECTION_EVIDENCE;
+        // The bytes' time of the whole upload: all of them through one B, or
+        // each round's files side by side, each through its own.
         let file = file_size as f64 / MIB;
-        let chunks = file_size.div_ceil(c_bytes).max(1) as f64;
-        let rounds = files.div_ceil(at_once).max(1) as f64;
         let total = file * files as f64;
-        let whole = total / (rounds * (chunks + 2.0) * rtt_s + total / b);
+        let rounds = files.div_ceil(at_once).max(1) as f64;
+        let (bound, bytes_s) = if per_connection {
+            (at_once as f64 * c / (rtt_s + c / b), rounds * file / b)
+        } else {
+            ((at_once as f64 * c / (rtt_s + c / b)).min(b), total / b)
+        };
+        let chunks = file_size.div_ceil(c_bytes).max(1) as f64;
+        let whole = total / (rounds * (chunks + 2.0) * rtt_s + bytes_s);
         Self {
             chunk_size: c_bytes,
             rtt_ms: rtt_s * 1e3,
             bandwidth_mib_s,
             files_at_once: at_once,
+            bandwidth_per_connection: per_connection,
             bound_mib_s: bound,
             bound_with_setup_verify_mib_s: whole,
             engine_mib_s,
@@ -577,6 +597,33 @@ mod tests {
         assert!((m.bound_mib_s - 3.0 * one).abs() < 1e-9, "{m:?}");
         let capped = ModelBound::new(1 << 20, 1 << 20, 1000, 3, 0.0, 100.0, 10.0);
         assert!((capped.bound_mib_s - 100.0).abs() < 1e-9);
+        assert!(!m.bandwidth_per_connection && !capped.bandwidth_per_connection);
+    }
+
+    #[test]
+    fn connections_that_together_pass_one_connections_bandwidth_each_get_it() {
+        // Three files at once reached 280 MiB/s where one connection carried
+        // 100: the far end caps each connection, so each gets its own B.
+        let m = ModelBound::new(1 << 20, 1 << 20, 999, 3, 0.0, 100.0, 280.0);
+        assert!(m.bandwidth_per_connection, "{m:?}");
+        assert!((m.bound_mib_s - 300.0).abs() < 1e-9, "{m:?}");
+        assert!((m.ratio - 280.0 / 300.0).abs() < 1e-9);
+        // 333 rounds of three 1 MiB files side by side, each round 3 round
+        // trips (setup, one transfer, verify) of 10 ms and 1 MiB at 100 MiB/s.
+        let m = ModelBound::new(1 << 20, 1 << 20, 999, 3, 0.01, 100.0, 200.0);
+        let whole = 999.0 / (333.0 * (3.0 * 0.01 + 0.01));
+        assert!(
+            (m.bound_with_setup_verify_mib_s - whole).abs() < 1e-9,
+            "{m:?}"
+        );
+        // Within a tenth of B it is noise, not evidence; one file at a time
+        // never is.
+        assert!(
+            !ModelBound::new(1 << 20, 1 << 20, 999, 3, 0.0, 100.0, 109.0).bandwidth_per_connection
+        );
+        assert!(
+            !ModelBound::new(1 << 20, 1 << 30, 1, 3, 0.0, 100.0, 280.0).bandwidth_per_connection
+        );
     }
 
     #[test]

@@ -179,8 +179,10 @@ impl Runner<'_> {
         );
         result.notes.push(
             "the model bound here is the one-file bound times the files the engine has in \
-             flight (its --parallel), at most B; with setup and verify it counts three round \
-             trips a file at least"
+             flight (its --parallel), at most B, unless the engine's connections together went \
+             past one connection's B (a far end or path that caps each connection): then each \
+             connection has its own B; with setup and verify it counts three round trips a file \
+             at least"
                 .into(),
         );
         Ok(result)
