@@ -341,6 +341,7 @@ fn check_document(doc: &Value, remote: bool, secret: &str) -> Vec<String> {
                     assert!(sides.contains(&key), "{name}: {sides:?}");
                 }
                 assert!(point["model"]["bound_mib_s"].as_f64().unwrap() > 0.0);
+                assert!(point["model_skipped"].is_null(), "{name}: {point}");
                 let ratios = keys(&point["ratios"]);
                 for key in ["engine/ceiling", "engine/sample-client", "engine/model"] {
                     assert!(ratios.contains(&key), "{name}: {ratios:?}");
@@ -599,6 +600,37 @@ fn protocols_against_a_tus_sink_skips_concatenation_saying_it_is_not_served() {
     assert!(doc["scenarios"][0]["skipped"].is_null(), "{doc}");
     check_protocols(&doc, &["tus-concat"], "does not serve concatenation");
     run.stderr_has("note: --protocols-bandwidth has no effect with --server: ");
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn latency_against_a_tus_far_end_has_no_one_chunk_model_bound_and_says_why() {
+    let dir = Dir::new("latency_against_a_tus_far_end_has_no_one_chunk_model_bound_and_says_why");
+    let server = ServerProcess::sink(&dir, &["--tus"]);
+    let run = bench_against(&dir, &server)
+        .args(["--scenario", "latency", "--reps", "1", "--size", "3MiB"])
+        .args(["--sample-size", "1MiB", "--rtt-probes", "3", "--json"])
+        .token("tok-x")
+        .run();
+    run.expect_code(0).never_shows("tok-x");
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON document: {e}\n{}", run.describe()));
+    let point = &doc["scenarios"][0]["points"][0];
+    let engine = &point["sides"][0];
+    assert_eq!(engine["key"], "engine");
+    assert_eq!(engine["reps"][0]["protocol"], "tus", "{doc}");
+    assert!(point["model"].is_null(), "{point}");
+    let reason = point["model_skipped"].as_str().unwrap();
+    assert!(reason.contains("the engine spoke tus"), "{reason}");
+    assert!(
+        !keys(&point["ratios"])
+            .iter()
+            .any(|k| k.starts_with("engine/model")),
+        "{point}"
+    );
+    let markdown = std::fs::read_to_string(dir.join("report").join("report.md")).unwrap();
+    assert!(markdown.contains("model bound skipped: "), "{markdown}");
     let (status, _, _) = server.terminate();
     assert!(status.success());
 }

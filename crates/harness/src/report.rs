@@ -318,6 +318,9 @@ fn point_lines(point: &Point) -> Vec<String> {
     if let Some(model) = &point.model {
         lines.push(model_line(model));
     }
+    if let Some(reason) = &point.model_skipped {
+        lines.push(format!("model bound skipped: {reason}"));
+    }
     if let Some(floor) = &point.cpu_floor {
         lines.push(floor_line(floor));
     }

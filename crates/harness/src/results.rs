@@ -108,6 +108,9 @@ pub struct Point {
     /// The one-chunk-in-flight model bound, with RTT and B measured here (`None`
     /// when the point has no engine and ceiling sides).
     pub model: Option<ModelBound>,
+    /// Why a point with engine and ceiling sides has no model bound (the
+    /// engine spoke tus), or `None`.
+    pub model_skipped: Option<String>,
     /// Ratios between the sides' median whole-run throughputs, and (with a
     /// CPU floor) of their CPU per GiB to the floor's.
     pub ratios: Vec<Ratio>,
