@@ -331,30 +331,27 @@ impl EventSink for Progress {
                 }
             }
             Event::Retry {
-                path,
+                ref path,
                 phase,
                 offset,
                 attempt,
-                reason,
+                ref reason,
                 delay,
             } => {
-                let reason = crate::text::escape(&reason).into_owned();
+                let reason = crate::text::escape(reason).into_owned();
                 let mut state = lock(&self.state);
                 state.retries += 1;
-                let bar = state.active.get(&path).and_then(|f| f.bar.clone());
+                let bar = state.active.get(path).and_then(|f| f.bar.clone());
                 drop(state);
-                match bar {
+                match (bar, event.retry_note(&escaped(path))) {
                     // Shown on the file's line until its next acknowledgement.
-                    Some(bar) => bar.set_message(format!("retry {attempt}: {reason}")),
-                    None => self.console.note(&format!(
-                        "retrying {phase} of {} at byte {offset} in {:.1}s (attempt {attempt} failed: {reason})",
-                        escaped(&path),
-                        delay.as_secs_f64()
-                    )),
+                    (Some(bar), _) => bar.set_message(format!("retry {attempt}: {reason}")),
+                    (None, Some(note)) => self.console.note(&note),
+                    (None, None) => {}
                 }
                 self.json(
                     "retry",
-                    &path,
+                    path,
                     json!({
                         "phase": phase.to_string(),
                         "offset": offset,

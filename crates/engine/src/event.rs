@@ -188,6 +188,31 @@ pub enum RestartReason {
     },
 }
 
+impl Event {
+    /// An [`Event::Retry`] for people, naming the file as `shown` (the caller
+    /// chooses how: escaped path, file name): "retrying setup of NAME at byte 0
+    /// in 1.0s (attempt 1 failed: REASON)", the reason's control characters
+    /// escaped. `None` for any other event.
+    pub fn retry_note(&self, shown: &str) -> Option<String> {
+        let Event::Retry {
+            phase,
+            offset,
+            attempt,
+            reason,
+            delay,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(format!(
+            "retrying {phase} of {shown} at byte {offset} in {:.1}s (attempt {attempt} failed: {})",
+            delay.as_secs_f64(),
+            crate::escape_controls(reason)
+        ))
+    }
+}
+
 /// Receives [`Event`]s. Called from the engine's tasks: keep it quick.
 pub trait EventSink: Send + Sync {
     /// Handles one event.
@@ -206,4 +231,27 @@ pub struct NoEvents;
 
 impl EventSink for NoEvents {
     fn emit(&self, _: Event) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_reads_as_words_with_its_reason_escaped() {
+        let retry = Event::Retry {
+            path: PathBuf::from("/data/a.bin"),
+            phase: Phase::Transfer,
+            offset: 8 << 20,
+            attempt: 2,
+            reason: "HTTP 503\nsecond line".into(),
+            delay: Duration::from_millis(1250),
+        };
+        assert_eq!(
+            retry.retry_note("a.bin").unwrap(),
+            "retrying transfer of a.bin at byte 8388608 in 1.2s (attempt 2 failed: HTTP 503\\nsecond \
+             line)"
+        );
+        assert_eq!(Event::TokenRefreshed.retry_note("a.bin"), None);
+    }
 }

@@ -143,24 +143,13 @@ impl EventSink for Watcher<'_> {
         match event {
             Event::FileStarted { .. } => self.timeline.setup_answered(),
             Event::ChunkAcked { len, .. } => self.timeline.acked(len),
-            Event::Retry {
-                path,
-                phase,
-                offset,
-                attempt,
-                reason,
-                delay,
-            } => {
+            Event::Retry { ref path, .. } => {
                 self.retries.fetch_add(1, Ordering::Relaxed);
                 let (progress, what) = self.progress;
-                progress.note(&format!(
-                    "{what}: retrying {phase} of {} at byte {offset} in {:.1} s (attempt {attempt} \
-                     failed: {reason})",
-                    path.file_name()
-                        .unwrap_or(path.as_os_str())
-                        .to_string_lossy(),
-                    delay.as_secs_f64()
-                ));
+                let name = path.file_name().unwrap_or(path.as_os_str());
+                if let Some(note) = event.retry_note(&name.to_string_lossy()) {
+                    progress.note(&format!("{what}: {note}"));
+                }
             }
             Event::Realigned { .. } => {
                 self.realigned.fetch_add(1, Ordering::Relaxed);
