@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use idb_harness::{BenchConfig, EngineDefaults, FarEnd, Scenario};
 
 use crate::cli::{BenchArgs, Cli, Command};
@@ -18,8 +18,8 @@ use crate::text::escape;
 /// Where runs go by default: `target/harness/<UTC timestamp>`.
 const DEFAULT_OUT_PARENT: &str = "target/harness";
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<Exit> {
-    let config = match configure(&args) {
+pub async fn run(args: BenchArgs, given: Vec<&'static str>) -> anyhow::Result<Exit> {
+    let config = match configure(&args, &given) {
         Ok(config) => config,
         Err(problem) => {
             say(&format!("error: {}", escape(&format!("{problem:#}"))));
@@ -140,52 +140,62 @@ async fn stdout_gone() {
     }
 }
 
-/// Options that set a knob of the in-process mock, given on the command line
-/// with `--server` (whose knobs are the far end's own): what each would have
-/// done, so it is not taken for having done it.
-fn unused_with_server() -> Vec<String> {
-    const MOCK_ONLY: [(&str, &str, &str); 5] = [
-        (
-            "latencies",
-            "--latencies",
-            "the latency scenario measures the path's own round trip",
-        ),
-        (
-            "latency_ms",
-            "--latency-ms",
-            "the round trip is the path's own",
-        ),
-        (
-            "bandwidth",
-            "--bandwidth",
-            "start the far end with --bandwidth to cap it",
-        ),
-        (
-            "fault_rate",
-            "--fault-rate",
-            "faults are measured in-process only",
-        ),
-        (
-            "protocols_bandwidth",
-            "--protocols-bandwidth",
-            "start the far end with --bandwidth to cap it",
-        ),
-    ];
-    let Ok(matches) = Cli::command().try_get_matches_from(std::env::args_os()) else {
-        return Vec::new();
-    };
-    let Some(bench) = matches.subcommand_matches("bench") else {
+/// Options that set a knob of the in-process mock, with what to do instead
+/// with `--server` (whose knobs are the far end's own): clap's id, the flag,
+/// and why it does nothing there.
+const MOCK_ONLY: [(&str, &str, &str); 5] = [
+    (
+        "latencies",
+        "--latencies",
+        "the latency scenario measures the path's own round trip",
+    ),
+    (
+        "latency_ms",
+        "--latency-ms",
+        "the round trip is the path's own",
+    ),
+    (
+        "bandwidth",
+        "--bandwidth",
+        "start the far end with --bandwidth to cap it",
+    ),
+    (
+        "fault_rate",
+        "--fault-rate",
+        "faults are measured in-process only",
+    ),
+    (
+        "protocols_bandwidth",
+        "--protocols-bandwidth",
+        "start the far end with --bandwidth to cap it",
+    ),
+];
+
+/// The ids of the in-process mock's options given on the command line (not
+/// left at their defaults), from `bench`'s matches.
+pub fn given_on_command_line(bench: Option<&clap::ArgMatches>) -> Vec<&'static str> {
+    let Some(bench) = bench else {
         return Vec::new();
     };
     MOCK_ONLY
         .iter()
-        .filter(|(id, _, _)| bench.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(id, _, _)| *id)
+        .filter(|id| bench.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .collect()
+}
+
+/// What each mock-only option `given` would have done, so that with
+/// `--server` it is not taken for having done it.
+fn unused_with_server(given: &[&str]) -> Vec<String> {
+    MOCK_ONLY
+        .iter()
+        .filter(|(id, _, _)| given.contains(id))
         .map(|(_, flag, instead)| format!("{flag} has no effect with --server: {instead}"))
         .collect()
 }
 
 /// The harness's configuration from the arguments.
-fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
+fn configure(args: &BenchArgs, given: &[&str]) -> anyhow::Result<BenchConfig> {
     let out_dir = args.report.clone().unwrap_or_else(|| {
         PathBuf::from(DEFAULT_OUT_PARENT).join(idb_harness::utc_timestamp(SystemTime::now()))
     });
@@ -196,7 +206,7 @@ fn configure(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
         let dataset =
             idb_engine::DatasetKey::new(dataset).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
         let (token, _) = crate::token::load(args.token_file.as_deref())?;
-        for note in unused_with_server() {
+        for note in unused_with_server(given) {
             say(&format!("note: {note}"));
         }
         config.far_end = FarEnd::Remote {
@@ -294,4 +304,35 @@ fn command_line() -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn given(args: &[&str]) -> Vec<&'static str> {
+        let matches = Cli::command()
+            .try_get_matches_from(["idb", "bench"].iter().chain(args))
+            .unwrap();
+        given_on_command_line(matches.subcommand_matches("bench"))
+    }
+
+    #[test]
+    fn only_the_mock_options_given_on_the_command_line_get_a_note() {
+        assert!(given(&[]).is_empty(), "defaults are not given");
+        // Given with its default value is still given.
+        let ids = given(&["--latency-ms", "50", "--bandwidth=8MiB", "--reps", "1"]);
+        assert_eq!(ids, ["latency_ms", "bandwidth"]);
+        assert_eq!(
+            unused_with_server(&ids),
+            [
+                "--latency-ms has no effect with --server: the round trip is the path's own",
+                "--bandwidth has no effect with --server: start the far end with --bandwidth to \
+                 cap it",
+            ]
+        );
+        assert!(given_on_command_line(None).is_empty());
+    }
 }

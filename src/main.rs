@@ -27,13 +27,14 @@ use std::process::ExitCode;
 
 use std::io::Write;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     sigbus::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +54,10 @@ fn main() -> ExitCode {
             Command::Upload(args) => upload::run(*args).await,
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => {
+                let given = bench::given_on_command_line(matches.subcommand_matches("bench"));
+                bench::run(args, given).await
+            }
             Command::Completions(args) => print_completions(args.shell),
             Command::Man(args) => print_man_page(args.dir.as_deref()),
             Command::Status(args) => status::run(args),
