@@ -343,9 +343,10 @@ pub struct MockServerArgs {
     #[arg(long = "published", value_name = "KEY")]
     pub published: Vec<String>,
     /// Store files in this directory (default: a temporary directory, removed on exit).
-    /// The server's state is saved in DIR/+state.json after every change, so a server
-    /// started again on the same DIR (and address) lets strict-mode uploads continue
-    /// where they stopped and keeps verified names; offset-mode uploads start over.
+    /// The server's state is saved in DIR/+state.json (tus uploads beside their bytes
+    /// in DIR/+tus) after every change, so a server started again on the same DIR (and
+    /// address) lets strict-mode and tus uploads continue where they stopped and keeps
+    /// verified names; offset-mode uploads start over.
     #[arg(long, value_name = "DIR", conflicts_with = "sink")]
     pub store: Option<PathBuf>,
     /// Keep no bytes: count and hash only (for measuring throughput).

@@ -117,15 +117,20 @@ impl App {
                 (Some(temp), Some(path))
             }
         };
-        let (mut sessions, warnings) = Sessions::new(store.clone(), config.mode, persist);
+        let (mut sessions, mut warnings) = Sessions::new(store.clone(), config.mode, persist);
         if config.plain_errors {
             sessions = sessions.refuse_identical_retries();
         }
         if let Some(bytes) = config.disk_full_after {
             sessions = sessions.disk_full_after(bytes);
         }
-        let tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry)
+        let mut tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry)
             .on_disk(sessions.disk());
+        if persist {
+            let (kept, not_restored) = tus.keeping_state();
+            tus = kept;
+            warnings.extend(not_restored);
+        }
         Ok(Self {
             datasets,
             latency: config.latency,

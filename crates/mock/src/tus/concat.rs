@@ -74,7 +74,7 @@ impl Uploads {
         upload.offset = length;
         upload.hasher = hasher;
         upload.log = vec![(0, length)];
-        self.insert(&id, upload);
+        self.insert(&id, upload)?;
         let removed = if self.profile == TusProfile::S3 {
             self.remove_partials(&ids)
         } else {
@@ -330,7 +330,7 @@ mod tests {
                     uploads.expiry_from_now(),
                 );
                 upload.offset = length;
-                uploads.insert(&id, upload);
+                uploads.insert(&id, upload).unwrap();
                 format!("http://127.0.0.1/files/{id}")
             })
             .collect()

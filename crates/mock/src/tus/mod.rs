@@ -31,8 +31,10 @@
 //! a URL whose origin is the one the request came to (its `Host`) or the
 //! server's own address.
 //!
-//! Tus uploads are not saved in a store's state: a server started again
-//! forgets them (registered files and their receipts are kept).
+//! In a store of the caller's (not a temporary one) each upload is saved
+//! beside its bytes (`saved.rs`): a server started again on the store serves
+//! them at the offset it had acknowledged. Which ids expired is not saved: a
+//! server started again answers 404 for them, not 410.
 
 mod answer;
 mod checksum;
@@ -44,6 +46,7 @@ mod part_size;
 mod patch;
 mod register;
 mod routes;
+mod saved;
 mod uploads;
 
 pub(crate) use headers::upload_id;

@@ -263,6 +263,16 @@ impl Uploads {
                 .patches_applied
                 .fetch_add(1, Ordering::Relaxed);
         }
+        // Saved before it is answered. If it cannot be, the upload goes on
+        // here as applied, and a server started again on the store cuts it
+        // back to the offset last saved: a client told of the failure HEADs
+        // the upload and finds one or the other.
+        if let Err(e) = self.save(u) {
+            return Some(TusAnswer::error(
+                500,
+                format!("cannot save the upload's state: {e}; HEAD the upload for its offset"),
+            ));
+        }
         if taken < total && patch.keep.is_some() {
             counters.fault(FaultKind::Truncate);
             return Some(TusAnswer::error(

@@ -51,7 +51,7 @@ impl Missing {
 
 /// The S3 multipart upload behind an upload of the s3 profile, as far as S3's
 /// limits need it: how many parts, and which are under S3's 5 MiB minimum.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct S3Parts {
     /// Parts stored so far (S3 takes at most [`super::S3_MAX_PARTS`]).
     pub(crate) count: u64,
@@ -216,6 +216,9 @@ impl TusCounters {
 pub(crate) struct Uploads {
     /// Where upload bytes are kept (`<store>/+tus`); `None`: a sink.
     dir: Option<PathBuf>,
+    /// Whether each upload is saved beside its bytes, to be served again by
+    /// a server started on the same store (`saved.rs`).
+    keeps_state: bool,
     pub(crate) profile: TusProfile,
     expiry: Duration,
     /// The uploads. The map's lock is held only to find, add or remove one;
@@ -242,6 +245,7 @@ impl Uploads {
     pub(crate) fn new(store: Option<PathBuf>, profile: TusProfile, expiry: Duration) -> Self {
         Self {
             dir: store.map(|s| s.join(TUS_DIR)),
+            keeps_state: false,
             profile,
             expiry,
             map: Mutex::default(),
@@ -257,6 +261,25 @@ impl Uploads {
     pub(crate) fn on_disk(mut self, disk: Arc<DiskSpace>) -> Self {
         self.disk = disk;
         self
+    }
+
+    /// Saves every upload beside its bytes, and takes back those saved
+    /// before (a store of the caller's, not a temporary one); what could not
+    /// be taken back, for people.
+    pub(crate) fn keeping_state(mut self) -> (Self, Vec<String>) {
+        self.keeps_state = self.dir.is_some();
+        let warnings = self.restore();
+        (self, warnings)
+    }
+
+    /// Whether uploads are saved (`saved.rs`).
+    pub(crate) fn keeps_state(&self) -> bool {
+        self.keeps_state
+    }
+
+    /// Where upload bytes are kept (`None`: a sink).
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// Whether bytes are kept (`false`: a sink).
@@ -280,7 +303,7 @@ impl Uploads {
     ) -> Result<String, TusAnswer> {
         let (id, path) = self.new_file()?;
         let upload = Upload::new(length, path, metadata, concat, self.expiry_from_now());
-        self.insert(&id, upload);
+        self.insert(&id, upload)?;
         Ok(id)
     }
 
@@ -303,12 +326,28 @@ impl Uploads {
         }
     }
 
-    /// Adds a built upload under `id`.
-    pub(crate) fn insert(&self, id: &str, upload: Upload) {
-        lock(&self.map).insert(id.to_owned(), Arc::new(Mutex::new(upload)));
+    /// Adds a built upload under `id`, saved first; one that cannot be
+    /// saved is not made (its bytes are removed).
+    pub(crate) fn insert(&self, id: &str, upload: Upload) -> Result<(), TusAnswer> {
+        if let Err(e) = self.save(&upload) {
+            if let Some(path) = &upload.path {
+                let _ = fs::remove_file(path);
+            }
+            return Err(TusAnswer::error(
+                500,
+                format!("cannot save the upload: {e}"),
+            ));
+        }
+        self.put_back(id, upload);
         self.counters
             .uploads_created
             .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds an upload under `id` as it is (one taken back from the store).
+    pub(crate) fn put_back(&self, id: &str, upload: Upload) {
+        lock(&self.map).insert(id.to_owned(), Arc::new(Mutex::new(upload)));
     }
 
     /// The upload `id`, not yet locked (see [`Uploads::live`]).
@@ -344,6 +383,7 @@ impl Uploads {
     pub(crate) fn remove(&self, id: &str, upload: &mut Upload, why: Missing) {
         upload.gone = Some(why);
         if let Some(path) = upload.path.take() {
+            self.unsave(&path);
             let _ = fs::remove_file(path);
         }
         lock(&self.map).remove(id);
