@@ -33,6 +33,24 @@ async fn a_registered_upload_is_a_verified_file_with_the_verify_receipt() {
 }
 
 #[tokio::test]
+async fn names_that_differ_only_in_outer_spaces_are_files_of_their_own() {
+    let store = tempfile::tempdir().unwrap();
+    let server = start(config().storage(idb_mock::Storage::Dir(store.path().to_owned()))).await;
+    let tus = Tus::new(&server);
+    let api = Api::new(&server);
+    for (i, name) in ["dup", " dup", "dup ", "dup\u{a0}"].into_iter().enumerate() {
+        let bytes = data(1000 + i, i as u64);
+        let url = tus.create(bytes.len() as u64, name).await;
+        tus.send_all(&url, &bytes, 64 * 1024).await;
+        let answer = register(&api, &url, name, bytes.len() as u64).await;
+        answer.expect(200);
+        assert_eq!(answer.json()["filename"], name);
+        assert_verified_in(&server, DS, name, &answer, &bytes);
+    }
+    assert_eq!(std::fs::read_dir(store.path().join(DS)).unwrap().count(), 4);
+}
+
+#[tokio::test]
 async fn a_registration_sent_as_multipart_is_taken_too() {
     let server = start(config()).await;
     let tus = Tus::new(&server);

@@ -60,7 +60,12 @@ impl Registration {
             Ok(url) => url.trim().to_owned(),
             Err(_) => return Some(Err("tus_url is not text".to_owned())),
         };
-        let Some(filename) = text("filename") else {
+        // The name exactly as sent (as protocol 1's setup takes it): trimmed,
+        // " a" and "a " would be one file of the dataset.
+        let Some(filename) = fields
+            .get("filename")
+            .and_then(|v| std::str::from_utf8(v).ok())
+        else {
             return Some(Err("a registration needs the filename field".to_owned()));
         };
         if let Err(e) = validate_filename(filename) {
