@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use idb_mock::{MockConfig, MockServer, Storage, TusProfile};
 use support::tus::{Tus, location, metadata, offset_of, register};
-use support::{Api, assert_verified, config, data, start};
+use support::{AUTH, Api, DS, assert_verified, config, data, start};
 
 fn stored_in(store: &Path) -> MockConfig {
     config().storage(Storage::Dir(store.to_owned()))
@@ -206,5 +206,41 @@ async fn a_temporary_store_saves_no_tus_state() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "the bytes alone: {names:?}");
+    server.shutdown().await;
+}
+
+/// What the registration lookup says of the upload at `url`.
+async fn looked_up(server: &MockServer, url: &str) -> serde_json::Value {
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/api/dataset/{DS}/datafile?{}",
+            server.url(),
+            support::urlencode(&[("tus_url", url)])
+        ))
+        .header("authorization", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_is_still_known_to_the_lookup_after_a_restart() {
+    let store = tempfile::tempdir().unwrap();
+    let sent = data(70_000, 5);
+    let server = start(stored_in(store.path())).await;
+    let tus = Tus::new(&server);
+    let url = tus.create(sent.len() as u64, "r.bin").await;
+    tus.send_all(&url, &sent, 64 * 1024).await;
+    let answer = register(&Api::new(&server), &url, "r.bin", sent.len() as u64).await;
+    answer.expect(200);
+    let before = looked_up(&server, &url).await;
+    assert_eq!(before["registered"], true, "{before}");
+
+    let server = restart(server, stored_in(store.path())).await;
+    // A client that lost the answer asks, and must not register it again.
+    assert_eq!(looked_up(&server, &url).await, before);
+    assert_eq!(server.tus_registrations().len(), 1);
     server.shutdown().await;
 }

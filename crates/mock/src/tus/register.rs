@@ -210,7 +210,7 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
         Err(m) => return missing(m),
     };
     // Held while the file is placed, so no PATCH changes it meanwhile.
-    let u = match app.tus.live(id, &upload) {
+    let mut u = match app.tus.live(id, &upload) {
         Ok(u) => u,
         Err(m) => return missing(m),
     };
@@ -245,7 +245,7 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
     }
     // The client is done with the upload: its calls' fault counters go.
     forget_upload(app, id);
-    lock(&app.tus.registrations).push(TusRegistration {
+    let registration = TusRegistration {
         dataset,
         filename: r.filename,
         tus_url: r.tus_url,
@@ -253,7 +253,18 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
         length: u.length,
         datafile,
         receipt: receipt.clone(),
-    });
+    };
+    lock(&app.tus.registrations).push(registration.clone());
+    // Saved with the upload, so a lookup after a restart still finds it; if
+    // it cannot be, the client is told, and asks the lookup of this server.
+    u.registered.push(registration);
+    if let Err(e) = app.tus.save(&u) {
+        return Reply::error(
+            500,
+            "storage",
+            format!("registered, but cannot save the server state: {e}"),
+        );
+    }
     Reply::ok(json!(receipt))
 }
 

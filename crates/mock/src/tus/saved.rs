@@ -4,8 +4,9 @@
 //!
 //! Each upload `<store>/+tus/<id>` has `<store>/+tus/<id>.info`: its length,
 //! acknowledged offset, metadata, concatenation, expiry, S3 parts and the
-//! newest [`MAX_PERSISTED_LOG`] entries of its log of stored PATCHes. It is
-//! written on creation and after every PATCH, before the answer, replaced
+//! newest [`MAX_PERSISTED_LOG`] entries of its log of stored PATCHes, and its
+//! registrations (so the registration lookup still knows them). It is
+//! written on creation, after every PATCH and registration, before the answer, replaced
 //! atomically and durably (`atomic-write-file`: temporary file, fsync,
 //! rename, fsync of the directory), and removed with the upload.
 //!
@@ -24,7 +25,8 @@ use std::time::{Duration, SystemTime};
 use atomic_write_file::AtomicWriteFile;
 use serde::{Deserialize, Serialize};
 
-use super::uploads::{Concat, S3Parts, Upload, Uploads};
+use super::uploads::{Concat, S3Parts, TusRegistration, Upload, Uploads};
+use crate::lock::lock;
 use crate::persist::MAX_PERSISTED_LOG;
 
 /// The version of the info files this mock writes and reads.
@@ -56,6 +58,9 @@ struct Info {
     parts: S3Parts,
     /// The newest entries of the log, oldest first.
     log: Vec<(u64, u64)>,
+    /// Its registrations answered 200.
+    #[serde(default)]
+    registered: Vec<TusRegistration>,
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -86,6 +91,7 @@ impl Info {
             expires_said_ms: millis(upload.expires_said),
             parts: upload.parts,
             log: log.to_vec(),
+            registered: upload.registered.clone(),
         }
     }
 
@@ -206,6 +212,8 @@ impl Uploads {
         upload.expires_said = time(info.expires_said_ms);
         upload.parts = info.parts;
         upload.log = log;
+        upload.registered = info.registered;
+        lock(&self.registrations).extend(upload.registered.iter().cloned());
         self.put_back(id, upload);
         Ok(())
     }

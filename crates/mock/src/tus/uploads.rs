@@ -91,6 +91,9 @@ pub(crate) struct Upload {
     pub(crate) log: Vec<(u64, u64)>,
     /// Set when it was terminated or expired while a request waited for it.
     pub(crate) gone: Option<Missing>,
+    /// Its registrations answered 200, saved with it so that the lookup
+    /// still finds them after a restart.
+    pub(crate) registered: Vec<TusRegistration>,
 }
 
 impl Upload {
@@ -115,6 +118,7 @@ impl Upload {
             parts: S3Parts::default(),
             log: Vec::new(),
             gone: None,
+            registered: Vec::new(),
         }
     }
 
@@ -164,7 +168,7 @@ pub struct TusStats {
 }
 
 /// One registration call answered 200 (see [`crate::MockServer::tus_registrations`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TusRegistration {
     /// The dataset key of the URL.
     pub dataset: String,
