@@ -243,3 +243,32 @@ fn a_rerun_after_sigint_uploads_only_the_unfinished_files() {
     assert!(journals(&dir).is_empty());
     assert_token_not_in_state(&dir);
 }
+
+/// A file under a directory whose name is not UTF-8 (its own name is): its
+/// journal and receipt record the path as bytes, so it goes up over either
+/// protocol (tus needs its journal to register it) and a re-run skips it.
+#[test]
+fn a_file_under_a_directory_named_in_other_bytes_than_utf8_goes_up_and_is_skipped_after() {
+    use std::os::unix::ffi::OsStrExt;
+    for protocol in ["tus", "chunked"] {
+        let dir = Dir::new(&format!("non_utf8_directory_{protocol}"));
+        let mock = Mock::start(idb_mock::MockConfig::new().dataset(DS, TOKEN).tus(true));
+        let odd = std::ffi::OsStr::from_bytes(b"data/\xff\xfe dir/ok.bin");
+        let bytes = crate::util::random_bytes("ok.bin", CHUNK + 5);
+        let file = dir.write(odd, &bytes);
+        let upload = || {
+            dir.upload(&mock, DS)
+                .token(TOKEN)
+                .args(["--protocol", protocol])
+                .arg(&file)
+        };
+        let run = upload().run();
+        run.expect_code(0);
+        assert!(!run.stderr.contains("warning"), "{}", run.describe());
+        mock.assert_stored(DS, "ok.bin", &bytes);
+        upload()
+            .run()
+            .expect_code(0)
+            .stderr_has("data/\\xff\\xfe dir/ok.bin: already uploaded on ");
+    }
+}

@@ -26,6 +26,7 @@ pub(crate) struct Entry {
     pub(crate) dataset: String,
     pub(crate) filename: String,
     /// The local file (absolute), and what it was when the upload began.
+    #[serde(with = "crate::saved_path")]
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
     pub(crate) modified: (i64, i64),

@@ -69,6 +69,7 @@ mod receipts;
 mod resume;
 mod retry;
 mod run;
+mod saved_path;
 mod server_text;
 mod state;
 mod stop;

@@ -37,7 +37,9 @@ pub struct ReceiptRecord {
     pub dataset: String,
     /// The file's name in the dataset.
     pub filename: String,
-    /// The local file uploaded (absolute).
+    /// The local file uploaded (absolute; saved as text when it is UTF-8,
+    /// else as its bytes).
+    #[serde(with = "crate::saved_path")]
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
