@@ -48,6 +48,7 @@ pub async fn run(args: BenchArgs, given: Vec<&'static str>) -> anyhow::Result<Ex
             let why = match exit {
                 Exit::Signal(Stop::Interrupt) => "by Ctrl-C",
                 Exit::Signal(Stop::Terminate) => "by SIGTERM",
+                Exit::Signal(Stop::Hangup) => "by SIGHUP",
                 _ => "as standard output was closed",
             };
             progress.show(&format!(

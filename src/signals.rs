@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM, for the commands that stop cleanly on them.
+//! Ctrl-C, SIGTERM and SIGHUP, for the commands that stop cleanly on them.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -9,6 +9,8 @@ pub enum Stop {
     Interrupt,
     /// SIGTERM (`kill`, a batch system ending a job).
     Terminate,
+    /// SIGHUP (the terminal or the ssh session closed).
+    Hangup,
 }
 
 impl Stop {
@@ -17,15 +19,19 @@ impl Stop {
         128 + match self {
             Stop::Interrupt => libc::SIGINT,
             Stop::Terminate => libc::SIGTERM,
+            Stop::Hangup => libc::SIGHUP,
         } as u8
     }
 }
 
-/// Handlers for both signals, installed when this is made (so a signal that
-/// comes before the first wait is not lost, nor does it kill the process).
+/// Handlers for the three signals, installed when this is made (so a signal
+/// that comes before the first wait is not lost, nor does it kill the
+/// process). SIGHUP is left alone when it is ignored already (`nohup`), so
+/// that the run still outlives its terminal.
 pub struct Signals {
     interrupt: Option<Signal>,
     term: Option<Signal>,
+    hangup: Option<Signal>,
 }
 
 impl Signals {
@@ -33,6 +39,9 @@ impl Signals {
         Self {
             interrupt: signal(SignalKind::interrupt()).ok(),
             term: signal(SignalKind::terminate()).ok(),
+            hangup: (!ignored(libc::SIGHUP))
+                .then(|| signal(SignalKind::hangup()).ok())
+                .flatten(),
         }
     }
 
@@ -51,6 +60,18 @@ impl Signals {
         tokio::select! {
             () = recv(&mut self.interrupt) => Stop::Interrupt,
             () = recv(&mut self.term) => Stop::Terminate,
+            () = recv(&mut self.hangup) => Stop::Hangup,
         }
+    }
+}
+
+/// Whether `signum` is ignored (`SIG_IGN`, as `nohup` leaves SIGHUP).
+fn ignored(signum: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`, a
+    // plain C struct for which all-zero bytes are valid.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signum, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }

@@ -127,7 +127,7 @@ async fn plain_progress(progress: Arc<Progress>, every: Duration) {
     }
 }
 
-/// On the first Ctrl-C or SIGTERM, stops the run (no new chunks; calls in
+/// On the first Ctrl-C, SIGTERM or SIGHUP, stops the run (no new chunks; calls in
 /// flight get a few seconds; the journal is written); on a second one, exits
 /// at once.
 async fn stop_on_signals(

@@ -29,6 +29,30 @@ fn sink_mode_takes_an_upload_and_stops_on_sigterm() {
     );
 }
 
+/// SIGHUP (its terminal closed) stops it as SIGTERM does: exit 0, and its
+/// temporary store removed.
+#[test]
+fn sighup_stops_it_cleanly_and_removes_its_temporary_store() {
+    let dir = Dir::new("sighup_stops_it_cleanly_and_removes_its_temporary_store");
+    let server = ServerProcess::start(
+        &dir,
+        &["--listen", "127.0.0.1:0", "--dataset", "IDB-X:tok-x"],
+    );
+    let (status, stdout, stderr) = server.signal("-HUP");
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    let store = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find_map(|l| l.strip_prefix("storing files in "))
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no store named\n{stdout}\n{stderr}"));
+    assert!(store.contains("idb-mock-"), "{store}");
+    assert!(
+        !std::path::Path::new(store).exists(),
+        "{store} is left behind"
+    );
+}
+
 /// `mock-server`'s arguments for dataset [`KEY`] with [`TOK`], stored in `store`.
 fn store_args(store: &std::path::Path) -> [&str; 6] {
     let store = store.to_str().expect("the test's paths are UTF-8");

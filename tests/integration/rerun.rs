@@ -184,7 +184,29 @@ fn force_sends_setup_again_and_the_refusal_says_already_in_the_dataset() {
 /// command skips the two, resumes the third, and sends nothing twice.
 #[test]
 fn a_rerun_after_sigint_uploads_only_the_unfinished_files() {
-    let dir = Dir::new("a_rerun_after_sigint_uploads_only_the_unfinished_files");
+    rerun_after_signal(libc::SIGINT, 130);
+}
+
+/// The same after SIGHUP (a closed terminal or ssh session): stopped as for
+/// SIGTERM, exit 129. (Under `nohup`, SIGHUP stays ignored: this test then
+/// cannot send it, and says so.)
+#[test]
+fn a_rerun_after_sighup_uploads_only_the_unfinished_files() {
+    // SAFETY: reads the current action only.
+    let ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old);
+        old.sa_sigaction == libc::SIG_IGN
+    };
+    if ignored {
+        eprintln!("skipped: SIGHUP is ignored in this test process (nohup?), and so in idb");
+        return;
+    }
+    rerun_after_signal(libc::SIGHUP, 129);
+}
+
+fn rerun_after_signal(signal: libc::c_int, code: i32) {
+    let dir = Dir::new(&format!("a_rerun_after_signal_{signal}"));
     let mock = Mock::standard();
     // One file at a time, largest first: first, second, then last.
     let (first, first_bytes) = dir.random_file("first.bin", 12 * CHUNK);
@@ -201,9 +223,9 @@ fn a_rerun_after_sigint_uploads_only_the_unfinished_files() {
     // setup came after their verify); hold it there.
     mock.block_on(mock.wait_for_chunks(12 + 11 + 3));
     mock.pause();
-    running.signal(libc::SIGINT);
+    running.signal(signal);
     let run = running.wait();
-    run.expect_code(130)
+    run.expect_code(code)
         .verified_exactly(&[(&first, &first_bytes), (&second, &second_bytes)])
         .stderr_has("interrupted: ");
     assert_eq!(journals(&dir).len(), 1, "{}", run.describe());
