@@ -13,6 +13,7 @@ mod dry_run;
 mod exit;
 mod logging;
 mod mock_server;
+mod open_files;
 mod progress;
 mod select;
 mod sigbus;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     sigbus::install();
+    let open_files = open_files::raise();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Upload(args) => upload::run(*args).await,
+            Command::Upload(args) => upload::run(*args, open_files).await,
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => {

@@ -18,7 +18,8 @@ use crate::size::human;
 use crate::text::{escape, escaped, escaped_message};
 use crate::token::{self, TokenSource};
 
-pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
+/// `open_files`: the process's open-file limit (`None`: none known).
+pub async fn run(args: UploadArgs, open_files: Option<u64>) -> anyhow::Result<Exit> {
     let cancel = Cancel::new();
     let verbosity = match (args.output.quiet, args.output.verbose) {
         (true, _) => Verbosity::Quiet,
@@ -30,7 +31,7 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<Exit> {
     // Whether the server accepted a token in this run: only then is a refusal
     // an expiry worth waiting out (a wrong token fails at once).
     let token_worked = Arc::new(AtomicBool::new(false));
-    let (uploader, source) = match configure(&args, &console, &token_worked) {
+    let (uploader, source) = match configure(&args, &console, &token_worked, open_files) {
         Ok(configured) => configured,
         Err(error) => {
             let shown = escape(&format!("{error:#}")).into_owned();
@@ -153,6 +154,7 @@ fn configure(
     args: &UploadArgs,
     console: &Arc<Console>,
     token_worked: &Arc<AtomicBool>,
+    open_files: Option<u64>,
 ) -> anyhow::Result<(Uploader, TokenSource)> {
     args.transfer.check()?;
     let dataset = args.target.dataset_key()?;
@@ -167,6 +169,16 @@ fn configure(
     let mut config = args
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
+    if let Some(limit) = open_files
+        && let Some(fits) = crate::open_files::parallel_within(config.parallel, limit)
+    {
+        console.error(&format!(
+            "note: --parallel {} lowered to {fits}: this process may have only {limit} files \
+             open at once (ulimit -n); raise that limit to upload more files at once",
+            config.parallel
+        ));
+        config.parallel = fits;
+    }
     config.journal_interval = args.journal_interval;
     config.force = args.force;
     config.state_dir = match state_dir(args.target.state_dir.as_deref()) {
