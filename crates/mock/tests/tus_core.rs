@@ -412,6 +412,40 @@ async fn an_injected_429_on_a_tus_request_says_when_to_retry() {
     assert_eq!(server.tus_stats().uploads_created, 0);
 }
 
+/// A call on an upload that is not there (a partial a join removed) and
+/// stalled gets a fresh draw when sent again, as every retried call does: it
+/// once drew its first attempt again each time, stalled for ever.
+#[tokio::test]
+async fn a_stalled_call_on_a_missing_upload_draws_afresh_when_sent_again() {
+    let faults = FaultConfig {
+        seed: 7,
+        stall: std::time::Duration::from_millis(1),
+        ..FaultConfig::new(0.5, [FaultKind::Stall])
+    };
+    let server = start(config().faults(faults).storage(Storage::Sink)).await;
+    let tus = Tus::new(&server);
+    let stalls = || server.stats().faults.of(FaultKind::Stall);
+    // The first missing upload whose HEAD stalls (a pure function of the seed).
+    let mut stalled = None;
+    for n in 0..64 {
+        let url = format!("{}{n:032x}", tus.endpoint);
+        let before = stalls();
+        tus.head(&url).await.expect(404);
+        if stalls() > before {
+            stalled = Some(url);
+            break;
+        }
+    }
+    let url = stalled.expect("half of the draws stall");
+    let mut through = false;
+    for _ in 0..32 {
+        let before = stalls();
+        tus.head(&url).await.expect(404);
+        through |= stalls() == before;
+    }
+    assert!(through, "every retry of the stalled HEAD stalled again");
+}
+
 /// Sends what `send` makes until it is answered `status` (faults are drawn
 /// afresh for every attempt, so a rate below 1 lets it through); the answer.
 async fn until<F, Fut>(status: u16, mut send: F) -> support::Answer

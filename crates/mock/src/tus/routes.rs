@@ -126,8 +126,10 @@ async fn tus(
         if status.is_success() && fault.is_none() {
             app.faults.forget_call(call);
         }
+        // Done with the upload: its counters go, unless this call was
+        // faulted (stalled), whose retry must get a fresh draw like any other.
         let gone = status == StatusCode::NOT_FOUND || status == StatusCode::GONE;
-        if gone || (method == Method::DELETE && status.is_success()) {
+        if fault.is_none() && (gone || (method == Method::DELETE && status.is_success())) {
             forget_upload(&app, id);
         }
     }
