@@ -290,3 +290,28 @@ fn a_server_that_reports_nothing_to_compare_is_said_to_have_checked_nothing() {
         .stdout_has("verified ")
         .stderr_has("reported no size or blake3");
 }
+
+/// A server (or a proxy before it) that forbids everything with 403 is a
+/// refusal told as it is, as protocol 1 tells it, not a refused token (the
+/// service refuses a token with 401): exit 1, whichever protocol was asked.
+#[test]
+fn a_403_to_everything_is_a_refusal_not_a_refused_token() {
+    for protocol in ["auto", "tus", "chunked"] {
+        let dir = Dir::new("forbidden");
+        let server = RawServer::start(Arc::new(|_: &str, _: &[String]| {
+            let page = b"<html><title>Forbidden</title></html>".to_vec();
+            Some((403, "Forbidden".to_owned(), page))
+        }));
+        let (one, _) = dir.random_file("one.bin", 1000);
+        let run = dir
+            .upload_to(&server.url, DS, "64KiB")
+            .token(SECRET)
+            .args(["--protocol", protocol])
+            .arg(&one)
+            .run();
+        run.expect_code(1)
+            .stderr_has("HTTP 403")
+            .never_shows("HTTP 401")
+            .never_shows(SECRET);
+    }
+}

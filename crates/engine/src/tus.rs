@@ -305,7 +305,10 @@ pub(crate) async fn probe(client: &DatafileClient, server: &Url) -> Result<Probe
             408 | 429 | 500 | 502..=504 => Some(Outcome::Retry {
                 after: head.retry_after.as_deref().and_then(parse_retry_after),
             }),
-            401 | 403 => Some(Outcome::Unauthorized),
+            // 401 is how the service refuses a token (PROTOCOL: `Bad
+            // credentials`); a 403 is some other refusal, told as it is, as
+            // protocol 1 tells it.
+            401 => Some(Outcome::Unauthorized),
             _ => None,
         };
         if let Some(outcome) = passing {
@@ -420,7 +423,7 @@ impl<'a> TusClient<'a> {
         let status = head.status;
         let outcome = match status {
             200..=299 => Outcome::Ok,
-            401 | 403 => Outcome::Unauthorized,
+            401 => Outcome::Unauthorized,
             404 | 410 if upload => Outcome::NoSession,
             404 | 405 | 501 => Outcome::NotDataBank,
             413 => Outcome::TooLarge,
