@@ -595,3 +595,23 @@ fn an_upload_journaled_under_one_protocol_starts_over_under_the_other() {
         mock.assert_stored(DS, "switched.bin", &bytes);
     }
 }
+
+/// A registration the server refused outright (a dataset it does not have:
+/// its tus endpoint takes any token it knows) is no registration in doubt:
+/// the run after says the same refusal, not "sent but not answered".
+#[test]
+fn a_registration_refused_outright_is_not_in_doubt_on_the_next_run() {
+    let dir = Dir::new("a_registration_refused_outright_is_not_in_doubt_on_the_next_run");
+    let mock = Mock::start(tus_mock());
+    let (path, _) = dir.random_file("small.bin", 1000);
+    for _ in 0..2 {
+        dir.upload_to(&mock.url(), "IDB-9999999", "64KiB")
+            .token(TOKEN)
+            .args(["--protocol", "tus"])
+            .arg(&path)
+            .run()
+            .expect_code(1)
+            .stderr_has("dataset IDB-9999999 was not found")
+            .never_shows("was sent but not answered");
+    }
+}

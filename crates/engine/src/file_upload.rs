@@ -519,8 +519,11 @@ impl<P: Protocol> Run<'_, P> {
                         // during its verify): the file may be in the dataset
                         // already, and starting over could add it twice. (A 5xx
                         // is an answer: the server said the verify failed.)
+                        // (Tus settles its own doubt: a registration that may
+                        // have gone is asked of the server's lookup first.)
                         Failure::Answer(answer)
                             if says_nothing(answer)
+                                && self.protocol.speaks() != crate::Protocol::Tus
                                 && (failed.answer_lost || state.acked.from_journal) =>
                         {
                             return Err(Error::VerifyUnsettled {
@@ -538,7 +541,13 @@ impl<P: Protocol> Run<'_, P> {
                                 status: answer.status,
                             }
                         }
-                        _ => return Err(self.failure(f, Phase::Verify, f.size, failed.failure)),
+                        _ => {
+                            // A tus registration refused outright is no longer
+                            // in doubt (the protocol says so in what it saves):
+                            // the journal must not keep it as maybe sent.
+                            self.record_progress(state);
+                            return Err(self.failure(f, Phase::Verify, f.size, failed.failure));
+                        }
                     };
                     self.restarted(f, state, &mut restarts)?;
                     if self.stop.is_set() {
