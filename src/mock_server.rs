@@ -127,6 +127,9 @@ fn describe(args: &MockServerArgs) -> String {
         line.push_str(&format!(
             "; tus 1.0 at /files/ ({})",
             match args.tus_profile {
+                idb_mock::TusProfile::Plain if args.sink => {
+                    "every PATCH byte counted and hashed; no concatenation, a sink keeps nothing to join"
+                }
                 idb_mock::TusProfile::Plain => "every PATCH byte stored",
                 idb_mock::TusProfile::S3 => {
                     "s3 profile: a body shorter than one part that does not end the file dropped"

@@ -600,8 +600,14 @@ fn protocols_against_a_tus_sink_skips_concatenation_saying_it_is_not_served() {
     assert!(doc["scenarios"][0]["skipped"].is_null(), "{doc}");
     check_protocols(&doc, &["tus-concat"], "does not serve concatenation");
     run.stderr_has("note: --protocols-bandwidth has no effect with --server: ");
-    let (status, _, _) = server.terminate();
+    let (status, _, stderr) = server.terminate();
     assert!(status.success());
+    // Its banner does not say it stores what it only counts.
+    assert!(
+        stderr
+            .contains("tus 1.0 at /files/ (every PATCH byte counted and hashed; no concatenation"),
+        "{stderr}"
+    );
 }
 
 #[test]
