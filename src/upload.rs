@@ -223,6 +223,19 @@ impl TransferArgs {
                 self.chunk_size
             );
         }
+        if self.protocol == idb_engine::Protocol::Chunked {
+            let given = [
+                ("--tus-part-size", self.tus_part_size.is_some()),
+                ("--no-concat", self.no_concat),
+                ("--no-tus-checksum", self.no_tus_checksum),
+            ];
+            if let Some((option, _)) = given.iter().find(|(_, given)| *given) {
+                anyhow::bail!(
+                    "{option} is an option of tus, and --protocol chunked speaks the chunked API \
+                     only: drop {option}, or use --protocol tus or auto"
+                );
+            }
+        }
         Ok(())
     }
 
