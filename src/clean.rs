@@ -80,8 +80,9 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
         ));
     } else {
         out.error(&format!(
-            "removed {removed} stale journals from {}; receipts of verified files are kept",
-            escaped(state.root())
+            "removed {removed} stale journals from {}{}; receipts of verified files are kept",
+            escaped(state.root()),
+            crate::status::absent_note(state.root())
         ));
     }
     Ok(if out.stdout_closed() {

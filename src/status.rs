@@ -30,7 +30,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         server: Some(server.clone()),
         dataset: Some(dataset.clone()),
     })?;
-    out.data(&format!("state directory: {}", escaped(state.root())));
+    out.data(&format!(
+        "state directory: {}{}",
+        escaped(state.root()),
+        absent_note(state.root())
+    ));
     out.data(&format!(
         "unfinished uploads into {dataset} on {server}: {}",
         unfinished.len()
@@ -94,6 +98,16 @@ fn configure(args: &StatusArgs) -> anyhow::Result<(Url, DatasetKey, StateDir)> {
 }
 
 /// The state directory `idb upload` would use.
+/// What to add after a state directory's name when it is not there (a
+/// mistyped --state-dir, or no upload yet): that nothing is recorded in it.
+pub fn absent_note(root: &std::path::Path) -> &'static str {
+    if root.exists() {
+        ""
+    } else {
+        " (it does not exist: no upload has recorded anything there)"
+    }
+}
+
 pub fn state_dir(given: Option<&std::path::Path>) -> anyhow::Result<StateDir> {
     let root = crate::upload::state_dir(given).context(
         "no state directory: set --state-dir (or IDB_STATE_DIR, XDG_STATE_HOME or HOME)",

@@ -129,6 +129,29 @@ fn clean_help_says_receipts_are_never_removed() {
         .stdout_has("Receipts of verified files are never removed");
 }
 
+/// A state directory that is not there (a mistyped --state-dir) is said to
+/// be absent, by status and by clean, rather than shown as merely empty.
+#[test]
+fn an_absent_state_directory_is_said_to_be_absent() {
+    let dir = Dir::new("an_absent_state_directory_is_said_to_be_absent");
+    let missing = dir.join("no-such-state");
+    let absent = " (it does not exist: no upload has recorded anything there)";
+    dir.idb(["status", "--dataset", "IDB-1", "--state-dir"])
+        .arg(&missing)
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("state directory: {}{absent}", missing.display()));
+    dir.idb(["clean", "--state-dir"])
+        .arg(&missing)
+        .run()
+        .expect_code(0)
+        .stderr_has(&format!(
+            "stale journals from {}{absent}",
+            missing.display()
+        ));
+    assert!(!missing.exists(), "neither made it");
+}
+
 /// A journal not written for longer than a token lives is stale (its mtime is
 /// set back rather than waited for); while an idb uploads that name, it is kept.
 #[test]
