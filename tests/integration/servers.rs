@@ -315,3 +315,39 @@ fn a_403_to_everything_is_a_refusal_not_a_refused_token() {
             .never_shows(SECRET);
     }
 }
+
+/// A server whose verify receipt names the file otherwise than it was sent
+/// (one that trims or changes names: " a.bin" kept as "a.bin" overwrites
+/// another file) has not verified this file: it fails, saying both names,
+/// though size and blake3 match.
+#[test]
+fn a_receipt_of_another_name_is_no_verification() {
+    let dir = Dir::new("renaming_server");
+    let bytes = crate::util::random_bytes("renamed", 1000);
+    let receipt = serde_json::json!({
+        "filename": "a.bin",
+        "size": 1000,
+        "blake3": blake3::hash(&bytes).to_hex().to_string(),
+    })
+    .to_string()
+    .into_bytes();
+    let server = RawServer::start(Arc::new(move |phase: &str, _: &[String]| {
+        let body = if phase == "verify" {
+            receipt.clone()
+        } else {
+            Vec::new()
+        };
+        Some((200, "OK".to_owned(), body))
+    }));
+    let path = dir.write(" a.bin", &bytes);
+    dir.upload_to(&server.url, DS, "64KiB")
+        .token(SECRET)
+        .args(["--protocol", "chunked"])
+        .arg(&path)
+        .run()
+        .expect_code(1)
+        .stderr_has(
+            "the server verified it as \"a.bin\", not as \" a.bin\", the name it was sent as",
+        )
+        .stderr_has("0 of 1 files verified (0 B), 1 failed");
+}

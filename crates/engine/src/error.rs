@@ -168,6 +168,21 @@ pub enum Error {
         /// The process holding the name, if known.
         pid: Option<u32>,
     },
+    /// The server verified the file under another name than it was sent as
+    /// (a server that trims or changes names).
+    #[error(
+        "{path}: the server verified it as {verified:?}, not as {sent:?}, the name it was sent \
+         as: its bytes may have replaced a file of that name in the dataset; check the \
+         dataset's page"
+    )]
+    NameMismatch {
+        /// The local file.
+        path: PathBuf,
+        /// The name it was sent as.
+        sent: String,
+        /// The name the server's receipt gives.
+        verified: String,
+    },
     /// The server's copy is not what was sent.
     #[error(
         "{path}: the server's copy differs from what was sent ({what}); the file is in the \

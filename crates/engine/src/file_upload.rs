@@ -681,6 +681,16 @@ impl<P: Protocol> Run<'_, P> {
                 })
             })?;
         if let Some(receipt) = &receipt {
+            // The bytes may be whole, but not under the name asked for (a
+            // server that changes names): another file of that name may be
+            // what they replaced.
+            if receipt.filename != f.filename {
+                return Err(Error::NameMismatch {
+                    path: f.path.clone(),
+                    sent: f.filename.clone(),
+                    verified: receipt.filename.clone(),
+                });
+            }
             let what = if receipt.size != f.size {
                 Some(format!("it has {} bytes, we sent {}", receipt.size, f.size))
             } else if !receipt.blake3.eq_ignore_ascii_case(&blake3) {
