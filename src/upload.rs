@@ -157,6 +157,9 @@ fn configure(
     open_files: Option<u64>,
 ) -> anyhow::Result<(Uploader, TokenSource)> {
     args.transfer.check()?;
+    for note in args.transfer.unused() {
+        console.error(&note);
+    }
     let dataset = args.target.dataset_key()?;
     let server: Url = args.target.server.clone();
     let (token, source) = token::load(args.token_file.as_deref())?;
@@ -223,20 +226,27 @@ impl TransferArgs {
                 self.chunk_size
             );
         }
-        if self.protocol == idb_engine::Protocol::Chunked {
-            let given = [
-                ("--tus-part-size", self.tus_part_size.is_some()),
-                ("--no-concat", self.no_concat),
-                ("--no-tus-checksum", self.no_tus_checksum),
-            ];
-            if let Some((option, _)) = given.iter().find(|(_, given)| *given) {
-                anyhow::bail!(
-                    "{option} is an option of tus, and --protocol chunked speaks the chunked API \
-                     only: drop {option}, or use --protocol tus or auto"
-                );
-            }
-        }
         Ok(())
+    }
+
+    /// Notes for options that do nothing with the others given: tus options
+    /// with `--protocol chunked` (kept by a script that switches protocol, so
+    /// said, not refused).
+    pub fn unused(&self) -> Vec<String> {
+        if self.protocol != idb_engine::Protocol::Chunked {
+            return Vec::new();
+        }
+        [
+            ("--tus-part-size", self.tus_part_size.is_some()),
+            ("--no-concat", self.no_concat),
+            ("--no-tus-checksum", self.no_tus_checksum),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(option, _)| {
+            format!("note: {option} is an option of tus; it does nothing with --protocol chunked")
+        })
+        .collect()
     }
 
     /// Puts these options into an engine configuration.

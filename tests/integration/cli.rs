@@ -88,19 +88,6 @@ fn options_nothing_could_meet_exit_2() {
         "8MiB",
     ];
     assert!(refused(upload(&json, &file)).contains("--max-chunk-size"));
-    // A tus option with the chunked API alone would do nothing.
-    for option in [
-        &["--no-concat"][..],
-        &["--tus-part-size", "8MiB"],
-        &["--no-tus-checksum"],
-    ] {
-        upload(&[&["--protocol", "chunked"][..], option].concat(), &file)
-            .expect_code(2)
-            .stderr_has(&format!(
-                "{} is an option of tus, and --protocol chunked speaks the chunked API only",
-                option[0]
-            ));
-    }
     let missing = refused(upload(&["--json"], &dir.join("missing.bin")));
     assert!(missing.ends_with("missing.bin: no such file"), "{missing}");
     upload(&["--attempts", "0"], &file)

@@ -615,3 +615,30 @@ fn a_registration_refused_outright_is_not_in_doubt_on_the_next_run() {
             .never_shows("was sent but not answered");
     }
 }
+
+/// tus options with `--protocol chunked` do nothing: a note says so, and the
+/// run goes on (a script switching protocol keeps its other options).
+#[test]
+fn tus_options_with_the_chunked_protocol_are_said_to_do_nothing() {
+    let dir = Dir::new("tus_options_with_the_chunked_protocol_are_said_to_do_nothing");
+    let mock = Mock::start(tus_mock());
+    let (path, bytes) = dir.random_file("plain.bin", 1000);
+    let run = upload(&dir, &mock.url())
+        .args([
+            "--protocol",
+            "chunked",
+            "--no-concat",
+            "--tus-part-size",
+            "8MiB",
+        ])
+        .args(["--no-tus-checksum"])
+        .arg(&path)
+        .run();
+    run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    for option in ["--tus-part-size", "--no-concat", "--no-tus-checksum"] {
+        run.stderr_has(&format!(
+            "note: {option} is an option of tus; it does nothing with --protocol chunked"
+        ));
+    }
+    assert_eq!(mock.tus_stats().uploads_created, 0);
+}
