@@ -33,7 +33,7 @@ pub async fn run(args: BenchArgs, given: Vec<&'static str>) -> anyhow::Result<Ex
     let outcome = tokio::select! {
         outcome = &mut run => Ok(outcome),
         stop = signals.next() => Err(Exit::Signal(stop)),
-        () = stdout_gone() => Err(Exit::OutputClosed),
+        () = crate::console::stdout_gone() => Err(Exit::OutputClosed),
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -118,27 +118,6 @@ pub async fn run(args: BenchArgs, given: Vec<&'static str>) -> anyhow::Result<Ex
 /// a panic (as `eprintln!` would).
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Resolves when standard output is a pipe or socket whose reader went away
-/// (`idb bench | true`, or a reader that died): the results could not be
-/// written, so the run stops instead of measuring on for minutes. A terminal
-/// or a file never resolves it.
-async fn stdout_gone() {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        let mut out = libc::pollfd {
-            fd: libc::STDOUT_FILENO,
-            events: 0,
-            revents: 0,
-        };
-        // SAFETY: `out` is one valid pollfd, and a zero timeout only looks.
-        let ready = unsafe { libc::poll(&mut out, 1, 0) };
-        if ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
-            return;
-        }
-    }
 }
 
 /// Options that set a knob of the in-process mock, with what to do instead

@@ -141,14 +141,18 @@ impl Console {
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // A reader that went away (`| head`) or a full disk: what is printed
             // is the record of what was done, so stop doing more, as Ctrl-C would.
-            if !self.stdout_closed.swap(true, Ordering::Relaxed)
-                && let Some(cancel) = &self.cancel
-            {
-                self.stderr(
-                    "stopping: standard output was closed (run the same command to resume)",
-                );
-                cancel.cancel();
-            }
+            self.stdout_lost();
+        }
+    }
+
+    /// Standard output can no longer be written: says so once and stops the
+    /// run (with the cancel it was given).
+    pub fn stdout_lost(&self) {
+        if !self.stdout_closed.swap(true, Ordering::Relaxed)
+            && let Some(cancel) = &self.cancel
+        {
+            self.stderr("stopping: standard output was closed (run the same command to resume)");
+            cancel.cancel();
         }
     }
 
@@ -163,6 +167,28 @@ impl Console {
             None => {
                 let _ = writeln!(io::stderr(), "{line}");
             }
+        }
+    }
+}
+
+/// Resolves when standard output is a pipe or socket whose reader went away
+/// (`| head -1` once it has its line, `| true`, a reader that died), found by
+/// looking every quarter second: a run that writes its results only as files
+/// end stops then, not at its next result. A terminal or a file never
+/// resolves it.
+pub async fn stdout_gone() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut out = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: `out` is one valid pollfd, and a zero timeout only looks.
+        let ready = unsafe { libc::poll(&mut out, 1, 0) };
+        if ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
         }
     }
 }

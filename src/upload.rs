@@ -99,7 +99,17 @@ pub async fn run(args: UploadArgs, open_files: Option<u64>) -> anyhow::Result<Ex
             args.output.progress_interval,
         ))
     });
+    // A reader of stdout that went away is seen within a quarter second, not
+    // only at the next result line (which may be a whole file away).
+    let watcher = {
+        let console = Arc::clone(&console);
+        tokio::spawn(async move {
+            crate::console::stdout_gone().await;
+            console.stdout_lost();
+        })
+    };
     let report = uploader.upload_until(files, &*progress, &cancel).await;
+    watcher.abort();
     signals.abort();
     if let Some(ticker) = ticker {
         ticker.abort();

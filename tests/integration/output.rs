@@ -206,6 +206,34 @@ fn a_closed_stdout_stops_the_run_cleanly() {
     assert!(!again.stderr.contains("panicked"), "{}", again.describe());
 }
 
+/// A reader of stdout that goes away before any result line (`| head -1`
+/// while the first file is still going up, `| true`) stops the run within a
+/// moment, not when the first result is written: the file under way is left
+/// unfinished (exit 141), not sent to its end first.
+#[test]
+fn a_stdout_closed_before_any_result_stops_the_run_at_once() {
+    let dir = Dir::new("a_stdout_closed_before_any_result_stops_the_run_at_once");
+    // 6 MiB through 1 MiB/s: about 6 s, were the run not stopped.
+    let mock = Mock::start(
+        idb_mock::MockConfig::new()
+            .dataset(DS, TOKEN)
+            .bandwidth(Some(1024 * 1024)),
+    );
+    let (path, _) = dir.random_file("slow.bin", 6 * 1024 * 1024);
+    let mut running = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .arg(&path)
+        .own_stdout()
+        .spawn();
+    drop(running.take_stdout());
+    let run = running.wait();
+    run.expect_code(141)
+        .stderr_has("stopping: standard output was closed")
+        .stderr_has("1 file unfinished");
+    assert_eq!(mock.stats().files_verified, 0, "{}", run.describe());
+}
+
 /// The token never shows, whatever is asked to be shown: -vv, --json, a log.
 #[test]
 fn the_token_never_shows_at_any_verbosity() {
