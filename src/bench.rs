@@ -57,7 +57,7 @@ pub async fn run(args: BenchArgs, given: Vec<&'static str>) -> anyhow::Result<Ex
             ));
             tokio::select! {
                 _ = &mut run => {}
-                stop = signals.next() => {
+                stop = signals.second() => {
                     progress.finish();
                     say(&format!(
                         "quit at once: temporary directories may be left behind \

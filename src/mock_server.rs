@@ -1,5 +1,6 @@
 //! `idb mock-server`: the mock Data Bank as a standalone process.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -53,23 +54,13 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     if let Some(secs) = args.token_ttl {
         config = config.token_ttl(Duration::from_secs(secs));
     }
-    // The CLI makes the temporary store itself so it can say where it is; the guard
-    // removes it when the server stops.
-    let temp;
-    let where_stored = if args.sink {
-        config = config.storage(Storage::Sink);
-        "nowhere (sink mode: bytes are counted and hashed only)".to_owned()
-    } else {
-        let dir = match &args.store {
-            Some(dir) => dir.clone(),
-            None => {
-                temp = tempfile::Builder::new().prefix("idb-mock-").tempdir()?;
-                temp.path().to_owned()
-            }
-        };
-        config = config.storage(Storage::Dir(dir.clone()));
-        format!("{} (as DATASET/FILENAME)", dir.display())
-    };
+    // A temporary store is the server's own (removed when it stops, and no
+    // state saved in it: nothing starts again on it).
+    config = config.storage(match (&args.store, args.sink) {
+        (_, true) => Storage::Sink,
+        (Some(dir), false) => Storage::Dir(dir.clone()),
+        (None, false) => Storage::TempDir,
+    });
     let (config, tls_note) = with_tls(config, &args)?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -82,6 +73,10 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     for warning in server.warnings() {
         eprintln!("warning: {warning}");
     }
+    let where_stored = match server.store_dir() {
+        Some(dir) => format!("{} (as DATASET/FILENAME)", dir.display()),
+        None => "nowhere (sink mode: bytes are counted and hashed only)".to_owned(),
+    };
     // The first line is the readiness signal scripts and tests wait for.
     println!("listening on {}", server.url());
     eprintln!("storing files in {where_stored}; stop with Ctrl-C");
@@ -92,10 +87,15 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     signals.next().await;
     let received = server.stats().bytes_received;
     server.shutdown().await;
+    // Said if it can be: after SIGHUP the terminal may be gone (EIO), and
+    // eprintln! would panic.
+    let say = |line: &str| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
     if args.sink {
-        eprintln!("{}", cpu_per_gib(process_cpu(), received));
+        say(&cpu_per_gib(process_cpu(), received));
     }
-    eprintln!("stopped");
+    say("stopped");
     Ok(Exit::Success)
 }
 

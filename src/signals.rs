@@ -65,6 +65,21 @@ impl Signals {
     }
 }
 
+impl Signals {
+    /// The next signal after the first, which quits at once: Ctrl-C or
+    /// SIGTERM. SIGHUP never does: a closing terminal often sends it twice
+    /// (the shell forwards it to its jobs, and the kernel sends it to the
+    /// foreground group), and the second must not cut the clean stop short.
+    pub async fn second(&mut self) -> Stop {
+        loop {
+            match self.next().await {
+                Stop::Hangup => continue,
+                stop => return stop,
+            }
+        }
+    }
+}
+
 /// Whether `signum` is ignored (`SIG_IGN`, as `nohup` leaves SIGHUP).
 fn ignored(signum: libc::c_int) -> bool {
     // SAFETY: a null new action only reads the current one into `old`, a

@@ -139,8 +139,8 @@ async fn plain_progress(progress: Arc<Progress>, every: Duration) {
 }
 
 /// On the first Ctrl-C, SIGTERM or SIGHUP, stops the run (no new chunks; calls in
-/// flight get a few seconds; the journal is written); on a second one, exits
-/// at once.
+/// flight get a few seconds; the journal is written); on a second Ctrl-C or
+/// SIGTERM, exits at once.
 async fn stop_on_signals(
     mut signals: Signals,
     cancel: Cancel,
@@ -154,7 +154,7 @@ async fn stop_on_signals(
          (press Ctrl-C again to quit at once)",
     );
     cancel.cancel();
-    let second = signals.next().await;
+    let second = signals.second().await;
     // Not a word more can be said in order: leave a clean screen and go.
     console.clear();
     std::process::exit(second.exit_code().into());
@@ -183,7 +183,11 @@ fn configure(
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
     if let Some(limit) = open_files
-        && let Some(fits) = crate::open_files::parallel_within(config.parallel, limit)
+        && let Some(fits) = crate::open_files::parallel_within(
+            config.parallel,
+            config.window.unwrap_or(idb_engine::DEFAULT_OFFSET_WINDOW),
+            limit,
+        )
     {
         console.error(&format!(
             "note: --parallel {} lowered to {fits}: this process may have only {limit} files \
