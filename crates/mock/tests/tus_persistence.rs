@@ -133,11 +133,23 @@ async fn bytes_past_the_saved_offset_are_cut_off_and_bytes_short_of_it_win() {
     cut.set_len(10_000).unwrap();
     drop(cut);
 
+    // The temporary file of an info write the server died in.
+    let temporary = store.path().join("+tus").join(".0123.info.AbCdEf");
+    std::fs::write(&temporary, b"{").unwrap();
     let server = start(stored_in(store.path()).listen(addr)).await;
+    assert!(!temporary.exists());
     let held = std::fs::metadata(bytes_of(store.path(), &long))
         .unwrap()
         .len();
     assert_eq!(held, 65_536, "the unanswered bytes are gone");
+    // The dropped offset is saved: bytes a PATCH leaves past it now (the
+    // server dying mid-body) are cut at the next start.
+    let addr = server.addr();
+    server.shutdown().await;
+    let mut grown = std::fs::read(bytes_of(store.path(), &short)).unwrap();
+    grown.extend_from_slice(&[0xEE; 20_000]);
+    std::fs::write(bytes_of(store.path(), &short), grown).unwrap();
+    let server = start(stored_in(store.path()).listen(addr)).await;
     let tus = Tus::new(&server);
     let api = Api::new(&server);
     for (url, name, offset) in [(&long, "long.bin", 65_536), (&short, "short.bin", 10_000)] {

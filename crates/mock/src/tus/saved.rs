@@ -13,9 +13,12 @@
 //! On start every info file is read back: bytes past the saved offset are
 //! cut off (a PATCH that was writing when the server died was never
 //! answered), bytes short of it win (the offset drops to them), and the
-//! upload's blake3 is rebuilt from its bytes. A bytes file without info (a
-//! creation the server died answering) is removed; an info file that cannot
-//! be used is moved aside to `<id>.info.bad` with a warning.
+//! upload's blake3 is rebuilt from its bytes (and the info saved again when
+//! the offset dropped). A bytes file without info (a creation the server died
+//! answering) and the temporary file of an info write it died in are
+//! removed; an info file that cannot be used is moved aside to
+//! `<id>.info.bad` with a warning, one that cannot be read now is left in
+//! place with a warning.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -152,25 +155,39 @@ impl Uploads {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_suffix(INFO_SUFFIX) {
-                if let Err(why) = self.restore_one(dir, id) {
-                    let info = dir.join(name);
-                    let aside = dir.join(format!("{id}{SET_ASIDE_SUFFIX}"));
-                    let _ = fs::rename(&info, &aside);
-                    warnings.push(format!(
-                        "tus upload {id} in {} could not be restored ({why}); its info is \
-                         moved to {}",
-                        dir.display(),
-                        aside.display()
-                    ));
+            if let Some(id) = name.strip_suffix(INFO_SUFFIX)
+                && !name.starts_with('.')
+            {
+                match self.restore_one(dir, id) {
+                    Ok(()) => {}
+                    Err(NotRestored::Unusable(why)) => {
+                        let info = dir.join(name);
+                        let aside = dir.join(format!("{id}{SET_ASIDE_SUFFIX}"));
+                        let _ = fs::rename(&info, &aside);
+                        warnings.push(format!(
+                            "tus upload {id} in {} could not be restored ({why}); its info is \
+                             moved to {}",
+                            dir.display(),
+                            aside.display()
+                        ));
+                    }
+                    // Left as it is: a server started later may read it.
+                    Err(NotRestored::Unreadable(why)) => warnings.push(format!(
+                        "tus upload {id} in {} is not served: {why}",
+                        dir.display()
+                    )),
                 }
+            } else if name.starts_with('.') && name.contains(INFO_SUFFIX) {
+                // A temporary file of an info write the server died in.
+                let _ = fs::remove_file(dir.join(name));
             } else if !name.contains('.') {
                 bytes_files.push(name.to_owned());
             }
         }
         // Bytes without info: a creation whose answer never went out.
         for id in bytes_files {
-            if self.get(&id).is_err() && !dir.join(format!("{id}{SET_ASIDE_SUFFIX}")).exists() {
+            let kept = |suffix: &str| dir.join(format!("{id}{suffix}")).exists();
+            if self.get(&id).is_err() && !kept(INFO_SUFFIX) && !kept(SET_ASIDE_SUFFIX) {
                 let _ = fs::remove_file(dir.join(&id));
             }
         }
@@ -178,26 +195,37 @@ impl Uploads {
     }
 
     /// Takes back the upload `id` of `dir`.
-    fn restore_one(&self, dir: &Path, id: &str) -> Result<(), String> {
+    fn restore_one(&self, dir: &Path, id: &str) -> Result<(), NotRestored> {
         let bytes = dir.join(id);
-        let text = fs::read(info_path(&bytes)).map_err(|e| e.to_string())?;
-        let info: Info = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+        let unreadable = |what: &str, e: io::Error| NotRestored::Unreadable(format!("{what}: {e}"));
+        let text = fs::read(info_path(&bytes)).map_err(|e| unreadable("its info", e))?;
+        let info: Info =
+            serde_json::from_slice(&text).map_err(|e| NotRestored::Unusable(e.to_string()))?;
         if info.version != INFO_VERSION {
-            return Err(format!("version {}, not {INFO_VERSION}", info.version));
+            return Err(NotRestored::Unusable(format!(
+                "version {}, not {INFO_VERSION}",
+                info.version
+            )));
         }
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(&bytes)
-            .map_err(|e| format!("its bytes: {e}"))?;
-        let held = file.metadata().map_err(|e| e.to_string())?.len();
+        let file = match File::options().read(true).write(true).open(&bytes) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(NotRestored::Unusable("its bytes are gone".to_owned()));
+            }
+            Err(e) => return Err(unreadable("its bytes", e)),
+        };
+        let held = file
+            .metadata()
+            .map_err(|e| unreadable("its bytes", e))?
+            .len();
         // Past the offset: a PATCH never answered. Short of it: the bytes win.
         if held > info.offset {
-            file.set_len(info.offset).map_err(|e| e.to_string())?;
+            file.set_len(info.offset)
+                .map_err(|e| unreadable("its bytes", e))?;
         }
         let offset = held.min(info.offset);
         let mut hasher = blake3::Hasher::new();
-        hash_prefix(&file, offset, &mut hasher).map_err(|e| e.to_string())?;
+        hash_prefix(&file, offset, &mut hasher).map_err(|e| unreadable("its bytes", e))?;
         let mut log = info.log.clone();
         log.retain(|&(start, len)| start + len <= offset);
         let mut upload = Upload::new(
@@ -213,10 +241,25 @@ impl Uploads {
         upload.parts = info.parts;
         upload.log = log;
         upload.registered = info.registered;
+        // Saved again as served, so that bytes a later PATCH leaves past the
+        // new offset are cut at the next start too.
+        if offset != info.offset {
+            self.save(&upload).map_err(|e| unreadable("its info", e))?;
+        }
         lock(&self.registrations).extend(upload.registered.iter().cloned());
         self.put_back(id, upload);
         Ok(())
     }
+}
+
+/// Why a saved upload is not served.
+enum NotRestored {
+    /// Its info cannot be used (not JSON of the shape, another version, no
+    /// bytes): set aside, with a warning.
+    Unusable(String),
+    /// It cannot be read now (permissions, no file descriptor left): left in
+    /// place, with a warning, for a server started later.
+    Unreadable(String),
 }
 
 /// Hashes the first `len` bytes of `file` into `hasher`.
