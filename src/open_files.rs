@@ -4,10 +4,10 @@
 //! files in flight, said once, rather than failing files by the thousand with
 //! "Too many open files".
 
-/// Descriptors one upload in flight may hold at once: the file, its
-/// connection, another connection while a call is retried, and a journal
-/// being written.
-const PER_UPLOAD: u64 = 4;
+/// Descriptors one upload in flight may hold at once besides its `--window`
+/// connections (chunks, or tus partials, in flight): the file, another
+/// connection while a call is retried, and a journal being written.
+const PER_UPLOAD: u64 = 3;
 
 /// Descriptors the run holds besides: the standard streams, the state
 /// directory's lock and receipts, the async runtime's, idle pooled
@@ -36,10 +36,12 @@ pub fn raise() -> Option<u64> {
     }
 }
 
-/// The files that may be in flight at once under a limit of `limit` open
-/// files, if fewer than `parallel` (at least one: a run always goes on).
-pub fn parallel_within(parallel: usize, limit: u64) -> Option<usize> {
-    let room = (limit.saturating_sub(RESERVE) / PER_UPLOAD).max(1);
+/// The files that may be in flight at once, `window` calls each, under a
+/// limit of `limit` open files, if fewer than `parallel` (at least one: a run
+/// always goes on).
+pub fn parallel_within(parallel: usize, window: usize, limit: u64) -> Option<usize> {
+    let each = PER_UPLOAD + window.max(1) as u64;
+    let room = (limit.saturating_sub(RESERVE) / each).max(1);
     (parallel as u64 > room).then_some(room as usize)
 }
 
@@ -49,13 +51,15 @@ mod tests {
 
     #[test]
     fn a_low_limit_lowers_the_files_in_flight_to_what_fits() {
-        assert_eq!(parallel_within(3, 1024), None);
-        assert_eq!(parallel_within(500, 1024), Some(248));
-        assert_eq!(parallel_within(500, 64), Some(8));
-        assert_eq!(parallel_within(40, 64), Some(8));
-        assert_eq!(parallel_within(8, 64), None);
-        assert_eq!(parallel_within(2, 10), Some(1), "one at least");
-        assert_eq!(parallel_within(1, 10), None);
+        // The default window, 4: 7 descriptors a file.
+        assert_eq!(parallel_within(3, 4, 1024), None);
+        assert_eq!(parallel_within(500, 4, 1024), Some(141));
+        assert_eq!(parallel_within(500, 4, 64), Some(4));
+        assert_eq!(parallel_within(4, 4, 64), None);
+        // A wide window takes more room a file.
+        assert_eq!(parallel_within(8, 16, 64), Some(1));
+        assert_eq!(parallel_within(2, 4, 10), Some(1), "one at least");
+        assert_eq!(parallel_within(1, 4, 10), None);
     }
 
     #[test]
