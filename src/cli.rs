@@ -165,10 +165,17 @@ pub fn parse_server(text: &str) -> Result<url::Url, String> {
         )
     };
     match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+        Ok(mut url) if matches!(url.scheme(), "http" | "https") => {
             if url.host().is_none() {
                 return Err(format!("{text:?} has no host name"));
             }
+            // `http://host//` is `http://host/` (a doubled slash is a slip):
+            // one server, one set of receipts and journals.
+            let mut path = url.path().to_owned();
+            while path.contains("//") {
+                path = path.replace("//", "/");
+            }
+            url.set_path(&path);
             Ok(url)
         }
         // `localhost:8080` parses as a URL of scheme "localhost".
@@ -802,6 +809,17 @@ pub struct CleanArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_doubled_slash_in_the_server_address_is_one() {
+        for (given, is) in [
+            ("http://127.0.0.1:8080//", "http://127.0.0.1:8080/"),
+            ("https://h/a//b///", "https://h/a/b/"),
+            ("https://h", "https://h/"),
+        ] {
+            assert_eq!(super::parse_server(given).unwrap().as_str(), is, "{given}");
+        }
+    }
+
     use std::time::Duration;
 
     use clap::Parser;

@@ -299,3 +299,22 @@ fn a_file_under_a_directory_named_in_other_bytes_than_utf8_goes_up_and_is_skippe
             .stderr_has("data/\\xff\\xfe dir/ok.bin: already uploaded on ");
     }
 }
+
+/// `--server http://host//` is the server `http://host` was: a re-run so
+/// spelt skips what the first run verified (it once uploaded it again).
+#[test]
+fn a_server_address_with_a_doubled_slash_is_the_same_server() {
+    let dir = Dir::new("a_server_address_with_a_doubled_slash_is_the_same_server");
+    let mock = Mock::standard();
+    let (path, _) = dir.random_file("once.bin", 1000);
+    let url = mock.url();
+    let url = url.trim_end_matches('/');
+    for server in [url.to_owned(), format!("{url}//")] {
+        dir.upload_to(&server, DS, "64KiB")
+            .token(TOKEN)
+            .arg(&path)
+            .run()
+            .expect_code(0);
+    }
+    assert_eq!(mock.stats().files_verified, 1);
+}
