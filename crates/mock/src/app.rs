@@ -127,7 +127,8 @@ impl App {
         let mut tus = Uploads::new(store.clone(), config.tus_profile, config.tus_expiry)
             .on_disk(sessions.disk());
         if persist {
-            let (kept, not_restored) = tus.keeping_state();
+            let (kept, not_restored) = tus
+                .keeping_state(|dataset, filename| sessions.receipt(dataset, filename).is_some());
             tus = kept;
             warnings.extend(not_restored);
         }

@@ -256,3 +256,56 @@ async fn a_registration_is_still_known_to_the_lookup_after_a_restart() {
     assert_eq!(server.tus_registrations().len(), 1);
     server.shutdown().await;
 }
+
+/// The `.info` of the upload at `url` in `store`, changed by `edit`.
+fn edit_info(store: &Path, url: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut path = bytes_of(store, url).into_os_string();
+    path.push(".info");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut info);
+    std::fs::write(&path, serde_json::to_vec(&info).unwrap()).unwrap();
+}
+
+/// A server killed while applying a registration (saved with its upload
+/// first, as being applied; then the dataset's record; then the upload's
+/// again) answers the lookup by what the dataset has: registered if the
+/// dataset has the file, not registered (and open to a registration) if not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_cut_short_by_a_kill_is_known_by_what_the_dataset_has() {
+    let store = tempfile::tempdir().unwrap();
+    let sent = data(5000, 6);
+    let server = start(stored_in(store.path())).await;
+    let tus = Tus::new(&server);
+    let applied = tus.create(sent.len() as u64, "applied.bin").await;
+    let cut = tus.create(sent.len() as u64, "cut.bin").await;
+    for url in [&applied, &cut] {
+        tus.send_all(url, &sent, 64 * 1024).await;
+    }
+    let answer = register(&Api::new(&server), &applied, "applied.bin", 5000).await;
+    answer.expect(200);
+    let addr = server.addr();
+    server.shutdown().await;
+    // Killed before the upload's second save: the dataset has the file.
+    edit_info(store.path(), &applied, |info| {
+        info["registered"][0]["datafile"] = 0.into();
+    });
+    // Killed before the dataset's record: the dataset has no such file.
+    let mut pending = serde_json::json!({});
+    edit_info(store.path(), &applied, |info| {
+        pending = info["registered"][0].clone();
+    });
+    pending["filename"] = "cut.bin".into();
+    pending["tus_url"] = cut.clone().into();
+    edit_info(store.path(), &cut, |info| {
+        info["registered"] = serde_json::json!([pending]);
+    });
+
+    let server = start(stored_in(store.path()).listen(addr)).await;
+    assert_eq!(server.warnings(), Vec::<String>::new());
+    assert_eq!(looked_up(&server, &applied).await["registered"], true);
+    assert_eq!(looked_up(&server, &cut).await["registered"], false);
+    let answer = register(&Api::new(&server), &cut, "cut.bin", 5000).await;
+    assert_verified(&server, "cut.bin", &answer, &sent);
+    server.shutdown().await;
+}

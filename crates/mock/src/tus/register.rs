@@ -220,6 +220,29 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
         blake3: u.hasher.finalize().to_hex().to_string(),
     };
     let complete = u.complete() && r.size == u.offset;
+    // Saved with the upload before it is applied, as being applied (datafile
+    // 0): a server killed between the dataset's record of the file and the
+    // upload's record of its registration must not answer the lookup "not
+    // registered" for a file the dataset has (the client would register it
+    // twice). A start keeps such a one only if the dataset has the name.
+    let mut registration = TusRegistration {
+        dataset: dataset.clone(),
+        filename: r.filename.clone(),
+        tus_url: r.tus_url.clone(),
+        size: r.size,
+        length: u.length,
+        datafile: 0,
+        receipt: receipt.clone(),
+    };
+    u.registered.push(registration.clone());
+    if let Err(e) = app.tus.save(&u) {
+        u.registered.pop();
+        return Reply::error(
+            500,
+            "storage",
+            format!("cannot save the server state: {e}; nothing was registered"),
+        );
+    }
     let placed = app.sessions.register_done(
         &dataset,
         &r.filename,
@@ -229,7 +252,11 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
     );
     let datafile = match placed {
         Ok(datafile) => datafile,
-        Err(reply) => return reply,
+        Err(reply) => {
+            u.registered.pop();
+            let _ = app.tus.save(&u);
+            return reply;
+        }
     };
     let counters = &app.tus.counters;
     counters.registrations.fetch_add(1, Ordering::Relaxed);
@@ -245,19 +272,13 @@ fn register_now(app: &App, dataset: String, r: Registration) -> Reply {
     }
     // The client is done with the upload: its calls' fault counters go.
     forget_upload(app, id);
-    let registration = TusRegistration {
-        dataset,
-        filename: r.filename,
-        tus_url: r.tus_url,
-        size: r.size,
-        length: u.length,
-        datafile,
-        receipt: receipt.clone(),
-    };
+    registration.datafile = datafile;
     lock(&app.tus.registrations).push(registration.clone());
-    // Saved with the upload, so a lookup after a restart still finds it; if
-    // it cannot be, the client is told, and asks the lookup of this server.
-    u.registered.push(registration);
+    // Saved again with its number; if it cannot be, the client is told, and
+    // asks the lookup of this server.
+    if let Some(last) = u.registered.last_mut() {
+        *last = registration;
+    }
     if let Err(e) = app.tus.save(&u) {
         return Reply::error(
             500,

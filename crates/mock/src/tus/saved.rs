@@ -5,7 +5,9 @@
 //! Each upload `<store>/+tus/<id>` has `<store>/+tus/<id>.info`: its length,
 //! acknowledged offset, metadata, concatenation, expiry, S3 parts and the
 //! newest [`MAX_PERSISTED_LOG`] entries of its log of stored PATCHes, and its
-//! registrations (so the registration lookup still knows them). It is
+//! registrations (so the registration lookup still knows them: one is saved
+//! as being applied before the dataset records the file, and kept at start
+//! only if the dataset has the name). It is
 //! written on creation, after every PATCH and registration, before the answer, replaced
 //! atomically and durably (`atomic-write-file`: temporary file, fsync,
 //! rename, fsync of the directory), and removed with the upload.
@@ -136,7 +138,7 @@ impl Uploads {
 
     /// Takes back every upload saved in the store; what could not be, for
     /// people.
-    pub(crate) fn restore(&self) -> Vec<String> {
+    pub(crate) fn restore(&self, in_dataset: &dyn Fn(&str, &str) -> bool) -> Vec<String> {
         let Some(dir) = self.dir() else {
             return Vec::new();
         };
@@ -158,7 +160,7 @@ impl Uploads {
             if let Some(id) = name.strip_suffix(INFO_SUFFIX)
                 && !name.starts_with('.')
             {
-                match self.restore_one(dir, id) {
+                match self.restore_one(dir, id, in_dataset) {
                     Ok(()) => {}
                     Err(NotRestored::Unusable(why)) => {
                         let info = dir.join(name);
@@ -195,7 +197,12 @@ impl Uploads {
     }
 
     /// Takes back the upload `id` of `dir`.
-    fn restore_one(&self, dir: &Path, id: &str) -> Result<(), NotRestored> {
+    fn restore_one(
+        &self,
+        dir: &Path,
+        id: &str,
+        in_dataset: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), NotRestored> {
         let bytes = dir.join(id);
         let unreadable = |what: &str, e: io::Error| NotRestored::Unreadable(format!("{what}: {e}"));
         let text = fs::read(info_path(&bytes)).map_err(|e| unreadable("its info", e))?;
@@ -240,10 +247,17 @@ impl Uploads {
         upload.expires_said = time(info.expires_said_ms);
         upload.parts = info.parts;
         upload.log = log;
+        // One saved as being applied (datafile 0) went through only if the
+        // dataset has the name.
         upload.registered = info.registered;
+        let before = upload.registered.len();
+        upload
+            .registered
+            .retain(|r| r.datafile > 0 || in_dataset(&r.dataset, &r.filename));
+        let dropped = upload.registered.len() != before;
         // Saved again as served, so that bytes a later PATCH leaves past the
         // new offset are cut at the next start too.
-        if offset != info.offset {
+        if offset != info.offset || dropped {
             self.save(&upload).map_err(|e| unreadable("its info", e))?;
         }
         lock(&self.registrations).extend(upload.registered.iter().cloned());

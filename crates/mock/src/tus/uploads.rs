@@ -182,6 +182,8 @@ pub struct TusRegistration {
     pub length: Option<u64>,
     /// Which datafile of that name in the dataset it made: 1 for the first;
     /// only the first is stored (and is what [`crate::MockServer::receipt`] gives).
+    /// 0 after a restart when the server stopped while applying it (the
+    /// dataset has the name; which datafile it made was not saved).
     pub datafile: u64,
     /// What was answered: the bytes the upload had, and their blake3.
     pub receipt: VerifyReceipt,
@@ -270,9 +272,14 @@ impl Uploads {
     /// Saves every upload beside its bytes, and takes back those saved
     /// before (a store of the caller's, not a temporary one); what could not
     /// be taken back, for people.
-    pub(crate) fn keeping_state(mut self) -> (Self, Vec<String>) {
+    /// `in_dataset` says whether a dataset has a name (a registration saved
+    /// as being applied is kept only then).
+    pub(crate) fn keeping_state(
+        mut self,
+        in_dataset: impl Fn(&str, &str) -> bool,
+    ) -> (Self, Vec<String>) {
         self.keeps_state = self.dir.is_some();
-        let warnings = self.restore();
+        let warnings = self.restore(&in_dataset);
         (self, warnings)
     }
 
