@@ -343,11 +343,14 @@ impl EventSink for Progress {
                 state.retries += 1;
                 let bar = state.active.get(path).and_then(|f| f.bar.clone());
                 drop(state);
-                match (bar, event.retry_note(&escaped(path))) {
+                match bar {
                     // Shown on the file's line until its next acknowledgement.
-                    (Some(bar), _) => bar.set_message(format!("retry {attempt}: {reason}")),
-                    (None, Some(note)) => self.console.note(&note),
-                    (None, None) => {}
+                    Some(bar) => bar.set_message(format!("retry {attempt}: {reason}")),
+                    None => {
+                        if let Some(note) = event.retry_note(&escaped(path)) {
+                            self.console.note(&note);
+                        }
+                    }
                 }
                 self.json(
                     "retry",
