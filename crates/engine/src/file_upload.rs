@@ -382,9 +382,13 @@ impl<P: Protocol> Run<'_, P> {
             };
             let end = self.pump(f, &current, window, state).await;
             drop(current);
-            // A stopping run sends no new setup and reads nothing more: what
-            // the server holds is in `state` (a guess is not applied).
-            if !matches!(end, PumpEnd::Done | PumpEnd::Failed(_)) && self.stop.is_set() {
+            // A stopping run sends no new call and reads nothing more: what
+            // the server holds is in `state` (a guess is not applied). That
+            // holds for a file whose bytes are all acknowledged too: its verify
+            // (or tus join and registration) is left to the next run, which
+            // goes straight to it, rather than cut short by the grace's end
+            // and left in doubt.
+            if !matches!(end, PumpEnd::Failed(_)) && self.stop.is_set() {
                 return Ok(FileOutcome::Interrupted);
             }
             match end {

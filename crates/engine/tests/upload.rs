@@ -10,7 +10,7 @@ use idb_engine::{
     DatasetKey, Error, Event, FileOutcome, NameProblem, NoEvents, ReadError, Report, Token,
     UploadConfig, Uploader,
 };
-use idb_mock::{MockConfig, MockServer};
+use idb_mock::{MockConfig, MockServer, WriteMode};
 
 use support::{DS, READS, Read, TOKEN, data, failure, write};
 
@@ -446,5 +446,91 @@ impl MkDir for std::path::PathBuf {
     fn tap_mkdir(self) -> Self {
         std::fs::create_dir_all(&self).unwrap();
         self
+    }
+}
+
+/// A run stopped while a file's last bytes are at the server sends no new
+/// call, even for that file once those bytes are answered within the grace:
+/// its verify (over tus, its registration) is left to the next run, which goes
+/// straight to it without sending a byte again. (A verify sent then could be
+/// cut short by the grace's end and left in doubt; and the README promises
+/// no new call.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_stopped_while_the_last_bytes_are_held_leaves_the_verify_to_the_next() {
+    // (protocol, server mode, chunks): on an offset server all three chunks
+    // are in flight and the file's reading has ended when the stop comes.
+    let cases = [
+        (idb_engine::Protocol::Chunked, WriteMode::Strict, 1),
+        (idb_engine::Protocol::Chunked, WriteMode::Offset, 3),
+        (idb_engine::Protocol::Tus, WriteMode::Strict, 1),
+    ];
+    for (protocol, mode, chunks) in cases {
+        let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).mode(mode).tus(true))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(10_000, 3);
+        let path = write(dir.path(), "last.bin", &bytes);
+        let uploader = || {
+            let mut config = UploadConfig::new(
+                server.url().parse().unwrap(),
+                DatasetKey::new(DS).unwrap(),
+                Token::new(TOKEN).unwrap(),
+            )
+            .fixed_chunk_size(10_000_u64.div_ceil(chunks));
+            config.protocol = protocol;
+            config.state_dir = Some(dir.path().join("state"));
+            Uploader::new(config).unwrap()
+        };
+        let first = uploader();
+        let files = first.check(std::slice::from_ref(&path)).unwrap();
+        // Once the file's upload is open, the server holds what comes next:
+        // the requests carrying all its bytes.
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        let opened_tx = Mutex::new(Some(opened_tx));
+        let events = |e: Event| {
+            if let Event::FileStarted { .. } = e {
+                server.pause();
+                if let Some(tx) = opened_tx.lock().unwrap().take() {
+                    let _ = tx.send(server.stats().requests_arrived);
+                }
+            }
+        };
+        let cancel = idb_engine::Cancel::new();
+        let (report, arrived) = {
+            let run = first.upload_until(files, &events, &cancel);
+            let stop = async {
+                let arrived = opened.await.unwrap();
+                server.wait_for_requests(arrived + chunks).await;
+                cancel.cancel();
+                server.resume();
+                arrived + chunks
+            };
+            tokio::join!(run, stop)
+        };
+        let file = &report.files[0];
+        assert!(
+            matches!(file.outcome, FileOutcome::Interrupted) && file.acked == 10_000,
+            "{protocol:?} {mode:?}: {report:#?}"
+        );
+        assert_eq!(
+            server.stats().requests_arrived,
+            arrived,
+            "{protocol:?} {mode:?}: no call after the held one"
+        );
+        assert!(
+            server.stored_file(DS, "last.bin").is_none(),
+            "{protocol:?} {mode:?}"
+        );
+        let report = run(&uploader(), std::slice::from_ref(&path), &NoEvents).await;
+        assert!(report.all_verified(), "{protocol:?} {mode:?}: {report:#?}");
+        assert_eq!(report.files[0].acked, 10_000);
+        let stored = std::fs::read(server.stored_file(DS, "last.bin").unwrap()).unwrap();
+        assert_eq!(stored, bytes, "{protocol:?} {mode:?}");
+        assert_eq!(
+            server.stats().bytes_received,
+            10_000,
+            "{protocol:?} {mode:?}: the next run sent no byte again"
+        );
     }
 }
