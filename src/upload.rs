@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use idb_engine::{Cancel, Error, FileOutcome, ReadMode, Report, UploadConfig, Uploader};
+use idb_engine::{
+    Cancel, Error, FileOutcome, FileReport, ReadMode, Report, UploadConfig, Uploader,
+};
 use serde_json::json;
 use url::Url;
 
@@ -332,6 +334,22 @@ struct Counts {
     bytes: u64,
 }
 
+/// What is said of a file the run stopped before it ended.
+fn interrupted_note(file: &FileReport) -> String {
+    let held = if file.acked == 0 && file.resumable {
+        "the next run resumes it where the last run left it".to_owned()
+    } else if file.acked == file.size && file.size > 0 && file.resumable {
+        // Stopped between its last bytes and its verify.
+        format!(
+            "all {} bytes are on the server; the next run verifies it",
+            file.size
+        )
+    } else {
+        format!("{} of {} bytes are on the server", file.acked, file.size)
+    };
+    format!("interrupted: {} ({held})", escaped(&file.path))
+}
+
 /// The end of a run: what is left to do, the summary (the files themselves
 /// were reported as they ended), and the exit code.
 pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: &Console) -> Exit {
@@ -347,12 +365,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
             FileOutcome::Failed(_) => counts.failed += 1,
             FileOutcome::Interrupted => {
                 counts.interrupted += 1;
-                let held = if file.acked == 0 && file.resumable {
-                    "the next run resumes it where the last run left it".to_owned()
-                } else {
-                    format!("{} of {} bytes are on the server", file.acked, file.size)
-                };
-                console.note(&format!("interrupted: {} ({held})", escaped(&file.path)));
+                console.note(&interrupted_note(file));
                 json_file(
                     console,
                     "interrupted",
@@ -473,4 +486,40 @@ fn json_file(console: &Console, event: &str, path: &Path, fields: serde_json::Va
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interrupted(acked: u64, size: u64, resumable: bool) -> String {
+        interrupted_note(&FileReport {
+            path: "d/a.bin".into(),
+            size,
+            acked,
+            resumable,
+            outcome: FileOutcome::Interrupted,
+        })
+    }
+
+    #[test]
+    fn an_interrupted_file_says_what_the_next_run_does_with_it() {
+        assert_eq!(
+            interrupted(0, 10, true),
+            "interrupted: d/a.bin (the next run resumes it where the last run left it)"
+        );
+        assert_eq!(
+            interrupted(4, 10, true),
+            "interrupted: d/a.bin (4 of 10 bytes are on the server)"
+        );
+        assert_eq!(
+            interrupted(10, 10, true),
+            "interrupted: d/a.bin (all 10 bytes are on the server; the next run verifies it)"
+        );
+        // No journal to go on from: nothing is promised.
+        assert_eq!(
+            interrupted(10, 10, false),
+            "interrupted: d/a.bin (10 of 10 bytes are on the server)"
+        );
+    }
 }
