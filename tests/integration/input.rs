@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use idb_mock::MockConfig;
+
 use crate::util::{DS, Dir, Mock, Run, TOKEN};
 
 /// Asserts the run was refused as bad input and the server saw nothing.
@@ -341,4 +343,57 @@ fn names_with_spaces_and_unicode_upload() {
 
     run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
     mock.assert_stored(DS, "run 7 — Zürich ñ 東京.csv", &bytes);
+}
+
+/// Regression: a name holding an invisible character (zero-width space, a
+/// right-to-left override, a byte-order mark) or a space at either end was
+/// uploaded, then failed as "verified as another name" (the server's receipt
+/// was escaped and trimmed before it was compared), and every run after met
+/// the name already in the dataset. Both protocols take such names as they
+/// are, and a re-run skips them.
+#[test]
+fn names_with_invisible_characters_or_edge_spaces_upload_and_are_skipped_after() {
+    let names = [
+        "q\u{200b}q.txt",
+        "r\u{202e}txt.exe",
+        "\u{feff}bom.txt",
+        " lead.txt",
+        "trail.txt ",
+    ];
+    for protocol in ["chunked", "tus"] {
+        let dir = Dir::new(&format!("names_with_invisible_characters_{protocol}"));
+        let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN).tus(true));
+        let files: Vec<_> = names
+            .iter()
+            .map(|name| dir.random_file(name, 1000))
+            .collect();
+        let upload = || {
+            dir.upload(&mock, DS)
+                .token(TOKEN)
+                .args(["--protocol", protocol])
+                .args(files.iter().map(|(path, _)| path))
+        };
+
+        let run = upload().run();
+        run.expect_code(0);
+        assert_eq!(
+            run.verified_lines().len(),
+            names.len(),
+            "{}",
+            run.describe()
+        );
+        for (name, (_, bytes)) in names.iter().zip(&files) {
+            mock.assert_stored(DS, name, bytes);
+        }
+
+        let again = upload().run();
+        again.expect_code(0);
+        assert!(again.verified_lines().is_empty(), "{}", again.describe());
+        assert_eq!(
+            again.stderr.matches("skipped ").count(),
+            names.len(),
+            "{}",
+            again.describe()
+        );
+    }
 }

@@ -282,7 +282,11 @@ impl DatafileClient {
             .flatten()
             .map(|r| {
                 Box::new(VerifyReceipt {
-                    filename: secrets.clean(&r.filename, false),
+                    // Only scrubbed: the name is compared with the one sent,
+                    // byte for byte (trimmed or escaped, a name with an
+                    // invisible character or an edge space would not match);
+                    // whoever shows it escapes it.
+                    filename: secrets.scrub(&r.filename, false).into_owned(),
                     blake3: secrets.clean(&r.blake3, false),
                     size: r.size,
                 })

@@ -689,10 +689,19 @@ impl<P: Protocol> Run<'_, P> {
             // server that changes names): another file of that name may be
             // what they replaced.
             if receipt.filename != f.filename {
+                // Shown (escaped by `Debug`), so cut as any server text is.
+                let mut verified: String = receipt
+                    .filename
+                    .chars()
+                    .take(crate::SERVER_TEXT_LIMIT)
+                    .collect();
+                if verified.len() < receipt.filename.len() {
+                    verified.push_str("...");
+                }
                 return Err(Error::NameMismatch {
                     path: f.path.clone(),
                     sent: f.filename.clone(),
-                    verified: receipt.filename.clone(),
+                    verified,
                 });
             }
             let what = if receipt.size != f.size {
