@@ -17,6 +17,12 @@ pub(crate) struct Acked {
     /// since: it may hold more than the journal says (the journal lags), or
     /// nothing at all (it forgot the upload).
     pub(crate) from_journal: bool,
+    /// The prefix came from a journal and the server has not named its offset
+    /// since: it may still hold more than this upload knows. Acknowledgements do
+    /// not settle it (unlike [`Acked::from_journal`]): a server ahead of the
+    /// journal takes a resumed chunk inside what it holds as an identical retry
+    /// (200), and names its offset only at the chunk that crosses its end.
+    pub(crate) may_lag: bool,
     /// Bytes `0..confirmed` are on the server by its own word in this run: a
     /// setup (0), an offset it named, or an acknowledgement that follows on
     /// from them (a resumed offset counts once a chunk at it is accepted).
@@ -39,6 +45,7 @@ impl Acked {
             prefix,
             beyond: BTreeMap::new(),
             from_journal: true,
+            may_lag: true,
             confirmed: 0,
             guess: None,
         }
@@ -125,6 +132,7 @@ impl Acked {
         self.prefix = offset;
         self.beyond.clear();
         self.from_journal = false;
+        self.may_lag = false;
         self.confirmed = offset;
         self.guess = None;
     }
@@ -158,6 +166,18 @@ mod tests {
         let mut acked = Acked::from_journal(100);
         acked.reset_to(150);
         assert!(!acked.from_journal);
+    }
+
+    #[test]
+    fn a_journal_may_lag_until_the_server_names_its_offset() {
+        let mut acked = Acked::from_journal(100);
+        assert!(acked.may_lag);
+        // An identical retry inside what the server holds is answered 200 too.
+        acked.add(100, 10);
+        assert!(acked.may_lag);
+        acked.reset_to(150);
+        assert!(!acked.may_lag);
+        assert!(!Acked::default().may_lag);
     }
 
     #[test]

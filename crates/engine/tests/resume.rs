@@ -132,6 +132,16 @@ async fn resuming_with_everything_sent_verifies() {
     }
 }
 
+/// Makes the one journal in `journal` lag the server, as after a kill before
+/// its save: it says nothing was acknowledged.
+fn lag_behind_the_server(journal: &Path) {
+    let file = journals(journal).pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_str(&text).unwrap();
+    entry["acked"] = 0.into();
+    std::fs::write(&file, entry.to_string()).unwrap();
+}
+
 /// Regression: when the server held more than the journal said by more than the
 /// resumed run's first chunk, the 409 naming its offset was taken for another
 /// upload of the same file.
@@ -151,12 +161,7 @@ async fn a_server_ahead_of_the_journal_is_followed() {
         )
         .await;
         assert!(held >= 120_000);
-        // The journal lags the server (as after a kill before the save): back to 0.
-        let file = journals(&journal).pop().unwrap();
-        let text = std::fs::read_to_string(&file).unwrap();
-        let mut entry: serde_json::Value = serde_json::from_str(&text).unwrap();
-        entry["acked"] = 0.into();
-        std::fs::write(&file, entry.to_string()).unwrap();
+        lag_behind_the_server(&journal);
 
         let report = upload(
             config(&server, NEW, &journal, 20_000, 20_000, read),
@@ -169,6 +174,46 @@ async fn a_server_ahead_of_the_journal_is_followed() {
         assert_eq!(
             server.receipt(DS, "ahead.bin").unwrap().blake3,
             blake3::hash(bytes).to_hex().to_string()
+        );
+    }
+}
+
+/// Regression (found by an adversarial pass, after a `kill -9` of a run whose
+/// chunks had grown): a server ahead of the journal that takes the resumed
+/// run's first chunks as identical retries of bytes it holds (200) and then
+/// names its offset inside a later chunk (409) was taken for another upload of
+/// the same file, and the file failed. Until the server names its offset, a
+/// resumed upload may meet the journal's lag at any chunk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_ahead_of_the_journal_that_takes_retries_is_followed() {
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+            .await
+            .unwrap();
+        let files = Files::new("retries.bin", 300_000);
+        let (journal, path, bytes) = (files.journal(), &files.path, &files.bytes);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 20_000, 20_000, read),
+            path,
+            6,
+        )
+        .await;
+        assert_eq!(held, 120_000);
+        lag_behind_the_server(&journal);
+
+        // Chunks of 50 000: two identical retries, then one across 120 000.
+        let report = upload(
+            config(&server, NEW, &journal, 50_000, 50_000, read),
+            path,
+            &idb_engine::NoEvents,
+        )
+        .await;
+
+        assert!(report.all_verified(), "{read:?}: {report:#?}");
+        assert_eq!(
+            std::fs::read(server.stored_file(DS, "retries.bin").unwrap()).unwrap(),
+            *bytes
         );
     }
 }
