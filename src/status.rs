@@ -46,6 +46,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             LocalFile::Changed => {
                 "; the local file changed since (a re-run starts it over)".to_owned()
             }
+            LocalFile::StatusChanged => format!(
+                "; the local file's status changed since (a chmod, a chown, a new link, or a \
+                 write that put its time back): a re-run hashes again the {} the server holds \
+                 and resumes if they are the same",
+                human(journal.acked)
+            ),
             LocalFile::Vanished => "; the local file is gone".to_owned(),
             LocalFile::Unknown(why) => {
                 format!("; the local file cannot be looked at ({})", escape(why))

@@ -120,6 +120,44 @@ fn clean_removes_the_journal_of_a_changed_file_and_keeps_receipts() {
     assert_eq!(receipt_files(&dir).len(), 1, "receipts are never removed");
 }
 
+/// Regression (found by an adversarial pass): after a `chmod` of a file
+/// whose upload was stopped, `status` said a re-run starts it over and
+/// `clean` removed its journal, though the upload resumes (the bytes the
+/// server holds are hashed again). Both now say what the re-run does, the
+/// journal is kept, and the re-run resumes.
+#[test]
+fn a_chmod_after_a_stop_keeps_the_journal_and_the_upload_resumes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new("a_chmod_after_a_stop_keeps_the_journal_and_the_upload_resumes");
+    let mock = Mock::standard();
+    let left = Leftovers::make(&dir, &mock);
+    std::fs::set_permissions(&left.part, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let run = status(&dir, &mock, DS);
+    run.expect_code(0)
+        .stdout_has("; the local file's status changed since (a chmod, ")
+        .stdout_has("a re-run hashes again the ");
+    assert!(!run.stdout.contains("starts it over"), "{}", run.describe());
+    dir.idb(["clean"])
+        .run()
+        .expect_code(0)
+        .stderr_has("removed 0 stale journals");
+    assert_eq!(journals(&dir).len(), 1);
+
+    let before = mock.stats().bytes_received;
+    dir.upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--parallel", "1"])
+        .arg(&left.part)
+        .run()
+        .expect_code(0)
+        .stderr_has(&format!("resuming {} at byte ", left.part.display()));
+    assert!(
+        mock.stats().bytes_received - before < 10 * CHUNK as u64,
+        "the re-run resumed, not started over"
+    );
+}
+
 #[test]
 fn clean_help_says_receipts_are_never_removed() {
     let dir = Dir::new("clean_help_says_receipts_are_never_removed");

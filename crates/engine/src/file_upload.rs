@@ -427,8 +427,19 @@ impl<P: Protocol> Run<'_, P> {
                 }
             }
             // Never verify a file that changed under us: what the server holds
-            // would mix two versions.
-            f.source.check_identity()?;
+            // would mix two versions. (Its status alone changed: its bytes
+            // tell, hashed again off the runtime.)
+            if f.source.look()? == idb_read::Look::StatusChanged {
+                let (source, hashed) = (f.source.clone(), state.hash.clone());
+                tokio::task::spawn_blocking(move || source.settle(&hashed))
+                    .await
+                    .map_err(|e| {
+                        Error::File(idb_read::ReadError::ReaderFailed {
+                            path: f.path.clone(),
+                            reason: format!("hashing the file again failed: {e}"),
+                        })
+                    })??;
+            }
             verifying.store(true, Ordering::Relaxed);
             // Tus: the partials joined and the whole upload seen by HEAD; the
             // registration it leads to is journaled before it goes out.

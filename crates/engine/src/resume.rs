@@ -238,8 +238,15 @@ pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The most bytes of the prefix [`prefix_unchanged`] reads at once.
-const PREFIX_STEP: usize = 8 << 20;
+/// Whether [`prefix_unchanged`] can tell for `found`: its hash state covers
+/// what the server holds, and the upload is not by concatenation.
+pub(crate) fn prefix_comparable(found: &Entry) -> bool {
+    found
+        .hash
+        .as_ref()
+        .is_some_and(|saved| saved.size() == found.size && saved.upto() >= found.acked)
+        && !found.tus.as_ref().is_some_and(|t| t.concat)
+}
 
 /// For a journal that describes the file at `path` but for its change time
 /// (a `chmod`, a `chown`, a new link, or a write with its modification time
@@ -249,29 +256,11 @@ const PREFIX_STEP: usize = 8 << 20;
 /// it again). Uploads by concatenation are not compared: their partials past
 /// the prefix are not covered, so they start over. Blocking.
 fn prefix_unchanged(path: &std::path::Path, found: &Entry) -> bool {
-    use std::os::unix::fs::FileExt;
-    let Some(saved) = found.hash.as_ref() else {
+    let Some(saved) = found.hash.as_ref().filter(|_| prefix_comparable(found)) else {
         return false;
     };
-    if found.tus.as_ref().is_some_and(|t| t.concat)
-        || saved.size() != found.size
-        || saved.upto() < found.acked
-    {
-        return false;
-    }
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let mut again = HashState::new(found.size);
-    let mut buffer = vec![0u8; PREFIX_STEP.min(saved.upto() as usize)];
-    while again.upto() < saved.upto() {
-        let at = again.upto();
-        let want = (saved.upto() - at).min(buffer.len() as u64) as usize;
-        match file.read_at(&mut buffer[..want], at) {
-            Ok(n) if n > 0 => again.absorb(at, &buffer[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(_) | Err(_) => return false,
-        }
-    }
-    again.encode() == saved.encode()
+    HashState::read_again(&file, found.size, saved.upto()).is_ok_and(|again| again.same_as(saved))
 }

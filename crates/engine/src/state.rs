@@ -77,6 +77,11 @@ pub enum LocalFile {
     /// Changed or replaced since (its size, times, or inode differ): a re-run
     /// starts it over.
     Changed,
+    /// Only its status changed since (its change time: a `chmod`, a `chown`,
+    /// a new link, or a write whose modification time was put back): a re-run
+    /// reads again the bytes the server holds, and resumes if they are the
+    /// same (else starts over). Not a reason to remove the journal.
+    StatusChanged,
     /// Gone.
     Vanished,
     /// Its metadata could not be read, and why.
@@ -292,6 +297,12 @@ fn summarize(file: PathBuf, entry: &Entry) -> JournalSummary {
         .unwrap_or_else(|_| SystemTime::now());
     let local = match std::fs::metadata(&entry.path) {
         Ok(meta) if entry.describes(&entry.path, &Identity::of(&meta)) => LocalFile::Unchanged,
+        Ok(meta)
+            if entry.describes_but_its_change_time(&entry.path, &Identity::of(&meta))
+                && crate::resume::prefix_comparable(entry) =>
+        {
+            LocalFile::StatusChanged
+        }
         Ok(_) => LocalFile::Changed,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => LocalFile::Vanished,
         Err(e) => LocalFile::Unknown(e.to_string()),
@@ -314,7 +325,7 @@ fn stale(journal: &JournalSummary, older_than: Duration) -> Option<Stale> {
     match journal.local {
         LocalFile::Vanished => return Some(Stale::FileVanished),
         LocalFile::Changed => return Some(Stale::FileChanged),
-        LocalFile::Unchanged | LocalFile::Unknown(_) => {}
+        LocalFile::Unchanged | LocalFile::StatusChanged | LocalFile::Unknown(_) => {}
     }
     let age = SystemTime::now()
         .duration_since(journal.saved_at)

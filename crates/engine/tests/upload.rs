@@ -534,3 +534,61 @@ async fn a_run_stopped_while_the_last_bytes_are_held_leaves_the_verify_to_the_ne
         );
     }
 }
+
+/// Regression (found by an adversarial pass): a `chmod` during an upload
+/// failed the file as written to, its journal was dropped and the next run
+/// sent it all again. A change of the status alone now goes on once the bytes
+/// read are hashed again and found the same; a write whose modification time
+/// was put back is found the same way and still fails the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chmod_during_the_upload_goes_on_and_a_hidden_write_fails() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    for read in READS {
+        for hidden_write in [false, true] {
+            let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN))
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let bytes = data(60_000, 4);
+            let path = write(dir.path(), "status.bin", &bytes);
+            let uploader = uploader(&server, DS, TOKEN, 16_384, read);
+            let changed = std::sync::atomic::AtomicBool::new(false);
+            let events = |e: Event| {
+                if let Event::ChunkAcked { .. } = e
+                    && !changed.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    if hidden_write {
+                        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                        let modified = file.metadata().unwrap().modified().unwrap();
+                        file.write_all_at(b"XXXX", 10).unwrap();
+                        file.set_modified(modified).unwrap();
+                    } else {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                            .unwrap();
+                    }
+                }
+            };
+            let report = run(&uploader, std::slice::from_ref(&path), &events).await;
+            let what = format!("{read:?}, hidden write {hidden_write}");
+            if hidden_write {
+                assert!(
+                    matches!(failure(&report, 0), Error::File(ReadError::Changed { .. })),
+                    "{what}: {report:#?}"
+                );
+                assert!(server.stored_file(DS, "status.bin").is_none(), "{what}");
+            } else {
+                assert!(report.all_verified(), "{what}: {report:#?}");
+                assert_eq!(
+                    std::fs::read(server.stored_file(DS, "status.bin").unwrap()).unwrap(),
+                    bytes,
+                    "{what}"
+                );
+                assert_eq!(
+                    server.stats().bytes_received,
+                    60_000,
+                    "{what}: nothing sent again"
+                );
+            }
+        }
+    }
+}

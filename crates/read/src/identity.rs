@@ -34,6 +34,18 @@ impl Identity {
         }
     }
 
+    /// Whether `now` differs from `self` in its change time alone: a `chmod`,
+    /// a `chown`, a new or removed link, or a write whose modification time
+    /// was put back. Which, only its bytes can tell.
+    pub fn only_status_changed(&self, now: &Identity) -> bool {
+        now.changed != self.changed
+            && *now
+                == Identity {
+                    changed: now.changed,
+                    ..*self
+                }
+    }
+
     /// How `now` differs from `self`; `None` if it does not.
     pub fn change_to(&self, now: &Identity) -> Option<Change> {
         if (now.device, now.inode) != (self.device, self.inode) {
@@ -87,5 +99,23 @@ mod tests {
         let mut touched = base;
         touched.changed.1 = 1;
         assert_eq!(base.change_to(&touched), Some(Change::Modified));
+    }
+
+    #[test]
+    fn a_status_change_alone_is_told_from_other_changes() {
+        let base = id(10, 5, 1);
+        let mut chmod = base;
+        chmod.changed.1 = 1;
+        assert!(base.only_status_changed(&chmod));
+        assert!(!base.only_status_changed(&base));
+        // A write that moved the modification time (and so the change time).
+        let written = id(10, 6, 1);
+        assert!(!base.only_status_changed(&written));
+        let mut grown = chmod;
+        grown.size = 11;
+        assert!(!base.only_status_changed(&grown));
+        let mut other = chmod;
+        other.inode = 2;
+        assert!(!base.only_status_changed(&other));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 
 use crate::memory::{Lease, MemoryBudget};
-use crate::{ChunkMemory, HashState, ReadError, SourceFile, Span};
+use crate::{ChunkMemory, HashState, Look, ReadError, SourceFile, Span};
 
 /// The default prefetch depth: chunks read ahead of the one being sent.
 pub const DEFAULT_PREFETCH: usize = 4;
@@ -121,8 +121,11 @@ enum Message {
 enum ToHasher {
     /// The hash state, caught up to the plan's start: comes first.
     Start(HashState),
-    Chunk(Chunk, Lease),
-    Done,
+    /// A chunk, and whether the file's status changed before it was read (the
+    /// bytes hashed before it are then hashed again first).
+    Chunk(Chunk, Lease, Look),
+    /// The plan is read; as for a chunk, whether the status changed at the end.
+    Done(Look),
     Failed(ReadError),
 }
 
@@ -347,8 +350,8 @@ struct Job {
 impl Job {
     /// Reads `span`: checks the identity first, leases the bytes, asks the kernel
     /// for the chunks after it. `Ok(None)`: the reader was dropped meanwhile.
-    fn read(&self, span: Span) -> Result<Option<Chunk>, ReadError> {
-        self.source.check_identity()?;
+    fn read(&self, span: Span) -> Result<Option<(Chunk, Look)>, ReadError> {
+        let look = self.source.look()?;
         let Some(lease) = self.memory.budget().acquire(span.len, &self.stop) else {
             return Ok(None);
         };
@@ -359,11 +362,29 @@ impl Job {
         // hashed and sent.
         let ahead = span.len * self.config.prefetch.max(1) as u64;
         self.source.prefetch(span.end(), ahead);
-        Ok(Some(Chunk {
-            offset: span.offset,
-            bytes,
-            hash: None,
-        }))
+        Ok(Some((
+            Chunk {
+                offset: span.offset,
+                bytes,
+                hash: None,
+            },
+            look,
+        )))
+    }
+
+    /// After the file's status alone changed ([`Look::StatusChanged`]): what
+    /// `state` hashed is hashed again from the file, and must be the same. The
+    /// whole-file hash is what tells; without it, the change is taken as a
+    /// write. Blocking.
+    fn settle(&self, look: Look, state: &HashState) -> Result<(), ReadError> {
+        match look {
+            Look::Same => Ok(()),
+            Look::StatusChanged if self.config.file_hash => self.source.settle(state),
+            Look::StatusChanged => Err(ReadError::Changed {
+                path: self.source.path().to_path_buf(),
+                change: crate::Change::Modified,
+            }),
+        }
     }
 
     /// Hashes `state.upto()..to` from the file without handing it out (a resumed
@@ -424,9 +445,10 @@ impl Job {
                         None => return Ok(()),
                     },
                 };
-                let Some(mut chunk) = self.read(span)? else {
+                let Some((mut chunk, look)) = self.read(span)? else {
                     return Ok(());
                 };
+                self.settle(look, &state)?;
                 let hash_after = self.hash(&mut state, &mut chunk);
                 let message = Message::Chunk {
                     chunk,
@@ -437,7 +459,8 @@ impl Job {
                     return Ok(());
                 }
             }
-            self.source.check_identity()?;
+            let look = self.source.look()?;
+            self.settle(look, &state)?;
             let _ = tx.send_blocking(Message::End(state));
             Ok(())
         })();
@@ -467,7 +490,7 @@ impl Job {
                 let Some(ahead) = read_ahead.acquire(span.len, &self.stop) else {
                     return Ok(());
                 };
-                let Some(chunk) = self.read(span)? else {
+                let Some((chunk, look)) = self.read(span)? else {
                     return Ok(());
                 };
                 if self.source.is_mapped() {
@@ -475,12 +498,12 @@ impl Job {
                     let touched = chunk.bytes.iter().step_by(PAGE).fold(0u8, |acc, b| acc ^ b);
                     std::hint::black_box(touched);
                 }
-                if to_hasher.send(ToHasher::Chunk(chunk, ahead)).is_err() {
+                if to_hasher.send(ToHasher::Chunk(chunk, ahead, look)).is_err() {
                     return Ok(());
                 }
             }
-            self.source.check_identity()?;
-            let _ = to_hasher.send(ToHasher::Done);
+            let look = self.source.look()?;
+            let _ = to_hasher.send(ToHasher::Done(look));
             Ok(())
         })();
         if let Err(e) = result {
@@ -501,17 +524,25 @@ impl Job {
                     state = Some(start);
                     continue;
                 }
-                ToHasher::Chunk(mut chunk, ahead) => {
+                ToHasher::Chunk(mut chunk, ahead, look) => {
                     let state = state.as_mut().expect("the state comes first");
-                    let hash_after = self.hash(state, &mut chunk);
-                    Message::Chunk {
-                        chunk,
-                        hash_after,
-                        _read_ahead: Some(ahead),
+                    match self.settle(look, state) {
+                        Ok(()) => {
+                            let hash_after = self.hash(state, &mut chunk);
+                            Message::Chunk {
+                                chunk,
+                                hash_after,
+                                _read_ahead: Some(ahead),
+                            }
+                        }
+                        Err(e) => Message::Failed(e),
                     }
                 }
-                ToHasher::Done => match state.take() {
-                    Some(state) => Message::End(state),
+                ToHasher::Done(look) => match state.take() {
+                    Some(state) => match self.settle(look, &state) {
+                        Ok(()) => Message::End(state),
+                        Err(e) => Message::Failed(e),
+                    },
                     None => return,
                 },
                 ToHasher::Failed(e) => Message::Failed(e),

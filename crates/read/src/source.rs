@@ -11,7 +11,7 @@ use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 use crate::memory::{Lease, Live};
 use crate::network_fs::NetworkFs;
-use crate::{Change, ChunkMemory, FileKind, Identity, ReadError, Span};
+use crate::{Change, ChunkMemory, FileKind, HashState, Identity, ReadError, Span};
 
 /// The largest file the Data Bank accepts: 2 TiB. Checked at open, before anything
 /// is read or sent.
@@ -31,6 +31,16 @@ pub enum ReadMode {
     Positional,
 }
 
+/// What [`SourceFile::look`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The file is as it was.
+    Same,
+    /// Only its status changed: taken as the file's now; what was read before
+    /// must be hashed again ([`SourceFile::settle`]).
+    StatusChanged,
+}
+
 /// A file opened for upload: checked, with its identity at open, mapped when the
 /// mode allows. Cheap to clone (shared).
 #[derive(Clone)]
@@ -40,6 +50,9 @@ struct Inner {
     path: PathBuf,
     file: File,
     identity: Identity,
+    /// The change time the file is taken to have: its identity's at open, moved
+    /// on by [`SourceFile::look`] when the file's status alone changed.
+    changed: Mutex<(i64, i64)>,
     /// The network file system it is on, if it is.
     network: Option<NetworkFs>,
     /// The map's entry in the registry a SIGBUS handler reads to name the file.
@@ -161,7 +174,8 @@ impl SourceFile {
     /// Opens `path` as [`SourceFile::open`] does, and checks that it is still the
     /// file `expected` describes (from [`SourceFile::inspect`]): a file deleted
     /// meanwhile is [`ReadError::Vanished`], one changed or replaced is
-    /// [`ReadError::ChangedSinceCheck`].
+    /// [`ReadError::ChangedSinceCheck`]. A change of its status alone (a
+    /// `chmod`, say) is no change here: nothing of it was read yet.
     pub fn open_expecting(
         path: &Path,
         mode: ReadMode,
@@ -175,6 +189,8 @@ impl SourceFile {
         })?;
         match expected.change_to(&source.identity()) {
             None => Ok(source),
+            // Nothing was read before: what is read now is the file as it is.
+            Some(_) if expected.only_status_changed(&source.identity()) => Ok(source),
             Some(change) => Err(ReadError::ChangedSinceCheck {
                 path: path.to_path_buf(),
                 change,
@@ -250,6 +266,7 @@ impl SourceFile {
             spare: Mutex::new(Vec::new()),
             path: path_buf(),
             file,
+            changed: Mutex::new(identity.changed),
             identity,
             network,
             map,
@@ -283,8 +300,9 @@ impl SourceFile {
         self.0.network
     }
 
-    /// Fails with [`ReadError::Changed`] if the file is not what it was at open.
-    pub fn check_identity(&self) -> Result<(), ReadError> {
+    /// The file's identity now, read from the open handle; a path that now
+    /// names another file, or nothing, fails with [`ReadError::Changed`].
+    fn now(&self) -> Result<Identity, ReadError> {
         let meta = self
             .0
             .file
@@ -295,20 +313,88 @@ impl SourceFile {
             })?;
         // The open handle cannot notice a rename over the path: look at the path
         // first, since the replaced file's own status changes as it is unlinked.
-        let change = match std::fs::metadata(&self.0.path) {
-            Ok(m) if (m.dev(), m.ino()) != (self.0.identity.device, self.0.identity.inode) => {
-                Some(Change::Replaced)
+        let at_open = &self.0.identity;
+        match std::fs::metadata(&self.0.path) {
+            Ok(m) if (m.dev(), m.ino()) != (at_open.device, at_open.inode) => {
+                Err(self.changed(Change::Replaced))
             }
-            Ok(_) => self.0.identity.change_to(&Identity::of(&meta)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Change::Removed),
-            Err(_) => Some(Change::Replaced),
-        };
-        match change {
-            Some(change) => Err(ReadError::Changed {
-                path: self.0.path.clone(),
-                change,
-            }),
+            Ok(_) => Ok(Identity::of(&meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.changed(Change::Removed)),
+            Err(_) => Err(self.changed(Change::Replaced)),
+        }
+    }
+
+    /// The identity the file is taken to have now.
+    fn taken(&self) -> Identity {
+        Identity {
+            changed: *self.0.changed.lock().unwrap_or_else(|e| e.into_inner()),
+            ..self.0.identity
+        }
+    }
+
+    fn changed(&self, change: Change) -> ReadError {
+        ReadError::Changed {
+            path: self.0.path.clone(),
+            change,
+        }
+    }
+
+    /// Fails with [`ReadError::Changed`] if the file is not what it was at open;
+    /// a change of its status alone passes (see [`SourceFile::look`]) and is
+    /// left for `look` to take. For telling why a read or a send failed.
+    pub fn check_identity(&self) -> Result<(), ReadError> {
+        let now = self.now()?;
+        let taken = self.taken();
+        match taken.change_to(&now) {
             None => Ok(()),
+            Some(_) if taken.only_status_changed(&now) => Ok(()),
+            Some(change) => Err(self.changed(change)),
+        }
+    }
+
+    /// [`SourceFile::check_identity`], but a change of the file's status alone
+    /// (its change time: a `chmod`, a `chown`, a new link, or a write whose
+    /// modification time was put back) is taken as the file's from now on and
+    /// answered [`Look::StatusChanged`]: the caller must then hash again what
+    /// it read before ([`SourceFile::settle`]) or fail, since only the bytes
+    /// can tell a `chmod` from such a write. What it reads after this call is
+    /// the file as it is.
+    pub fn look(&self) -> Result<Look, ReadError> {
+        let now = self.now()?;
+        let mut changed = self.0.changed.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = Identity {
+            changed: *changed,
+            ..self.0.identity
+        };
+        match taken.change_to(&now) {
+            None => Ok(Look::Same),
+            Some(_) if taken.only_status_changed(&now) => {
+                *changed = now.changed;
+                Ok(Look::StatusChanged)
+            }
+            Some(change) => Err(self.changed(change)),
+        }
+    }
+
+    /// After [`Look::StatusChanged`]: hashes the file's first `hashed.upto()`
+    /// bytes again and fails with [`ReadError::Changed`] (written to) unless
+    /// they hash as `hashed` did. A read of what was read already, far cheaper
+    /// than sending the file again. Blocking.
+    pub fn settle(&self, hashed: &HashState) -> Result<(), ReadError> {
+        let again = HashState::read_again(&self.0.file, hashed.size(), hashed.upto());
+        match again {
+            Ok(again) if again.same_as(hashed) => Ok(()),
+            Ok(_) => Err(self.changed(Change::Modified)),
+            // Shorter now than what was read: it shrank.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.check_identity()?;
+                Err(self.changed(Change::Modified))
+            }
+            Err(source) => Err(ReadError::Io {
+                path: self.0.path.clone(),
+                offset: 0,
+                source,
+            }),
         }
     }
 

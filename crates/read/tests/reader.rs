@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use idb_read::{
-    Change, Chunk, ChunkMemory, ChunkPlan, Delivery, FileKind, FixedChunks, HashState, ReadError,
-    ReadMode, Reader, ReaderConfig, SourceFile, Span,
+    Change, Chunk, ChunkMemory, ChunkPlan, Delivery, FileKind, FixedChunks, HashState, Look,
+    ReadError, ReadMode, Reader, ReaderConfig, SourceFile, Span,
 };
 use proptest::prelude::*;
 
@@ -688,4 +688,122 @@ fn a_small_file_is_read_in_place_with_its_end() {
         Err(ReadError::ReaderFailed { .. })
     ));
     let _ = Span { offset: 0, len: 1 };
+}
+
+/// Sets `path`'s permissions to `mode`: its change time moves, nothing else.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Writes `bytes` at `offset` in place, then puts the modification time back
+/// (as `touch -r` or a tool that keeps times would): only the change time
+/// tells.
+fn write_and_put_the_time_back(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    let modified = file.metadata().unwrap().modified().unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+    file.set_modified(modified).unwrap();
+}
+
+/// Regression (found by an adversarial pass): a `chmod` during an upload
+/// failed the file as "written to", and everything sent was sent again. A
+/// change of the status alone is now settled by the bytes: the ones read are
+/// hashed again, and the same.
+#[test]
+fn a_status_change_is_settled_by_the_bytes_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(20_000, 21);
+    let path = write_file(dir.path(), "f", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+    let mut read = HashState::new(20_000);
+    read.absorb(0, &bytes[..12_000]);
+    assert_eq!(source.look().unwrap(), Look::Same);
+
+    chmod(&path, 0o600);
+    source.check_identity().unwrap();
+    assert_eq!(source.look().unwrap(), Look::StatusChanged);
+    source.settle(&read).unwrap();
+    // Taken as the file's: no change any more.
+    assert_eq!(source.look().unwrap(), Look::Same);
+
+    // A write inside what was read, its time put back: the bytes tell.
+    write_and_put_the_time_back(&path, 11_000, b"X");
+    assert_eq!(source.look().unwrap(), Look::StatusChanged);
+    assert!(matches!(
+        source.settle(&read),
+        Err(ReadError::Changed {
+            change: Change::Modified,
+            ..
+        })
+    ));
+}
+
+/// A file whose status changes while it is read (a `chmod` between chunks) is
+/// read to its end, in every mode and on one thread or two, with the hash of
+/// its bytes; one written to inside what was read, its time put back, fails.
+#[test]
+fn a_status_change_during_reading_goes_on_and_a_hidden_write_fails() {
+    const CHUNK: u64 = 4096;
+    for (mode, prefetch) in MODES.into_iter().flat_map(|m| [(m, 1), (m, 4)]) {
+        for write in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let bytes = data(40 * CHUNK as usize, 22);
+            let path = write_file(dir.path(), "f", &bytes);
+            let source = SourceFile::open(&path, mode).unwrap();
+            let mut reader = Stream::new(
+                &source,
+                ChunkPlan::fixed(source.size(), CHUNK),
+                HashState::new(source.size()),
+                &config(prefetch),
+            );
+            let mut got = reader.recv().unwrap().unwrap().bytes.to_vec();
+            if write {
+                // Inside the first chunk, read and hashed already.
+                write_and_put_the_time_back(&path, 100, b"XXXX");
+            } else {
+                chmod(&path, 0o600);
+            }
+            let mut failed = None;
+            while let Some(item) = reader.recv() {
+                match item {
+                    Ok(chunk) => got.extend_from_slice(&chunk.bytes),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let what = format!("{mode:?}, prefetch {prefetch}, write {write}");
+            if write {
+                assert!(
+                    matches!(
+                        failed,
+                        Some(ReadError::Changed {
+                            change: Change::Modified,
+                            ..
+                        })
+                    ),
+                    "{what}: {failed:?}"
+                );
+            } else {
+                assert!(failed.is_none(), "{what}: {failed:?}");
+                assert_eq!(got, bytes, "{what}");
+                assert_eq!(
+                    reader.state.finalize(),
+                    Some(blake3::hash(&bytes)),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_status_change_between_the_check_and_the_open_is_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", &data(1000, 23));
+    let identity = SourceFile::inspect(&path).unwrap();
+    chmod(&path, 0o600);
+    assert!(SourceFile::open_expecting(&path, ReadMode::Auto, &identity).is_ok());
 }
