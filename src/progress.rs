@@ -427,7 +427,8 @@ impl EventSink for Progress {
             Event::StateDirUnusable { dir, reason } => {
                 self.console.error(&format!(
                     "warning: {} cannot be used ({}); the uploads go on, but an \
-                     interrupted one may start over, and nothing stops another idb from \
+                     interrupted one may start over, no receipt is kept (a re-run meets the \
+                     verified names in the dataset), and nothing stops another idb from \
                      uploading the same names meanwhile; set --state-dir to a writable local \
                      directory",
                     escaped(&dir),

@@ -96,6 +96,28 @@ fn a_rerun_after_success_sends_nothing_and_says_skipped() {
     assert_token_not_in_state(&dir);
 }
 
+/// A receipt lost (a run killed with SIGKILL in the second before it saved
+/// its receipts, or a state directory that could not take them): the re-run
+/// meets the name in the dataset, and the message says it may be this very
+/// file, verified by that run.
+#[test]
+fn a_lost_receipt_is_said_to_be_perhaps_this_very_file() {
+    let dir = Dir::new("a_lost_receipt_is_said_to_be_perhaps_this_very_file");
+    let mock = Mock::standard();
+    let (one, _) = dir.random_file("one.bin", 100);
+    let upload = || dir.upload(&mock, DS).token(TOKEN).arg(&one);
+    upload().run().expect_code(0);
+    for file in receipt_files(&dir) {
+        std::fs::remove_file(file).unwrap();
+    }
+
+    upload()
+        .run()
+        .expect_code(1)
+        .stderr_has("\"one.bin\" is already in dataset IDB-7000001 (verified earlier, not by a run")
+        .stderr_has("a run killed or unable to save its receipts may have verified this very file");
+}
+
 #[test]
 fn a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name() {
     let dir = Dir::new("a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name");

@@ -74,7 +74,8 @@ pub enum Error {
         if *recorded {
             "by a run recorded in the state directory: see `idb status`"
         } else {
-            "not by a run recorded in the state directory"
+            "not by a run recorded in the state directory, though a run killed or unable to \
+             save its receipts may have verified this very file"
         }
     )]
     AlreadyExists {

@@ -362,7 +362,10 @@ impl Writer {
                 shared.failures.push(WriteFailure {
                     path: record.path.clone(),
                     what: Unsaved::Receipt,
-                    reason: format!("cannot record its receipt in {dir}: {e}"),
+                    reason: format!(
+                        "cannot record its receipt in {dir}: {e}; it is verified, but a re-run \
+                         will not know it and meets its name in the dataset"
+                    ),
                 });
             }
         }
