@@ -114,6 +114,21 @@ pub async fn run(
     Exit::Success
 }
 
+/// The dry run of no files (a shard that holds none): no probe is worth it.
+pub fn nothing(console: &Console) {
+    console.error("dry run: 0 files to upload, 0 B in total; nothing was sent");
+    console.json_line(&json!({
+        "schema": JSON_SCHEMA,
+        "event": "dry_run",
+        "files": 0,
+        "skipped": 0,
+        "bytes": 0,
+        "rtt_ms": null,
+        "calls": 0,
+        "round_trip_seconds": 0.0,
+    }));
+}
+
 /// Calls for one file: setup, its chunks (the chunk size doubling from `first`
 /// up to `max`, as it does while round trips dominate), verify.
 fn calls_for(size: u64, first: u64, max: u64) -> u64 {

@@ -45,7 +45,11 @@ pub async fn run(args: UploadArgs, open_files: Option<u64>) -> anyhow::Result<Ex
     let paths = match crate::select::files_to_upload(&args.files, &args.select, &uploader, &console)
     {
         Ok(paths) => paths,
-        // An empty shard: nothing to do, said as a run of no files.
+        // An empty shard: nothing to do, said as a dry run or a run of no files.
+        Err(Exit::Success) if args.dry_run => {
+            crate::dry_run::nothing(&console);
+            return Ok(Exit::Success);
+        }
         Err(Exit::Success) => {
             let nothing = Report {
                 files: Vec::new(),
