@@ -350,10 +350,24 @@ pub fn select(
     }
     let before_shard = chosen.iter().filter(|f| uploadable(f)).count();
     let chosen: Vec<Found> = match args.shard {
-        Some(shard) => chosen
-            .into_iter()
-            .filter(|f| shard.holds(dataset_name(&f.path)))
-            .collect(),
+        Some(shard) => {
+            // A name two files of the selection share is kept in every shard,
+            // so that every task of a job array refuses the selection alike
+            // (the check after this names both files), not only the one whose
+            // shard holds the name.
+            let mut names = HashMap::new();
+            for f in chosen.iter().filter(|f| uploadable(f)) {
+                *names.entry(dataset_name(&f.path).to_owned()).or_insert(0) += 1;
+            }
+            let shared = |name: &OsStr| names.get(name).is_some_and(|&n: &usize| n > 1);
+            chosen
+                .into_iter()
+                .filter(|f| {
+                    let name = dataset_name(&f.path);
+                    shard.holds(name) || (uploadable(f) && shared(name))
+                })
+                .collect()
+        }
         None => chosen,
     };
     let mut selection = Selection::default();

@@ -242,6 +242,59 @@ fn shards_over_n_runs_upload_every_file_once() {
     assert_eq!(mock.stats().files_verified, 40);
 }
 
+/// Regression (found by an adversarial pass): two files of one name in a
+/// sharded selection were refused only by the shard that held the name; the
+/// other tasks of the job array exited 0. Every shard now refuses, naming
+/// both files, and none sends anything.
+#[test]
+fn every_shard_refuses_a_selection_with_two_files_of_one_name() {
+    let dir = Dir::new("every_shard_refuses_a_selection_with_two_files_of_one_name");
+    let mock = Mock::standard();
+    for i in 0..8 {
+        dir.random_file(&format!("data/f{i}.bin"), 100);
+    }
+    dir.random_file("data/a/same.txt", 10);
+    dir.random_file("data/b/same.txt", 20);
+    for k in 1..=3 {
+        let run = dir
+            .upload(&mock, DS)
+            .token(TOKEN)
+            .args(["-r", "data", "--shard", &format!("{k}/3")])
+            .run();
+        run.expect_code(2)
+            .stderr_has("2 files would have the same name, same.txt, in the dataset")
+            .stderr_has("  data/a/same.txt\n")
+            .stderr_has("  data/b/same.txt\n");
+    }
+    assert_eq!(mock.stats().requests, 0);
+}
+
+/// A dry run of a shard that holds none of the files says so as a dry run
+/// (it printed a real run's summary, "0 of 0 files verified").
+#[test]
+fn a_dry_run_of_an_empty_shard_is_a_dry_run() {
+    let dir = Dir::new("a_dry_run_of_an_empty_shard_is_a_dry_run");
+    let mock = Mock::standard();
+    dir.random_file("data/only.bin", 100);
+    let mut said = Vec::new();
+    for k in 1..=2 {
+        let run = dir
+            .upload(&mock, DS)
+            .token(TOKEN)
+            .args(["-r", "data", "--dry-run", "--shard", &format!("{k}/2")])
+            .run();
+        run.expect_code(0);
+        assert!(!run.stderr.contains("verified"), "{}", run.describe());
+        said.push(
+            run.stderr
+                .contains("dry run: 0 files to upload, 0 B in total"),
+        );
+    }
+    said.sort();
+    assert_eq!(said, [false, true], "one shard holds the file, one none");
+    assert_eq!(mock.stats().requests, 0);
+}
+
 #[test]
 fn bad_shard_names_the_option() {
     let (_dir, mock, _, run) = upload_data_tree(
