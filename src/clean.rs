@@ -73,9 +73,14 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
         }
     }
     if args.dry_run {
+        // A journal kept because its name is being uploaded is not one the
+        // real run would remove.
+        let would = cleaned
+            .iter()
+            .filter(|c| matches!(c.outcome, CleanOutcome::WouldRemove))
+            .count();
         out.error(&format!(
-            "{} stale journals in {}; nothing was removed (--dry-run)",
-            cleaned.len(),
+            "{would} stale journals in {} would be removed; nothing was removed (--dry-run)",
             escaped(state.root())
         ));
     } else {

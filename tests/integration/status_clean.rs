@@ -207,7 +207,8 @@ fn clean_removes_old_journals_but_not_one_in_use() {
         .run()
         .expect_code(0)
         .stdout_has(&format!("would remove {what}"))
-        .stdout_has("not written for 4 days (a token lives 3 days)");
+        .stdout_has("not written for 4 days (a token lives 3 days)")
+        .stderr_has("1 stale journals in ");
 
     // The same upload resumes; its first transfer is held at the server, so it
     // holds the name meanwhile (and writes no journal: nothing is acknowledged).
@@ -224,6 +225,12 @@ fn clean_removes_old_journals_but_not_one_in_use() {
             running.pid()
         ))
         .stderr_has("removed 0 stale journals");
+    // A dry run meanwhile counts it as kept, not as one it would remove.
+    dir.idb(["clean", "--dry-run"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("kept {what}"))
+        .stderr_has("0 stale journals in ");
     assert_eq!(journals(&dir), [journal]);
 
     // Once it is gone, the old journal goes.
