@@ -84,12 +84,42 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             "the same `idb upload` command resumes the unfinished files; `idb clean` removes \
              journals that can no longer help",
         );
+    } else if let Some(note) = elsewhere(&state, &server, &dataset)? {
+        out.error(&note);
     }
     Ok(if out.stdout_closed() {
         Exit::OutputClosed
     } else {
         Exit::Success
     })
+}
+
+/// When nothing of `dataset` is unfinished on `server`: a note naming the
+/// other server addresses the state directory has unfinished uploads of it
+/// for (journals are kept per address: a proxy, another port or a mistyped
+/// `--server` finds none of them).
+fn elsewhere(
+    state: &StateDir,
+    server: &Url,
+    dataset: &DatasetKey,
+) -> anyhow::Result<Option<String>> {
+    let others: std::collections::BTreeSet<String> = state
+        .unfinished(&Scope {
+            server: None,
+            dataset: Some(dataset.clone()),
+        })?
+        .into_iter()
+        .map(|journal| journal.server)
+        .filter(|other| other != server.as_str())
+        .collect();
+    Ok((!others.is_empty()).then(|| {
+        format!(
+            "note: unfinished uploads into {dataset} are recorded for another server address: \
+             {}; journals and receipts are kept per address, so give the --server those \
+             uploads used",
+            escape(&others.into_iter().collect::<Vec<_>>().join(", "))
+        )
+    }))
 }
 
 /// The server and dataset asked about, and the state directory.

@@ -73,6 +73,19 @@ fn status_lists_unfinished_uploads_and_receipts() {
         .stdout_has("unfinished uploads into IDB-7000002 on ")
         .stdout_has(": 0\n")
         .stdout_has("verified uploads (receipts): 0\n");
+    // Asked with another address of the server: none, and where they are.
+    let other = dir
+        .idb(["status", "--dataset", DS, "--server", "http://localhost:1/"])
+        .run();
+    other
+        .expect_code(0)
+        .stdout_has(&format!(
+            "unfinished uploads into {DS} on http://localhost:1/: 0\n"
+        ))
+        .stderr_has(&format!(
+            "note: unfinished uploads into {DS} are recorded for another server address: {}/;",
+            mock.url()
+        ));
 }
 
 #[test]
