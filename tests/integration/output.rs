@@ -234,6 +234,37 @@ fn a_stdout_closed_before_any_result_stops_the_run_at_once() {
     assert_eq!(mock.stats().files_verified, 0, "{}", run.describe());
 }
 
+/// -vv logs one "call" line per request sent: a resumed or chosen protocol's
+/// preparation and protocol 1's preparation of a verify send nothing and
+/// are not logged as a setup and a second verify (an adversarial pass saw
+/// both).
+#[test]
+fn very_verbose_logs_only_the_calls_that_were_sent() {
+    let dir = Dir::new("very_verbose_logs_only_the_calls_that_were_sent");
+    let mock = Mock::standard();
+    let (path, _) = dir.random_file("calls.bin", 3 * CHUNK + 5);
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["-vv", "--protocol", "chunked"])
+        .arg(&path)
+        .run();
+    run.expect_code(0);
+    let calls = |phase: &str| {
+        run.stderr
+            .lines()
+            .filter(|l| l.contains(" call ") && l.contains(&format!("phase={phase} ")))
+            .count()
+    };
+    assert_eq!(
+        (calls("setup"), calls("transfer"), calls("verify")),
+        (1, 4, 1),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(mock.stats().requests, 6);
+}
+
 /// The token never shows, whatever is asked to be shown: -vv, --json, a log.
 #[test]
 fn the_token_never_shows_at_any_verbosity() {

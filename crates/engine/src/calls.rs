@@ -88,8 +88,13 @@ impl<P: Protocol> Run<'_, P> {
             attempt += 1;
             let t0 = Instant::now();
             let generation = self.protocol.token_generation();
+            let answered_before = self.protocol.last_answer();
             let result = call().await;
-            tracing::debug!(
+            // A step that asked the server nothing (the protocol chosen already,
+            // a verify's preparation that protocol 1 does not need) is no call.
+            let asked = result.is_err() || self.protocol.last_answer() != answered_before;
+            if asked {
+                tracing::debug!(
                 file = %f.filename,
                 %phase,
                 offset,
@@ -106,7 +111,8 @@ impl<P: Protocol> Run<'_, P> {
                     Err(CallError::Fatal(_)) => "cannot succeed".to_owned(),
                 },
                 "call"
-            );
+                );
+            }
             let call_deadline = started + policy.deadline + token_waits;
             // A run that must stop at once sends nothing again (a verify, let
             // finish its attempt, ends on a failure).
