@@ -48,18 +48,34 @@ pub async fn run(
                 );
                 ("would_check", line)
             }
+            Some(Known::OtherBytes(receipt)) => {
+                let line = format!(
+                    "would upload {} ({}), but its name went up on {} with other bytes ({}): \
+                     the chunked API refuses a name the dataset holds, tus adds a second file \
+                     of that name; remove the old one on the dataset's page first",
+                    escaped(path),
+                    human(size),
+                    utc_minute(receipt.verified_at),
+                    human(receipt.size)
+                );
+                ("would_upload", line)
+            }
             None => {
                 let line = format!("would upload {} ({})", escaped(path), human(size));
                 ("would_upload", line)
             }
         };
         console.data(&line);
-        console.json_line(&json!({
+        let mut object = json!({
             "schema": JSON_SCHEMA,
             "event": event,
             "path": escaped(path),
             "size": size,
-        }));
+        });
+        if let Some(Known::OtherBytes(receipt)) = &known {
+            object["name_verified_at"] = receipt.verified_at.into();
+        }
+        console.json_line(&object);
         if !matches!(known, Some(Known::Same(_))) {
             count += 1;
             total += size;

@@ -118,6 +118,30 @@ fn a_lost_receipt_is_said_to_be_perhaps_this_very_file() {
         .stderr_has("a run killed or unable to save its receipts may have verified this very file");
 }
 
+/// A file whose name went up earlier with other bytes (another size): the dry
+/// run says the real run will meet that name, rather than a plain "would
+/// upload" (an adversarial pass found the real run then failing).
+#[test]
+fn a_dry_run_says_a_name_that_went_up_with_other_bytes() {
+    let dir = Dir::new("a_dry_run_says_a_name_that_went_up_with_other_bytes");
+    let mock = Mock::standard();
+    let (grown, bytes) = dir.random_file("grown.bin", 100);
+    let upload = || dir.upload(&mock, DS).token(TOKEN).arg(&grown);
+    upload().run().expect_code(0);
+    std::fs::write(&grown, [bytes.as_slice(), b"more"].concat()).unwrap();
+
+    let run = upload().args(["--dry-run", "--json"]).run();
+    run.expect_code(0)
+        .stdout_has("\"event\":\"would_upload\"")
+        .stdout_has("\"name_verified_at\":");
+    let text = upload().arg("--dry-run").run();
+    text.expect_code(0).stdout_has(&format!(
+        "would upload {} (104 B), but its name went up on ",
+        grown.display()
+    ));
+    text.stdout_has("with other bytes (100 B): the chunked API refuses a name the dataset holds");
+}
+
 #[test]
 fn a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name() {
     let dir = Dir::new("a_touched_file_is_skipped_and_a_modified_one_meets_the_verified_name");

@@ -63,6 +63,9 @@ pub enum Known {
     /// copied, moved): at its turn the file is read and skipped if its blake3 is
     /// the receipt's.
     SameSize(Box<ReceiptRecord>),
+    /// A receipt of its name, of another size: the name is in the dataset
+    /// with other bytes, which the chunked API refuses to replace.
+    OtherBytes(Box<ReceiptRecord>),
 }
 
 /// What happened to one file.
@@ -190,9 +193,11 @@ impl Uploader {
             .0
             .iter()
             .map(|c| {
-                let receipt = receipts.get(&c.filename).filter(|r| r.size == c.size())?;
+                let receipt = receipts.get(&c.filename)?;
                 let path = crate::resume::absolute(&c.path);
-                Some(if receipt.vouches_for(&path, &c.identity) {
+                Some(if receipt.size != c.size() {
+                    Known::OtherBytes(Box::new(receipt.clone()))
+                } else if receipt.vouches_for(&path, &c.identity) {
                     Known::Same(Box::new(receipt.clone()))
                 } else {
                     Known::SameSize(Box::new(receipt.clone()))
