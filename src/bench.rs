@@ -185,7 +185,7 @@ fn configure(args: &BenchArgs, given: &[&str]) -> anyhow::Result<BenchConfig> {
     if let (Some(server), Some(dataset)) = (&args.server, &args.dataset) {
         let dataset =
             idb_engine::DatasetKey::new(dataset).map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
-        let (token, _) = crate::token::load(args.token_file.as_deref())?;
+        let (token, _, _) = crate::token::load(args.token_file.as_deref())?;
         for note in unused_with_server(given) {
             say(&format!("note: {note}"));
         }

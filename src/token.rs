@@ -36,18 +36,33 @@ impl fmt::Display for TokenSource {
     }
 }
 
-/// Reads the token from `--token-file` if given, else from `IDB_TOKEN`.
-pub fn load(token_file: Option<&Path>) -> anyhow::Result<(Token, TokenSource)> {
+/// The most bytes of a token file read. A token is at most 4096 bytes; a file
+/// much longer is not a token file, and read whole (`/dev/zero`, a data file
+/// given by mistake) it would fill the memory.
+const TOKEN_FILE_MAX: u64 = 16 * 1024;
+
+/// A token read from a file, and a digest of the file's text (to notice a new
+/// one without keeping another copy of the secret).
+pub struct FileToken {
+    pub token: Token,
+    pub digest: blake3::Hash,
+}
+
+/// Reads the token from `--token-file` if given, else from `IDB_TOKEN`; the
+/// file's digest too (the file is read once: a FIFO serves its token once).
+pub fn load(
+    token_file: Option<&Path>,
+) -> anyhow::Result<(Token, TokenSource, Option<blake3::Hash>)> {
     match token_file {
         Some(path) => {
-            let (token, _) = read_file(path)?;
-            Ok((token, TokenSource::File(path.to_owned())))
+            let FileToken { token, digest } = read_file(path)?;
+            Ok((token, TokenSource::File(path.to_owned()), Some(digest)))
         }
         None => match std::env::var(TOKEN_ENV) {
             Ok(text) => {
                 let token = Token::new(&text)
                     .with_context(|| format!("the token in {} is not usable", TokenSource::Env))?;
-                Ok((token, TokenSource::Env))
+                Ok((token, TokenSource::Env, None))
             }
             Err(std::env::VarError::NotPresent) => bail!(
                 "no token: set {TOKEN_ENV} or pass --token-file PATH (the dataset's edit page \
@@ -58,14 +73,73 @@ pub fn load(token_file: Option<&Path>) -> anyhow::Result<(Token, TokenSource)> {
     }
 }
 
-/// The token in a file, and a digest of the file's text (to notice a new one
-/// without keeping another copy of the secret).
-fn read_file(path: &Path) -> anyhow::Result<(Token, blake3::Hash)> {
-    let text = std::fs::read_to_string(path)
+/// The token in the file at `path` (a FIFO or process substitution too: it
+/// is opened once, and waited for as `cat` would).
+fn read_file(path: &Path) -> anyhow::Result<FileToken> {
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read the token file {}", escaped(path)))?;
-    let token = Token::new(&text)
-        .with_context(|| format!("the token in the file {} is not usable", escaped(path)))?;
-    Ok((token, blake3::hash(text.as_bytes())))
+    read_token(file, path)
+}
+
+/// The token in `file` (opened from `path`): at most [`TOKEN_FILE_MAX`] bytes
+/// are read, and a file of two lines or with a byte-order mark is named as
+/// such (the token check would only say it holds spaces or other characters).
+fn read_token(file: std::fs::File, path: &Path) -> anyhow::Result<FileToken> {
+    use std::io::Read;
+    let cannot = || format!("cannot read the token file {}", escaped(path));
+    let mut bytes = Vec::new();
+    file.take(TOKEN_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > TOKEN_FILE_MAX {
+        bail!(
+            "{}: it holds more than 16 KiB, and a token is at most 4096 bytes",
+            cannot()
+        );
+    }
+    let unusable = || format!("the token in the file {} is not usable", escaped(path));
+    let text =
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: it is not text", unusable()))?;
+    if text.starts_with('\u{feff}') {
+        bail!(
+            "{}: it starts with a byte-order mark (save it as plain ASCII text)",
+            unusable()
+        );
+    }
+    if text.trim().lines().count() > 1 {
+        bail!(
+            "{}: it holds more than one line (the token alone)",
+            unusable()
+        );
+    }
+    let token = Token::new(&text).with_context(unusable)?;
+    Ok(FileToken {
+        token,
+        digest: blake3::hash(text.as_bytes()),
+    })
+}
+
+/// The token file now, while a run waits: a new token (`Ok(Some)`), the one
+/// in use (`Ok(None)`), or why it holds none the wait can use (`Err`). Only
+/// a regular file is read, opened without blocking: a FIFO or a device read
+/// then could hold the run past its wait and past a Ctrl-C.
+fn look_again(path: &Path, in_use: Option<blake3::Hash>) -> Result<Option<FileToken>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open it: {e}"))?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err("it is not a regular file, which a wait does not read".into()),
+        Err(e) => return Err(format!("cannot look at it: {e}")),
+    }
+    match read_token(file, path) {
+        Ok(found) if Some(found.digest) == in_use => Ok(None),
+        Ok(found) => Ok(Some(found)),
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 /// After a 401: the token file's new token if it changed since the token in use
@@ -75,26 +149,45 @@ fn read_file(path: &Path) -> anyhow::Result<(Token, blake3::Hash)> {
 /// there, reading it every second.
 pub fn refresh_from_file(
     path: PathBuf,
+    read: blake3::Hash,
     wait: Duration,
     console: Arc<Console>,
     token_worked: Arc<AtomicBool>,
 ) -> TokenRefresh {
-    // The digest of the text the token in use came from.
-    let in_use = Arc::new(Mutex::new(read_file(&path).ok().map(|(_, digest)| digest)));
+    // The digest of the text the token in use came from (`read` at start).
+    let in_use = Arc::new(Mutex::new(Some(read)));
+    // The last problem said about the file, so a file left as it is is not
+    // said again every second.
+    let said = Arc::new(Mutex::new(None::<String>));
     // Set when a wait ended without a new token: the run is stopping, and the
     // calls that met the same 401 meanwhile do not wait all over again.
     let gave_up = Arc::new(AtomicBool::new(false));
     TokenRefresh::waiting(move || {
         let (path, console, in_use) = (path.clone(), Arc::clone(&console), Arc::clone(&in_use));
         let (token_worked, gave_up) = (Arc::clone(&token_worked), Arc::clone(&gave_up));
+        let said = Arc::clone(&said);
         async move {
             let fresh = || {
-                let (token, digest) = read_file(&path).ok()?;
                 let mut in_use = in_use.lock().unwrap_or_else(|e| e.into_inner());
-                (*in_use != Some(digest)).then(|| {
-                    *in_use = Some(digest);
-                    token
-                })
+                match look_again(&path, *in_use) {
+                    Ok(found) => {
+                        let FileToken { token, digest } = found?;
+                        *in_use = Some(digest);
+                        Some(token)
+                    }
+                    Err(problem) => {
+                        let mut said = said.lock().unwrap_or_else(|e| e.into_inner());
+                        if said.as_deref() != Some(problem.as_str()) {
+                            console.error(&format!(
+                                "note: no new token in {} yet: {}",
+                                escaped(&path),
+                                crate::text::escape(&problem)
+                            ));
+                            *said = Some(problem);
+                        }
+                        None
+                    }
+                }
             };
             if let Some(token) = fresh() {
                 return Some(token);
@@ -145,8 +238,10 @@ mod tests {
             false,
             idb_engine::Cancel::new(),
         ));
+        let read = read_file(path).unwrap().digest;
         refresh_from_file(
             path.to_owned(),
+            read,
             WAIT,
             console,
             Arc::new(AtomicBool::new(worked)),
@@ -196,5 +291,81 @@ mod tests {
             refresh(&path, false).fetch().now_or_never(),
             Some(None)
         ));
+    }
+
+    /// Regression (an adversarial pass): a token file was read whole, so
+    /// `/dev/zero` (or a data file given by mistake) filled the memory.
+    #[test]
+    fn a_token_file_is_read_only_as_far_as_a_token_can_go() {
+        let error = read_file(Path::new("/dev/zero")).err().unwrap();
+        assert!(
+            format!("{error:#}").contains("it holds more than 16 KiB"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn two_lines_and_a_byte_order_mark_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        for (text, said) in [
+            ("tok-one\ntok-two\n", "it holds more than one line"),
+            ("\u{feff}tok-one\n", "it starts with a byte-order mark"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = format!("{:#}", read_file(&path).err().unwrap());
+            assert!(error.contains(said), "{error}");
+            assert!(!error.contains("tok-one"), "the token never shows: {error}");
+        }
+    }
+
+    /// Regression (an adversarial pass): a token file replaced by a FIFO
+    /// while the run waited blocked the run past its wait and past Ctrl-C, and
+    /// garbage in it was ignored without a word. Neither is read as a token;
+    /// the wait ends on time, and a good token after garbage still counts.
+    #[test]
+    fn a_wait_reads_no_fifo_and_takes_no_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old-token\n").unwrap();
+        let read = read_file(&path).unwrap().digest;
+        let refresh = |wait| {
+            let console = Arc::new(Console::new(
+                crate::console::Verbosity::Quiet,
+                false,
+                idb_engine::Cancel::new(),
+            ));
+            refresh_from_file(
+                path.clone(),
+                read,
+                wait,
+                console,
+                Arc::new(AtomicBool::new(true)),
+            )
+        };
+
+        std::fs::write(&path, "garbage with spaces\n").unwrap();
+        let garbage = refresh(Duration::ZERO);
+        assert!(garbage.fetch().now_or_never().unwrap().is_none());
+        std::fs::write(&path, "new-token\n").unwrap();
+        assert!(garbage.fetch().now_or_never().unwrap().is_some());
+
+        std::fs::remove_file(&path).unwrap();
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let (done, ended) = std::sync::mpsc::channel();
+        let waiting = refresh(Duration::from_millis(1200));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let _ = done.send(runtime.block_on(waiting.fetch()).is_some());
+        });
+        let got = ended
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the wait ended on time, with no writer at the FIFO");
+        assert!(!got, "a FIFO gives no token to a wait");
     }
 }

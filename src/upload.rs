@@ -178,7 +178,7 @@ fn configure(
     }
     let dataset = args.target.dataset_key()?;
     let server: Url = args.target.server.clone();
-    let (token, source) = token::load(args.token_file.as_deref())?;
+    let (token, source, read) = token::load(args.token_file.as_deref())?;
     if server.scheme() == "http" && !is_loopback(&server) {
         console.error(&format!(
             "warning: {server} is plain http: the token will cross the network unencrypted; \
@@ -214,9 +214,10 @@ fn configure(
             None
         }
     };
-    if let TokenSource::File(path) = &source {
+    if let (TokenSource::File(path), Some(read)) = (&source, read) {
         config.token_refresh = Some(token::refresh_from_file(
             path.clone(),
+            read,
             args.token_wait,
             Arc::clone(console),
             Arc::clone(token_worked),
