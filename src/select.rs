@@ -355,16 +355,20 @@ pub fn select(
             // so that every task of a job array refuses the selection alike
             // (the check after this names both files), not only the one whose
             // shard holds the name.
-            let mut names = HashMap::new();
+            let mut names: HashMap<&OsStr, usize> = HashMap::new();
             for f in chosen.iter().filter(|f| uploadable(f)) {
-                *names.entry(dataset_name(&f.path).to_owned()).or_insert(0) += 1;
+                *names.entry(dataset_name(&f.path)).or_insert(0) += 1;
             }
-            let shared = |name: &OsStr| names.get(name).is_some_and(|&n: &usize| n > 1);
+            let shared: HashSet<std::ffi::OsString> = names
+                .into_iter()
+                .filter(|&(_, n)| n > 1)
+                .map(|(name, _)| name.to_owned())
+                .collect();
             chosen
                 .into_iter()
                 .filter(|f| {
                     let name = dataset_name(&f.path);
-                    shard.holds(name) || (uploadable(f) && shared(name))
+                    shard.holds(name) || (uploadable(f) && shared.contains(name))
                 })
                 .collect()
         }

@@ -48,8 +48,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             }
             LocalFile::StatusChanged => format!(
                 "; the local file's status changed since (a chmod, a chown, a new link, or a \
-                 write that put its time back): a re-run hashes again the {} the server holds \
-                 and resumes if they are the same",
+                 write that put its time back): a re-run hashes again what it read before (at \
+                 least the {} the server holds) and resumes if they are the same",
                 human(journal.acked)
             ),
             LocalFile::Vanished => "; the local file is gone".to_owned(),
@@ -84,7 +84,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             "the same `idb upload` command resumes the unfinished files; `idb clean` removes \
              journals that can no longer help",
         );
-    } else if let Some(note) = elsewhere(&state, &server, &dataset)? {
+    } else if let Some(note) = elsewhere(&state, &server, &dataset) {
         out.error(&note);
     }
     Ok(if out.stdout_closed() {
@@ -97,29 +97,27 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
 /// When nothing of `dataset` is unfinished on `server`: a note naming the
 /// other server addresses the state directory has unfinished uploads of it
 /// for (journals are kept per address: a proxy, another port or a mistyped
-/// `--server` finds none of them).
-fn elsewhere(
-    state: &StateDir,
-    server: &Url,
-    dataset: &DatasetKey,
-) -> anyhow::Result<Option<String>> {
+/// `--server` finds none of them). A note only: none when the journals cannot
+/// be listed.
+fn elsewhere(state: &StateDir, server: &Url, dataset: &DatasetKey) -> Option<String> {
     let others: std::collections::BTreeSet<String> = state
         .unfinished(&Scope {
             server: None,
             dataset: Some(dataset.clone()),
-        })?
+        })
+        .ok()?
         .into_iter()
         .map(|journal| journal.server)
         .filter(|other| other != server.as_str())
         .collect();
-    Ok((!others.is_empty()).then(|| {
+    (!others.is_empty()).then(|| {
         format!(
             "note: unfinished uploads into {dataset} are recorded for another server address: \
              {}; journals and receipts are kept per address, so give the --server those \
              uploads used",
             escape(&others.into_iter().collect::<Vec<_>>().join(", "))
         )
-    }))
+    })
 }
 
 /// The server and dataset asked about, and the state directory.

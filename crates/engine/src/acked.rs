@@ -21,7 +21,8 @@ pub(crate) struct Acked {
     /// since: it may still hold more than this upload knows. Acknowledgements do
     /// not settle it (unlike [`Acked::from_journal`]): a server ahead of the
     /// journal takes a resumed chunk inside what it holds as an identical retry
-    /// (200), and names its offset only at the chunk that crosses its end.
+    /// (200), and names its offset only at the chunk that crosses its end (so
+    /// an offset inside that chunk is followed; see the pump).
     pub(crate) may_lag: bool,
     /// Bytes `0..confirmed` are on the server by its own word in this run: a
     /// setup (0), an offset it named, or an acknowledgement that follows on

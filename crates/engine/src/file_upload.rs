@@ -134,7 +134,10 @@ impl<P: Protocol> Run<'_, P> {
             error = past_deadline(&file, &verifying) => Err(error),
             result = self.transfer(&file, &mut state, Planned { reader, chunk: planned_chunk, granule }, (start, saved), &verifying) => result,
         };
-        let resumable = self.end_file(c, key, &state, &result, lock);
+        // The receipt records the file as it was read: as opened, with any
+        // change of its status alone that its bytes settled.
+        let identity = file.source.settled();
+        let resumable = self.end_file(c, identity, key, &state, &result, lock);
         // A verified file is on the server whole (a guess its verify settled too).
         let acked = match &result {
             Ok(FileOutcome::Verified { .. }) => c.size(),
@@ -257,6 +260,7 @@ impl<P: Protocol> Run<'_, P> {
     fn end_file(
         &self,
         c: &CheckedFile,
+        identity: idb_read::Identity,
         key: Key,
         state: &FileState,
         result: &Result<FileOutcome, Error>,
@@ -279,10 +283,10 @@ impl<P: Protocol> Run<'_, P> {
                 filename: c.filename.clone(),
                 path: record.path.clone(),
                 size: c.size(),
-                modified: c.identity.modified,
-                changed: c.identity.changed,
-                device: c.identity.device,
-                inode: c.identity.inode,
+                modified: identity.modified,
+                changed: identity.changed,
+                device: identity.device,
+                inode: identity.inode,
                 blake3: blake3.clone(),
                 server_receipt: receipt.clone(),
                 verified_at: unix_now(),
@@ -387,8 +391,14 @@ impl<P: Protocol> Run<'_, P> {
             // holds for a file whose bytes are all acknowledged too: its verify
             // (or tus join and registration) is left to the next run, which
             // goes straight to it, rather than cut short by the grace's end
-            // and left in doubt.
-            if !matches!(end, PumpEnd::Failed(_)) && self.stop.is_set() {
+            // and left in doubt; but only with a journal for the next run to go
+            // on from (without one it would send the file again).
+            let stopping = match end {
+                PumpEnd::Failed(_) => false,
+                PumpEnd::Done => self.verify_left_to_next_run(),
+                _ => self.stop.is_set(),
+            };
+            if stopping {
                 return Ok(FileOutcome::Interrupted);
             }
             match end {
@@ -428,17 +438,18 @@ impl<P: Protocol> Run<'_, P> {
             }
             // Never verify a file that changed under us: what the server holds
             // would mix two versions. (Its status alone changed: its bytes
-            // tell, hashed again off the runtime.)
-            if f.source.look()? == idb_read::Look::StatusChanged {
-                let (source, hashed) = (f.source.clone(), state.hash.clone());
-                tokio::task::spawn_blocking(move || source.settle(&hashed))
-                    .await
-                    .map_err(|e| {
-                        Error::File(idb_read::ReadError::ReaderFailed {
-                            path: f.path.clone(),
-                            reason: format!("hashing the file again failed: {e}"),
-                        })
-                    })??;
+            // tell, hashed again off the runtime, until a stop.)
+            if let idb_read::Look::StatusChanged(status) = f.source.look()? {
+                let (source, hashed, stop) =
+                    (f.source.clone(), state.hash.clone(), self.stop.watch());
+                let settled = tokio::task::spawn_blocking(move || {
+                    source.settle(&hashed, status, &|| stop.borrow().is_some())
+                })
+                .await
+                .map_err(|e| blocking_failed(&f.path, e))??;
+                if !settled || self.verify_left_to_next_run() {
+                    return Ok(FileOutcome::Interrupted);
+                }
             }
             verifying.store(true, Ordering::Relaxed);
             // Tus: the partials joined and the whole upload seen by HEAD; the
@@ -678,6 +689,14 @@ impl<P: Protocol> Run<'_, P> {
         self.begin(f, state).await
     }
 
+    /// Whether a stopping run leaves a file whose bytes are all on the server
+    /// to the next run: it sends no new call, when a journal lets the next
+    /// run go straight to the verify (without one, the verify goes out within
+    /// the grace, rather than the whole file again next time).
+    fn verify_left_to_next_run(&self) -> bool {
+        self.stop.is_set() && self.journal.is_some()
+    }
+
     /// Compares the server's receipt (when it sends one) with what was read.
     fn compare(
         &self,
@@ -701,18 +720,10 @@ impl<P: Protocol> Run<'_, P> {
             // what they replaced.
             if receipt.filename != f.filename {
                 // Shown (escaped by `Debug`), so cut as any server text is.
-                let mut verified: String = receipt
-                    .filename
-                    .chars()
-                    .take(crate::SERVER_TEXT_LIMIT)
-                    .collect();
-                if verified.len() < receipt.filename.len() {
-                    verified.push_str("...");
-                }
                 return Err(Error::NameMismatch {
                     path: f.path.clone(),
                     sent: f.filename.clone(),
-                    verified,
+                    verified: crate::server_text::cut_to_limit(&receipt.filename, false),
                 });
             }
             let what = if receipt.size != f.size {

@@ -225,16 +225,20 @@ impl<P: Protocol> Run<'_, P> {
                 // over. Ahead: follow it when it ends inside this very chunk whose
                 // earlier answer was lost, or exactly where another chunk this
                 // upload sent ends (several in flight), or when the journal this
-                // upload resumed from may lag the server (until the server names
-                // its offset: acknowledgements of chunks inside what it holds do
-                // not tell). Anything else is someone else's bytes.
+                // upload resumed from may lag the server: anywhere before the
+                // server's first answer; after acknowledgements (a server ahead
+                // of the journal takes resumed chunks inside what it holds as
+                // identical retries), only inside this very chunk, the one that
+                // crosses its end, until the server names an offset. Anything
+                // else is someone else's bytes.
                 if expected < state.acked.prefix {
                     return Some(PumpEnd::StartOver(RestartReason::ServerLostBytes));
                 }
                 let forward = expected > state.acked.prefix;
                 let lost_answer = uncertain && expected > offset && expected <= offset + len;
                 let ours = unanswered.values().any(|&end| end == expected);
-                let journal_lag = state.acked.may_lag && expected <= f.size;
+                let journal_lag = (state.acked.from_journal && expected <= f.size)
+                    || (state.acked.may_lag && expected > offset && expected < offset + len);
                 if forward && !lost_answer && !ours && !journal_lag {
                     return Some(PumpEnd::Failed(Error::OffsetConflict {
                         path: f.path.clone(),

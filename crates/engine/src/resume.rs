@@ -65,6 +65,15 @@ impl Opening {
             mode => mode,
         };
         let source = SourceFile::open_expecting(&c.path, mode, &c.identity)?;
+        // The file as opened: its status may have changed since the check (a
+        // chmod, or a write whose time was put back), and the journal must be
+        // matched with what is read from now on, so that such a change makes
+        // the held bytes be hashed again.
+        let identity = source.identity();
+        let template = self.template.map(|template| Entry {
+            changed: Some(identity.changed),
+            ..template
+        });
         if let Some(fs) = source.network_fs().filter(|_| mode == ReadMode::Auto) {
             tracing::info!(
                 path = %c.path.display(),
@@ -80,12 +89,12 @@ impl Opening {
         let mut acked = Acked::default();
         let mut resumed = None;
         let mut saved = None;
-        if let (Some(journal), Some(template)) = (&self.journal, &self.template) {
+        if let (Some(journal), Some(template)) = (&self.journal, &template) {
             match journal.load(&template.server, &template.dataset, &template.filename) {
                 Loaded::Nothing => {}
                 Loaded::Found(found)
-                    if found.describes(&template.path, &c.identity)
-                        || (found.describes_but_its_change_time(&template.path, &c.identity)
+                    if found.describes(&template.path, &identity)
+                        || (found.describes_but_its_change_time(&template.path, &identity)
                             && prefix_unchanged(&c.path, &found)) =>
                 {
                     on_disk = true;
@@ -112,7 +121,7 @@ impl Opening {
                         hash: Some(hash.clone()),
                         chunk_size: self.sizer.current(),
                         // A journal of an earlier idb had none.
-                        changed: Some(c.identity.changed),
+                        changed: Some(identity.changed),
                         ..*found
                     });
                 }
@@ -138,7 +147,7 @@ impl Opening {
             Start::Resume { mode, .. } => mode,
             Start::Fresh => WriteMode::Strict,
         };
-        let record = resumed.or(self.template);
+        let record = resumed.or(template);
         let planned_chunk = self.sizer.current();
         let plan = ChunkPlan::starting_at(acked.prefix, c.size(), self.sizer.policy(self.granule));
         let reader = Reader::start(&source, plan, hash.clone(), &self.reader, &self.memory);
@@ -262,5 +271,6 @@ fn prefix_unchanged(path: &std::path::Path, found: &Entry) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    HashState::read_again(&file, found.size, saved.upto()).is_ok_and(|again| again.same_as(saved))
+    HashState::read_again(&file, found.size, saved.upto(), &|| false)
+        .is_ok_and(|again| again.as_ref() == Some(saved))
 }

@@ -48,13 +48,18 @@ impl Secrets {
     /// end is scrubbed too.
     pub(crate) fn clean(&self, text: &str, cut: bool) -> String {
         let text = self.scrub(text, cut);
-        let escaped = escape_controls(text.trim());
-        let mut out: String = escaped.chars().take(SERVER_TEXT_LIMIT).collect();
-        if cut || out.len() < escaped.len() {
-            out.push_str("...");
-        }
-        out
+        cut_to_limit(&escape_controls(text.trim()), cut)
     }
+}
+
+/// `text` cut to [`SERVER_TEXT_LIMIT`] characters, with `...` where it was
+/// cut (here, or already: `cut`).
+pub(crate) fn cut_to_limit(text: &str, cut: bool) -> String {
+    let mut out: String = text.chars().take(SERVER_TEXT_LIMIT).collect();
+    if cut || out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 impl Secrets {

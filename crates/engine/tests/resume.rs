@@ -391,3 +391,48 @@ async fn a_run_cancelled_at_once_leaves_the_journals_as_they_were() {
         "nothing more was sent, and no setup reset the upload"
     );
 }
+
+/// Regression (found by a review): a write whose modification time was put
+/// back, between the run's check of the files and the file's turn, to a file
+/// with a journal. The open took the status change as none and the journal
+/// was matched with the checked identity, so the held bytes were never hashed
+/// again: the file was verified as the old head and the new tail. The journal
+/// is now matched with the file as opened: the held bytes are hashed again,
+/// found changed, and the file starts over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hidden_write_between_the_check_and_the_turn_is_not_resumed_over() {
+    use std::os::unix::fs::FileExt;
+    for read in READS {
+        let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+            .await
+            .unwrap();
+        let files = Files::new("window.bin", 200_000);
+        let (journal, path) = (files.journal(), &files.path);
+        let held = interrupted(
+            &server,
+            config(&server, OLD, &journal, 20_000, 20_000, read),
+            path,
+            3,
+        )
+        .await;
+        assert!(held > 0 && held < 200_000, "{held}");
+
+        let uploader = Uploader::new(config(&server, NEW, &journal, 20_000, 20_000, read)).unwrap();
+        let checked = uploader.check(std::slice::from_ref(path)).unwrap();
+        // Meanwhile (another file's turn): written in place, head and tail,
+        // its modification time put back.
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let modified = file.metadata().unwrap().modified().unwrap();
+        file.write_all_at(b"NEWHEAD", 10).unwrap();
+        file.write_all_at(b"NEWTAIL", 199_000).unwrap();
+        file.set_modified(modified).unwrap();
+        drop(file);
+        let now = std::fs::read(path).unwrap();
+
+        let report = uploader.upload(checked, &idb_engine::NoEvents).await;
+
+        assert!(report.all_verified(), "{read:?}: {report:#?}");
+        let stored = std::fs::read(server.stored_file(DS, "window.bin").unwrap()).unwrap();
+        assert!(stored == now, "{read:?}: verified a mix of two versions");
+    }
+}

@@ -54,6 +54,12 @@ pub enum Change {
     Replaced,
     /// The path names nothing any more (the file was deleted or moved away).
     Removed,
+    /// Its status alone changed this many times (and each time its bytes were
+    /// read again): it is not let go on changing.
+    StatusKeptChanging {
+        /// The changes settled before it failed.
+        times: u32,
+    },
 }
 
 impl fmt::Display for Change {
@@ -64,6 +70,11 @@ impl fmt::Display for Change {
             Change::Modified => f.write_str("it was written to"),
             Change::Replaced => f.write_str("it was replaced by another file"),
             Change::Removed => f.write_str("it was deleted or moved away"),
+            Change::StatusKeptChanging { times } => write!(
+                f,
+                "its status (permissions, owner or links) changed more than {times} times, and \
+                 each time what was read had to be read again"
+            ),
         }
     }
 }

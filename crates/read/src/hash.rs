@@ -71,25 +71,30 @@ impl HashState {
 
     /// The state of a file of `size` bytes hashed again from `file`, up to
     /// `upto` (positional reads through one buffer of at most 8 MiB, so memory
-    /// stays small whatever the length). A file shorter than `upto` is an
-    /// [`std::io::ErrorKind::UnexpectedEof`] error. Blocking.
-    pub fn read_again(file: &std::fs::File, size: u64, upto: u64) -> std::io::Result<Self> {
+    /// stays small whatever the length); `Ok(None)` if `stopped` said so
+    /// between two reads. A failed read gives its offset; a file shorter than
+    /// `upto` fails with [`std::io::ErrorKind::UnexpectedEof`]. Blocking.
+    pub fn read_again(
+        file: &std::fs::File,
+        size: u64,
+        upto: u64,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Option<Self>, (u64, std::io::Error)> {
         use std::os::unix::fs::FileExt;
         const STEP: u64 = 8 << 20;
         let mut again = Self::new(size);
         let mut buffer = vec![0u8; STEP.min(upto) as usize];
         while again.upto() < upto {
+            if stopped() {
+                return Ok(None);
+            }
             let at = again.upto();
             let want = (upto - at).min(STEP) as usize;
-            file.read_exact_at(&mut buffer[..want], at)?;
+            file.read_exact_at(&mut buffer[..want], at)
+                .map_err(|e| (at, e))?;
             again.absorb(at, &buffer[..want]);
         }
-        Ok(again)
-    }
-
-    /// Whether `other` has hashed the same bytes of the same file size.
-    pub fn same_as(&self, other: &Self) -> bool {
-        self.encode() == other.encode()
+        Ok(Some(again))
     }
 
     /// The size of the file this hashes.

@@ -72,4 +72,4 @@ pub use reader::{
     Chunk, DEFAULT_IN_PLACE_MAX, DEFAULT_PREFETCH, DEFAULT_READ_AHEAD_BYTES, Delivery, Reader,
     ReaderConfig,
 };
-pub use source::{Look, MAX_FILE_SIZE, ReadMode, SourceFile};
+pub use source::{Look, MAX_FILE_SIZE, MAX_SETTLES, ReadMode, SourceFile, Status};

@@ -375,12 +375,15 @@ impl Job {
     /// After the file's status alone changed ([`Look::StatusChanged`]): what
     /// `state` hashed is hashed again from the file, and must be the same. The
     /// whole-file hash is what tells; without it, the change is taken as a
-    /// write. Blocking.
-    fn settle(&self, look: Look, state: &HashState) -> Result<(), ReadError> {
+    /// write. `Ok(false)`: the reader was dropped meanwhile. Blocking.
+    fn settle(&self, look: Look, state: &HashState) -> Result<bool, ReadError> {
         match look {
-            Look::Same => Ok(()),
-            Look::StatusChanged if self.config.file_hash => self.source.settle(state),
-            Look::StatusChanged => Err(ReadError::Changed {
+            Look::Same => Ok(true),
+            Look::StatusChanged(status) if self.config.file_hash => {
+                let stopped = || self.stop.load(Ordering::Relaxed);
+                self.source.settle(state, status, &stopped)
+            }
+            Look::StatusChanged(_) => Err(ReadError::Changed {
                 path: self.source.path().to_path_buf(),
                 change: crate::Change::Modified,
             }),
@@ -448,7 +451,9 @@ impl Job {
                 let Some((mut chunk, look)) = self.read(span)? else {
                     return Ok(());
                 };
-                self.settle(look, &state)?;
+                if !self.settle(look, &state)? {
+                    return Ok(());
+                }
                 let hash_after = self.hash(&mut state, &mut chunk);
                 let message = Message::Chunk {
                     chunk,
@@ -460,7 +465,9 @@ impl Job {
                 }
             }
             let look = self.source.look()?;
-            self.settle(look, &state)?;
+            if !self.settle(look, &state)? {
+                return Ok(());
+            }
             let _ = tx.send_blocking(Message::End(state));
             Ok(())
         })();
@@ -527,7 +534,8 @@ impl Job {
                 ToHasher::Chunk(mut chunk, ahead, look) => {
                     let state = state.as_mut().expect("the state comes first");
                     match self.settle(look, state) {
-                        Ok(()) => {
+                        Ok(false) => return,
+                        Ok(true) => {
                             let hash_after = self.hash(state, &mut chunk);
                             Message::Chunk {
                                 chunk,
@@ -540,7 +548,8 @@ impl Job {
                 }
                 ToHasher::Done(look) => match state.take() {
                     Some(state) => match self.settle(look, &state) {
-                        Ok(()) => Message::End(state),
+                        Ok(false) => return,
+                        Ok(true) => Message::End(state),
                         Err(e) => Message::Failed(e),
                     },
                     None => return,

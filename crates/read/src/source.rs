@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,12 +35,21 @@ pub enum ReadMode {
 /// What [`SourceFile::look`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Look {
-    /// The file is as it was.
+    /// The file is as it is taken to be.
     Same,
-    /// Only its status changed: taken as the file's now; what was read before
-    /// must be hashed again ([`SourceFile::settle`]).
-    StatusChanged,
+    /// Only its status changed (to this one): what was read before must be
+    /// hashed again ([`SourceFile::settle`]) before it is taken.
+    StatusChanged(Status),
 }
+
+/// A change time a [`SourceFile::look`] saw, for [`SourceFile::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status((i64, i64));
+
+/// How many changes of its status alone a file may go through while it is
+/// uploaded, each settled by reading again what was read: past them it fails,
+/// rather than be read again and again (a tool changing its ACLs in a loop).
+pub const MAX_SETTLES: u32 = 8;
 
 /// A file opened for upload: checked, with its identity at open, mapped when the
 /// mode allows. Cheap to clone (shared).
@@ -53,6 +63,8 @@ struct Inner {
     /// The change time the file is taken to have: its identity's at open, moved
     /// on by [`SourceFile::look`] when the file's status alone changed.
     changed: Mutex<(i64, i64)>,
+    /// Settles begun ([`MAX_SETTLES`] at most).
+    settles: AtomicU32,
     /// The network file system it is on, if it is.
     network: Option<NetworkFs>,
     /// The map's entry in the registry a SIGBUS handler reads to name the file.
@@ -267,6 +279,7 @@ impl SourceFile {
             path: path_buf(),
             file,
             changed: Mutex::new(identity.changed),
+            settles: AtomicU32::new(0),
             identity,
             network,
             map,
@@ -354,48 +367,69 @@ impl SourceFile {
 
     /// [`SourceFile::check_identity`], but a change of the file's status alone
     /// (its change time: a `chmod`, a `chown`, a new link, or a write whose
-    /// modification time was put back) is taken as the file's from now on and
-    /// answered [`Look::StatusChanged`]: the caller must then hash again what
-    /// it read before ([`SourceFile::settle`]) or fail, since only the bytes
-    /// can tell a `chmod` from such a write. What it reads after this call is
-    /// the file as it is.
+    /// modification time was put back) is answered [`Look::StatusChanged`]:
+    /// only the bytes can tell a `chmod` from such a write, so the caller
+    /// hashes again what it read before ([`SourceFile::settle`]) or fails.
+    /// Nothing is taken here: until a settle takes the new change time, every
+    /// look says so again (a reader dropped between the two loses nothing).
+    /// A file whose status changes more than [`MAX_SETTLES`] times fails
+    /// ([`Change::StatusKeptChanging`]): each settle reads the file again.
     pub fn look(&self) -> Result<Look, ReadError> {
         let now = self.now()?;
-        let mut changed = self.0.changed.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = Identity {
-            changed: *changed,
-            ..self.0.identity
-        };
+        let taken = self.taken();
         match taken.change_to(&now) {
             None => Ok(Look::Same),
             Some(_) if taken.only_status_changed(&now) => {
-                *changed = now.changed;
-                Ok(Look::StatusChanged)
+                if self.0.settles.load(Ordering::Relaxed) >= MAX_SETTLES {
+                    return Err(self.changed(Change::StatusKeptChanging { times: MAX_SETTLES }));
+                }
+                Ok(Look::StatusChanged(Status(now.changed)))
             }
             Some(change) => Err(self.changed(change)),
         }
     }
 
-    /// After [`Look::StatusChanged`]: hashes the file's first `hashed.upto()`
-    /// bytes again and fails with [`ReadError::Changed`] (written to) unless
-    /// they hash as `hashed` did. A read of what was read already, far cheaper
-    /// than sending the file again. Blocking.
-    pub fn settle(&self, hashed: &HashState) -> Result<(), ReadError> {
-        let again = HashState::read_again(&self.0.file, hashed.size(), hashed.upto());
-        match again {
-            Ok(again) if again.same_as(hashed) => Ok(()),
-            Ok(_) => Err(self.changed(Change::Modified)),
+    /// After [`Look::StatusChanged`]`(status)`: hashes the file's first
+    /// `hashed.upto()` bytes again; the same as `hashed`, `status` is taken as
+    /// the file's (`Ok(true)`); not, it fails with [`ReadError::Changed`]
+    /// (written to). `Ok(false)`: `stopped` said to stop first, and nothing was
+    /// taken. A status taken already (by another settle) is not hashed again.
+    /// A read of what was read already, far cheaper than sending the file
+    /// again, but of the whole prefix: blocking, and long for a large file.
+    pub fn settle(
+        &self,
+        hashed: &HashState,
+        status: Status,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<bool, ReadError> {
+        if self.taken().changed == status.0 {
+            return Ok(true);
+        }
+        self.0.settles.fetch_add(1, Ordering::Relaxed);
+        match HashState::read_again(&self.0.file, hashed.size(), hashed.upto(), stopped) {
+            Ok(None) => Ok(false),
+            Ok(Some(again)) if again == *hashed => {
+                *self.0.changed.lock().unwrap_or_else(|e| e.into_inner()) = status.0;
+                Ok(true)
+            }
+            Ok(Some(_)) => Err(self.changed(Change::Modified)),
             // Shorter now than what was read: it shrank.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err((_, e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 self.check_identity()?;
                 Err(self.changed(Change::Modified))
             }
-            Err(source) => Err(ReadError::Io {
+            Err((offset, source)) => Err(ReadError::Io {
                 path: self.0.path.clone(),
-                offset: 0,
+                offset,
                 source,
             }),
         }
+    }
+
+    /// The identity the file is taken to have now: at open, with the change
+    /// time of the last status change settled (for a receipt).
+    pub fn settled(&self) -> Identity {
+        self.taken()
     }
 
     /// The bytes of `span`: a view of the map, or a positional read. They hold

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use idb_read::{
     Change, Chunk, ChunkMemory, ChunkPlan, Delivery, FileKind, FixedChunks, HashState, Look,
-    ReadError, ReadMode, Reader, ReaderConfig, SourceFile, Span,
+    MAX_SETTLES, ReadError, ReadMode, Reader, ReaderConfig, SourceFile, Span,
 };
 use proptest::prelude::*;
 
@@ -722,18 +722,56 @@ fn a_status_change_is_settled_by_the_bytes_read() {
 
     chmod(&path, 0o600);
     source.check_identity().unwrap();
-    assert_eq!(source.look().unwrap(), Look::StatusChanged);
-    source.settle(&read).unwrap();
+    let Look::StatusChanged(status) = source.look().unwrap() else {
+        panic!("a chmod is a change of the status alone");
+    };
+    // Not taken until settled: a reader dropped before it settles loses
+    // nothing, the next look says it again.
+    assert_eq!(source.look().unwrap(), Look::StatusChanged(status));
+    assert!(source.settle(&read, status, &|| false).unwrap());
     // Taken as the file's: no change any more.
     assert_eq!(source.look().unwrap(), Look::Same);
 
     // A write inside what was read, its time put back: the bytes tell.
     write_and_put_the_time_back(&path, 11_000, b"X");
-    assert_eq!(source.look().unwrap(), Look::StatusChanged);
+    let Look::StatusChanged(status) = source.look().unwrap() else {
+        panic!("only the change time moved");
+    };
+    // A settle told to stop reads nothing and takes nothing.
+    assert!(!source.settle(&read, status, &|| true).unwrap());
     assert!(matches!(
-        source.settle(&read),
+        source.settle(&read, status, &|| false),
         Err(ReadError::Changed {
             change: Change::Modified,
+            ..
+        })
+    ));
+    assert_eq!(source.look().unwrap(), Look::StatusChanged(status));
+}
+
+/// Each settle reads what was read again: a file whose status changes again
+/// and again (a tool setting its ACLs in a loop) fails after MAX_SETTLES,
+/// rather than be read for ever.
+#[test]
+fn a_status_that_keeps_changing_fails_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(4096, 24);
+    let path = write_file(dir.path(), "f", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+    let mut read = HashState::new(4096);
+    read.absorb(0, &bytes);
+    for i in 0..MAX_SETTLES {
+        chmod(&path, if i % 2 == 0 { 0o600 } else { 0o644 });
+        let Look::StatusChanged(status) = source.look().unwrap() else {
+            panic!("change {i} was seen");
+        };
+        assert!(source.settle(&read, status, &|| false).unwrap());
+    }
+    chmod(&path, 0o640);
+    assert!(matches!(
+        source.look(),
+        Err(ReadError::Changed {
+            change: Change::StatusKeptChanging { .. },
             ..
         })
     ));
