@@ -52,6 +52,21 @@ impl Acked {
         }
     }
 
+    /// With the ranges `start..end` a journal says were acknowledged beyond the
+    /// prefix (tus partials that ended out of order): a resumed upload sends
+    /// only what they leave missing. Still [`Acked::from_journal`].
+    pub(crate) fn with_beyond(mut self, ranges: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        for (start, end) in ranges {
+            if end > start && end > self.prefix {
+                self.beyond.insert(start.max(self.prefix), end);
+            }
+        }
+        while let Some(end) = self.beyond.remove(&self.prefix) {
+            self.prefix = end;
+        }
+        self
+    }
+
     /// The server acknowledged `len` bytes at `offset`.
     pub(crate) fn add(&mut self, offset: u64, len: u64) {
         self.from_journal = false;
@@ -167,6 +182,26 @@ mod tests {
         let mut acked = Acked::from_journal(100);
         acked.reset_to(150);
         assert!(!acked.from_journal);
+    }
+
+    #[test]
+    fn ranges_a_journal_saved_beyond_the_prefix_are_not_sent_again() {
+        let acked = Acked::from_journal(10).with_beyond([(0, 5), (15, 20), (25, 30)]);
+        assert_eq!(acked.prefix, 10);
+        assert!(acked.from_journal && acked.may_lag);
+        let chunk = Chunk {
+            offset: 10,
+            bytes: bytes::Bytes::from(vec![0u8; 20]),
+            hash: None,
+        };
+        let missing: Vec<(u64, u64)> = acked
+            .missing(&chunk)
+            .iter()
+            .map(|c| (c.offset, c.end()))
+            .collect();
+        assert_eq!(missing, [(10, 15), (20, 25)]);
+        // A range that starts at the prefix extends it.
+        assert_eq!(Acked::from_journal(10).with_beyond([(10, 15)]).prefix, 15);
     }
 
     #[test]

@@ -104,7 +104,12 @@ impl Opening {
                     if let Some(saved) = found.hash.filter(|h| h.size() == c.size()) {
                         hash = saved;
                     }
-                    acked = Acked::from_journal(found.acked);
+                    // Partials that ended out of order are on the server too.
+                    let beyond = found
+                        .tus
+                        .iter()
+                        .flat_map(|tus| tus.partials.iter().map(|p| (p.offset, p.offset + p.len)));
+                    acked = Acked::from_journal(found.acked).with_beyond(beyond);
                     saved = found.tus.clone().map(|record| *record);
                     start = Start::Resume {
                         offset: found.acked,
