@@ -94,7 +94,21 @@ pub async fn run(
     let rtt = match uploader.round_trip().await {
         Ok(rtt) => rtt,
         Err(e) => {
-            console.error(&format!("error: {}", escape(&e.to_string())));
+            let error = escape(&e.to_string()).into_owned();
+            console.error(&format!("error: {error}"));
+            // Still the final line a script waits for, saying why it has no
+            // estimate.
+            console.json_line(&json!({
+                "schema": JSON_SCHEMA,
+                "event": "dry_run",
+                "files": count,
+                "skipped": skipped,
+                "bytes": total,
+                "rtt_ms": null,
+                "calls": calls,
+                "round_trip_seconds": null,
+                "error": error,
+            }));
             return Exit::Failure;
         }
     };

@@ -495,6 +495,40 @@ fn a_dry_run_lists_and_estimates_and_sends_nothing() {
     assert!(journals(&dir).is_empty());
 }
 
+/// A dry run that cannot reach the server still ends its `--json` with the
+/// `dry_run` object, saying why (found by an adversarial pass: the script got
+/// no last line), and exits 1.
+#[test]
+fn a_dry_run_that_cannot_reach_the_server_still_ends_with_its_object() {
+    let dir = Dir::new("a_dry_run_that_cannot_reach_the_server_still_ends_with_its_object");
+    let (one, _) = dir.random_file("one.bin", 10);
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let run = dir
+        .upload_to(&server, DS, "64KiB")
+        .token(TOKEN)
+        .args(["--dry-run", "--json"])
+        .arg(&one)
+        .run();
+
+    run.expect_code(1);
+    let last: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().last().expect("a last line")).unwrap();
+    assert_eq!(last["event"], "dry_run", "{}", run.describe());
+    assert_eq!(last["files"], 1);
+    assert!(last["rtt_ms"].is_null());
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not reach")),
+        "{}",
+        run.describe()
+    );
+}
+
 /// `--json`: every line parses, carries the schema, and a run with a retry, a
 /// skipped and a failing file shows every event type.
 #[test]
