@@ -204,12 +204,23 @@ pub fn refresh_from_file(
                 crate::dates::age(wait),
                 escaped(&path)
             ));
+            // A script can tell a paused run from a stuck one.
+            let json = |event: &str| {
+                console.json_line(&serde_json::json!({
+                    "schema": crate::progress::JSON_SCHEMA,
+                    "event": event,
+                    "token_file": escaped(&path),
+                    "wait_seconds": wait.as_secs(),
+                }));
+            };
+            json("token_wait");
             let deadline = Instant::now() + wait;
             while Instant::now() < deadline {
                 // Polling a file a person edits: behaviour, not a wait in a test.
                 tokio::time::sleep(TOKEN_FILE_POLL.min(deadline - Instant::now())).await;
                 if let Some(token) = fresh() {
                     console.note(&format!("found a new token in {}", escaped(&path)));
+                    json("token_found");
                     return Some(token);
                 }
             }
@@ -219,6 +230,7 @@ pub fn refresh_from_file(
                 escaped(&path),
                 crate::dates::age(wait)
             ));
+            json("token_wait_over");
             None
         }
     })

@@ -316,39 +316,49 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A token that expires mid-run, with --token-file: idb waits for a new one in
-/// the file and the same run finishes, byte-exact.
+/// the file and the same run finishes, byte-exact; with --json the wait is an
+/// event too (a script can tell a paused run from a stuck one).
 #[test]
 fn a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file() {
-    let dir = Dir::new("a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file");
-    let mock = Mock::start(
-        MockConfig::new()
-            .dataset(DS, TOKEN)
-            .latency(std::time::Duration::from_millis(5)),
-    );
-    let (path, bytes) = dir.random_file("long.bin", 40 * CHUNK);
-    let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
-    const NEW: &str = "rotated-tok-W2x9";
+    for json in [false, true] {
+        let dir = Dir::new("a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file");
+        let mock = Mock::start(
+            MockConfig::new()
+                .dataset(DS, TOKEN)
+                .latency(std::time::Duration::from_millis(5)),
+        );
+        let (path, bytes) = dir.random_file("long.bin", 40 * CHUNK);
+        let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
+        const NEW: &str = "rotated-tok-W2x9";
 
-    let running = dir
-        .upload(&mock, DS)
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg(&path)
-        .spawn();
-    mock.block_on(mock.wait_for_chunks(3));
-    mock.expire_token(TOKEN);
-    let waiting = running.wait_for_stderr("waiting up to 30 min for a new token");
-    assert!(waiting.contains("token"), "{waiting}");
-    mock.add_token(DS, NEW, None).unwrap();
-    std::fs::write(&token_file, format!("{NEW}\n")).unwrap();
-    let run = running.wait();
+        let running = dir
+            .upload(&mock, DS)
+            .args(json.then_some("--json"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg(&path)
+            .spawn();
+        mock.block_on(mock.wait_for_chunks(3));
+        mock.expire_token(TOKEN);
+        let waiting = running.wait_for_stderr("waiting up to 30 min for a new token");
+        assert!(waiting.contains("token"), "{waiting}");
+        mock.add_token(DS, NEW, None).unwrap();
+        std::fs::write(&token_file, format!("{NEW}\n")).unwrap();
+        let run = running.wait();
 
-    run.expect_code(0)
-        .verified_exactly(&[(&path, &bytes)])
-        .stderr_has("found a new token")
-        .never_shows(TOKEN)
-        .never_shows(NEW);
-    mock.assert_stored(DS, "long.bin", &bytes);
+        run.expect_code(0)
+            .stderr_has("found a new token")
+            .never_shows(TOKEN)
+            .never_shows(NEW);
+        if json {
+            run.stdout_has("\"event\":\"token_wait\"")
+                .stdout_has("\"event\":\"token_found\"")
+                .stdout_has("\"wait_seconds\":1800");
+        } else {
+            run.verified_exactly(&[(&path, &bytes)]);
+        }
+        mock.assert_stored(DS, "long.bin", &bytes);
+    }
 }
 
 /// --token-wait 0: a token that expires mid-run stops the run at once (exit
