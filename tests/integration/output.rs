@@ -76,7 +76,17 @@ fn a_terminal_gets_a_line_per_file_and_a_total() {
         .arg(&two)
         .stderr_to(slave)
         .spawn();
-    mock.block_on(mock.wait_for_chunks(2));
+    // Until each file has a chunk on the server (two chunks of the first
+    // alone, on a loaded machine, left the second's bar undrawn for a minute).
+    let mut chunks = 2;
+    loop {
+        mock.block_on(mock.wait_for_chunks(chunks));
+        let started = |name| !mock.accepted(DS, name).is_empty();
+        if started("first-file.bin") && started("second-file.bin") {
+            break;
+        }
+        chunks += 1;
+    }
     mock.pause();
     let mut seen = String::new();
     let wanted = ["first-file.bin", "second-file.bin", "0/2 files"];
