@@ -53,7 +53,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Upload(args) => upload::run(*args, open_files).await,
+            Command::Upload(args) => {
+                let token_wait_given = matches
+                    .subcommand_matches("upload")
+                    .and_then(|upload| upload.value_source("token_wait"))
+                    == Some(clap::parser::ValueSource::CommandLine);
+                upload::run(*args, open_files, token_wait_given).await
+            }
             Command::MockServer(args) => mock_server::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => {

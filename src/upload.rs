@@ -21,7 +21,13 @@ use crate::text::{escape, escaped, escaped_message};
 use crate::token::{self, TokenSource};
 
 /// `open_files`: the process's open-file limit (`None`: none known).
-pub async fn run(args: UploadArgs, open_files: Option<u64>) -> anyhow::Result<Exit> {
+/// `token_wait_given`: `--token-wait` was on the command line (it does
+/// nothing without `--token-file`, which is said).
+pub async fn run(
+    args: UploadArgs,
+    open_files: Option<u64>,
+    token_wait_given: bool,
+) -> anyhow::Result<Exit> {
     let cancel = Cancel::new();
     let verbosity = match (args.output.quiet, args.output.verbose) {
         (true, _) => Verbosity::Quiet,
@@ -33,6 +39,12 @@ pub async fn run(args: UploadArgs, open_files: Option<u64>) -> anyhow::Result<Ex
     // Whether the server accepted a token in this run: only then is a refusal
     // an expiry worth waiting out (a wrong token fails at once).
     let token_worked = Arc::new(AtomicBool::new(false));
+    if token_wait_given && args.token_file.is_none() {
+        console.error(
+            "note: --token-wait has no effect without --token-file: a token from the \
+             environment cannot be replaced while the run goes on",
+        );
+    }
     let (uploader, source) = match configure(&args, &console, &token_worked, open_files) {
         Ok(configured) => configured,
         Err(error) => {

@@ -371,6 +371,30 @@ fn a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file() {
     }
 }
 
+/// --token-wait without --token-file does nothing, and says so (it was
+/// accepted in silence); the run goes on.
+#[test]
+fn token_wait_without_a_token_file_is_said_to_do_nothing() {
+    let dir = Dir::new("token_wait_without_a_token_file_is_said_to_do_nothing");
+    let mock = Mock::standard();
+    let (path, bytes) = dir.random_file("one.bin", 10);
+    let note = "note: --token-wait has no effect without --token-file";
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--token-wait", "5m"])
+        .arg(&path)
+        .run();
+    run.expect_code(0)
+        .stderr_has(note)
+        .verified_exactly(&[(&path, &bytes)]);
+    // Its default is no reason to say anything.
+    let (other, _) = dir.random_file("two.bin", 10);
+    let quiet = dir.upload(&mock, DS).token(TOKEN).arg(&other).run();
+    assert!(!quiet.stderr.contains(note), "{}", quiet.describe());
+}
+
 /// --token-wait 0: a token that expires mid-run stops the run at once (exit
 /// 3), as without a token file.
 #[test]
