@@ -137,9 +137,9 @@ pub async fn run(
         "files": count,
         "skipped": skipped,
         "bytes": total,
-        "rtt_ms": rtt.as_secs_f64() * 1e3,
+        "rtt_ms": crate::progress::json_seconds(rtt.as_secs_f64() * 1e3),
         "calls": calls,
-        "round_trip_seconds": round_trips.as_secs_f64(),
+        "round_trip_seconds": crate::progress::json_seconds(round_trips.as_secs_f64()),
     }));
     Exit::Success
 }

@@ -229,6 +229,12 @@ pub fn file_json(event: &str, path: &Path, mut fields: serde_json::Value) -> ser
     fields
 }
 
+/// A time for `--json`, to the microsecond: `6.612440`, not the float noise
+/// of `6.6124402589999995`.
+pub fn json_seconds(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
 /// Bytes per second.
 fn rate(bytes: u64, over: Duration) -> u64 {
     let secs = over.as_secs_f64();
@@ -523,5 +529,18 @@ impl Progress {
                 bar.set_position(to);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_times_carry_no_float_noise() {
+        let shown = |v: f64| serde_json::to_string(&json_seconds(v)).unwrap();
+        assert_eq!(shown(6.6124402589999995), "6.61244");
+        assert_eq!(shown(0.15948700000000002), "0.159487");
+        assert_eq!(shown(2.0), "2.0");
     }
 }

@@ -490,7 +490,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         "unfinished": unfinished,
         "bytes": counts.bytes,
         "sent": tally.sent,
-        "seconds": secs,
+        "seconds": crate::progress::json_seconds(secs),
         "rate": rate,
         "retries": tally.retries,
     }));
