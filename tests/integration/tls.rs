@@ -53,6 +53,28 @@ fn an_unknown_certificate_authority_is_refused_plainly_and_nothing_is_stored() {
     assert!(!run.stderr.contains("retrying"), "{}", run.describe());
 }
 
+/// http:// to an HTTPS server: said at once, with the https:// address to
+/// try (it was retried as a network error, then "could not reach").
+#[test]
+fn plain_http_to_an_https_server_is_said_at_once() {
+    let dir = Dir::new("plain_http_to_an_https_server_is_said_at_once");
+    let (mock, _) = tls_mock(&dir, MockConfig::new());
+    let (path, _) = dir.random_file(NAME, 100);
+    let plain = mock.url().replacen("https://", "http://", 1);
+
+    let run = dir
+        .upload_to(&plain, DS, "64KiB")
+        .token(TOKEN)
+        .arg(&path)
+        .run();
+
+    run.expect_code(1)
+        .stderr_has("did not answer in HTTP (its reply looks like TLS")
+        .stderr_has(&format!("try {}", mock.url()))
+        .never_shows(TOKEN);
+    assert!(!run.stderr.contains("retrying"), "{}", run.describe());
+}
+
 #[test]
 fn with_ca_cert_a_multi_chunk_upload_is_byte_exact() {
     let dir = Dir::new("with_ca_cert_a_multi_chunk_upload_is_byte_exact");

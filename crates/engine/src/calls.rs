@@ -153,6 +153,7 @@ impl<P: Protocol> Run<'_, P> {
                 Err(CallError::Transport(Transport::Http {
                     reason,
                     plain_http,
+                    not_http,
                     certificate,
                 })) => {
                     // A mapped chunk of a file truncated meanwhile fails to send
@@ -163,6 +164,9 @@ impl<P: Protocol> Run<'_, P> {
                     uncertain = true;
                     answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     if plain_http && let Some(error) = self.plain_http_answer() {
+                        return Err(failed(Failure::Error(error), uncertain));
+                    }
+                    if not_http && let Some(error) = self.tls_answer() {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
                     if let Some(problem) = certificate {
@@ -274,20 +278,34 @@ impl<P: Protocol> Run<'_, P> {
         }
     }
 
-    /// A TLS handshake answered in plain HTTP: sending again cannot help.
-    fn plain_http_answer(&self) -> Option<Error> {
+    /// The server's address over `scheme` instead, on the same port, when it
+    /// was given over `given`.
+    fn over(&self, given: &str, scheme: &str) -> Option<String> {
         let server = &self.config.server;
-        if server.scheme() != "https" {
+        if server.scheme() != given {
             return None;
         }
-        // The same port: the one that answered in plain HTTP.
         let port = server.port_or_known_default();
-        let mut plain = server.clone();
-        plain.set_scheme("http").ok()?;
-        plain.set_port(port).ok()?;
+        let mut other = server.clone();
+        other.set_scheme(scheme).ok()?;
+        other.set_port(port).ok()?;
+        Some(other.to_string())
+    }
+
+    /// A TLS handshake answered in plain HTTP: sending again cannot help.
+    fn plain_http_answer(&self) -> Option<Error> {
         Some(Error::NotTls {
-            server: server.clone(),
-            plain: plain.to_string(),
+            server: self.config.server.clone(),
+            plain: self.over("https", "http")?,
+        })
+    }
+
+    /// A plain HTTP request answered with what is not HTTP (a TLS server's
+    /// alert, most likely): sending again cannot help.
+    fn tls_answer(&self) -> Option<Error> {
+        Some(Error::NotHttp {
+            server: self.config.server.clone(),
+            https: self.over("http", "https")?,
         })
     }
 

@@ -65,6 +65,9 @@ pub(crate) enum Transport {
         /// A TLS handshake was answered in plain HTTP (rustls read the HTTP
         /// status line as a record of an unknown type).
         plain_http: bool,
+        /// A request in plain HTTP was answered with what is not HTTP (hyper
+        /// read no HTTP version): most likely a TLS server's alert.
+        not_http: bool,
         /// The TLS handshake refused the server's certificate, and why.
         certificate: Option<crate::tls::CertificateProblem>,
     },
@@ -311,6 +314,7 @@ impl DatafileClient {
         let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
         Transport::Http {
             plain_http: chain.contains("InvalidContentType"),
+            not_http: chain.contains("invalid HTTP version parsed"),
             certificate: crate::tls::certificate_problem(error, self.private_ca),
             reason: auth.secrets.clean(&chain, false),
         }

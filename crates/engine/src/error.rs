@@ -406,6 +406,19 @@ pub enum Error {
         /// The same address with `http://`.
         plain: String,
     },
+    /// An `http://` address whose server did not answer in HTTP (most likely
+    /// an HTTPS server, whose TLS alert is no HTTP status line). Fatal for the
+    /// run.
+    #[error(
+        "{server} did not answer in HTTP (its reply looks like TLS: an HTTPS server); \
+         try {https}, or check the address"
+    )]
+    NotHttp {
+        /// The server as given.
+        server: Url,
+        /// The same address with `https://`.
+        https: String,
+    },
     /// The server's TLS certificate was refused (an unknown issuer, another
     /// host's name, expired): every call would meet it. Fatal for the run.
     #[error("the server's certificate is not trusted ({server}): {problem}")]
@@ -490,6 +503,7 @@ impl Error {
                 | Error::NotDataBank { .. }
                 | Error::NoTus { .. }
                 | Error::NotTls { .. }
+                | Error::NotHttp { .. }
                 | Error::UntrustedCertificate { .. }
                 // The state directory takes no writes: the other files'
                 // registrations would meet the same.
