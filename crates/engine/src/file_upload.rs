@@ -442,11 +442,19 @@ impl<P: Protocol> Run<'_, P> {
             if let idb_read::Look::StatusChanged(status) = f.source.look()? {
                 let (source, hashed, stop) =
                     (f.source.clone(), state.hash.clone(), self.stop.watch());
-                let settled = tokio::task::spawn_blocking(move || {
-                    source.settle(&hashed, status, &|| stop.borrow().is_some())
-                })
-                .await
-                .map_err(|e| blocking_failed(&f.path, e))??;
+                // A stop ends the hashing when the verify is left to the next
+                // run anyway (a journal), or at once; without a journal the
+                // verify goes out within the grace, and the hashing with it.
+                let journal = self.journal.is_some();
+                let stopped = move || match *stop.borrow() {
+                    Some(StopKind::Now) => true,
+                    Some(StopKind::Drain) => journal,
+                    None => false,
+                };
+                let settled =
+                    tokio::task::spawn_blocking(move || source.settle(&hashed, status, &stopped))
+                        .await
+                        .map_err(|e| blocking_failed(&f.path, e))??;
                 if !settled || self.verify_left_to_next_run() {
                     return Ok(FileOutcome::Interrupted);
                 }

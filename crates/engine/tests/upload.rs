@@ -461,13 +461,41 @@ async fn a_run_stopped_while_the_last_bytes_are_held_leaves_the_verify_to_the_ne
     // chunks are in flight and the file's reading has ended when the stop
     // comes. Without a journal the next run could not go straight to the
     // verify: it is sent within the grace instead (found by a review).
+    // The last case chmods the file just before the stop: the verify waits for
+    // its bytes to be hashed again, which the stop must not cut short when
+    // there is no journal (found by a review).
     let cases = [
-        (idb_engine::Protocol::Chunked, WriteMode::Strict, 1, true),
-        (idb_engine::Protocol::Chunked, WriteMode::Offset, 3, true),
-        (idb_engine::Protocol::Tus, WriteMode::Strict, 1, true),
-        (idb_engine::Protocol::Chunked, WriteMode::Offset, 3, false),
+        (
+            idb_engine::Protocol::Chunked,
+            WriteMode::Strict,
+            1,
+            true,
+            false,
+        ),
+        (
+            idb_engine::Protocol::Chunked,
+            WriteMode::Offset,
+            3,
+            true,
+            false,
+        ),
+        (idb_engine::Protocol::Tus, WriteMode::Strict, 1, true, false),
+        (
+            idb_engine::Protocol::Chunked,
+            WriteMode::Offset,
+            3,
+            false,
+            false,
+        ),
+        (
+            idb_engine::Protocol::Chunked,
+            WriteMode::Offset,
+            3,
+            false,
+            true,
+        ),
     ];
-    for (protocol, mode, chunks, journal) in cases {
+    for (protocol, mode, chunks, journal, chmod) in cases {
         let server = MockServer::start(MockConfig::new().dataset(DS, TOKEN).mode(mode).tus(true))
             .await
             .unwrap();
@@ -505,6 +533,11 @@ async fn a_run_stopped_while_the_last_bytes_are_held_leaves_the_verify_to_the_ne
             let stop = async {
                 let arrived = opened.await.unwrap();
                 server.wait_for_requests(arrived + chunks).await;
+                if chmod {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .unwrap();
+                }
                 cancel.cancel();
                 server.resume();
                 arrived + chunks

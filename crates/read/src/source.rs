@@ -42,6 +42,48 @@ pub enum Look {
     StatusChanged(Status),
 }
 
+/// The change time a file is taken to have, and how far the settle that took
+/// it hashed (0: its time at open, when nothing was read before).
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    changed: (i64, i64),
+    upto: u64,
+}
+
+/// Slack past a change time's tick: the kernel stamps times from a clock that
+/// may lag the one read here by a scheduler tick (10 ms at 100 Hz).
+const TICK_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits until the clock has left the tick of `changed` (a whole second when
+/// its nanoseconds are 0, as on file systems that keep whole seconds), so that
+/// any later write moves the change time; `false` if `stopped` said so first.
+fn wait_past_tick(changed: (i64, i64), stopped: &dyn Fn() -> bool) -> bool {
+    use std::time::{Duration, UNIX_EPOCH};
+    let (secs, nanos) = changed;
+    let Ok(secs) = u64::try_from(secs) else {
+        return true;
+    };
+    let tick_end = if nanos == 0 {
+        UNIX_EPOCH + Duration::from_secs(secs + 1)
+    } else {
+        UNIX_EPOCH + Duration::new(secs, nanos.clamp(0, 999_999_999) as u32)
+    } + TICK_SLACK;
+    loop {
+        if stopped() {
+            return false;
+        }
+        match tick_end.duration_since(std::time::SystemTime::now()) {
+            // A change time far ahead of this clock (another host's, on a
+            // network file system): no tick of this clock will pass it soon.
+            Ok(left) if left > Duration::from_secs(2) => return true,
+            // Waiting for the clock to pass a tick: behaviour, not a wait for
+            // something to happen.
+            Ok(left) => std::thread::sleep(left.min(Duration::from_millis(50))),
+            Err(_) => return true,
+        }
+    }
+}
+
 /// A change time a [`SourceFile::look`] saw, for [`SourceFile::settle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status((i64, i64));
@@ -62,8 +104,8 @@ struct Inner {
     identity: Identity,
     /// The change time the file is taken to have: its identity's at open, moved
     /// on by [`SourceFile::look`] when the file's status alone changed.
-    changed: Mutex<(i64, i64)>,
-    /// Settles begun ([`MAX_SETTLES`] at most).
+    changed: Mutex<Taken>,
+    /// Settles that hashed to the end ([`MAX_SETTLES`] at most).
     settles: AtomicU32,
     /// The network file system it is on, if it is.
     network: Option<NetworkFs>,
@@ -278,7 +320,10 @@ impl SourceFile {
             spare: Mutex::new(Vec::new()),
             path: path_buf(),
             file,
-            changed: Mutex::new(identity.changed),
+            changed: Mutex::new(Taken {
+                changed: identity.changed,
+                upto: 0,
+            }),
             settles: AtomicU32::new(0),
             identity,
             network,
@@ -340,7 +385,12 @@ impl SourceFile {
     /// The identity the file is taken to have now.
     fn taken(&self) -> Identity {
         Identity {
-            changed: *self.0.changed.lock().unwrap_or_else(|e| e.into_inner()),
+            changed: self
+                .0
+                .changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .changed,
             ..self.0.identity
         }
     }
@@ -393,7 +443,13 @@ impl SourceFile {
     /// `hashed.upto()` bytes again; the same as `hashed`, `status` is taken as
     /// the file's (`Ok(true)`); not, it fails with [`ReadError::Changed`]
     /// (written to). `Ok(false)`: `stopped` said to stop first, and nothing was
-    /// taken. A status taken already (by another settle) is not hashed again.
+    /// taken. A status taken already by a settle that hashed at least as far
+    /// is not hashed again.
+    ///
+    /// The hashing starts only once the clock has left the change time's tick
+    /// (at most a second on a file system that keeps whole seconds, a few
+    /// milliseconds otherwise): a write in that same tick, after the hashing
+    /// read its bytes, would leave the change time as it is and go unseen.
     /// A read of what was read already, far cheaper than sending the file
     /// again, but of the whole prefix: blocking, and long for a large file.
     pub fn settle(
@@ -402,14 +458,27 @@ impl SourceFile {
         status: Status,
         stopped: &dyn Fn() -> bool,
     ) -> Result<bool, ReadError> {
-        if self.taken().changed == status.0 {
-            return Ok(true);
+        {
+            let taken = self.0.changed.lock().unwrap_or_else(|e| e.into_inner());
+            if taken.changed == status.0 && taken.upto >= hashed.upto() {
+                return Ok(true);
+            }
         }
-        self.0.settles.fetch_add(1, Ordering::Relaxed);
-        match HashState::read_again(&self.0.file, hashed.size(), hashed.upto(), stopped) {
+        if !wait_past_tick(status.0, stopped) {
+            return Ok(false);
+        }
+        let again = HashState::read_again(&self.0.file, hashed.size(), hashed.upto(), stopped);
+        if !matches!(again, Ok(None)) {
+            self.0.settles.fetch_add(1, Ordering::Relaxed);
+        }
+        match again {
             Ok(None) => Ok(false),
+            Ok(Some(_)) if stopped() => Ok(false),
             Ok(Some(again)) if again == *hashed => {
-                *self.0.changed.lock().unwrap_or_else(|e| e.into_inner()) = status.0;
+                *self.0.changed.lock().unwrap_or_else(|e| e.into_inner()) = Taken {
+                    changed: status.0,
+                    upto: hashed.upto(),
+                };
                 Ok(true)
             }
             Ok(Some(_)) => Err(self.changed(Change::Modified)),
@@ -580,5 +649,33 @@ impl Drop for MappedRange {
                 let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.start, self.len);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    fn as_changed(at: SystemTime) -> (i64, i64) {
+        let since = at.duration_since(UNIX_EPOCH).unwrap();
+        (since.as_secs() as i64, i64::from(since.subsec_nanos()))
+    }
+
+    #[test]
+    fn a_settle_waits_until_the_clock_has_left_the_change_times_tick() {
+        let now = SystemTime::now();
+        assert!(wait_past_tick(as_changed(now), &|| false));
+        assert!(SystemTime::now() > now + TICK_SLACK);
+        // Whole seconds: the tick is the whole second.
+        let (secs, _) = as_changed(now);
+        assert!(wait_past_tick((secs, 0), &|| false));
+        assert!(SystemTime::now() >= UNIX_EPOCH + Duration::from_secs(secs as u64 + 1));
+        // Told to stop: at once, and says so.
+        assert!(!wait_past_tick(as_changed(SystemTime::now()), &|| true));
+        // Far ahead of this clock (another host's): not waited for.
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        assert!(wait_past_tick(as_changed(ahead), &|| false));
     }
 }

@@ -845,3 +845,32 @@ fn a_status_change_between_the_check_and_the_open_is_no_change() {
     chmod(&path, 0o600);
     assert!(SourceFile::open_expecting(&path, ReadMode::Auto, &identity).is_ok());
 }
+
+/// A status taken by a settle that hashed a shorter prefix does not vouch
+/// for a longer one (found by a review): a settle of the same status with
+/// more bytes hashed hashes them again.
+#[test]
+fn a_status_taken_over_fewer_bytes_is_settled_again_over_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(20_000, 25);
+    let path = write_file(dir.path(), "f", &bytes);
+    let source = SourceFile::open(&path, ReadMode::Auto).unwrap();
+    let (mut short, mut long) = (HashState::new(20_000), HashState::new(20_000));
+    short.absorb(0, &bytes[..4_000]);
+    long.absorb(0, &bytes[..12_000]);
+    chmod(&path, 0o600);
+    let Look::StatusChanged(status) = source.look().unwrap() else {
+        panic!("a chmod is a change of the status alone");
+    };
+    assert!(source.settle(&short, status, &|| false).unwrap());
+    // Bytes past the short prefix change: the same status over the long one
+    // must not pass unread.
+    write_and_put_the_time_back(&path, 8_000, b"X");
+    assert!(matches!(
+        source.settle(&long, status, &|| false),
+        Err(ReadError::Changed {
+            change: Change::Modified,
+            ..
+        })
+    ));
+}
