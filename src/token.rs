@@ -125,6 +125,15 @@ fn read_token(file: std::fs::File, path: &Path) -> anyhow::Result<FileToken> {
 /// then could hold the run past its wait and past a Ctrl-C.
 fn look_again(path: &Path, in_use: Option<blake3::Hash>) -> Result<Option<FileToken>, String> {
     use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || "it is not a regular file, which a wait does not read".to_owned();
+    // Looked at before it is opened: opening a FIFO, even without blocking,
+    // would cut off a writer waiting to give its token; opening a device may
+    // do anything. Looked at again once open, in case it was swapped meanwhile.
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(not_regular()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot look at it: {e}")),
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -132,7 +141,7 @@ fn look_again(path: &Path, in_use: Option<blake3::Hash>) -> Result<Option<FileTo
         .map_err(|e| format!("cannot open it: {e}"))?;
     match file.metadata() {
         Ok(meta) if meta.is_file() => {}
-        Ok(_) => return Err("it is not a regular file, which a wait does not read".into()),
+        Ok(_) => return Err(not_regular()),
         Err(e) => return Err(format!("cannot look at it: {e}")),
     }
     match read_token(file, path) {
@@ -173,6 +182,8 @@ pub fn refresh_from_file(
                     Ok(found) => {
                         let FileToken { token, digest } = found?;
                         *in_use = Some(digest);
+                        // A later wait says its problems afresh.
+                        *said.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         Some(token)
                     }
                     Err(problem) => {
