@@ -103,7 +103,8 @@ struct Inner {
     file: File,
     identity: Identity,
     /// The change time the file is taken to have: its identity's at open, moved
-    /// on by [`SourceFile::look`] when the file's status alone changed.
+    /// on by [`SourceFile::settle`] once the bytes read before a change of the
+    /// file's status alone hash the same.
     changed: Mutex<Taken>,
     /// Settles that hashed to the end ([`MAX_SETTLES`] at most).
     settles: AtomicU32,
