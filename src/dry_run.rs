@@ -2,6 +2,8 @@
 //! of the round trip. Sends no setup and no transfer (the probe is a `HEAD` of
 //! the server's address, without the token).
 
+use std::time::Duration;
+
 use idb_engine::{CheckedFiles, Known, Uploader};
 use serde_json::json;
 
@@ -98,17 +100,9 @@ pub async fn run(
             console.error(&format!("error: {error}"));
             // Still the final line a script waits for, saying why it has no
             // estimate.
-            console.json_line(&json!({
-                "schema": JSON_SCHEMA,
-                "event": "dry_run",
-                "files": count,
-                "skipped": skipped,
-                "bytes": total,
-                "rtt_ms": null,
-                "calls": calls,
-                "round_trip_seconds": null,
-                "error": error,
-            }));
+            let mut object = Summary::of(count, skipped, total, calls).json(None);
+            object["error"] = error.into();
+            console.json_line(&object);
             return Exit::Failure;
         }
     };
@@ -131,32 +125,51 @@ pub async fn run(
         if parallel == 1 { "" } else { "s" },
         round_trips.as_secs_f64(),
     ));
-    console.json_line(&json!({
-        "schema": JSON_SCHEMA,
-        "event": "dry_run",
-        "files": count,
-        "skipped": skipped,
-        "bytes": total,
-        "rtt_ms": crate::progress::json_seconds(rtt.as_secs_f64() * 1e3),
-        "calls": calls,
-        "round_trip_seconds": crate::progress::json_seconds(round_trips.as_secs_f64()),
-    }));
+    console.json_line(&Summary::of(count, skipped, total, calls).json(Some((rtt, round_trips))));
     Exit::Success
 }
 
 /// The dry run of no files (a shard that holds none): no probe is worth it.
 pub fn nothing(console: &Console) {
     console.error("dry run: 0 files to upload, 0 B in total; nothing was sent");
-    console.json_line(&json!({
-        "schema": JSON_SCHEMA,
-        "event": "dry_run",
-        "files": 0,
-        "skipped": 0,
-        "bytes": 0,
-        "rtt_ms": null,
-        "calls": 0,
-        "round_trip_seconds": 0.0,
-    }));
+    let mut object = Summary::of(0, 0, 0, 0).json(None);
+    object["round_trip_seconds"] = 0.0.into();
+    console.json_line(&object);
+}
+
+/// What the final `dry_run` object counts.
+struct Summary {
+    files: usize,
+    skipped: usize,
+    bytes: u64,
+    calls: u64,
+}
+
+impl Summary {
+    fn of(files: usize, skipped: usize, bytes: u64, calls: u64) -> Self {
+        Self {
+            files,
+            skipped,
+            bytes,
+            calls,
+        }
+    }
+
+    /// The object, with the probe's round trip and the round trips' total
+    /// when there was one (null otherwise).
+    fn json(&self, probed: Option<(Duration, Duration)>) -> serde_json::Value {
+        let seconds = crate::progress::json_seconds;
+        json!({
+            "schema": JSON_SCHEMA,
+            "event": "dry_run",
+            "files": self.files,
+            "skipped": self.skipped,
+            "bytes": self.bytes,
+            "rtt_ms": probed.map(|(rtt, _)| seconds(rtt.as_secs_f64() * 1e3)),
+            "calls": self.calls,
+            "round_trip_seconds": probed.map(|(_, total)| seconds(total.as_secs_f64())),
+        })
+    }
 }
 
 /// Calls for one file: setup, its chunks (the chunk size doubling from `first`
