@@ -129,6 +129,30 @@ impl<P: Protocol> Run<'_, P> {
             if in_flight.is_empty()
                 && let Some(end) = ending.take()
             {
+                // A stop that came once every byte was sent and, now, every one
+                // acknowledged: without a journal the file is verified within
+                // the grace (see `verify_left_to_next_run`), which takes the
+                // reader's end, the whole file's hash; it comes right after the
+                // last chunk (the stop may merely have been seen first).
+                if matches!(end, PumpEnd::Stopped)
+                    && self.journal.is_none()
+                    && state.acked.prefix == f.size
+                {
+                    tokio::select! {
+                        biased;
+                        kind = stop::changed(&mut stop, stop_seen) => {
+                            if kind == StopKind::Now {
+                                return PumpEnd::Stopped;
+                            }
+                        }
+                        delivery = reader.next() => {
+                            if let Ok(Delivery::End(hash)) = delivery {
+                                state.hash = hash;
+                                return PumpEnd::Done;
+                            }
+                        }
+                    }
+                }
                 return end;
             }
             let taking = ending.is_none() && in_flight.len() < window;
