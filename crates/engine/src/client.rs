@@ -154,17 +154,30 @@ impl DatafileClient {
         phase: Phase,
         body: MultipartBody,
     ) -> Result<Answer, Transport> {
-        self.call_within(phase, body, self.idle_timeout_for(phase))
+        self.send_call(phase, body, self.idle_timeout_for(phase), None)
             .await
     }
 
-    /// [`DatafileClient::call`] waiting up to `timeout` with nothing moving
-    /// (a call the server works on for long: tus registration may copy).
-    pub(crate) async fn call_within(
+    /// A call that closes the upload of a file sent as `sent` (protocol 1's
+    /// verify, tus's registration), waiting up to `timeout` with nothing
+    /// moving (the server may hash or copy the whole file first); its
+    /// receipt, if the server sends one, as [`DatafileClient::receipt`].
+    pub(crate) async fn close(
+        &self,
+        body: MultipartBody,
+        sent: &str,
+        timeout: Duration,
+    ) -> Result<Answer, Transport> {
+        self.send_call(Phase::Verify, body, timeout, Some(sent))
+            .await
+    }
+
+    async fn send_call(
         &self,
         phase: Phase,
         body: MultipartBody,
         timeout: Duration,
+        sent: Option<&str>,
     ) -> Result<Answer, Transport> {
         let progress = Progress::default();
         let content_type = body.content_type().to_owned();
@@ -177,7 +190,7 @@ impl DatafileClient {
                 self.bandwidth.clone().filter(|_| phase == Phase::Transfer),
             )));
         let (head, body, cut) = self.exchange_within(request, &progress, timeout).await?;
-        Ok(self.answer(phase, head, &body, cut))
+        Ok(self.answer(phase, head, &body, cut, sent))
     }
 
     /// The idle timeout of calls after the first answer.
@@ -275,27 +288,22 @@ impl DatafileClient {
     }
 
     /// The answer as the engine sees it: every text from the server cleaned,
-    /// here and only here, and the raw body dropped.
-    fn answer(&self, phase: Phase, head: Head, body: &[u8], cut: bool) -> Answer {
+    /// here and only here (receipts in [`DatafileClient::receipt`]), and the
+    /// raw body dropped. `sent`: the name a verify closed the upload of.
+    fn answer(
+        &self,
+        phase: Phase,
+        head: Head,
+        body: &[u8],
+        cut: bool,
+        sent: Option<&str>,
+    ) -> Answer {
         let outcome = classify(phase, head.status, body, head.retry_after.as_deref());
-        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
-        let secrets = &auth.secrets;
         let receipt = (phase == Phase::Verify && outcome.is_ok())
             .then(|| VerifyReceipt::parse(body))
             .flatten()
-            .map(|r| {
-                Box::new(VerifyReceipt {
-                    // Only scrubbed: the name is compared with the one sent,
-                    // byte for byte (trimmed or escaped, a name with an
-                    // invisible character or an edge space would not match);
-                    // whoever shows it escapes it.
-                    filename: secrets.scrub(&r.filename, false).into_owned(),
-                    blake3: secrets.clean(&r.blake3, false),
-                    size: r.size,
-                })
-            });
-        let location = head.location.map(|l| secrets.clean(&l, false));
-        drop(auth);
+            .map(|r| Box::new(self.receipt(r, sent)));
+        let location = head.location.map(|l| self.clean(&l));
         Answer {
             status: head.status,
             outcome,
@@ -304,6 +312,26 @@ impl DatafileClient {
             location,
             offset_mode: head.offset_mode,
             receipt,
+        }
+    }
+
+    /// A receipt from the server made safe to keep and show: its name kept
+    /// whole when it is the name `sent` (compared byte for byte before
+    /// anything is scrubbed, so a token that happens to occur in a file's
+    /// name cannot make the name differ), else only scrubbed (trimmed or
+    /// escaped, a name with an invisible character or an edge space would
+    /// not match; whoever shows it escapes it); its hash cleaned.
+    pub(crate) fn receipt(&self, raw: VerifyReceipt, sent: Option<&str>) -> VerifyReceipt {
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        let filename = if sent == Some(raw.filename.as_str()) {
+            raw.filename
+        } else {
+            auth.secrets.scrub(&raw.filename, false).into_owned()
+        };
+        VerifyReceipt {
+            filename,
+            blake3: auth.secrets.clean(&raw.blake3, false),
+            size: raw.size,
         }
     }
 

@@ -176,7 +176,7 @@ impl Protocol for DatafileClient {
     async fn finish(&self, file: FileRef<'_>) -> Result<Option<VerifyReceipt>, CallError> {
         let body = verify_body(&Self::boundary(), file.filename);
         let answer = self
-            .call(Phase::Verify, body)
+            .close(body, file.filename, self.idle_timeout())
             .await
             .map_err(CallError::Transport)?;
         Ok(ok_or_refused(answer)?.receipt.map(|receipt| *receipt))

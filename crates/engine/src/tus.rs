@@ -807,9 +807,9 @@ impl<'a> TusClient<'a> {
         Ok(url)
     }
 
-    /// Asks the server whether the upload at `url` was registered
-    /// (`GET <datafile endpoint>?tus_url=<url>`).
-    async fn lookup(&self, url: &str) -> Result<Lookup, CallError> {
+    /// Asks the server whether the upload at `url` (of the file sent as
+    /// `filename`) was registered (`GET <datafile endpoint>?tus_url=<url>`).
+    async fn lookup(&self, url: &str, filename: &str) -> Result<Lookup, CallError> {
         let mut endpoint = self.client.endpoint().clone();
         endpoint
             .query_pairs_mut()
@@ -835,7 +835,7 @@ impl<'a> TusClient<'a> {
             Some(tus::RegistrationLookup {
                 registered: true,
                 receipt,
-            }) => Lookup::Registered(receipt),
+            }) => Lookup::Registered(receipt.map(|r| self.client.receipt(r, Some(filename)))),
             Some(_) => Lookup::NotRegistered,
             None => Lookup::Unknown {
                 status: head.status,
@@ -1039,7 +1039,7 @@ impl TusClient<'_> {
         };
         if ask_first {
             // Registering twice makes two datafiles: ask first.
-            match self.lookup(&url).await? {
+            match self.lookup(&url, file.filename).await? {
                 Lookup::Registered(receipt) => return Ok(receipt),
                 Lookup::NotRegistered => {}
                 Lookup::Unknown { status } => return Err(CallError::Unsettled { status }),
@@ -1050,7 +1050,7 @@ impl TusClient<'_> {
         self.with_file(file.filename, |t| t.register_sent = true);
         let answer = match self
             .client
-            .call_within(Phase::Verify, body, self.copying_timeout(file.size))
+            .close(body, file.filename, self.copying_timeout(file.size))
             .await
         {
             Ok(answer) => answer,

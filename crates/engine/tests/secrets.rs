@@ -236,3 +236,32 @@ async fn after_a_refresh_both_the_old_and_the_new_token_are_scrubbed() {
     assert_no_token(&all, RENEWED, "the new token");
     assert!(all.matches(REDACTED).count() >= 2, "{all}");
 }
+
+/// A verify answered 200 with a receipt whose name and hash quote the
+/// request's headers: the file fails as verified under another name, and the
+/// name it shows is scrubbed (a receipt's name is kept whole only when it is
+/// the very name sent).
+#[tokio::test]
+async fn a_receipt_quoting_the_token_is_scrubbed() {
+    let server = RawServer::start(|request: &Request| {
+        if request.phase.as_deref() != Some("verify") {
+            return Reply::status(200, b"");
+        }
+        let echo = echo(request);
+        let receipt = serde_json::json!({ "filename": echo, "size": 1000, "blake3": echo });
+        Reply::status(200, receipt.to_string().as_bytes())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "data.bin", &data(1000, 3));
+    let state = dir.path().join("state");
+    let events = Mutex::new(Vec::new());
+    let sink = |e: Event| events.lock().unwrap().push(e);
+    let report = upload(config(&server, &state), &[path], &sink).await;
+
+    let error = support::failure(&report, 0);
+    assert!(matches!(error, Error::NameMismatch { .. }), "{error:?}");
+    let all = everything(&report, &events.lock().unwrap(), &state);
+    assert_no_token(&all, SECRET, "a receipt");
+    assert!(all.contains(REDACTED), "{all}");
+}
