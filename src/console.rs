@@ -33,7 +33,12 @@ pub struct Console {
     /// Fired when stdout closes, to stop the run (`None`: nothing to stop).
     cancel: Option<Cancel>,
     stdout_closed: AtomicBool,
+    /// Said when stdout closes and the run stops.
+    stop_line: &'static str,
 }
+
+const STOP_TO_RESUME: &str =
+    "stopping: standard output was closed (run the same command to resume)";
 
 impl Console {
     pub fn new(verbosity: Verbosity, json: bool, cancel: Cancel) -> Self {
@@ -45,7 +50,15 @@ impl Console {
             bars,
             cancel: Some(cancel),
             stdout_closed: AtomicBool::new(false),
+            stop_line: STOP_TO_RESUME,
         }
+    }
+
+    /// For a run that starts over rather than resumes (the demo): a closed
+    /// stdout stops it without the hint to run it again.
+    pub fn starting_over(mut self) -> Self {
+        self.stop_line = "stopping: standard output was closed";
+        self
     }
 
     /// Text on stdout and stderr, no bars, no JSON: for commands that print a
@@ -57,6 +70,7 @@ impl Console {
             bars: None,
             cancel: None,
             stdout_closed: AtomicBool::new(false),
+            stop_line: STOP_TO_RESUME,
         }
     }
 
@@ -151,7 +165,7 @@ impl Console {
         if !self.stdout_closed.swap(true, Ordering::Relaxed)
             && let Some(cancel) = &self.cancel
         {
-            self.stderr("stopping: standard output was closed (run the same command to resume)");
+            self.stderr(self.stop_line);
             cancel.cancel();
         }
     }

@@ -1,20 +1,22 @@
 //! `idb demo`: the whole path on one machine, with nothing to set up.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use idb_engine::{Cancel, DatasetKey, Token, UploadConfig, Uploader};
-use idb_harness::generate_data;
+use idb_engine::{Cancel, DatasetKey, Protocol, Token, UploadConfig, Uploader};
+use idb_harness::generate_data_until;
 use idb_mock::{DEFAULT_MAX_CHUNK, MockConfig, MockServer};
 
 use crate::cli::DemoArgs;
 use crate::console::{Console, Verbosity};
 use crate::exit::Exit;
 use crate::progress::Progress;
+use crate::signals::{Signals, Stop};
 use crate::size::human;
 use crate::token::TokenSource;
 use crate::upload::summarize;
@@ -27,40 +29,109 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         eprintln!("error: {error:#}");
         return Ok(Exit::BadInput);
     }
+    for note in args.transfer.unused() {
+        eprintln!("{note}");
+    }
+    if args.transfer.protocol == Protocol::Auto && args.transfer.tus_given() {
+        eprintln!(
+            "note: the demo's mock serves tus only with --protocol tus; without it the tus \
+             options do nothing"
+        );
+    }
+    let cancel = Cancel::new();
+    // The generation of the file stops on this.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = Signals::install();
+    let mut demo = std::pin::pin!(demo(&args, &cancel, &stop));
+    let stopped = tokio::select! {
+        exit = &mut demo => return exit,
+        stop = signals.next() => Exit::Signal(stop),
+        () = crate::console::stdout_gone() => Exit::OutputClosed,
+    };
+    let why = match stopped {
+        Exit::Signal(Stop::Interrupt) => "by Ctrl-C",
+        Exit::Signal(Stop::Terminate) => "by SIGTERM",
+        Exit::Signal(Stop::Hangup) => "by SIGHUP",
+        _ => "as standard output was closed",
+    };
+    eprintln!(
+        "stopping {why}: removing the demo's file and the mock's store (a second Ctrl-C or \
+         SIGTERM quits at once)"
+    );
+    cancel.cancel();
+    stop.store(true, Ordering::Relaxed);
+    tokio::select! {
+        _ = &mut demo => {}
+        second = signals.second() => {
+            eprintln!(
+                "quit at once: idb-demo-* and idb-mock-* directories may be left in {}",
+                std::env::temp_dir().display()
+            );
+            std::process::exit(i32::from(second.exit_code()));
+        }
+    }
+    eprintln!("stopped {why}; the demo's temporary data was removed");
+    Ok(stopped)
+}
+
+/// The demo until it ends, or until `cancel` (the upload) and `stop` (the
+/// file's generation) tell it to; what it made is removed when it returns.
+async fn demo(args: &DemoArgs, cancel: &Cancel, stop: &Arc<AtomicBool>) -> anyhow::Result<Exit> {
     // A fresh random token, as a real dataset would have; it is never shown.
     let token = format!("demo{:032x}", rand::random::<u128>());
     let mock = MockConfig::new()
         .dataset(DATASET, &token)
         .latency(Duration::from_millis(args.latency_ms))
-        .max_chunk(args.transfer.max_chunk().max(DEFAULT_MAX_CHUNK));
+        .max_chunk(args.transfer.max_chunk().max(DEFAULT_MAX_CHUNK))
+        .tus(args.transfer.protocol == Protocol::Tus);
     let server = MockServer::start(mock).await?;
+    let config = UploadConfig::new(
+        server.url().parse()?,
+        DatasetKey::new(DATASET)?,
+        Token::new(&token)?,
+    );
+    // Checked before the file is made: a wrong option is said at once.
+    let uploader = match Uploader::new(args.transfer.apply(config)) {
+        Ok(uploader) => uploader,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::BadInput);
+        }
+    };
     eprintln!("mock Data Bank listening on {}", server.url());
 
     let dir = tempfile::Builder::new().prefix("idb-demo-").tempdir()?;
     let dir_path = dir.path().to_path_buf();
     eprintln!("generating a {} test file", human(args.size));
     let size = args.size;
-    let data =
-        tokio::task::spawn_blocking(move || generate_data(&dir_path, "demo.bin", size, "demo"))
-            .await??;
+    let stopping = Arc::clone(stop);
+    let generated = tokio::task::spawn_blocking(move || {
+        generate_data_until(&dir_path, "demo.bin", size, "demo", &stopping)
+    })
+    .await??;
+    let Some(data) = generated else {
+        return Ok(Exit::Success);
+    };
     let path = data.path;
 
-    let config = UploadConfig::new(
-        server.url().parse()?,
-        DatasetKey::new(DATASET)?,
-        Token::new(&token)?,
-    );
-    let uploader = Uploader::new(args.transfer.apply(config))?;
     let files = match uploader.check(std::slice::from_ref(&path)) {
         Ok(files) => files,
         Err(problems) => bail!("the generated file is unusable: {}", problems[0]),
     };
-    let console = Arc::new(Console::new(Verbosity::Normal, false, Cancel::new()));
+    let console = Arc::new(Console::new(Verbosity::Normal, false, cancel.clone()).starting_over());
     let progress = Progress::new(Arc::clone(&console), files.len(), args.size);
     let started = Instant::now();
-    let report = uploader.upload(files, &progress).await;
+    let report = uploader.upload_until(files, &progress, cancel).await;
     let elapsed = started.elapsed();
     progress.finish();
+    if console.stdout_closed() {
+        return Ok(Exit::OutputClosed);
+    }
+    if cancel.is_cancelled() {
+        // Stopped by a signal: said by the caller (no resume hints: a demo
+        // starts over).
+        return Ok(Exit::Success);
+    }
     let exit = summarize(&report, &progress.tally(), &TokenSource::Env, &console);
     if exit != Exit::Success {
         return Ok(exit);
@@ -75,13 +146,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         bail!("the server's copy differs from the file sent");
     }
     let seconds = elapsed.as_secs_f64();
-    println!(
-        "uploaded {} in {seconds:.2} s ({}/s) with {} chunks; the server's copy is byte-identical",
+    let chunks = match (args.transfer.chunk_size, report.final_chunk_size) {
+        (first, last) if last == 0 || last == first => format!("{} chunks", human(first)),
+        (first, last) => format!("chunks of {} growing to {}", human(first), human(last)),
+    };
+    let line = format!(
+        "uploaded {} in {seconds:.2} s ({}/s) with {chunks}; the server's copy is \
+         byte-identical\n",
         human(args.size),
         human((args.size as f64 / seconds.max(1e-9)) as u64),
-        human(args.transfer.chunk_size),
     );
-    Ok(Exit::Success)
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(line.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(Exit::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::OutputClosed),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
 }
 
 fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {

@@ -262,6 +262,11 @@ impl TransferArgs {
         Ok(())
     }
 
+    /// Whether any option of tus alone was given.
+    pub fn tus_given(&self) -> bool {
+        self.tus_part_size.is_some() || self.no_concat || self.no_tus_checksum
+    }
+
     /// Notes for options that do nothing with the others given: tus options
     /// with `--protocol chunked` (kept by a script that switches protocol, so
     /// said, not refused).

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Dir, ServerProcess, TestCommand};
+use crate::util::{Dir, ServerProcess, TestCommand, assert_nothing_left};
 
 /// Tiny sizes for every scenario: a few seconds in all.
 const TINY: &[&str] = &[
@@ -767,17 +767,6 @@ fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
     assert!(markdown.contains("**The run failed**"), "{markdown}");
     let (status, _, _) = server.terminate();
     assert!(status.success());
-}
-
-/// Asserts the run left nothing in `tmp` (its TMPDIR and data directory).
-#[track_caller]
-fn assert_nothing_left(tmp: &std::path::Path, run: &crate::util::Run) {
-    let left: Vec<_> = std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
 }
 
 /// Starts an in-process `idb bench` whose curl is a stand-in that never ends

@@ -1,6 +1,6 @@
 //! The command line itself: help, usage errors, and `idb demo`.
 
-use crate::util::Dir;
+use crate::util::{Dir, assert_nothing_left};
 
 #[test]
 fn help() {
@@ -114,4 +114,69 @@ fn demo_reports_a_byte_identical_copy() {
     run.expect_code(0)
         .stdout_has("byte-identical")
         .stdout_has("3.0 MiB");
+}
+
+/// The demo over tus: its mock serves tus when the protocol is asked for.
+#[test]
+fn demo_speaks_tus_when_asked() {
+    let dir = Dir::new("demo_speaks_tus_when_asked");
+    let run = dir
+        .idb(["demo", "--size", "6MiB", "--protocol", "tus"])
+        .run();
+    run.expect_code(0)
+        .stderr_has("protocol: tus")
+        .stdout_has("byte-identical");
+}
+
+/// A bad option is refused (exit 2, as for `upload`) before the mock starts
+/// or the file is made.
+#[test]
+fn demo_refuses_a_bad_option_before_making_anything() {
+    let dir = Dir::new("demo_refuses_a_bad_option_before_making_anything");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let run = dir
+        .idb(["demo", "--size", "3MiB", "--parallel", "0"])
+        .env("TMPDIR", &tmp)
+        .run();
+    run.expect_code(2).stderr_has("--parallel");
+    assert!(!run.stderr.contains("generating"), "{}", run.describe());
+    assert_nothing_left(&tmp, &run);
+}
+
+/// Regression: `idb demo | head -1` panicked (exit 101) on its last line,
+/// and a demo stopped by a signal left its file and the mock's store (as
+/// large as the file) in the temporary directory. Now a closed stdout ends
+/// it with 141, a signal with 128 + its number, and nothing is left.
+#[test]
+fn demo_stopped_by_a_closed_stdout_or_a_signal_leaves_nothing() {
+    let dir = Dir::new("demo_stopped_by_a_closed_stdout_or_a_signal_leaves_nothing");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let demo = |size: &str| {
+        dir.idb(["demo", "--size", size, "--chunk-size", "1MiB"])
+            .args(["--max-chunk-size", "1MiB", "--latency-ms", "100"])
+            .env("TMPDIR", &tmp)
+    };
+
+    // Closed before the end (a second of calls at least), or at the last line.
+    for size in ["16MiB", "1MiB"] {
+        let mut running = demo(size).own_stdout().spawn();
+        drop(running.take_stdout());
+        let run = running.wait();
+        run.expect_code(141);
+        assert!(!run.stderr.contains("panicked"), "{}", run.describe());
+        assert_nothing_left(&tmp, &run);
+    }
+
+    // A signal while the file is going up.
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let running = demo("16MiB").spawn();
+        running.wait_for_stderr("started");
+        running.signal(signal);
+        let run = running.wait();
+        run.expect_code(code)
+            .stderr_has("the demo's temporary data was removed");
+        assert_nothing_left(&tmp, &run);
+    }
 }

@@ -963,3 +963,14 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// Asserts the run left nothing in `tmp` (its TMPDIR or data directory).
+#[track_caller]
+pub fn assert_nothing_left(tmp: &Path, run: &Run) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
+}

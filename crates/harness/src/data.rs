@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
@@ -27,6 +28,20 @@ pub struct DataFile {
 /// derive-key mode keyed by `seed`, so files with different seeds differ and none
 /// compresses (like real instrument data). Blocking: call it off the async threads.
 pub fn generate(dir: &Path, name: &str, size: u64, seed: &str) -> anyhow::Result<DataFile> {
+    let never = AtomicBool::new(false);
+    generate_until(dir, name, size, seed, &never)?
+        .context("the generation of test data stopped, though nothing stops it")
+}
+
+/// [`generate`], stopping within a block of being told (`stop`): `None` then,
+/// and the part written is left for the caller to remove with its directory.
+pub fn generate_until(
+    dir: &Path,
+    name: &str,
+    size: u64,
+    seed: &str,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<DataFile>> {
     let path = dir.join(name);
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::with_capacity(GENERATE_BLOCK, file);
@@ -36,6 +51,9 @@ pub fn generate(dir: &Path, name: &str, size: u64, seed: &str) -> anyhow::Result
     let mut block = vec![0u8; GENERATE_BLOCK];
     let mut left = size;
     while left > 0 {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = left.min(GENERATE_BLOCK as u64) as usize;
         xof.fill(&mut block[..n]);
         hasher.update(&block[..n]);
@@ -47,12 +65,12 @@ pub fn generate(dir: &Path, name: &str, size: u64, seed: &str) -> anyhow::Result
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(DataFile {
+    Ok(Some(DataFile {
         path,
         name: name.to_owned(),
         size,
         blake3: hasher.finalize().to_hex().to_string(),
-    })
+    }))
 }
 
 /// One file as one side's repetition uploads it: under a name of its own (a

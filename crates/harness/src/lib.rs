@@ -104,7 +104,7 @@ pub use config::{
 };
 pub use cpu_floor::{CLIENT_RATIO, CURL_RATIO, FLOOR_RATIO};
 pub use curl_upload::stop_children;
-pub use data::{DataFile, generate as generate_data};
+pub use data::{DataFile, generate as generate_data, generate_until as generate_data_until};
 pub use engine_run::EngineSettings;
 pub use report::{
     COMMAND_FILE, PLOT_FILE, REPORT_FILE, RESULTS_FILE, compact as compact_bytes,
