@@ -109,6 +109,9 @@ impl<P: Protocol> Run<'_, P> {
                     }
                     Err(CallError::Unsettled { status }) => format!("unsettled (HTTP {status})"),
                     Err(CallError::Fatal(_)) => "cannot succeed".to_owned(),
+                    Err(CallError::SizeMismatch { reported }) => {
+                        format!("ok, but {reported} bytes reported")
+                    }
                 },
                 "call"
                 );
@@ -189,6 +192,13 @@ impl<P: Protocol> Run<'_, P> {
                 }
                 Err(CallError::Fatal(error)) => {
                     return Err(failed(Failure::Error(*error), uncertain));
+                }
+                Err(CallError::SizeMismatch { reported }) => {
+                    let error = Error::IntegrityMismatch {
+                        path: f.path.clone(),
+                        what: format!("it has {reported} bytes, we sent {}", f.size),
+                    };
+                    return Err(failed(Failure::Error(error), uncertain));
                 }
                 Err(CallError::Unsettled { status }) => {
                     let error = Error::RegistrationUnsettled {

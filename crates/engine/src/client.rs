@@ -14,6 +14,7 @@ use url::Url;
 use crate::bandwidth::Bandwidth;
 use crate::body::{Progress, SegmentedBody};
 use crate::idle::with_idle_timeout;
+use crate::protocol::{CallError, FileRef};
 use crate::server_text::Secrets;
 use crate::{Error, UploadConfig};
 
@@ -38,6 +39,19 @@ pub(crate) struct Answer {
     /// The receipt in a successful verify's answer, if it sent one (boxed:
     /// every other answer carries none).
     pub(crate) receipt: Option<Box<VerifyReceipt>>,
+    /// The size a successful verify's answer reports without a whole receipt
+    /// ([`VerifyReceipt::reported_size`]).
+    pub(crate) reported_size: Option<u64>,
+}
+
+impl Answer {
+    /// A successful close that reports a size other than `file`'s: the
+    /// server holds other bytes than were sent.
+    pub(crate) fn size_mismatch(&self, file: FileRef<'_>) -> Option<CallError> {
+        self.reported_size
+            .filter(|&reported| reported != file.size)
+            .map(|reported| CallError::SizeMismatch { reported })
+    }
 }
 
 impl Answer {
@@ -51,6 +65,7 @@ impl Answer {
             location: None,
             offset_mode: false,
             receipt: None,
+            reported_size: None,
         }
     }
 }
@@ -299,10 +314,14 @@ impl DatafileClient {
         sent: Option<&str>,
     ) -> Answer {
         let outcome = classify(phase, head.status, body, head.retry_after.as_deref());
-        let receipt = (phase == Phase::Verify && outcome.is_ok())
+        let closed = phase == Phase::Verify && outcome.is_ok();
+        let receipt = closed
             .then(|| VerifyReceipt::parse(body))
             .flatten()
             .map(|r| Box::new(self.receipt(r, sent)));
+        let reported_size = (closed && receipt.is_none())
+            .then(|| VerifyReceipt::reported_size(body))
+            .flatten();
         let location = head.location.map(|l| self.clean(&l));
         Answer {
             status: head.status,
@@ -312,6 +331,7 @@ impl DatafileClient {
             location,
             offset_mode: head.offset_mode,
             receipt,
+            reported_size,
         }
     }
 

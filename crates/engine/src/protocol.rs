@@ -32,6 +32,12 @@ pub(crate) enum CallError {
     },
     /// The call cannot succeed, and why (the server speaks no protocol asked for).
     Fatal(Box<Error>),
+    /// A close went through, and its answer reports another size than was
+    /// sent (without a whole receipt, which [`crate::file_upload`] compares).
+    SizeMismatch {
+        /// The bytes the server says it has.
+        reported: u64,
+    },
 }
 
 /// One upload protocol, as the pipeline uses it.
@@ -179,6 +185,10 @@ impl Protocol for DatafileClient {
             .close(body, file.filename, self.idle_timeout())
             .await
             .map_err(CallError::Transport)?;
-        Ok(ok_or_refused(answer)?.receipt.map(|receipt| *receipt))
+        let answer = ok_or_refused(answer)?;
+        if let Some(mismatch) = answer.size_mismatch(file) {
+            return Err(mismatch);
+        }
+        Ok(answer.receipt.map(|receipt| *receipt))
     }
 }

@@ -444,6 +444,7 @@ impl<'a> TusClient<'a> {
             location: head.location.as_deref().map(|l| self.client.clean(l)),
             offset_mode: false,
             receipt: None,
+            reported_size: None,
         }
     }
 
@@ -1061,6 +1062,9 @@ impl TusClient<'_> {
             }
         };
         if answer.outcome.is_ok() {
+            if let Some(mismatch) = answer.size_mismatch(file) {
+                return Err(mismatch);
+            }
             return Ok(answer.receipt.map(|r| *r));
         }
         self.with_file(file.filename, |t| {

@@ -1,7 +1,8 @@
 //! A server that quotes the request's headers back in its errors (as a debug
 //! page or a careless framework does) gets none of them past the engine: the
 //! token is in no error, no event and no file of the state directory, in any
-//! phase, for any refusal, in any encoding the server echoes it in.
+//! phase, for any refusal, in any encoding the server echoes it in. And a
+//! verify's receipt, whole or only a size, is compared with what was sent.
 
 mod support;
 
@@ -264,4 +265,47 @@ async fn a_receipt_quoting_the_token_is_scrubbed() {
     let all = everything(&report, &events.lock().unwrap(), &state);
     assert_no_token(&all, SECRET, "a receipt");
     assert!(all.contains(REDACTED), "{all}");
+}
+
+/// Regression: a verify answered 200 with a size but no blake3 (or its size
+/// as a string) was taken as "no receipt", and a file the server holds only
+/// half of was reported verified, its receipt written. A size other than the
+/// one sent now fails the file as the server's copy differing; the same size
+/// passes.
+#[tokio::test]
+async fn a_verify_reporting_another_size_without_a_hash_fails_the_file() {
+    for (reported, fails) in [
+        (serde_json::json!(500), true),
+        (serde_json::json!("500"), true),
+        (serde_json::json!(0), true),
+        (serde_json::json!(1000), false),
+        (serde_json::json!("1000"), false),
+    ] {
+        let body = serde_json::json!({ "filename": "data.bin", "size": reported }).to_string();
+        let server = RawServer::start(move |request: &Request| match request.phase.as_deref() {
+            Some("verify") => Reply::status(200, body.as_bytes()),
+            _ => Reply::status(200, b""),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "data.bin", &data(1000, 4));
+        let state = dir.path().join("state");
+        let report = upload(config(&server, &state), &[path], &|_| {}).await;
+
+        let case = format!("size {reported}");
+        if fails {
+            let error = support::failure(&report, 0);
+            assert!(
+                matches!(error, Error::IntegrityMismatch { what, .. }
+                    if what == &format!("it has {} bytes, we sent 1000", reported.to_string().trim_matches('"'))),
+                "{case}: {error:?}"
+            );
+        } else {
+            assert!(
+                matches!(report.files[0].outcome, FileOutcome::Verified { .. }),
+                "{case}: {:?}",
+                report.files[0].outcome
+            );
+        }
+    }
 }

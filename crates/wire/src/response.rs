@@ -271,11 +271,54 @@ impl VerifyReceipt {
     pub fn parse(body: &[u8]) -> Option<Self> {
         serde_json::from_slice(body).ok()
     }
+
+    /// The size a verify's body reports when it is no whole receipt (a server
+    /// that reports only a size, or writes it as a string or a float): a JSON
+    /// object whose `size` is a whole number of bytes, written as a number,
+    /// as a float with nothing after the point, or as a string of digits.
+    pub fn reported_size(body: &[u8]) -> Option<u64> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        match value.as_object()?.get("size")? {
+            serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                    .map(|f| f as u64)
+            }),
+            serde_json::Value::String(s)
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                s.parse().ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_is_read_from_a_body_that_is_no_whole_receipt() {
+        let size = |body: &str| VerifyReceipt::reported_size(body.as_bytes());
+        assert_eq!(size(r#"{"filename":"a","size":150000}"#), Some(150_000));
+        assert_eq!(size(r#"{"size":"300000"}"#), Some(300_000));
+        assert_eq!(size(r#"{"size":300000.0}"#), Some(300_000));
+        assert_eq!(size(r#"{"size":0}"#), Some(0));
+        for nothing in [
+            r#"{"size":-1}"#,
+            r#"{"size":1.5}"#,
+            r#"{"size":"12a"}"#,
+            r#"{"size":""}"#,
+            r#"{"bytes":5}"#,
+            r#"[5]"#,
+            "5",
+            "ok",
+            "",
+        ] {
+            assert_eq!(size(nothing), None, "{nothing}");
+        }
+    }
 
     #[test]
     fn statuses() {
