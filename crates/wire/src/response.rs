@@ -113,11 +113,28 @@ pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str
     }
 }
 
-/// Parses `Retry-After` given as delay-seconds (the HTTP-date form is ignored: the
-/// client then uses its own backoff). Delays are capped at one hour.
+/// The longest `Retry-After` taken: longer ones are cut to it.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After`, as delay-seconds or as an HTTP-date (the wait until
+/// then by this machine's clock; a date past is no wait). Delays are capped at
+/// [`RETRY_AFTER_CAP`]. Anything else is `None`: the client then uses its own
+/// backoff.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds.min(3600)))
+    parse_retry_after_at(value, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] with the clock read as `now`.
+pub fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(RETRY_AFTER_CAP))
 }
 
 /// Whether a response body is a web page: after white space (and a byte order
@@ -299,6 +316,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |value: &str| parse_retry_after_at(value, now);
+        assert_eq!(at("3"), Some(Duration::from_secs(3)));
+        assert_eq!(at(" 0 "), Some(Duration::ZERO));
+        assert_eq!(at("999999999"), Some(RETRY_AFTER_CAP));
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            at("Tue, 14 Nov 2023 22:13:40 GMT"),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(at("Tue, 14 Nov 2023 22:13:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Thu, 16 Nov 2023 22:13:20 GMT"), Some(RETRY_AFTER_CAP));
+        for nothing in ["", "-1", "1.5", "soon", "Tue, 14 Nov 2023"] {
+            assert_eq!(at(nothing), None, "{nothing:?}");
+        }
+    }
+
+    #[test]
     fn a_size_is_read_from_a_body_that_is_no_whole_receipt() {
         let size = |body: &str| VerifyReceipt::reported_size(body.as_bytes());
         assert_eq!(size(r#"{"filename":"a","size":150000}"#), Some(150_000));
@@ -352,7 +388,11 @@ mod tests {
                 after: Some(Duration::from_secs(7))
             }
         );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        // A date past: no wait.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_retry_after("-1"), None);
     }
