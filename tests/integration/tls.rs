@@ -69,7 +69,7 @@ fn plain_http_to_an_https_server_is_said_at_once() {
         .run();
 
     run.expect_code(1)
-        .stderr_has("did not answer in HTTP (its reply looks like TLS")
+        .stderr_has("did not answer in HTTP (as an HTTPS server answers a plain request)")
         .stderr_has(&format!("try {}", mock.url()))
         .never_shows(TOKEN);
     assert!(!run.stderr.contains("retrying"), "{}", run.describe());

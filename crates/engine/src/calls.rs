@@ -166,10 +166,20 @@ impl<P: Protocol> Run<'_, P> {
                         .map_err(|e| failed(Failure::Error(e.into()), uncertain))?;
                     uncertain = true;
                     answer_lost.store(true, std::sync::atomic::Ordering::Relaxed);
-                    if plain_http && let Some(error) = self.plain_http_answer() {
+                    // The wrong scheme, when the server never answered in
+                    // this run; after it did, one reply that is no HTTP (a
+                    // proxy's blip) is a broken connection like another.
+                    let never_answered = self.protocol.last_answer().is_none();
+                    if never_answered
+                        && plain_http
+                        && let Some(error) = self.plain_http_answer()
+                    {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
-                    if not_http && let Some(error) = self.tls_answer() {
+                    if never_answered
+                        && not_http
+                        && let Some(error) = self.tls_answer()
+                    {
                         return Err(failed(Failure::Error(error), uncertain));
                     }
                     if let Some(problem) = certificate {

@@ -410,8 +410,8 @@ pub enum Error {
     /// an HTTPS server, whose TLS alert is no HTTP status line). Fatal for the
     /// run.
     #[error(
-        "{server} did not answer in HTTP (its reply looks like TLS: an HTTPS server); \
-         try {https}, or check the address"
+        "{server} did not answer in HTTP (as an HTTPS server answers a plain request); \
+         if it serves HTTPS, try {https}; else check the address"
     )]
     NotHttp {
         /// The server as given.

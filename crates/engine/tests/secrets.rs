@@ -309,3 +309,31 @@ async fn a_verify_reporting_another_size_without_a_hash_fails_the_file() {
         }
     }
 }
+
+/// Regression: a reply that is no HTTP (a broken proxy) after the server had
+/// answered in HTTP was said to look like TLS ("try https://"), failed the
+/// file for good and dropped its journal. It is now a broken connection,
+/// retried: here the next verify goes through.
+#[tokio::test]
+async fn a_reply_that_is_no_http_after_http_answers_is_retried() {
+    let verifies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&verifies);
+    let server = RawServer::start(move |request: &Request| match request.phase.as_deref() {
+        Some("verify") if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
+            Reply::Raw(b"garbage\r\n\r\n".to_vec())
+        }
+        _ => Reply::status(200, b""),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "data.bin", &data(1000, 5));
+    let state = dir.path().join("state");
+    let report = upload(config(&server, &state), &[path], &|_| {}).await;
+
+    assert!(
+        matches!(report.files[0].outcome, FileOutcome::Verified { .. }),
+        "{:?}",
+        report.files[0].outcome
+    );
+    assert_eq!(verifies.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

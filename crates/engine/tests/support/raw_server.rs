@@ -40,6 +40,8 @@ pub enum Reply {
     /// Reads the request and closes the connection without answering (an
     /// answer lost on the way back, or a server that went down).
     Close,
+    /// Writes these bytes (no HTTP at all: a broken proxy) and closes.
+    Raw(Vec<u8>),
 }
 
 impl Reply {
@@ -153,6 +155,10 @@ async fn serve(
             } => (status, reason, headers, body),
             // Hold the connection open, reading nothing more.
             Reply::Silent => std::future::pending().await,
+            Reply::Raw(bytes) => {
+                let _ = socket.write_all(&bytes).await;
+                return;
+            }
             Reply::Close | Reply::Later(..) => return,
         };
         let mut out = format!(
