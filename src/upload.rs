@@ -168,8 +168,9 @@ async fn stop_on_signals(
     let first = signals.next().await;
     let _ = stopped_by.set(first);
     console.error(
-        "stopping: letting the calls in flight finish and saving how far each file got \
-         (press Ctrl-C again to quit at once)",
+        "stopping: letting the calls in flight finish (a verify under way is waited for: it \
+         decides whether the file is in the dataset) and saving how far each file got (press \
+         Ctrl-C again to quit at once)",
     );
     cancel.cancel();
     let second = signals.second().await;

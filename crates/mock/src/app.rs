@@ -72,6 +72,9 @@ pub(crate) struct App {
     pub(crate) tls: Option<TlsAcceptor>,
 }
 
+/// The longest timeout taken as given (longer ones mean "never").
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl App {
     fn new(config: &MockConfig) -> Result<Self, MockError> {
         let datasets = Datasets::new(&config.datasets, config.token_ttl)?;
@@ -142,8 +145,10 @@ impl App {
             faults,
             bandwidth: config.bandwidth,
             bandwidth_total: config.bandwidth_total.map(SharedBucket::new),
-            header_read_timeout: config.header_read_timeout,
-            body_idle_timeout: config.body_idle_timeout,
+            // hyper adds it to the clock, which overflows on a huge one: a
+            // year is as good as never.
+            header_read_timeout: config.header_read_timeout.min(LONGEST_TIMEOUT),
+            body_idle_timeout: config.body_idle_timeout.min(LONGEST_TIMEOUT),
             max_connections: config.max_connections,
             plain_errors: config.plain_errors,
             serve_tus: config.tus,

@@ -64,6 +64,21 @@ async fn slow_headers_are_closed_after_the_header_timeout_while_others_are_answe
     server.shutdown().await;
 }
 
+/// Regression: `--header-timeout 18446744073709551615` made hyper's timer
+/// overflow, and every connection panicked unanswered. A huge limit means
+/// never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_limits_mean_never() {
+    let server = start(
+        config()
+            .header_read_timeout(Duration::from_secs(u64::MAX))
+            .body_idle_timeout(Duration::MAX),
+    )
+    .await;
+    Api::new(&server).setup("huge.bin", 1).await.expect(200);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_moving_is_cut_after_the_idle_timeout() {
     let server = start(config().body_idle_timeout(Duration::from_millis(500))).await;
