@@ -62,6 +62,12 @@ impl Bucket {
         }
     }
 
+    /// What the bucket earns in a timer tick (a millisecond), at least 1 and
+    /// at most its capacity.
+    fn tick_worth(&self) -> u64 {
+        (self.rate / 1000).clamp(1, self.capacity)
+    }
+
     /// When the bucket will hold `want` tokens (`1 <= want <= capacity`).
     fn ready_at(&self, want: u64) -> Instant {
         let missing = u128::from(want.saturating_sub(self.tokens));
@@ -122,19 +128,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        // Wait for one byte's worth in each bucket, then read what both hold: a
-        // small request is never held back for more than its own bytes' time
-        // (timers tick in milliseconds, so reads are not tiny at high rates
-        // either). The server's tokens are taken before the read, so connections
-        // reading at once never spend the same ones, and what the read did not
-        // use is given back after it.
-        let want = 1;
+        // Wait for a timer tick's worth in each bucket (or the bytes the
+        // caller can take, when fewer), then read what both hold: a small
+        // request is never held back for more than its own bytes' time, and a
+        // read is never of a few bytes. (Waiting for one byte's worth woke
+        // within the same millisecond tick, again and again, each wake reading
+        // a byte or two: a capped connection cost a whole core.) The server's
+        // tokens are taken before the read, so connections reading at once
+        // never spend the same ones, and what the read did not use is given
+        // back after it.
+        let room = buf.remaining() as u64;
         let allowed = loop {
             let now = Instant::now();
-            let mut allowed = buf.remaining() as u64;
+            let mut allowed = room;
             let mut ready_at = None;
             if let Some(bucket) = this.bucket.as_mut() {
                 bucket.refill(now);
+                let want = bucket.tick_worth().min(room);
                 if bucket.tokens < want {
                     ready_at = Some(bucket.ready_at(want));
                 }
@@ -143,6 +153,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
             if let (Some(total), None) = (&this.total, ready_at) {
                 let mut total = lock(&total.0);
                 total.refill(now);
+                let want = total.tick_worth().min(room);
                 if total.tokens < want {
                     ready_at = Some(total.ready_at(want));
                 } else {
@@ -298,6 +309,49 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_secs(2), "took {took:?}");
         assert!(took < Duration::from_millis(2050), "took {took:?}");
+    }
+
+    /// A reader under `rate` that counts the reads it is asked for.
+    struct Counted<'a> {
+        data: &'a [u8],
+        reads: usize,
+    }
+
+    impl AsyncRead for Counted<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            Pin::new(&mut self.data).poll_read(cx, buf)
+        }
+    }
+
+    /// Regression: a capped connection woke again within the same timer tick
+    /// to read the byte or two earned meanwhile, costing a whole core at 1
+    /// MiB/s. On the real clock, each read takes at least a tick's worth.
+    #[tokio::test]
+    async fn a_capped_reader_reads_at_least_a_tick_s_worth_at_a_time() {
+        let data = vec![9u8; 64 * 1024];
+        let rate = 1024 * 1024;
+        let mut reader = Throttled::new(
+            Counted {
+                data: &data,
+                reads: 0,
+            },
+            Some(rate),
+            None,
+        );
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        let most = data.len() as u64 / (rate / 1000) + 2;
+        assert!(
+            reader.inner.reads as u64 <= most,
+            "{} reads, at most {most}",
+            reader.inner.reads
+        );
     }
 
     #[tokio::test(start_paused = true)]
