@@ -85,19 +85,38 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         eprintln!("{note}");
     }
     signals.next().await;
-    let received = server.stats().bytes_received;
-    server.shutdown().await;
     // Said if it can be: after SIGHUP the terminal may be gone (EIO), and
     // eprintln! would panic.
     let say = |line: &str| {
         let _ = writeln!(std::io::stderr(), "{line}");
     };
+    // Requests in flight may finish, for a while: a body under a bandwidth
+    // cap may take minutes. Those still going then are cut, as the client's
+    // own stop cuts its calls; what they carried is not applied.
+    let stats = server.stats();
+    let in_flight = stats.requests_arrived.saturating_sub(stats.requests);
+    if in_flight > 0 {
+        say(&format!(
+            "stopping: letting {in_flight} request(s) in flight finish, for up to {} s \
+             (Ctrl-C again cuts them at once)",
+            SHUTDOWN_GRACE.as_secs()
+        ));
+    }
+    tokio::select! {
+        () = server.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => say("requests still in flight were cut"),
+        _ = signals.second() => say("requests in flight were cut"),
+    }
+    let received = stats.bytes_received;
     if args.sink {
         say(&cpu_per_gib(process_cpu(), received));
     }
     say("stopped");
     Ok(Exit::Success)
 }
+
+/// How long requests in flight may go on after a stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One line on how the server behaves: mode, faults, bandwidth caps.
 fn describe(args: &MockServerArgs) -> String {

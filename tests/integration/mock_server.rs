@@ -360,3 +360,45 @@ fn a_sink_says_its_cpu_seconds_per_gib_at_shutdown() {
         lines[0]
     );
 }
+
+/// Regression: a stop while a request under a bandwidth cap was in flight
+/// waited, silently, for that request to end (30 s in an adversarial pass),
+/// and more signals did not cut it short. Requests in flight now get a few
+/// seconds, said, then are cut; the server still exits 0 and removes its
+/// temporary store.
+#[test]
+fn a_stop_cuts_a_slow_request_in_flight_after_a_grace() {
+    let dir = Dir::new("a_stop_cuts_a_slow_request_in_flight_after_a_grace");
+    let server = ServerProcess::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--dataset",
+            "IDB-X:tok-x",
+            "--bandwidth",
+            "256KiB",
+        ],
+    );
+    // One 8 MiB transfer at 256 KiB/s: half a minute, were it not cut.
+    let (path, _) = dir.random_file("slow.bin", 8 << 20);
+    let upload = dir
+        .idb(["upload", "--chunk-size", "8MiB", "--dataset", KEY])
+        .args(["--progress-interval", "100ms", "--protocol", "chunked"])
+        .env("IDB_SERVER", &server.url)
+        .token(TOK)
+        .arg(&path)
+        .spawn();
+    // Bytes are going out: the transfer is in flight at the server.
+    upload.wait_for_stderr("active, ");
+
+    let (status, _, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("letting 1 request(s) in flight finish")
+            && stderr.contains("requests still in flight were cut"),
+        "{stderr}"
+    );
+    // It would retry the stopped server for a while: not this test's concern.
+    upload.kill9();
+}
