@@ -199,6 +199,15 @@ fn configure(args: &BenchArgs, given: &[&str]) -> anyhow::Result<BenchConfig> {
     config.reps = args.reps as usize;
     config.size = args.size;
     config.sample_size = args.sample_size;
+    // Two points of one latency would carry one label: ambiguous.
+    if let Some(twice) = args
+        .latencies
+        .iter()
+        .enumerate()
+        .find_map(|(i, ms)| args.latencies[..i].contains(ms).then_some(ms))
+    {
+        anyhow::bail!("--latencies gives {twice} ms twice; give each latency once");
+    }
     config.latencies = args
         .latencies
         .iter()

@@ -528,21 +528,32 @@ fn parse_fault_kind(text: &str) -> Result<idb_mock::FaultKind, String> {
 
 /// `--bandwidth`: a size per second, not zero.
 fn parse_bandwidth(text: &str) -> Result<u64, String> {
-    match parse_size(text)? {
-        0 => Err("a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap".into()),
+    parse_rate(
+        text,
+        "a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap",
+    )
+}
+
+/// A rate: a size per second (like 12MiB, or 12MiB/s), not zero (`zero`
+/// says why).
+fn parse_rate(text: &str, zero: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let size = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed);
+    match parse_size(size)? {
+        0 => Err(zero.to_owned()),
         rate => Ok(rate),
     }
 }
 
 /// `--bandwidth-total`: a size per second, not zero.
 fn parse_bandwidth_total(text: &str) -> Result<u64, String> {
-    match parse_size(text)? {
-        0 => Err(
-            "a total bandwidth of 0 lets nothing through; leave --bandwidth-total out for no cap"
-                .into(),
-        ),
-        rate => Ok(rate),
-    }
+    parse_rate(
+        text,
+        "a total bandwidth of 0 lets nothing through; leave --bandwidth-total out for no cap",
+    )
 }
 
 #[derive(Debug, Args)]
@@ -690,19 +701,11 @@ pub struct BenchArgs {
 
 /// `--bwlimit`: a size per second (an optional `/s` suffix is allowed), not zero.
 fn parse_bwlimit(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let size = trimmed
-        .strip_suffix("/s")
-        .or_else(|| trimmed.strip_suffix("/S"))
-        .unwrap_or(trimmed);
-    match parse_size(size)? {
-        0 => Err(
-            "--bwlimit 0 would send nothing; give a rate like 4MiB (per second), or leave \
-             --bwlimit out for no cap"
-                .into(),
-        ),
-        rate => Ok(rate),
-    }
+    parse_rate(
+        text,
+        "--bwlimit 0 would send nothing; give a rate like 4MiB (per second), or leave \
+         --bwlimit out for no cap",
+    )
 }
 
 #[cfg(test)]
@@ -845,5 +848,23 @@ mod tests {
             panic!("not an upload");
         };
         assert_eq!(args.transfer.idle_timeout, idb_engine::DEFAULT_IDLE_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::{parse_bandwidth, parse_bandwidth_total, parse_bwlimit};
+
+    /// Every rate option takes the same forms: `--bwlimit 12MiB/s` was taken,
+    /// the mock's and bench's `--bandwidth 12MiB/s` refused.
+    #[test]
+    fn every_rate_option_takes_a_size_per_second_with_or_without_per_second() {
+        for parse in [parse_bandwidth, parse_bandwidth_total, parse_bwlimit] {
+            assert_eq!(parse("12MiB/s"), Ok(12 << 20));
+            assert_eq!(parse("12MiB"), Ok(12 << 20));
+            assert_eq!(parse(" 50MB/S "), Ok(50_000_000));
+            assert!(parse("0/s").is_err());
+            assert!(parse("12MiB/h").is_err());
+        }
     }
 }

@@ -32,7 +32,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "tb" => 1_000_000_000_000,
         _ => {
             return Err(format!(
-                "unknown unit {unit:?} in {text:?}; use B, KiB, MiB, GiB or TiB"
+                "unknown unit {unit:?} in {text:?}; use B, K or KiB, M or MiB, G or GiB, T or \
+                 TiB (powers of 1024), or KB, MB, GB, TB (powers of 1000)"
             ));
         }
     };

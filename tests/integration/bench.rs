@@ -313,6 +313,12 @@ fn check_document(doc: &Value, remote: bool, secret: &str) -> Vec<String> {
         if let Some(reason) = scenario["skipped"].as_str() {
             assert!(scenario["points"].as_array().unwrap().is_empty());
             assert!(reason.contains("--server"), "{name}: {reason}");
+            // A far end started with faults fails the baselines: not advised.
+            assert_eq!(
+                reason.contains("start the far end with that option"),
+                name != "faults",
+                "{name}: {reason}"
+            );
             continue;
         }
         ran.push(name.to_owned());
@@ -743,6 +749,15 @@ fn a_far_end_without_a_token_is_refused_before_anything_is_sent() {
     run.expect_code(2).stderr_has("no token: set IDB_TOKEN");
     let run = dir.idb(["bench", "--dataset", "IDB-X"]).run();
     run.expect_code(2).stderr_has("--server");
+}
+
+/// `--latencies 0,0` ran two points both labelled 0 ms: refused at once.
+#[test]
+fn a_latency_given_twice_is_refused() {
+    let dir = Dir::new("a_latency_given_twice_is_refused");
+    let run = dir.idb(["bench", "--latencies", "0,50,0"]).run();
+    run.expect_code(2)
+        .stderr_has("--latencies gives 0 ms twice");
 }
 
 #[test]

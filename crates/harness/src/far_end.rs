@@ -82,10 +82,16 @@ impl Knobs {
             } => "a server in each write mode (the mock's --mode)",
             _ => return None,
         };
-        Some(format!(
-            "needs {needs}, which a far end given with --server cannot be asked for; run it \
-             with an in-process mock, or start the far end with that option and run \
+        // Faults fail the baselines (curl, the sample client: no retries),
+        // so a far end started with them cannot stand in either.
+        let instead = if self.faults.is_some() {
+            "run it with an in-process mock"
+        } else {
+            "run it with an in-process mock, or start the far end with that option and run \
              --scenario latency against it"
+        };
+        Some(format!(
+            "needs {needs}, which a far end given with --server cannot be asked for; {instead}"
         ))
     }
 }
