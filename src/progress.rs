@@ -265,6 +265,11 @@ impl EventSink for Progress {
             }
             Event::FileStarted { path, size } => {
                 let mut state = lock(&self.state);
+                // Not resumed (a resume may have asked the server nothing):
+                // its setup went through, so the token was accepted.
+                if !state.active.contains_key(&path) {
+                    self.token_worked.store(true, Ordering::Relaxed);
+                }
                 let at = state.active.get(&path).map_or(0, |f| f.acked);
                 let bar = self.file_bar(&short_name(&path), size, at);
                 if bar.is_none() {

@@ -371,6 +371,40 @@ fn a_token_that_expires_mid_run_waits_for_a_new_one_in_the_file() {
     }
 }
 
+/// Regression: a token refused at the first transfer, after the setup had
+/// accepted it, failed the run (exit 3) instead of waiting for a new one in
+/// the file: only an acknowledged chunk counted as the token having worked.
+#[test]
+fn a_token_refused_right_after_its_setup_is_waited_for() {
+    let dir = Dir::new("a_token_refused_right_after_its_setup_is_waited_for");
+    let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN));
+    let proxy = crate::proxy::Proxy::start(
+        mock.addr(),
+        "name=\"phase\"\r\n\r\ntransfer",
+        crate::proxy::Lose::Status(401),
+        1,
+    );
+    let (path, bytes) = dir.random_file("first.bin", 3 * CHUNK);
+    let token_file = dir.write("token", format!("{TOKEN}\n").as_bytes());
+    const NEW: &str = "renewed-tok-Q7p1";
+
+    let running = dir
+        .upload_to(&proxy.url(), DS, CHUNK_ARG)
+        .args(["--protocol", "chunked", "--token-file"])
+        .arg(&token_file)
+        .arg(&path)
+        .spawn();
+    running.wait_for_stderr("waiting up to 30 min for a new token");
+    mock.add_token(DS, NEW, None).unwrap();
+    std::fs::write(&token_file, format!("{NEW}\n")).unwrap();
+    let run = running.wait();
+
+    run.expect_code(0)
+        .verified_exactly(&[(&path, &bytes)])
+        .never_shows(NEW);
+    mock.assert_stored(DS, "first.bin", &bytes);
+}
+
 /// --token-wait without --token-file does nothing, and says so (it was
 /// accepted in silence); the run goes on.
 #[test]
