@@ -254,8 +254,9 @@ pub fn parse_positive_seconds(text: &str) -> Result<std::time::Duration, String>
 /// How files are sent (shared by `upload` and `demo`).
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// Bytes per transfer call at the start; doubled while round trips dominate,
-    /// halved on 413 or timeouts.
+    /// The adaptive chunk size's start and floor: the first setup's round trip
+    /// may size the first chunks larger (up to --max-chunk-size); doubled while
+    /// round trips dominate, halved on 413 or timeouts.
     #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
     /// Ceiling for the adaptive chunk size (give --chunk-size's value for fixed

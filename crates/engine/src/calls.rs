@@ -409,9 +409,20 @@ impl<P: Protocol> Run<'_, P> {
             Outcome::Ok | Outcome::Retry { .. } | Outcome::TooLarge | Outcome::Rejected => {
                 let message = match (answer.status, answer.location) {
                     (300..=399, Some(location)) => {
-                        format!(
-                            "the server redirects to {location}; use that address as the server"
-                        )
+                        // The datafile endpoint's own address elsewhere: the
+                        // server moved, and its new base is what --server takes.
+                        let endpoint = format!("api/dataset/{}/datafile", self.config.dataset);
+                        let path_end = location.find(['?', '#']).unwrap_or(location.len());
+                        match location[..path_end].strip_suffix(endpoint.as_str()) {
+                            Some(base) if base.ends_with('/') => format!(
+                                "the server redirects to {location}; if the Data Bank moved \
+                                 there, run the same command with --server {base}"
+                            ),
+                            _ => format!(
+                                "the server redirects to {location}; if the Data Bank moved, \
+                                 give its new address with --server"
+                            ),
+                        }
                     }
                     _ => answer.said,
                 };

@@ -337,3 +337,44 @@ async fn a_reply_that_is_no_http_after_http_answers_is_retried() {
     );
     assert_eq!(verifies.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A redirect is never followed; when it names the datafile endpoint on
+/// another base, the refusal gives that base for --server (it gave the
+/// endpoint's own address as "the server").
+#[tokio::test]
+async fn a_redirect_to_the_endpoint_elsewhere_names_the_new_server() {
+    for (location, advice) in [
+        (
+            format!("http://127.0.0.1:9/new/api/dataset/{DS}/datafile?x=1"),
+            "run the same command with --server http://127.0.0.1:9/new/".to_owned(),
+        ),
+        (
+            "http://127.0.0.1:9/elsewhere".to_owned(),
+            "give its new address with --server".to_owned(),
+        ),
+    ] {
+        let moved = location.clone();
+        let server = RawServer::start(move |request: &Request| {
+            if request.phase.as_deref() != Some("transfer") {
+                return Reply::status(200, b"");
+            }
+            Reply::Answer {
+                status: 307,
+                reason: "Temporary Redirect".into(),
+                headers: vec![("location".into(), moved.clone())],
+                body: Vec::new(),
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "data.bin", &data(1000, 6));
+        let state = dir.path().join("state");
+        let report = upload(config(&server, &state), &[path], &|_| {}).await;
+
+        let error = support::failure(&report, 0);
+        assert!(
+            matches!(error, Error::Rejected { status: 307, message, .. } if message.contains(&advice)),
+            "{location}: {error:?}"
+        );
+    }
+}
