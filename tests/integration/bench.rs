@@ -784,6 +784,30 @@ fn a_far_end_that_refuses_the_token_exits_3_as_upload_does() {
     assert!(status.success());
 }
 
+/// `--server https://` to a far end in plain HTTP is said as upload says it,
+/// with the address to try (it was a library's "received corrupt message of
+/// type InvalidContentType").
+#[test]
+fn a_far_end_of_the_other_scheme_is_said_as_upload_says_it() {
+    let dir = Dir::new("a_far_end_of_the_other_scheme_is_said_as_upload_says_it");
+    let server = ServerProcess::sink(&dir, &[]);
+    let https = server.url.replacen("http://", "https://", 1);
+    let run = dir
+        .idb(["bench", "--server", &https, "--dataset", "IDB-X"])
+        .arg("--report")
+        .arg(dir.join("report"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(TINY)
+        .token("tok-x")
+        .run();
+    run.expect_code(1)
+        .stderr_has("does not speak TLS (it answered the TLS handshake in plain HTTP)")
+        .stderr_has(&format!("try {}/", server.url));
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
 /// Starts an in-process `idb bench` whose curl is a stand-in that never ends
 /// by itself (and, with `deaf`, ignores SIGTERM), and returns once that curl is
 /// sending: the run, the directory it uses as TMPDIR and for its data, and

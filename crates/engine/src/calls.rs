@@ -301,15 +301,7 @@ impl<P: Protocol> Run<'_, P> {
     /// The server's address over `scheme` instead, on the same port, when it
     /// was given over `given`.
     fn over(&self, given: &str, scheme: &str) -> Option<String> {
-        let server = &self.config.server;
-        if server.scheme() != given {
-            return None;
-        }
-        let port = server.port_or_known_default();
-        let mut other = server.clone();
-        other.set_scheme(scheme).ok()?;
-        other.set_port(port).ok()?;
-        Some(other.to_string())
+        crate::tls::swap_scheme(&self.config.server, given, scheme)
     }
 
     /// A TLS handshake answered in plain HTTP: sending again cannot help.

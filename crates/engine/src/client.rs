@@ -503,7 +503,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<(Bytes, bool), 
 
 /// An error and its sources on one line ("error sending request: connection
 /// refused"), since reqwest's own message is only the outermost layer.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

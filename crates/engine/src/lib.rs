@@ -97,7 +97,9 @@ pub use state::{
     CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
 };
 pub use stop::Cancel;
-pub use tls::{CaCertProblem, CertificateProblem, certificate_problem, load_ca_certs};
+pub use tls::{
+    CaCertProblem, CertificateProblem, certificate_problem, load_ca_certs, scheme_problem,
+};
 
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.

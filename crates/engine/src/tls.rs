@@ -125,6 +125,41 @@ fn pem_problem(error: &pem::Error) -> String {
     }
 }
 
+/// When a call to `server` failed because the server speaks the other scheme
+/// (an `https://` address answered in plain HTTP, an `http://` one with what
+/// is no HTTP, as an HTTPS server answers): the engine's words for it
+/// ([`crate::Error::NotTls`], [`crate::Error::NotHttp`]), with the address to
+/// try. `None` for any other failure.
+pub fn scheme_problem(error: &reqwest::Error, server: &url::Url) -> Option<crate::Error> {
+    let chain = crate::client::error_chain(error);
+    if chain.contains("InvalidContentType") {
+        return Some(crate::Error::NotTls {
+            server: server.clone(),
+            plain: swap_scheme(server, "https", "http")?,
+        });
+    }
+    if chain.contains("invalid HTTP version parsed") {
+        return Some(crate::Error::NotHttp {
+            server: server.clone(),
+            https: swap_scheme(server, "http", "https")?,
+        });
+    }
+    None
+}
+
+/// `server` over `scheme` instead, on the same port, when it was given over
+/// `given`.
+pub(crate) fn swap_scheme(server: &url::Url, given: &str, scheme: &str) -> Option<String> {
+    if server.scheme() != given {
+        return None;
+    }
+    let port = server.port_or_known_default();
+    let mut other = server.clone();
+    other.set_scheme(scheme).ok()?;
+    other.set_port(port).ok()?;
+    Some(other.to_string())
+}
+
 /// Why the server's certificate was refused, when a call's TLS handshake failed
 /// for that (`None` for any other failure; `with_ca_certs`: the run added
 /// private CAs). Sending again cannot help: the run stops with what to do

@@ -67,6 +67,9 @@ pub(crate) struct Calls {
     /// Whether certificate authorities were given (`--ca-cert`), for what a
     /// refused certificate's message advises.
     extra_roots: bool,
+    /// The server's base, for the wrong scheme's message (`None`: not a URL,
+    /// which the calls then say).
+    base: Option<reqwest::Url>,
 }
 
 /// The multipart envelope of one `transfer` call (idb-wire's encoding), to be
@@ -145,6 +148,7 @@ impl Calls {
             answer_wait: ANSWER_WAIT,
             slowest: SLOWEST_PATH,
             extra_roots: !roots.is_empty(),
+            base: reqwest::Url::parse(base).ok(),
         })
     }
 
@@ -198,6 +202,14 @@ impl Calls {
                         "the far end's certificate was refused ({}): {problem}",
                         self.endpoint
                     );
+                }
+                // And for the wrong scheme: said at once, with the one to try.
+                if let Some(problem) = self
+                    .base
+                    .as_ref()
+                    .and_then(|base| idb_engine::scheme_problem(&e, base))
+                {
+                    bail!("{problem}");
                 }
                 return Err(timed_out(&e)
                     .unwrap_or_else(|| anyhow::Error::new(e).context("the call got no answer")));
