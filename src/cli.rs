@@ -342,7 +342,7 @@ pub struct TransferArgs {
 #[derive(Debug, Args)]
 pub struct MockServerArgs {
     /// Address to listen on (port 0 picks a free port; the first line printed tells it).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// A draft dataset and a token that may upload into it (repeatable).
     #[arg(long = "dataset", required = true, value_name = "KEY:TOKEN")]
@@ -533,6 +533,17 @@ fn parse_bandwidth(text: &str) -> Result<u64, String> {
         text,
         "a bandwidth of 0 lets nothing through; leave --bandwidth out for no cap",
     )
+}
+
+/// `--listen`: an IP address and a port (a host name is not looked up).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP address and port; write it like 127.0.0.1:8080, \
+             0.0.0.0:8080 (every interface) or [::1]:8080 (a host name such as localhost \
+             is not looked up)"
+        )
+    })
 }
 
 /// A rate: a size per second (like 12MiB, or 12MiB/s), not zero (`zero`

@@ -61,6 +61,20 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
         (Some(dir), false) => Storage::Dir(dir.clone()),
         (None, false) => Storage::TempDir,
     });
+    // Request heads go through the caps too: too low a rate, and no head
+    // arrives within the header timeout.
+    let lowest = args.bandwidth.into_iter().chain(args.bandwidth_total).min();
+    if let Some(rate) = lowest
+        && rate.saturating_mul(args.header_timeout) < HEAD_BYTES
+    {
+        eprintln!(
+            "warning: at {}/s a request's headers and form fields (about {HEAD_BYTES} bytes) may not \
+             arrive within --header-timeout {} s, and such requests are cut; raise the rate \
+             or the timeout",
+            human(rate),
+            args.header_timeout
+        );
+    }
     let (config, tls_note) = with_tls(config, &args)?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -114,6 +128,9 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     say("stopped");
     Ok(Exit::Success)
 }
+
+/// The bytes a request's head may take, for the warning about low caps.
+const HEAD_BYTES: u64 = 1024;
 
 /// How long requests in flight may go on after a stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

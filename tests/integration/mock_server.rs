@@ -402,3 +402,34 @@ fn a_stop_cuts_a_slow_request_in_flight_after_a_grace() {
     // It would retry the stopped server for a while: not this test's concern.
     upload.kill9();
 }
+
+/// A host name for --listen is refused naming the forms it takes (it said
+/// only "invalid socket address syntax"); a cap so low that no request's
+/// head arrives within the header timeout is warned about at start.
+#[test]
+fn a_host_name_to_listen_on_and_a_hopeless_cap_are_said() {
+    let dir = Dir::new("a_host_name_to_listen_on_and_a_hopeless_cap_are_said");
+    let run = dir
+        .idb([
+            "mock-server",
+            "--listen",
+            "localhost:0",
+            "--dataset",
+            "IDB-X:tok-x",
+        ])
+        .run();
+    run.expect_code(2)
+        .stderr_has("is not an IP address and port")
+        .stderr_has("127.0.0.1:8080");
+
+    let server = ServerProcess::sink(&dir, &["--bandwidth", "10B"]);
+    let (status, _, stderr) = server.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: at 10 B/s a request's headers"),
+        "{stderr}"
+    );
+    let server = ServerProcess::sink(&dir, &["--bandwidth", "1KiB"]);
+    let (_, _, stderr) = server.terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
