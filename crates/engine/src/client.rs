@@ -459,7 +459,13 @@ impl Head {
     fn of(response: &reqwest::Response) -> Self {
         Self {
             status: response.status().as_u16(),
-            retry_after: header_text(response, header::RETRY_AFTER),
+            // A date, against the server's own clock.
+            retry_after: header_text(response, header::RETRY_AFTER).map(|value| {
+                idb_wire::retry_after_against(
+                    &value,
+                    header_text(response, header::DATE).as_deref(),
+                )
+            }),
             location: header_text(response, header::LOCATION),
             offset_mode: header_text(response, WRITE_MODE_HEADER.try_into().expect("valid name"))
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case(WRITE_MODE_OFFSET)),

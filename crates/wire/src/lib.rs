@@ -63,7 +63,7 @@ pub use request::{
 };
 pub use response::{
     Outcome, VerifyReceipt, body_message, classify, looks_like_html, parse_retry_after,
-    summarize_body,
+    retry_after_against, summarize_body,
 };
 pub use token::{Token, WWW_AUTHENTICATE, parse_authorization};
 pub use write_mode::{WRITE_MODE_HEADER, WRITE_MODE_OFFSET, WriteMode};

@@ -117,9 +117,10 @@ pub fn classify(phase: Phase, status: u16, body: &[u8], retry_after: Option<&str
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// Parses `Retry-After`, as delay-seconds or as an HTTP-date (the wait until
-/// then by this machine's clock; a date past is no wait). Delays are capped at
-/// [`RETRY_AFTER_CAP`]. Anything else is `None`: the client then uses its own
-/// backoff.
+/// then by this machine's clock; see [`retry_after_against`] for reading it
+/// against the server's). Delays are capped at [`RETRY_AFTER_CAP`]. A date
+/// past, or anything else, is `None`: the client then uses its own backoff
+/// (a clock ahead of the server's must not make every retry go at once).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     parse_retry_after_at(value, std::time::SystemTime::now())
 }
@@ -132,9 +133,24 @@ pub fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<D
         Err(_) => httpdate::parse_http_date(value)
             .ok()?
             .duration_since(now)
-            .unwrap_or(Duration::ZERO),
+            .ok()
+            .filter(|wait| !wait.is_zero())?,
     };
     Some(wait.min(RETRY_AFTER_CAP))
+}
+
+/// A `Retry-After` date read against the answer's own `Date` (the server's
+/// clock, so the clocks' skew does not count), as delay-seconds; anything
+/// else as it came.
+pub fn retry_after_against(value: &str, date: Option<&str>) -> String {
+    let wait = date
+        .and_then(|date| httpdate::parse_http_date(date.trim()).ok())
+        .zip(httpdate::parse_http_date(value.trim()).ok())
+        .map(|(now, then)| then.duration_since(now).unwrap_or(Duration::ZERO));
+    match wait {
+        Some(wait) => wait.as_secs().to_string(),
+        None => value.to_owned(),
+    }
 }
 
 /// Whether a response body is a web page: after white space (and a byte order
@@ -327,7 +343,24 @@ mod tests {
             at("Tue, 14 Nov 2023 22:13:40 GMT"),
             Some(Duration::from_secs(20))
         );
-        assert_eq!(at("Tue, 14 Nov 2023 22:13:00 GMT"), Some(Duration::ZERO));
+        // Past (a clock ahead of the server's): the client's own backoff.
+        assert_eq!(at("Tue, 14 Nov 2023 22:13:00 GMT"), None);
+        assert_eq!(at("Tue, 14 Nov 2023 22:13:20 GMT"), None);
+        // Against the answer's own Date, the clocks' skew does not count.
+        let date = Some("Tue, 14 Nov 2023 22:13:00 GMT");
+        assert_eq!(
+            retry_after_against("Tue, 14 Nov 2023 22:13:30 GMT", date),
+            "30"
+        );
+        assert_eq!(
+            retry_after_against("Tue, 14 Nov 2023 22:12:00 GMT", date),
+            "0"
+        );
+        assert_eq!(
+            retry_after_against("Tue, 14 Nov 2023 22:13:30 GMT", None),
+            "Tue, 14 Nov 2023 22:13:30 GMT"
+        );
+        assert_eq!(retry_after_against("7", date), "7");
         assert_eq!(at("Thu, 16 Nov 2023 22:13:20 GMT"), Some(RETRY_AFTER_CAP));
         for nothing in ["", "-1", "1.5", "soon", "Tue, 14 Nov 2023"] {
             assert_eq!(at(nothing), None, "{nothing:?}");
@@ -388,11 +421,8 @@ mod tests {
                 after: Some(Duration::from_secs(7))
             }
         );
-        // A date past: no wait.
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        // A date past: the client's own backoff.
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_retry_after("-1"), None);
     }
