@@ -108,7 +108,7 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
     // cap may take minutes. Those still going then are cut, as the client's
     // own stop cuts its calls; what they carried is not applied.
     let stats = server.stats();
-    let in_flight = stats.requests_arrived.saturating_sub(stats.requests);
+    let in_flight = stats.requests_in_flight;
     if in_flight > 0 {
         say(&format!(
             "stopping: letting {in_flight} request(s) in flight finish, for up to {} s \
@@ -116,10 +116,19 @@ pub async fn run(args: MockServerArgs) -> anyhow::Result<Exit> {
             SHUTDOWN_GRACE.as_secs()
         ));
     }
-    tokio::select! {
-        () = server.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => say("requests still in flight were cut"),
-        _ = signals.second() => say("requests in flight were cut"),
+    let abort = server.abort_handle();
+    let cut = tokio::select! {
+        () = server.shutdown() => None,
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => Some("requests still in flight were cut"),
+        _ = signals.second() => Some("requests in flight were cut"),
+    };
+    if let Some(said) = cut {
+        // Ends the serving task, whose connections go with it (what they
+        // carried is undone, as for any body that breaks off).
+        if let Some(abort) = abort {
+            abort.abort();
+        }
+        say(said);
     }
     let received = stats.bytes_received;
     if args.sink {

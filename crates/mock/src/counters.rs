@@ -44,6 +44,8 @@ pub struct Stats {
     /// its arrival to its answer (the latency included): how many calls a
     /// client kept in flight.
     pub requests_in_flight_peak: u64,
+    /// The requests on those endpoints in flight now, counted the same way.
+    pub requests_in_flight: u64,
 }
 
 /// The live counters of a running server.
@@ -186,6 +188,7 @@ impl Counters {
             ),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             requests_in_flight_peak: self.in_flight_peak.load(Ordering::Relaxed),
+            requests_in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
 

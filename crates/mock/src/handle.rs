@@ -249,6 +249,13 @@ impl MockServer {
         self.app.mode
     }
 
+    /// A handle that ends the server at once, its connections dropped (the
+    /// requests in flight cut, unanswered): for a [`MockServer::shutdown`]
+    /// that must not wait any longer. `None` once shut down.
+    pub fn abort_handle(&self) -> Option<tokio::task::AbortHandle> {
+        self.task.as_ref().map(|task| task.abort_handle())
+    }
+
     /// Stops accepting, lets requests in flight finish, and waits for the end.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
