@@ -30,6 +30,9 @@ pub struct Progress {
     state: Mutex<State>,
     /// Set once the server accepts a call (a chunk or a verify): the token works.
     token_worked: Arc<AtomicBool>,
+    /// Whether the run speaks tus, whose start of a file may ask nothing that
+    /// needs the token (an OPTIONS for partials).
+    tus: AtomicBool,
 }
 
 /// What the renderer knows of the run so far.
@@ -104,6 +107,7 @@ impl Progress {
                 ..State::default()
             }),
             token_worked: Arc::default(),
+            tus: AtomicBool::new(false),
         }
     }
 
@@ -249,6 +253,8 @@ impl EventSink for Progress {
     fn emit(&self, event: Event) {
         match event {
             Event::ProtocolChosen { protocol, reason } => {
+                self.tus
+                    .store(protocol == idb_engine::Protocol::Tus, Ordering::Relaxed);
                 self.console.note(&format!(
                     "protocol: {} ({})",
                     protocol.as_str(),
@@ -265,9 +271,10 @@ impl EventSink for Progress {
             }
             Event::FileStarted { path, size } => {
                 let mut state = lock(&self.state);
-                // Not resumed (a resume may have asked the server nothing):
-                // its setup went through, so the token was accepted.
-                if !state.active.contains_key(&path) {
+                // Not resumed (a resume may have asked the server nothing)
+                // and protocol 1: its setup went through, so the token was
+                // accepted.
+                if !state.active.contains_key(&path) && !self.tus.load(Ordering::Relaxed) {
                     self.token_worked.store(true, Ordering::Relaxed);
                 }
                 let at = state.active.get(&path).map_or(0, |f| f.acked);

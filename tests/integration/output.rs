@@ -469,6 +469,19 @@ fn a_token_refused_from_the_start_is_not_waited_for() {
         .run();
     run.expect_code(3);
     assert!(!run.stderr.contains("waiting"), "{}", run.describe());
+
+    // Over tus by partials, whose start of a file asks only OPTIONS (which
+    // needs no token): that start is no sign the token works.
+    let mock = Mock::start(MockConfig::new().dataset(DS, TOKEN).tus(true));
+    let (path, _) = dir.random_file("partials.bin", 16 * 1024 * 1024 + 1);
+    let run = dir
+        .upload_to(&mock.url(), DS, "5MiB")
+        .args(["--protocol", "tus", "--token-wait", "10s", "--token-file"])
+        .arg(&token_file)
+        .arg(&path)
+        .run();
+    run.expect_code(3);
+    assert!(!run.stderr.contains("waiting"), "{}", run.describe());
 }
 
 /// Addresses: a missing scheme gets a suggestion; https:// to a plain-http
