@@ -254,9 +254,10 @@ pub fn parse_positive_seconds(text: &str) -> Result<std::time::Duration, String>
 /// How files are sent (shared by `upload` and `demo`).
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// The adaptive chunk size's start and floor: the first setup's round trip
-    /// may size the first chunks larger (up to --max-chunk-size); doubled while
-    /// round trips dominate, halved on 413 or timeouts.
+    /// The adaptive chunk size's start: the first setup's round trip may size
+    /// the first chunks larger (up to --max-chunk-size); doubled while round
+    /// trips dominate, shrunk no lower than this on a slow link, halved down to
+    /// 64 KiB on 413 or timeouts.
     #[arg(long, default_value = "8MiB", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
     /// Ceiling for the adaptive chunk size (give --chunk-size's value for fixed

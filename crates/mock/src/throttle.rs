@@ -346,7 +346,9 @@ mod tests {
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, data);
-        let most = data.len() as u64 / (rate / 1000) + 2;
+        // A tick's worth a read, plus the small reads while read_to_end's
+        // buffer grows from 32 bytes and the one that finds the end.
+        let most = data.len() as u64 / (rate / 1000) + 12;
         assert!(
             reader.inner.reads as u64 <= most,
             "{} reads, at most {most}",
