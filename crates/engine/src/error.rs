@@ -199,9 +199,10 @@ pub enum Error {
     /// 5xx, 429) until the retry policy gave up: its attempts were used, or the
     /// next one would have come after its deadline.
     #[error(
-        "{path}: gave up on {phase} at byte {offset} after {attempts} attempts in {} (last: {last}); \
-         the server or the network may be down: run the same command again later \
+        "{path}: gave up on {phase} at byte {offset} after {attempts} attempt{} in {} (last: \
+         {last}); the server or the network may be down: run the same command again later \
          (--attempts and --call-deadline say how long a call is tried)",
+        if *attempts == 1 { "" } else { "s" },
         seconds(*elapsed)
     )]
     GaveUp {
@@ -540,5 +541,27 @@ fn seconds(duration: Duration) -> String {
         format!("{} s", secs.round())
     } else {
         format!("{} s", (secs * 1000.0).round() / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_attempt_is_said_in_the_singular() {
+        let gave_up = |attempts| {
+            Error::GaveUp {
+                path: PathBuf::from("f.bin"),
+                phase: Phase::Transfer,
+                offset: 0,
+                attempts,
+                elapsed: Duration::from_secs(2),
+                last: "HTTP 503".into(),
+            }
+            .to_string()
+        };
+        assert!(gave_up(1).contains("after 1 attempt in"), "{}", gave_up(1));
+        assert!(gave_up(3).contains("after 3 attempts in"), "{}", gave_up(3));
     }
 }
