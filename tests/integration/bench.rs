@@ -558,7 +558,12 @@ fn every_scenario_against_a_mock_server_process_runs_or_says_why_not() {
 
 /// `idb bench` against `server`'s dataset `IDB-X`, its report and data in `dir`.
 fn bench_against(dir: &Dir, server: &ServerProcess) -> TestCommand {
-    dir.idb(["bench", "--server", &server.url, "--dataset", "IDB-X"])
+    bench_to(dir, &server.url)
+}
+
+/// [`bench_against`] a far end at `url`.
+fn bench_to(dir: &Dir, url: &str) -> TestCommand {
+    dir.idb(["bench", "--server", url, "--dataset", "IDB-X"])
         .arg("--report")
         .arg(dir.join("report"))
         .arg("--data-dir")
@@ -792,15 +797,7 @@ fn a_far_end_of_the_other_scheme_is_said_as_upload_says_it() {
     let dir = Dir::new("a_far_end_of_the_other_scheme_is_said_as_upload_says_it");
     let server = ServerProcess::sink(&dir, &[]);
     let https = server.url.replacen("http://", "https://", 1);
-    let run = dir
-        .idb(["bench", "--server", &https, "--dataset", "IDB-X"])
-        .arg("--report")
-        .arg(dir.join("report"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(TINY)
-        .token("tok-x")
-        .run();
+    let run = bench_to(&dir, &https).args(TINY).token("tok-x").run();
     run.expect_code(1)
         .stderr_has("does not speak TLS (it answered the TLS handshake in plain HTTP)")
         .stderr_has(&format!("try {}/", server.url));

@@ -1,8 +1,10 @@
 //! A server that quotes the request's headers back in its errors (as a debug
 //! page or a careless framework does) gets none of them past the engine: the
 //! token is in no error, no event and no file of the state directory, in any
-//! phase, for any refusal, in any encoding the server echoes it in. And a
-//! verify's receipt, whole or only a size, is compared with what was sent.
+//! phase, for any refusal, in any encoding the server echoes it in. And other
+//! answers of a server that is not the mock, read as they are: a verify's
+//! receipt (whole, or only a size) compared with what was sent, a reply that
+//! is no HTTP after HTTP answers, a redirect.
 
 mod support;
 
