@@ -500,7 +500,8 @@ impl Job {
                 let Some((chunk, look)) = self.read(span)? else {
                     return Ok(());
                 };
-                if self.source.is_mapped() {
+                if self.source.is_mapped() && !self.source.populate(span.offset, chunk.bytes.len())
+                {
                     // Fault the pages in here, off the hashing thread.
                     let touched = chunk.bytes.iter().step_by(PAGE).fold(0u8, |acc, b| acc ^ b);
                     std::hint::black_box(touched);

@@ -557,6 +557,21 @@ impl SourceFile {
         }
     }
 
+    /// Maps the pages of `len` bytes at `offset` of a mapped file into this
+    /// process in one call (`MADV_POPULATE_READ`, reading them in as needed),
+    /// so that the threads hashing and sending them take no page faults.
+    /// False when that could not be done (not mapped, a kernel before 5.14,
+    /// or the file shrank): the caller touches the pages instead, which
+    /// faults them in one by one, or raises the SIGBUS that names a shrunk file.
+    pub(crate) fn populate(&self, offset: u64, len: usize) -> bool {
+        match &self.0.map {
+            Some(map) if len > 0 => map
+                .advise_range(Advice::PopulateRead, offset as usize, len)
+                .is_ok(),
+            _ => false,
+        }
+    }
+
     /// Asks the kernel to start reading `len` bytes at `offset` into memory.
     pub(crate) fn prefetch(&self, offset: u64, len: u64) {
         let size = self.size();
@@ -662,6 +677,44 @@ mod tests {
     fn as_changed(at: SystemTime) -> (i64, i64) {
         let since = at.duration_since(UNIX_EPOCH).unwrap();
         (since.as_secs() as i64, i64::from(since.subsec_nanos()))
+    }
+
+    /// Whether this kernel has `MADV_POPULATE_READ` (Linux 5.14).
+    fn kernel_populates() -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let minor: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (major, minor) >= (5, 14)
+    }
+
+    #[test]
+    fn populating_maps_a_whole_range_and_refuses_one_past_a_shrunk_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, vec![7u8; 64 * 1024]).unwrap();
+        let positional = SourceFile::open(&path, ReadMode::Positional).unwrap();
+        assert!(
+            !positional.populate(0, 4096),
+            "nothing to populate without a map"
+        );
+        let mapped = SourceFile::open(&path, ReadMode::Mmap).unwrap();
+        assert!(!mapped.populate(0, 0));
+        if kernel_populates() {
+            assert!(mapped.populate(0, 64 * 1024));
+            assert!(mapped.populate(8192, 100));
+        } else {
+            eprintln!("skipped: this kernel is older than 5.14 (no MADV_POPULATE_READ)");
+        }
+        // Shrunk under the map: the pages past the new end cannot be read in,
+        // and the caller falls back to touching them (SIGBUS names the file).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8192)
+            .unwrap();
+        assert!(!mapped.populate(0, 64 * 1024));
     }
 
     #[test]
