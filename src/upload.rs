@@ -347,7 +347,7 @@ fn is_loopback(url: &Url) -> bool {
 #[derive(Debug, Default)]
 struct Counts {
     verified: usize,
-    /// Verified with no size or blake3 from the server to compare.
+    /// Verified with no blake3 from the server to compare (at most a size).
     unchecked: usize,
     skipped: usize,
     failed: usize,
@@ -470,9 +470,9 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
     // Part of the summary: shown with -q too.
     if counts.unchecked > 0 {
         console.error(&format!(
-            "for {} of the files verified the server reported no size or blake3 \
-             (the documented API promises only a 200), so nothing could be compared end \
-             to end: only the server's answer says they arrived whole",
+            "for {} of the files verified the server reported no blake3 (the documented \
+             API promises only a 200), so their bytes could not be compared end to end: \
+             only the server's answer (and the size it gave, if any) says they arrived whole",
             if counts.unchecked == counts.verified {
                 "all".to_owned()
             } else {

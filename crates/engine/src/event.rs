@@ -114,9 +114,9 @@ pub enum Event {
         /// it sent one).
         blake3: String,
         /// Whether the server reported the size and blake3 it holds (and they
-        /// agreed). `false`: it answered 200 and said nothing more, as the
-        /// documented API promises no more, so only its word says the bytes
-        /// arrived whole.
+        /// agreed). `false`: it answered 200 with no blake3 (at most a size,
+        /// which agreed), as the documented API promises no more, so only its
+        /// word says the bytes arrived whole.
         server_checked: bool,
     },
     /// The file was not uploaded: a receipt in the state directory says this very
