@@ -294,35 +294,8 @@ fn the_token_never_shows_at_any_verbosity() {
             run.stderr_has("setup answered").stderr_has("call");
         }
         // Nor in what the run leaves behind.
-        for entry in walk(&dir.join("state")) {
-            let text = std::fs::read(&entry).unwrap();
-            assert!(
-                !String::from_utf8_lossy(&text).contains(TOKEN),
-                "{} holds the token",
-                entry.display()
-            );
-        }
+        crate::rerun::assert_state_never_holds(&dir, TOKEN);
     }
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
 }
 
 /// A token that expires mid-run, with --token-file: idb waits for a new one in

@@ -25,6 +25,9 @@ pub enum Lose {
     /// without that call; 502: a gateway that gave up on a call the server
     /// applied), and the connection is closed.
     Status(u16),
+    /// The client gets this JSON body with status 200 instead (a server
+    /// whose answers are of its own shape), and the connection is closed.
+    Json(&'static str),
 }
 
 /// The proxy; dropping it closes every connection and stops it.
@@ -191,6 +194,17 @@ fn relay(client: TcpStream, server: TcpStream, rule: Arc<Rules>) {
                         let _ = to_client.write_all(
                             format!(
                                 "HTTP/1.1 {status} Lost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        );
+                        let _ = to_client.shutdown(Shutdown::Both);
+                        let _ = from_server.shutdown(Shutdown::Both);
+                    }
+                    Lose::Json(body) => {
+                        let _ = to_client.write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
                             )
                             .as_bytes(),
                         );

@@ -25,6 +25,19 @@ pub fn state_files(dir: &Dir) -> Vec<PathBuf> {
     files
 }
 
+/// Asserts that no file of the test's state directory holds `secret`.
+#[track_caller]
+pub fn assert_state_never_holds(dir: &Dir, secret: &str) {
+    for path in state_files(dir) {
+        let text = std::fs::read(&path).expect("read a state file");
+        assert!(
+            !String::from_utf8_lossy(&text).contains(secret),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+}
+
 /// The receipts files (`*.jsonl`) in the test's state directory.
 pub fn receipt_files(dir: &Dir) -> Vec<PathBuf> {
     state_files(dir)

@@ -329,6 +329,84 @@ fn a_server_that_cannot_say_whether_a_registration_went_through_is_not_asked_twi
     assert_registered_once(&mock, "unsettled.bin", &bytes);
 }
 
+/// A server whose registration answer, or whose lookup's receipt after a
+/// lost answer, gives a size but no blake3: a size other than the file's
+/// fails it as the server's copy differing (the lookup's made its whole answer
+/// unreadable, and the registration stayed unsettled on every run); the
+/// file's own size settles it.
+#[test]
+fn a_registration_receipt_with_only_a_size_is_compared_with_the_file() {
+    const SIZE: usize = 1024 * 1024;
+    const SHORT: &str = r#"{"filename": "sized.bin", "size": 1000}"#;
+    const WHOLE: &str = r#"{"filename": "sized.bin", "size": "1048576"}"#;
+    const SHORT_LOOKUP: &str = r#"{"registered": true, "receipt": {"size": 1000}}"#;
+    const WHOLE_LOOKUP: &str = r#"{"registered": true, "receipt": {"size": 1048576.0}}"#;
+    let lost = ("name=\"tus_url\"", Lose::Drop, 1);
+    let lookup = |body| ("get /api/dataset/", Lose::Json(body), 1);
+    for (case, rules, fails) in [
+        (
+            "registration",
+            vec![("name=\"tus_url\"", Lose::Json(SHORT), 1)],
+            true,
+        ),
+        (
+            "registration",
+            vec![("name=\"tus_url\"", Lose::Json(WHOLE), 1)],
+            false,
+        ),
+        ("lookup", vec![lost, lookup(SHORT_LOOKUP)], true),
+        ("lookup", vec![lost, lookup(WHOLE_LOOKUP)], false),
+    ] {
+        let dir = Dir::new("tus_sized_receipt");
+        let mock = Mock::start(tus_mock());
+        let proxy = Proxy::with_rules(mock.addr(), &rules);
+        let (path, bytes) = dir.random_file("sized.bin", SIZE);
+        let run = upload(&dir, &proxy.url()).arg(&path).run();
+        if fails {
+            run.expect_code(1).stderr_has(&format!(
+                "the server's copy differs from what was sent (it has 1000 bytes, we sent {SIZE})"
+            ));
+        } else {
+            run.expect_code(0).verified_exactly(&[(&path, &bytes)]);
+        }
+        for rule in 0..rules.len() {
+            assert_eq!(proxy.wait_for_loss(HANG), rule, "{case}");
+        }
+        assert_registered_once(&mock, "sized.bin", &bytes);
+    }
+}
+
+/// Regression: the receipt of a lookup (after a lost registration answer) was
+/// kept raw, so a server quoting the token in it put the token in the output
+/// and the state directory. It is scrubbed like a verify's: the file fails as
+/// verified under another name, and the token is nowhere.
+#[test]
+fn a_lookup_receipt_quoting_the_token_is_scrubbed() {
+    let hash = "0".repeat(64);
+    let body = format!(
+        r#"{{"registered": true, "receipt": {{"filename": "quote {TOKEN} end", "size": 1000, "blake3": "{hash}"}}}}"#
+    );
+    // The proxy's answers live as long as the test process; one, small.
+    let body: &'static str = Box::leak(body.into_boxed_str());
+    let dir = Dir::new("tus_lookup_quotes_token");
+    let mock = Mock::start(tus_mock());
+    let proxy = Proxy::with_rules(
+        mock.addr(),
+        &[
+            ("name=\"tus_url\"", Lose::Drop, 1),
+            ("get /api/dataset/", Lose::Json(body), 1),
+        ],
+    );
+    let (path, _) = dir.random_file("quoted.bin", 1000);
+    let run = upload(&dir, &proxy.url()).arg("--json").arg(&path).run();
+    run.expect_code(1)
+        .stderr_has("quote <redacted> end")
+        .never_shows(TOKEN);
+    assert_eq!(proxy.wait_for_loss(HANG), 0);
+    assert_eq!(proxy.wait_for_loss(HANG), 1);
+    crate::rerun::assert_state_never_holds(&dir, TOKEN);
+}
+
 /// The bytes the upload's journal says the server acknowledged.
 fn journaled(dir: &Dir) -> u64 {
     journals(dir)

@@ -810,7 +810,7 @@ impl<'a> TusClient<'a> {
 
     /// Asks the server whether the upload at `url` (of the file sent as
     /// `filename`) was registered (`GET <datafile endpoint>?tus_url=<url>`).
-    async fn lookup(&self, url: &str, filename: &str) -> Result<Lookup, CallError> {
+    async fn lookup(&self, url: &str, file: FileRef<'_>) -> Result<Lookup, CallError> {
         let mut endpoint = self.client.endpoint().clone();
         endpoint
             .query_pairs_mut()
@@ -830,14 +830,20 @@ impl<'a> TusClient<'a> {
             return Err(CallError::Refused(answer));
         }
         let found = (head.status == 200)
-            .then(|| serde_json::from_slice::<tus::RegistrationLookup>(&body).ok())
+            .then(|| tus::RegistrationLookup::parse(&body))
             .flatten();
         Ok(match found {
-            Some(tus::RegistrationLookup {
-                registered: true,
-                receipt,
-            }) => Lookup::Registered(receipt.map(|r| self.client.receipt(r, Some(filename)))),
-            Some(_) => Lookup::NotRegistered,
+            Some((lookup, _)) if !lookup.registered => Lookup::NotRegistered,
+            // A receipt of the server's own shape that gives another size:
+            // what it holds is not what was sent (as for a verify's answer).
+            Some((_, Some(reported))) if reported != file.size => {
+                return Err(CallError::SizeMismatch { reported });
+            }
+            Some((lookup, _)) => Lookup::Registered(
+                lookup
+                    .receipt
+                    .map(|r| self.client.receipt(r, Some(file.filename))),
+            ),
             None => Lookup::Unknown {
                 status: head.status,
             },
@@ -1040,7 +1046,7 @@ impl TusClient<'_> {
         };
         if ask_first {
             // Registering twice makes two datafiles: ask first.
-            match self.lookup(&url, file.filename).await? {
+            match self.lookup(&url, file).await? {
                 Lookup::Registered(receipt) => return Ok(receipt),
                 Lookup::NotRegistered => {}
                 Lookup::Unknown { status } => return Err(CallError::Unsettled { status }),

@@ -310,7 +310,11 @@ impl VerifyReceipt {
     /// object whose `size` is a whole number of bytes, written as a number,
     /// as a float with nothing after the point, or as a string of digits.
     pub fn reported_size(body: &[u8]) -> Option<u64> {
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        Self::size_in(&serde_json::from_slice(body).ok()?)
+    }
+
+    /// [`VerifyReceipt::reported_size`] of a receipt already read as JSON.
+    pub fn size_in(value: &serde_json::Value) -> Option<u64> {
         match value.as_object()?.get("size")? {
             serde_json::Value::Number(n) => n.as_u64().or_else(|| {
                 n.as_f64()

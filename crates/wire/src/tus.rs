@@ -1,6 +1,8 @@
 //! Protocol 2: the tus 1.0 names both sides use, the service's part-size rule,
 //! and the registration call's body.
 
+use serde::Deserialize as _;
+
 use crate::{Boundary, MultipartBody};
 
 /// Where the tus endpoint lives under the server's base URL.
@@ -94,9 +96,87 @@ pub struct RegistrationLookup {
     pub receipt: Option<crate::VerifyReceipt>,
 }
 
+impl RegistrationLookup {
+    /// Reads a lookup's answer, as leniently as a verify's: `None` unless it
+    /// is a JSON object saying `registered` true or false. A receipt that is
+    /// not a whole one (a server of its own shape) is dropped, and the size it
+    /// gives, if any, returned beside ([`VerifyReceipt::reported_size`]'s
+    /// forms), so that the caller can still compare it with what it sent.
+    pub fn parse(body: &[u8]) -> Option<(Self, Option<u64>)> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let registered = value.get("registered")?.as_bool()?;
+        let given = value.get("receipt").filter(|r| !r.is_null());
+        let receipt = given.and_then(|r| crate::VerifyReceipt::deserialize(r).ok());
+        let reported_size = given
+            .filter(|_| receipt.is_none())
+            .and_then(crate::VerifyReceipt::size_in);
+        Some((
+            Self {
+                registered,
+                receipt,
+            },
+            reported_size,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookup_answer_is_read_leniently() {
+        let parse = |body: &str| RegistrationLookup::parse(body.as_bytes());
+        let hash = "a".repeat(64);
+        let whole = format!(
+            r#"{{"registered": true, "receipt": {{"filename": "f", "size": 5, "blake3": "{hash}"}}}}"#
+        );
+        let (lookup, size) = parse(&whole).unwrap();
+        assert!(lookup.registered);
+        assert_eq!(lookup.receipt.unwrap().size, 5);
+        assert_eq!(size, None);
+        // A receipt with a size only, as a number or a string: the size is kept.
+        for receipt in [r#"{"size": 7}"#, r#"{"filename": "f", "size": "7"}"#] {
+            let body = format!(r#"{{"registered": true, "receipt": {receipt}}}"#);
+            assert_eq!(
+                parse(&body),
+                Some((
+                    RegistrationLookup {
+                        registered: true,
+                        receipt: None
+                    },
+                    Some(7)
+                ))
+            );
+        }
+        // A receipt that says nothing usable, or none at all.
+        for body in [
+            r#"{"registered": true, "receipt": {"name": "x"}}"#,
+            r#"{"registered": true, "receipt": []}"#,
+            r#"{"registered": true, "receipt": null}"#,
+            r#"{"registered": true}"#,
+        ] {
+            assert_eq!(
+                parse(body),
+                Some((
+                    RegistrationLookup {
+                        registered: true,
+                        receipt: None
+                    },
+                    None
+                )),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            parse(r#"{"registered": false}"#).unwrap().0.registered,
+            false
+        );
+        // Not an answer to a lookup.
+        for body in ["", "[]", "{}", r#"{"registered": "yes"}"#, "<html>"] {
+            assert_eq!(parse(body), None, "{body}");
+        }
+    }
 
     #[test]
     fn part_size_follows_the_services_rule() {
