@@ -254,10 +254,11 @@ impl TransferArgs {
             && max < self.chunk_size
         {
             anyhow::bail!(
-                "--max-chunk-size ({max} bytes) is below --chunk-size ({} bytes): the adaptive \
+                "--max-chunk-size ({}) is below --chunk-size ({}): the adaptive \
                  size starts at --chunk-size and grows up to --max-chunk-size; give both the \
                  same value for fixed chunks",
-                self.chunk_size
+                idb_engine::bytes_text(max),
+                idb_engine::bytes_text(self.chunk_size)
             );
         }
         Ok(())

@@ -11,7 +11,7 @@ use crate::client::{Answer, Transport};
 use crate::open_file::OpenFile;
 use crate::protocol::{CallError, Protocol};
 use crate::run::Run;
-use crate::{Error, Event};
+use crate::{Error, Event, bytes_text};
 
 /// Attempts (at most) before a server that never answered in this run is called
 /// unreachable (connections fail) or silent (nothing answered): with the first
@@ -110,7 +110,7 @@ impl<P: Protocol> Run<'_, P> {
                     Err(CallError::Unsettled { status }) => format!("unsettled (HTTP {status})"),
                     Err(CallError::Fatal(_)) => "cannot succeed".to_owned(),
                     Err(CallError::SizeMismatch { reported }) => {
-                        format!("ok, but {reported} bytes reported")
+                        format!("ok, but {} reported", bytes_text(*reported))
                     }
                 },
                 "call"
@@ -206,7 +206,7 @@ impl<P: Protocol> Run<'_, P> {
                 Err(CallError::SizeMismatch { reported }) => {
                     let error = Error::IntegrityMismatch {
                         path: f.path.clone(),
-                        what: format!("it has {reported} bytes, we sent {}", f.size),
+                        what: format!("it has {}, we sent {}", bytes_text(reported), f.size),
                     };
                     return Err(failed(Failure::Error(error), uncertain));
                 }
@@ -256,8 +256,8 @@ impl<P: Protocol> Run<'_, P> {
             if out_of_attempts || waits_past_deadline {
                 let last = if waits_past_deadline && !out_of_attempts {
                     format!(
-                        "{reason}; the next attempt, in {}s, would come after the call deadline",
-                        delay.as_secs()
+                        "{reason}; the next attempt, in {}, would come after the call deadline",
+                        crate::event::wait_text(delay)
                     )
                 } else {
                     reason

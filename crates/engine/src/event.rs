@@ -206,10 +206,29 @@ impl Event {
             return None;
         };
         Some(format!(
-            "retrying {phase} of {shown} at byte {offset} in {:.1}s (attempt {attempt} failed: {})",
-            delay.as_secs_f64(),
+            "retrying {phase} of {shown} at byte {offset} in {} (attempt {attempt} failed: {})",
+            wait_text(*delay),
             crate::escape_controls(reason)
         ))
+    }
+}
+
+/// A number of bytes as people read it: "1 byte", "0 bytes", "2 bytes".
+pub fn bytes_text(n: u64) -> String {
+    if n == 1 {
+        "1 byte".to_owned()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// A wait as people read it: tenths of a second under a minute ("1.2s"),
+/// else whole seconds in units ("1m 30s", "1h").
+pub(crate) fn wait_text(wait: Duration) -> String {
+    if wait < Duration::from_secs(60) {
+        format!("{:.1}s", wait.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(wait.as_secs())).to_string()
     }
 }
 
@@ -253,5 +272,22 @@ mod tests {
              line)"
         );
         assert_eq!(Event::TokenRefreshed.retry_note("a.bin"), None);
+    }
+
+    #[test]
+    fn one_byte_is_singular() {
+        assert_eq!(bytes_text(0), "0 bytes");
+        assert_eq!(bytes_text(1), "1 byte");
+        assert_eq!(bytes_text(2), "2 bytes");
+    }
+
+    #[test]
+    fn a_long_wait_is_said_in_units() {
+        let said = |ms| wait_text(Duration::from_millis(ms));
+        assert_eq!(said(0), "0.0s");
+        assert_eq!(said(59_940), "59.9s");
+        assert_eq!(said(60_000), "1m");
+        assert_eq!(said(90_500), "1m 30s");
+        assert_eq!(said(3_600_000), "1h");
     }
 }

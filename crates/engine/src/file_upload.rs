@@ -23,7 +23,7 @@ use crate::receipts::{RECEIPT_VERSION, ReceiptRecord, unix_now};
 use crate::resume::{Opened, Opening, Start, absolute};
 use crate::run::Run;
 use crate::stop::{self, StopKind};
-use crate::{DEFAULT_OFFSET_WINDOW, Error, Event, FileOutcome, RestartReason};
+use crate::{DEFAULT_OFFSET_WINDOW, Error, Event, FileOutcome, RestartReason, bytes_text};
 
 /// Restarts of one file's chunk stream (realign, 413, incomplete verify, a lost
 /// session) without the server confirming more of the file than ever before,
@@ -735,7 +735,11 @@ impl<P: Protocol> Run<'_, P> {
                 });
             }
             let what = if receipt.size != f.size {
-                Some(format!("it has {} bytes, we sent {}", receipt.size, f.size))
+                Some(format!(
+                    "it has {}, we sent {}",
+                    bytes_text(receipt.size),
+                    f.size
+                ))
             } else if !receipt.blake3.eq_ignore_ascii_case(&blake3) {
                 Some(format!(
                     "its blake3 is {}, ours is {blake3}",

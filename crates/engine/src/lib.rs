@@ -86,7 +86,7 @@ pub use config::{
     MAX_CHUNK_SIZE, Protocol, TokenRefresh, UploadConfig,
 };
 pub use error::{Error, NameProblem};
-pub use event::{Event, EventSink, NoEvents, RestartReason};
+pub use event::{Event, EventSink, NoEvents, RestartReason, bytes_text};
 pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig, mapped_path_at};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};

@@ -26,7 +26,7 @@ use crate::retry::Backoff;
 use crate::run::Run;
 use crate::state::StateDir;
 use crate::stop::{Cancel, Stop, StopKind};
-use crate::{Error, Event, EventSink, MAX_CHUNK_SIZE, UploadConfig};
+use crate::{Error, Event, EventSink, MAX_CHUNK_SIZE, UploadConfig, bytes_text};
 
 /// Files that passed every check, ready to upload (see [`Uploader::check`]).
 pub struct CheckedFiles(Vec<CheckedFile>);
@@ -512,22 +512,23 @@ impl UploadConfig {
         let bad = |what: String| Err(Error::Config(what));
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
             return bad(format!(
-                "the chunk size must be 1 byte to 1 GiB (got {} bytes)",
-                self.chunk_size
+                "the chunk size must be 1 byte to 1 GiB (got {})",
+                bytes_text(self.chunk_size)
             ));
         }
         if self.max_chunk_size > MAX_CHUNK_SIZE {
             return bad(format!(
-                "the maximum chunk size must be at most 1 GiB (got {} bytes)",
-                self.max_chunk_size
+                "the maximum chunk size must be at most 1 GiB (got {})",
+                bytes_text(self.max_chunk_size)
             ));
         }
         let largest = self.max_chunk_size.max(self.chunk_size);
         if self.memory < largest {
             return bad(format!(
-                "the memory budget ({} bytes) must hold at least one chunk of the largest size ({largest} bytes); \
+                "the memory budget ({}) must hold at least one chunk of the largest size ({}); \
                  raise --memory or lower --max-chunk-size",
-                self.memory
+                bytes_text(self.memory),
+                bytes_text(largest)
             ));
         }
         if self.parallel == 0 || self.window == Some(0) {
@@ -554,9 +555,10 @@ impl UploadConfig {
             && (part == 0 || part > self.memory)
         {
             return bad(format!(
-                "the tus part size ({part} bytes) must be at least 1 byte and fit the memory \
-                 budget ({} bytes, --memory)",
-                self.memory
+                "the tus part size ({}) must be at least 1 byte and fit the memory \
+                 budget ({}, --memory)",
+                bytes_text(part),
+                bytes_text(self.memory)
             ));
         }
         if self.reader.prefetch == 0 || self.reader.read_ahead_bytes == 0 {
