@@ -79,7 +79,8 @@ impl Secrets {
 
 /// `text` with every occurrence of `secret` replaced by [`REDACTED`], where each
 /// of its characters may be written as itself or encoded (see [`encodings`]),
-/// in any mix. With `cut`, a match still going when the text ends counts.
+/// in any mix, and in either letter case (a server that shows headers in upper
+/// case). With `cut`, a match still going when the text ends counts.
 fn scrub<'t>(text: &'t str, secret: &[u8], cut: bool) -> Cow<'t, str> {
     if secret.is_empty() {
         return Cow::Borrowed(text);
@@ -149,15 +150,17 @@ fn encodings(text: &[u8], c: u8, lengths: &mut [usize; MAX_ENCODINGS]) -> usize 
             found += 1;
         }
     };
-    if text[0] == c || (c == b' ' && text[0] == b'+') {
+    if text[0].eq_ignore_ascii_case(&c) || (c == b' ' && text[0] == b'+') {
         push(1);
     }
     match text[0] {
         b'%' => {
-            if text.get(1..3).and_then(hex) == Some(u32::from(c)) {
+            if text.get(1..3).and_then(hex).is_some_and(|v| is(v, c)) {
                 push(3);
             }
-            if text.get(1..3) == Some(b"25") && text.get(3..5).and_then(hex) == Some(u32::from(c)) {
+            if text.get(1..3) == Some(b"25")
+                && text.get(3..5).and_then(hex).is_some_and(|v| is(v, c))
+            {
                 push(5);
             }
         }
@@ -165,7 +168,8 @@ fn encodings(text: &[u8], c: u8, lengths: &mut [usize; MAX_ENCODINGS]) -> usize 
             if c == b'/' && text.get(1) == Some(&b'/') {
                 push(2);
             }
-            if text.get(1) == Some(&b'u') && text.get(2..6).and_then(hex) == Some(u32::from(c)) {
+            if text.get(1) == Some(&b'u') && text.get(2..6).and_then(hex).is_some_and(|v| is(v, c))
+            {
                 push(6);
             }
         }
@@ -213,7 +217,12 @@ fn character_reference(text: &[u8], c: u8) -> Option<usize> {
             _ => return None,
         })
     };
-    (value == u32::from(c)).then_some(end + 1)
+    is(value, c).then_some(end + 1)
+}
+
+/// Whether the character of code `value` is `c`, in either letter case.
+fn is(value: u32, c: u8) -> bool {
+    u8::try_from(value).is_ok_and(|v| v.eq_ignore_ascii_case(&c))
 }
 
 /// `text` with every control character written as an escape: `\n`, `\t`, `\r`
@@ -298,6 +307,10 @@ mod tests {
             every_byte(&|b| format!("&#x{b:X};")),
             secret.replace('&', "&amp;"),
             format!("Token token={secret}"),
+            secret.to_ascii_uppercase(),
+            secret.to_ascii_lowercase(),
+            percent(true).to_ascii_uppercase(),
+            every_byte(&|b| format!("&#{};", b.to_ascii_uppercase())),
         ]
     }
 
