@@ -415,7 +415,9 @@ impl EventSink for Progress {
                         "the server has no open upload of it any more".to_owned()
                     }
                     RestartReason::ServerLostBytes => {
-                        "the server holds fewer bytes than it had acknowledged".to_owned()
+                        "the server holds fewer bytes than it had acknowledged (it lost them, or \
+                         another upload of the same name started it over)"
+                            .to_owned()
                     }
                     RestartReason::ResumeRefused { status } => format!(
                         "the server refused to resume it (HTTP {status}) without saying what it holds"

@@ -327,6 +327,18 @@ pub enum Error {
         /// Restarts made.
         restarts: u32,
     },
+    /// The server held fewer bytes than it had acknowledged, a second time in
+    /// one run: another upload of the same name is most likely running.
+    #[error(
+        "{path}: the server held fewer bytes than it had acknowledged, for the second time \
+         in this run: another upload of the same name (from another machine, or with \
+         another state directory) is most likely running, and each start over undoes the \
+         other's; let only one run, then run the same command again"
+    )]
+    ServerWentBack {
+        /// The local file.
+        path: PathBuf,
+    },
     /// Any other refusal (400 and the like).
     #[error(
         "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}{}",

@@ -38,6 +38,9 @@ struct Restarts {
     count: u32,
     /// The most bytes the server confirmed at any restart.
     high_water: u64,
+    /// Whether the server was found holding fewer bytes than it acknowledged
+    /// once already in this run ([`RestartReason::ServerLostBytes`]).
+    went_back: bool,
 }
 
 impl Restarts {
@@ -51,6 +54,24 @@ impl Restarts {
         self.count += 1;
         self.count
     }
+}
+
+/// A start over because the server holds fewer bytes than it acknowledged:
+/// the second in one run fails the file. A server that lost bytes (a crash)
+/// does so once; twice is most likely another upload of the same name (from
+/// another machine, or with another state directory), whose own setup reset
+/// the server's copy, and each start over would undo the other's progress in
+/// turn, for as long as both run.
+fn went_back(f: &OpenFile, reason: &RestartReason, restarts: &mut Restarts) -> Result<(), Error> {
+    if *reason != RestartReason::ServerLostBytes {
+        return Ok(());
+    }
+    if std::mem::replace(&mut restarts.went_back, true) {
+        return Err(Error::ServerWentBack {
+            path: f.path.clone(),
+        });
+    }
+    Ok(())
 }
 
 impl<P: Protocol> Run<'_, P> {
@@ -432,6 +453,7 @@ impl<P: Protocol> Run<'_, P> {
                 }
                 PumpEnd::StartOver(reason) => {
                     self.restarted(f, state, &mut restarts)?;
+                    went_back(f, &reason, &mut restarts)?;
                     mode = self.start_over(f, state, reason).await?;
                     continue;
                 }
@@ -584,6 +606,7 @@ impl<P: Protocol> Run<'_, P> {
                         }
                     };
                     self.restarted(f, state, &mut restarts)?;
+                    went_back(f, &reason, &mut restarts)?;
                     if self.stop.is_set() {
                         return Ok(FileOutcome::Interrupted);
                     }

@@ -366,3 +366,41 @@ async fn a_verify_in_flight_at_the_file_deadline_is_let_finish() {
     let report = run(config, 1).await;
     assert!(report.all_verified(), "{report:?}");
 }
+
+/// Regression: two uploads of one name from different state directories (no
+/// lock keeps them apart) reset each other's copy with every setup, and each
+/// started over whenever it found the server behind what it had acknowledged:
+/// over a slow link they went on for a minute and gigabytes. The second time
+/// in a run that the server is found behind, the file fails, naming the likely
+/// cause. Here the server acknowledges the first chunk after every setup and
+/// then says it holds nothing, as another uploader's setup would make it.
+#[tokio::test(start_paused = true)]
+async fn a_server_found_behind_twice_in_a_run_fails_the_file() {
+    let setups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&setups);
+    let server = RawServer::start(move |request| match request.phase.as_deref() {
+        Some("setup") => {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Reply::status(200, b"")
+        }
+        Some("transfer") if request.previous_size == Some(0) => Reply::status(200, b""),
+        Some("transfer") => Reply::status(409, br#"{"expected_offset": 0}"#),
+        _ => Reply::status(200, b""),
+    })
+    .await;
+    let mut config = defaults(&server);
+    config.chunk_size = 256;
+    config.max_chunk_size = 256;
+    let report = run(config, 1).await;
+
+    let error = support::failure(&report, 0);
+    assert!(matches!(error, Error::ServerWentBack { .. }), "{error:?}");
+    assert!(!error.is_fatal_for_run());
+    assert!(
+        error
+            .to_string()
+            .contains("another upload of the same name"),
+        "{error}"
+    );
+    assert_eq!(setups.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -413,8 +413,9 @@ fn a_token_source_that_keeps_changing_is_bounded_by_the_attempts() {
 /// no journal (so no lock keeps them apart): each setup resets the other's
 /// upload, which then starts over (the server holds less than it acknowledged);
 /// one that finds the server ahead of what it sent fails loudly as an offset
-/// conflict instead of taking the other's bytes as its own (or, if they keep
-/// resetting each other, after too many restarts). A copy that verifies is exact.
+/// conflict instead of taking the other's bytes as its own, or, found behind a
+/// second time, as the server going back (or after too many restarts). A copy
+/// that verifies is exact.
 #[test]
 fn a_server_ahead_with_bytes_this_upload_never_sent_is_a_conflict() {
     runtime().block_on(async {
@@ -440,7 +441,11 @@ fn a_server_ahead_with_bytes_this_upload_never_sent_is_a_conflict() {
         assert!(
             outcomes.iter().any(|o| matches!(
                 o,
-                FileOutcome::Failed(Error::OffsetConflict { .. } | Error::TooManyRestarts { .. })
+                FileOutcome::Failed(
+                    Error::OffsetConflict { .. }
+                        | Error::ServerWentBack { .. }
+                        | Error::TooManyRestarts { .. }
+                )
             )),
             "{outcomes:#?}"
         );
