@@ -18,6 +18,11 @@ pub(crate) const JOURNAL_VERSION: u32 = 2;
 /// Journal files are small; anything larger is not one of ours.
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
 
+/// The field that seals a journal: the blake3 (hex) of the rest of its JSON,
+/// written compact with its keys in order ([`seal`]). A journal without one
+/// (written by an earlier idb) is read as before.
+const CHECK_FIELD: &str = "check";
+
 /// One upload's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
@@ -232,7 +237,7 @@ impl Journal {
             .preserve_mode(false)
             .try_preserve_owner(false);
         let mut file = options.open(self.path(entry.key()))?;
-        file.write_all(&serde_json::to_vec_pretty(entry).map_err(io::Error::other)?)?;
+        file.write_all(&seal(entry).map_err(io::Error::other)?)?;
         file.commit()
     }
 
@@ -243,6 +248,29 @@ impl Journal {
             _ => Ok(()),
         }
     }
+}
+
+/// `entry` as the journal's text, sealed with its [`CHECK_FIELD`]: a journal
+/// changed afterwards (by hand, or by the disk) is then told from a good one,
+/// instead of resuming from a hash state or an offset that is wrong, which
+/// would call a good copy on the server corrupt, or send a wrong one.
+fn seal(entry: &Entry) -> serde_json::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(entry)?;
+    let check = checksum(&value)?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert(CHECK_FIELD.to_owned(), check.into());
+    }
+    serde_json::to_vec_pretty(&value)
+}
+
+/// The blake3 (hex) of `value` written compact, which is the same text
+/// whatever spacing the file had: serde_json writes an object's keys in one
+/// order for the same keys, whether they were read from the file or taken
+/// from an [`Entry`].
+fn checksum(value: &serde_json::Value) -> serde_json::Result<String> {
+    Ok(blake3::hash(&serde_json::to_vec(value)?)
+        .to_hex()
+        .to_string())
 }
 
 /// Why a journal file was not read.
@@ -283,7 +311,22 @@ fn read(path: &Path) -> Result<Entry, Unreadable> {
         Ok(_) => {}
         Err(e) => return bad(format!("{} is damaged: {e}", path.display())),
     }
-    match serde_json::from_slice::<Entry>(&text) {
+    let mut value = match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(value) => value,
+        Err(e) => return bad(format!("{} is damaged: {e}", path.display())),
+    };
+    let sealed = value
+        .as_object_mut()
+        .and_then(|fields| fields.remove(CHECK_FIELD));
+    if let Some(sealed) = sealed
+        && checksum(&value).ok().as_deref() != sealed.as_str()
+    {
+        return bad(format!(
+            "{} is damaged: it is not what idb wrote (its check does not match)",
+            path.display()
+        ));
+    }
+    match serde_json::from_value::<Entry>(value) {
         Ok(entry) if entry.acked > entry.size => bad(format!(
             "{} claims more bytes than the file has",
             path.display()
@@ -379,6 +422,67 @@ pub(crate) mod tests {
                 ),
                 "case {i}"
             );
+        }
+    }
+
+    /// Regression: a journal changed after idb wrote it, but still well-formed
+    /// (a digit of its hash state flipped), was resumed from, and the verify
+    /// then called a good copy on the server corrupt. Each field changed now
+    /// makes it unusable; the same file written again as idb writes it, or a
+    /// journal of an earlier idb with no check, still loads.
+    #[test]
+    fn a_journal_changed_after_it_was_written_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().to_path_buf());
+        let mut sealed = entry();
+        let mut hash = HashState::new(100);
+        hash.absorb(0, &[7; 40]);
+        sealed.hash = Some(hash);
+        journal.save(&sealed).unwrap();
+        let path = journal.path(key());
+        let load = || journal.load("https://h/", "IDB-1", "a.bin");
+        assert!(matches!(load(), Loaded::Found(found) if *found == sealed));
+        let saved: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert!(saved[CHECK_FIELD].is_string(), "{saved}");
+
+        // Spacing is not content.
+        fs::write(&path, serde_json::to_vec(&saved).unwrap()).unwrap();
+        assert!(matches!(load(), Loaded::Found(found) if *found == sealed));
+        // Written by an earlier idb: no check.
+        let mut unsealed = saved.clone();
+        unsealed.as_object_mut().unwrap().remove(CHECK_FIELD);
+        fs::write(&path, serde_json::to_vec(&unsealed).unwrap()).unwrap();
+        assert!(matches!(load(), Loaded::Found(found) if *found == sealed));
+
+        let text = saved["hash"].as_str().unwrap().to_owned();
+        let flipped = text.rfind(|c: char| c.is_ascii_hexdigit()).unwrap();
+        let digit = if &text[flipped..=flipped] == "0" {
+            "1"
+        } else {
+            "0"
+        };
+        let changes: [(&str, serde_json::Value); 4] = [
+            (
+                "hash",
+                format!("{}{digit}{}", &text[..flipped], &text[flipped + 1..]).into(),
+            ),
+            ("acked", 39.into()),
+            ("chunk_size", 11.into()),
+            (CHECK_FIELD, "0".repeat(64).into()),
+        ];
+        for (field, value) in changes {
+            let mut changed = saved.clone();
+            changed[field] = value;
+            fs::write(&path, serde_json::to_vec_pretty(&changed).unwrap()).unwrap();
+            match load() {
+                Loaded::Unusable(reason) => {
+                    assert!(
+                        reason.contains("its check does not match"),
+                        "{field}: {reason}"
+                    );
+                }
+                other => panic!("{field}: {other:?}"),
+            }
         }
     }
 
