@@ -437,6 +437,14 @@ impl EventSink for Progress {
                 ));
                 self.moved(&path, 0);
             }
+            Event::JournalUnsaved { path, reason } => {
+                self.console.error(&format!(
+                    "warning: {}: cannot save its progress: {}; the upload goes on, but if \
+                     the run stops before a save goes through, the next run starts it over",
+                    escaped(&path),
+                    crate::text::escape(&reason)
+                ));
+            }
             Event::JournalIgnored { path, reason } => {
                 self.console.note(&format!(
                     "note: {}: not resuming from its journal: {}",

@@ -368,8 +368,16 @@ fn interrupted_note(file: &FileReport) -> String {
             "all {} bytes are on the server; the next run verifies it",
             file.size
         )
-    } else {
+    } else if file.resumable {
         format!("{} of {} bytes are on the server", file.acked, file.size)
+    } else {
+        // No journal of it was saved (the state directory's disk full, or
+        // the directory gone): a promise to resume would be false.
+        format!(
+            "{} of {} bytes are on the server, but its progress could not be saved: the \
+             next run starts it over",
+            file.acked, file.size
+        )
     };
     format!("interrupted: {} ({held})", escaped(&file.path))
 }
@@ -427,10 +435,18 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
     if unfinished > 0 {
         // A run stopped by an answer that a re-run would get again (no Data
         // Bank there, no TLS) is not worth resuming as it is.
+        // Files stopped with bytes on the server and no journal saved start
+        // over: if every unfinished file is one, nothing resumes.
+        let none_resume = report.files.iter().all(|f| match f.outcome {
+            FileOutcome::Interrupted => f.acked > 0 && !f.resumable,
+            FileOutcome::NotStarted => false,
+            _ => true,
+        });
         let next = match fatal {
             Some(error) if !error.worth_resuming() => {
                 "fix the error above, then run the same command"
             }
+            _ if none_resume => "run the same command to upload them again",
             _ => "run the same command to resume",
         };
         console.error(&format!(
@@ -540,10 +556,12 @@ mod tests {
             interrupted(10, 10, true),
             "interrupted: d/a.bin (all 10 bytes are on the server; the next run verifies it)"
         );
-        // No journal to go on from: nothing is promised.
+        // No journal to go on from (none saved: a full disk, the state
+        // directory gone): nothing is promised.
         assert_eq!(
             interrupted(10, 10, false),
-            "interrupted: d/a.bin (10 of 10 bytes are on the server)"
+            "interrupted: d/a.bin (10 of 10 bytes are on the server, but its progress could \
+             not be saved: the next run starts it over)"
         );
     }
 }

@@ -84,9 +84,18 @@ pub enum Event {
         /// Why.
         reason: RestartReason,
     },
-    /// A journal file could not be used (damaged, another version, unwritable);
+    /// A journal file could not be used (damaged, another version, changed);
     /// it is not trusted, and the upload does not depend on it.
     JournalIgnored {
+        /// The local file.
+        path: PathBuf,
+        /// What was wrong, for people.
+        reason: String,
+    },
+    /// The upload's journal could not be written (the state directory's disk
+    /// is full, or it was removed): the upload goes on, but if the run stops
+    /// before a later write goes through, the next run cannot resume it.
+    JournalUnsaved {
         /// The local file.
         path: PathBuf,
         /// What was wrong, for people.

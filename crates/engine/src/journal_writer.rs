@@ -54,6 +54,9 @@ struct Shared {
     receipts: Vec<ReceiptRecord>,
     /// Failures, reported by the run as events for the files concerned.
     failures: Vec<WriteFailure>,
+    /// Uploads whose latest journal write failed: the journal on disk, if
+    /// any, is not their latest, and a later run may not resume them.
+    unsaved: HashSet<Key>,
 }
 
 /// What wakes the writer.
@@ -264,13 +267,15 @@ impl JournalWriter {
         std::mem::take(&mut lock(&self.shared).failures)
     }
 
-    /// Writes what is pending and waits for the thread to end.
-    pub(crate) async fn close(mut self) -> Vec<WriteFailure> {
+    /// Writes what is pending and waits for the thread to end: the failures
+    /// not reported yet, and the uploads whose latest journal write failed.
+    pub(crate) async fn close(mut self) -> (Vec<WriteFailure>, HashSet<Key>) {
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        self.failures()
+        let unsaved = std::mem::take(&mut lock(&self.shared).unsaved);
+        (self.failures(), unsaved)
     }
 }
 
@@ -401,16 +406,24 @@ impl Writer {
             self.dir_ready = true;
             self.journal.save(entry)
         });
+        if result.is_ok() {
+            lock(&self.shared).unsaved.remove(&entry.key());
+        }
         result.map_err(|e| {
             let reason = format!(
                 "cannot write the journal in {}: {e}",
                 self.journal.dir().display()
             );
-            lock(&self.shared).failures.push(WriteFailure {
-                path: entry.path.clone(),
-                what: Unsaved::Journal,
-                reason: reason.clone(),
-            });
+            let mut shared = lock(&self.shared);
+            // Told once until a write of it goes through again (a full disk
+            // would otherwise be told every second).
+            if shared.unsaved.insert(entry.key()) {
+                shared.failures.push(WriteFailure {
+                    path: entry.path.clone(),
+                    what: Unsaved::Journal,
+                    reason: reason.clone(),
+                });
+            }
             reason
         })
     }
@@ -448,7 +461,7 @@ mod tests {
         writer.update(newer.clone());
         writer.ping().await;
         assert!(matches!(load(&journal), Loaded::Nothing), "not yet");
-        assert!(writer.close().await.is_empty());
+        assert!(writer.close().await.0.is_empty());
         match load(&journal) {
             Loaded::Found(found) => assert_eq!(*found, newer, "the newest entry is written"),
             other => panic!("{other:?}"),
@@ -533,7 +546,7 @@ mod tests {
                 .is_err_and(|e| e.contains("cannot write the journal")),
             "{refused:?}"
         );
-        assert_eq!(writer.close().await.len(), 1, "and reported as usual");
+        assert_eq!(writer.close().await.0.len(), 1, "and reported as usual");
     }
 
     #[tokio::test]
@@ -544,9 +557,26 @@ mod tests {
         std::fs::write(&blocker, b"").unwrap();
         let writer = start(&Journal::new(blocker), Duration::ZERO, 0);
         writer.update(entry());
-        let failures = writer.close().await;
+        let (failures, unsaved) = writer.close().await;
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(failures[0].path, entry().path);
+        assert_eq!(unsaved, HashSet::from([entry().key()]));
+    }
+
+    /// An upload whose journal write failed counts as unsaved until a later
+    /// write of it goes through (the directory became writable again).
+    #[tokio::test]
+    async fn a_journal_written_after_a_failure_is_saved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("journal");
+        std::fs::write(&blocker, b"").unwrap();
+        let writer = start(&Journal::new(blocker.clone()), Duration::ZERO, 0);
+        assert!(writer.save_now(entry()).await.is_err());
+        std::fs::remove_file(&blocker).unwrap();
+        assert!(writer.save_now(entry()).await.is_ok());
+        let (failures, unsaved) = writer.close().await;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(unsaved.is_empty(), "{unsaved:?}");
     }
 
     #[tokio::test]
@@ -563,7 +593,7 @@ mod tests {
         }
         writer.ping().await;
         assert!(!receipts.dir().exists(), "not before the next write");
-        assert!(writer.close().await.is_empty());
+        assert!(writer.close().await.0.is_empty());
         let files: Vec<_> = std::fs::read_dir(receipts.dir()).unwrap().collect();
         assert_eq!(files.len(), 1, "one file per dataset");
         let file = receipts.file("https://h/", "IDB-1");
@@ -609,7 +639,7 @@ mod tests {
         std::fs::write(receipts(&journal).dir(), b"").unwrap();
         let writer = start(&journal, Duration::ZERO, 0);
         writer.end(entry().key(), None, Some(record("a.bin")), false, None);
-        let failures = writer.close().await;
+        let (failures, _) = writer.close().await;
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(failures[0].what, Unsaved::Receipt);
         assert_eq!(failures[0].path, record("a.bin").path);

@@ -1,7 +1,7 @@
 //! Running uploads: files checked first, then up to `parallel` at once, largest
 //! first, sharing one connection pool, byte budget and concurrency limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -16,7 +16,7 @@ use crate::chunking::ChunkSizer;
 use crate::client::DatafileClient;
 use crate::congestion::Congestion;
 use crate::file_upload::Ended;
-use crate::journal::Journal;
+use crate::journal::{Journal, Key};
 use crate::journal_writer::{JournalWriter, Unsaved};
 use crate::name_lock::NameLocks;
 use crate::negotiate::Negotiated;
@@ -395,21 +395,29 @@ impl Uploader {
             sizer,
             ..
         } = run;
+        let mut unsaved = HashSet::new();
         if let Some((_, writer)) = journal {
-            for failure in writer.close().await {
+            let failures;
+            (failures, unsaved) = writer.close().await;
+            for failure in failures {
                 events.emit(failure_event(failure));
             }
         }
+        let (server, dataset) = (self.config.server.as_str(), self.config.dataset.as_str());
         let files = files
             .iter()
             .zip(outcomes)
             .map(|(f, done)| {
                 let (outcome, ended) = done.unwrap_or((FileOutcome::NotStarted, Ended::default()));
+                // Its journal is what the next run resumes from: one whose
+                // latest write failed (a full disk, a directory removed) is
+                // not, whatever the file's end allowed.
+                let saved = !unsaved.contains(&Key::of(server, dataset, &f.filename));
                 FileReport {
                     path: f.path.clone(),
                     size: f.size(),
                     acked: ended.acked,
-                    resumable: ended.resumable,
+                    resumable: ended.resumable && saved,
                     outcome,
                 }
             })
@@ -485,7 +493,7 @@ struct InState {
 /// The event a failed write of the journal writer becomes.
 fn failure_event(failure: crate::journal_writer::WriteFailure) -> Event {
     match failure.what {
-        Unsaved::Journal => Event::JournalIgnored {
+        Unsaved::Journal => Event::JournalUnsaved {
             path: failure.path,
             reason: failure.reason,
         },

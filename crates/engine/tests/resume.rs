@@ -3,10 +3,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use idb_engine::{DatasetKey, Error, FileOutcome, Report, Token, UploadConfig, Uploader};
+use idb_engine::{DatasetKey, Error, Event, FileOutcome, Report, Token, UploadConfig, Uploader};
 use idb_mock::{MockConfig, MockServer, Storage};
 
 use support::{DS, READS, Read};
@@ -437,4 +438,48 @@ async fn a_hidden_write_between_the_check_and_the_turn_is_not_resumed_over() {
         let stored = std::fs::read(server.stored_file(DS, "window.bin").unwrap()).unwrap();
         assert!(stored == now, "{read:?}: verified a mix of two versions");
     }
+}
+
+/// Regression (found by an adversarial pass): a state directory whose disk
+/// filled up, or that was removed, mid-run left the upload with no journal,
+/// yet the run said it would resume (and a note per second called it "not
+/// resuming from its journal"). A failed write is now told once, and the
+/// file's report says it cannot resume.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_that_cannot_be_saved_is_not_promised_to_resume() {
+    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
+        .await
+        .unwrap();
+    let files = Files::new("unsaved.bin", 300_000);
+    let (journal, path) = (files.journal(), &files.path);
+    let mut config = config(&server, OLD, &journal, 20_000, 20_000, Read::Default);
+    config.journal_interval = Duration::ZERO;
+    let uploader = Uploader::new(config).unwrap();
+    let checked = uploader.check(std::slice::from_ref(path)).unwrap();
+    let cancel = idb_engine::Cancel::new();
+    let (acks, unsaved) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
+    let sink = |event: Event| match event {
+        Event::ChunkAcked { .. } => match acks.fetch_add(1, Ordering::SeqCst) {
+            // The directory goes away after the first save.
+            1 => std::fs::remove_dir_all(&journal).unwrap(),
+            5 => cancel.cancel(),
+            _ => {}
+        },
+        Event::JournalUnsaved { reason, .. } => unsaved.lock().unwrap().push(reason),
+        _ => {}
+    };
+    let report = uploader.upload_until(checked, &sink, &cancel).await;
+
+    assert!(
+        matches!(report.files[0].outcome, FileOutcome::Interrupted),
+        "{report:#?}"
+    );
+    assert!(report.files[0].acked > 0);
+    assert!(!report.files[0].resumable, "{report:#?}");
+    let unsaved = unsaved.into_inner().unwrap();
+    assert_eq!(unsaved.len(), 1, "told once: {unsaved:?}");
+    assert!(
+        unsaved[0].contains("cannot write the journal"),
+        "{unsaved:?}"
+    );
 }
