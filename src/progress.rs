@@ -500,7 +500,13 @@ impl EventSink for Progress {
                     Some(_) if resumable => " (its journal is kept to resume it)".to_owned(),
                     _ => String::new(),
                 };
-                let shown = crate::text::escaped_message(&error, [path.as_path()]);
+                // An error that stops the run (a refused token, a server
+                // gone) is the same for every file it met: name the file.
+                let shown = if error.starts_with(path.to_string_lossy().as_ref()) {
+                    crate::text::escaped_message(&error, [path.as_path()])
+                } else {
+                    format!("{}: {}", escaped(&path), crate::text::escape(&error))
+                };
                 let line = format!("error: {shown}{held}");
                 if lock(&self.state).errors_shown.insert(line.clone()) {
                     self.console.error(&line);

@@ -42,6 +42,10 @@ fn interrupted_by_401(dir: &Dir, mock: &Mock, path: &std::path::Path, chunks: u6
     mock.expire_tokens();
     let run = running.wait();
     run.expect_code(3)
+        .stderr_has(&format!(
+            "error: {}: the server refused the token",
+            path.display()
+        ))
         .stderr_has("safely on the server")
         .stderr_has("IDB_TOKEN")
         .never_shows(TOKEN);
