@@ -428,10 +428,15 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
         ));
     }
     let unfinished = counts.interrupted + counts.not_started;
-    let resumable = report
-        .files
-        .iter()
-        .any(|f| f.resumable && matches!(f.outcome, FileOutcome::Failed(_)));
+    // Failed files whose journal is kept: does the same command, as it is,
+    // take any of them further, or do their errors ask for a change first?
+    let (mut resumable, mut as_it_is) = (false, false);
+    for file in report.files.iter().filter(|f| f.resumable) {
+        if let FileOutcome::Failed(error) = &file.outcome {
+            resumable = true;
+            as_it_is |= error.same_command_helps();
+        }
+    }
     if unfinished > 0 {
         // A run stopped by an answer that a re-run would get again (no Data
         // Bank there, no TLS) is not worth resuming as it is.
@@ -453,8 +458,13 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
             "interrupted: {unfinished} file{} unfinished; {next}",
             plural(unfinished)
         ));
-    } else if resumable && fatal.is_none() {
+    } else if as_it_is && fatal.is_none() {
         console.error("run the same command again to resume the unfinished files");
+    } else if resumable && fatal.is_none() {
+        console.error(
+            "the unfinished files resume where they stopped when the command runs again, \
+             changed as the errors above say",
+        );
     }
     let secs = tally.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {

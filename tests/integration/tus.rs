@@ -156,6 +156,32 @@ fn a_file_of_more_parts_than_a_join_may_name_goes_as_fewer_larger_partials() {
     );
 }
 
+/// A part size below the server's: its PATCH bodies are dropped whole and
+/// answered 204 with the offset where it was. The file fails saying to set
+/// the part size (a 204 is no refusal: the server "did not take" them), and the
+/// run does not end by telling to run the same command, which would fail alike.
+#[test]
+fn parts_smaller_than_the_servers_are_said_to_need_another_part_size() {
+    let dir = Dir::new("tus_small_parts");
+    let mock = Mock::start(tus_mock().tus_profile(TusProfile::S3));
+    let (path, _) = dir.random_file("small-parts.bin", 1024 * 1024);
+    let run = dir
+        .upload_to(&mock.url(), DS, "64KiB")
+        .token(TOKEN)
+        .args(["--tus-part-size", "64KiB", "--no-concat"])
+        .arg(&path)
+        .run();
+    run.expect_code(1)
+        .stderr_has("the server did not take transfer at byte 0 (HTTP 204)")
+        .stderr_has("--tus-part-size")
+        .stderr_has("changed as the errors above say");
+    assert!(
+        !run.stderr.contains("run the same command again"),
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn a_file_whose_partials_would_not_fit_the_memory_budget_twice_goes_in_order() {
     // Partials of one 64 KiB part each (a 16 MiB file needs no larger ones

@@ -237,10 +237,43 @@ fn chunk_over_the_server_limit_exits_1_with_413() {
     run.expect_code(1)
         .stderr_has("413")
         .stderr_has("--chunk-size")
-        .stderr_has(&path.display().to_string());
+        .stderr_has(&path.display().to_string())
+        // Regression: "run the same command again to resume" followed, and
+        // the same command fails the same way.
+        .stderr_has("when the command runs again, changed as the errors above say");
+    assert!(
+        !run.stderr.contains("run the same command again"),
+        "{}",
+        run.describe()
+    );
     assert!(run.verified_lines().is_empty(), "{}", run.describe());
     assert_eq!(mock.stats().files_verified, 0);
     assert!(mock.stored_file(DS, "big.bin").is_none());
+}
+
+/// A file that failed in a way the same command can get past (the server's
+/// trouble passing) is resumed by running the same command again, as the run
+/// ends by saying.
+#[test]
+fn a_file_that_gave_up_is_resumed_by_the_same_command() {
+    let dir = Dir::new("a_file_that_gave_up_is_resumed_by_the_same_command");
+    let mock = Mock::standard();
+    let proxy =
+        crate::proxy::Proxy::start(mock.addr(), "transfer", crate::proxy::Lose::Status(503), 1);
+    let (path, bytes) = dir.random_file("trouble.bin", 3 * CHUNK);
+    let upload = || {
+        dir.upload_to(&proxy.url(), DS, &CHUNK.to_string())
+            .token(TOKEN)
+            .args(["--attempts", "1"])
+            .arg(&path)
+            .run()
+    };
+    upload()
+        .expect_code(1)
+        .stderr_has("gave up")
+        .stderr_has("run the same command again to resume the unfinished files");
+    upload().expect_code(0).verified_exactly(&[(&path, &bytes)]);
+    mock.assert_stored(DS, "trouble.bin", &bytes);
 }
 
 /// The same limit, respected: chunks at the limit go through.

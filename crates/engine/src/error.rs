@@ -341,7 +341,8 @@ pub enum Error {
     },
     /// Any other refusal (400 and the like).
     #[error(
-        "{path}: the server refused {phase} at byte {offset} (HTTP {status}){}{}",
+        "{path}: the server {} {phase} at byte {offset} (HTTP {status}){}{}",
+        refused(*status),
         said(message),
         advice(*status)
     )]
@@ -502,6 +503,21 @@ impl Error {
         )
     }
 
+    /// Whether the same command, run again as it is, can take a file that
+    /// ended with this error further (once the server, the network or the
+    /// token is better): [`Error::worth_resuming`], but not an error that asks
+    /// for a change first (a smaller `--chunk-size`, another part size, a
+    /// state directory that takes writes) or a refusal the server would give
+    /// again (a full disk aside).
+    pub fn same_command_helps(&self) -> bool {
+        self.worth_resuming()
+            && !matches!(
+                self,
+                Error::ChunkTooLarge { .. } | Error::RegistrationNotRecorded { .. }
+            )
+            && !matches!(self, Error::Rejected { status, .. } if *status != 507)
+    }
+
     /// Whether this error stops the whole run (no other file can succeed either).
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
@@ -534,6 +550,17 @@ fn advice(status: u16) -> &'static str {
              once it has room again"
         }
         _ => "",
+    }
+}
+
+/// What the server did with a call it did not take: a success status that
+/// did not do what the call asked (a tus PATCH whose bytes were all dropped)
+/// is no refusal.
+fn refused(status: u16) -> &'static str {
+    if (200..300).contains(&status) {
+        "did not take"
+    } else {
+        "refused"
     }
 }
 
