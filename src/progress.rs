@@ -411,6 +411,10 @@ impl EventSink for Progress {
             Event::Restarted { path, reason } => {
                 let why = match reason {
                     RestartReason::FileChanged => "the file changed since the last run".to_owned(),
+                    RestartReason::OtherPath => "the last run's upload of this name was of a \
+                                                 file at another path (moved, or another file \
+                                                 of the same name)"
+                        .to_owned(),
                     RestartReason::ServerForgot => {
                         "the server has no open upload of it any more".to_owned()
                     }

@@ -287,6 +287,50 @@ fn a_file_changed_since_the_last_run_starts_over() {
     rerun.run.stderr_has("the file changed since the last run");
 }
 
+/// Moved to another directory between the runs: the same file (inode, size,
+/// modification time), its held bytes compared, resumes; it started over,
+/// saying "the file changed". Another file of the same name there starts
+/// over, saying its upload was of another path.
+#[test]
+fn a_file_moved_since_the_last_run_resumes_and_another_of_its_name_starts_over() {
+    let dir = Dir::new("a_file_moved_since_the_last_run");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, bytes) = dir.random_file(NAME, SIZE);
+    let held = interrupted_by_401(&dir, &mock, &path, 5);
+    let moved = dir.join("elsewhere").join(NAME);
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&path, &moved).unwrap();
+    mock.add_token(DS, "fresh-tok-M1", None).unwrap();
+    let before = mock.stats().bytes_received;
+    let run = dir
+        .upload(&mock, DS)
+        .token("fresh-tok-M1")
+        .arg(&moved)
+        .run();
+    run.expect_code(0)
+        .verified_exactly(&[(&moved, &bytes)])
+        .stderr_has("resuming");
+    mock.assert_stored(DS, NAME, &bytes);
+    assert_one_session(&mock, NAME, SIZE);
+    assert_eq!(mock.stats().bytes_received - before, SIZE as u64 - held);
+
+    let dir = Dir::new("another_file_of_the_name_elsewhere");
+    let mock = Mock::start(slow(MockConfig::new().dataset(DS, TOKEN)));
+    let (path, _) = dir.random_file(NAME, SIZE);
+    interrupted_by_401(&dir, &mock, &path, 5);
+    let (other, other_bytes) = dir.random_file(&format!("elsewhere/{NAME}"), SIZE);
+    mock.add_token(DS, "fresh-tok-M2", None).unwrap();
+    let run = dir
+        .upload(&mock, DS)
+        .token("fresh-tok-M2")
+        .arg(&other)
+        .run();
+    run.expect_code(0)
+        .verified_exactly(&[(&other, &other_bytes)])
+        .stderr_has("the last run's upload of this name was of a file at another path");
+    mock.assert_stored(DS, NAME, &other_bytes);
+}
+
 /// Written in place (same size, same inode) with its modification time put
 /// back, as `touch -d` or a copy keeping times would: only the change time
 /// tells, and the upload starts over rather than join old bytes to new.

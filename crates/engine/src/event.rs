@@ -167,6 +167,9 @@ pub enum Event {
 pub enum RestartReason {
     /// The file is not the one the journal describes (changed since).
     FileChanged,
+    /// The journal's upload of this name was of a file at another path (the
+    /// file moved, or another file of the same name).
+    OtherPath,
     /// The server has no open upload of it any more.
     ServerForgot,
     /// The server holds fewer bytes than it acknowledged: what it kept cannot be

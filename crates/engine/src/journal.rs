@@ -98,8 +98,14 @@ impl Entry {
     /// `chown` or a new link moves as much as a write does: the caller then
     /// compares the bytes ([`crate::resume`]).
     pub(crate) fn describes_but_its_change_time(&self, path: &Path, identity: &Identity) -> bool {
-        self.path == path
-            && self.size == identity.size
+        self.path == path && self.same_inode(identity)
+    }
+
+    /// Whether the file with `identity` is this entry's, wherever it is now
+    /// (moved, which moves its change time too): same inode, size and
+    /// modification time. The caller then compares the bytes.
+    pub(crate) fn same_inode(&self, identity: &Identity) -> bool {
+        self.size == identity.size
             && self.modified == identity.modified
             && (self.device, self.inode) == (identity.device, identity.inode)
     }

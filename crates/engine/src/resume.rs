@@ -94,7 +94,9 @@ impl Opening {
                 Loaded::Nothing => {}
                 Loaded::Found(found)
                     if found.describes(&template.path, &identity)
-                        || (found.describes_but_its_change_time(&template.path, &identity)
+                        // Its status changed (a chmod), or it moved: the
+                        // bytes the server holds are read again and compared.
+                        || (found.same_inode(&identity)
                             && prefix_unchanged(&c.path, &found)) =>
                 {
                     on_disk = true;
@@ -123,6 +125,8 @@ impl Opening {
                     // entry): an upload that ends before its first acknowledgement
                     // saves the journal as it found it.
                     resumed = Some(Entry {
+                        // Where it is now, if it moved.
+                        path: template.path.clone(),
                         hash: Some(hash.clone()),
                         chunk_size: self.sizer.current(),
                         // A journal of an earlier idb had none.
@@ -130,11 +134,15 @@ impl Opening {
                         ..*found
                     });
                 }
-                Loaded::Found(_) => {
+                Loaded::Found(found) => {
                     on_disk = true;
                     note = Some(Event::Restarted {
                         path: c.path.clone(),
-                        reason: RestartReason::FileChanged,
+                        reason: if found.path == template.path {
+                            RestartReason::FileChanged
+                        } else {
+                            RestartReason::OtherPath
+                        },
                     });
                 }
                 Loaded::Unusable(reason) => {
@@ -263,8 +271,8 @@ pub(crate) fn prefix_comparable(found: &Entry) -> bool {
 }
 
 /// For a journal that describes the file at `path` but for its change time
-/// (a `chmod`, a `chown`, a new link, or a write with its modification time
-/// put back): whether the bytes the server holds are still the file's. The
+/// (a `chmod`, a `chown`, a new link, a move, or a write with its modification
+/// time put back) or its path (moved): whether the bytes the server holds are still the file's. The
 /// journal's hash state covers them; the file's prefix is hashed again and
 /// compared (a read of what the server already has, far cheaper than sending
 /// it again). Uploads by concatenation are not compared: their partials past
