@@ -587,7 +587,7 @@ fn walk(root: &Path, filter: &Filter, found: &mut Vec<Found>, problems: &mut Vec
         .filter_entry(|entry| {
             !(entry.depth() > 0
                 && entry.file_type().is_dir()
-                && filter.excludes_dir(&relative(entry.path())))
+                && filter.excludes(&relative(entry.path())))
         });
     for entry in walker {
         match entry {
@@ -610,6 +610,12 @@ fn walk(root: &Path, filter: &Filter, found: &mut Vec<Found>, problems: &mut Vec
             }
             Err(error) => {
                 let path = error.path().unwrap_or(root).to_path_buf();
+                // An entry the walk could not take (a link loop, a link to
+                // nothing, an unreadable entry) never reached `filter_entry`:
+                // an exclude leaves it out here, as it would any other entry.
+                if filter.excludes(&relative(&path)) {
+                    continue;
+                }
                 if let Some(ancestor) = error.loop_ancestor() {
                     problems.push(Problem::LinkLoop {
                         ancestor: ancestor.to_path_buf(),
@@ -677,11 +683,12 @@ impl Filter {
         self.include
             .as_ref()
             .is_none_or(|set| set.is_match(relative))
-            && !self.exclude.is_match(relative)
+            && !self.excludes(relative)
     }
 
-    /// Whether a directory at `relative` is left out with all it holds.
-    fn excludes_dir(&self, relative: &Path) -> bool {
+    /// Whether an entry at `relative` (a file, or a directory with all it
+    /// holds) matches an exclude.
+    fn excludes(&self, relative: &Path) -> bool {
         self.exclude.is_match(relative)
     }
 }
@@ -926,9 +933,9 @@ mod tests {
             }
         }
         let scratch = Filter::new(&[], &["scratch".to_owned()]).unwrap();
-        assert!(scratch.excludes_dir(Path::new("scratch")));
-        assert!(scratch.excludes_dir(Path::new("a/scratch")));
-        assert!(!scratch.excludes_dir(Path::new("scratchpad")));
+        assert!(scratch.excludes(Path::new("scratch")));
+        assert!(scratch.excludes(Path::new("a/scratch")));
+        assert!(!scratch.excludes(Path::new("scratchpad")));
     }
 
     #[test]
@@ -1215,6 +1222,41 @@ mod tests {
             matches!(&problems[..], [Problem::LinkLoop { path, .. }] if *path == tree.path("top/again")),
             "{problems:?}"
         );
+    }
+
+    /// The loop's message says to leave it out with --exclude: every glob that
+    /// names it, as for any other entry, does.
+    #[test]
+    fn a_link_loop_in_a_walk_is_left_out_by_any_exclude_that_names_it() {
+        let tree = Tree::new(&["top/real.txt", "top/sub/keep.txt"]);
+        symlink("../", tree.path("top/sub/loop")).unwrap();
+        for glob in ["loop", "sub/loop", "**/loop", "lo*", "sub"] {
+            let args = SelectArgs {
+                exclude: vec![glob.into()],
+                ..recursive()
+            };
+            let selection = run(&[tree.path("top")], &args).unwrap_or_else(|refused| {
+                panic!(
+                    "--exclude {glob:?} must leave the loop out: {:?}",
+                    refused.problems
+                )
+            });
+            let expected: &[&str] = if glob == "sub" {
+                &["top/real.txt"]
+            } else {
+                &["top/real.txt", "top/sub/keep.txt"]
+            };
+            assert_eq!(tree.rel(&selection.paths), expected, "--exclude {glob:?}");
+        }
+        // A glob that names something else leaves the loop a problem.
+        let args = SelectArgs {
+            exclude: vec!["other".into()],
+            ..recursive()
+        };
+        assert!(matches!(
+            &refused(&[tree.path("top")], &args)[..],
+            [Problem::LinkLoop { .. }]
+        ));
     }
 
     #[test]
