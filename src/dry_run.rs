@@ -22,7 +22,12 @@ pub async fn run(
     console: &Console,
 ) -> Exit {
     let known = match uploader.known_by_receipts(files) {
-        Ok(known) => known,
+        Ok(read) => {
+            if let Some(damaged) = &read.damaged {
+                crate::status::warn_damaged_receipts(console, damaged);
+            }
+            read.known
+        }
         Err(e) => {
             console.error(&format!(
                 "warning: {}; every file is counted as to upload",

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use anyhow::Context;
-use idb_engine::{DatasetKey, LocalFile, Scope, StateDir};
+use idb_engine::{DamagedReceipts, DatasetKey, LocalFile, ReadReceipts, Scope, StateDir};
 use url::Url;
 
 use crate::cli::StatusArgs;
@@ -25,7 +25,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
-    let receipts = state.receipts(&server, &dataset)?;
+    let ReadReceipts { receipts, damaged } = state.read_receipts(&server, &dataset)?;
+    if let Some(damaged) = &damaged {
+        warn_damaged_receipts(&out, damaged);
+    }
     let unfinished = state.unfinished(&Scope {
         server: Some(server.clone()),
         dataset: Some(dataset.clone()),
@@ -92,6 +95,16 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+/// Warns, on stderr, of the damaged lines of a receipts file, in the words a
+/// run uses (`warning: FILE: ...`).
+pub fn warn_damaged_receipts(out: &Console, damaged: &DamagedReceipts) {
+    out.error(&format!(
+        "warning: {}: {}",
+        escaped(&damaged.file),
+        damaged.reason()
+    ));
 }
 
 /// When nothing of `dataset` is unfinished on `server`: a note naming the

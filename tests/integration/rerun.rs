@@ -131,6 +131,60 @@ fn a_lost_receipt_is_said_to_be_perhaps_this_very_file() {
         .stderr_has("a run killed or unable to save its receipts may have verified this very file");
 }
 
+/// Regression (found by an adversarial pass): a receipts file with a damaged
+/// line in the middle loaded without a word, so `status` listed fewer
+/// receipts and the re-run sent that file again, unexplained. The damage is
+/// now said, naming the file and how many lines, by `status`, a dry run and
+/// a run alike, and the good lines around it still count.
+#[test]
+fn a_damaged_receipt_line_is_warned_of_and_the_good_lines_still_skip() {
+    let dir = Dir::new("a_damaged_receipt_line_is_warned_of_and_the_good_lines_still_skip");
+    let mock = Mock::standard();
+    let (a, _) = dir.random_file("a.bin", 300);
+    let (b, _) = dir.random_file("b.bin", 200);
+    let (c, _) = dir.random_file("c.bin", 100);
+    let upload = || {
+        dir.upload(&mock, DS)
+            .token(TOKEN)
+            .args(["--parallel", "1"])
+            .args([&a, &b, &c])
+    };
+    upload().run().expect_code(0);
+    let [file] = &receipt_files(&dir)[..] else {
+        panic!("one receipts file");
+    };
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let cut = &lines[1][..lines[1].len() / 2];
+    lines[1] = cut;
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+    let warning = format!(
+        "warning: {}: 1 of its 3 lines cannot be read (damaged); a file whose receipt was on a \
+         damaged line is not skipped but sent again",
+        file.display()
+    );
+
+    dir.idb(["status", "--dataset", DS, "--server", &mock.url()])
+        .run()
+        .expect_code(0)
+        .stdout_has("verified uploads (receipts): 2\n")
+        .stderr_has(&warning);
+    upload()
+        .arg("--dry-run")
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!("would upload {} (200 B)", b.display()))
+        .stderr_has(&warning);
+    upload()
+        .run()
+        .expect_code(1)
+        .stderr_has(&warning)
+        .stderr_has(&skipped(&a))
+        .stderr_has(&skipped(&c))
+        .stderr_has("\"b.bin\" is already in dataset");
+}
+
 /// A file whose name went up earlier with other bytes (another size): the dry
 /// run says the real run will meet that name, rather than a plain "would
 /// upload" (an adversarial pass found the real run then failing).

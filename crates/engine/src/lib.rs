@@ -90,11 +90,12 @@ pub use event::{Event, EventSink, NoEvents, RestartReason, bytes_text};
 pub use idb_read::{Change, ReadError, ReadMode, ReaderConfig, mapped_path_at};
 pub use idb_wire::Phase;
 pub use idb_wire::{DatasetKey, Token, VerifyReceipt};
-pub use receipts::{RECEIPT_VERSION, ReceiptRecord};
+pub use receipts::{DamagedReceipts, RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_CALL_DEADLINE, DEFAULT_MAX_ATTEMPTS, RetryPolicy};
 pub use server_text::{SERVER_TEXT_LIMIT, escape_controls};
 pub use state::{
-    CleanOutcome, Cleaned, JournalSummary, LocalFile, STALE_AFTER, Scope, Stale, StateDir,
+    CleanOutcome, Cleaned, JournalSummary, LocalFile, ReadReceipts, STALE_AFTER, Scope, Stale,
+    StateDir,
 };
 pub use stop::Cancel;
 pub use tls::{
@@ -104,4 +105,4 @@ pub use tls::{
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.
 pub const DEFAULT_OFFSET_WINDOW: usize = 4;
-pub use upload::{CheckedFiles, FileOutcome, FileReport, Known, Report, Uploader};
+pub use upload::{CheckedFiles, FileOutcome, FileReport, Known, KnownByReceipts, Report, Uploader};

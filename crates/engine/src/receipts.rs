@@ -2,8 +2,9 @@
 //!
 //! One append-only file of JSON lines per (server, dataset), named by a hash of
 //! the two, in `<state dir>/receipts/`. Each line is one [`ReceiptRecord`], whole
-//! and self-describing (format version, server, dataset), so a line that does not
-//! parse (a torn last line after a crash, a line of another version) is skipped
+//! and self-describing (format version, server, dataset), so a line of another
+//! version is passed over, a damaged line (not JSON, cut short by a crash or a
+//! full disk) is counted and passed over ([`DamagedReceipts`]: the caller warns),
 //! and the rest still load; for a name with several lines the last one wins.
 //!
 //! Appending is the journal writer's job ([`crate::journal_writer`]): one write
@@ -115,6 +116,41 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The lines of a receipts file that could not be read: the receipts they held
+/// are unknown, so the files they recorded are not skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedReceipts {
+    /// The receipts file.
+    pub file: PathBuf,
+    /// Its lines that could not be read.
+    pub damaged: usize,
+    /// Its lines (blank ones not counted).
+    pub lines: usize,
+}
+
+impl DamagedReceipts {
+    /// What this means and what to do, for a message that names the file
+    /// first (`warning: FILE: ...`).
+    pub fn reason(&self) -> String {
+        format!(
+            "{} of its {} lines cannot be read (damaged); a file whose receipt was on a \
+             damaged line is not skipped but sent again (the chunked API then refuses a name \
+             the dataset holds; over tus it becomes a second datafile): check the dataset's \
+             page, then delete the damaged lines to silence this warning",
+            self.damaged, self.lines
+        )
+    }
+}
+
+/// What loading one receipts file found.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// The newest receipt of each file name.
+    pub(crate) newest: HashMap<String, ReceiptRecord>,
+    /// Its damaged lines, if any.
+    pub(crate) damaged: Option<DamagedReceipts>,
+}
+
 /// The directory of receipt files.
 #[derive(Debug, Clone)]
 pub(crate) struct Receipts {
@@ -143,31 +179,48 @@ impl Receipts {
     }
 
     /// The newest receipt of each file name of `dataset` on `server` (none if
-    /// nothing was recorded). Lines that do not parse, are of another version or
-    /// belong to another (server, dataset) are skipped.
-    pub(crate) fn load(
-        &self,
-        server: &str,
-        dataset: &str,
-    ) -> io::Result<HashMap<String, ReceiptRecord>> {
-        let file = match File::open(self.file(server, dataset)) {
+    /// nothing was recorded). Lines of another version or of another (server,
+    /// dataset) are skipped; damaged lines (blank ones aside) are skipped and
+    /// counted.
+    pub(crate) fn load(&self, server: &str, dataset: &str) -> io::Result<Loaded> {
+        let path = self.file(server, dataset);
+        let file = match File::open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(e) => return Err(e),
         };
-        let mut newest = HashMap::new();
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let mut loaded = Loaded::default();
+        let (mut lines, mut damaged) = (0, 0);
         for line in BufReader::new(file).split(b'\n') {
-            let Ok(record) = serde_json::from_slice::<ReceiptRecord>(&line?) else {
+            let line = line?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            lines += 1;
+            // Another version's line is no damage: an idb of that version reads it.
+            let record = match serde_json::from_slice::<Versioned>(&line) {
+                Ok(v) if v.version != RECEIPT_VERSION => continue,
+                Ok(_) => serde_json::from_slice::<ReceiptRecord>(&line),
+                Err(e) => Err(e),
+            };
+            let Ok(record) = record else {
+                damaged += 1;
                 continue;
             };
-            if record.version == RECEIPT_VERSION
-                && record.server == server
-                && record.dataset == dataset
-            {
-                newest.insert(record.filename.clone(), record);
+            if record.server == server && record.dataset == dataset {
+                loaded.newest.insert(record.filename.clone(), record);
             }
         }
-        Ok(newest)
+        loaded.damaged = (damaged > 0).then_some(DamagedReceipts {
+            file: path,
+            damaged,
+            lines,
+        });
+        Ok(loaded)
     }
 
     /// Appends `records` to their files: per file one write and one
@@ -269,7 +322,13 @@ pub(crate) mod tests {
     fn appends_and_loads_the_newest_line_per_name() {
         let dir = tempfile::tempdir().unwrap();
         let receipts = Receipts::new(dir.path().join("receipts"));
-        assert!(receipts.load("https://h/", "IDB-1").unwrap().is_empty());
+        assert!(
+            receipts
+                .load("https://h/", "IDB-1")
+                .unwrap()
+                .newest
+                .is_empty()
+        );
         let mut newer = record("a.bin");
         newer.verified_at += 10;
         let other_dataset = ReceiptRecord {
@@ -284,9 +343,13 @@ pub(crate) mod tests {
         ];
         assert!(receipts.append(&batch).is_empty());
         let loaded = receipts.load("https://h/", "IDB-1").unwrap();
-        assert_eq!(loaded.len(), 2);
-        assert_eq!(loaded["a.bin"], newer, "the last line wins");
-        assert_eq!(receipts.load("https://h/", "IDB-2").unwrap().len(), 1);
+        assert_eq!(loaded.newest.len(), 2);
+        assert_eq!(loaded.newest["a.bin"], newer, "the last line wins");
+        assert_eq!(loaded.damaged, None);
+        assert_eq!(
+            receipts.load("https://h/", "IDB-2").unwrap().newest.len(),
+            1
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(receipts.file("https://h/", "IDB-1"))
             .unwrap()
@@ -311,13 +374,47 @@ pub(crate) mod tests {
         let torn = &whole[..whole.len() / 2];
         std::fs::write(
             &path,
-            format!("{whole}\n\x00garbage\n{old}\n{foreign}\n{torn}"),
+            format!("{whole}\n\x00garbage\n{old}\n\n{foreign}\n{torn}"),
         )
         .unwrap();
         let loaded = receipts.load("https://h/", "IDB-1").unwrap();
-        assert_eq!(loaded.keys().collect::<Vec<_>>(), ["a.bin"]);
+        assert_eq!(loaded.newest.keys().collect::<Vec<_>>(), ["a.bin"]);
+        // The garbage and the torn line are damage; another version's line,
+        // another server's and a blank line are not.
+        let damaged = loaded.damaged.expect("damaged lines are counted");
+        assert_eq!((damaged.damaged, damaged.lines), (2, 5));
+        assert_eq!(damaged.file, path);
+        assert!(
+            damaged
+                .reason()
+                .starts_with("2 of its 5 lines cannot be read")
+        );
         assert!(receipts.append(&[record("b.bin")]).is_empty());
         let loaded = receipts.load("https://h/", "IDB-1").unwrap();
-        assert!(loaded.contains_key("b.bin"), "{loaded:?}");
+        assert!(loaded.newest.contains_key("b.bin"), "{loaded:?}");
+    }
+
+    #[test]
+    fn a_damaged_line_in_the_middle_is_counted_and_the_good_lines_around_it_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let receipts = Receipts::new(dir.path().to_path_buf());
+        let line = |name| serde_json::to_string(&record(name)).unwrap();
+        let b = line("b.bin");
+        std::fs::write(
+            receipts.file("https://h/", "IDB-1"),
+            format!(
+                "{}\n{}\n{}\n",
+                line("a.bin"),
+                &b[..b.len() - 7],
+                line("c.bin")
+            ),
+        )
+        .unwrap();
+        let loaded = receipts.load("https://h/", "IDB-1").unwrap();
+        let mut names: Vec<_> = loaded.newest.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a.bin", "c.bin"]);
+        let damaged = loaded.damaged.expect("the cut line is counted");
+        assert_eq!((damaged.damaged, damaged.lines), (1, 3));
     }
 }

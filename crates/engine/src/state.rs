@@ -18,7 +18,7 @@ use url::Url;
 use crate::Error;
 use crate::journal::{Entry, Journal, Loaded};
 use crate::name_lock::{Holder, LockError, NameLocks};
-use crate::receipts::{ReceiptRecord, Receipts};
+use crate::receipts::{DamagedReceipts, ReceiptRecord, Receipts};
 
 /// A journal untouched this long is stale: a token lives 3 days, so the upload
 /// it describes was made with a token that has expired since.
@@ -86,6 +86,15 @@ pub enum LocalFile {
     Vanished,
     /// Its metadata could not be read, and why.
     Unknown(String),
+}
+
+/// The receipts of one dataset on one server ([`StateDir::read_receipts`]).
+#[derive(Debug, Clone)]
+pub struct ReadReceipts {
+    /// The newest receipt per file name, by name.
+    pub receipts: Vec<ReceiptRecord>,
+    /// The file's lines that could not be read, if any.
+    pub damaged: Option<DamagedReceipts>,
 }
 
 /// Why a journal is stale.
@@ -189,14 +198,22 @@ impl StateDir {
         server: &Url,
         dataset: &DatasetKey,
     ) -> Result<Vec<ReceiptRecord>, Error> {
+        Ok(self.read_receipts(server, dataset)?.receipts)
+    }
+
+    /// [`StateDir::receipts`], and the damaged lines of their file, which the
+    /// caller should warn of (their receipts are unknown).
+    pub fn read_receipts(&self, server: &Url, dataset: &DatasetKey) -> Result<ReadReceipts, Error> {
         let store = self.receipt_store();
-        let mut receipts: Vec<ReceiptRecord> = store
+        let loaded = store
             .load(server.as_str(), dataset.as_str())
-            .map_err(self.unreadable(store.file(server.as_str(), dataset.as_str())))?
-            .into_values()
-            .collect();
+            .map_err(self.unreadable(store.file(server.as_str(), dataset.as_str())))?;
+        let mut receipts: Vec<ReceiptRecord> = loaded.newest.into_values().collect();
         receipts.sort_by(|a, b| a.filename.cmp(&b.filename));
-        Ok(receipts)
+        Ok(ReadReceipts {
+            receipts,
+            damaged: loaded.damaged,
+        })
     }
 
     /// Removes the stale journals in `scope` (`dry_run`: only says which): those

@@ -21,7 +21,7 @@ use crate::journal_writer::{JournalWriter, Unsaved};
 use crate::name_lock::NameLocks;
 use crate::negotiate::Negotiated;
 use crate::preflight::{CheckedFile, check_all};
-use crate::receipts::ReceiptRecord;
+use crate::receipts::{DamagedReceipts, ReceiptRecord};
 use crate::retry::Backoff;
 use crate::run::Run;
 use crate::state::StateDir;
@@ -66,6 +66,18 @@ pub enum Known {
     /// A receipt of its name, of another size: the name is in the dataset
     /// with other bytes, which the chunked API refuses to replace.
     OtherBytes(Box<ReceiptRecord>),
+}
+
+/// What the receipts say of the files before their turn
+/// ([`Uploader::known_by_receipts`]).
+#[derive(Debug, Clone)]
+pub struct KnownByReceipts {
+    /// For each file, in the order given, the receipt of its name a run would
+    /// judge it by, if any.
+    pub known: Vec<Option<Known>>,
+    /// The damaged lines of the receipts file, if any (to warn of: a file
+    /// whose receipt was there is uploaded).
+    pub damaged: Option<DamagedReceipts>,
 }
 
 /// What happened to one file.
@@ -177,19 +189,21 @@ impl Uploader {
     /// For each file (in the order given), the receipt of its name in the state
     /// directory that a run would judge it by, if any, as [`Known`]: what
     /// `idb upload --dry-run` says would be skipped. Reads no file.
-    pub fn known_by_receipts(&self, files: &CheckedFiles) -> Result<Vec<Option<Known>>, Error> {
-        let Some(dir) = &self.config.state_dir else {
-            return Ok(files.0.iter().map(|_| None).collect());
+    pub fn known_by_receipts(&self, files: &CheckedFiles) -> Result<KnownByReceipts, Error> {
+        let (Some(dir), false) = (&self.config.state_dir, self.config.force) else {
+            return Ok(KnownByReceipts {
+                known: files.0.iter().map(|_| None).collect(),
+                damaged: None,
+            });
         };
-        if self.config.force {
-            return Ok(files.0.iter().map(|_| None).collect());
-        }
-        let receipts: HashMap<String, ReceiptRecord> = StateDir::new(dir.clone())
-            .receipts(&self.config.server, &self.config.dataset)?
+        let read =
+            StateDir::new(dir.clone()).read_receipts(&self.config.server, &self.config.dataset)?;
+        let receipts: HashMap<String, ReceiptRecord> = read
+            .receipts
             .into_iter()
             .map(|r| (r.filename.clone(), r))
             .collect();
-        Ok(files
+        let known = files
             .0
             .iter()
             .map(|c| {
@@ -203,7 +217,11 @@ impl Uploader {
                     Known::SameSize(Box::new(receipt.clone()))
                 })
             })
-            .collect())
+            .collect();
+        Ok(KnownByReceipts {
+            known,
+            damaged: read.damaged,
+        })
     }
 
     /// The round-trip time to the server, from a second `HEAD` of its address
@@ -441,7 +459,7 @@ impl Uploader {
         let journal = state.journal();
         let store = state.receipt_store();
         let (server, dataset) = (self.config.server.as_str(), self.config.dataset.as_str());
-        let receipts = store.load(server, dataset).unwrap_or_else(|e| {
+        let loaded = store.load(server, dataset).unwrap_or_else(|e| {
             events.emit(Event::ReceiptProblem {
                 path: store.file(server, dataset),
                 reason: format!(
@@ -449,8 +467,15 @@ impl Uploader {
                      earlier are not skipped (the server refuses names it holds)"
                 ),
             });
-            HashMap::new()
+            Default::default()
         });
+        if let Some(damaged) = &loaded.damaged {
+            events.emit(Event::ReceiptProblem {
+                path: damaged.file.clone(),
+                reason: damaged.reason(),
+            });
+        }
+        let receipts = loaded.newest;
         match journal
             .create_dir()
             .and_then(|()| NameLocks::open(journal.dir()))
