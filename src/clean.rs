@@ -27,7 +27,8 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
         }
     };
     let cleaned = state.clean(&scope, STALE_AFTER, args.dry_run)?;
-    let (mut removed, mut failed) = (0, 0);
+    // Whatever the scope: a damaged journal cannot say whose it was.
+    let damaged = state.clean_damaged(args.dry_run)?;
     for c in &cleaned {
         let j = &c.journal;
         let why = match c.why {
@@ -50,51 +51,69 @@ pub fn run(args: CleanArgs) -> anyhow::Result<Exit> {
             human(j.acked),
             human(j.size)
         );
-        match &c.outcome {
-            CleanOutcome::Removed => {
-                removed += 1;
-                out.data(&format!("removed {what}: {why}"));
-            }
-            CleanOutcome::WouldRemove => out.data(&format!("would remove {what}: {why}")),
-            CleanOutcome::InUse { pid } => {
-                let by = pid.map_or("another idb".to_owned(), |pid| format!("idb (pid {pid})"));
-                out.data(&format!(
-                    "kept {what}: {why}, but {by} is uploading that name now"
-                ));
-            }
-            CleanOutcome::Failed(reason) => {
-                failed += 1;
-                out.error(&format!(
-                    "error: cannot remove {what} ({}): {}",
-                    escaped(&j.journal),
-                    escape(reason)
-                ));
-            }
-        }
+        say(&out, &c.outcome, &what, &j.journal, &why);
     }
+    for c in &damaged {
+        let why = format!("{} (it can never help a resume)", escape(&c.journal.reason));
+        let journal = &c.journal.journal;
+        say(&out, &c.outcome, "a damaged journal", journal, &why);
+    }
+    let failed = (cleaned.iter().map(|c| &c.outcome))
+        .chain(damaged.iter().map(|c| &c.outcome))
+        .any(|outcome| matches!(outcome, CleanOutcome::Failed(_)));
+    // A journal kept because its name is being uploaded is not one the real
+    // run would remove.
+    let gone = if args.dry_run {
+        CleanOutcome::WouldRemove
+    } else {
+        CleanOutcome::Removed
+    };
+    let stale = cleaned.iter().filter(|c| c.outcome == gone).count();
+    let and_damaged = match damaged.iter().filter(|c| c.outcome == gone).count() {
+        0 => String::new(),
+        n => format!(" and {n} damaged"),
+    };
     if args.dry_run {
-        // A journal kept because its name is being uploaded is not one the
-        // real run would remove.
-        let would = cleaned
-            .iter()
-            .filter(|c| matches!(c.outcome, CleanOutcome::WouldRemove))
-            .count();
         out.error(&format!(
-            "{would} stale journals in {} would be removed; nothing was removed (--dry-run)",
+            "{stale} stale journals{and_damaged} in {} would be removed; nothing was removed \
+             (--dry-run)",
             escaped(state.root())
         ));
     } else {
         out.error(&format!(
-            "removed {removed} stale journals from {}{}; receipts of verified files are kept",
+            "removed {stale} stale journals{and_damaged} from {}{}; receipts of verified files \
+             are kept",
             escaped(state.root()),
             crate::status::absent_note(state.root())
         ));
     }
     Ok(if out.stdout_closed() {
         Exit::OutputClosed
-    } else if failed > 0 {
+    } else if failed {
         Exit::Failure
     } else {
         Exit::Success
     })
+}
+
+/// Says what became of one journal (`what`, stored in `journal`) that goes
+/// because of `why`.
+fn say(out: &Console, outcome: &CleanOutcome, what: &str, journal: &std::path::Path, why: &str) {
+    match outcome {
+        CleanOutcome::Removed => out.data(&format!("removed {what}: {why}")),
+        CleanOutcome::WouldRemove => out.data(&format!("would remove {what}: {why}")),
+        CleanOutcome::InUse { pid } => {
+            let by = pid.map_or("another idb".to_owned(), |pid| format!("idb (pid {pid})"));
+            out.data(&format!(
+                "kept {what}: {why}, but {by} is uploading that name now"
+            ));
+        }
+        CleanOutcome::Failed(reason) => {
+            out.error(&format!(
+                "error: cannot remove {what} ({}): {}",
+                escaped(journal),
+                escape(reason)
+            ));
+        }
+    }
 }

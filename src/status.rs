@@ -69,6 +69,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
             age(now.duration_since(journal.saved_at).unwrap_or_default()),
         ));
     }
+    // Not of this dataset alone: a damaged journal cannot say whose it was.
+    let unusable = state.unusable_journals()?;
+    if !unusable.is_empty() {
+        out.data(&format!(
+            "journals that cannot be used (of any dataset): {}",
+            unusable.len()
+        ));
+    }
+    for journal in &unusable {
+        let what = if journal.damaged {
+            "it can never help a resume; `idb clean` removes it"
+        } else {
+            "not used by this idb; `idb clean` keeps it"
+        };
+        out.data(&format!("  {} ({what})", escape(&journal.reason)));
+    }
     out.data(&format!("verified uploads (receipts): {}", receipts.len()));
     for receipt in &receipts {
         out.data(&format!(

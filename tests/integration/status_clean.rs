@@ -257,3 +257,57 @@ fn clean_removes_old_journals_but_not_one_in_use() {
         .stderr_has("removed 1 stale journals");
     assert!(journals(&dir).is_empty());
 }
+
+/// Regression (found by an adversarial pass): `status` and `clean` passed
+/// over a damaged journal without a word, and `clean` never removed it
+/// ("0 stale journals"), though it can never help a resume. `status` now
+/// lists it, in the words a run uses ("is damaged"), and `clean` removes it,
+/// whatever --dataset says (it cannot say whose it was), and says so. A
+/// journal of another version is listed and kept.
+#[test]
+fn damaged_journals_are_listed_by_status_and_removed_by_clean() {
+    let dir = Dir::new("damaged_journals_are_listed_by_status_and_removed_by_clean");
+    let garbage = dir.write(
+        "state/journal/00112233445566778899aabbccddeeff.json",
+        b"\x00garbage, not a journal",
+    );
+    let newer = dir.write(
+        "state/journal/ffeeddccbbaa99887766554433221100.json",
+        br#"{"version": 99, "written by": "a later idb"}"#,
+    );
+    let shown = |path: &std::path::Path| path.display().to_string();
+
+    dir.idb(["status", "--dataset", DS])
+        .run()
+        .expect_code(0)
+        .stdout_has("journals that cannot be used (of any dataset): 2\n")
+        .stdout_has(&format!("  {} is damaged: ", shown(&garbage)))
+        .stdout_has("(it can never help a resume; `idb clean` removes it)\n")
+        .stdout_has(&format!(
+            "  {} has journal version 99, this idb reads version 2 (not used by this idb; \
+             `idb clean` keeps it)\n",
+            shown(&newer)
+        ));
+
+    dir.idb(["clean", "--dry-run"])
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!(
+            "would remove a damaged journal: {} is damaged: ",
+            shown(&garbage)
+        ))
+        .stderr_has("0 stale journals and 1 damaged in ");
+    assert_eq!(journals(&dir).len(), 2, "a dry run removes nothing");
+
+    // Scoped to a dataset, as IDB_DATASET often has it: removed all the same.
+    let run = dir.idb(["clean", "--dataset", DS]).run();
+    run.expect_code(0)
+        .stdout_has(&format!(
+            "removed a damaged journal: {} is damaged: ",
+            shown(&garbage)
+        ))
+        .stdout_has("(it can never help a resume)\n")
+        .stderr_has("removed 0 stale journals and 1 damaged from ");
+    assert!(!run.stdout.contains(&shown(&newer)), "{}", run.describe());
+    assert_eq!(journals(&dir), [newer]);
+}

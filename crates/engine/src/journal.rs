@@ -133,6 +133,21 @@ impl Key {
         Self(bytes)
     }
 
+    /// The key a journal file's name stands for, if it is one ([`Key::file_name`]).
+    pub(crate) fn from_file_name(name: &std::ffi::OsStr) -> Option<Self> {
+        let hex = name.to_str()?.strip_suffix(".json")?;
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        // Spelt exactly as a journal is named (lower-case hex).
+        let key = Self(bytes);
+        (key.file_name() == name.to_str()?).then_some(key)
+    }
+
     /// The journal file's name.
     fn file_name(&self) -> String {
         let mut name = String::with_capacity(37);
@@ -191,7 +206,7 @@ impl Journal {
         let path = self.path(Key::of(server, dataset, filename));
         match read(&path) {
             Err(Unreadable::Missing) => Loaded::Nothing,
-            Err(Unreadable::Bad(reason)) => Loaded::Unusable(reason),
+            Err(Unreadable::Bad(bad)) => Loaded::Unusable(bad.reason),
             Ok(entry)
                 if (
                     entry.server.as_str(),
@@ -207,7 +222,7 @@ impl Journal {
 
     /// Every journal file in the directory (none if there is no directory), and
     /// what reading it found (`Err`: why it is not a usable journal).
-    pub(crate) fn list(&self) -> io::Result<Vec<(PathBuf, Result<Entry, String>)>> {
+    pub(crate) fn list(&self) -> io::Result<Listed> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -222,7 +237,7 @@ impl Journal {
             match read(&path) {
                 // Removed meanwhile (an upload finished).
                 Err(Unreadable::Missing) => {}
-                Err(Unreadable::Bad(reason)) => found.push((path, Err(reason))),
+                Err(Unreadable::Bad(bad)) => found.push((path, Err(bad))),
                 Ok(entry) => found.push((path, Ok(entry))),
             }
         }
@@ -279,17 +294,34 @@ fn checksum(value: &serde_json::Value) -> serde_json::Result<String> {
         .to_string())
 }
 
+/// Every journal file, and what reading it found ([`Journal::list`]).
+pub(crate) type Listed = Vec<(PathBuf, Result<Entry, Unusable>)>;
+
+/// A journal file that is not a usable journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unusable {
+    /// Why, for people (naming the file).
+    pub(crate) reason: String,
+    /// Whether it is damaged (not JSON, cut short, fields missing, or saying
+    /// what cannot be): it can never help a resume. Otherwise it could not
+    /// be read now, is too large for this idb, or is of another version,
+    /// and may still serve another idb or a later try.
+    pub(crate) damaged: bool,
+}
+
 /// Why a journal file was not read.
-enum Unreadable {
+pub(crate) enum Unreadable {
     /// There is none.
     Missing,
-    /// It is not a usable journal, and why.
-    Bad(String),
+    /// It is not a usable journal.
+    Bad(Unusable),
 }
 
 /// Reads and checks the journal file at `path`.
-fn read(path: &Path) -> Result<Entry, Unreadable> {
-    let bad = |reason| Err(Unreadable::Bad(reason));
+pub(crate) fn read(path: &Path) -> Result<Entry, Unreadable> {
+    let unusable = |reason, damaged| Err(Unreadable::Bad(Unusable { reason, damaged }));
+    let bad = |reason| unusable(reason, false);
+    let damaged = |reason| unusable(reason, true);
     let text = match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unreadable::Missing),
         Err(e) => return bad(format!("cannot read {}: {e}", path.display())),
@@ -315,11 +347,11 @@ fn read(path: &Path) -> Result<Entry, Unreadable> {
             ));
         }
         Ok(_) => {}
-        Err(e) => return bad(format!("{} is damaged: {e}", path.display())),
+        Err(e) => return damaged(format!("{} is damaged: {e}", path.display())),
     }
     let mut value = match serde_json::from_slice::<serde_json::Value>(&text) {
         Ok(value) => value,
-        Err(e) => return bad(format!("{} is damaged: {e}", path.display())),
+        Err(e) => return damaged(format!("{} is damaged: {e}", path.display())),
     };
     let sealed = value
         .as_object_mut()
@@ -327,18 +359,18 @@ fn read(path: &Path) -> Result<Entry, Unreadable> {
     if let Some(sealed) = sealed
         && checksum(&value).ok().as_deref() != sealed.as_str()
     {
-        return bad(format!(
+        return damaged(format!(
             "{} is damaged: it is not what idb wrote (its check does not match)",
             path.display()
         ));
     }
     match serde_json::from_value::<Entry>(value) {
-        Ok(entry) if entry.acked > entry.size => bad(format!(
-            "{} claims more bytes than the file has",
+        Ok(entry) if entry.acked > entry.size => damaged(format!(
+            "{} is damaged: it claims more bytes than the file has",
             path.display()
         )),
         Ok(entry) => Ok(entry),
-        Err(e) => bad(format!("{} is damaged: {e}", path.display())),
+        Err(e) => damaged(format!("{} is damaged: {e}", path.display())),
     }
 }
 
@@ -428,6 +460,30 @@ pub(crate) mod tests {
                 ),
                 "case {i}"
             );
+            // Damaged, so of no use to any idb: cut short, garbage, fields
+            // missing, more bytes than the file. Another upload's is no damage
+            // (it is read, and refused by `load`), nor are another version's
+            // and one too large for this idb.
+            let listed = journal.list().unwrap();
+            let damaged = matches!(&listed[..], [(_, Err(u))] if u.damaged);
+            assert_eq!(damaged, [0, 1, 2, 5].contains(&i), "case {i}: {listed:?}");
+        }
+    }
+
+    #[test]
+    fn a_journal_file_name_gives_back_its_key() {
+        let name = std::ffi::OsString::from(key().file_name());
+        assert_eq!(Key::from_file_name(&name), Some(key()));
+        let upper = key().file_name().to_uppercase().replace(".JSON", ".json");
+        let others = [
+            "uploads.lock".to_owned(),
+            "a.json".to_owned(),
+            format!("{}.json", "zz".repeat(16)),
+            format!(".{}.tmp1", key().file_name()),
+            upper,
+        ];
+        for other in others {
+            assert_eq!(Key::from_file_name(other.as_ref()), None, "{other}");
         }
     }
 

@@ -94,8 +94,8 @@ pub use receipts::{DamagedReceipts, RECEIPT_VERSION, ReceiptRecord};
 pub use retry::{DEFAULT_CALL_DEADLINE, DEFAULT_MAX_ATTEMPTS, RetryPolicy};
 pub use server_text::{SERVER_TEXT_LIMIT, escape_controls};
 pub use state::{
-    CleanOutcome, Cleaned, JournalSummary, LocalFile, ReadReceipts, STALE_AFTER, Scope, Stale,
-    StateDir,
+    CleanOutcome, Cleaned, CleanedDamaged, JournalSummary, LocalFile, ReadReceipts, STALE_AFTER,
+    Scope, Stale, StateDir, UnusableJournal,
 };
 pub use stop::Cancel;
 pub use tls::{

@@ -16,7 +16,7 @@ use idb_wire::DatasetKey;
 use url::Url;
 
 use crate::Error;
-use crate::journal::{Entry, Journal, Loaded};
+use crate::journal::{Entry, Journal, Key, Listed, Loaded, Unreadable, Unusable};
 use crate::name_lock::{Holder, LockError, NameLocks};
 use crate::receipts::{DamagedReceipts, ReceiptRecord, Receipts};
 
@@ -127,6 +127,29 @@ pub enum CleanOutcome {
     Failed(String),
 }
 
+/// A journal file that cannot be used ([`StateDir::unusable_journals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableJournal {
+    /// The journal file.
+    pub journal: PathBuf,
+    /// Why, for people, naming the file (as a run says it).
+    pub reason: String,
+    /// Damaged (not JSON, cut short, fields missing, or saying what cannot
+    /// be): it can never help a resume, and [`StateDir::clean_damaged`]
+    /// removes it. Otherwise (another version, too large for this idb, or
+    /// unreadable now) it is kept.
+    pub damaged: bool,
+}
+
+/// One damaged journal and what cleaning did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanedDamaged {
+    /// The journal.
+    pub journal: UnusableJournal,
+    /// What was done.
+    pub outcome: CleanOutcome,
+}
+
 /// One stale journal and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleaned {
@@ -171,19 +194,95 @@ impl StateDir {
         move |reason| Error::StateDir { dir, reason }
     }
 
+    /// Every journal file, and what reading it found (`Err`: why it cannot be used).
+    fn listed_journals(&self) -> Result<Listed, Error> {
+        self.journal()
+            .list()
+            .map_err(self.unreadable(self.journal_dir()))
+    }
+
+    /// The name locks a run holds, taken before a journal is removed.
+    fn name_locks(&self) -> Result<NameLocks, Error> {
+        NameLocks::open(&self.journal_dir()).map_err(self.unreadable(self.journal_dir()))
+    }
+
     /// The unfinished uploads in `scope`, by journal file. Journals that cannot
     /// be read are left out (a run reports and replaces them).
     pub fn unfinished(&self, scope: &Scope) -> Result<Vec<JournalSummary>, Error> {
-        let listed = self
-            .journal()
-            .list()
-            .map_err(self.unreadable(self.journal_dir()))?;
-        Ok(listed
+        Ok(self
+            .listed_journals()?
             .into_iter()
             .filter_map(|(file, read)| read.ok().map(|entry| (file, entry)))
             .filter(|(_, entry)| scope.covers(&entry.server, &entry.dataset))
             .map(|(file, entry)| summarize(file, &entry))
             .collect())
+    }
+
+    /// The journal files that cannot be used, of every server and dataset (a
+    /// damaged journal cannot say whose it was). A run that meets one reports
+    /// it and replaces it.
+    pub fn unusable_journals(&self) -> Result<Vec<UnusableJournal>, Error> {
+        Ok(self
+            .listed_journals()?
+            .into_iter()
+            .filter_map(|(file, read)| {
+                let Unusable { reason, damaged } = read.err()?;
+                Some(UnusableJournal {
+                    journal: file,
+                    reason,
+                    damaged,
+                })
+            })
+            .collect())
+    }
+
+    /// Removes the damaged journals (`dry_run`: only says which), of every
+    /// server and dataset: they can never help a resume, and cannot say whose
+    /// they were. Each is read again and removed under its name's lock, so one
+    /// that a run is replacing now is kept ([`CleanOutcome::InUse`]).
+    pub fn clean_damaged(&self, dry_run: bool) -> Result<Vec<CleanedDamaged>, Error> {
+        let candidates: Vec<UnusableJournal> = self
+            .unusable_journals()?
+            .into_iter()
+            .filter(|u| u.damaged)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let locks = self.name_locks()?;
+        let mut cleaned = Vec::new();
+        for listed in candidates {
+            // A file not named as a journal is no upload's: no lock to take.
+            let key = listed.journal.file_name().and_then(Key::from_file_name);
+            let held = match key.map(|key| locks.lock(key)).transpose() {
+                Ok(held) => held,
+                Err(refused) => {
+                    cleaned.push(CleanedDamaged {
+                        journal: listed,
+                        outcome: refused_outcome(refused),
+                    });
+                    continue;
+                }
+            };
+            // Under the lock, as it is now: a run may have replaced it since.
+            let Err(Unreadable::Bad(Unusable {
+                reason,
+                damaged: true,
+            })) = crate::journal::read(&listed.journal)
+            else {
+                continue;
+            };
+            let outcome = removal(dry_run, || match std::fs::remove_file(&listed.journal) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                done => done,
+            });
+            drop(held);
+            cleaned.push(CleanedDamaged {
+                journal: UnusableJournal { reason, ..listed },
+                outcome,
+            });
+        }
+        Ok(cleaned)
     }
 
     /// The file holding the receipts of `dataset` on `server` (one JSON line per
@@ -228,9 +327,8 @@ impl StateDir {
         dry_run: bool,
     ) -> Result<Vec<Cleaned>, Error> {
         let journal = self.journal();
-        let candidates: Vec<(Entry, JournalSummary, Stale)> = journal
-            .list()
-            .map_err(self.unreadable(self.journal_dir()))?
+        let candidates: Vec<(Entry, JournalSummary, Stale)> = self
+            .listed_journals()?
             .into_iter()
             .filter_map(|(file, read)| read.ok().map(|entry| (file, entry)))
             .filter(|(_, entry)| scope.covers(&entry.server, &entry.dataset))
@@ -243,27 +341,17 @@ impl StateDir {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let locks =
-            NameLocks::open(&self.journal_dir()).map_err(self.unreadable(self.journal_dir()))?;
+        let locks = self.name_locks()?;
         let mut cleaned = Vec::new();
         for (listed, listed_summary, listed_why) in candidates {
             let key = listed.key();
             let held = match locks.lock(key) {
                 Ok(lock) => lock,
                 Err(refused) => {
-                    let outcome = match refused {
-                        LockError::Held(Holder::Process(pid)) => CleanOutcome::InUse { pid },
-                        LockError::Held(Holder::ThisProcess) => CleanOutcome::InUse {
-                            pid: Some(std::process::id()),
-                        },
-                        LockError::Io(e) => {
-                            CleanOutcome::Failed(format!("cannot lock its name: {e}"))
-                        }
-                    };
                     cleaned.push(Cleaned {
                         journal: listed_summary,
                         why: listed_why,
-                        outcome,
+                        outcome: refused_outcome(refused),
                     });
                     continue;
                 }
@@ -279,14 +367,7 @@ impl StateDir {
             let Some(why) = stale(&summary, older_than) else {
                 continue;
             };
-            let outcome = if dry_run {
-                CleanOutcome::WouldRemove
-            } else {
-                match journal.remove(key) {
-                    Ok(()) => CleanOutcome::Removed,
-                    Err(e) => CleanOutcome::Failed(e.to_string()),
-                }
-            };
+            let outcome = removal(dry_run, || journal.remove(key));
             drop(held);
             cleaned.push(Cleaned {
                 journal: summary,
@@ -295,6 +376,28 @@ impl StateDir {
             });
         }
         Ok(cleaned)
+    }
+}
+
+/// What removing a journal (`remove`, not called when `dry_run`) came to.
+fn removal(dry_run: bool, remove: impl FnOnce() -> std::io::Result<()>) -> CleanOutcome {
+    if dry_run {
+        return CleanOutcome::WouldRemove;
+    }
+    match remove() {
+        Ok(()) => CleanOutcome::Removed,
+        Err(e) => CleanOutcome::Failed(e.to_string()),
+    }
+}
+
+/// What cleaning does with a journal whose name's lock was refused.
+fn refused_outcome(refused: LockError) -> CleanOutcome {
+    match refused {
+        LockError::Held(Holder::Process(pid)) => CleanOutcome::InUse { pid },
+        LockError::Held(Holder::ThisProcess) => CleanOutcome::InUse {
+            pid: Some(std::process::id()),
+        },
+        LockError::Io(e) => CleanOutcome::Failed(format!("cannot lock its name: {e}")),
     }
 }
 
