@@ -11,7 +11,7 @@ use crate::cli::UploadArgs;
 use crate::console::Console;
 use crate::dates::utc_minute;
 use crate::exit::Exit;
-use crate::progress::JSON_SCHEMA;
+use crate::progress::{JSON_SCHEMA, file_json};
 use crate::size::human;
 use crate::text::{escape, escaped};
 
@@ -73,12 +73,8 @@ pub async fn run(
             }
         };
         console.data(&line);
-        let mut object = json!({
-            "schema": JSON_SCHEMA,
-            "event": event,
-            "path": escaped(path),
-            "size": size,
-        });
+        // `path` and `name` (the name it is sent as), as in every file event.
+        let mut object = file_json(event, path, json!({ "size": size }));
         if let Some(Known::OtherBytes(receipt)) = &known {
             object["name_verified_at"] = receipt.verified_at.into();
         }

@@ -559,6 +559,58 @@ fn a_dry_run_lists_and_estimates_and_sends_nothing() {
     assert!(journals(&dir).is_empty());
 }
 
+/// Regression (found by an adversarial pass): the dry run's `--json` lines
+/// for files had `path` but no `name`, though every file event carries both;
+/// `name` is the name the file is sent as.
+#[test]
+fn a_dry_run_json_line_names_each_file_as_it_is_sent() {
+    let dir = Dir::new("a_dry_run_json_line_names_each_file_as_it_is_sent");
+    let mock = Mock::standard();
+    let (new, _) = dir.random_file("d/new.bin", 10);
+    let (done, _) = dir.random_file("d/done.bin", 20);
+    let (touched, _) = dir.random_file("d/touched.bin", 30);
+    dir.upload(&mock, DS)
+        .token(TOKEN)
+        .args([&done, &touched])
+        .run()
+        .expect_code(0);
+    crate::rerun::set_mtime(&touched, std::time::SystemTime::UNIX_EPOCH);
+
+    let run = dir
+        .upload(&mock, DS)
+        .token(TOKEN)
+        .args(["--dry-run", "--json"])
+        .args([&new, &done, &touched])
+        .run();
+
+    run.expect_code(0);
+    let mut seen = Vec::new();
+    for line in run.stdout.lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap();
+        let event = object["event"].as_str().unwrap().to_owned();
+        if event == "dry_run" {
+            continue;
+        }
+        let path = std::path::PathBuf::from(object["path"].as_str().unwrap());
+        assert_eq!(
+            object["name"].as_str(),
+            path.file_name().and_then(|n| n.to_str()),
+            "{line}"
+        );
+        seen.push((event, path));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("would_upload".to_owned(), new),
+            ("would_skip".to_owned(), done),
+            ("would_check".to_owned(), touched),
+        ],
+        "{}",
+        run.describe()
+    );
+}
+
 /// A dry run that cannot reach the server still ends its `--json` with the
 /// `dry_run` object, saying why (found by an adversarial pass: the script got
 /// no last line), and exits 1.
