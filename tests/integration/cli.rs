@@ -180,3 +180,32 @@ fn demo_stopped_by_a_closed_stdout_or_a_signal_leaves_nothing() {
         assert_nothing_left(&tmp, &run);
     }
 }
+
+/// Regression (found by an adversarial pass): `--server http://HOST/#frag`
+/// was taken, though a query is refused: messages then named
+/// `.../files/#frag` and receipts were kept under a server with the fragment.
+/// Both are refused alike, naming the part, before anything is sent.
+#[test]
+fn a_server_address_with_a_fragment_is_refused_as_one_with_a_query_is() {
+    use crate::util::{DS, Mock, TOKEN};
+    let dir = Dir::new("a_server_address_with_a_fragment_is_refused_as_one_with_a_query_is");
+    let mock = Mock::standard();
+    let file = dir.write("data.bin", b"x");
+    for (extra, part) in [("/#frag", "a fragment (#...)"), ("/?x=1", "a query (?...)")] {
+        for dry_run in [false, true] {
+            let server = format!("{}{extra}", mock.url());
+            let run = dir
+                .upload_to(&server, DS, "64KiB")
+                .token(TOKEN)
+                .args(dry_run.then_some("--dry-run"))
+                .arg(&file)
+                .run();
+            run.expect_code(2).stderr_has(&format!(
+                "error: invalid configuration: the server URL (--server) has {part}, which a \
+                 Data Bank address never has; give only its scheme, host, port and path"
+            ));
+        }
+    }
+    assert_eq!(mock.stats().requests_arrived, 0, "nothing was sent");
+    assert!(!dir.join("state").exists(), "nothing was recorded");
+}

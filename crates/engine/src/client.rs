@@ -535,10 +535,23 @@ fn endpoint(server: &Url, dataset: &DatasetKey) -> Result<Url, Error> {
             server.scheme()
         )));
     }
-    if server.query().is_some() || !server.username().is_empty() || server.password().is_some() {
-        return Err(Error::Config(
-            "the server URL must have no query, user or password".into(),
-        ));
+    // A part the token's requests must not carry: a query or a fragment
+    // would be glued onto every call's address (`.../files/#frag`) and onto
+    // the receipts' and journals' server, credentials would go to the server.
+    let extra = if server.query().is_some() {
+        Some("a query (?...)")
+    } else if server.fragment().is_some() {
+        Some("a fragment (#...)")
+    } else if !server.username().is_empty() || server.password().is_some() {
+        Some("a user name or password (the token is the only credential)")
+    } else {
+        None
+    };
+    if let Some(extra) = extra {
+        return Err(Error::Config(format!(
+            "the server URL (--server) has {extra}, which a Data Bank address never has; \
+             give only its scheme, host, port and path, like https://databank.illinois.edu"
+        )));
     }
     let mut url = server.clone();
     let prefix = server.path().trim_end_matches('/');
@@ -577,7 +590,13 @@ mod tests {
 
     #[test]
     fn endpoint_refuses_odd_urls() {
-        for bad in ["ftp://h/", "https://h/?x=1", "https://user:pw@h/"] {
+        for bad in [
+            "ftp://h/",
+            "https://h/?x=1",
+            "https://h/#frag",
+            "https://h/#",
+            "https://user:pw@h/",
+        ] {
             assert!(
                 matches!(
                     endpoint(&bad.parse().unwrap(), &key()),
