@@ -261,6 +261,26 @@ impl TransferArgs {
                 idb_engine::bytes_text(self.chunk_size)
             );
         }
+        let largest = self.max_chunk();
+        if self.memory < largest {
+            // The option that set the largest chunk, and what to lower.
+            let (source, lower) = match self.max_chunk_size {
+                None if self.chunk_size > idb_engine::DEFAULT_MAX_CHUNK_SIZE => {
+                    ("--chunk-size", "--chunk-size")
+                }
+                None => ("--max-chunk-size's default", "--max-chunk-size"),
+                Some(max) if max == self.chunk_size => {
+                    ("--chunk-size and --max-chunk-size", "both")
+                }
+                Some(_) => ("--max-chunk-size", "--max-chunk-size"),
+            };
+            anyhow::bail!(
+                "--memory ({}) must hold at least one chunk of the largest size, {} \
+                 ({source}); raise --memory or lower {lower}",
+                idb_engine::bytes_text(self.memory),
+                idb_engine::bytes_text(largest)
+            );
+        }
         Ok(())
     }
 

@@ -47,25 +47,29 @@ fn upload_without_a_dataset_exits_2() {
     run.expect_code(2).stderr_has("--dataset");
 }
 
+/// `idb upload` of `file` with `args`, to a server nothing answers on (for
+/// runs refused before anything is sent).
+fn upload_to_nowhere(dir: &Dir, args: &[&str], file: &std::path::Path) -> crate::util::Run {
+    dir.idb([
+        "upload",
+        "--dataset",
+        "IDB-1",
+        "--server",
+        "http://127.0.0.1:9",
+    ])
+    .args(args)
+    .token("tok")
+    .arg(file)
+    .run()
+}
+
 /// Options that contradict each other or that nothing could meet are refused
 /// by name, before anything is sent.
 #[test]
 fn options_nothing_could_meet_exit_2() {
     let dir = Dir::new("options_nothing_could_meet_exit_2");
     let file = dir.write("data.bin", b"x");
-    let upload = |args: &[&str], file: &std::path::Path| {
-        dir.idb([
-            "upload",
-            "--dataset",
-            "IDB-1",
-            "--server",
-            "http://127.0.0.1:9",
-        ])
-        .args(args)
-        .token("tok")
-        .arg(file)
-        .run()
-    };
+    let upload = |args: &[&str], file: &std::path::Path| upload_to_nowhere(&dir, args, file);
     // With --json, stdout's one line says so too: the first problem.
     let refused = |run: crate::util::Run| {
         run.expect_code(2);
@@ -208,4 +212,38 @@ fn a_server_address_with_a_fragment_is_refused_as_one_with_a_query_is() {
     }
     assert_eq!(mock.stats().requests_arrived, 0, "nothing was sent");
     assert!(!dir.join("state").exists(), "nothing was recorded");
+}
+
+/// Regression (found by an adversarial pass): `--chunk-size 1GiB` with the
+/// default --memory was refused saying "lower --max-chunk-size", an option
+/// not given. The refusal names the option that set the largest chunk.
+#[test]
+fn a_chunk_larger_than_the_memory_budget_names_the_option_that_set_it() {
+    let dir = Dir::new("a_chunk_larger_than_the_memory_budget_names_the_option_that_set_it");
+    let file = dir.write("data.bin", b"x");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--chunk-size", "1GiB"],
+            "(--chunk-size); raise --memory or lower --chunk-size",
+        ),
+        (
+            &["--max-chunk-size", "1GiB"],
+            "(--max-chunk-size); raise --memory or lower --max-chunk-size",
+        ),
+        (
+            &["--chunk-size", "1GiB", "--max-chunk-size", "1GiB"],
+            "(--chunk-size and --max-chunk-size); raise --memory or lower both",
+        ),
+        (
+            &["--memory", "32MiB"],
+            "(--max-chunk-size's default); raise --memory or lower --max-chunk-size",
+        ),
+    ];
+    for (args, says) in cases {
+        upload_to_nowhere(&dir, args, &file)
+            .expect_code(2)
+            .stderr_has("error: --memory (")
+            .stderr_has(" must hold at least one chunk of the largest size, ")
+            .stderr_has(says);
+    }
 }

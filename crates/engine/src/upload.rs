@@ -557,9 +557,15 @@ impl UploadConfig {
         }
         let largest = self.max_chunk_size.max(self.chunk_size);
         if self.memory < largest {
+            // The larger of the two sets the largest chunk.
+            let lower = match self.chunk_size.cmp(&self.max_chunk_size) {
+                std::cmp::Ordering::Greater => "--chunk-size",
+                std::cmp::Ordering::Equal => "--chunk-size and --max-chunk-size",
+                std::cmp::Ordering::Less => "--max-chunk-size",
+            };
             return bad(format!(
                 "the memory budget ({}) must hold at least one chunk of the largest size ({}); \
-                 raise --memory or lower --max-chunk-size",
+                 raise --memory or lower {lower}",
                 bytes_text(self.memory),
                 bytes_text(largest)
             ));

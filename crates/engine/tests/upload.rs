@@ -332,6 +332,29 @@ fn bad_configurations_are_refused() {
     assert!(Uploader::new(capped).is_ok(), "1 byte per second is a cap");
 }
 
+/// A memory budget below the largest chunk names the option that set it:
+/// `--chunk-size` when it is the larger (an adversarial pass found
+/// `--max-chunk-size` named for `--chunk-size 1GiB`).
+#[test]
+fn a_budget_below_the_largest_chunk_names_the_larger_option() {
+    let refusal = |chunk: u64, max: u64| {
+        let mut config = UploadConfig::new(
+            "http://127.0.0.1:9".parse().unwrap(),
+            DatasetKey::new(DS).unwrap(),
+            Token::new(TOKEN).unwrap(),
+        );
+        (config.chunk_size, config.max_chunk_size, config.memory) = (chunk, max, 1 << 20);
+        match Uploader::new(config) {
+            Err(Error::Config(text)) => text,
+            other => panic!("{chunk}/{max}: {:?}", other.err()),
+        }
+    };
+    let big = 4 << 20;
+    assert!(refusal(big, 1 << 20).ends_with("raise --memory or lower --chunk-size"));
+    assert!(refusal(1 << 20, big).ends_with("raise --memory or lower --max-chunk-size"));
+    assert!(refusal(big, big).ends_with("lower --chunk-size and --max-chunk-size"));
+}
+
 #[test]
 fn debug_output_never_shows_the_token() {
     let config = UploadConfig::new(
