@@ -251,6 +251,21 @@ pub fn parse_positive_seconds(text: &str) -> Result<std::time::Duration, String>
     Ok(duration)
 }
 
+/// `--window`: 1 to [`idb_engine::MAX_WINDOW`] chunks of a file in flight.
+fn parse_window(text: &str) -> Result<usize, String> {
+    let max = idb_engine::MAX_WINDOW;
+    let range = format!(
+        "give 1 to {max} chunks of a file in flight (each holds a connection and an open \
+         file; more only queue at the server)"
+    );
+    match text.trim().parse::<usize>() {
+        Ok(window) if (1..=max).contains(&window) => Ok(window),
+        Ok(0) => Err(format!("0 chunks in flight would send nothing; {range}")),
+        Ok(_) => Err(format!("more than {max}; {range}")),
+        Err(_) => Err(format!("not a whole number; {range}")),
+    }
+}
+
 /// How files are sent (shared by `upload` and `demo`).
 #[derive(Debug, Args)]
 pub struct TransferArgs {
@@ -268,9 +283,10 @@ pub struct TransferArgs {
     #[arg(long, default_value_t = idb_engine::DEFAULT_PARALLEL, value_name = "N")]
     pub parallel: usize,
     /// Chunks of one file in flight on a server that writes each chunk at its
-    /// offset (default: 4); a strict server always takes one at a time. By tus
-    /// concatenation one file may have --parallel x W partials in flight.
-    #[arg(long, value_name = "W")]
+    /// offset (default: 4, at most 64); a strict server always takes one at a
+    /// time. By tus concatenation one file may have --parallel x W partials in
+    /// flight.
+    #[arg(long, value_parser = parse_window, value_name = "W")]
     pub window: Option<usize>,
     /// Chunk bytes held in flight by the whole run.
     #[arg(long, default_value = "512MiB", value_parser = parse_size, value_name = "SIZE")]

@@ -201,19 +201,12 @@ fn configure(
     let mut config = args
         .transfer
         .apply(UploadConfig::new(server, dataset, token));
-    if let Some(limit) = open_files
-        && let Some(fits) = crate::open_files::parallel_within(
-            config.parallel,
-            config.window.unwrap_or(idb_engine::DEFAULT_OFFSET_WINDOW),
-            limit,
-        )
-    {
-        console.error(&format!(
-            "note: --parallel {} lowered to {fits}: this process may have only {limit} files \
-             open at once (ulimit -n); raise that limit to upload more files at once",
-            config.parallel
-        ));
-        config.parallel = fits;
+    if let Some(limit) = open_files {
+        let fit = crate::open_files::fit(config.parallel, config.window, limit);
+        for note in &fit.notes {
+            console.error(note);
+        }
+        (config.parallel, config.window) = (fit.parallel, fit.window);
     }
     config.journal_interval = args.journal_interval;
     config.force = args.force;

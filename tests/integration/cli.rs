@@ -26,16 +26,7 @@ fn upload_help() {
 #[test]
 fn upload_without_files_exits_2() {
     let dir = Dir::new("upload_without_files_exits_2");
-    let run = dir
-        .idb([
-            "upload",
-            "--dataset",
-            "IDB-1",
-            "--server",
-            "http://127.0.0.1:9",
-        ])
-        .token("tok")
-        .run();
+    let run = nowhere(&dir).run();
     run.expect_code(2).stderr_has("FILE");
 }
 
@@ -47,9 +38,9 @@ fn upload_without_a_dataset_exits_2() {
     run.expect_code(2).stderr_has("--dataset");
 }
 
-/// `idb upload` of `file` with `args`, to a server nothing answers on (for
-/// runs refused before anything is sent).
-fn upload_to_nowhere(dir: &Dir, args: &[&str], file: &std::path::Path) -> crate::util::Run {
+/// `idb upload` to a server nothing answers on, with a token (for runs
+/// refused before anything is sent); add the options and files.
+fn nowhere(dir: &Dir) -> crate::util::TestCommand {
     dir.idb([
         "upload",
         "--dataset",
@@ -57,10 +48,12 @@ fn upload_to_nowhere(dir: &Dir, args: &[&str], file: &std::path::Path) -> crate:
         "--server",
         "http://127.0.0.1:9",
     ])
-    .args(args)
     .token("tok")
-    .arg(file)
-    .run()
+}
+
+/// [`nowhere`] with `args`, of `file`, run.
+fn upload_to_nowhere(dir: &Dir, args: &[&str], file: &std::path::Path) -> crate::util::Run {
+    nowhere(dir).args(args).arg(file).run()
 }
 
 /// Options that contradict each other or that nothing could meet are refused
@@ -246,4 +239,50 @@ fn a_chunk_larger_than_the_memory_budget_names_the_option_that_set_it() {
             .stderr_has(" must hold at least one chunk of the largest size, ")
             .stderr_has(says);
     }
+}
+
+/// Regression (found by an adversarial pass): `--window` had no upper bound
+/// (`--window 1000` opened about 1700 connections to an offset-mode mock,
+/// past its 512), and the open-file note then blamed --parallel alone. A
+/// window past 64 is refused as the options are read, and the note names
+/// the window when it is part of what does not fit.
+#[test]
+fn a_window_past_64_is_refused_and_the_open_file_note_names_a_wide_one() {
+    let dir = Dir::new("a_window_past_64_is_refused_and_the_open_file_note_names_a_wide_one");
+    let file = dir.write("data.bin", b"x");
+    for (window, says) in [
+        (
+            "1000",
+            "invalid value '1000' for '--window <W>': more than 64; give 1 to 64",
+        ),
+        (
+            "65",
+            "invalid value '65' for '--window <W>': more than 64; give 1 to 64",
+        ),
+        (
+            "0",
+            "invalid value '0' for '--window <W>': 0 chunks in flight would send nothing",
+        ),
+    ] {
+        upload_to_nowhere(&dir, &["--window", window], &file)
+            .expect_code(2)
+            .stderr_has(says);
+    }
+    dir.idb(["demo", "--window", "65"])
+        .run()
+        .expect_code(2)
+        .stderr_has("more than 64");
+
+    // 64 is taken; under a limit of 200 open files, 67 a file in flight fit
+    // twice, and the note says the window is why.
+    let run = nowhere(&dir)
+        .args(["--dry-run", "--window", "64"])
+        .hard_max_open_files(200)
+        .arg(&file)
+        .run();
+    run.stderr_has(
+        "note: --parallel 3 lowered to 2: with --window 64, each file in flight may hold 67 \
+         open files, and this process may have only 200 open at once (ulimit -n); raise that \
+         limit, or lower --window, to upload more files at once",
+    );
 }

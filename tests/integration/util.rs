@@ -256,7 +256,19 @@ impl TestCommand {
     }
 
     /// Runs the command with a soft limit of `n` open files (as `ulimit -Sn n`).
-    pub fn max_open_files(mut self, n: u64) -> Self {
+    pub fn max_open_files(self, n: u64) -> Self {
+        self.open_file_limit(n, false)
+    }
+
+    /// Runs the command with a soft and hard limit of `n` open files (as
+    /// `ulimit -n n`), which `idb` cannot raise.
+    pub fn hard_max_open_files(self, n: u64) -> Self {
+        self.open_file_limit(n, true)
+    }
+
+    /// Lowers the soft limit of open files to `n`, and with `hard` the hard
+    /// limit too.
+    fn open_file_limit(mut self, n: u64, hard: bool) -> Self {
         use std::os::unix::process::CommandExt;
         // SAFETY: the closure runs in the child between fork and exec, and calls
         // only getrlimit and setrlimit, which are async-signal-safe; it touches no
@@ -271,6 +283,9 @@ impl TestCommand {
                     return Err(std::io::Error::last_os_error());
                 }
                 limit.rlim_cur = n.min(limit.rlim_max);
+                if hard {
+                    limit.rlim_max = limit.rlim_cur;
+                }
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -105,4 +105,9 @@ pub use tls::{
 /// Chunks in flight per file on a server that writes at offsets, unless the user
 /// says otherwise.
 pub const DEFAULT_OFFSET_WINDOW: usize = 4;
+/// The most chunks in flight per file (`UploadConfig::window`): each is a
+/// connection and an open file, and by tus concatenation one file may have
+/// `parallel` times this many; past a few dozen they only queue at the server
+/// (the mock serves 512 connections at once, the service a handful of threads).
+pub const MAX_WINDOW: usize = 64;
 pub use upload::{CheckedFiles, FileOutcome, FileReport, Known, KnownByReceipts, Report, Uploader};

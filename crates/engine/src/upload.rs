@@ -573,6 +573,13 @@ impl UploadConfig {
         if self.parallel == 0 || self.window == Some(0) {
             return bad("--parallel and --window must be at least 1".into());
         }
+        if let Some(window) = self.window.filter(|&w| w > crate::MAX_WINDOW) {
+            return bad(format!(
+                "--window {window} is more than {} chunks of a file in flight; give 1 to {}",
+                crate::MAX_WINDOW,
+                crate::MAX_WINDOW
+            ));
+        }
         if self.bandwidth == Some(0) {
             return bad(
                 "the bandwidth cap must be at least 1 byte per second; leave it unset for no cap"

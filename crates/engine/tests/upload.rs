@@ -307,13 +307,14 @@ fn bad_configurations_are_refused() {
             Token::new(TOKEN).unwrap(),
         )
     };
-    let bad: [fn(&mut UploadConfig); 9] = [
+    let bad: [fn(&mut UploadConfig); 10] = [
         |c| c.chunk_size = 0,
         |c| c.chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
         |c| c.max_chunk_size = idb_engine::MAX_CHUNK_SIZE + 1,
         |c| c.memory = c.max_chunk_size - 1,
         |c| c.parallel = 0,
         |c| c.window = Some(0),
+        |c| c.window = Some(idb_engine::MAX_WINDOW + 1),
         |c| c.bandwidth = Some(0),
         |c| c.tus_part_size = Some(0),
         |c| c.tus_part_size = Some(c.memory + 1),
@@ -327,6 +328,12 @@ fn bad_configurations_are_refused() {
         );
     }
     assert!(Uploader::new(base()).is_ok());
+    let mut widest = base();
+    widest.window = Some(idb_engine::MAX_WINDOW);
+    assert!(
+        Uploader::new(widest).is_ok(),
+        "the widest window is allowed"
+    );
     let mut capped = base();
     capped.bandwidth = Some(1);
     assert!(Uploader::new(capped).is_ok(), "1 byte per second is a cap");
