@@ -15,6 +15,29 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line as the program reads it: [`Cli`], with an option's
+/// environment variable that is set but empty (`IDB_STATE_DIR=`) counting as
+/// unset, as a shell's `${VAR:-default}` has it. clap would take it for an
+/// empty value and refuse it ("a value is required for '--state-dir <DIR>'"),
+/// naming an option the user never gave; it has no setting for this.
+pub fn command() -> clap::Command {
+    unset_empty_env(<Cli as clap::CommandFactory>::command())
+}
+
+/// `command` and its subcommands, with the options whose environment
+/// variable is empty reading none.
+fn unset_empty_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            if empty { arg.env(None) } else { arg }
+        })
+        .mut_subcommands(unset_empty_env)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Upload files into a draft dataset (the token comes from IDB_TOKEN or --token-file).

@@ -286,3 +286,62 @@ fn a_window_past_64_is_refused_and_the_open_file_note_names_a_wide_one() {
          limit, or lower --window, to upload more files at once",
     );
 }
+
+/// Regression (found by an adversarial pass): `IDB_STATE_DIR= idb upload ...`
+/// was refused with clap's "a value is required for '--state-dir <DIR>' but
+/// none was supplied", naming an option the user never gave. An empty
+/// IDB_DATASET, IDB_SERVER or IDB_STATE_DIR counts as unset, as a shell's
+/// `${VAR:-default}` would have it.
+#[test]
+fn an_empty_environment_variable_counts_as_unset() {
+    use crate::util::DS;
+    let dir = Dir::new("an_empty_environment_variable_counts_as_unset");
+    let home = dir.join("home");
+    let status = || {
+        dir.idb(["status"])
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", "")
+            .env("IDB_STATE_DIR", "")
+            .env("IDB_SERVER", "")
+    };
+    status()
+        .env("IDB_DATASET", DS)
+        .run()
+        .expect_code(0)
+        .stdout_has(&format!(
+            "state directory: {}",
+            home.join(".local/state/idb").display()
+        ))
+        .stdout_has(&format!(
+            "unfinished uploads into {DS} on https://databank.illinois.edu/: 0"
+        ));
+    // Empty, the dataset is missing as if unset: said by its own message.
+    status()
+        .env("IDB_DATASET", "")
+        .run()
+        .expect_code(2)
+        .stderr_has("error: no dataset: pass --dataset KEY or set IDB_DATASET");
+    dir.idb(["clean", "--dry-run"])
+        .env("IDB_STATE_DIR", "")
+        .env("IDB_SERVER", "")
+        .env("IDB_DATASET", "")
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", "")
+        .run()
+        .expect_code(0)
+        .stderr_has("0 stale journals in ");
+    let file = dir.write("data.bin", b"x");
+    let run = nowhere(&dir)
+        .env("IDB_STATE_DIR", "")
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", "")
+        .args(["--dry-run", "--window", "2"])
+        .arg(&file)
+        .run();
+    assert!(
+        !run.stderr.contains("a value is required"),
+        "{}",
+        run.describe()
+    );
+    run.stdout_has(&format!("would upload {} (1 B)", file.display()));
+}
