@@ -154,15 +154,19 @@ async fn demo(args: &DemoArgs, cancel: &Cancel, stop: &Arc<AtomicBool>) -> anyho
         return Ok(Exit::Success);
     }
     let seconds = elapsed.as_secs_f64();
-    let chunks = match (args.transfer.chunk_size, report.final_chunk_size) {
-        (first, last) if last == 0 || last == first => format!("{} chunks", human(first)),
-        (first, last) => format!("chunks of {} growing to {}", human(first), human(last)),
+    let how = match (args.transfer.chunk_size, report.final_chunk_size) {
+        // No chunk was sent, whatever the sizes were set to.
+        _ if args.size == 0 => "(an empty file: no chunk to send)".to_owned(),
+        (first, last) if last == 0 || last == first => format!("with {} chunks", human(first)),
+        (first, last) => format!("with chunks of {} growing to {}", human(first), human(last)),
+    };
+    let rate = match args.size {
+        0 => String::new(),
+        size => format!("({}/s) ", human((size as f64 / seconds.max(1e-9)) as u64)),
     };
     let line = format!(
-        "uploaded {} in {seconds:.2} s ({}/s) with {chunks}; the server's copy is \
-         byte-identical\n",
+        "uploaded {} in {seconds:.2} s {rate}{how}; the server's copy is byte-identical\n",
         human(args.size),
-        human((args.size as f64 / seconds.max(1e-9)) as u64),
     );
     let mut stdout = std::io::stdout().lock();
     match stdout

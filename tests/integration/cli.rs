@@ -345,3 +345,22 @@ fn an_empty_environment_variable_counts_as_unset() {
     );
     run.stdout_has(&format!("would upload {} (1 B)", file.display()));
 }
+
+/// Regression (found by an adversarial pass): the demo of an empty file said
+/// "with 8.0 MiB chunks" (or "chunks of 8.0 MiB growing to ...") though no
+/// chunk was sent, over either protocol.
+#[test]
+fn the_demo_of_an_empty_file_names_no_chunks() {
+    let dir = Dir::new("the_demo_of_an_empty_file_names_no_chunks");
+    for protocol in ["chunked", "tus"] {
+        let run = dir
+            .idb(["demo", "--size", "0", "--protocol", protocol])
+            .run();
+        run.expect_code(0)
+            .stdout_has("uploaded 0 B in ")
+            .stdout_has(
+                " s (an empty file: no chunk to send); the server's copy is byte-identical",
+            );
+        assert!(!run.stdout.contains("chunks"), "{}", run.describe());
+    }
+}
