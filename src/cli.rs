@@ -116,8 +116,9 @@ pub struct UploadArgs {
     pub transfer: TransferArgs,
     // --- Re-runs (receipts) ---
     /// Upload every file even if the state directory has a receipt saying it was
-    /// verified earlier (by default such files are skipped). The server still
-    /// refuses a name it has verified: this does not overwrite.
+    /// verified earlier (by default such files are skipped); an unfinished
+    /// upload still resumes from its journal. The server still refuses a name
+    /// it has verified: this does not overwrite.
     #[arg(long)]
     pub force: bool,
 }

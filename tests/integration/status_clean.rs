@@ -33,6 +33,23 @@ impl Leftovers {
         assert_eq!(journals(dir).len(), 1);
         Self { done_bytes, part }
     }
+
+    /// Uploads `part.bin` again with `args`, and asserts that it resumed from
+    /// its journal rather than starting over.
+    fn resumed_with(&self, dir: &Dir, mock: &Mock, args: &[&str]) {
+        let before = mock.stats().bytes_received;
+        dir.upload(mock, DS)
+            .token(TOKEN)
+            .args(args)
+            .arg(&self.part)
+            .run()
+            .expect_code(0)
+            .stderr_has(&format!("resuming {} at byte ", self.part.display()));
+        assert!(
+            mock.stats().bytes_received - before < 10 * CHUNK as u64,
+            "the re-run resumed, not started over"
+        );
+    }
 }
 
 fn status(dir: &Dir, mock: &Mock, dataset: &str) -> crate::util::Run {
@@ -157,18 +174,7 @@ fn a_chmod_after_a_stop_keeps_the_journal_and_the_upload_resumes() {
         .stderr_has("removed 0 stale journals");
     assert_eq!(journals(&dir).len(), 1);
 
-    let before = mock.stats().bytes_received;
-    dir.upload(&mock, DS)
-        .token(TOKEN)
-        .args(["--parallel", "1"])
-        .arg(&left.part)
-        .run()
-        .expect_code(0)
-        .stderr_has(&format!("resuming {} at byte ", left.part.display()));
-    assert!(
-        mock.stats().bytes_received - before < 10 * CHUNK as u64,
-        "the re-run resumed, not started over"
-    );
+    left.resumed_with(&dir, &mock, &["--parallel", "1"]);
 }
 
 #[test]
@@ -310,4 +316,16 @@ fn damaged_journals_are_listed_by_status_and_removed_by_clean() {
         .stderr_has("removed 0 stale journals and 1 damaged from ");
     assert!(!run.stdout.contains(&shown(&newer)), "{}", run.describe());
     assert_eq!(journals(&dir), [newer]);
+}
+
+/// `--force` ignores receipts, not journals: an unfinished upload goes on
+/// from its journal as without it (the README said it sent every file's
+/// setup again; an adversarial pass found the resume, which is what a
+/// journal is for).
+#[test]
+fn force_still_resumes_an_unfinished_upload_from_its_journal() {
+    let dir = Dir::new("force_still_resumes_an_unfinished_upload_from_its_journal");
+    let mock = Mock::standard();
+    let left = Leftovers::make(&dir, &mock);
+    left.resumed_with(&dir, &mock, &["--force"]);
 }
