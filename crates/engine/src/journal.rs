@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 /// The journal format written now. Files of any other version are ignored.
 pub(crate) const JOURNAL_VERSION: u32 = 2;
 
-/// Journal files are small; anything larger is not one of ours.
-const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
+/// Anything larger is not one of ours. A journal is a few hundred bytes,
+/// but one of a file sent by tus concatenation lists up to 1000 partials
+/// with their addresses (`MAX_JOIN_PARTIALS`; over 300 KB with the long
+/// addresses of an S3-backed server): room for ten times that.
+const MAX_JOURNAL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The field that seals a journal: the blake3 (hex) of the rest of its JSON,
 /// written compact with its keys in order ([`seal`]). A journal without one
@@ -545,6 +548,41 @@ pub(crate) mod tests {
                 }
                 other => panic!("{field}: {other:?}"),
             }
+        }
+    }
+
+    /// Regression: a file sent by tus concatenation keeps up to 1000 partials
+    /// in its journal (`MAX_JOIN_PARTIALS`), each with its URL: well over the
+    /// 64 KiB a journal was allowed, so a large upload stopped after some 400
+    /// partials could not resume ("too large to be a journal") and started over.
+    #[test]
+    fn a_journal_of_a_thousand_partials_with_long_addresses_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path().to_path_buf());
+        let mut full = entry();
+        full.size = 1 << 41;
+        full.acked = 0;
+        let part = 2_199_023_256u64;
+        full.tus = Some(Box::new(crate::tus::TusRecord {
+            concat: true,
+            partials: (0..1000)
+                .map(|i| crate::tus::SavedPartial {
+                    offset: i * part,
+                    len: part,
+                    // An address as long as an S3-backed tus server's
+                    // (object id and multipart upload id).
+                    url: format!(
+                        "https://databank.illinois.edu/files/{i:032x}+{}",
+                        "x".repeat(160)
+                    ),
+                })
+                .collect(),
+            ..Default::default()
+        }));
+        journal.save(&full).unwrap();
+        match journal.load("https://h/", "IDB-1", "a.bin") {
+            Loaded::Found(found) => assert_eq!(*found, full),
+            other => panic!("{other:?}"),
         }
     }
 
