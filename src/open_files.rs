@@ -60,8 +60,13 @@ pub fn fit(parallel: usize, window: Option<usize>, limit: u64) -> Fit {
     let mut each = window.unwrap_or(idb_engine::DEFAULT_OFFSET_WINDOW);
     let room = limit.saturating_sub(RESERVE + PER_UPLOAD).max(1);
     if each as u64 > room {
+        // Named as the user gave it, or as the default it is.
+        let what = match window {
+            Some(_) => format!("--window {each}"),
+            None => format!("the window of {each} chunks in flight (the default of --window)"),
+        };
         fit.notes.push(format!(
-            "note: --window {each} lowered to {room}: this process may have only {limit} files \
+            "note: {what} lowered to {room}: this process may have only {limit} files \
              open at once (ulimit -n), and each chunk of a file in flight holds one; raise that \
              limit to send more chunks of a file at once"
         ));
@@ -151,6 +156,18 @@ mod tests {
                 "note: --window 64 lowered to 25: this process may have only 60 files open at \
               once (ulimit -n), and each chunk of a file in flight holds one; raise that limit \
               to send more chunks of a file at once"
+            ]
+        );
+        // The default window does not fit: said as the default, not as an
+        // option the user did not give.
+        let tiny = fit(1, None, 37);
+        assert_eq!((tiny.parallel, tiny.window), (1, Some(2)));
+        assert_eq!(
+            tiny.notes,
+            [
+                "note: the window of 4 chunks in flight (the default of --window) lowered to 2: \
+              this process may have only 37 files open at once (ulimit -n), and each chunk of a \
+              file in flight holds one; raise that limit to send more chunks of a file at once"
             ]
         );
         // What fits is left alone, unsaid.

@@ -444,7 +444,8 @@ impl EventSink for Progress {
             Event::JournalUnsaved { path, reason } => {
                 self.console.error(&format!(
                     "warning: {}: cannot save its progress: {}; the upload goes on, but if \
-                     the run stops before a save goes through, the next run starts it over",
+                     the run stops before a save goes through, the next run resumes it from \
+                     an older save, or starts it over",
                     escaped(&path),
                     crate::text::escape(&reason)
                 ));
@@ -506,7 +507,7 @@ impl EventSink for Progress {
                 };
                 // An error that stops the run (a refused token, a server
                 // gone) is the same for every file it met: name the file.
-                let shown = if error.starts_with(path.to_string_lossy().as_ref()) {
+                let shown = if error.starts_with(&format!("{}:", path.display())) {
                     crate::text::escaped_message(&error, [path.as_path()])
                 } else {
                     format!("{}: {}", escaped(&path), crate::text::escape(&error))

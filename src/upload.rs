@@ -383,12 +383,14 @@ fn interrupted_note(file: &FileReport) -> String {
         )
     } else if file.resumable {
         format!("{} of {} bytes are on the server", file.acked, file.size)
+    } else if file.acked == 0 {
+        "nothing of it is on the server yet".to_owned()
     } else {
-        // No journal of it was saved (the state directory's disk full, or
-        // the directory gone): a promise to resume would be false.
+        // No journal of it is kept (none could be saved, or there is no
+        // state directory): a promise to resume would be false.
         format!(
-            "{} of {} bytes are on the server, but its progress could not be saved: the \
-             next run starts it over",
+            "{} of {} bytes are on the server, but no journal of it is kept: the next run \
+             starts it over",
             file.acked, file.size
         )
     };
@@ -583,8 +585,13 @@ mod tests {
         // directory gone): nothing is promised.
         assert_eq!(
             interrupted(10, 10, false),
-            "interrupted: d/a.bin (10 of 10 bytes are on the server, but its progress could \
-             not be saved: the next run starts it over)"
+            "interrupted: d/a.bin (10 of 10 bytes are on the server, but no journal of it is \
+             kept: the next run starts it over)"
+        );
+        // Stopped before its setup: nothing to keep.
+        assert_eq!(
+            interrupted(0, 10, false),
+            "interrupted: d/a.bin (nothing of it is on the server yet)"
         );
     }
 }

@@ -38,9 +38,10 @@ struct Restarts {
     count: u32,
     /// The most bytes the server confirmed at any restart.
     high_water: u64,
-    /// Whether the server was found holding fewer bytes than it acknowledged
-    /// once already in this run ([`RestartReason::ServerLostBytes`]).
-    went_back: bool,
+    /// When the server was last found holding fewer bytes than it
+    /// acknowledged ([`RestartReason::ServerLostBytes`]) in this run, and the
+    /// bytes it had confirmed then.
+    went_back: Option<(std::time::Instant, u64)>,
 }
 
 impl Restarts {
@@ -56,21 +57,36 @@ impl Restarts {
     }
 }
 
-/// A start over because the server holds fewer bytes than it acknowledged:
-/// the second in one run fails the file. A server that lost bytes (a crash)
-/// does so once; twice is most likely another upload of the same name (from
-/// another machine, or with another state directory), whose own setup reset
-/// the server's copy, and each start over would undo the other's progress in
-/// turn, for as long as both run.
-fn went_back(f: &OpenFile, reason: &RestartReason, restarts: &mut Restarts) -> Result<(), Error> {
+/// How long after the server was found behind what it acknowledged a second
+/// time counts as the same trouble (see [`went_back`]).
+const WENT_BACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A start over because the server holds fewer bytes than it acknowledged
+/// (`confirmed` of them, now): the second in a row fails the file. A server
+/// that lost bytes (a crash) does so once; again before the upload got back
+/// past where it was the first time, or within [`WENT_BACK_WINDOW`], is most
+/// likely another upload of the same name (from another machine, or with
+/// another state directory), whose own setup reset the server's copy: each
+/// start over would undo the other's progress in turn, for as long as both
+/// run. (A loss long after, beyond the first one's point, is a new one.)
+fn went_back(
+    f: &OpenFile,
+    reason: &RestartReason,
+    confirmed: u64,
+    restarts: &mut Restarts,
+) -> Result<(), Error> {
     if *reason != RestartReason::ServerLostBytes {
         return Ok(());
     }
-    if std::mem::replace(&mut restarts.went_back, true) {
+    let now = std::time::Instant::now();
+    if let Some((at, then)) = restarts.went_back
+        && (confirmed <= then || now.duration_since(at) < WENT_BACK_WINDOW)
+    {
         return Err(Error::ServerWentBack {
             path: f.path.clone(),
         });
     }
+    restarts.went_back = Some((now, confirmed));
     Ok(())
 }
 
@@ -453,7 +469,7 @@ impl<P: Protocol> Run<'_, P> {
                 }
                 PumpEnd::StartOver(reason) => {
                     self.restarted(f, state, &mut restarts)?;
-                    went_back(f, &reason, &mut restarts)?;
+                    went_back(f, &reason, state.acked.confirmed(), &mut restarts)?;
                     mode = self.start_over(f, state, reason).await?;
                     continue;
                 }
@@ -606,10 +622,10 @@ impl<P: Protocol> Run<'_, P> {
                         }
                     };
                     self.restarted(f, state, &mut restarts)?;
-                    went_back(f, &reason, &mut restarts)?;
                     if self.stop.is_set() {
                         return Ok(FileOutcome::Interrupted);
                     }
+                    went_back(f, &reason, state.acked.confirmed(), &mut restarts)?;
                     mode = self.start_over(f, state, reason).await?;
                 }
             }

@@ -414,12 +414,14 @@ impl Uploader {
             ..
         } = run;
         let mut unsaved = HashSet::new();
-        if let Some((_, writer)) = journal {
+        let mut store = None;
+        if let Some((journal, writer)) = journal {
             let failures;
             (failures, unsaved) = writer.close().await;
             for failure in failures {
                 events.emit(failure_event(failure));
             }
+            store = Some(journal);
         }
         let (server, dataset) = (self.config.server.as_str(), self.config.dataset.as_str());
         let files = files
@@ -427,10 +429,13 @@ impl Uploader {
             .zip(outcomes)
             .map(|(f, done)| {
                 let (outcome, ended) = done.unwrap_or((FileOutcome::NotStarted, Ended::default()));
-                // Its journal is what the next run resumes from: one whose
-                // latest write failed (a full disk, a directory removed) is
-                // not, whatever the file's end allowed.
-                let saved = !unsaved.contains(&Key::of(server, dataset, &f.filename));
+                // Its journal is what the next run resumes from: when its
+                // latest write failed (a full disk, a directory removed), an
+                // older one left on disk still resumes it (a journal may lag
+                // the server); with none, the next run starts it over.
+                let key = Key::of(server, dataset, &f.filename);
+                let saved =
+                    !unsaved.contains(&key) || store.as_ref().is_some_and(|j| j.path(key).exists());
                 FileReport {
                     path: f.path.clone(),
                     size: f.size(),
