@@ -466,7 +466,7 @@ pub fn summarize(report: &Report, tally: &Tally, source: &TokenSource, console: 
             Some(error) if !error.worth_resuming() => {
                 "fix the error above, then run the same command"
             }
-            _ if none_resume => "run the same command to upload them again",
+            _ if none_resume => "run the same command to send it all again",
             _ => "run the same command to resume",
         };
         console.error(&format!(

@@ -329,6 +329,10 @@ impl Uploader {
         let (mut cancelled, mut hard_stopped) = (false, false);
         let grace = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(grace);
+        // Journal writes that failed are told as they happen (a full disk
+        // met an hour into one file is said then, not when the file ends).
+        let mut look = tokio::time::interval(JOURNAL_FAILURES_LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while active.len() < config.parallel && !run.stop.is_set() {
                 let Some(i) = pending.next() else { break };
@@ -360,6 +364,10 @@ impl Uploader {
                     continue;
                 }
                 finished = active.next() => finished,
+                _ = look.tick() => {
+                    run.report_journal_failures();
+                    continue;
+                }
             };
             let Some((i, (result, ended))) = finished else {
                 break;
@@ -511,6 +519,9 @@ impl Uploader {
         }
     }
 }
+
+/// How often a run looks for journal writes that failed, to tell them.
+const JOURNAL_FAILURES_LOOK: Duration = Duration::from_secs(1);
 
 /// What a run uses of the state directory.
 #[derive(Default)]

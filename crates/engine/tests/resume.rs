@@ -443,14 +443,21 @@ async fn a_hidden_write_between_the_check_and_the_turn_is_not_resumed_over() {
 /// Regression (found by an adversarial pass): a state directory whose disk
 /// filled up, or that was removed, mid-run left the upload with no journal,
 /// yet the run said it would resume (and a note per second called it "not
-/// resuming from its journal"). A failed write is now told once, and the
-/// file's report says it cannot resume.
+/// resuming from its journal"). A failed write is now told once, while the
+/// file is still going (here the run is stopped when it is told: it was told
+/// only as the file ended), and the file's report says it cannot resume.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_journal_that_cannot_be_saved_is_not_promised_to_resume() {
-    let server = MockServer::start(MockConfig::new().dataset(DS, OLD))
-        .await
-        .unwrap();
-    let files = Files::new("unsaved.bin", 300_000);
+    // 60 chunks of 50 ms each at least: the file goes on for 3 s, well past
+    // the run's look for failed writes each second.
+    let server = MockServer::start(
+        MockConfig::new()
+            .dataset(DS, OLD)
+            .latency(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let files = Files::new("unsaved.bin", 1_200_000);
     let (journal, path) = (files.journal(), &files.path);
     let mut config = config(&server, OLD, &journal, 20_000, 20_000, Read::Default);
     config.journal_interval = Duration::ZERO;
@@ -459,13 +466,14 @@ async fn a_journal_that_cannot_be_saved_is_not_promised_to_resume() {
     let cancel = idb_engine::Cancel::new();
     let (acks, unsaved) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
     let sink = |event: Event| match event {
-        Event::ChunkAcked { .. } => match acks.fetch_add(1, Ordering::SeqCst) {
-            // The directory goes away after the first save.
-            1 => std::fs::remove_dir_all(&journal).unwrap(),
-            5 => cancel.cancel(),
-            _ => {}
-        },
-        Event::JournalUnsaved { reason, .. } => unsaved.lock().unwrap().push(reason),
+        // The directory goes away after the first save.
+        Event::ChunkAcked { .. } if acks.fetch_add(1, Ordering::SeqCst) == 1 => {
+            std::fs::remove_dir_all(&journal).unwrap();
+        }
+        Event::JournalUnsaved { reason, .. } => {
+            unsaved.lock().unwrap().push(reason);
+            cancel.cancel();
+        }
         _ => {}
     };
     let report = uploader.upload_until(checked, &sink, &cancel).await;
